@@ -1,0 +1,162 @@
+"""Bad targets and settings get a clear error naming the file and the line or key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.errors import InputError
+from worker.settings import load_settings
+from worker.targets import read_targets
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_toml_targets_whole_accounts_named_instruments_and_options(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "t.toml",
+        '[[accounts]]\nid = 19816\nexclude = ["SPY"]\n\n'
+        '[[accounts]]\nid = 19817\ninstruments = ["GOOG", "c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa"]\n'
+        "cancel_orders = false\n",
+    )
+    specs = read_targets([path])
+    assert [(s.account_id, s.instrument, s.cancel_orders) for s in specs] == [
+        (19816, None, True),
+        (19817, "GOOG", False),
+        (19817, "c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa", False),
+    ]
+    assert specs[0].exclude == frozenset({"SPY"})
+
+
+def test_csv_targets_with_star_for_a_whole_account(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.csv", "account_id,instrument\n19816,*\n\n19817,GOOG\n")
+    specs = read_targets([path])
+    assert [(s.account_id, s.instrument) for s in specs] == [(19816, None), (19817, "GOOG")]
+
+
+def test_command_line_targets() -> None:
+    specs = read_targets([], accounts=["19816"], positions=["19817:GOOG", "19818:*"])
+    assert [(s.account_id, s.instrument) for s in specs] == [
+        (19816, None),
+        (19817, "GOOG"),
+        (19818, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("t.toml", "[[accounts]\nid = 1\n", r"t\.toml: not valid TOML: .*line 1"),
+        ("t.toml", "[[accounts]]\nid = 1\ncolour = 1\n", r"accounts\[1\]: unknown key 'colour'"),
+        ("t.toml", "[[accounts]]\nid = -4\n", r"accounts\[1\]\.id: .*positive integer"),
+        ("t.toml", "[[accounts]]\nid = 'abc'\n", r"accounts\[1\]\.id: .*positive integer"),
+        ("t.toml", "[[accounts]]\nid = true\n", r"accounts\[1\]\.id: .*positive integer"),
+        ("t.toml", "[[accounts]]\ninstruments = ['X']\n", r"accounts\[1\]: missing key 'id'"),
+        ("t.toml", "[[accounts]]\nid = 1\ninstruments = ['']\n", r"accounts\[1\]\.instruments"),
+        ("t.toml", "[[accounts]]\nid = 1\ncancel_orders = 'no'\n", r"cancel_orders: expected"),
+        ("t.toml", "[other]\nx = 1\n", r"unknown key 'other'"),
+        ("t.toml", "  \n", r"t\.toml: the targets file is empty"),
+        ("t.csv", "", r"t\.csv: the targets file is empty"),
+        ("t.csv", "acct,instr\n1,X\n", r"t\.csv:1: expected the header"),
+        ("t.csv", "account_id,instrument\n1,X\nfoo,Y\n", r"t\.csv:3: account_id: .*positive"),
+        ("t.csv", "account_id,instrument\n1,X,Z\n", r"t\.csv:2: expected 2 columns"),
+        ("t.csv", "account_id,instrument\n1,\n", r"t\.csv:2: instrument is empty"),
+        ("t.csv", "account_id,instrument\n", r"t\.csv: no target rows"),
+        ("t.json", "{}", r"t\.json: unknown targets format"),
+    ],
+)  # fmt: skip
+def test_bad_targets_name_the_file_and_place(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        read_targets([write(tmp_path, name, text)])
+
+
+def test_unreadable_targets_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.toml: cannot read"):
+        read_targets([tmp_path / "missing.toml"])
+
+
+def test_no_targets_at_all_is_an_error() -> None:
+    with pytest.raises(InputError, match="no targets"):
+        read_targets([])
+
+
+@pytest.mark.parametrize("raw", ["GOOG", "19816", "x:GOOG", "0:GOOG", "19816:"])
+def test_bad_position_flags(raw: str) -> None:
+    with pytest.raises(InputError, match="--position"):
+        read_targets([], positions=[raw])
+
+
+def test_settings_precedence_cli_over_env_over_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "s.toml", "concurrency = 3\nrate_limit = 7\nmax_attempts = 2\n")
+    monkeypatch.setenv("LIQUIDATOR_RATE_LIMIT", "9")
+    monkeypatch.setenv("LIQUIDATOR_MAX_ATTEMPTS", "4")
+    settings = load_settings({"max_attempts": 6}, path)
+    assert (settings.concurrency, settings.rate_limit, settings.max_attempts) == (3, 9, 6)
+
+
+def test_settings_defaults_an_operator_can_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    settings = load_settings({}, None)
+    assert settings.base_url == "https://api.clearstreet.com"
+    assert settings.concurrency == 16
+    assert settings.rate_limit == 20
+    assert settings.request_timeout == 5
+    assert settings.max_attempts == 5
+    assert settings.api_key is None
+
+
+def test_state_dir_defaults_to_systemds_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    assert load_settings({}, None).state_dir == tmp_path / "state"
+
+
+def test_api_key_from_systemd_credential_when_env_has_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "clearstreet-api-key").write_text("cred-id.cred-secret\n")
+    monkeypatch.delenv("LIQUIDATOR_API_KEY", raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    settings = load_settings({}, None)
+    assert settings.api_key is not None
+    assert settings.api_key.get_secret_value() == "cred-id.cred-secret"
+    assert "cred-secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("concurrency = 0\n", r"s\.toml: key 'concurrency': .*greater than or equal to 1"),
+        ("colour = 1\n", r"s\.toml: unknown key 'colour'"),
+        ("base_url = 'http://api.example.com'\n", r"base_url.*only for loopback"),
+        ("concurrency = \n", r"s\.toml: not valid TOML"),
+        ("api_key = 42\n", r"s\.toml: key 'api_key'"),
+    ],
+)
+def test_bad_settings_name_the_file_and_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        load_settings({}, write(tmp_path, "s.toml", text))
+
+
+def test_plain_http_is_accepted_for_loopback_only() -> None:
+    assert load_settings({"base_url": "http://127.0.0.1:8080"}, None).base_url.startswith("http:")
+    with pytest.raises(InputError, match="--base-url"):
+        load_settings({"base_url": "http://10.0.0.5"}, None)
+
+
+def test_a_bad_key_value_is_never_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.toml", "api_key = ['secret-in-a-list']\n")
+    with pytest.raises(InputError) as caught:
+        load_settings({}, path)
+    assert "secret-in-a-list" not in str(caught.value)

@@ -1,0 +1,103 @@
+"""Retry decisions are predicates over the typed error; each is proved over every error kind."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from tenacity import RetryCallState
+
+from tests.support import RecordedSleeps
+from worker.errors import (
+    ApiError,
+    Forbidden,
+    NotFound,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+    ResendRefused,
+    Unauthorized,
+)
+from worker.policy import (
+    RetryPolicy,
+    aborts_run,
+    is_retryable_read,
+    is_safe_to_resend,
+    needs_look_before_resend,
+)
+
+#                  error                                     resend  look   read   abort
+CASES = [
+    (NotSent("refused"),                                     True,   False, True,  False),
+    (RateLimited("429", status=429, retry_after=1.0),        True,   False, True,  False),
+    (OutcomeUnknown("timeout"),                              False,  True,  True,  False),
+    (OutcomeUnknown("503", status=503),                      False,  True,  True,  False),
+    (OutcomeUnknown("502 html", status=502),                 False,  True,  True,  False),
+    (ResendRefused("second send"),                           False,  True,  True,  False),
+    (Rejected("400", status=400),                            False,  False, False, False),
+    (Rejected("409", status=409),                            False,  False, False, False),
+    (Rejected("422", status=422),                            False,  False, False, False),
+    (Forbidden("403", status=403),                           False,  False, False, False),
+    (NotFound("404", status=404),                            False,  False, False, False),
+    (Unauthorized("401", status=401),                        False,  False, False, True),
+    (ValueError("a bug"),                                    False,  False, False, False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("err", "resend", "look", "read", "abort"), CASES)
+def test_each_error_kind_has_one_decision(
+    err: Exception, resend: bool, look: bool, read: bool, abort: bool
+) -> None:
+    assert is_safe_to_resend(err) is resend
+    assert needs_look_before_resend(err) is look
+    assert is_retryable_read(err) is read
+    assert aborts_run(err) is abort
+
+
+def test_no_error_is_both_safe_to_resend_and_in_need_of_a_look() -> None:
+    assert not any(is_safe_to_resend(e) and needs_look_before_resend(e) for e, *_ in CASES)
+
+
+def _state_after(err: BaseException, attempt: int) -> RetryCallState:
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    state.set_exception((type(err), err, None))
+    return state
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    policy = RetryPolicy(retry_after_cap_s=30)
+    assert policy.wait_s(_state_after(RateLimited("x", retry_after=2.5), 1)) == 2.5
+    assert policy.wait_s(_state_after(RateLimited("x", retry_after=3600), 1)) == 30
+
+
+def test_backoff_grows_exponentially_with_jitter_and_stops_at_the_ceiling() -> None:
+    policy = RetryPolicy(backoff_initial_s=0.5, backoff_max_s=4, rng=random.Random(1))
+    waits = [policy.wait_s(_state_after(OutcomeUnknown("x"), n)) for n in range(1, 7)]
+    for n, wait in enumerate(waits, start=1):
+        ceiling = min(4.0, 0.5 * 2 ** (n - 1))
+        assert ceiling / 2 <= wait <= ceiling
+
+
+async def test_reads_retry_transient_errors_up_to_max_attempts_with_injected_sleep() -> None:
+    sleeps = RecordedSleeps()
+    policy = RetryPolicy(max_attempts=4, backoff_initial_s=1, sleep=sleeps)
+    calls = 0
+    with pytest.raises(OutcomeUnknown):
+        async for attempt in policy.for_reads():
+            with attempt:
+                calls += 1
+                raise OutcomeUnknown("503", status=503)
+    assert calls == 4
+    assert len(sleeps.waits) == 3
+
+
+async def test_rejections_are_never_retried() -> None:
+    calls = 0
+    with pytest.raises(ApiError):
+        async for attempt in RetryPolicy(sleep=RecordedSleeps()).for_closes():
+            with attempt:
+                calls += 1
+                raise Rejected("422", status=422)
+    assert calls == 1

@@ -1,0 +1,313 @@
+"""How to talk to the Clear Street Trading API: URLs, headers, the envelope, status codes.
+
+Returns typed replies or raises the errors of `worker.errors`; aiohttp, timeout and JSON errors are
+translated here and nowhere else. It never retries and never decides whether to: that is
+`worker.policy`. It makes sure aiohttp cannot re-send a request on its own (`open_session`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+from pydantic import TypeAdapter, ValidationError
+
+from worker import __version__
+from worker.errors import (
+    ApiError,
+    Forbidden,
+    NotFound,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+    ResendRefused,
+    Unauthorized,
+)
+from worker.models import MarketHours, Order, Position
+from worker.pace import Pacer
+
+T = TypeVar("T")
+
+_ORDERS = TypeAdapter(list[Order])
+_POSITIONS = TypeAdapter(list[Position])
+_MARKET_HOURS = TypeAdapter(list[MarketHours])
+_EXCERPT_CHARS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[T]):
+    data: T
+    request_id: str
+    next_page_token: str | None = None
+
+
+# Counts the sends of the logical request being made in this task. aiohttp re-sends an
+# "idempotent" method (DELETE is one) once when a kept-alive connection drops; for a close that
+# would be a second market order. The middleware below refuses any second send.
+_sends_of_this_request: ContextVar[list[int] | None] = ContextVar("sends", default=None)
+
+
+async def _refuse_resend(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    sends = _sends_of_this_request.get()
+    if sends is not None:
+        sends[0] += 1
+        if sends[0] > 1:
+            raise ResendRefused(f"refused a second send of {request.method} {request.url.path}")
+    return await handler(request)
+
+
+def open_session(concurrency: int, request_timeout: float) -> aiohttp.ClientSession:
+    """One session per run, its pool sized to the concurrency, that never re-sends by itself."""
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=request_timeout),
+        middlewares=(_refuse_resend,),
+        raise_for_status=False,
+    )
+    # aiohttp's own test client turns its automatic retry off the same way; there is no public
+    # switch. If a release renames the flag, fail loudly rather than run with it on.
+    if not hasattr(session, "_retry_connection"):
+        raise RuntimeError("this aiohttp has no _retry_connection flag; check its re-send rules")
+    session._retry_connection = False
+    return session
+
+
+class TradingApi:
+    """The endpoints the worker uses. Every request takes a slot from the pacer."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, api_key: str, pacer: Pacer
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._pacer = pacer
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"liquidator/{__version__}",
+        }
+
+    async def close_position(
+        self, account_id: int, instrument_id: str, *, cancel_orders: bool
+    ) -> Reply[list[Order]]:
+        """DELETE one position. Not idempotent: the caller must know what a failure means."""
+        reply = await self._call(
+            "DELETE",
+            f"/v1/accounts/{account_id}/positions/{instrument_id}",
+            body={"cancel_orders": cancel_orders},
+        )
+        return Reply(self._parse(_ORDERS, reply), _request_id(reply))
+
+    async def get_positions(
+        self,
+        account_id: int,
+        *,
+        page_token: str | None = None,
+        instrument_ids: Sequence[str] = (),
+        page_size: int = 1000,
+    ) -> Reply[list[Position]]:
+        params: dict[str, str] = {}
+        if page_token:
+            params["page_token"] = page_token
+        else:
+            params["page_size"] = str(page_size)
+        if instrument_ids:
+            params["instrument_ids"] = ",".join(instrument_ids)
+        reply = await self._call("GET", f"/v1/accounts/{account_id}/positions", params=params)
+        return Reply(self._parse(_POSITIONS, reply), _request_id(reply), _next_token(reply))
+
+    async def get_orders(
+        self,
+        account_id: int,
+        *,
+        instrument_ids: Sequence[str] = (),
+        order_ids: Sequence[str] = (),
+        since: datetime | None = None,
+        page_token: str | None = None,
+    ) -> Reply[list[Order]]:
+        params: dict[str, str] = {}
+        if page_token:
+            params["page_token"] = page_token
+        else:
+            params["page_size"] = "1000"
+        if instrument_ids:
+            params["instrument_ids"] = ",".join(instrument_ids)
+        if order_ids:
+            params["order_ids"] = ",".join(order_ids)
+        if since is not None:
+            params["from"] = since.isoformat().replace("+00:00", "Z")
+        reply = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)
+        return Reply(self._parse(_ORDERS, reply), _request_id(reply), _next_token(reply))
+
+    async def get_clock(self) -> Reply[datetime]:
+        reply = await self._call("GET", "/v1/clock")
+        data = reply.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("clock"), str):
+            raise _unexpected(reply, "clock reply has no data.clock")
+        try:
+            clock = datetime.fromisoformat(data["clock"])
+        except ValueError as exc:
+            raise _unexpected(reply, f"clock is not a date-time: {exc}") from None
+        return Reply(clock, _request_id(reply))
+
+    async def get_market_hours(self, date: str | None = None) -> Reply[MarketHours]:
+        params = {"market": "us_equities"}
+        if date:
+            params["date"] = date
+        reply = await self._call("GET", "/v1/calendars/market-hours", params=params)
+        days = self._parse(_MARKET_HOURS, reply)
+        if not days:
+            raise _unexpected(reply, "market-hours reply is an empty list")
+        return Reply(days[0], _request_id(reply))
+
+    def _parse(self, adapter: TypeAdapter[T], reply: Mapping[str, Any]) -> T:
+        try:
+            return adapter.validate_python(reply.get("data"))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise _unexpected(
+                reply, f"data does not match the spec at {where}: {first['msg']}"
+            ) from None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Send one request, once. Return the decoded envelope of a 2xx reply."""
+        token = _sends_of_this_request.set([0])
+        try:
+            async with self._pacer.slot():
+                return await self._send(method, path, params, body)
+        finally:
+            _sends_of_this_request.reset(token)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        what = f"{method} {path}"
+        try:
+            async with self._session.request(
+                method, self._base + path, params=params, json=body, headers=self._headers
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                header_request_id = resp.headers.get("x-request-id")
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+        except ApiError:
+            raise
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Raised while connecting: the request never reached the server.
+            raise NotSent(f"{what}: could not connect: {_describe(exc)}") from None
+        except TimeoutError:
+            raise OutcomeUnknown(f"{what}: no reply within the request timeout") from None
+        except aiohttp.ClientError as exc:
+            raise OutcomeUnknown(
+                f"{what}: connection failed mid-request: {_describe(exc)}"
+            ) from None
+
+        envelope = _decode(raw)
+        request_id = _envelope_request_id(envelope) or header_request_id
+        if 200 <= status < 300:
+            if envelope is None or "data" not in envelope or request_id is None:
+                raise OutcomeUnknown(
+                    f"{what}: reply is not the API envelope",
+                    status=status,
+                    request_id=request_id,
+                    excerpt=_excerpt(raw),
+                )
+            return envelope
+        message = f"{what}: {_error_message(envelope, status)}"
+        kw: dict[str, Any] = {
+            "status": status,
+            "request_id": request_id,
+            "excerpt": None if envelope else _excerpt(raw),
+            "retry_after": retry_after,
+        }
+        if status == 429:
+            raise RateLimited(message, **kw)
+        if status == 401:
+            raise Unauthorized(message, **kw)
+        if status == 403:
+            raise Forbidden(message, **kw)
+        if status == 404:
+            raise NotFound(message, **kw)
+        # 408 may come from a proxy that already forwarded the request: its fate is not known.
+        if 400 <= status < 500 and status != 408:
+            raise Rejected(message, **kw)
+        raise OutcomeUnknown(message, **kw)
+
+
+def _decode(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _envelope_request_id(envelope: Mapping[str, Any] | None) -> str | None:
+    if envelope is None:
+        return None
+    metadata = envelope.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("request_id"), str):
+        return str(metadata["request_id"])
+    return None
+
+
+def _request_id(envelope: Mapping[str, Any]) -> str:
+    return _envelope_request_id(envelope) or ""
+
+
+def _next_token(envelope: Mapping[str, Any]) -> str | None:
+    token = envelope["metadata"].get("next_page_token")
+    return token if isinstance(token, str) and token else None
+
+
+def _error_message(envelope: Mapping[str, Any] | None, status: int) -> str:
+    error = envelope.get("error") if envelope else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return f"HTTP {status}: {error['message'][:_EXCERPT_CHARS]}"
+    return f"HTTP {status}"
+
+
+def _unexpected(envelope: Mapping[str, Any], why: str) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"reply does not match the spec: {why}", request_id=_request_id(envelope) or None
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds. An HTTP-date form is rare here; treat it as absent."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return max(0.0, seconds)
+
+
+def _excerpt(raw: bytes) -> str:
+    return raw[:_EXCERPT_CHARS].decode("utf-8", "replace")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,189 @@
+"""The `liquidator` command: `run`, `check` and `simulator`. Flags and exit codes are a contract.
+
+Everything that can be checked without the network is checked before the first request: a bad
+targets file, bad settings or a missing confirmation exit 2 with nothing sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from rich.console import Console
+
+from worker import __version__, events
+from worker.errors import InputError
+from worker.runner import ExitCode, RunRequest, run
+from worker.settings import Settings, load_settings
+from worker.simulate import simulator_for
+from worker.targets import TargetSpec, accounts_of, read_targets
+from worker.terminal import Terminal
+
+_SETTING_FLAGS: list[tuple[str, type, str]] = [
+    ("--base-url", str, "API base URL (https://, or http:// on loopback)"),
+    ("--concurrency", int, "requests in flight, at most"),
+    ("--rate-limit", float, "requests per second, at most (0 = unlimited)"),
+    ("--request-timeout", float, "seconds to wait for one reply"),
+    ("--max-attempts", int, "tries per close and per read"),
+    ("--state-dir", Path, "where the run journal lives"),
+    ("--log-level", str, "debug, info, warning or error"),
+    ("--log-format", str, "auto, json or console"),
+    ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="liquidator", description="Flatten Clear Street positions, each closed exactly once."
+    )
+    parser.add_argument("--version", action="version", version=f"liquidator {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run_p = sub.add_parser("run", help="close the targeted positions")
+    check_p = sub.add_parser("check", help="validate settings and targets, check the key")
+    for p in (run_p, check_p):
+        _add_target_flags(p)
+        for flag, kind, text in _SETTING_FLAGS:
+            p.add_argument(flag, type=kind, help=text)
+    run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
+    run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    run_p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
+    run_p.add_argument(
+        "--force", action="store_true", help="close even above the max_positions ceiling"
+    )
+
+    sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
+    sim_p.add_argument("--port", type=int, default=8765)
+    sim_p.add_argument("--host", default="127.0.0.1")
+    sim_p.add_argument("--accounts", type=int, default=5, help="accounts to seed")
+    sim_p.add_argument("--positions", type=int, default=20, help="positions per account")
+    sim_p.add_argument("--first-account", type=int, default=10001)
+    sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
+    sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
+    return parser
+
+
+def _add_target_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--targets", type=Path, action="append", default=[], metavar="FILE")
+    p.add_argument("--account", action="append", default=[], metavar="ID")
+    p.add_argument("--position", action="append", default=[], metavar="ACCOUNT:INSTRUMENT")
+    p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
+    p.add_argument("--simulate", action="store_true", help="run against the built-in simulator")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "simulator":
+        from worker.simulate import serve_forever
+
+        return serve_forever(args)
+    try:
+        specs = read_targets(args.targets, args.account, args.position)
+        settings = _settings(args)
+        _refuse_unsafe(args, settings, specs)
+    except InputError as err:
+        print(f"liquidator: {err}", file=sys.stderr)
+        return int(ExitCode.INVALID)
+    secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
+    stdout_is_terminal = sys.stdout.isatty() and settings.log_format != "json"
+    terminal = Terminal(Console()) if stdout_is_terminal else None
+    events.configure(
+        level=settings.log_level,
+        fmt=settings.log_format,
+        secrets=secrets,
+        logger_factory=terminal.logger_factory if terminal is not None else None,
+    )
+    try:
+        return asyncio.run(_main(args, settings, specs, terminal))
+    except InputError as err:
+        print(f"liquidator: {err}", file=sys.stderr)
+        return int(ExitCode.INVALID)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    cli: dict[str, Any] = {
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        for flag, _, _ in _SETTING_FLAGS
+    }
+    return load_settings(cli, args.config)
+
+
+def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[TargetSpec]) -> None:
+    if settings.allowed_accounts is not None:
+        outside = [a for a in accounts_of(specs) if a not in settings.allowed_accounts]
+        if outside:
+            raise InputError(
+                f"account(s) {', '.join(map(str, outside))} are not in allowed_accounts"
+            )
+    if args.simulate:
+        return
+    if settings.api_key is None:
+        raise InputError(
+            "no API key: set LIQUIDATOR_API_KEY, api_key in the settings file, or a systemd"
+            " credential named clearstreet-api-key"
+        )
+    if (
+        args.command == "run"
+        and not args.dry_run
+        and not args.yes
+        and not (sys.stdin.isatty() and sys.stdout.isatty())
+    ):
+        raise InputError("no terminal to confirm the plan on: pass --yes to run unattended")
+
+
+async def _main(
+    args: argparse.Namespace,
+    settings: Settings,
+    specs: list[TargetSpec],
+    terminal: Terminal | None,
+) -> int:
+    stop = asyncio.Event()
+    async with _stop_on_signals(stop), _maybe_simulated(args, settings, specs) as settings:
+        dry_run = args.command == "check" or args.dry_run
+        confirm = None
+        if terminal is not None and not dry_run and not args.yes:
+            confirm = terminal.confirm
+        request = RunRequest(
+            specs=specs,
+            dry_run=dry_run,
+            report_path=getattr(args, "report", None),
+            confirm=confirm,
+            max_positions_override=getattr(args, "force", False),
+            on_plan=terminal.show_plan if terminal is not None else None,
+            on_result=terminal.advance if terminal is not None else None,
+        )
+        result = await run(settings, request, stop)
+        if terminal is not None:
+            terminal.show_summary(result.results, int(result.exit_code))
+        return int(result.exit_code)
+
+
+@contextlib.asynccontextmanager
+async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _maybe_simulated(
+    args: argparse.Namespace, settings: Settings, specs: list[TargetSpec]
+) -> AsyncIterator[Settings]:
+    if not args.simulate:
+        yield settings
+        return
+    async with simulator_for(specs) as (base_url, api_key):
+        yield settings.model_copy(update={"base_url": base_url, "api_key": SecretStr(api_key)})

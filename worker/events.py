@@ -1,0 +1,184 @@
+"""Every event the worker emits, by name and fields, in one place: a public contract.
+
+Operators script against these names; add fields and events, never rename. Events are JSON lines
+on stdout (a readable console form on a terminal). `run_id` is bound once per run through
+contextvars. A redaction step replaces any secret that slips into a value, as a second guard.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from worker.models import Order
+
+RUN_STARTED = "run_started"
+RUN_FINISHED = "run_finished"
+RUN_ABORTED = "run_aborted"
+PLAN_READY = "plan_ready"
+CLOSE_ORDER = "close_order"
+CLOSE_RETRY = "close_retry"
+CLOSE_FAILED = "close_failed"
+TARGET_SETTLED = "target_settled"
+READ_RETRY = "read_retry"
+PAGINATION_STOPPED = "pagination_stopped"
+PACE_CHANGED = "pace_changed"
+STOP_REQUESTED = "stop_requested"
+PREVIOUS_RUN_FOUND = "previous_run_found"
+MARKET_CLOSED = "market_closed"
+WAITING_FOR_CLOSE = "waiting_for_close"
+
+REDACTED = "[REDACTED]"
+
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger("liquidator")
+
+
+class Redactor:
+    """Replace every occurrence of a secret in event values, however it got there."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = [s for s in secrets if s]
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
+        if self._secrets:
+            for key, value in event.items():
+                event[key] = self._scrub(value)
+        return event
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, dict):
+            return {k: self._scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(v) for v in value]
+        if isinstance(value, BaseException):
+            return self._scrub(f"{type(value).__name__}: {value}")
+        return value
+
+
+def configure(
+    *,
+    level: str = "info",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+    logger_factory: Callable[..., Any] | None = None,
+) -> None:
+    """Configure structlog once, at program start. A terminal gets the readable form."""
+    out = stream if stream is not None else sys.stdout
+    console = fmt == "console" or (fmt == "auto" and (out.isatty() or logger_factory is not None))
+    renderer: Processor = (
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
+        if console
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            Redactor(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=logger_factory or structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def bind_run(run_id: str) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+
+
+def close_order(
+    order: Order,
+    *,
+    account_id: int,
+    instrument_id: str,
+    request_id: str,
+    attempt: int,
+    reconciled: bool = False,
+) -> None:
+    fields: MutableMapping[str, Any] = {
+        "account_id": account_id,
+        "instrument_id": order.instrument_id or instrument_id,
+        "symbol": order.symbol,
+        "order_id": order.id,
+        "client_order_id": order.client_order_id,
+        "side": order.side,
+        "quantity": str(order.quantity),
+        "order_type": order.order_type,
+        "status": order.status,
+        "request_id": request_id,
+        "attempt": attempt,
+    }
+    if reconciled:
+        fields["reconciled"] = True
+    log.info(CLOSE_ORDER, **fields)
+
+
+def close_retry(
+    *,
+    account_id: int,
+    instrument: str,
+    attempt: int,
+    reason: str,
+    wait_s: float,
+    request_id: str | None,
+) -> None:
+    log.warning(
+        CLOSE_RETRY,
+        account_id=account_id,
+        instrument=instrument,
+        attempt=attempt,
+        reason=reason,
+        wait_s=round(wait_s, 3),
+        request_id=request_id,
+    )
+
+
+def close_failed(
+    *,
+    account_id: int,
+    instrument: str,
+    status: int | None,
+    error: str,
+    request_id: str | None,
+    attempts: int,
+) -> None:
+    log.error(
+        CLOSE_FAILED,
+        account_id=account_id,
+        instrument=instrument,
+        status=status,
+        error=error,
+        request_id=request_id,
+        attempts=attempts,
+    )
+
+
+def target_settled(*, account_id: int, instrument: str, outcome: str, why: str) -> None:
+    """A target that ended without a close order of its own: flat, skipped, or reconciled."""
+    log.info(TARGET_SETTLED, account_id=account_id, instrument=instrument, outcome=outcome, why=why)
+
+
+def read_retry(*, what: str, attempt: int, reason: str, wait_s: float) -> None:
+    log.warning(READ_RETRY, what=what, attempt=attempt, reason=reason, wait_s=round(wait_s, 3))
+
+
+def pace_changed(old: float | None, new: float, reason: str) -> None:
+    log.warning(
+        PACE_CHANGED,
+        old_rate=None if old is None else round(old, 2),
+        new_rate=round(new, 2),
+        reason=reason,
+    )

@@ -1,0 +1,229 @@
+"""The run journal: SQLite (WAL) under STATE_DIR. What a rerun needs to never close twice.
+
+It records each run, each target, the intent to close *before* the request is sent, every attempt
+with its request_id, the orders and the outcome. Intents are group-committed: every close that is
+about to be sent in the same event-loop turn shares one commit, and none is sent before its
+commit returns. `synchronous=NORMAL` in WAL mode does not fsync per commit: a committed intent
+survives the process being killed (the OS holds it), not a power cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from worker.models import Order
+from worker.report import TargetResult
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, job TEXT NOT NULL, base_url TEXT NOT NULL,
+    trading_day TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+    exit_code INTEGER, dry_run INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job);
+CREATE TABLE IF NOT EXISTS targets (
+    run_id TEXT NOT NULL, account_id INTEGER NOT NULL, instrument TEXT NOT NULL,
+    instrument_id TEXT, symbol TEXT, quantity TEXT, outcome TEXT, error TEXT, attempts INTEGER,
+    PRIMARY KEY (run_id, account_id, instrument));
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL, account_id INTEGER NOT NULL, instrument_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL, since TEXT NOT NULL, request_id TEXT, result TEXT,
+    PRIMARY KEY (run_id, account_id, instrument_id, attempt));
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT NOT NULL, run_id TEXT NOT NULL, account_id INTEGER NOT NULL,
+    instrument_id TEXT NOT NULL, side TEXT, quantity TEXT, status TEXT, created_at TEXT,
+    request_id TEXT, reconciled INTEGER NOT NULL,
+    PRIMARY KEY (order_id, run_id));
+"""
+
+Key = tuple[int, str]  # (account_id, instrument_id)
+
+
+@dataclass(slots=True)
+class Prior:
+    """What earlier runs of the same job did to one position."""
+
+    since: datetime  # the earliest moment their closing orders could carry
+    order_ids: list[str] = field(default_factory=list)
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._pending: list[tuple[str, Sequence[Any]]] = []
+        self._commit: asyncio.Future[None] | None = None
+
+    @classmethod
+    def in_dir(cls, state_dir: Path) -> Journal:
+        return cls(state_dir / "journal.sqlite3")
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+    # Reads, at the start of a run.
+
+    def priors(self, job: str, current_run: str) -> dict[Key, Prior]:
+        """Positions that earlier runs of this job sent a close for, and the orders they saw."""
+        priors: dict[Key, Prior] = {}
+        for account_id, instrument_id, since in self._db.execute(
+            "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
+            " JOIN runs r USING (run_id) WHERE r.job = ? AND r.run_id != ?"
+            " GROUP BY a.account_id, a.instrument_id",
+            (job, current_run),
+        ):
+            priors[(account_id, instrument_id)] = Prior(datetime.fromisoformat(since))
+        for account_id, instrument_id, order_id in self._db.execute(
+            "SELECT o.account_id, o.instrument_id, o.order_id FROM orders o"
+            " JOIN runs r USING (run_id) WHERE r.job = ? AND r.run_id != ?",
+            (job, current_run),
+        ):
+            prior = priors.get((account_id, instrument_id))
+            if prior is not None:
+                prior.order_ids.append(order_id)
+        return priors
+
+    # Writes.
+
+    def start_run(
+        self,
+        *,
+        run_id: str,
+        job: str,
+        base_url: str,
+        trading_day: str,
+        started_at: datetime,
+        dry_run: bool,
+    ) -> None:
+        self._pending.append(
+            (
+                "INSERT INTO runs (run_id, job, base_url, trading_day, started_at, dry_run)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, job, base_url, trading_day, started_at.isoformat(), int(dry_run)),
+            )
+        )
+        self.flush()
+
+    async def intent(
+        self, run_id: str, account_id: int, instrument_id: str, attempt: int, since: datetime
+    ) -> None:
+        """Record that a close is about to be sent; return once that record is committed."""
+        self._pending.append(
+            (
+                "INSERT OR REPLACE INTO attempts (run_id, account_id, instrument_id, attempt,"
+                " since) VALUES (?, ?, ?, ?, ?)",
+                (run_id, account_id, instrument_id, attempt, since.isoformat()),
+            )
+        )
+        if self._commit is None:
+            loop = asyncio.get_running_loop()
+            self._commit = loop.create_future()
+            # Runs after every task already ready in this turn has queued its own intent.
+            loop.call_soon(self._group_commit)
+        await asyncio.shield(self._commit)
+
+    def attempt_result(
+        self,
+        run_id: str,
+        account_id: int,
+        instrument_id: str,
+        attempt: int,
+        request_id: str | None,
+        result: str,
+    ) -> None:
+        self._pending.append(
+            (
+                "UPDATE attempts SET request_id = ?, result = ? WHERE run_id = ?"
+                " AND account_id = ? AND instrument_id = ? AND attempt = ?",
+                (request_id, result, run_id, account_id, instrument_id, attempt),
+            )
+        )
+
+    def orders(
+        self,
+        run_id: str,
+        account_id: int,
+        instrument_id: str,
+        orders: Iterable[Order],
+        request_id: str,
+        *,
+        reconciled: bool,
+    ) -> None:
+        for o in orders:
+            self._pending.append(
+                (
+                    "INSERT OR REPLACE INTO orders (order_id, run_id, account_id, instrument_id,"
+                    " side, quantity, status, created_at, request_id, reconciled)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        o.id,
+                        run_id,
+                        account_id,
+                        o.instrument_id or instrument_id,
+                        o.side,
+                        str(o.quantity),
+                        o.status,
+                        o.created_at.isoformat(),
+                        request_id,
+                        int(reconciled),
+                    ),
+                )
+            )
+
+    def outcome(self, run_id: str, result: TargetResult, quantity: str | None) -> None:
+        self._pending.append(
+            (
+                "INSERT OR REPLACE INTO targets (run_id, account_id, instrument, instrument_id,"
+                " symbol, quantity, outcome, error, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    result.account_id,
+                    result.instrument,
+                    result.instrument_id,
+                    result.symbol,
+                    quantity,
+                    str(result.outcome) if result.outcome else None,
+                    result.error,
+                    result.attempts,
+                ),
+            )
+        )
+
+    def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
+        self._pending.append(
+            (
+                "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?",
+                (finished_at.isoformat(), exit_code, run_id),
+            )
+        )
+        self.flush()
+
+    def flush(self) -> None:
+        """Commit everything pending in one transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self._db:  # one transaction; rolled back if any statement fails
+            self._db.execute("BEGIN")
+            for sql, params in pending:
+                self._db.execute(sql, params)
+
+    def _group_commit(self) -> None:
+        commit, self._commit = self._commit, None
+        assert commit is not None
+        try:
+            self.flush()
+        except Exception as exc:  # every waiting close must hear that its intent is not recorded
+            commit.set_exception(exc)
+        else:
+            commit.set_result(None)

@@ -1,0 +1,103 @@
+"""How fast requests may go: a bound on requests in flight and on requests per second.
+
+Every request the worker makes takes a `Pacer.slot()`. Sends are spaced evenly (no bursts), so no
+one-second window at the server sees more than the configured rate. When the server answers 429 the
+pace halves for the whole run and then recovers additively (AIMD), so an unknown server limit is
+found without a storm of rejected calls. This module never decides whether a request is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from worker.errors import RateLimited
+
+# Spacing is 2% wider than 1/rate: clock jitter and late wake-ups then cannot put rate+1 sends
+# into one second at the server.
+_SPACING_MARGIN = 1.02
+_MIN_RATE = 1.0
+# After a decrease, wait this long before reacting to another 429: the ones already in flight
+# were sent at the old pace and say nothing new.
+_DECREASE_COOLDOWN_S = 1.0
+_RECOVERY_PERIOD_S = 1.0
+
+PaceListener = Callable[[float | None, float, str], None]
+"""Called as (old_rate, new_rate, reason) when the pace changes."""
+
+
+class Pacer:
+    def __init__(
+        self,
+        concurrency: int,
+        rate_limit: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_change: PaceListener | None = None,
+    ) -> None:
+        self._in_flight = asyncio.Semaphore(concurrency)
+        self._ceiling = rate_limit if rate_limit > 0 else None
+        self.rate: float | None = self._ceiling  # current requests/second; None = unlimited
+        self._clock = clock
+        self._sleep = sleep
+        self._on_change = on_change
+        self._next_send = 0.0
+        self._last_change = clock()
+        self._recovery_step = 1.0
+        self._recent_sends: deque[float] = deque()
+        self.decreases = 0
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the in-flight places, sent no sooner than the pace allows."""
+        async with self._in_flight:
+            await self._wait_for_turn()
+            try:
+                yield
+            except RateLimited:
+                self._slow_down()
+                raise
+            self._maybe_recover()
+
+    async def _wait_for_turn(self) -> None:
+        now = self._clock()
+        if self.rate is not None:
+            send_at = max(now, self._next_send)
+            self._next_send = send_at + _SPACING_MARGIN / self.rate
+            if send_at > now:
+                await self._sleep(send_at - now)
+                now = send_at
+        self._recent_sends.append(now)
+        while self._recent_sends[0] < now - 1.0:
+            self._recent_sends.popleft()
+
+    def _slow_down(self) -> None:
+        now = self._clock()
+        if self.decreases and now - self._last_change < _DECREASE_COOLDOWN_S:
+            return
+        current = self.rate if self.rate is not None else float(len(self._recent_sends))
+        new = max(_MIN_RATE, current / 2)
+        # Recover to the old pace in about ten periods, then probe above it slowly.
+        self._recovery_step = max(1.0, (current - new) / 10)
+        self.decreases += 1
+        self._set(new, "rate_limited", now)
+
+    def _maybe_recover(self) -> None:
+        if self.rate is None or self.rate == self._ceiling:
+            return
+        now = self._clock()
+        if now - self._last_change < _RECOVERY_PERIOD_S:
+            return
+        new = self.rate + self._recovery_step
+        if self._ceiling is not None:
+            new = min(new, self._ceiling)
+        self._set(new, "recovering", now)
+
+    def _set(self, new: float, reason: str, now: float) -> None:
+        old, self.rate, self._last_change = self.rate, new, now
+        if self._on_change is not None:
+            self._on_change(old, new, reason)

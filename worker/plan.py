@@ -1,0 +1,140 @@
+"""Turn target specs into the positions to close: list each account once, resolve, deduplicate.
+
+Instruments are resolved by symbol or UUID against the account's positions, so the close path
+always names the instrument by UUID. A position named twice is closed once. A named instrument
+the account does not hold is already flat: nothing is sent for it. An account that cannot be
+listed fails its own targets alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from worker.errors import ApiError, Unauthorized
+from worker.models import Outcome, Position
+from worker.reads import Reader
+from worker.report import TargetResult
+from worker.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One open position to close."""
+
+    account_id: int
+    instrument: str  # as the operator named it, or the symbol when it came from a whole account
+    instrument_id: str
+    symbol: str
+    instrument_type: str
+    quantity: Decimal  # signed: long > 0, short < 0
+    market_value: Decimal
+    cancel_orders: bool
+
+    @property
+    def closing_side(self) -> str:
+        return "SELL" if self.quantity > 0 else "BUY"
+
+    def result(self) -> TargetResult:
+        return TargetResult(self.account_id, self.instrument, self.instrument_id, self.symbol)
+
+
+@dataclass(slots=True)
+class Plan:
+    targets: list[Target] = field(default_factory=list)
+    settled: list[TargetResult] = field(default_factory=list)  # ended without a close
+
+
+async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
+    accounts = accounts_of(specs)
+    listings = await asyncio.gather(
+        *(reader.positions(a) for a in accounts), return_exceptions=True
+    )
+    plan = Plan()
+    chosen: dict[tuple[int, str], Target] = {}
+    for account_id, listing in zip(accounts, listings, strict=True):
+        mine = [s for s in specs if s.account_id == account_id]
+        if isinstance(listing, Unauthorized):
+            raise listing
+        if isinstance(listing, BaseException):
+            if not isinstance(listing, ApiError):
+                raise listing
+            plan.settled.extend(_unreadable(account_id, mine, listing))
+            continue
+        positions, _ = listing
+        _resolve_account(account_id, mine, positions, chosen, plan)
+    plan.targets = list(chosen.values())
+    return plan
+
+
+def _resolve_account(
+    account_id: int,
+    specs: Sequence[TargetSpec],
+    positions: Sequence[Position],
+    chosen: dict[tuple[int, str], Target],
+    plan: Plan,
+) -> None:
+    open_positions = [p for p in positions if p.quantity != 0]
+    by_name: dict[str, Position] = {}
+    for p in open_positions:
+        by_name[p.instrument_id.lower()] = p
+        by_name.setdefault(p.symbol.upper(), p)
+    flat_named: set[str] = set()
+    for spec in specs:
+        if spec.instrument is None:
+            excluded = {n.upper() for n in spec.exclude} | {n.lower() for n in spec.exclude}
+            for p in open_positions:
+                if p.symbol.upper() in excluded or p.instrument_id.lower() in excluded:
+                    continue
+                _choose(chosen, _target(p, p.symbol, spec.cancel_orders))
+            continue
+        found = by_name.get(spec.instrument.lower()) or by_name.get(spec.instrument.upper())
+        if found is None:
+            if spec.instrument.upper() not in flat_named:
+                flat_named.add(spec.instrument.upper())
+                plan.settled.append(
+                    TargetResult(account_id, spec.instrument).settle(Outcome.ALREADY_FLAT, None)
+                )
+            continue
+        _choose(chosen, _target(found, spec.instrument, spec.cancel_orders))
+
+
+def _choose(chosen: dict[tuple[int, str], Target], target: Target) -> None:
+    key = (target.account_id, target.instrument_id)
+    earlier = chosen.get(key)
+    if earlier is None:
+        chosen[key] = target
+    elif target.cancel_orders and not earlier.cancel_orders:
+        # Named twice with different wishes: cancelling resting orders is the safe one.
+        chosen[key] = dataclasses.replace(earlier, cancel_orders=True)
+
+
+def _target(p: Position, named_as: str, cancel_orders: bool) -> Target:
+    return Target(
+        account_id=p.account_id,
+        instrument=named_as,
+        instrument_id=p.instrument_id,
+        symbol=p.symbol,
+        instrument_type=p.instrument_type,
+        quantity=p.quantity,
+        market_value=p.market_value,
+        cancel_orders=cancel_orders,
+    )
+
+
+def _unreadable(account_id: int, specs: Sequence[TargetSpec], err: ApiError) -> list[TargetResult]:
+    """An account that could not be listed: one failed result per named target, '*' for all."""
+    names = list(dict.fromkeys(s.instrument or WHOLE_ACCOUNT for s in specs))
+    failed = []
+    for name in names:
+        result = TargetResult(account_id, name).settle(
+            Outcome.FAILED, f"could not list the account's positions: {err}"
+        )
+        if err.request_id:
+            result.request_ids.append(err.request_id)
+        result.attempts = 1
+        failed.append(result)
+    return failed

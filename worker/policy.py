@@ -1,0 +1,94 @@
+"""When to retry, and when to look before retrying: decided from the typed error alone.
+
+A close is not idempotent. It is re-sent directly only when the failed request provably had no
+effect (429, or never sent). When its fate is unknown the closer must look at the account before
+any new send; `needs_look_before_resend` says so. Reads are safe to repeat on any transient error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+)
+
+from worker.errors import ApiError, NotSent, OutcomeUnknown, RateLimited, Unauthorized
+
+Sleep = Callable[[float], Awaitable[None]]
+RetryListener = Callable[[RetryCallState, float], None]
+"""Called as (state, wait_seconds) before each retry wait: where retry events come from."""
+
+
+def is_safe_to_resend(err: BaseException) -> bool:
+    """The failed close provably changed nothing, so it may simply be sent again."""
+    return isinstance(err, RateLimited | NotSent)
+
+
+def needs_look_before_resend(err: BaseException) -> bool:
+    """The close may have been applied: look at orders and the position before any new send."""
+    return isinstance(err, OutcomeUnknown)
+
+
+def is_retryable_read(err: BaseException) -> bool:
+    """A read failed for a reason that may pass (rate limit, 5xx, timeout, dropped connection)."""
+    return isinstance(err, RateLimited | NotSent | OutcomeUnknown)
+
+
+def aborts_run(err: BaseException) -> bool:
+    """Credentials were refused: every further request would be refused too."""
+    return isinstance(err, Unauthorized)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often to retry. One value object, built from the settings."""
+
+    max_attempts: int = 5
+    backoff_initial_s: float = 0.25
+    backoff_max_s: float = 8.0
+    # A server may ask for longer than we can wait at the end of the day; beyond this we still
+    # wait only this long, and the pacer has already slowed the whole run down.
+    retry_after_cap_s: float = 30.0
+    sleep: Sleep = field(default=asyncio.sleep)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def wait_s(self, state: RetryCallState) -> float:
+        """Retry-After when the server gave one, else exponential backoff with full jitter."""
+        outcome = state.outcome
+        err = outcome.exception() if outcome is not None else None
+        if isinstance(err, ApiError) and err.retry_after is not None:
+            return min(err.retry_after, self.retry_after_cap_s)
+        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (state.attempt_number - 1))
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def for_closes(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
+        """Attempts of one close. The caller looks before re-sending after an unknown outcome."""
+        return self._retrying(
+            lambda e: is_safe_to_resend(e) or needs_look_before_resend(e), on_retry
+        )
+
+    def for_reads(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
+        return self._retrying(is_retryable_read, on_retry)
+
+    def _retrying(
+        self, predicate: Callable[[BaseException], bool], on_retry: RetryListener | None
+    ) -> AsyncRetrying:
+        def before_sleep(state: RetryCallState) -> None:
+            if on_retry is not None:
+                on_retry(state, state.upcoming_sleep)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=self.wait_s,
+            retry=retry_if_exception(predicate),
+            sleep=self.sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        )

@@ -1,0 +1,308 @@
+"""One run, start to finish: check the key, plan, confirm, fan out the closes, stop cleanly.
+
+The orchestrator owns the pacer (in-flight and per-second bounds), the worker tasks and shutdown.
+A stop request (SIGTERM, SIGINT) is an event: no new close starts, requests in flight finish or
+time out, unknown outcomes are looked at while the grace period lasts, then whatever is still
+running is cancelled and reported, and the run ends with exit 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import IntEnum
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from worker import events
+from worker.api import TradingApi, open_session
+from worker.closer import CloseContext, close_target
+from worker.errors import ApiError, InputError, Unauthorized
+from worker.journal import Journal
+from worker.models import Outcome
+from worker.pace import Pacer
+from worker.plan import Plan, Target, make_plan
+from worker.policy import RetryPolicy, Sleep
+from worker.reads import Reader
+from worker.report import TargetResult, summarize, write_report
+from worker.settings import Settings
+from worker.targets import TargetSpec
+
+MARKET_TZ = ZoneInfo("America/New_York")
+# The key check gives up after this many requests: a rejected key must not cause a storm.
+KEY_CHECK_ATTEMPTS = 5
+
+
+class ExitCode(IntEnum):
+    OK = 0  # every target closed or already flat (or a dry run succeeded)
+    FAILED = 1  # at least one target failed
+    INVALID = 2  # invalid input or configuration, nothing sent
+    ABORTED = 3  # credentials rejected or a termination signal; the report is still written
+
+
+@dataclass
+class RunRequest:
+    specs: list[TargetSpec]
+    dry_run: bool = False
+    report_path: Path | None = None
+    # Asked with the plan before any close is sent; False ends the run with nothing sent.
+    confirm: Callable[[Plan], Awaitable[bool]] | None = None
+    max_positions_override: bool = False  # --force
+    on_plan: Callable[[Plan], None] | None = None
+    on_result: Callable[[TargetResult], None] | None = None
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    exit_code: ExitCode
+    results: list[TargetResult] = field(default_factory=list)
+    aborted: str | None = None
+    retries: int = 0
+    reconciliations: int = 0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def stop_aware_sleep(stop: asyncio.Event) -> Sleep:
+    """A retry wait that ends early when a stop is requested."""
+
+    async def sleep(seconds: float) -> None:
+        if seconds > 0 and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+    return sleep
+
+
+async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> RunResult:
+    run_id = uuid.uuid4().hex
+    events.bind_run(run_id)
+    outcome = RunResult(run_id, ExitCode.OK)
+    events.log.info(
+        events.RUN_STARTED,
+        base_url=settings.base_url,
+        dry_run=request.dry_run,
+        concurrency=settings.concurrency,
+        rate_limit=settings.rate_limit,
+    )
+    try:
+        await _run(settings, request, stop, outcome)
+    except Unauthorized as err:
+        _abort(outcome, f"credentials rejected: {err}")
+    outcome.finished_at = datetime.now(UTC)
+    outcome.exit_code = _exit_code(outcome)
+    if request.report_path is not None:
+        write_report(
+            request.report_path,
+            run_id=run_id,
+            started_at=outcome.started_at,
+            finished_at=outcome.finished_at,
+            dry_run=request.dry_run,
+            results=outcome.results,
+            exit_code=int(outcome.exit_code),
+            aborted=outcome.aborted,
+        )
+    events.log.info(
+        events.RUN_FINISHED,
+        exit_code=int(outcome.exit_code),
+        aborted=outcome.aborted,
+        seconds=round((outcome.finished_at - outcome.started_at).total_seconds(), 3),
+        **summarize(outcome.results),
+    )
+    return outcome
+
+
+def _abort(outcome: RunResult, why: str) -> None:
+    if outcome.aborted is None:
+        outcome.aborted = why
+        events.log.error(events.RUN_ABORTED, reason=why)
+
+
+async def _run(
+    settings: Settings, request: RunRequest, stop: asyncio.Event, outcome: RunResult
+) -> None:
+    assert settings.api_key is not None, "the CLI refuses to run without a key"
+    sleep = stop_aware_sleep(stop)
+    policy = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        backoff_initial_s=settings.retry_backoff,
+        backoff_max_s=settings.retry_backoff_max,
+        sleep=sleep,
+    )
+    pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
+    async with open_session(settings.concurrency, settings.request_timeout) as session:
+        api = TradingApi(session, settings.base_url, settings.api_key.get_secret_value(), pacer)
+        reader = Reader(api, policy)
+        check = Reader(api, RetryPolicy(max_attempts=KEY_CHECK_ATTEMPTS, sleep=sleep))
+        try:
+            clock = await check.clock()
+        except ApiError as err:
+            _abort(outcome, f"the API did not accept the key or could not be reached: {err}")
+            return
+        offset = clock.data - datetime.now(UTC)
+
+        def server_now() -> datetime:
+            return datetime.now(UTC) + offset
+
+        plan = await make_plan(reader, request.specs)
+        _check_ceiling(settings, plan, request.max_positions_override)
+        events.log.info(
+            events.PLAN_READY,
+            positions=len(plan.targets),
+            already_settled=len(plan.settled),
+            accounts=len({t.account_id for t in plan.targets}),
+        )
+        if request.on_plan is not None:
+            request.on_plan(plan)
+        outcome.results.extend(plan.settled)
+        if request.dry_run:
+            outcome.results.extend(_unsent(plan.targets, "dry run: nothing sent"))
+            return
+        if request.confirm is not None and not await request.confirm(plan):
+            outcome.results.extend(_unsent(plan.targets, "not confirmed by the operator"))
+            _abort(outcome, "the operator declined the plan")
+            return
+        if stop.is_set():
+            outcome.results.extend(_unsent(plan.targets, "run stopped before any close"))
+            _abort(outcome, "stop requested")
+            return
+        journal = Journal.in_dir(settings.journal_dir)
+        try:
+            trading_day = server_now().astimezone(MARKET_TZ).date().isoformat()
+            job = f"{settings.base_url}|{trading_day}"
+            priors = journal.priors(job, outcome.run_id)
+            if priors:
+                events.log.info(events.PREVIOUS_RUN_FOUND, job=job, positions_touched=len(priors))
+            journal.start_run(
+                run_id=outcome.run_id,
+                job=job,
+                base_url=settings.base_url,
+                trading_day=trading_day,
+                started_at=outcome.started_at,
+                dry_run=False,
+            )
+            ctx = CloseContext(
+                run_id=outcome.run_id,
+                api=api,
+                reader=reader,
+                policy=policy,
+                journal=journal,
+                stopping=stop,
+                server_now=server_now,
+                lookback=timedelta(seconds=settings.reconcile_lookback),
+                priors=priors,
+            )
+            results = await _fan_out(ctx, plan.targets, settings, stop, outcome, request)
+            outcome.results.extend(results)
+            for target, result in zip(plan.targets, results, strict=True):
+                journal.outcome(outcome.run_id, result, str(target.quantity))
+            if stop.is_set():
+                _abort(outcome, outcome.aborted or "stop requested")
+            journal.finish_run(outcome.run_id, datetime.now(UTC), _exit_code(outcome))
+        finally:
+            journal.close()
+
+
+async def _fan_out(
+    ctx: CloseContext,
+    targets: Sequence[Target],
+    settings: Settings,
+    stop: asyncio.Event,
+    outcome: RunResult,
+    request: RunRequest,
+) -> list[TargetResult]:
+    """Close every target with a bounded pool of workers; results in the targets' order."""
+    results = [t.result() for t in targets]
+    started = [False] * len(targets)
+    queue = iter(range(len(targets)))
+
+    async def worker() -> None:
+        # The shared iterator hands each index to exactly one worker: no await between next()s.
+        for i in queue:
+            if stop.is_set():
+                results[i].settle(Outcome.SKIPPED, "run stopped before this target was sent")
+            else:
+                started[i] = True
+                try:
+                    await close_target(ctx, targets[i], results[i])
+                except Unauthorized as err:
+                    results[i].settle(Outcome.FAILED, f"credentials rejected: {err}")
+                    _abort(outcome, f"credentials rejected mid-run: {err}")
+                    stop.set()
+                except asyncio.CancelledError:
+                    _cancelled(results[i])
+                    raise
+            if request.on_result is not None:
+                request.on_result(results[i])
+
+    # Twice the request bound: workers waiting out a retry do not hold the pipe idle.
+    workers: list[asyncio.Task[object]] = [
+        asyncio.create_task(worker()) for _ in range(min(len(targets), 2 * settings.concurrency))
+    ]
+    stop_waiter: asyncio.Task[object] = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[object]] = {*workers, stop_waiter}
+    deadline: float | None = None
+    while pending - {stop_waiter}:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = await asyncio.wait(
+            pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done - {stop_waiter}:
+            bug = task.exception()
+            if bug is not None:
+                raise bug
+        if stop_waiter in done and deadline is None:
+            events.log.warning(events.STOP_REQUESTED, grace_s=settings.stop_grace)
+            deadline = time.monotonic() + settings.stop_grace
+        if deadline is not None and time.monotonic() >= deadline:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            break
+    stop_waiter.cancel()
+    for i, result in enumerate(results):
+        if started[i]:
+            _cancelled(result)
+        elif result.outcome is None:  # the queue never reached it before the cancel
+            result.settle(Outcome.SKIPPED, "run stopped before this target was sent")
+    return results
+
+
+def _cancelled(result: TargetResult) -> None:
+    if result.outcome is not None:
+        return
+    if result.attempts == 0:
+        result.settle(Outcome.SKIPPED, "run stopped before this target was sent")
+        return
+    result.settle(
+        Outcome.FAILED,
+        "outcome unknown: the run stopped while this close was unanswered or being checked"
+        f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
+    )
+
+
+def _unsent(targets: Sequence[Target], why: str) -> list[TargetResult]:
+    return [t.result().settle(Outcome.SKIPPED, why) for t in targets]
+
+
+def _check_ceiling(settings: Settings, plan: Plan, force: bool) -> None:
+    ceiling = settings.max_positions
+    if ceiling is not None and len(plan.targets) > ceiling and not force:
+        raise InputError(
+            f"the targets resolve to {len(plan.targets)} positions, above max_positions"
+            f" ({ceiling}); re-run with --force to close them all"
+        )
+
+
+def _exit_code(outcome: RunResult) -> ExitCode:
+    if outcome.aborted is not None:
+        return ExitCode.ABORTED
+    if any(r.outcome is Outcome.FAILED for r in outcome.results):
+        return ExitCode.FAILED
+    return ExitCode.OK

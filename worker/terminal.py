@@ -1,0 +1,145 @@
+"""What an operator at a terminal sees: the plan, a confirmation prompt, progress, a summary.
+
+Only used when stdout is a terminal. Events are then printed through the same rich console, above
+the progress bar, so the two never tear each other apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from worker.models import Outcome
+from worker.plan import Plan
+from worker.report import TargetResult, summarize
+
+PLAN_ROWS_SHOWN = 40
+_OUTCOME_STYLE = {
+    Outcome.CLOSED: "green",
+    Outcome.ALREADY_FLAT: "cyan",
+    Outcome.FAILED: "bold red",
+    Outcome.SKIPPED: "yellow",
+}
+
+
+class ConsoleLogger:
+    """A structlog logger that prints rendered events through the rich console."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def msg(self, message: str) -> None:
+        self._console.print(Text.from_ansi(message), soft_wrap=True)
+
+    log = debug = info = warning = error = critical = exception = fatal = msg
+
+
+class Terminal:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._total = 0
+        self._tally: dict[str, int] = defaultdict(int)
+
+    def logger_factory(self, *args: Any) -> ConsoleLogger:
+        return ConsoleLogger(self.console)
+
+    def show_plan(self, plan: Plan) -> None:
+        self._total = len(plan.targets)
+        table = Table(title=f"Plan: {len(plan.targets)} positions to close", title_justify="left")
+        table.add_column("account", justify="right")
+        table.add_column("symbol")
+        table.add_column("type")
+        table.add_column("side sent")
+        table.add_column("quantity", justify="right")
+        table.add_column("market value", justify="right")
+        for t in plan.targets[:PLAN_ROWS_SHOWN]:
+            table.add_row(
+                str(t.account_id),
+                t.symbol,
+                t.instrument_type,
+                Text(t.closing_side, style="red" if t.closing_side == "SELL" else "green"),
+                f"{abs(t.quantity):,}",
+                f"{t.market_value:,.2f}",
+            )
+        hidden = len(plan.targets) - PLAN_ROWS_SHOWN
+        if hidden > 0:
+            table.add_row("…", f"and {hidden} more", "", "", "", "")
+        sides: dict[str, Decimal] = defaultdict(Decimal)
+        for t in plan.targets:
+            sides[t.closing_side] += abs(t.market_value)
+        table.add_section()
+        table.add_row(
+            "total",
+            f"{len({t.account_id for t in plan.targets})} accounts",
+            "",
+            f"{sum(1 for t in plan.targets if t.closing_side == 'SELL')} SELL / "
+            f"{sum(1 for t in plan.targets if t.closing_side == 'BUY')} BUY",
+            "",
+            f"{sum(sides.values()):,.2f}",
+        )
+        self.console.print(table)
+        if plan.settled:
+            flat = sum(1 for r in plan.settled if r.outcome is Outcome.ALREADY_FLAT)
+            failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
+            self.console.print(
+                f"Also: {flat} named instrument(s) already flat, {failed} target(s) failed"
+                " at planning (see events)."
+            )
+
+    async def confirm(self, plan: Plan) -> bool:
+        if not plan.targets:
+            return True
+        question = f"Send {len(plan.targets)} closing market orders? Type 'yes' to proceed: "
+        answer = await asyncio.to_thread(self.console.input, question)
+        return answer.strip().lower() in ("y", "yes")
+
+    def advance(self, result: TargetResult) -> None:
+        """Count one finished target; the bar appears with the first one, after the prompt."""
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("closing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[tally]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._task = self._progress.add_task("close", total=self._total, tally="")
+            self._progress.start()
+        self._tally[str(result.outcome)] += 1
+        tally = " ".join(f"{k}={v}" for k, v in sorted(self._tally.items()))
+        self._progress.update(self._task, advance=1, tally=tally)
+
+    def show_summary(self, results: list[TargetResult], exit_code: int) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        counts = summarize(results)
+        table = Table(title="Summary", title_justify="left")
+        table.add_column("outcome")
+        table.add_column("targets", justify="right")
+        for outcome in Outcome:
+            table.add_row(
+                Text(str(outcome), style=_OUTCOME_STYLE[outcome]), str(counts[str(outcome)])
+            )
+        table.add_section()
+        table.add_row("total", str(counts["targets"]))
+        self.console.print(table)
+        failed = [r for r in results if r.outcome is Outcome.FAILED]
+        if failed:
+            rows = Table(title="Failed targets", title_justify="left")
+            for col in ("account", "instrument", "attempts", "error"):
+                rows.add_column(col)
+            for r in failed[:PLAN_ROWS_SHOWN]:
+                rows.add_row(str(r.account_id), r.instrument, str(r.attempts), r.error or "")
+            self.console.print(rows)
+        self.console.print(f"exit code {exit_code}")
