@@ -133,12 +133,13 @@ class TradingApi:
         order_ids: Sequence[str] = (),
         since: datetime | None = None,
         page_token: str | None = None,
+        page_size: int = 1000,
     ) -> Reply[list[Order]]:
         params: dict[str, str] = {}
         if page_token:
             params["page_token"] = page_token
         else:
-            params["page_size"] = "1000"
+            params["page_size"] = str(page_size)
         if instrument_ids:
             params["instrument_ids"] = ",".join(instrument_ids)
         if order_ids:

@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from rich.console import Console
 from worker import __version__, events
 from worker.errors import InputError
 from worker.runner import ExitCode, RunRequest, run
+from worker.schedule import parse_duration
 from worker.settings import Settings, load_settings
 from worker.simulate import simulator_for
 from worker.targets import TargetSpec, accounts_of, read_targets
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_p.add_argument(
         "--force", action="store_true", help="close even above the max_positions ceiling"
     )
+    run_p.add_argument(
+        "--before-close",
+        type=str,
+        metavar="DURATION",
+        help="wait until today's regular close minus DURATION (90s, 15m, 1h); skip if closed",
+    )
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
     sim_p.add_argument("--port", type=int, default=8765)
@@ -87,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_forever(args)
     try:
         specs = read_targets(args.targets, args.account, args.position)
+        before_close = (
+            parse_duration(args.before_close) if getattr(args, "before_close", None) else None
+        )
         settings = _settings(args)
         _refuse_unsafe(args, settings, specs)
     except InputError as err:
@@ -102,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger_factory=terminal.logger_factory if terminal is not None else None,
     )
     try:
-        return asyncio.run(_main(args, settings, specs, terminal))
+        return asyncio.run(_main(args, settings, specs, terminal, before_close))
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
@@ -144,6 +155,7 @@ async def _main(
     settings: Settings,
     specs: list[TargetSpec],
     terminal: Terminal | None,
+    before_close: timedelta | None,
 ) -> int:
     stop = asyncio.Event()
     async with _stop_on_signals(stop), _maybe_simulated(args, settings, specs) as settings:
@@ -159,6 +171,7 @@ async def _main(
             max_positions_override=getattr(args, "force", False),
             on_plan=terminal.show_plan if terminal is not None else None,
             on_result=terminal.advance if terminal is not None else None,
+            before_close=before_close,
         )
         result = await run(settings, request, stop)
         if terminal is not None:

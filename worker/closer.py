@@ -69,6 +69,7 @@ async def _close_with_retries(
 
     def on_retry(state: RetryCallState, wait_s: float) -> None:
         err = state.outcome.exception() if state.outcome else None
+        ctx.reader.tally.retries += 1
         events.close_retry(
             account_id=target.account_id,
             instrument=target.instrument,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -22,11 +23,29 @@ T = TypeVar("T")
 MAX_PAGES = 1000  # 1,000 pages of 1,000: far beyond any real account
 
 
+@dataclass
+class Tally:
+    """What a run counts for its metrics."""
+
+    retries: int = 0
+    looks: int = 0
+
+
 class Reader:
-    def __init__(self, api: TradingApi, policy: RetryPolicy, *, max_pages: int = MAX_PAGES) -> None:
+    def __init__(
+        self,
+        api: TradingApi,
+        policy: RetryPolicy,
+        *,
+        tally: Tally | None = None,
+        max_pages: int = MAX_PAGES,
+        page_size: int = 1000,
+    ) -> None:
         self._api = api
         self._policy = policy
+        self.tally = tally if tally is not None else Tally()
         self._max_pages = max_pages
+        self._page_size = page_size
 
     async def positions(
         self, account_id: int, instrument_ids: Sequence[str] = ()
@@ -35,7 +54,10 @@ class Reader:
         return await self._all_pages(
             f"positions of account {account_id}",
             lambda token: self._api.get_positions(
-                account_id, page_token=token, instrument_ids=instrument_ids
+                account_id,
+                page_token=token,
+                instrument_ids=instrument_ids,
+                page_size=self._page_size,
             ),
             key=lambda p: p.instrument_id,
         )
@@ -46,7 +68,11 @@ class Reader:
         return await self._all_pages(
             f"orders of account {account_id}",
             lambda token: self._api.get_orders(
-                account_id, instrument_ids=instrument_ids, since=since, page_token=token
+                account_id,
+                instrument_ids=instrument_ids,
+                since=since,
+                page_token=token,
+                page_size=self._page_size,
             ),
             key=lambda o: o.id,
         )
@@ -60,6 +86,7 @@ class Reader:
     async def retried(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         def on_retry(state: RetryCallState, wait_s: float) -> None:
             err = state.outcome.exception() if state.outcome else None
+            self.tally.retries += 1
             events.read_retry(
                 what=what, attempt=state.attempt_number, reason=str(err), wait_s=wait_s
             )

@@ -43,6 +43,7 @@ def is_our_close(order: Order, target: Target, since: datetime) -> bool:
 
 async def look(reader: Reader, target: Target, since: datetime) -> Finding:
     """Raises `ApiError` when the reads fail even after their own retries."""
+    reader.tally.looks += 1
     orders, order_request_ids = await reader.orders(
         target.account_id, [target.instrument_id], since
     )

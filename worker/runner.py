@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,14 +25,16 @@ from worker.api import TradingApi, open_session
 from worker.closer import CloseContext, close_target
 from worker.errors import ApiError, InputError, Unauthorized
 from worker.journal import Journal
+from worker.metrics import write_metrics
 from worker.models import Outcome
 from worker.pace import Pacer
 from worker.plan import Plan, Target, make_plan
 from worker.policy import RetryPolicy, Sleep
-from worker.reads import Reader
+from worker.reads import Reader, Tally
 from worker.report import TargetResult, summarize, write_report
+from worker.schedule import Go, wait_for_close_window
 from worker.settings import Settings
-from worker.targets import TargetSpec
+from worker.targets import WHOLE_ACCOUNT, TargetSpec
 
 MARKET_TZ = ZoneInfo("America/New_York")
 # The key check gives up after this many requests: a rejected key must not cause a storm.
@@ -55,6 +58,7 @@ class RunRequest:
     max_positions_override: bool = False  # --force
     on_plan: Callable[[Plan], None] | None = None
     on_result: Callable[[TargetResult], None] | None = None
+    before_close: timedelta | None = None  # wait for today's close minus this, or skip
 
 
 @dataclass
@@ -97,6 +101,18 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         _abort(outcome, f"credentials rejected: {err}")
     outcome.finished_at = datetime.now(UTC)
     outcome.exit_code = _exit_code(outcome)
+    if not outcome.results:
+        outcome.results.extend(_unplanned(request.specs, outcome.aborted or "nothing was planned"))
+    if settings.metrics_file is not None:
+        write_metrics(
+            settings.metrics_file,
+            results=outcome.results,
+            retries=outcome.retries,
+            reconciliations=outcome.reconciliations,
+            duration_s=(outcome.finished_at - outcome.started_at).total_seconds(),
+            exit_code=int(outcome.exit_code),
+            finished_at=outcome.finished_at.timestamp(),
+        )
     if request.report_path is not None:
         write_report(
             request.report_path,
@@ -136,10 +152,27 @@ async def _run(
         sleep=sleep,
     )
     pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
+    tally = Tally()
+    try:
+        await _run_session(settings, request, stop, outcome, policy, pacer, tally)
+    finally:
+        outcome.retries, outcome.reconciliations = tally.retries, tally.looks
+
+
+async def _run_session(
+    settings: Settings,
+    request: RunRequest,
+    stop: asyncio.Event,
+    outcome: RunResult,
+    policy: RetryPolicy,
+    pacer: Pacer,
+    tally: Tally,
+) -> None:
+    assert settings.api_key is not None
     async with open_session(settings.concurrency, settings.request_timeout) as session:
         api = TradingApi(session, settings.base_url, settings.api_key.get_secret_value(), pacer)
-        reader = Reader(api, policy)
-        check = Reader(api, RetryPolicy(max_attempts=KEY_CHECK_ATTEMPTS, sleep=sleep))
+        reader = Reader(api, policy, tally=tally)
+        check = Reader(api, dataclasses.replace(policy, max_attempts=KEY_CHECK_ATTEMPTS))
         try:
             clock = await check.clock()
         except ApiError as err:
@@ -150,6 +183,14 @@ async def _run(
         def server_now() -> datetime:
             return datetime.now(UTC) + offset
 
+        if request.before_close is not None:
+            timing = await wait_for_close_window(reader, request.before_close, server_now, stop)
+            if timing.go is Go.MARKET_CLOSED:
+                outcome.results.extend(_unplanned(request.specs, f"market closed: {timing.reason}"))
+                return
+            if timing.go is Go.STOPPED:
+                _abort(outcome, timing.reason)
+                return
         plan = await make_plan(reader, request.specs)
         _check_ceiling(settings, plan, request.max_positions_override)
         events.log.info(
@@ -285,6 +326,12 @@ def _cancelled(result: TargetResult) -> None:
         "outcome unknown: the run stopped while this close was unanswered or being checked"
         f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
     )
+
+
+def _unplanned(specs: Sequence[TargetSpec], why: str) -> list[TargetResult]:
+    """One skipped result per named target, for runs that ended before planning."""
+    names = dict.fromkeys((s.account_id, s.instrument or WHOLE_ACCOUNT) for s in specs)
+    return [TargetResult(a, i).settle(Outcome.SKIPPED, why) for a, i in names]
 
 
 def _unsent(targets: Sequence[Target], why: str) -> list[TargetResult]:
