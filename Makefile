@@ -16,14 +16,19 @@ demo: $(STAMP)
 	$(BIN)/liquidator run --simulate --targets config/targets.example.toml --yes --report demo-report.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check worker tests
-	$(BIN)/ruff format --check worker tests
+	$(BIN)/ruff check worker tests bench
+	$(BIN)/ruff format --check worker tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# Not part of `make test`: it takes a minute and measures this machine, not correctness.
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 test: lint typecheck pytest
 

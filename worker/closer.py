@@ -28,7 +28,7 @@ from worker.plan import Target
 from worker.policy import RetryPolicy, aborts_run, needs_look_before_resend
 from worker.reads import Reader
 from worker.reconcile import Finding, Verdict, look
-from worker.report import TargetResult
+from worker.report import OrderSummary, TargetResult
 
 
 class _FateNotEstablished(LiquidatorError):
@@ -194,7 +194,7 @@ def _record_orders(
     *,
     reconciled: bool,
 ) -> None:
-    result.orders.extend(orders)
+    result.orders.extend(OrderSummary.of(o) for o in orders)
     ctx.journal.orders(
         ctx.run_id,
         target.account_id,

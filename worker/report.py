@@ -19,6 +19,20 @@ from typing import Any
 from worker.models import Order, Outcome
 
 
+@dataclass(frozen=True, slots=True)
+class OrderSummary:
+    """What the report keeps of an order: small, because a run may hold 100,000 of them."""
+
+    id: str
+    side: str
+    quantity: str
+    status: str
+
+    @classmethod
+    def of(cls, order: Order) -> OrderSummary:
+        return cls(order.id, order.side, str(order.quantity), order.status)
+
+
 @dataclass(slots=True)
 class TargetResult:
     account_id: int
@@ -26,7 +40,7 @@ class TargetResult:
     instrument_id: str | None = None
     symbol: str | None = None
     outcome: Outcome | None = None
-    orders: list[Order] = field(default_factory=list)
+    orders: list[OrderSummary] = field(default_factory=list)
     request_ids: list[str] = field(default_factory=list)
     attempts: int = 0
     error: str | None = None
@@ -45,12 +59,7 @@ class TargetResult:
             "symbol": self.symbol,
             "outcome": str(self.outcome) if self.outcome else None,
             "orders": [
-                {
-                    "id": o.id,
-                    "side": o.side,
-                    "quantity": str(o.quantity),
-                    "status": o.status,
-                }
+                {"id": o.id, "side": o.side, "quantity": o.quantity, "status": o.status}
                 for o in self.orders
             ],
             "request_ids": self.request_ids,

@@ -184,7 +184,9 @@ async def _run_session(
             return datetime.now(UTC) + offset
 
         if request.before_close is not None:
-            timing = await wait_for_close_window(reader, request.before_close, server_now, stop)
+            timing = await wait_for_close_window(
+                reader, request.before_close, server_now, stop, policy.sleep
+            )
             if timing.go is Go.MARKET_CLOSED:
                 outcome.results.extend(_unplanned(request.specs, f"market closed: {timing.reason}"))
                 return

@@ -7,7 +7,6 @@ holidays are the exchange's, not a hard-coded table. The wait ends early on a st
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from enum import Enum
 
 from worker import events
 from worker.errors import InputError
+from worker.policy import Sleep
 from worker.reads import Reader
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
@@ -47,7 +47,9 @@ async def wait_for_close_window(
     before: timedelta,
     server_now: Callable[[], datetime],
     stop: asyncio.Event,
+    sleep: Sleep,
 ) -> Timing:
+    """`sleep` must end early when `stop` is set (the runner's stop-aware sleep)."""
     reply = await reader.market_hours()
     hours = reply.data
     regular = hours.today_sessions.regular
@@ -65,8 +67,7 @@ async def wait_for_close_window(
             start_at=start.isoformat(),
             wait_s=round((start - now).total_seconds(), 3),
         )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), (start - now).total_seconds())
+        await sleep((start - now).total_seconds())
         if stop.is_set():
             return Timing(Go.STOPPED, "stop requested while waiting for the close window")
     return Timing(Go.NOW, f"regular close {regular.close.isoformat()}")

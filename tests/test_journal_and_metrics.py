@@ -1,0 +1,91 @@
+"""The journal group-commits intents before sends; metrics parse as Prometheus text."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from worker.journal import Journal
+from worker.metrics import write_metrics
+from worker.models import Outcome
+from worker.report import TargetResult
+
+T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+
+
+def committed_attempts(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
+
+
+async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path: Path) -> None:
+    journal = Journal.in_dir(tmp_path)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    commits = 0
+    real_flush = journal.flush
+
+    def counting_flush() -> None:
+        nonlocal commits
+        commits += 1
+        real_flush()
+
+    journal.flush = counting_flush  # type: ignore[method-assign]
+    seen_by_other_connection: list[int] = []
+
+    async def close(n: int) -> None:
+        await journal.intent("r1", 1, f"i{n}", 1, T0)
+        # Another connection (a later process) must already see this intent.
+        seen_by_other_connection.append(committed_attempts(journal.path))
+
+    await asyncio.gather(*(close(n) for n in range(50)))
+    assert min(seen_by_other_connection) == 50
+    assert commits == 1  # fifty closes ready in one turn share one commit
+    journal.close()
+
+
+async def test_priors_are_earlier_runs_of_the_same_job_only(tmp_path: Path) -> None:
+    journal = Journal.in_dir(tmp_path)
+    for run_id, job in (("old", "api|2026-11-25"), ("other-day", "api|2026-11-24")):
+        journal.start_run(
+            run_id=run_id, job=job, base_url="api", trading_day="x", started_at=T0, dry_run=False
+        )
+        await journal.intent(run_id, 7, "inst", 1, T0)
+    journal.close()
+    journal = Journal.in_dir(tmp_path)
+    priors = journal.priors("api|2026-11-25", current_run="new")
+    assert list(priors) == [(7, "inst")]
+    assert priors[(7, "inst")].since == T0
+    assert journal.priors("api|2026-11-25", current_run="old") == {}
+    journal.close()
+
+
+def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Path) -> None:
+    path = tmp_path / "liquidator.prom"
+    results = [
+        TargetResult(1, "A").settle(Outcome.CLOSED),
+        TargetResult(1, "B").settle(Outcome.FAILED, "x"),
+    ]
+    common = {"retries": 3, "reconciliations": 2, "duration_s": 1.5}
+    write_metrics(path, results=results[:1], exit_code=0, finished_at=1000.0, **common)
+    write_metrics(path, results=results, exit_code=1, finished_at=2000.0, **common)
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    assert samples[("liquidator_positions", (("outcome", "failed"),))] == 1
+    assert samples[("liquidator_positions", (("outcome", "closed"),))] == 1
+    assert samples[("liquidator_positions", (("outcome", "skipped"),))] == 0
+    assert samples[("liquidator_last_exit_code", ())] == 1
+    assert samples[("liquidator_last_run_timestamp_seconds", ())] == 2000.0
+    assert samples[("liquidator_last_success_timestamp_seconds", ())] == 1000.0
+    assert samples[("liquidator_retries_total", ())] == 3
+    assert samples[("liquidator_reconciliations_total", ())] == 2
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
