@@ -1,0 +1,87 @@
+"""What a simulator is told: its key, seed, fill delay, server-side rate limit and faults."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+ROUTES = ("close", "positions", "orders", "clock", "market_hours", "account")
+
+
+@dataclass
+class Faults:
+    """Per-route fault probabilities (0..1, drawn once per request in this order)."""
+
+    latency_s: float = 0.0  # added to every request on the route
+    p_429: float = 0.0  # 429 with Retry-After; nothing applied
+    retry_after_s: float = 1.0
+    p_503: float = 0.0  # 503 envelope with Retry-After; nothing applied
+    p_drop_before: float = 0.0  # connection dropped before applying
+    p_drop_after: float = 0.0  # applied, then the connection dropped without a reply
+    p_hang_after: float = 0.0  # applied, then no reply for hang_s (the client times out)
+    hang_s: float = 5.0
+    p_500_after: float = 0.0  # applied, then a 500 envelope
+    p_502_html: float = 0.0  # a proxy's HTML 502; applied half of the time
+    p_garbage_after: float = 0.0  # applied, then a 200 that is not the envelope
+
+    def draw(self, roll: float) -> str | None:
+        """The fault for a uniform roll in [0, 1), or None."""
+        for name, p in (
+            ("429", self.p_429),
+            ("503", self.p_503),
+            ("drop_before", self.p_drop_before),
+            ("drop_after", self.p_drop_after),
+            ("hang_after", self.p_hang_after),
+            ("500_after", self.p_500_after),
+            ("502_html", self.p_502_html),
+            ("garbage_after", self.p_garbage_after),
+        ):
+            if roll < p:
+                return name
+            roll -= p
+        return None
+
+
+@dataclass
+class SimConfig:
+    api_key: str = "sim-key.sim-secret"
+    seed: int = 7
+    fill_delay_s: float = 0.5
+    rate_limit: float = 0.0  # server-side requests/second over all routes; 0 = none
+    faults: dict[str, Faults] = field(default_factory=dict)
+    forbidden_accounts: set[int] = field(default_factory=set)
+    market_day: str = "TRADING_DAY"  # EARLY_CLOSE (13:00 ET), HOLIDAY, WEEKEND
+    regular_close_at: datetime | None = None
+    page_repeat_token: bool = False  # a pagination bug: the same next_page_token forever
+    page_never_ends: bool = False  # a pagination bug: always another page
+    record: bool = True  # keep every request and reply for spec validation
+    clock: Callable[[], float] = time.time
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    route: str
+    query: dict[str, str]
+    body: bytes
+    headers: dict[str, str]
+    response_status: int = 0
+    response_body: bytes = b""
+    response_content_type: str = ""
+
+
+@dataclass
+class SimStats:
+    """Counts observed at the server: how the tests prove the worker's bounds."""
+
+    requests: int = 0
+    by_route: Counter[str] = field(default_factory=Counter)
+    status_counts: Counter[int] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() per request
+    faults_injected: Counter[str] = field(default_factory=Counter)

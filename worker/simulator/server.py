@@ -1,0 +1,521 @@
+"""The simulator's HTTP face: the API's routes, envelope, auth, faults, and counts at the server.
+
+Every request is counted (in flight, per route, arrival time) before anything else happens, so
+tests can prove the worker's bounds from what the server saw. Faults are drawn from a seeded RNG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
+from worker.simulator.state import Book, SimAccount, SimOrder, api_time
+
+NEW_YORK = ZoneInfo("America/New_York")
+_STATUSES = {
+    "PENDING_NEW", "NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED",
+    "PENDING_CANCEL", "PENDING_REPLACE", "REPLACED", "DONE_FOR_DAY", "STOPPED", "SUSPENDED",
+    "CALCULATED", "OTHER",
+}  # fmt: skip
+
+Handler = Callable[[web.Request, SimAccount | None], Awaitable[web.Response]]
+
+
+class _Dropped(web.Response):
+    """Stands for a reply that never went out: the connection was aborted."""
+
+
+class Simulator:
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.book = Book(self.config)
+        self.stats = SimStats()
+        self.requests: list[RecordedRequest] = []
+        self.base_url = ""
+        self._rng = random.Random(self.config.seed)
+        self._rng_seed = self.config.seed
+        self._window: deque[float] = deque()
+        self._shutting_down = asyncio.Event()
+
+    # Seeding (see Book).
+
+    def add_account(self, account_id: int) -> None:
+        self.book.add_account(account_id)
+
+    def add_position(
+        self,
+        account_id: int,
+        symbol: str,
+        quantity: str | Decimal,
+        *,
+        instrument_type: str = "COMMON_STOCK",
+        price: str = "100.00",
+        underlying: str | None = None,
+        instrument_id: str | None = None,
+    ) -> str:
+        return self.book.add_position(
+            account_id,
+            symbol,
+            quantity,
+            instrument_type=instrument_type,
+            price=price,
+            underlying=underlying,
+            instrument_id=instrument_id,
+        )
+
+    def add_resting_order(
+        self, account_id: int, symbol: str, side: str, quantity: str, limit_price: str
+    ) -> str:
+        return self.book.add_resting_order(account_id, symbol, side, quantity, limit_price)
+
+    def seed_book(
+        self, accounts: int, positions_per_account: int, *, first_account_id: int = 10001
+    ) -> None:
+        self.book.seed_book(accounts, positions_per_account, first_account_id)
+
+    # Introspection: counts observed at the server.
+
+    def instrument_id(self, account_id: int, symbol: str) -> str:
+        iid = self.book.accounts[account_id].resolve(symbol)
+        assert iid is not None, f"{symbol} is not held by {account_id}"
+        return iid
+
+    def position_quantity(self, account_id: int, instrument: str) -> Decimal:
+        account = self.book.accounts[account_id]
+        self.book.apply_fills(account)
+        iid = account.resolve(instrument)
+        position = account.positions.get(iid) if iid else None
+        return position.quantity if position else Decimal(0)
+
+    def closing_orders(self, account_id: int, instrument: str) -> list[dict[str, Any]]:
+        account = self.book.accounts[account_id]
+        self.book.apply_fills(account)
+        iid = account.resolve(instrument) or instrument
+        return [o.to_api() for o in account.orders_by_instrument.get(iid, []) if o.is_close]
+
+    def orders_of(self, account_id: int) -> list[dict[str, Any]]:
+        account = self.book.accounts[account_id]
+        self.book.apply_fills(account)
+        return [o.to_api() for o in account.orders]
+
+    def cancel_order(self, account_id: int, order_id: str) -> None:
+        """As if a trader cancelled it at the desk."""
+        for order in self.book.accounts[account_id].orders:
+            if order.id == order_id:
+                order.status = "CANCELED"
+
+    def duplicate_closes(self) -> list[tuple[int, str]]:
+        return [
+            (account.id, iid)
+            for account in self.book.accounts.values()
+            for iid, orders in account.orders_by_instrument.items()
+            if sum(o.is_close for o in orders) > 1
+        ]
+
+    def flipped_positions(self) -> list[tuple[int, str]]:
+        flipped = []
+        for account in self.book.accounts.values():
+            self.book.apply_fills(account)
+            for p in account.positions.values():
+                if p.quantity != 0 and (1 if p.quantity > 0 else -1) != p.seeded_sign:
+                    flipped.append((account.id, p.instrument_id))
+        return flipped
+
+    def fill_all(self) -> None:
+        self.book.fill_all()
+
+    # The HTTP app.
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        add = app.router
+        accounts = "/v1/accounts/{account_id}"
+        add.add_get("/v1/clock", self._route("clock", self._clock, account=False))
+        add.add_get(
+            "/v1/calendars/market-hours",
+            self._route("market_hours", self._market_hours, account=False),
+        )
+        add.add_get(accounts, self._route("account", self._account))
+        add.add_get(f"{accounts}/positions", self._route("positions", self._positions))
+        add.add_get(f"{accounts}/orders", self._route("orders", self._orders))
+        add.add_delete(f"{accounts}/positions", self._route("close", self._close_all))
+        add.add_delete(f"{accounts}/positions/{{instrument_id}}", self._route("close", self._close))
+
+        async def shutting_down(_: web.Application) -> None:
+            self._shutting_down.set()  # ends hanging replies, so shutdown is prompt
+
+        app.on_shutdown.append(shutting_down)
+        return app
+
+    def _route(
+        self, route: str, handler: Handler, *, account: bool = True
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def endpoint(request: web.Request) -> web.StreamResponse:
+            stats = self.stats
+            stats.requests += 1
+            stats.by_route[route] += 1
+            stats.arrivals.append(time.monotonic())
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            record = None
+            if self.config.record:
+                headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+                record = RecordedRequest(
+                    request.method,
+                    request.path,
+                    route,
+                    dict(request.query),
+                    await request.read(),
+                    headers,
+                )
+                self.requests.append(record)
+            try:
+                response = await self._serve(route, request, handler, account)
+            finally:
+                stats.in_flight -= 1
+            stats.status_counts[0 if isinstance(response, _Dropped) else response.status] += 1
+            if record is not None:
+                record.response_status = response.status
+                record.response_body = response.body if isinstance(response.body, bytes) else b""
+                record.response_content_type = response.content_type
+            return response
+
+        return endpoint
+
+    async def _serve(
+        self, route: str, request: web.Request, handler: Handler, needs_account: bool
+    ) -> web.Response:
+        faults = self.config.faults.get(route)
+        if faults is not None and faults.latency_s:
+            await asyncio.sleep(faults.latency_s)
+        if request.headers.get("Authorization") != f"Bearer {self.config.api_key}":
+            return error(401, "Missing or invalid credentials")
+        wait = self._over_rate_limit()
+        if wait is not None:
+            self.stats.faults_injected["rate_limited"] += 1
+            return error(429, "Rate limit exceeded", retry_after=wait)
+        account = None
+        if needs_account:
+            raw = request.match_info["account_id"]
+            if not raw.isdigit():
+                return error(400, f"invalid account_id {raw!r}")
+            account_id = int(raw)
+            if account_id in self.config.forbidden_accounts:
+                return error(403, "The caller does not have permission to execute the operation")
+            account = self.book.accounts.get(account_id)
+            if account is None:
+                return error(404, "Some requested entity was not found")
+        fault = faults.draw(self._roll()) if faults is not None else None
+        if fault is None or faults is None:
+            return await handler(request, account)
+        self.stats.faults_injected[fault] += 1
+        return await self._faulty(fault, faults, request, handler, account)
+
+    async def _faulty(
+        self,
+        fault: str,
+        faults: Faults,
+        request: web.Request,
+        handler: Handler,
+        account: SimAccount | None,
+    ) -> web.Response:
+        if fault == "429":
+            return error(429, "Rate limit exceeded", retry_after=faults.retry_after_s)
+        if fault == "503":
+            return error(503, "Service temporarily unavailable", retry_after=faults.retry_after_s)
+        if fault == "drop_before":
+            return _drop(request)
+        if fault == "502_html":
+            if self._roll() < 0.5:
+                await handler(request, account)
+            return web.Response(
+                status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                content_type="text/html",
+            )  # fmt: skip
+        response = await handler(request, account)  # the "after" faults: applied first
+        if fault == "drop_after":
+            return _drop(request)
+        if fault == "hang_after":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._shutting_down.wait(), faults.hang_s)
+            return response
+        if fault == "500_after":
+            return error(500, "Internal server error")
+        return web.Response(status=200, text="<html>ok</html>", content_type="text/html")
+
+    def _roll(self) -> float:
+        if self._rng_seed != self.config.seed:  # a test changed the seed after construction
+            self._rng, self._rng_seed = random.Random(self.config.seed), self.config.seed
+        return self._rng.random()
+
+    def _over_rate_limit(self) -> float | None:
+        """Seconds until the one-second window has room, when it has none."""
+        limit = self.config.rate_limit
+        if limit <= 0:
+            return None
+        now = time.monotonic()
+        window = self._window
+        while window and window[0] <= now - 1.0:
+            window.popleft()
+        if len(window) >= limit:
+            return max(0.001, window[0] + 1.0 - now)
+        window.append(now)
+        return None
+
+    # Handlers.
+
+    async def _clock(self, request: web.Request, _: SimAccount | None) -> web.Response:
+        return ok({"clock": api_time(self.config.clock())})
+
+    async def _account(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        return ok(
+            {
+                "id": account.id,
+                "account_holder_entity_id": 987654321,
+                "full_name": f"Simulated account {account.id}",
+                "short_name": f"SIM-{account.id}",
+                "status": "ACTIVE",
+                "type": "CUSTOMER",
+                "subtype": "MARGIN",
+                "open_date": "2023-01-15",
+                "close_date": None,
+                "options_level": 1,
+                "country_of_tax_residency": "US",
+                "date_of_birth": None,
+                "mailing_address": None,
+                "phone_number": None,
+            }
+        )
+
+    async def _positions(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        positions = self.book.open_positions(account)
+        wanted = _csv(request.query.get("instrument_ids"))
+        if wanted:
+            positions = [p for p in positions if p.instrument_id in wanted]
+        return self._page(request, [p.to_api() for p in positions], positions_bugs=True)
+
+    async def _orders(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        self.book.apply_fills(account)
+        q = request.query
+        orders: list[SimOrder] = account.orders
+        instruments = _csv(q.get("instrument_ids"))
+        if instruments:
+            ids = {account.resolve(i) or i for i in instruments}
+            orders = [o for rid in ids for o in account.orders_by_instrument.get(rid, [])]
+            orders.sort(key=lambda o: o.created_at)
+        statuses = _csv(q.get("status"))
+        if statuses - _STATUSES:
+            return error(400, f"unknown status {sorted(statuses - _STATUSES)[0]!r}")
+        if statuses:
+            orders = [o for o in orders if o.status in statuses]
+        order_ids = _csv(q.get("order_ids"))
+        if order_ids:
+            orders = [o for o in orders if o.id in order_ids or o.client_order_id in order_ids]
+        if q.get("symbol"):
+            orders = [o for o in orders if o.symbol == q["symbol"]]
+        try:
+            start = _epoch(q["from"]) if q.get("from") else None
+            end = _epoch(q["to"]) if q.get("to") else None
+        except ValueError as exc:
+            return error(400, f"invalid date-time: {exc}")
+        if start is not None:
+            orders = [o for o in orders if o.created_at >= start]
+        if end is not None:
+            orders = [o for o in orders if o.created_at <= end]
+        return self._page(request, [o.to_api() for o in orders], positions_bugs=False)
+
+    async def _close(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        cancel = await _cancel_orders(request)
+        if isinstance(cancel, web.Response):
+            return cancel
+        order = self.book.close(account, request.match_info["instrument_id"], cancel)
+        if order is None:
+            return error(404, "Position not found")
+        return ok([order.to_api()])
+
+    async def _close_all(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        cancel = await _cancel_orders(request)
+        if isinstance(cancel, web.Response):
+            return cancel
+        orders = []
+        for position in self.book.open_positions(account):
+            order = self.book.close(account, position.instrument_id, cancel)
+            if order is not None:
+                orders.append(order.to_api())
+        return ok(orders)
+
+    async def _market_hours(self, request: web.Request, _: SimAccount | None) -> web.Response:
+        now = datetime.fromtimestamp(self.config.clock(), NEW_YORK)
+        raw_date = request.query.get("date")
+        try:
+            day = datetime.strptime(raw_date, "%Y-%m-%d").date() if raw_date else now.date()
+        except ValueError:
+            return error(400, f"invalid date {raw_date!r}")
+        day_type = self.config.market_day
+        at = datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
+        next_day = at + timedelta(days=1)
+        body: dict[str, Any] = {
+            "current_time": now.replace(microsecond=0).isoformat(),
+            "date": day.isoformat(),
+            "market": "us_equities",
+            "market_name": "US Equities",
+            "timezone": "America/New_York",
+            "next_sessions": {"regular": _session(next_day, 9.5, 16)},
+        }
+        if day_type in ("HOLIDAY", "WEEKEND"):
+            body["status"] = {"day_type": day_type, "is_open": False}
+            body["today_sessions"] = {}
+            return ok([body])
+        regular = _session(at, 9.5, 13 if day_type == "EARLY_CLOSE" else 16)
+        if self.config.regular_close_at is not None:
+            regular["close"] = self.config.regular_close_at.astimezone(NEW_YORK).isoformat()
+        opens, closes = (datetime.fromisoformat(regular[k]) for k in ("open", "close"))
+        is_open = opens <= now < closes
+        if is_open:
+            regular["time_until_close"] = _duration(closes - now)
+        elif now < opens:
+            regular["time_until_open"] = _duration(opens - now)
+        body["status"] = {
+            "day_type": day_type,
+            "is_open": is_open,
+            "current_session": "regular" if is_open else None,
+        }
+        body["today_sessions"] = {"pre_market": _session(at, 4, 9.5), "regular": regular}
+        return ok([body])
+
+    def _page(
+        self, request: web.Request, items: list[dict[str, Any]], *, positions_bugs: bool
+    ) -> web.Response:
+        q = request.query
+        if q.get("page_token"):
+            try:
+                state = json.loads(base64.urlsafe_b64decode(q["page_token"]))
+                offset, size = int(state["o"]), int(state["n"])
+            except (ValueError, KeyError, TypeError):
+                return error(400, "invalid page_token")
+        else:
+            raw = q.get("page_size", "1000")
+            if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+                return error(400, "page_size must be between 1 and 1000")
+            offset, size = 0, int(raw)
+        total = len(items)
+        page = items[offset : offset + size] if total else []
+        following = offset + size
+        if positions_bugs and self.config.page_never_ends:
+            following = following % max(total, 1)  # wraps around forever
+            has_more = True
+        else:
+            has_more = following < total
+        token = _token(following, size) if has_more else None
+        if positions_bugs and self.config.page_repeat_token:
+            token = _token(0, size)
+        metadata = {
+            "next_page_token": token,
+            "page_number": offset // size + 1,
+            "total_items": total,
+            "total_pages": max(1, -(-total // size)),
+        }
+        return ok(page, **metadata)
+
+
+def ok(data: Any, **metadata: Any) -> web.Response:
+    request_id = str(uuid.uuid4())
+    body = {"data": data, "error": None, "metadata": {"request_id": request_id, **metadata}}
+    return web.Response(
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers={"x-request-id": request_id},
+    )
+
+
+def error(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
+    request_id = str(uuid.uuid4())
+    headers = {"x-request-id": request_id}
+    if retry_after is not None:
+        headers["Retry-After"] = f"{retry_after:.3f}".rstrip("0").rstrip(".")
+    body = {"error": {"code": status, "message": message}, "metadata": {"request_id": request_id}}
+    return web.Response(
+        status=status,
+        body=json.dumps(body).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _drop(request: web.Request) -> web.Response:
+    if request.transport is not None:
+        request.transport.abort()
+    return _Dropped(status=499)
+
+
+async def _cancel_orders(request: web.Request) -> bool | web.Response:
+    raw = await request.read()
+    if not raw.strip():
+        return False
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        return error(400, f"Failed to parse the request body as JSON: {exc}")
+    if body is None:
+        return False
+    if not isinstance(body, dict) or not isinstance(body.get("cancel_orders", False), bool | None):
+        return error(400, "cancel_orders must be a boolean or null")
+    return bool(body.get("cancel_orders"))
+
+
+def _csv(raw: str | None) -> set[str]:
+    return {part.strip() for part in raw.split(",") if part.strip()} if raw else set()
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _token(offset: int, size: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset, "n": size}).encode()).decode()
+
+
+def _session(day: datetime, opens_h: float, closes_h: float) -> dict[str, Any]:
+    def at(hours: float) -> str:
+        return day.replace(hour=int(hours), minute=int(hours % 1 * 60)).isoformat()
+
+    return {"open": at(opens_h), "close": at(closes_h)}
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"PT{h}H{m}M{s}S"
+
+
+async def serve(
+    sim: Simulator, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, int]:
+    """Serve on loopback (port 0: a free one); return the runner and the bound port."""
+    runner = web.AppRunner(sim.app(), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = int(runner.addresses[0][1])
+    sim.base_url = f"http://{host}:{bound}"
+    return runner, bound

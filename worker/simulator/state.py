@@ -1,0 +1,291 @@
+"""The simulator's book: accounts, positions, orders, and fills, in the API's shapes.
+
+Market orders fill `fill_delay_s` after creation, applied lazily whenever an account is touched,
+so 100,000 working orders cost no timers. A fill moves the position by the order's signed
+quantity: a duplicate close that fills flips the position, which is what the tests look for.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from worker.simulator.config import SimConfig
+
+_NAMESPACE = uuid.UUID("6f1c9a52-2f0e-4a8e-9d59-8e7f1b1a0c11")
+_TICKERS = [
+    "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "SPY", "QQQ", "JPM",
+    "V", "XOM", "UNH", "HD", "KO", "PEP", "COST", "AMD", "NFLX", "INTC",
+]  # fmt: skip
+WORKING = {"PENDING_NEW", "NEW", "PARTIALLY_FILLED"}
+
+
+def instrument_uuid(symbol: str) -> str:
+    return str(uuid.uuid5(_NAMESPACE, symbol.upper()))
+
+
+def api_time(epoch: float) -> str:
+    """The API's UTC timestamps: nanosecond precision, 'Z'."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+def decimal_text(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+
+
+@dataclass(slots=True)
+class SimPosition:
+    account_id: int
+    instrument_id: str
+    symbol: str
+    instrument_type: str
+    quantity: Decimal
+    price: Decimal
+    seeded_sign: int
+    underlying: str | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        value = self.quantity * self.price * (100 if self.instrument_type == "OPTION" else 1)
+        body: dict[str, Any] = {
+            "account_id": self.account_id,
+            "instrument_id": self.instrument_id,
+            "symbol": self.symbol,
+            "instrument_type": self.instrument_type,
+            "quantity": decimal_text(self.quantity),
+            "available_quantity": decimal_text(abs(self.quantity)),
+            "market_value": f"{value:.2f}",
+            "position_type": "LONG" if self.quantity > 0 else "SHORT",
+            "avg_price": f"{self.price:.2f}",
+            "instrument_price": f"{self.price:.2f}",
+            "closing_price": f"{self.price:.2f}",
+            "closing_price_date": "2025-10-31",
+            "cost_basis": f"{value:.2f}",
+            "unrealized_pnl": "0.00",
+            "daily_realized_pnl": "0.00",
+        }
+        if self.underlying is not None:
+            body["underlying_instrument_id"] = self.underlying
+        return body
+
+
+@dataclass(slots=True)
+class SimOrder:
+    id: str
+    client_order_id: str
+    account_id: int
+    instrument_id: str
+    symbol: str
+    instrument_type: str
+    side: str
+    quantity: Decimal
+    order_type: str
+    status: str
+    created_at: float
+    updated_at: float
+    is_close: bool
+    limit_price: str | None = None
+    filled_quantity: Decimal = Decimal(0)
+    fill_price: Decimal | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "client_order_id": self.client_order_id,
+            "account_id": self.account_id,
+            "instrument_id": self.instrument_id,
+            "symbol": self.symbol,
+            "instrument_type": self.instrument_type,
+            "venue": "XNMS",
+            "side": self.side,
+            "quantity": decimal_text(self.quantity),
+            "order_type": self.order_type,
+            "time_in_force": "DAY",
+            "status": self.status,
+            "filled_quantity": decimal_text(self.filled_quantity),
+            "leaves_quantity": decimal_text(
+                Decimal(0) if self.status not in WORKING else self.quantity - self.filled_quantity
+            ),
+            "average_fill_price": None if self.fill_price is None else f"{self.fill_price:.2f}",
+            "limit_price": self.limit_price,
+            "stop_price": None,
+            "created_at": api_time(self.created_at),
+            "updated_at": api_time(self.updated_at),
+        }
+
+
+@dataclass
+class SimAccount:
+    id: int
+    positions: dict[str, SimPosition] = field(default_factory=dict)  # by instrument_id
+    by_symbol: dict[str, str] = field(default_factory=dict)  # symbol -> instrument_id
+    orders: list[SimOrder] = field(default_factory=list)
+    orders_by_instrument: dict[str, list[SimOrder]] = field(default_factory=dict)
+    due_fills: list[tuple[float, int, SimOrder]] = field(default_factory=list)  # a heap
+
+    def resolve(self, name: str) -> str | None:
+        """A symbol or UUID to the instrument_id this account knows it by."""
+        if name in self.positions:
+            return name
+        return self.by_symbol.get(name.upper()) or self.by_symbol.get(name)
+
+
+class Book:
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.accounts: dict[int, SimAccount] = {}
+        self._close_count = itertools.count(1)
+        self._fill_seq = itertools.count()
+
+    # Seeding.
+
+    def add_account(self, account_id: int) -> SimAccount:
+        return self.accounts.setdefault(account_id, SimAccount(account_id))
+
+    def add_position(
+        self,
+        account_id: int,
+        symbol: str,
+        quantity: str | Decimal,
+        *,
+        instrument_type: str = "COMMON_STOCK",
+        price: str = "100.00",
+        underlying: str | None = None,
+        instrument_id: str | None = None,
+    ) -> str:
+        account = self.add_account(account_id)
+        iid = instrument_id or instrument_uuid(symbol)
+        qty = Decimal(quantity)
+        account.positions[iid] = SimPosition(
+            account_id,
+            iid,
+            symbol,
+            instrument_type,
+            qty,
+            Decimal(price),
+            1 if qty > 0 else -1,
+            instrument_uuid(underlying) if underlying else None,
+        )
+        account.by_symbol[symbol.upper()] = iid
+        return iid
+
+    def add_resting_order(
+        self, account_id: int, symbol: str, side: str, quantity: str, limit_price: str
+    ) -> str:
+        account = self.add_account(account_id)
+        iid = account.resolve(symbol) or instrument_uuid(symbol)
+        now = self.config.clock()
+        order = SimOrder(
+            str(uuid.uuid4()),
+            f"resting-{uuid.uuid4().hex[:8]}",
+            account_id,
+            iid,
+            symbol,
+            "COMMON_STOCK",
+            side,
+            Decimal(quantity),
+            "LIMIT",
+            "NEW",
+            now,
+            now,
+            is_close=False,
+            limit_price=limit_price,
+        )
+        self._remember(account, order)
+        return order.id
+
+    def seed_book(self, accounts: int, positions_per_account: int, first_account_id: int) -> None:
+        for a in range(accounts):
+            account_id = first_account_id + a
+            rng = random.Random(self.config.seed * 1_000_003 + account_id)
+            self.add_account(account_id)
+            for k in range(positions_per_account):
+                ticker = _TICKERS[k % len(_TICKERS)]
+                roll = rng.random()
+                size = rng.choice([10, 25, 50, 100, 200, 500])
+                price = f"{rng.uniform(10, 600):.2f}"
+                if roll < 0.9:
+                    symbol = ticker if k < len(_TICKERS) else f"{ticker}{k // len(_TICKERS)}"
+                    qty = size if roll < 0.7 else -size
+                    self.add_position(account_id, symbol, str(qty), price=price)
+                else:
+                    strike = 100_000 + k * 1000
+                    osi = f"{ticker}{27 + k % 2:02d}0115{'C' if k % 2 else 'P'}{strike:08d}"
+                    qty = rng.choice([1, 2, 5, 10]) * (1 if rng.random() < 0.7 else -1)
+                    self.add_position(
+                        account_id,
+                        osi,
+                        str(qty),
+                        instrument_type="OPTION",
+                        price=f"{rng.uniform(0.5, 20):.2f}",
+                        underlying=ticker,
+                    )
+
+    # The API's operations.
+
+    def open_positions(self, account: SimAccount) -> list[SimPosition]:
+        self.apply_fills(account)
+        return [p for p in account.positions.values() if p.quantity != 0]
+
+    def close(self, account: SimAccount, instrument: str, cancel_orders: bool) -> SimOrder | None:
+        """Create the closing market order, or None when there is nothing to close."""
+        self.apply_fills(account)
+        iid = account.resolve(instrument)
+        position = account.positions.get(iid) if iid else None
+        if position is None or position.quantity == 0:
+            return None
+        now = self.config.clock()
+        if cancel_orders:
+            for order in account.orders_by_instrument.get(position.instrument_id, []):
+                if order.status in WORKING:
+                    order.status, order.updated_at = "CANCELED", now
+        order = SimOrder(
+            str(uuid.uuid4()),
+            f"close-position-{next(self._close_count)}",
+            account.id,
+            position.instrument_id,
+            position.symbol,
+            position.instrument_type,
+            "SELL" if position.quantity > 0 else "BUY",
+            abs(position.quantity),
+            "MARKET",
+            "PENDING_NEW",
+            now,
+            now,
+            is_close=True,
+        )
+        self._remember(account, order)
+        heapq.heappush(
+            account.due_fills, (now + self.config.fill_delay_s, next(self._fill_seq), order)
+        )
+        return order
+
+    def apply_fills(self, account: SimAccount) -> None:
+        now = self.config.clock()
+        heap = account.due_fills
+        while heap and heap[0][0] <= now:
+            _, _, order = heapq.heappop(heap)
+            self._fill(account, order, now)
+
+    def fill_all(self) -> None:
+        for account in self.accounts.values():
+            while account.due_fills:
+                _, _, order = heapq.heappop(account.due_fills)
+                self._fill(account, order, self.config.clock())
+
+    def _fill(self, account: SimAccount, order: SimOrder, now: float) -> None:
+        if order.status not in WORKING:
+            return  # cancelled before it could fill
+        position = account.positions[order.instrument_id]
+        order.status, order.updated_at = "FILLED", now
+        order.filled_quantity, order.fill_price = order.quantity, position.price
+        position.quantity += order.quantity if order.side == "BUY" else -order.quantity
+
+    def _remember(self, account: SimAccount, order: SimOrder) -> None:
+        account.orders.append(order)
+        account.orders_by_instrument.setdefault(order.instrument_id, []).append(order)
