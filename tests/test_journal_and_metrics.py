@@ -71,9 +71,16 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
         TargetResult(1, "A").settle(Outcome.CLOSED),
         TargetResult(1, "B").settle(Outcome.FAILED, "x"),
     ]
-    common = {"retries": 3, "reconciliations": 2, "duration_s": 1.5}
-    write_metrics(path, results=results[:1], exit_code=0, finished_at=1000.0, **common)
-    write_metrics(path, results=results, exit_code=1, finished_at=2000.0, **common)
+    for outcomes, exit_code, finished_at in ((results[:1], 0, 1000.0), (results, 1, 2000.0)):
+        write_metrics(
+            path,
+            results=outcomes,
+            retries=3,
+            reconciliations=2,
+            duration_s=1.5,
+            exit_code=exit_code,
+            finished_at=finished_at,
+        )
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

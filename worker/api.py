@@ -7,6 +7,7 @@ translated here and nowhere else. It never retries and never decides whether to:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
@@ -97,13 +98,22 @@ class TradingApi:
         }
 
     async def close_position(
-        self, account_id: int, instrument_id: str, *, cancel_orders: bool
+        self,
+        account_id: int,
+        instrument_id: str,
+        *,
+        cancel_orders: bool,
+        unless: asyncio.Event | None = None,
     ) -> Reply[list[Order]]:
-        """DELETE one position. Not idempotent: the caller must know what a failure means."""
+        """DELETE one position. Not idempotent: the caller must know what a failure means.
+
+        If `unless` is set by the time a request slot is free, nothing is sent (`NotSent`).
+        """
         reply = await self._call(
             "DELETE",
             f"/v1/accounts/{account_id}/positions/{instrument_id}",
             body={"cancel_orders": cancel_orders},
+            unless=unless,
         )
         return Reply(self._parse(_ORDERS, reply), _request_id(reply))
 
@@ -187,11 +197,15 @@ class TradingApi:
         *,
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
+        unless: asyncio.Event | None = None,
     ) -> dict[str, Any]:
         """Send one request, once. Return the decoded envelope of a 2xx reply."""
         token = _sends_of_this_request.set([0])
         try:
             async with self._pacer.slot():
+                # Waiting for a slot can take a while; the caller may have stopped meanwhile.
+                if unless is not None and unless.is_set():
+                    raise NotSent(f"{method} {path}: not sent, stopped while waiting to send")
                 return await self._send(method, path, params, body)
         finally:
             _sends_of_this_request.reset(token)

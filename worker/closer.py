@@ -21,7 +21,7 @@ from tenacity import RetryCallState
 
 from worker import events
 from worker.api import TradingApi
-from worker.errors import ApiError, LiquidatorError, NotFound, OutcomeUnknown
+from worker.errors import ApiError, LiquidatorError, NotFound, NotSent, OutcomeUnknown
 from worker.journal import Journal, Prior
 from worker.models import Order, Outcome
 from worker.plan import Target
@@ -89,10 +89,11 @@ async def _close_with_retries(
                 if ctx.stopping.is_set():
                     return _stopped(result)
                 try:
-                    return await _send_close(ctx, target, result, since)
+                    sent = await _send_close(ctx, target, result, since)
                 except OutcomeUnknown as err:
                     unknown = err
                     raise
+                return sent if sent is not None else _stopped(result)
     except _FateNotEstablished as err:
         return _failed(result, str(err))
     except ApiError as err:
@@ -120,15 +121,25 @@ async def _after_last_error(
 
 async def _send_close(
     ctx: CloseContext, target: Target, result: TargetResult, since: datetime
-) -> TargetResult:
+) -> TargetResult | None:
+    """Record the intent, send the close. None: a stop came first and nothing was sent."""
     attempt = result.attempts + 1
     await ctx.journal.intent(ctx.run_id, target.account_id, target.instrument_id, attempt, since)
     result.attempts = attempt
     try:
         reply = await ctx.api.close_position(
-            target.account_id, target.instrument_id, cancel_orders=target.cancel_orders
+            target.account_id,
+            target.instrument_id,
+            cancel_orders=target.cancel_orders,
+            unless=ctx.stopping,
         )
     except ApiError as err:
+        if isinstance(err, NotSent) and ctx.stopping.is_set():
+            result.attempts -= 1  # it never left this host
+            ctx.journal.attempt_result(
+                ctx.run_id, target.account_id, target.instrument_id, attempt, None, "stopped"
+            )
+            return None
         if err.request_id:
             result.request_ids.append(err.request_id)
         ctx.journal.attempt_result(

@@ -1,0 +1,62 @@
+"""Shared fixtures: a real simulator on loopback, settings pointed at it, captured events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import LogCapture
+
+from worker.settings import Settings, load_settings
+from worker.simulator import SimConfig, Simulator, serve
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    """Override in a test module to seed faults; the default is a well-behaved API."""
+    return SimConfig(fill_delay_s=0.05)
+
+
+@pytest.fixture
+async def sim(sim_config: SimConfig) -> AsyncIterator[Simulator]:
+    simulator = Simulator(sim_config)
+    runner, _ = await serve(simulator, "127.0.0.1", 0)
+    try:
+        yield simulator
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+def settings_for(tmp_path: Path) -> Any:
+    """Build settings for a simulator, with overrides, as the CLI would."""
+
+    def build(sim: Simulator, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "base_url": sim.base_url,
+            "api_key": sim.config.api_key,
+            "state_dir": tmp_path / "state",
+            "concurrency": 8,
+            "rate_limit": 0,
+            "request_timeout": 1.0,
+            "retry_backoff": 0.001,
+            "retry_backoff_max": 0.01,
+        }
+        values.update(overrides)
+        return load_settings(values, None)
+
+    return build
+
+
+@pytest.fixture
+def captured() -> Iterator[LogCapture]:
+    """Every event emitted, as dicts (structlog's own capture, not our renderer)."""
+    capture = LogCapture()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        yield capture
+    finally:
+        structlog.reset_defaults()

@@ -1,0 +1,194 @@
+"""Fault injection: every position closed exactly once, checked at the server, not in our logs.
+
+Unknown outcomes of every kind (close applied then the connection dropped, the reply lost to a
+timeout, a 500 or a proxy's HTML 502 after applying, a reply that is not the envelope), plus
+503s, 429s and a server-side rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from structlog.testing import LogCapture
+
+from worker import events
+from worker.models import Outcome
+from worker.runner import ExitCode, RunRequest, run
+from worker.simulator import Faults, Simulator
+from worker.targets import TargetSpec
+
+UNKNOWN_30 = {
+    "p_drop_after": 0.08,
+    "p_drop_before": 0.05,
+    "p_hang_after": 0.04,
+    "p_500_after": 0.05,
+    "p_502_html": 0.04,
+    "p_garbage_after": 0.04,
+}  # 30% of closes end with an unknown outcome
+
+
+def assert_exactly_once(sim: Simulator, positions: list[tuple[int, str]]) -> None:
+    sim.fill_all()
+    assert sim.duplicate_closes() == []
+    assert sim.flipped_positions() == []
+    counts = [len(sim.closing_orders(a, i)) for a, i in positions]
+    assert counts == [1] * len(positions)
+
+
+def seeded(sim: Simulator, accounts: int, per_account: int) -> list[tuple[int, str]]:
+    positions = []
+    for n in range(accounts):
+        account = 20001 + n
+        sim.add_account(account)
+        for k in range(per_account):
+            quantity = str((k % 7 + 1) * 10 * (-1 if k % 5 == 0 else 1))
+            positions.append((account, sim.add_position(account, f"A{n}P{k}", quantity)))
+    return positions
+
+
+async def test_1000_positions_under_30pct_unknown_outcomes_503s_and_a_rate_limit(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    positions = seeded(sim, 10, 100)
+    sim.config.rate_limit = 400
+    sim.config.faults = {
+        "close": Faults(p_503=0.10, retry_after_s=0.01, hang_s=0.5, **UNKNOWN_30),
+        "orders": Faults(p_503=0.05, p_drop_before=0.02, retry_after_s=0.01),
+        "positions": Faults(p_503=0.05, retry_after_s=0.01),
+    }
+    report = tmp_path / "r.json"
+    result = await run(
+        settings_for(sim, concurrency=32, request_timeout=0.25),
+        RunRequest(specs=[TargetSpec(20001 + n, None) for n in range(10)], report_path=report),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.OK
+    assert_exactly_once(sim, positions)
+    doc = json.loads(report.read_text())
+    assert len(doc["results"]) == 1000
+    assert {r["outcome"] for r in doc["results"]} <= {"closed", "already_flat"}
+    injected = sim.stats.faults_injected
+    assert sum(injected[k] for k in ("drop_after", "hang_after", "500_after")) > 100
+    assert injected["503"] > 50
+
+
+async def test_close_applied_then_dropped_is_reconciled_not_resent(
+    sim: Simulator, settings_for: Any, captured: LogCapture
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.faults = {"close": Faults(p_drop_after=1.0)}
+    result = await run(
+        settings_for(sim), RunRequest(specs=[TargetSpec(19816, "GOOG")]), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.OK
+    assert len(sim.closing_orders(19816, "GOOG")) == 1
+    [target] = result.results
+    assert target.outcome is Outcome.CLOSED
+    assert target.reconciled
+    [order_event] = [e for e in captured.entries if e["event"] == events.CLOSE_ORDER]
+    assert order_event["reconciled"] is True
+    assert order_event["request_id"]  # the look-up's
+
+
+async def test_close_dropped_before_applying_is_looked_at_then_sent_again(
+    sim: Simulator, settings_for: Any
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.faults = {"close": Faults(p_drop_before=0.5)}
+    sim.config.seed = 3
+    result = await run(
+        settings_for(sim, max_attempts=10),
+        RunRequest(specs=[TargetSpec(19816, "GOOG")]),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.OK
+    assert len(sim.closing_orders(19816, "GOOG")) == 1
+
+
+async def test_unknown_outcome_that_cannot_be_checked_fails_without_resending(
+    sim: Simulator, settings_for: Any
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.faults = {
+        "close": Faults(p_drop_before=1.0),
+        "orders": Faults(p_503=1.0, retry_after_s=0.001),
+    }
+    result = await run(
+        settings_for(sim), RunRequest(specs=[TargetSpec(19816, "GOOG")]), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.FAILED
+    assert sim.stats.by_route["close"] == 1  # never re-sent without knowing
+    [target] = result.results
+    assert target.error is not None
+    assert "outcome unknown" in target.error
+
+
+async def test_429_storm_is_retried_honouring_retry_after(
+    sim: Simulator, settings_for: Any, captured: LogCapture
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.faults = {"close": Faults(p_429=0.6, retry_after_s=0.05)}
+    sim.config.seed = 1  # its rolls: 0.13 (a 429), then 0.85 (through)
+    result = await run(
+        settings_for(sim, max_attempts=10),
+        RunRequest(specs=[TargetSpec(19816, "GOOG")]),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.OK
+    assert len(sim.closing_orders(19816, "GOOG")) == 1
+    [retry] = [e for e in captured.entries if e["event"] == events.CLOSE_RETRY]
+    assert retry["wait_s"] == 0.05  # the server's Retry-After, not our backoff
+    assert sim.stats.status_counts[429] == 1
+
+
+async def test_resting_order_is_cancelled_before_the_close(
+    sim: Simulator, settings_for: Any
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "25")
+    resting = sim.add_resting_order(19816, "GOOG", "SELL", "25", "999.00")
+    result = await run(
+        settings_for(sim), RunRequest(specs=[TargetSpec(19816, "GOOG")]), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.OK
+    statuses = {o["id"]: o["status"] for o in sim.orders_of(19816)}
+    assert statuses[resting] == "CANCELED"
+
+
+async def test_rerun_while_earlier_closing_orders_still_work_sends_no_second_close(
+    sim: Simulator, settings_for: Any
+) -> None:
+    positions = seeded(sim, 2, 20)
+    sim.config.fill_delay_s = 3600  # orders stay working; positions still show full quantity
+    specs = [TargetSpec(20001, None), TargetSpec(20002, None)]
+    first = await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
+    assert first.exit_code == ExitCode.OK
+    second = await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
+    assert second.exit_code == ExitCode.OK
+    assert {r.outcome for r in second.results} == {Outcome.CLOSED}
+    assert all(r.reconciled for r in second.results)
+    assert_exactly_once(sim, positions)
+
+
+async def test_rerun_closes_again_when_the_earlier_closing_order_was_cancelled(
+    sim: Simulator, settings_for: Any
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.fill_delay_s = 3600
+    specs = [TargetSpec(19816, "GOOG")]
+    await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
+    [first_order] = sim.closing_orders(19816, "GOOG")
+    sim.cancel_order(19816, first_order["id"])
+    second = await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
+    assert second.exit_code == ExitCode.OK
+    assert len(sim.closing_orders(19816, "GOOG")) == 2
+    sim.fill_all()
+    assert sim.position_quantity(19816, "GOOG") == 0

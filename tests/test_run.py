@@ -1,0 +1,184 @@
+"""A whole run against the simulator: one close per position, every order logged, the report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import LogCapture
+
+from worker import events
+from worker.runner import ExitCode, RunRequest, run
+from worker.simulator import Faults, SimConfig, Simulator
+from worker.targets import TargetSpec, read_targets
+
+
+def closing_orders_by_position(sim: Simulator, keys: list[tuple[int, str]]) -> Counter[int]:
+    """How many positions got 0, 1, 2... closing orders, counted at the server."""
+    return Counter(len(sim.closing_orders(a, i)) for a, i in keys)
+
+
+async def test_530_positions_over_20_accounts_closed_exactly_once_each(
+    sim: Simulator, settings_for: Any, captured: LogCapture, tmp_path: Path
+) -> None:
+    keys: list[tuple[int, str]] = []
+    lines = ["account_id,instrument"]
+    for n in range(10):  # 10 whole accounts of 50 positions
+        account = 30001 + n
+        sim.add_account(account)
+        for k in range(50):
+            keys.append((account, sim.add_position(account, f"W{n}S{k}", str(10 + k))))
+        lines.append(f"{account},*")
+    for n in range(10):  # 10 accounts with three named instruments (and others left alone)
+        account = 40001 + n
+        sim.add_account(account)
+        for k in range(5):
+            iid = sim.add_position(account, f"N{n}S{k}", str(-(5 + k)))
+            if k < 3:
+                keys.append((account, iid))
+                # Name by symbol and by UUID, alternately.
+                lines.append(f"{account},{iid if k == 1 else f'N{n}S{k}'}")
+    targets = tmp_path / "targets.csv"
+    targets.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "report.json"
+
+    result = await run(
+        settings_for(sim, concurrency=16),
+        RunRequest(specs=read_targets([targets]), report_path=report),
+        asyncio.Event(),
+    )
+
+    assert result.exit_code == ExitCode.OK
+    assert len(keys) == 530
+    assert closing_orders_by_position(sim, keys) == Counter({1: 530})
+    order_events = [e for e in captured.entries if e["event"] == events.CLOSE_ORDER]
+    assert len(order_events) == 530
+    assert all(e["request_id"] and e["order_id"] and e["run_id"] for e in order_events)
+    doc = json.loads(report.read_text())
+    assert doc["summary"] == {
+        "targets": 530,
+        "closed": 530,
+        "already_flat": 0,
+        "failed": 0,
+        "skipped": 0,
+    }
+    assert {r["outcome"] for r in doc["results"]} == {"closed"}
+    # The named accounts' other two positions were left open.
+    assert sim.position_quantity(40001, "N0S3") != 0
+
+
+async def test_report_has_one_result_per_target_with_orders_and_request_ids(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    sim.add_account(19816)
+    goog = sim.add_position(19816, "GOOG", "25")
+    sim.add_account(19817)
+    sim.add_position(19817, "TSLA", "-50")
+    report = tmp_path / "r.json"
+    specs = [
+        TargetSpec(19816, "GOOG"),
+        TargetSpec(19816, goog),  # the same position by UUID: closed once
+        TargetSpec(19816, None),  # and again as part of the whole account
+        TargetSpec(19817, "TSLA"),
+        TargetSpec(19817, "AAPL"),  # not held: already flat, nothing sent
+    ]
+    result = await run(
+        settings_for(sim), RunRequest(specs=specs, report_path=report), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.OK
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["targets"] == 3
+    by_symbol = {r["instrument"]: r for r in doc["results"]}
+    assert by_symbol["AAPL"]["outcome"] == "already_flat"
+    assert by_symbol["AAPL"]["orders"] == []
+    tsla = by_symbol["TSLA"]
+    assert tsla["outcome"] == "closed"
+    assert tsla["attempts"] == 1
+    assert tsla["error"] is None
+    assert [(o["side"], o["quantity"]) for o in tsla["orders"]] == [("BUY", "50")]
+    assert len(tsla["request_ids"]) == 1
+    assert len(sim.closing_orders(19816, "GOOG")) == 1
+    assert {"run_id", "started_at", "finished_at", "dry_run"} <= set(doc)
+
+
+async def test_concurrency_bound_is_observed_at_the_server(
+    sim: Simulator, settings_for: Any
+) -> None:
+    sim.config.faults = {"close": Faults(latency_s=0.02)}
+    sim.seed_book(4, 30)
+    specs = [TargetSpec(10001 + n, None) for n in range(4)]
+    result = await run(settings_for(sim, concurrency=5), RunRequest(specs=specs), asyncio.Event())
+    assert result.exit_code == ExitCode.OK
+    assert sim.stats.max_in_flight == 5  # the bound is reached, and never passed
+
+
+async def test_rate_bound_is_observed_at_the_server(sim: Simulator, settings_for: Any) -> None:
+    sim.seed_book(2, 40)
+    specs = [TargetSpec(10001, None), TargetSpec(10002, None)]
+    result = await run(
+        settings_for(sim, concurrency=16, rate_limit=50), RunRequest(specs=specs), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.OK
+    arrivals = sorted(sim.stats.arrivals)
+    assert len(arrivals) >= 80
+    most = max(sum(1 for t in arrivals if s <= t < s + 1.0) for s in arrivals)
+    assert most <= 50
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    return SimConfig(fill_delay_s=0.05, forbidden_accounts={666})
+
+
+async def test_forbidden_account_fails_alone_with_exit_1(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    sim.add_account(666)
+    sim.add_position(666, "GOOG", "5")
+    sim.add_account(19816)
+    sim.add_position(19816, "AAPL", "5")
+    report = tmp_path / "r.json"
+    specs = [TargetSpec(666, None), TargetSpec(666, "GOOG"), TargetSpec(19816, None)]
+    result = await run(
+        settings_for(sim), RunRequest(specs=specs, report_path=report), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.FAILED
+    doc = json.loads(report.read_text())
+    outcomes = {(r["account_id"], r["instrument"]): r["outcome"] for r in doc["results"]}
+    assert outcomes == {(666, "*"): "failed", (666, "GOOG"): "failed", (19816, "AAPL"): "closed"}
+    assert len(sim.closing_orders(19816, "AAPL")) == 1
+
+
+async def test_rejected_key_aborts_with_exit_3_after_one_request(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "AAPL", "5")
+    report = tmp_path / "r.json"
+    result = await run(
+        settings_for(sim, api_key="wrong.key"),
+        RunRequest(specs=[TargetSpec(19816, None)], report_path=report),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.ABORTED
+    assert sim.stats.requests <= 5
+    assert sim.closing_orders(19816, "AAPL") == []
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["skipped"] == 1
+    assert "wrong.key" not in report.read_text()
+
+
+async def test_dry_run_sends_no_close(sim: Simulator, settings_for: Any) -> None:
+    sim.seed_book(1, 10)
+    result = await run(
+        settings_for(sim),
+        RunRequest(specs=[TargetSpec(10001, None)], dry_run=True),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.OK
+    assert sim.stats.by_route["close"] == 0
+    assert {str(r.outcome) for r in result.results} == {"skipped"}

@@ -1,0 +1,159 @@
+"""Stopping and crashing mid-run, as a whole process, then a rerun: nothing is closed twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from tests.test_faults import assert_exactly_once, seeded
+from worker.simulator import Faults, Simulator
+
+
+async def start_worker(
+    sim: Simulator, tmp_path: Path, report: Path, *extra: str
+) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "LIQUIDATOR_API_KEY": sim.config.api_key,
+        "LIQUIDATOR_STATE_DIR": str(tmp_path / "state"),
+        "LIQUIDATOR_LOG_FORMAT": "json",
+        "LIQUIDATOR_RATE_LIMIT": "0",
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        "run",
+        "--yes",
+        "--base-url",
+        sim.base_url,
+        "--account",
+        "20001",
+        "--account",
+        "20002",
+        "--report",
+        str(report),
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+
+
+async def until_closes_seen(sim: Simulator, count: int, limit_s: float = 20) -> None:
+    deadline = time.monotonic() + limit_s
+    while sim.stats.by_route["close"] < count:
+        assert time.monotonic() < deadline, "the worker never got going"
+        await asyncio.sleep(0.01)
+
+
+async def finish(proc: asyncio.subprocess.Process, limit_s: float = 30) -> tuple[int, str]:
+    out, err = await asyncio.wait_for(proc.communicate(), limit_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + err.decode()
+
+
+async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    positions = seeded(sim, 2, 150)
+    sim.config.fill_delay_s = 3600  # the first run's orders are still working at the rerun
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    report = tmp_path / "first.json"
+    proc = await start_worker(sim, tmp_path, report, "--concurrency", "4")
+    await until_closes_seen(sim, 20)
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code, output = await finish(proc)
+    assert code == 3, output
+    assert time.monotonic() - signalled < 10
+    first = json.loads(report.read_text())
+    outcomes = [r["outcome"] for r in first["results"]]
+    assert len(outcomes) == 300
+    assert "skipped" in outcomes
+    assert set(outcomes) <= {"closed", "skipped", "failed"}
+
+    sim.config.faults = {}
+    rerun = tmp_path / "second.json"
+    code, output = await finish(await start_worker(sim, tmp_path, rerun))
+    assert code == 0, output
+    assert_exactly_once(sim, positions)
+    second = json.loads(rerun.read_text())
+    reconciled = sum(r["reconciled"] for r in second["results"])
+    assert reconciled >= sum(o == "closed" for o in outcomes)
+
+
+async def test_sigterm_with_closes_hanging_still_exits_3_inside_10s_on_defaults(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # Default REQUEST_TIMEOUT and STOP_GRACE; every close is applied and its reply never comes.
+    positions = seeded(sim, 2, 10)
+    sim.config.fill_delay_s = 3600
+    sim.config.faults = {"close": Faults(p_hang_after=1.0, hang_s=60)}
+    report = tmp_path / "r.json"
+    proc = await start_worker(sim, tmp_path, report, "--concurrency", "4")
+    await until_closes_seen(sim, 4)
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code, output = await finish(proc)
+    assert code == 3, output
+    assert time.monotonic() - signalled < 10
+    # Only the four closes in flight at the signal were ever sent; the look-ups found them.
+    assert sim.stats.by_route["close"] == 4
+    doc = json.loads(report.read_text())
+    assert doc["summary"] == {
+        "targets": 20,
+        "closed": 4,
+        "already_flat": 0,
+        "failed": 0,
+        "skipped": 16,
+    }
+    sim.config.faults = {}
+    code, output = await finish(await start_worker(sim, tmp_path, tmp_path / "again.json"))
+    assert code == 0, output
+    assert_exactly_once(sim, positions)
+
+
+async def test_sigkill_mid_run_then_rerun_closes_nothing_twice(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    positions = seeded(sim, 2, 150)
+    sim.config.fill_delay_s = 3600
+    sim.config.faults = {"close": Faults(latency_s=0.03, p_drop_after=0.1)}
+    proc = await start_worker(sim, tmp_path, tmp_path / "killed.json", "--concurrency", "8")
+    await until_closes_seen(sim, 40)
+    proc.kill()
+    await proc.wait()
+    sim.config.faults = {}
+    code, output = await finish(await start_worker(sim, tmp_path, tmp_path / "rerun.json"))
+    assert code == 0, output
+    assert_exactly_once(sim, positions)
+
+
+async def test_no_terminal_and_no_yes_refuses_with_exit_2_and_sends_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 1, 3)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        "run",
+        "--base-url",
+        sim.base_url,
+        "--account",
+        "20001",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "LIQUIDATOR_API_KEY": sim.config.api_key},
+    )
+    code, output = await finish(proc)
+    assert code == 2
+    assert "--yes" in output
+    assert sim.stats.requests == 0
