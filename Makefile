@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/liquidator run --simulate --targets config/targets.example.toml --yes --report demo-report.json
+	$(BIN)/liquidator run --simulate --targets config/targets.example.toml --yes \
+		--report demo-report.json --log-format console
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench

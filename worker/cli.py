@@ -104,8 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
     secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
-    stdout_is_terminal = sys.stdout.isatty() and settings.log_format != "json"
-    terminal = Terminal(Console()) if stdout_is_terminal else None
+    # Tables and a progress bar for people: on a terminal, or when the console format is asked for.
+    for_people = settings.log_format == "console" or (
+        sys.stdout.isatty() and settings.log_format != "json"
+    )
+    terminal = Terminal(Console()) if for_people else None
     events.configure(
         level=settings.log_level,
         fmt=settings.log_format,

@@ -18,6 +18,7 @@ from worker.simulator import SimConfig, Simulator, serve
 from worker.targets import TargetSpec, accounts_of
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_OSI = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")  # an OCC option symbol: root, date, C/P, strike
 _SYMBOLS = [
     "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "SPY", "QQQ", "JPM",
     "V", "XOM", "UNH", "HD", "KO", "PEP", "COST", "AMD", "NFLX", "INTC",
@@ -51,6 +52,10 @@ def _add(sim: Simulator, rng: random.Random, account_id: int, name: str) -> None
     if _UUID.match(name):
         sim.add_position(
             account_id, f"SIM{name[:4].upper()}", str(quantity), price=price, instrument_id=name
+        )
+    elif _OSI.match(name.upper()):
+        sim.add_position(
+            account_id, name, str(quantity // 10 or 1), instrument_type="OPTION", price="2.50"
         )
     else:
         sim.add_position(account_id, name, str(quantity), price=price)
