@@ -58,7 +58,8 @@ def write_metrics(
             f"# TYPE {_LAST_SUCCESS} gauge",
             f"{_LAST_SUCCESS} {last_success:.3f}",
         ]
-    write_atomically(path, "\n".join(lines) + "\n")
+    # Readable by node_exporter, which runs as another user.
+    write_atomically(path, "\n".join(lines) + "\n", mode=0o644)
 
 
 def _previous_success(path: Path) -> float | None:
