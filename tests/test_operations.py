@@ -1,0 +1,196 @@
+"""Operations, as a whole process: credentials, check, guards, market timing, the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import re
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tests.test_faults import seeded
+from worker.simulator import Simulator
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
+    env.pop("CREDENTIALS_DIRECTORY", None)
+    env.update(extra)
+    return env
+
+
+async def liquidator(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_key_only_in_credentials_directory_flattens(sim: Simulator, tmp_path: Path) -> None:
+    positions = seeded(sim, 1, 5)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "clearstreet-api-key").write_text(sim.config.api_key + "\n")
+    env = clean_env(CREDENTIALS_DIRECTORY=str(creds), STATE_DIRECTORY=str(tmp_path / "state"))
+    code, out = await liquidator(
+        "run", "--yes", "--base-url", sim.base_url, "--account", "20001", env=env
+    )
+    assert code == 0, out
+    assert all(len(sim.closing_orders(a, i)) == 1 for a, i in positions)
+    assert sim.config.api_key not in out
+    assert (tmp_path / "state" / "journal.sqlite3").exists()
+
+
+async def test_check_validates_and_shows_the_plan_without_closing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 1, 5)
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, LIQUIDATOR_LOG_FORMAT="json")
+    code, out = await liquidator("check", "--base-url", sim.base_url, "--account", "20001", env=env)
+    assert code == 0, out
+    assert '"positions": 5' in out
+    assert sim.stats.by_route["close"] == 0
+
+
+async def test_allow_list_refuses_other_accounts_before_any_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 2, 2)
+    settings = tmp_path / "s.toml"
+    settings.write_text("allowed_accounts = [20001]\n")
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
+    code, out = await liquidator(
+        "run", "--yes", "--config", str(settings), "--base-url", sim.base_url,
+        "--account", "20001", "--account", "20002", env=env,
+    )  # fmt: skip
+    assert code == 2
+    assert "20002" in out
+    assert "allowed_accounts" in out
+    assert sim.stats.requests == 0
+
+
+async def test_max_positions_refuses_unless_forced(sim: Simulator, tmp_path: Path) -> None:
+    seeded(sim, 1, 6)
+    env = clean_env(
+        LIQUIDATOR_API_KEY=sim.config.api_key,
+        LIQUIDATOR_MAX_POSITIONS="5",
+        STATE_DIRECTORY=str(tmp_path),
+    )
+    args = ("run", "--yes", "--base-url", sim.base_url, "--account", "20001")
+    code, out = await liquidator(*args, env=env)
+    assert code == 2
+    assert "--force" in out
+    assert sim.stats.by_route["close"] == 0
+    code, out = await liquidator(*args, "--force", env=env)
+    assert code == 0, out
+    assert sim.stats.by_route["close"] == 6
+
+
+async def test_holiday_sends_nothing_and_exits_0(sim: Simulator, tmp_path: Path) -> None:
+    seeded(sim, 1, 3)
+    sim.config.market_day = "HOLIDAY"
+    report = tmp_path / "r.json"
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, LIQUIDATOR_LOG_FORMAT="json")
+    code, out = await liquidator(
+        "run", "--yes", "--base-url", sim.base_url, "--account", "20001",
+        "--before-close", "15m", "--report", str(report), env=env,
+    )  # fmt: skip
+    assert code == 0, out
+    assert '"market_closed"' in out
+    assert sim.stats.by_route["close"] == 0
+    assert sim.stats.by_route["positions"] == 0
+    assert '"skipped": 1' in report.read_text()
+
+
+async def test_before_close_on_an_early_close_day_starts_at_close_minus_duration(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # The done-when case: close 25 s away, --before-close 20s: the first close ~5 s after start.
+    seeded(sim, 1, 3)
+    sim.config.market_day = "EARLY_CLOSE"
+    sim.config.regular_close_at = datetime.now(UTC) + timedelta(seconds=25)
+    started = time.monotonic()
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
+    run = asyncio.create_task(
+        liquidator(
+            "run",
+            "--yes",
+            "--base-url",
+            sim.base_url,
+            "--account",
+            "20001",
+            "--before-close",
+            "20s",
+            env=env,
+        )  # fmt: skip
+    )
+    while sim.stats.by_route["close"] == 0:
+        assert not run.done(), (await run)[1]
+        await asyncio.sleep(0.02)
+    first_close_after = time.monotonic() - started
+    code, out = await run
+    assert code == 0, out
+    assert 4.0 <= first_close_after <= 6.5
+
+
+async def test_terminal_shows_plan_prompt_progress_and_summary(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 2, 4)
+    env = clean_env(
+        LIQUIDATOR_API_KEY=sim.config.api_key,
+        STATE_DIRECTORY=str(tmp_path),
+        COLUMNS="120",
+        LINES="40",
+        TERM="xterm-256color",
+    )
+    main, child = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", "--base-url", sim.base_url,
+        "--account", "20001", "--account", "20002",
+        stdin=child, stdout=child, stderr=child, env=env,
+    )  # fmt: skip
+    os.close(child)
+    screen = ""
+
+    async def read_until(pattern: str) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 30
+        while pattern not in ANSI.sub("", screen):
+            assert time.monotonic() < deadline, f"never saw {pattern!r} in:\n{screen[-2000:]}"
+            try:
+                chunk = await asyncio.to_thread(os.read, main, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            screen += chunk.decode(errors="replace")
+
+    await read_until("Type 'yes' to proceed")
+    assert sim.stats.by_route["close"] == 0  # nothing sent before the operator answers
+    text = ANSI.sub("", screen)
+    assert "Plan: 8 positions to close" in text
+    for column in ("account", "symbol", "type", "side sent", "quantity", "market value"):
+        assert column in text
+    os.write(main, b"yes\n")
+    await read_until("exit code 0")
+    await asyncio.wait_for(proc.wait(), 30)
+    os.close(main)
+    text = ANSI.sub("", screen)
+    assert proc.returncode == 0
+    assert "8/8" in text  # the progress bar finished
+    assert "Summary" in text
+    assert re.search(r"closed\s*│\s*8", text)
+    assert sim.stats.by_route["close"] == 8
