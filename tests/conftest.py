@@ -10,6 +10,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
+from worker import events
 from worker.settings import Settings, load_settings
 from worker.simulator import SimConfig, Simulator, serve
 
@@ -55,8 +56,9 @@ def settings_for(tmp_path: Path) -> Any:
 def captured() -> Iterator[LogCapture]:
     """Every event emitted, as dicts (structlog's own capture, not our renderer)."""
     capture = LogCapture()
+    events.unconfigure()
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
     try:
         yield capture
     finally:
-        structlog.reset_defaults()
+        events.unconfigure()

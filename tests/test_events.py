@@ -23,7 +23,7 @@ def stream() -> Iterator[io.StringIO]:
     try:
         yield out
     finally:
-        structlog.reset_defaults()
+        events.unconfigure()
         structlog.contextvars.clear_contextvars()
 
 
@@ -62,5 +62,5 @@ def test_level_filter_drops_debug_at_info() -> None:
         events.log.debug("noise")
         events.log.info("signal")
     finally:
-        structlog.reset_defaults()
+        events.unconfigure()
     assert [json.loads(x)["event"] for x in out.getvalue().splitlines()] == ["signal"]

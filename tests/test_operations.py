@@ -125,19 +125,8 @@ async def test_before_close_on_an_early_close_day_starts_at_close_minus_duration
     sim.config.regular_close_at = datetime.now(UTC) + timedelta(seconds=25)
     started = time.monotonic()
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
-    run = asyncio.create_task(
-        liquidator(
-            "run",
-            "--yes",
-            "--base-url",
-            sim.base_url,
-            "--account",
-            "20001",
-            "--before-close",
-            "20s",
-            env=env,
-        )  # fmt: skip
-    )
+    args = ("run", "--yes", "--base-url", sim.base_url, "--account", "20001")
+    run = asyncio.create_task(liquidator(*args, "--before-close", "20s", env=env))
     while sim.stats.by_route["close"] == 0:
         assert not run.done(), (await run)[1]
         await asyncio.sleep(0.02)

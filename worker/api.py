@@ -30,14 +30,16 @@ from worker.errors import (
     ResendRefused,
     Unauthorized,
 )
-from worker.models import MarketHours, Order, Position
+from worker.models import Clock, Envelope, MarketHours, Order, Position
 from worker.pace import Pacer
 
 T = TypeVar("T")
 
-_ORDERS = TypeAdapter(list[Order])
-_POSITIONS = TypeAdapter(list[Position])
-_MARKET_HOURS = TypeAdapter(list[MarketHours])
+# One pass from bytes to typed data (pydantic-core parses the JSON itself).
+_ORDERS = TypeAdapter(Envelope[list[Order]])
+_POSITIONS = TypeAdapter(Envelope[list[Position]])
+_MARKET_HOURS = TypeAdapter(Envelope[list[MarketHours]])
+_CLOCK = TypeAdapter(Envelope[Clock])
 _EXCERPT_CHARS = 200
 
 
@@ -109,13 +111,13 @@ class TradingApi:
 
         If `unless` is set by the time a request slot is free, nothing is sent (`NotSent`).
         """
-        reply = await self._call(
+        raw = await self._call(
             "DELETE",
             f"/v1/accounts/{account_id}/positions/{instrument_id}",
             body={"cancel_orders": cancel_orders},
             unless=unless,
         )
-        return Reply(self._parse(_ORDERS, reply), _request_id(reply))
+        return _parse(_ORDERS, raw)
 
     async def get_positions(
         self,
@@ -132,8 +134,8 @@ class TradingApi:
             params["page_size"] = str(page_size)
         if instrument_ids:
             params["instrument_ids"] = ",".join(instrument_ids)
-        reply = await self._call("GET", f"/v1/accounts/{account_id}/positions", params=params)
-        return Reply(self._parse(_POSITIONS, reply), _request_id(reply), _next_token(reply))
+        raw = await self._call("GET", f"/v1/accounts/{account_id}/positions", params=params)
+        return _parse(_POSITIONS, raw)
 
     async def get_orders(
         self,
@@ -156,39 +158,23 @@ class TradingApi:
             params["order_ids"] = ",".join(order_ids)
         if since is not None:
             params["from"] = since.isoformat().replace("+00:00", "Z")
-        reply = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)
-        return Reply(self._parse(_ORDERS, reply), _request_id(reply), _next_token(reply))
+        raw = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)
+        return _parse(_ORDERS, raw)
 
     async def get_clock(self) -> Reply[datetime]:
-        reply = await self._call("GET", "/v1/clock")
-        data = reply.get("data")
-        if not isinstance(data, dict) or not isinstance(data.get("clock"), str):
-            raise _unexpected(reply, "clock reply has no data.clock")
-        try:
-            clock = datetime.fromisoformat(data["clock"])
-        except ValueError as exc:
-            raise _unexpected(reply, f"clock is not a date-time: {exc}") from None
-        return Reply(clock, _request_id(reply))
+        reply = _parse(_CLOCK, await self._call("GET", "/v1/clock"))
+        return Reply(reply.data.clock, reply.request_id)
 
     async def get_market_hours(self, date: str | None = None) -> Reply[MarketHours]:
         params = {"market": "us_equities"}
         if date:
             params["date"] = date
-        reply = await self._call("GET", "/v1/calendars/market-hours", params=params)
-        days = self._parse(_MARKET_HOURS, reply)
-        if not days:
-            raise _unexpected(reply, "market-hours reply is an empty list")
-        return Reply(days[0], _request_id(reply))
-
-    def _parse(self, adapter: TypeAdapter[T], reply: Mapping[str, Any]) -> T:
-        try:
-            return adapter.validate_python(reply.get("data"))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise _unexpected(
-                reply, f"data does not match the spec at {where}: {first['msg']}"
-            ) from None
+        reply = _parse(
+            _MARKET_HOURS, await self._call("GET", "/v1/calendars/market-hours", params=params)
+        )
+        if not reply.data:
+            raise OutcomeUnknown("market-hours reply is an empty list", request_id=reply.request_id)
+        return Reply(reply.data[0], reply.request_id)
 
     async def _call(
         self,
@@ -198,8 +184,8 @@ class TradingApi:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         unless: asyncio.Event | None = None,
-    ) -> dict[str, Any]:
-        """Send one request, once. Return the decoded envelope of a 2xx reply."""
+    ) -> bytes:
+        """Send one request, once. Return the body of a 2xx reply; raise for anything else."""
         token = _sends_of_this_request.set([0])
         try:
             async with self._pacer.slot():
@@ -216,7 +202,7 @@ class TradingApi:
         path: str,
         params: Mapping[str, str] | None,
         body: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:
+    ) -> bytes:
         what = f"{method} {path}"
         try:
             async with self._session.request(
@@ -238,17 +224,10 @@ class TradingApi:
                 f"{what}: connection failed mid-request: {_describe(exc)}"
             ) from None
 
+        if 200 <= status < 300:
+            return raw  # parsed by the caller against the shape it expects
         envelope = _decode(raw)
         request_id = _envelope_request_id(envelope) or header_request_id
-        if 200 <= status < 300:
-            if envelope is None or "data" not in envelope or request_id is None:
-                raise OutcomeUnknown(
-                    f"{what}: reply is not the API envelope",
-                    status=status,
-                    request_id=request_id,
-                    excerpt=_excerpt(raw),
-                )
-            return envelope
         message = f"{what}: {_error_message(envelope, status)}"
         kw: dict[str, Any] = {
             "status": status,
@@ -270,6 +249,26 @@ class TradingApi:
         raise OutcomeUnknown(message, **kw)
 
 
+def _parse(adapter: TypeAdapter[Envelope[T]], raw: bytes) -> Reply[T]:
+    """A 2xx body as the spec's envelope of T; anything else is an unknown outcome."""
+    try:
+        envelope = adapter.validate_json(raw)
+    except ValidationError as exc:
+        decoded = _decode(raw)
+        request_id = _envelope_request_id(decoded)
+        if decoded is None or "data" not in decoded or request_id is None:
+            why = "reply is not the API envelope"
+        else:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            why = f"reply does not match the spec at {where}: {first['msg']}"
+        raise OutcomeUnknown(
+            why, status=200, request_id=request_id, excerpt=_excerpt(raw)
+        ) from None
+    meta = envelope.metadata
+    return Reply(envelope.data, meta.request_id, meta.next_page_token or None)
+
+
 def _decode(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
@@ -287,26 +286,11 @@ def _envelope_request_id(envelope: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def _request_id(envelope: Mapping[str, Any]) -> str:
-    return _envelope_request_id(envelope) or ""
-
-
-def _next_token(envelope: Mapping[str, Any]) -> str | None:
-    token = envelope["metadata"].get("next_page_token")
-    return token if isinstance(token, str) and token else None
-
-
 def _error_message(envelope: Mapping[str, Any] | None, status: int) -> str:
     error = envelope.get("error") if envelope else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return f"HTTP {status}: {error['message'][:_EXCERPT_CHARS]}"
     return f"HTTP {status}"
-
-
-def _unexpected(envelope: Mapping[str, Any], why: str) -> OutcomeUnknown:
-    return OutcomeUnknown(
-        f"reply does not match the spec: {why}", request_id=_request_id(envelope) or None
-    )
 
 
 def _retry_after(value: str | None) -> float | None:

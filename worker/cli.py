@@ -14,19 +14,19 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
-from rich.console import Console
 
 from worker import __version__, events
 from worker.errors import InputError
 from worker.runner import ExitCode, RunRequest, run
 from worker.schedule import parse_duration
 from worker.settings import Settings, load_settings
-from worker.simulate import simulator_for
 from worker.targets import TargetSpec, accounts_of, read_targets
-from worker.terminal import Terminal
+
+if TYPE_CHECKING:
+    from worker.terminal import Terminal
 
 _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--base-url", str, "API base URL (https://, or http:// on loopback)"),
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for_people = settings.log_format == "console" or (
         sys.stdout.isatty() and settings.log_format != "json"
     )
-    terminal = Terminal(Console()) if for_people else None
+    terminal = _terminal() if for_people else None
     events.configure(
         level=settings.log_level,
         fmt=settings.log_format,
@@ -120,6 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
+
+
+def _terminal() -> Terminal:
+    # Imported here: rich costs start-up time that unattended runs should not pay.
+    from rich.console import Console
+
+    from worker.terminal import Terminal
+
+    return Terminal(Console())
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -201,5 +210,7 @@ async def _maybe_simulated(
     if not args.simulate:
         yield settings
         return
+    from worker.simulate import simulator_for  # the simulator only loads for rehearsals
+
     async with simulator_for(specs) as (base_url, api_key):
         yield settings.model_copy(update={"base_url": base_url, "api_key": SecretStr(api_key)})

@@ -34,6 +34,8 @@ WAITING_FOR_CLOSE = "waiting_for_close"
 
 REDACTED = "[REDACTED]"
 
+# Every emitter looks this up at call time. `configure` replaces the lazy proxy with a logger
+# resolved once, so an event does not re-resolve the configuration (a hot path: 100k orders).
 log: structlog.typing.FilteringBoundLogger = structlog.get_logger("liquidator")
 
 
@@ -92,6 +94,15 @@ def configure(
         logger_factory=logger_factory or structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    global log
+    log = structlog.get_logger("liquidator").bind()
+
+
+def unconfigure() -> None:
+    """Back to structlog's defaults and a lazy logger (for tests that capture events)."""
+    global log
+    structlog.reset_defaults()
+    log = structlog.get_logger("liquidator")
 
 
 def bind_run(run_id: str) -> None:

@@ -4,7 +4,8 @@ It records each run, each target, the intent to close *before* the request is se
 with its request_id, the orders and the outcome. Intents are group-committed: every close that is
 about to be sent in the same event-loop turn shares one commit, and none is sent before its
 commit returns. `synchronous=NORMAL` in WAL mode does not fsync per commit: a committed intent
-survives the process being killed (the OS holds it), not a power cut.
+survives the process being killed (the OS holds it), not a power cut. Every write is an insert
+into its own table, so a flush can batch each statement with executemany in any order.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ CREATE TABLE IF NOT EXISTS targets (
     PRIMARY KEY (run_id, account_id, instrument));
 CREATE TABLE IF NOT EXISTS attempts (
     run_id TEXT NOT NULL, account_id INTEGER NOT NULL, instrument_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL, since TEXT NOT NULL, request_id TEXT, result TEXT,
+    attempt INTEGER NOT NULL, since TEXT NOT NULL,
+    PRIMARY KEY (run_id, account_id, instrument_id, attempt));
+CREATE TABLE IF NOT EXISTS attempt_results (
+    run_id TEXT NOT NULL, account_id INTEGER NOT NULL, instrument_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL, request_id TEXT, result TEXT NOT NULL,
     PRIMARY KEY (run_id, account_id, instrument_id, attempt));
 CREATE TABLE IF NOT EXISTS orders (
     order_id TEXT NOT NULL, run_id TEXT NOT NULL, account_id INTEGER NOT NULL,
@@ -60,7 +65,7 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._pending: list[tuple[str, Sequence[Any]]] = []
+        self._pending: dict[str, list[Sequence[Any]]] = {}
         self._commit: asyncio.Future[None] | None = None
 
     @classmethod
@@ -105,12 +110,10 @@ class Journal:
         started_at: datetime,
         dry_run: bool,
     ) -> None:
-        self._pending.append(
-            (
-                "INSERT INTO runs (run_id, job, base_url, trading_day, started_at, dry_run)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, job, base_url, trading_day, started_at.isoformat(), int(dry_run)),
-            )
+        self._queue(
+            "INSERT INTO runs (run_id, job, base_url, trading_day, started_at, dry_run)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, job, base_url, trading_day, started_at.isoformat(), int(dry_run)),
         )
         self.flush()
 
@@ -118,12 +121,10 @@ class Journal:
         self, run_id: str, account_id: int, instrument_id: str, attempt: int, since: datetime
     ) -> None:
         """Record that a close is about to be sent; return once that record is committed."""
-        self._pending.append(
-            (
-                "INSERT OR REPLACE INTO attempts (run_id, account_id, instrument_id, attempt,"
-                " since) VALUES (?, ?, ?, ?, ?)",
-                (run_id, account_id, instrument_id, attempt, since.isoformat()),
-            )
+        self._queue(
+            "INSERT OR REPLACE INTO attempts (run_id, account_id, instrument_id, attempt, since)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (run_id, account_id, instrument_id, attempt, since.isoformat()),
         )
         if self._commit is None:
             loop = asyncio.get_running_loop()
@@ -141,12 +142,10 @@ class Journal:
         request_id: str | None,
         result: str,
     ) -> None:
-        self._pending.append(
-            (
-                "UPDATE attempts SET request_id = ?, result = ? WHERE run_id = ?"
-                " AND account_id = ? AND instrument_id = ? AND attempt = ?",
-                (request_id, result, run_id, account_id, instrument_id, attempt),
-            )
+        self._queue(
+            "INSERT OR REPLACE INTO attempt_results (run_id, account_id, instrument_id, attempt,"
+            " request_id, result) VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, account_id, instrument_id, attempt, request_id, result),
         )
 
     def orders(
@@ -160,63 +159,65 @@ class Journal:
         reconciled: bool,
     ) -> None:
         for o in orders:
-            self._pending.append(
+            self._queue(
+                "INSERT OR REPLACE INTO orders (order_id, run_id, account_id, instrument_id,"
+                " side, quantity, status, created_at, request_id, reconciled)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    "INSERT OR REPLACE INTO orders (order_id, run_id, account_id, instrument_id,"
-                    " side, quantity, status, created_at, request_id, reconciled)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        o.id,
-                        run_id,
-                        account_id,
-                        o.instrument_id or instrument_id,
-                        o.side,
-                        str(o.quantity),
-                        o.status,
-                        o.created_at.isoformat(),
-                        request_id,
-                        int(reconciled),
-                    ),
-                )
+                    o.id,
+                    run_id,
+                    account_id,
+                    o.instrument_id or instrument_id,
+                    o.side,
+                    str(o.quantity),
+                    o.status,
+                    o.created_at.isoformat(),
+                    request_id,
+                    int(reconciled),
+                ),
             )
 
     def outcome(self, run_id: str, result: TargetResult, quantity: str | None) -> None:
-        self._pending.append(
+        self._queue(
+            "INSERT OR REPLACE INTO targets (run_id, account_id, instrument, instrument_id,"
+            " symbol, quantity, outcome, error, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                "INSERT OR REPLACE INTO targets (run_id, account_id, instrument, instrument_id,"
-                " symbol, quantity, outcome, error, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    result.account_id,
-                    result.instrument,
-                    result.instrument_id,
-                    result.symbol,
-                    quantity,
-                    str(result.outcome) if result.outcome else None,
-                    result.error,
-                    result.attempts,
-                ),
-            )
+                run_id,
+                result.account_id,
+                result.instrument,
+                result.instrument_id,
+                result.symbol,
+                quantity,
+                str(result.outcome) if result.outcome else None,
+                result.error,
+                result.attempts,
+            ),
         )
 
     def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
-        self._pending.append(
-            (
+        self.flush()
+        with self._db:
+            self._db.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?",
                 (finished_at.isoformat(), exit_code, run_id),
             )
-        )
-        self.flush()
 
     def flush(self) -> None:
-        """Commit everything pending in one transaction."""
+        """Commit everything pending in one transaction, one executemany per statement."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, {}
         with self._db:  # one transaction; rolled back if any statement fails
             self._db.execute("BEGIN")
-            for sql, params in pending:
-                self._db.execute(sql, params)
+            for sql, rows in pending.items():
+                self._db.executemany(sql, rows)
+
+    def _queue(self, sql: str, params: Sequence[Any]) -> None:
+        rows = self._pending.get(sql)
+        if rows is None:
+            self._pending[sql] = [params]
+        else:
+            rows.append(params)
 
     def _group_commit(self) -> None:
         commit, self._commit = self._commit, None

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import NewType
+from typing import Generic, NewType, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -81,6 +81,25 @@ class Position(_ApiModel):
     def closing_side(self) -> str:
         """The side a close sends: selling a long, buying back a short."""
         return "SELL" if self.quantity > 0 else "BUY"
+
+
+T = TypeVar("T")
+
+
+class Metadata(_ApiModel):
+    request_id: str
+    next_page_token: str | None = None
+
+
+class Envelope(_ApiModel, Generic[T]):
+    """Every 2xx reply: `data`, and `metadata.request_id`."""
+
+    data: T
+    metadata: Metadata
+
+
+class Clock(_ApiModel):
+    clock: datetime
 
 
 class SessionTimes(_ApiModel):
