@@ -36,8 +36,8 @@ async def api_for(
     base_url: str, *, concurrency: int = 4, rate_limit: float = 0, request_timeout: float = 2.0
 ) -> AsyncIterator[TradingApi]:
     """A TradingApi on a plain ClientSession (not aiohttp's test client), as in production."""
-    async with open_session(concurrency, request_timeout) as session:
-        yield TradingApi(session, base_url, API_KEY, Pacer(concurrency, rate_limit))
+    async with open_session(concurrency, request_timeout, API_KEY) as session:
+        yield TradingApi(session, base_url, Pacer(concurrency, rate_limit))
 
 
 def envelope(data: Any, **metadata: Any) -> web.Response:

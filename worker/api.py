@@ -67,11 +67,19 @@ async def _refuse_resend(
     return await handler(request)
 
 
-def open_session(concurrency: int, request_timeout: float) -> aiohttp.ClientSession:
+def open_session(
+    concurrency: int, request_timeout: float, api_key: str = ""
+) -> aiohttp.ClientSession:
     """One session per run, its pool sized to the concurrency, that never re-sends by itself."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     session = aiohttp.ClientSession(
         connector=connector,
+        # Set once here rather than merged into every request: the fan-out's hot path.
+        headers={
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"liquidator/{__version__}",
+        },
         timeout=aiohttp.ClientTimeout(total=request_timeout),
         middlewares=(_refuse_resend,),
         raise_for_status=False,
@@ -87,17 +95,11 @@ def open_session(concurrency: int, request_timeout: float) -> aiohttp.ClientSess
 class TradingApi:
     """The endpoints the worker uses. Every request takes a slot from the pacer."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, api_key: str, pacer: Pacer
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, pacer: Pacer) -> None:
+        """`session` comes from `open_session`, which carries the key and disables re-sends."""
         self._session = session
         self._base = base_url.rstrip("/")
         self._pacer = pacer
-        self._headers = {
-            "Authorization": f"Bearer {api_key}",
-            "Accept": "application/json",
-            "User-Agent": f"liquidator/{__version__}",
-        }
 
     async def close_position(
         self,
@@ -206,7 +208,7 @@ class TradingApi:
         what = f"{method} {path}"
         try:
             async with self._session.request(
-                method, self._base + path, params=params, json=body, headers=self._headers
+                method, self._base + path, params=params, json=body
             ) as resp:
                 raw = await resp.read()
                 status = resp.status

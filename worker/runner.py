@@ -169,8 +169,9 @@ async def _run_session(
     tally: Tally,
 ) -> None:
     assert settings.api_key is not None
-    async with open_session(settings.concurrency, settings.request_timeout) as session:
-        api = TradingApi(session, settings.base_url, settings.api_key.get_secret_value(), pacer)
+    key = settings.api_key.get_secret_value()
+    async with open_session(settings.concurrency, settings.request_timeout, key) as session:
+        api = TradingApi(session, settings.base_url, pacer)
         reader = Reader(api, policy, tally=tally)
         check = Reader(api, dataclasses.replace(policy, max_attempts=KEY_CHECK_ATTEMPTS))
         try:
