@@ -111,7 +111,7 @@ def test_settings_defaults_an_operator_can_trust(monkeypatch: pytest.MonkeyPatch
     assert settings.concurrency == 16
     assert settings.rate_limit == 20
     assert settings.request_timeout == 5
-    assert settings.max_attempts == 5
+    assert settings.max_attempts == 8
     assert settings.api_key is None
 
 

@@ -90,3 +90,15 @@ async def test_in_flight_never_exceeds_the_concurrency() -> None:
 
     await asyncio.gather(*(one() for _ in range(30)))
     assert peak == 3
+
+
+async def test_retry_after_pauses_every_send_not_just_the_refused_one() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep)
+    with pytest.raises(RateLimited):
+        async with pacer.slot():
+            raise RateLimited("429", status=429, retry_after=0.75)
+    start = clock.now
+    async with pacer.slot():
+        clock.sends.append(clock.now)
+    assert clock.sends == [start + 0.75]

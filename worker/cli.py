@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The fan-out makes short-lived cycles (retry state, futures, tracebacks) by the thousand.
     # Freeze what start-up built, so collections stop rescanning it, and collect less often.
     gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gc.set_threshold(10_000, 10, 10)
     try:
         return asyncio.run(_main(args, settings, specs, terminal, before_close))
     except InputError as err:

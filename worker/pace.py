@@ -3,7 +3,9 @@
 Every request the worker makes takes a `Pacer.slot()`. Sends are spaced evenly (no bursts), so no
 one-second window at the server sees more than the configured rate. When the server answers 429 the
 pace halves for the whole run and then recovers additively (AIMD), so an unknown server limit is
-found without a storm of rejected calls. This module never decides whether a request is retried.
+found without a storm of rejected calls; a 429's Retry-After pauses every send, not just the
+refused one, so the run does not keep knocking on a full window. This module never decides
+whether a request is retried.
 """
 
 from __future__ import annotations
@@ -58,25 +60,27 @@ class Pacer:
             await self._wait_for_turn()
             try:
                 yield
-            except RateLimited:
-                self._slow_down()
+            except RateLimited as err:
+                self._slow_down(err.retry_after)
                 raise
             self._maybe_recover()
 
     async def _wait_for_turn(self) -> None:
         now = self._clock()
+        send_at = max(now, self._next_send)
         if self.rate is not None:
-            send_at = max(now, self._next_send)
             self._next_send = send_at + _SPACING_MARGIN / self.rate
-            if send_at > now:
-                await self._sleep(send_at - now)
-                now = send_at
+        if send_at > now:
+            await self._sleep(send_at - now)
+            now = send_at
         self._recent_sends.append(now)
         while self._recent_sends[0] < now - 1.0:
             self._recent_sends.popleft()
 
-    def _slow_down(self) -> None:
+    def _slow_down(self, retry_after: float | None) -> None:
         now = self._clock()
+        if retry_after:
+            self._next_send = max(self._next_send, now + retry_after)
         if self.decreases and now - self._last_change < _DECREASE_COOLDOWN_S:
             return
         current = self.rate if self.rate is not None else float(len(self._recent_sends))

@@ -49,23 +49,28 @@ class Plan:
 
 
 async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
-    accounts = accounts_of(specs)
-    listings = await asyncio.gather(
-        *(reader.positions(a) for a in accounts), return_exceptions=True
-    )
+    by_account: dict[int, list[TargetSpec]] = {a: [] for a in accounts_of(specs)}
+    for spec in specs:
+        by_account[spec.account_id].append(spec)
+    # Each account is resolved as soon as it is listed, so its positions are not all held at once.
+    plans = await asyncio.gather(*(_plan_account(reader, a, s) for a, s in by_account.items()))
+    plan = Plan()
+    for part in plans:  # in the order the accounts were first named
+        plan.targets.extend(part.targets)
+        plan.settled.extend(part.settled)
+    return plan
+
+
+async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]) -> Plan:
+    try:
+        positions, _ = await reader.positions(account_id)
+    except Unauthorized:
+        raise
+    except ApiError as err:
+        return Plan(settled=_unreadable(account_id, specs, err))
     plan = Plan()
     chosen: dict[tuple[int, str], Target] = {}
-    for account_id, listing in zip(accounts, listings, strict=True):
-        mine = [s for s in specs if s.account_id == account_id]
-        if isinstance(listing, Unauthorized):
-            raise listing
-        if isinstance(listing, BaseException):
-            if not isinstance(listing, ApiError):
-                raise listing
-            plan.settled.extend(_unreadable(account_id, mine, listing))
-            continue
-        positions, _ = listing
-        _resolve_account(account_id, mine, positions, chosen, plan)
+    _resolve_account(account_id, specs, positions, chosen, plan)
     plan.targets = list(chosen.values())
     return plan
 

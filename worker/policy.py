@@ -50,7 +50,7 @@ def aborts_run(err: BaseException) -> bool:
 class RetryPolicy:
     """How long and how often to retry. One value object, built from the settings."""
 
-    max_attempts: int = 5
+    max_attempts: int = 8
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 8.0
     # A server may ask for longer than we can wait at the end of the day; beyond this we still

@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -87,7 +87,7 @@ def write_report(
     exit_code: int,
     aborted: str | None,
 ) -> None:
-    doc = {
+    head = {
         "run_id": run_id,
         "started_at": started_at.isoformat(),
         "finished_at": finished_at.isoformat(),
@@ -95,19 +95,27 @@ def write_report(
         "exit_code": exit_code,
         "aborted": aborted,
         "summary": summarize(results),
-        "results": [r.as_json() for r in results],
     }
-    write_atomically(path, json.dumps(doc, indent=1) + "\n")
+
+    # One result per line, written as it is rendered: a 100,000-target report as one document
+    # in memory costs several hundred MB.
+    def pieces() -> Iterator[str]:
+        yield json.dumps(head, indent=1)[: -len("\n}")] + ',\n "results": ['
+        for n, result in enumerate(results):
+            yield ("\n  " if n == 0 else ",\n  ") + json.dumps(result.as_json())
+        yield "\n ]\n}\n"
+
+    write_atomically(path, pieces())
 
 
-def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+def write_atomically(path: Path, text: str | Iterable[str], mode: int = 0o600) -> None:
     """Write a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+            out.writelines([text] if isinstance(text, str) else text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
