@@ -50,6 +50,16 @@ async def main(args: argparse.Namespace) -> int:
         wall = time.monotonic() - started
     await runner.cleanup()
     lines = [json.loads(line) for line in out.decode().splitlines()]
+    if args.verbose:
+        for e in lines:
+            if e["event"] in ("pace_changed", "run_finished"):
+                print(
+                    e["timestamp"][11:23],
+                    e["event"],
+                    e.get("old_rate"),
+                    e.get("new_rate"),
+                    e.get("reason", ""),
+                )
     changes = [e for e in lines if e["event"] == "pace_changed"]
     arrivals = sorted(sim.stats.arrivals)
     busiest = 0
@@ -76,4 +86,5 @@ if __name__ == "__main__":
     parser.add_argument("--positions", type=int, default=3000)
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--verbose", action="store_true")
     sys.exit(asyncio.run(main(parser.parse_args())))

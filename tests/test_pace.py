@@ -102,3 +102,17 @@ async def test_retry_after_pauses_every_send_not_just_the_refused_one() -> None:
     async with pacer.slot():
         clock.sends.append(clock.now)
     assert clock.sends == [start + 0.75]
+
+
+async def test_a_429_after_a_recovery_still_halves_the_pace() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, 100, clock=clock, sleep=clock.sleep)
+    for _ in range(2):
+        with pytest.raises(RateLimited):
+            async with pacer.slot():
+                raise RateLimited("429", status=429)
+        clock.now += 1.5
+        async with pacer.slot():  # recovers a step
+            pass
+        clock.now += 0.5  # the next 429 comes half a second after that recovery
+    assert pacer.decreases == 2

@@ -49,6 +49,7 @@ class Pacer:
         self._on_change = on_change
         self._next_send = 0.0
         self._last_change = clock()
+        self._last_decrease = float("-inf")
         self._recovery_step = 1.0
         self._recent_sends: deque[float] = deque()
         self.decreases = 0
@@ -81,8 +82,10 @@ class Pacer:
         now = self._clock()
         if retry_after:
             self._next_send = max(self._next_send, now + retry_after)
-        if self.decreases and now - self._last_change < _DECREASE_COOLDOWN_S:
+        # Measured from the last decrease: recoveries must not hold off the next one.
+        if now - self._last_decrease < _DECREASE_COOLDOWN_S:
             return
+        self._last_decrease = now
         current = self.rate if self.rate is not None else float(len(self._recent_sends))
         new = max(_MIN_RATE, current / 2)
         # Recover to the old pace in about ten periods, then probe above it slowly.
