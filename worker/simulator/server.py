@@ -50,42 +50,11 @@ class Simulator:
         self._rng_seed = self.config.seed
         self._window: deque[float] = deque()
         self._shutting_down = asyncio.Event()
-
-    # Seeding (see Book).
-
-    def add_account(self, account_id: int) -> None:
-        self.book.add_account(account_id)
-
-    def add_position(
-        self,
-        account_id: int,
-        symbol: str,
-        quantity: str | Decimal,
-        *,
-        instrument_type: str = "COMMON_STOCK",
-        price: str = "100.00",
-        underlying: str | None = None,
-        instrument_id: str | None = None,
-    ) -> str:
-        return self.book.add_position(
-            account_id,
-            symbol,
-            quantity,
-            instrument_type=instrument_type,
-            price=price,
-            underlying=underlying,
-            instrument_id=instrument_id,
-        )
-
-    def add_resting_order(
-        self, account_id: int, symbol: str, side: str, quantity: str, limit_price: str
-    ) -> str:
-        return self.book.add_resting_order(account_id, symbol, side, quantity, limit_price)
-
-    def seed_book(
-        self, accounts: int, positions_per_account: int, *, first_account_id: int = 10001
-    ) -> None:
-        self.book.seed_book(accounts, positions_per_account, first_account_id)
+        # Seeding goes straight to the book.
+        self.add_account = self.book.add_account
+        self.add_position = self.book.add_position
+        self.add_resting_order = self.book.add_resting_order
+        self.seed_book = self.book.seed_book
 
     # Introspection: counts observed at the server.
 

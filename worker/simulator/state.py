@@ -199,7 +199,9 @@ class Book:
         self._remember(account, order)
         return order.id
 
-    def seed_book(self, accounts: int, positions_per_account: int, first_account_id: int) -> None:
+    def seed_book(
+        self, accounts: int, positions_per_account: int, *, first_account_id: int = 10001
+    ) -> None:
         for a in range(accounts):
             account_id = first_account_id + a
             rng = random.Random(self.config.seed * 1_000_003 + account_id)
