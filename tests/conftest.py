@@ -45,6 +45,7 @@ def settings_for(tmp_path: Path) -> Any:
             "request_timeout": 1.0,
             "retry_backoff": 0.001,
             "retry_backoff_max": 0.01,
+            "reconcile_delay": 0,
         }
         values.update(overrides)
         return load_settings(values, None)

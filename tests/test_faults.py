@@ -195,3 +195,22 @@ async def test_rerun_closes_again_when_the_earlier_closing_order_was_cancelled(
     assert len(sim.closing_orders(19816, "GOOG")) == 2
     sim.fill_all()
     assert sim.position_quantity(19816, "GOOG") == 0
+
+
+async def test_409_duplicate_is_not_retried_and_a_look_finds_the_pending_close(
+    sim: Simulator, settings_for: Any
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.fill_delay_s = 3600
+    sim.config.refuse_duplicate_closes = True
+    sim.book.close(sim.book.accounts[19816], "GOOG", True)  # closed at the desk a moment ago
+    result = await run(
+        settings_for(sim), RunRequest(specs=[TargetSpec(19816, "GOOG")]), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.OK
+    assert sim.stats.status_counts[409] == 1
+    assert len(sim.closing_orders(19816, "GOOG")) == 1
+    [target] = result.results
+    assert target.outcome is Outcome.CLOSED
+    assert target.reconciled

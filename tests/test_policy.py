@@ -80,6 +80,13 @@ def test_backoff_grows_exponentially_with_jitter_and_stops_at_the_ceiling() -> N
         assert ceiling / 2 <= wait <= ceiling
 
 
+def test_a_look_after_an_unknown_close_waits_at_least_the_settle_time() -> None:
+    policy = RetryPolicy(backoff_initial_s=0.01, backoff_max_s=0.01, settle_s=1.0)
+    assert policy.close_wait_s(_state_after(OutcomeUnknown("timeout"), 1)) == 1.0
+    assert policy.close_wait_s(_state_after(RateLimited("x", retry_after=0.2), 1)) == 0.2
+    assert policy.wait_s(_state_after(OutcomeUnknown("timeout"), 1)) <= 0.01  # reads: no settle
+
+
 async def test_reads_retry_transient_errors_up_to_max_attempts_with_injected_sleep() -> None:
     sleeps = RecordedSleeps()
     policy = RetryPolicy(max_attempts=4, backoff_initial_s=1, sleep=sleeps)

@@ -106,16 +106,21 @@ async def _close_with_retries(
 async def _after_last_error(
     ctx: CloseContext, target: Target, result: TargetResult, since: datetime, err: ApiError
 ) -> TargetResult:
-    """Attempts are over. A close that may have happened, or a 404, gets one last look."""
-    if not (needs_look_before_resend(err) or isinstance(err, NotFound)):
+    """Attempts are over. A close that may have happened, a 404 or a 409 gets one last look.
+
+    404: the position may have gone flat meanwhile. 409 (duplicate): a close may be pending.
+    """
+    if not (needs_look_before_resend(err) or isinstance(err, NotFound) or err.status == 409):
         return _failed(result, str(err), err)
+    if needs_look_before_resend(err):
+        await ctx.policy.sleep(ctx.policy.settle_s)
     try:
         if await _look_settles(ctx, target, result, since):
             return result
     except _FateNotEstablished as look_err:
         return _failed(result, str(look_err), err)
-    if isinstance(err, NotFound):
-        return _failed(result, f"the API does not know this position but it is open: {err}", err)
+    if not needs_look_before_resend(err):
+        return _failed(result, f"refused, and the position is still open: {err}", err)
     return _failed(result, f"not closed after {result.attempts} attempts: {err}", err)
 
 

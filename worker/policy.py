@@ -31,7 +31,7 @@ def is_safe_to_resend(err: BaseException) -> bool:
     return isinstance(err, RateLimited | NotSent)
 
 
-def needs_look_before_resend(err: BaseException) -> bool:
+def needs_look_before_resend(err: BaseException | None) -> bool:
     """The close may have been applied: look at orders and the position before any new send."""
     return isinstance(err, OutcomeUnknown)
 
@@ -56,6 +56,9 @@ class RetryPolicy:
     # A server may ask for longer than we can wait at the end of the day; beyond this we still
     # wait only this long, and the pacer has already slowed the whole run down.
     retry_after_cap_s: float = 30.0
+    # Before looking at what an unanswered close did, give a slow server time to finish applying
+    # it: a look that comes too early can see "not done" and allow a second close.
+    settle_s: float = 0.0
     sleep: Sleep = field(default=asyncio.sleep)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -68,17 +71,28 @@ class RetryPolicy:
         ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (state.attempt_number - 1))
         return self.rng.uniform(ceiling / 2, ceiling)
 
+    def close_wait_s(self, state: RetryCallState) -> float:
+        """As `wait_s`, and never less than `settle_s` before the look an unknown outcome needs."""
+        wait = self.wait_s(state)
+        err = state.outcome.exception() if state.outcome is not None else None
+        return max(wait, self.settle_s) if needs_look_before_resend(err) else wait
+
     def for_closes(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
         """Attempts of one close. The caller looks before re-sending after an unknown outcome."""
         return self._retrying(
-            lambda e: is_safe_to_resend(e) or needs_look_before_resend(e), on_retry
+            lambda e: is_safe_to_resend(e) or needs_look_before_resend(e),
+            on_retry,
+            self.close_wait_s,
         )
 
     def for_reads(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
-        return self._retrying(is_retryable_read, on_retry)
+        return self._retrying(is_retryable_read, on_retry, self.wait_s)
 
     def _retrying(
-        self, predicate: Callable[[BaseException], bool], on_retry: RetryListener | None
+        self,
+        predicate: Callable[[BaseException], bool],
+        on_retry: RetryListener | None,
+        wait: Callable[[RetryCallState], float],
     ) -> AsyncRetrying:
         def before_sleep(state: RetryCallState) -> None:
             if on_retry is not None:
@@ -86,7 +100,7 @@ class RetryPolicy:
 
         return AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),
-            wait=self.wait_s,
+            wait=wait,
             retry=retry_if_exception(predicate),
             sleep=self.sleep,
             before_sleep=before_sleep,

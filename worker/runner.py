@@ -149,6 +149,7 @@ async def _run(
         max_attempts=settings.max_attempts,
         backoff_initial_s=settings.retry_backoff,
         backoff_max_s=settings.retry_backoff_max,
+        settle_s=settings.reconcile_delay,
         sleep=sleep,
     )
     pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)

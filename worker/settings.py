@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     reconcile_lookback: float = Field(
         60.0, ge=0, le=3600, description="Seconds before an attempt to search for its orders."
     )
+    reconcile_delay: float = Field(
+        1.0, ge=0, le=30, description="Seconds after an unknown outcome before looking."
+    )
     stop_grace: float = Field(8.0, gt=0, le=80, description="Seconds to wind down on SIGTERM.")
     retry_backoff: float = Field(0.25, ge=0, le=30, description="First retry wait, seconds.")
     retry_backoff_max: float = Field(8.0, ge=0, le=120, description="Longest retry wait.")

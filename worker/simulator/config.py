@@ -58,6 +58,9 @@ class SimConfig:
     page_repeat_token: bool = False  # a pagination bug: the same next_page_token forever
     page_never_ends: bool = False  # a pagination bug: always another page
     record: bool = True  # keep every request and reply for spec validation
+    # Answer 409 to a close while an earlier close of the position is still working. Off by
+    # default: the tests must be able to see a duplicate close to prove there is none.
+    refuse_duplicate_closes: bool = False
     clock: Callable[[], float] = time.time
 
 

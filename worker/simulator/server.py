@@ -315,7 +315,10 @@ class Simulator:
         cancel = await _cancel_orders(request)
         if isinstance(cancel, web.Response):
             return cancel
-        order = self.book.close(account, request.match_info["instrument_id"], cancel)
+        instrument = request.match_info["instrument_id"]
+        if self.config.refuse_duplicate_closes and self.book.pending_close(account, instrument):
+            return error(409, "A close of this position is already pending")
+        order = self.book.close(account, instrument, cancel)
         if order is None:
             return error(404, "Position not found")
         return ok([order.to_api()])

@@ -234,6 +234,13 @@ class Book:
         self.apply_fills(account)
         return [p for p in account.positions.values() if p.quantity != 0]
 
+    def pending_close(self, account: SimAccount, instrument: str) -> SimOrder | None:
+        iid = account.resolve(instrument)
+        for order in account.orders_by_instrument.get(iid or "", []):
+            if order.is_close and order.status in WORKING:
+                return order
+        return None
+
     def close(self, account: SimAccount, instrument: str, cancel_orders: bool) -> SimOrder | None:
         """Create the closing market order, or None when there is nothing to close."""
         self.apply_fills(account)
