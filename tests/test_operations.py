@@ -6,6 +6,8 @@ import asyncio
 import os
 import pty
 import re
+import select
+import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,6 +17,20 @@ from tests.test_faults import seeded
 from worker.simulator import Simulator
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+async def read_until(fd: int, screen: list[str], pattern: str, limit_s: float = 30) -> str:
+    """Read a pseudo-terminal until `pattern` shows (colours stripped); never block forever."""
+    deadline = time.monotonic() + limit_s
+    while pattern not in (text := ANSI.sub("", "".join(screen))):
+        assert time.monotonic() < deadline, f"never saw {pattern!r} in:\n{text[-2000:]}"
+        ready, _, _ = await asyncio.to_thread(select.select, [fd], [], [], 0.2)
+        if ready:
+            try:
+                screen.append(os.read(fd, 65536).decode(errors="replace"))
+            except OSError:  # the child closed the terminal
+                break
+    return text
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -154,32 +170,67 @@ async def test_terminal_shows_plan_prompt_progress_and_summary(
         stdin=child, stdout=child, stderr=child, env=env,
     )  # fmt: skip
     os.close(child)
-    screen = ""
-
-    async def read_until(pattern: str) -> None:
-        nonlocal screen
-        deadline = time.monotonic() + 30
-        while pattern not in ANSI.sub("", screen):
-            assert time.monotonic() < deadline, f"never saw {pattern!r} in:\n{screen[-2000:]}"
-            try:
-                chunk = await asyncio.to_thread(os.read, main, 65536)
-            except OSError:  # the child closed the terminal
-                break
-            screen += chunk.decode(errors="replace")
-
-    await read_until("Type 'yes' to proceed")
+    screen: list[str] = []
+    text = await read_until(main, screen, "Type 'yes' to proceed")
     assert sim.stats.by_route["close"] == 0  # nothing sent before the operator answers
-    text = ANSI.sub("", screen)
     assert "Plan: 8 positions to close" in text
     for column in ("account", "symbol", "type", "side sent", "quantity", "market value"):
         assert column in text
     os.write(main, b"yes\n")
-    await read_until("exit code 0")
+    text = await read_until(main, screen, "exit code 0")
     await asyncio.wait_for(proc.wait(), 30)
     os.close(main)
-    text = ANSI.sub("", screen)
     assert proc.returncode == 0
     assert "8/8" in text  # the progress bar finished
     assert "Summary" in text
     assert re.search(r"closed\s*│\s*8", text)
     assert sim.stats.by_route["close"] == 8
+
+
+async def test_ctrl_c_at_the_prompt_ends_the_run_at_once_with_nothing_sent(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 1, 3)
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
+    main, child = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", "--base-url", sim.base_url, "--account", "20001",
+        stdin=child, stdout=child, stderr=child, env=env,
+    )  # fmt: skip
+    os.close(child)
+    await read_until(main, [], "Type 'yes' to proceed")
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.wait(), 10)  # does not wait for Enter
+    os.close(main)
+    assert proc.returncode == 3
+    assert sim.stats.by_route["close"] == 0
+
+
+async def test_unwritable_report_location_refuses_before_any_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 1, 1)
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
+    missing = tmp_path / "no-such-dir" / "r.json"
+    code, out = await liquidator(
+        "run", "--yes", "--base-url", sim.base_url, "--account", "20001",
+        "--report", str(missing), env=env,
+    )  # fmt: skip
+    assert code == 2
+    assert "--report" in out
+    assert sim.stats.requests == 0
+
+
+async def test_unusable_state_dir_refuses_with_exit_2_before_any_close(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 1, 1)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, LIQUIDATOR_STATE_DIR=str(blocker))
+    code, out = await liquidator(
+        "run", "--yes", "--base-url", sim.base_url, "--account", "20001", env=env
+    )
+    assert code == 2, out
+    assert "journal" in out
+    assert sim.stats.by_route["close"] == 0

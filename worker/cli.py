@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -144,7 +145,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(cli, args.config)
 
 
+def _writable_parent(path: Path, what: str) -> None:
+    """Found out now, not after the closes were sent."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError(f"{what} {path}: the directory {parent} does not exist or is not writable")
+
+
 def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[TargetSpec]) -> None:
+    if getattr(args, "report", None) is not None:
+        _writable_parent(args.report, "--report")
+    if settings.metrics_file is not None:
+        _writable_parent(settings.metrics_file, "metrics_file")
     if settings.allowed_accounts is not None:
         outside = [a for a in accounts_of(specs) if a not in settings.allowed_accounts]
         if outside:

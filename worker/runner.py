@@ -209,9 +209,9 @@ async def _run_session(
         if request.dry_run:
             outcome.results.extend(_unsent(plan.targets, "dry run: nothing sent"))
             return
-        if request.confirm is not None and not await request.confirm(plan):
+        if request.confirm is not None and not await _unless_stopped(request.confirm(plan), stop):
             outcome.results.extend(_unsent(plan.targets, "not confirmed by the operator"))
-            _abort(outcome, "the operator declined the plan")
+            _abort(outcome, "stop requested" if stop.is_set() else "the operator declined")
             return
         if stop.is_set():
             outcome.results.extend(_unsent(plan.targets, "run stopped before any close"))
@@ -317,6 +317,16 @@ async def _fan_out(
         elif result.outcome is None:  # the queue never reached it before the cancel
             result.settle(Outcome.SKIPPED, "run stopped before this target was sent")
     return results
+
+
+async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
+    """The answer, or False as soon as a stop is requested."""
+    answer = asyncio.ensure_future(question)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({answer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (answer, stopped):
+        task.cancel()
+    return answer.done() and not answer.cancelled() and answer.result()
 
 
 def _cancelled(result: TargetResult) -> None:

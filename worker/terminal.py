@@ -7,6 +7,8 @@ the progress bar, so the two never tear each other apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any
@@ -99,8 +101,25 @@ class Terminal:
         if not plan.targets:
             return True
         question = f"Send {len(plan.targets)} closing market orders? Type 'yes' to proceed: "
-        answer = await asyncio.to_thread(self.console.input, question)
-        return answer.strip().lower() in ("y", "yes")
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+
+        def deliver(text: str) -> None:
+            if not answer.done():
+                answer.set_result(text)
+
+        def ask() -> None:
+            try:
+                text = self.console.input(question)
+            except (EOFError, KeyboardInterrupt):
+                text = ""
+            with contextlib.suppress(RuntimeError):  # the run may be over (a stop) by now
+                loop.call_soon_threadsafe(deliver, text)
+
+        # A daemon thread, not the default executor: on Ctrl-C the run ends without waiting
+        # for the operator to press Enter.
+        threading.Thread(target=ask, name="confirm", daemon=True).start()
+        return (await answer).strip().lower() in ("y", "yes")
 
     def advance(self, result: TargetResult) -> None:
         """Count one finished target; the bar appears with the first one, after the prompt."""
