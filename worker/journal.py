@@ -66,6 +66,10 @@ class Journal:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints (copying the WAL back, with an fsync) cost the fan-out ~0.03 ms a
+            # close at the default 1,000 pages; at 10,000 a 5,000-close run needs none until the
+            # journal closes (SQLite checkpoints then), and a 100,000-close run a few.
+            self._db.execute("PRAGMA wal_autocheckpoint=10000")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise InputError(f"state_dir: cannot open the journal {path}: {exc}") from None
