@@ -75,10 +75,11 @@ async def test_check_validates_and_shows_the_plan_without_closing(
     sim: Simulator, tmp_path: Path
 ) -> None:
     seeded(sim, 1, 5)
-    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, LIQUIDATOR_LOG_FORMAT="json")
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
     code, out = await liquidator("check", "--base-url", sim.base_url, "--account", "20001", env=env)
     assert code == 0, out
-    assert '"positions": 5' in out
+    assert "Plan: 5 positions to close" in out
+    assert "A0P4" in out  # each position is listed
     assert sim.stats.by_route["close"] == 0
 
 

@@ -106,9 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
     secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
-    # Tables and a progress bar for people: on a terminal, or when the console format is asked for.
+    # Tables and a progress bar for people: on a terminal, when the console format is asked
+    # for, and for `check`, whose whole point is to show what a run would target.
     for_people = settings.log_format == "console" or (
-        sys.stdout.isatty() and settings.log_format != "json"
+        settings.log_format != "json" and (sys.stdout.isatty() or args.command == "check")
     )
     terminal = _terminal() if for_people else None
     events.configure(
