@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,15 @@ CREATE TABLE IF NOT EXISTS orders (
 Key = tuple[int, str]  # (account_id, instrument_id)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Prior:
-    """What earlier runs of the same job did to one position."""
+    """Earlier runs of the same job sent a close for this position.
+
+    The resume look searches the position's orders from `since`, which covers every order those
+    runs recorded (and any whose reply they never saw).
+    """
 
     since: datetime  # the earliest moment their closing orders could carry
-    order_ids: list[str] = field(default_factory=list)
 
 
 class Journal:
@@ -87,24 +90,16 @@ class Journal:
     # Reads, at the start of a run.
 
     def priors(self, job: str, current_run: str) -> dict[Key, Prior]:
-        """Positions that earlier runs of this job sent a close for, and the orders they saw."""
-        priors: dict[Key, Prior] = {}
-        for account_id, instrument_id, since in self._db.execute(
-            "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
-            " JOIN runs r USING (run_id) WHERE r.job = ? AND r.run_id != ?"
-            " GROUP BY a.account_id, a.instrument_id",
-            (job, current_run),
-        ):
-            priors[(account_id, instrument_id)] = Prior(datetime.fromisoformat(since))
-        for account_id, instrument_id, order_id in self._db.execute(
-            "SELECT o.account_id, o.instrument_id, o.order_id FROM orders o"
-            " JOIN runs r USING (run_id) WHERE r.job = ? AND r.run_id != ?",
-            (job, current_run),
-        ):
-            prior = priors.get((account_id, instrument_id))
-            if prior is not None:
-                prior.order_ids.append(order_id)
-        return priors
+        """Positions that earlier runs of this job sent (or were about to send) a close for."""
+        return {
+            (account_id, instrument_id): Prior(datetime.fromisoformat(since))
+            for account_id, instrument_id, since in self._db.execute(
+                "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
+                " JOIN runs r USING (run_id) WHERE r.job = ? AND r.run_id != ?"
+                " GROUP BY a.account_id, a.instrument_id",
+                (job, current_run),
+            )
+        }
 
     # Writes.
 

@@ -1,9 +1,10 @@
-"""One run, start to finish: check the key, plan, confirm, fan out the closes, stop cleanly.
+"""One run, start to finish: check the key, wait for the close window, plan, confirm, fan out
+the closes (`worker.fanout`), journal, report, exit code.
 
-The orchestrator owns the pacer (in-flight and per-second bounds), the worker tasks and shutdown.
-A stop request (SIGTERM, SIGINT) is an event: no new close starts, requests in flight finish or
-time out, unknown outcomes are looked at while the grace period lasts, then whatever is still
-running is cancelled and reported, and the run ends with exit 3.
+The orchestrator owns the pacer (in-flight and per-second bounds) and the stop event. A stop
+request (SIGTERM, SIGINT) is an event, not an exception: no new close starts, requests in flight
+finish or time out, unknown outcomes are looked at while the grace period lasts, and the run
+ends with exit 3 and its report.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +22,9 @@ from zoneinfo import ZoneInfo
 
 from worker import events
 from worker.api import TradingApi, open_session
-from worker.closer import CloseContext, close_target
+from worker.closer import CloseContext
 from worker.errors import ApiError, InputError, Unauthorized
+from worker.fanout import fan_out
 from worker.journal import Journal
 from worker.metrics import write_metrics
 from worker.models import Outcome
@@ -243,7 +244,14 @@ async def _run_session(
                 lookback=timedelta(seconds=settings.reconcile_lookback),
                 priors=priors,
             )
-            results = await _fan_out(ctx, plan.targets, settings, stop, outcome, request)
+            results = await fan_out(
+                ctx,
+                plan.targets,
+                workers=2 * settings.concurrency,
+                grace_s=settings.stop_grace,
+                on_result=request.on_result,
+                on_abort=lambda why: _abort(outcome, why),
+            )
             outcome.results.extend(results)
             for target, result in zip(plan.targets, results, strict=True):
                 journal.outcome(outcome.run_id, result, str(target.quantity))
@@ -254,71 +262,6 @@ async def _run_session(
             journal.close()
 
 
-async def _fan_out(
-    ctx: CloseContext,
-    targets: Sequence[Target],
-    settings: Settings,
-    stop: asyncio.Event,
-    outcome: RunResult,
-    request: RunRequest,
-) -> list[TargetResult]:
-    """Close every target with a bounded pool of workers; results in the targets' order."""
-    results = [t.result() for t in targets]
-    started = [False] * len(targets)
-    queue = iter(range(len(targets)))
-
-    async def worker() -> None:
-        # The shared iterator hands each index to exactly one worker: no await between next()s.
-        for i in queue:
-            if stop.is_set():
-                results[i].settle(Outcome.SKIPPED, "run stopped before this target was sent")
-            else:
-                started[i] = True
-                try:
-                    await close_target(ctx, targets[i], results[i])
-                except Unauthorized as err:
-                    results[i].settle(Outcome.FAILED, f"credentials rejected: {err}")
-                    _abort(outcome, f"credentials rejected mid-run: {err}")
-                    stop.set()
-                except asyncio.CancelledError:
-                    _cancelled(results[i])
-                    raise
-            if request.on_result is not None:
-                request.on_result(results[i])
-
-    # Twice the request bound: workers waiting out a retry do not hold the pipe idle.
-    workers: list[asyncio.Task[object]] = [
-        asyncio.create_task(worker()) for _ in range(min(len(targets), 2 * settings.concurrency))
-    ]
-    stop_waiter: asyncio.Task[object] = asyncio.create_task(stop.wait())
-    pending: set[asyncio.Task[object]] = {*workers, stop_waiter}
-    deadline: float | None = None
-    while pending - {stop_waiter}:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        done, pending = await asyncio.wait(
-            pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in done - {stop_waiter}:
-            bug = task.exception()
-            if bug is not None:
-                raise bug
-        if stop_waiter in done and deadline is None:
-            events.log.warning(events.STOP_REQUESTED, grace_s=settings.stop_grace)
-            deadline = time.monotonic() + settings.stop_grace
-        if deadline is not None and time.monotonic() >= deadline:
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            break
-    stop_waiter.cancel()
-    for i, result in enumerate(results):
-        if started[i]:
-            _cancelled(result)
-        elif result.outcome is None:  # the queue never reached it before the cancel
-            result.settle(Outcome.SKIPPED, "run stopped before this target was sent")
-    return results
-
-
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
     """The answer, or False as soon as a stop is requested."""
     answer = asyncio.ensure_future(question)
@@ -327,19 +270,6 @@ async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> boo
     for task in (answer, stopped):
         task.cancel()
     return answer.done() and not answer.cancelled() and answer.result()
-
-
-def _cancelled(result: TargetResult) -> None:
-    if result.outcome is not None:
-        return
-    if result.attempts == 0:
-        result.settle(Outcome.SKIPPED, "run stopped before this target was sent")
-        return
-    result.settle(
-        Outcome.FAILED,
-        "outcome unknown: the run stopped while this close was unanswered or being checked"
-        f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
-    )
 
 
 def _unplanned(specs: Sequence[TargetSpec], why: str) -> list[TargetResult]:

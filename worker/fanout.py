@@ -1,0 +1,102 @@
+"""The fan-out: a bounded pool of workers closing targets, and the stop deadline.
+
+Each target is handed to exactly one worker. Once a stop is requested no worker starts a new
+target; those still running get `grace_s` to finish (their requests in flight end or time out,
+unknown outcomes are looked at), then they are cancelled and reported as unknown, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+from worker import events
+from worker.closer import CloseContext, close_target
+from worker.errors import Unauthorized
+from worker.models import Outcome
+from worker.plan import Target
+from worker.report import TargetResult
+
+NOT_STARTED = "run stopped before this target was sent"
+
+
+async def fan_out(
+    ctx: CloseContext,
+    targets: Sequence[Target],
+    *,
+    workers: int,
+    grace_s: float,
+    on_result: Callable[[TargetResult], None] | None = None,
+    on_abort: Callable[[str], None] | None = None,
+) -> list[TargetResult]:
+    """Close every target; one result each, in the targets' order."""
+    stop = ctx.stopping
+    results = [t.result() for t in targets]
+    started = [False] * len(targets)
+    queue = iter(range(len(targets)))
+
+    async def worker() -> None:
+        # The shared iterator hands each index to exactly one worker: no await between next()s.
+        for i in queue:
+            if stop.is_set():
+                results[i].settle(Outcome.SKIPPED, NOT_STARTED)
+            else:
+                started[i] = True
+                try:
+                    await close_target(ctx, targets[i], results[i])
+                except Unauthorized as err:
+                    results[i].settle(Outcome.FAILED, f"credentials rejected: {err}")
+                    if on_abort is not None:
+                        on_abort(f"credentials rejected mid-run: {err}")
+                    stop.set()
+                except asyncio.CancelledError:
+                    _cancelled(results[i])
+                    raise
+            if on_result is not None:
+                on_result(results[i])
+
+    pool: list[asyncio.Task[object]] = [
+        asyncio.create_task(worker()) for _ in range(min(len(targets), workers))
+    ]
+    stop_waiter: asyncio.Task[object] = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[object]] = {*pool, stop_waiter}
+    deadline: float | None = None
+    while pending - {stop_waiter}:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = await asyncio.wait(
+            pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in done - {stop_waiter}:
+            bug = task.exception()
+            if bug is not None:
+                raise bug
+        if stop_waiter in done and deadline is None:
+            events.log.warning(events.STOP_REQUESTED, grace_s=grace_s)
+            deadline = time.monotonic() + grace_s
+        if deadline is not None and time.monotonic() >= deadline:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            break
+    stop_waiter.cancel()
+    for i, result in enumerate(results):
+        if started[i]:
+            _cancelled(result)
+        elif result.outcome is None:  # the queue never reached it before the cancel
+            result.settle(Outcome.SKIPPED, NOT_STARTED)
+    return results
+
+
+def _cancelled(result: TargetResult) -> None:
+    """A target cut off by the stop deadline: skipped if nothing was sent, else unknown."""
+    if result.outcome is not None:
+        return
+    if result.attempts == 0:
+        result.settle(Outcome.SKIPPED, NOT_STARTED)
+        return
+    result.settle(
+        Outcome.FAILED,
+        "outcome unknown: the run stopped while this close was unanswered or being checked"
+        f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
+    )
