@@ -33,10 +33,15 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def api_for(
-    base_url: str, *, concurrency: int = 4, rate_limit: float = 0, request_timeout: float = 2.0
+    base_url: str,
+    *,
+    concurrency: int = 4,
+    rate_limit: float = 0,
+    request_timeout: float = 2.0,
+    api_key: str = API_KEY,
 ) -> AsyncIterator[TradingApi]:
     """A TradingApi on a plain ClientSession (not aiohttp's test client), as in production."""
-    async with open_session(concurrency, request_timeout, API_KEY) as session:
+    async with open_session(concurrency, request_timeout, api_key) as session:
         yield TradingApi(session, base_url, Pacer(concurrency, rate_limit))
 
 

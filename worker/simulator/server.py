@@ -12,20 +12,19 @@ import contextlib
 import json
 import random
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from worker.simulator.calendar import market_hours
 from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
+from worker.simulator.replies import Dropped, drop, error, ok
 from worker.simulator.state import Book, SimAccount, SimOrder, api_time
 
-NEW_YORK = ZoneInfo("America/New_York")
 _STATUSES = {
     "PENDING_NEW", "NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED",
     "PENDING_CANCEL", "PENDING_REPLACE", "REPLACED", "DONE_FOR_DAY", "STOPPED", "SUSPENDED",
@@ -33,10 +32,6 @@ _STATUSES = {
 }  # fmt: skip
 
 Handler = Callable[[web.Request, SimAccount | None], Awaitable[web.Response]]
-
-
-class _Dropped(web.Response):
-    """Stands for a reply that never went out: the connection was aborted."""
 
 
 class Simulator:
@@ -156,7 +151,7 @@ class Simulator:
                 response = await self._serve(route, request, handler, account)
             finally:
                 stats.in_flight -= 1
-            stats.status_counts[0 if isinstance(response, _Dropped) else response.status] += 1
+            stats.status_counts[0 if isinstance(response, Dropped) else response.status] += 1
             if record is not None:
                 record.response_status = response.status
                 record.response_body = response.body if isinstance(response.body, bytes) else b""
@@ -207,7 +202,7 @@ class Simulator:
         if fault == "503":
             return error(503, "Service temporarily unavailable", retry_after=faults.retry_after_s)
         if fault == "drop_before":
-            return _drop(request)
+            return drop(request)
         if fault == "502_html":
             if self._roll() < 0.5:
                 await handler(request, account)
@@ -217,7 +212,7 @@ class Simulator:
             )  # fmt: skip
         response = await handler(request, account)  # the "after" faults: applied first
         if fault == "drop_after":
-            return _drop(request)
+            return drop(request)
         if fault == "hang_after":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._shutting_down.wait(), faults.hang_s)
@@ -336,43 +331,12 @@ class Simulator:
         return ok(orders)
 
     async def _market_hours(self, request: web.Request, _: SimAccount | None) -> web.Response:
-        now = datetime.fromtimestamp(self.config.clock(), NEW_YORK)
         raw_date = request.query.get("date")
         try:
-            day = datetime.strptime(raw_date, "%Y-%m-%d").date() if raw_date else now.date()
+            day = datetime.strptime(raw_date, "%Y-%m-%d").date() if raw_date else None
         except ValueError:
             return error(400, f"invalid date {raw_date!r}")
-        day_type = self.config.market_day
-        at = datetime(day.year, day.month, day.day, tzinfo=NEW_YORK)
-        next_day = at + timedelta(days=1)
-        body: dict[str, Any] = {
-            "current_time": now.replace(microsecond=0).isoformat(),
-            "date": day.isoformat(),
-            "market": "us_equities",
-            "market_name": "US Equities",
-            "timezone": "America/New_York",
-            "next_sessions": {"regular": _session(next_day, 9.5, 16)},
-        }
-        if day_type in ("HOLIDAY", "WEEKEND"):
-            body["status"] = {"day_type": day_type, "is_open": False}
-            body["today_sessions"] = {}
-            return ok([body])
-        regular = _session(at, 9.5, 13 if day_type == "EARLY_CLOSE" else 16)
-        if self.config.regular_close_at is not None:
-            regular["close"] = self.config.regular_close_at.astimezone(NEW_YORK).isoformat()
-        opens, closes = (datetime.fromisoformat(regular[k]) for k in ("open", "close"))
-        is_open = opens <= now < closes
-        if is_open:
-            regular["time_until_close"] = _duration(closes - now)
-        elif now < opens:
-            regular["time_until_open"] = _duration(opens - now)
-        body["status"] = {
-            "day_type": day_type,
-            "is_open": is_open,
-            "current_session": "regular" if is_open else None,
-        }
-        body["today_sessions"] = {"pre_market": _session(at, 4, 9.5), "regular": regular}
-        return ok([body])
+        return ok([market_hours(self.config, day)])
 
     def _page(
         self, request: web.Request, items: list[dict[str, Any]], *, positions_bugs: bool
@@ -409,36 +373,6 @@ class Simulator:
         return ok(page, **metadata)
 
 
-def ok(data: Any, **metadata: Any) -> web.Response:
-    request_id = str(uuid.uuid4())
-    body = {"data": data, "error": None, "metadata": {"request_id": request_id, **metadata}}
-    return web.Response(
-        body=json.dumps(body).encode(),
-        content_type="application/json",
-        headers={"x-request-id": request_id},
-    )
-
-
-def error(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
-    request_id = str(uuid.uuid4())
-    headers = {"x-request-id": request_id}
-    if retry_after is not None:
-        headers["Retry-After"] = f"{retry_after:.3f}".rstrip("0").rstrip(".")
-    body = {"error": {"code": status, "message": message}, "metadata": {"request_id": request_id}}
-    return web.Response(
-        status=status,
-        body=json.dumps(body).encode(),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
-def _drop(request: web.Request) -> web.Response:
-    if request.transport is not None:
-        request.transport.abort()
-    return _Dropped(status=499)
-
-
 async def _cancel_orders(request: web.Request) -> bool | web.Response:
     raw = await request.read()
     if not raw.strip():
@@ -464,20 +398,6 @@ def _epoch(text: str) -> float:
 
 def _token(offset: int, size: int) -> str:
     return base64.urlsafe_b64encode(json.dumps({"o": offset, "n": size}).encode()).decode()
-
-
-def _session(day: datetime, opens_h: float, closes_h: float) -> dict[str, Any]:
-    def at(hours: float) -> str:
-        return day.replace(hour=int(hours), minute=int(hours % 1 * 60)).isoformat()
-
-    return {"open": at(opens_h), "close": at(closes_h)}
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"PT{h}H{m}M{s}S"
 
 
 async def serve(

@@ -1,0 +1,91 @@
+"""Pagination (and its failure modes) as the worker reads it, and the simulator's own promises."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from structlog.testing import LogCapture
+
+from tests.support import RecordedSleeps, api_for
+from worker import events
+from worker.policy import RetryPolicy
+from worker.reads import Reader
+from worker.simulator import Simulator
+
+
+async def test_positions_are_read_across_pages(sim: Simulator) -> None:
+    sim.seed_book(1, 23)
+    async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
+        reader = Reader(api, RetryPolicy(sleep=RecordedSleeps()), page_size=5)
+        positions, request_ids = await reader.positions(10001)
+    assert len(positions) == 23
+    assert len({p.instrument_id for p in positions}) == 23
+    assert len(request_ids) == 5  # 5 + 5 + 5 + 5 + 3
+    assert sim.stats.by_route["positions"] == 5
+
+
+async def test_a_repeated_page_token_stops_listing_with_a_warning(
+    sim: Simulator, captured: LogCapture
+) -> None:
+    sim.seed_book(1, 12)
+    sim.config.page_repeat_token = True
+    async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
+        reader = Reader(api, RetryPolicy(sleep=RecordedSleeps()), page_size=5)
+        positions, _ = await asyncio.wait_for(reader.positions(10001), 10)
+    assert len(positions) >= 5
+    assert sim.stats.by_route["positions"] <= 3
+    [warning] = [e for e in captured.entries if e["event"] == events.PAGINATION_STOPPED]
+    assert "repeated" in warning["reason"]
+
+
+async def test_pagination_that_never_ends_stops(sim: Simulator, captured: LogCapture) -> None:
+    sim.seed_book(1, 12)
+    sim.config.page_never_ends = True
+    async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
+        reader = Reader(api, RetryPolicy(sleep=RecordedSleeps()), page_size=5, max_pages=50)
+        positions, _ = await asyncio.wait_for(reader.positions(10001), 10)
+    assert len(positions) == 12  # every position, once
+    assert sim.stats.by_route["positions"] < 50
+    assert [e["event"] for e in captured.entries] == [events.PAGINATION_STOPPED]
+
+
+async def test_simulator_wants_the_key(sim: Simulator) -> None:
+    sim.seed_book(1, 1)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{sim.base_url}/v1/accounts/10001/positions") as resp:
+            body = await resp.json()
+        assert resp.status == 401
+        assert body["error"]["code"] == 401
+        assert body["metadata"]["request_id"]
+
+
+async def test_simulated_close_sells_a_long_buys_a_short_and_fills_later(sim: Simulator) -> None:
+    long_id = sim.add_position(19816, "GOOG", "25")
+    sim.add_position(19816, "TSLA", "-50")
+    sim.config.fill_delay_s = 3600
+    headers = {"Authorization": f"Bearer {sim.config.api_key}"}
+    async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
+        for instrument, side, qty in ((long_id, "SELL", "25"), ("TSLA", "BUY", "50")):
+            async with session.delete(f"/v1/accounts/19816/positions/{instrument}") as resp:
+                [order] = (await resp.json())["data"]
+            assert (order["side"], order["quantity"], order["order_type"]) == (side, qty, "MARKET")
+        assert sim.position_quantity(19816, "GOOG") == 25  # working: not filled yet
+        sim.fill_all()
+        assert sim.position_quantity(19816, "GOOG") == 0
+        async with session.delete(f"/v1/accounts/19816/positions/{long_id}") as resp:
+            assert resp.status == 404  # flat now: nothing to close
+
+
+async def test_simulator_detects_a_duplicate_close_as_a_flip(sim: Simulator) -> None:
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.fill_delay_s = 3600
+    headers = {"Authorization": f"Bearer {sim.config.api_key}"}
+    async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
+        for _ in range(2):
+            async with session.delete("/v1/accounts/19816/positions/GOOG") as resp:
+                assert resp.status == 200
+    sim.fill_all()
+    assert sim.duplicate_closes() == [(19816, sim.instrument_id(19816, "GOOG"))]
+    assert sim.flipped_positions() == [(19816, sim.instrument_id(19816, "GOOG"))]
+    assert sim.position_quantity(19816, "GOOG") == -25
