@@ -15,17 +15,9 @@ import os
 import sys
 import tempfile
 
-from worker.simulator import Faults, SimConfig, Simulator, serve
+from worker.simulator import UNKNOWN_OUTCOMES_30, Faults, SimConfig, Simulator, serve
 
 KEY = "faults-key.faults-secret"
-UNKNOWN_30 = {
-    "p_drop_after": 0.08,
-    "p_drop_before": 0.05,
-    "p_hang_after": 0.04,
-    "p_500_after": 0.05,
-    "p_502_html": 0.04,
-    "p_garbage_after": 0.04,
-}
 
 
 def faulty_simulator() -> Simulator:
@@ -35,7 +27,9 @@ def faulty_simulator() -> Simulator:
             rate_limit=400,
             fill_delay_s=3600,  # still working when a blind retry arrives; all fill at the end
             record=False,
-            faults={"close": Faults(p_503=0.10, retry_after_s=0.05, hang_s=2.0, **UNKNOWN_30)},
+            faults={
+                "close": Faults(p_503=0.10, retry_after_s=0.05, hang_s=2.0, **UNKNOWN_OUTCOMES_30)
+            },
         )
     )
     sim.seed_book(10, 100)

@@ -17,17 +17,8 @@ from structlog.testing import LogCapture
 from worker import events
 from worker.models import Outcome
 from worker.runner import ExitCode, RunRequest, run
-from worker.simulator import Faults, Simulator
+from worker.simulator import UNKNOWN_OUTCOMES_30, Faults, Simulator
 from worker.targets import TargetSpec
-
-UNKNOWN_30 = {
-    "p_drop_after": 0.08,
-    "p_drop_before": 0.05,
-    "p_hang_after": 0.04,
-    "p_500_after": 0.05,
-    "p_502_html": 0.04,
-    "p_garbage_after": 0.04,
-}  # 30% of closes end with an unknown outcome
 
 
 def assert_exactly_once(sim: Simulator, positions: list[tuple[int, str]]) -> None:
@@ -55,7 +46,7 @@ async def test_1000_positions_under_30pct_unknown_outcomes_503s_and_a_rate_limit
     positions = seeded(sim, 10, 100)
     sim.config.rate_limit = 400
     sim.config.faults = {
-        "close": Faults(p_503=0.10, retry_after_s=0.01, hang_s=0.5, **UNKNOWN_30),
+        "close": Faults(p_503=0.10, retry_after_s=0.01, hang_s=0.5, **UNKNOWN_OUTCOMES_30),
         "orders": Faults(p_503=0.05, p_drop_before=0.02, retry_after_s=0.01),
         "positions": Faults(p_503=0.05, retry_after_s=0.01),
     }

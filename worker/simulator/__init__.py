@@ -6,7 +6,21 @@ creating market orders that fill after a delay), seeded with accounts and positi
 inject faults on request. Never pointed at anything but loopback.
 """
 
-from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
+from worker.simulator.config import (
+    UNKNOWN_OUTCOMES_30,
+    Faults,
+    RecordedRequest,
+    SimConfig,
+    SimStats,
+)
 from worker.simulator.server import Simulator, serve
 
-__all__ = ["Faults", "RecordedRequest", "SimConfig", "SimStats", "Simulator", "serve"]
+__all__ = [
+    "UNKNOWN_OUTCOMES_30",
+    "Faults",
+    "RecordedRequest",
+    "SimConfig",
+    "SimStats",
+    "Simulator",
+    "serve",
+]

@@ -45,6 +45,17 @@ class Faults:
         return None
 
 
+# 30% of closes end with an unknown outcome, every kind represented: the fault suite's mix.
+UNKNOWN_OUTCOMES_30 = {
+    "p_drop_after": 0.08,
+    "p_drop_before": 0.05,
+    "p_hang_after": 0.04,
+    "p_500_after": 0.05,
+    "p_502_html": 0.04,
+    "p_garbage_after": 0.04,
+}
+
+
 @dataclass
 class SimConfig:
     api_key: str = "sim-key.sim-secret"
