@@ -35,10 +35,11 @@ async def sim(sim_config: SimConfig) -> AsyncIterator[Simulator]:
 def settings_for(tmp_path: Path) -> Any:
     """Build settings for a simulator, with overrides, as the CLI would."""
 
-    def build(sim: Simulator, **overrides: Any) -> Settings:
+    def build(sim: Simulator | None = None, **overrides: Any) -> Settings:
+        """Settings for `sim`, or for any server when base_url and api_key are given."""
         values: dict[str, Any] = {
-            "base_url": sim.base_url,
-            "api_key": sim.config.api_key,
+            "base_url": sim.base_url if sim else None,
+            "api_key": sim.config.api_key if sim else None,
             "state_dir": tmp_path / "state",
             "concurrency": 8,
             "rate_limit": 0,

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from structlog.testing import LogCapture
 
+from tests.support import API_KEY, envelope, serving
 from worker import events
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
@@ -182,3 +184,65 @@ async def test_dry_run_sends_no_close(sim: Simulator, settings_for: Any) -> None
     assert result.exit_code == ExitCode.OK
     assert sim.stats.by_route["close"] == 0
     assert {str(r.outcome) for r in result.results} == {"skipped"}
+
+
+async def test_unknown_account_fails_alone_as_one_star_result(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    sim.add_position(19816, "AAPL", "5")
+    report = tmp_path / "r.json"
+    specs = [TargetSpec(424242, None), TargetSpec(19816, None)]
+    result = await run(
+        settings_for(sim), RunRequest(specs=specs, report_path=report), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.FAILED
+    doc = json.loads(report.read_text())
+    outcomes = {(r["account_id"], r["instrument"]): r["outcome"] for r in doc["results"]}
+    assert outcomes == {(424242, "*"): "failed", (19816, "AAPL"): "closed"}
+    [failed] = [r for r in doc["results"] if r["outcome"] == "failed"]
+    assert "404" in failed["error"]
+    assert failed["request_ids"]
+
+
+async def test_a_refusal_the_spec_does_not_describe_fails_the_target_with_status_and_excerpt(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    position = {
+        "account_id": 19816, "instrument_id": "c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa",
+        "symbol": "GOOG", "instrument_type": "COMMON_STOCK", "quantity": "25",
+        "market_value": "100.00", "position_type": "LONG", "available_quantity": "25",
+    }  # fmt: skip
+    closes: list[str] = []
+
+    async def clock(request: web.Request) -> web.Response:
+        return envelope({"clock": "2025-03-01T03:35:00.000000000Z"})
+
+    async def positions(request: web.Request) -> web.Response:
+        return envelope([position], next_page_token=None)
+
+    async def close(request: web.Request) -> web.Response:
+        closes.append(request.path)
+        return web.Response(
+            status=422,
+            text="<html>order rejected: instrument halted</html>",
+            content_type="text/html",
+            headers={"x-request-id": "rid-422"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/v1/clock", clock)
+    app.router.add_get("/v1/accounts/19816/positions", positions)
+    app.router.add_delete("/v1/accounts/19816/positions/{instrument}", close)
+    async with serving(app) as base:
+        result = await run(
+            settings_for(base_url=base, api_key=API_KEY),
+            RunRequest(specs=[TargetSpec(19816, "GOOG")]),
+            asyncio.Event(),
+        )
+    assert result.exit_code == ExitCode.FAILED
+    assert closes == ["/v1/accounts/19816/positions/c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa"]
+    [target] = result.results
+    assert target.error is not None
+    assert "status=422" in target.error
+    assert "request_id=rid-422" in target.error
+    assert "instrument halted" in target.error  # a short excerpt of what came back
