@@ -7,9 +7,11 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.journal import Journal
+from worker.errors import JournalError
+from worker.journal import RECORD_BATCH, Journal
 from worker.metrics import write_metrics
 from worker.models import Outcome
 from worker.report import TargetResult
@@ -27,15 +29,8 @@ async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path:
     journal.start_run(
         run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
     )
-    commits = 0
-    real_flush = journal.flush
-
-    def counting_flush() -> None:
-        nonlocal commits
-        commits += 1
-        real_flush()
-
-    journal.flush = counting_flush  # type: ignore[method-assign]
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
     seen_by_other_connection: list[int] = []
 
     async def close(n: int) -> None:
@@ -45,7 +40,7 @@ async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path:
 
     await asyncio.gather(*(close(n) for n in range(50)))
     assert min(seen_by_other_connection) == 50
-    assert commits == 1  # fifty closes ready in one turn share one commit
+    assert statements.count("COMMIT") == 1  # fifty closes ready in one turn share one commit
     journal.close()
 
 
@@ -63,6 +58,38 @@ async def test_priors_are_earlier_runs_of_the_same_job_only(tmp_path: Path) -> N
     assert priors[(7, "inst")].since == T0
     assert journal.priors("api|2026-11-25", current_run="old") == {}
     journal.close()
+
+
+async def test_records_ride_along_in_batches_and_all_are_committed_at_close(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.in_dir(tmp_path)
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    for n in range(RECORD_BATCH + 1):
+        journal.attempt_result("r1", 1, f"i{n}", 1, f"req-{n}", "ok")
+        await journal.intent("r1", 1, f"i{n}", 2, T0)
+    record_inserts = [s for s in statements if s.startswith("INSERT OR REPLACE INTO attempt_")]
+    # An intent commit touches one table; records wait until a batch is full.
+    assert len(record_inserts) == RECORD_BATCH
+    journal.close()
+    with sqlite3.connect(journal.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM attempt_results").fetchone()[0] == RECORD_BATCH + 1
+    assert committed_attempts(journal.path) == RECORD_BATCH + 1
+
+
+async def test_a_failed_intent_commit_stops_every_close_of_that_turn_and_after(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.in_dir(tmp_path)
+    with sqlite3.connect(journal.path) as other:
+        other.execute("DROP TABLE attempts")  # the commit of the next intents fails
+    outcomes = await asyncio.gather(
+        *(journal.intent("r1", 1, f"i{n}", 1, T0) for n in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, JournalError) for o in outcomes)
+    with pytest.raises(JournalError):
+        await journal.intent("r1", 1, "later", 1, T0)
 
 
 def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
     LiquidatorError
     ├── InputError                  bad targets or settings; nothing was sent (exit 2)
+    ├── JournalError                an intent could not be committed; no further close is sent
     └── ApiError                    a request to the API did not give the expected answer
         ├── NotSent                 provably never reached the server (connection refused, DNS)
         ├── RateLimited             429: the server refused it; safe to send again after retry_after
@@ -26,6 +27,10 @@ class LiquidatorError(Exception):
 
 class InputError(LiquidatorError):
     """Targets or settings are invalid. The message names the file and the line or key."""
+
+
+class JournalError(LiquidatorError):
+    """The journal could not commit an intent: no further close may be sent."""
 
 
 class ApiError(LiquidatorError):
