@@ -108,3 +108,48 @@ async def test_rejections_are_never_retried() -> None:
                 calls += 1
                 raise Rejected("422", status=422)
     assert calls == 1
+
+
+async def test_a_close_retried_from_its_first_failure_gets_exactly_max_attempts() -> None:
+    sleeps = RecordedSleeps()
+    policy = RetryPolicy(max_attempts=4, backoff_initial_s=1, sleep=sleeps)
+    calls = 0
+    retried_after: list[int] = []
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        raise OutcomeUnknown("timeout")
+
+    with pytest.raises(OutcomeUnknown):
+        await policy.close(attempt, lambda state, _: retried_after.append(state.attempt_number))
+    assert calls == 4
+    assert retried_after == [1, 2, 3]  # the bare first try counts as tenacity's attempt 1
+    assert len(sleeps.waits) == 3
+
+
+async def test_a_close_that_succeeds_on_its_second_try_returns_its_result() -> None:
+    sleeps = RecordedSleeps()
+    outcomes: list[Exception | str] = [RateLimited("429", retry_after=0.5), "closed"]
+
+    async def attempt() -> str:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await RetryPolicy(sleep=sleeps).close(attempt, lambda *_: None) == "closed"
+    assert sleeps.waits == [0.5]
+
+
+async def test_a_refused_close_is_tried_once_and_raises() -> None:
+    calls = 0
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        raise Rejected("422", status=422)
+
+    with pytest.raises(Rejected):
+        await RetryPolicy(sleep=RecordedSleeps()).close(attempt, lambda *_: None)
+    assert calls == 1

@@ -1,7 +1,7 @@
 """Close one position, exactly once: the path from a target to its orders.
 
     earlier run sent a close?  -> look first; closed or flat ends here
-    for each attempt (tenacity, at most MAX_ATTEMPTS):
+    for each attempt (tenacity from the first failure on, at most MAX_ATTEMPTS):
         last attempt's fate unknown?  -> look; closed or flat ends here
         stopping?                     -> end without sending
         record the intent (committed) -> send the close -> closed
@@ -79,28 +79,30 @@ async def _close_with_retries(
             request_id=err.request_id if isinstance(err, ApiError) else None,
         )
 
+    async def attempt() -> TargetResult:
+        """One try. After an unknown outcome it looks before it may send again."""
+        nonlocal unknown
+        if unknown is not None:
+            if await _look_settles(ctx, target, result, since):
+                return result
+            unknown = None
+        if ctx.stopping.is_set():
+            return _stopped(result)
+        try:
+            sent = await _send_close(ctx, target, result, since)
+        except OutcomeUnknown as err:
+            unknown = err
+            raise
+        return sent if sent is not None else _stopped(result)
+
     try:
-        async for attempt in ctx.policy.for_closes(on_retry):
-            with attempt:
-                if unknown is not None:
-                    if await _look_settles(ctx, target, result, since):
-                        return result
-                    unknown = None
-                if ctx.stopping.is_set():
-                    return _stopped(result)
-                try:
-                    sent = await _send_close(ctx, target, result, since)
-                except OutcomeUnknown as err:
-                    unknown = err
-                    raise
-                return sent if sent is not None else _stopped(result)
+        return await ctx.policy.close(attempt, on_retry)
     except _FateNotEstablished as err:
         return _failed(result, str(err))
     except ApiError as err:
         if aborts_run(err):
             raise
         return await _after_last_error(ctx, target, result, since, err)
-    raise AssertionError("unreachable: every attempt returns or raises")
 
 
 async def _after_last_error(

@@ -11,6 +11,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -21,6 +22,7 @@ from tenacity import (
 
 from worker.errors import ApiError, NotSent, OutcomeUnknown, RateLimited, Unauthorized
 
+T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 RetryListener = Callable[[RetryCallState, float], None]
 """Called as (state, wait_seconds) before each retry wait: where retry events come from."""
@@ -39,6 +41,11 @@ def needs_look_before_resend(err: BaseException | None) -> bool:
 def is_retryable_read(err: BaseException) -> bool:
     """A read failed for a reason that may pass (rate limit, 5xx, timeout, dropped connection)."""
     return isinstance(err, RateLimited | NotSent | OutcomeUnknown)
+
+
+def retries_close(err: BaseException) -> bool:
+    """A close that failed this way gets another attempt (after a look, if its fate is unknown)."""
+    return is_safe_to_resend(err) or needs_look_before_resend(err)
 
 
 def aborts_run(err: BaseException) -> bool:
@@ -79,11 +86,32 @@ class RetryPolicy:
 
     def for_closes(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
         """Attempts of one close. The caller looks before re-sending after an unknown outcome."""
-        return self._retrying(
-            lambda e: is_safe_to_resend(e) or needs_look_before_resend(e),
-            on_retry,
-            self.close_wait_s,
-        )
+        return self._retrying(retries_close, on_retry, self.close_wait_s)
+
+    async def close(self, attempt: Callable[[], Awaitable[T]], on_retry: RetryListener) -> T:
+        """Call `attempt` until it returns, or raises what `for_closes` does not retry.
+
+        The first try runs bare: almost every close succeeds at once, and building tenacity's
+        state costs more CPU than the rest of the client's work on a close (bench/run.py). A
+        first try that fails hands its error to tenacity as its attempt 1, so every retry, wait
+        and stop is tenacity's, exactly as if it had run the first try itself.
+        """
+        try:
+            return await attempt()
+        except Exception as err:
+            if not retries_close(err):
+                raise
+            first_failure: Exception | None = err
+
+        async def replay_first_failure_then_attempt() -> T:
+            nonlocal first_failure
+            if first_failure is not None:
+                err, first_failure = first_failure, None
+                raise err
+            return await attempt()
+
+        result: T = await self.for_closes(on_retry)(replay_first_failure_then_attempt)
+        return result
 
     def for_reads(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
         return self._retrying(is_retryable_read, on_retry, self.wait_s)
