@@ -40,7 +40,7 @@ async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path:
 
     await asyncio.gather(*(close(n) for n in range(50)))
     assert min(seen_by_other_connection) == 50
-    assert statements.count("COMMIT") == 1  # fifty closes ready in one turn share one commit
+    assert statements.count("COMMIT") == 1  # fifty closes within the window share one commit
     journal.close()
 
 
