@@ -2,11 +2,12 @@
 
 Operators script against these names; add fields and events, never rename. Events are JSON lines
 on stdout (a readable console form on a terminal). `run_id` is bound once per run through
-contextvars. A redaction step replaces any secret that slips into a value, as a second guard.
+contextvars. A redaction step replaces any secret that slips into a line, as a second guard.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Literal, TextIO
@@ -40,30 +41,24 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger("liquidator")
 
 
 class Redactor:
-    """Replace every occurrence of a secret in event values, however it got there."""
+    """Wrap a renderer: replace every occurrence of a secret in the finished line.
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = [s for s in secrets if s]
+    One substring search per secret per line finds a secret however it got there (a value, a
+    nested header, an exception's text), in the forms a JSON or console line writes it in.
+    """
 
-    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> EventDict:
-        if self._secrets:
-            for key, value in event.items():
-                event[key] = self._scrub(value)
-        return event
+    def __init__(self, renderer: Processor, secrets: Iterable[str]) -> None:
+        self._render = renderer
+        forms = {form for s in secrets if s for form in (s, json.dumps(s)[1:-1], repr(s)[1:-1])}
+        self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
 
-    def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._scrub(v) for v in value]
-        if isinstance(value, BaseException):
-            return self._scrub(f"{type(value).__name__}: {value}")
-        return value
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str:
+        line = self._render(logger, name, event)
+        assert isinstance(line, str)
+        for form in self._forms:
+            if form in line:
+                line = line.replace(form, REDACTED)
+        return line
 
 
 def configure(
@@ -87,8 +82,7 @@ def configure(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            Redactor(secrets),
-            renderer,
+            Redactor(renderer, secrets),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=logger_factory or structlog.WriteLoggerFactory(file=out),
