@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from typing import TextIO
 
 import pytest
 import structlog
@@ -15,10 +16,24 @@ from worker.errors import OutcomeUnknown
 KEY = "key-id.very-secret-part"
 
 
-@pytest.fixture
-def stream() -> Iterator[io.StringIO]:
-    out = io.StringIO()
-    events.configure(level="debug", fmt="json", secrets=[KEY], stream=out)
+class Output:
+    """Where events go: a text-only stream, or one with a binary buffer like stdout."""
+
+    def __init__(self, binary: bool) -> None:
+        self._bytes = io.BytesIO()
+        self.stream: TextIO = io.TextIOWrapper(self._bytes) if binary else io.StringIO()
+
+    def getvalue(self) -> str:
+        if isinstance(self.stream, io.StringIO):
+            return self.stream.getvalue()
+        self.stream.flush()
+        return self._bytes.getvalue().decode()
+
+
+@pytest.fixture(params=["text", "binary"])
+def stream(request: pytest.FixtureRequest) -> Iterator[Output]:
+    out = Output(binary=request.param == "binary")
+    events.configure(level="debug", fmt="json", secrets=[KEY], stream=out.stream)
     events.bind_run("run-123")
     try:
         yield out
@@ -27,11 +42,11 @@ def stream() -> Iterator[io.StringIO]:
         structlog.contextvars.clear_contextvars()
 
 
-def lines(stream: io.StringIO) -> list[dict[str, object]]:
+def lines(stream: Output) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_every_line_is_json_with_the_contract_fields(stream: io.StringIO) -> None:
+def test_every_line_is_json_with_the_contract_fields(stream: Output) -> None:
     events.close_retry(
         account_id=1, instrument="GOOG", attempt=2, reason="429", wait_s=0.5, request_id="r"
     )
@@ -43,7 +58,7 @@ def test_every_line_is_json_with_the_contract_fields(stream: io.StringIO) -> Non
     assert line["wait_s"] == 0.5
 
 
-def test_a_secret_that_slips_into_any_value_is_redacted(stream: io.StringIO) -> None:
+def test_a_secret_that_slips_into_any_value_is_redacted(stream: Output) -> None:
     events.log.error(
         "close_failed",
         error=f"Authorization: Bearer {KEY}",
