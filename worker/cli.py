@@ -90,6 +90,12 @@ def _add_target_flags(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The fan-out makes short-lived cycles (retry state, futures, tracebacks) by the thousand.
+    # Freeze what start-up built, so collections stop rescanning it, and collect less often.
+    # (`python -m worker` and the `liquidator` script import with collection off.)
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+    gc.enable()
     args = build_parser().parse_args(argv)
     if args.command == "simulator":
         from worker.simulate import serve_forever
@@ -118,10 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         secrets=secrets,
         logger_factory=terminal.logger_factory if terminal is not None else None,
     )
-    # The fan-out makes short-lived cycles (retry state, futures, tracebacks) by the thousand.
-    # Freeze what start-up built, so collections stop rescanning it, and collect less often.
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
     try:
         return asyncio.run(_main(args, settings, specs, terminal, before_close))
     except InputError as err:
