@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,46 @@ async def test_a_refusal_the_spec_does_not_describe_fails_the_target_with_status
     assert "status=422" in target.error
     assert "request_id=rid-422" in target.error
     assert "instrument halted" in target.error  # a short excerpt of what came back
+
+
+async def test_a_journal_that_fails_mid_run_stops_every_later_close_and_the_report_is_written(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    sim = Simulator(SimConfig(fill_delay_s=3600))
+    sim.add_account(50001)
+    keys = [(50001, sim.add_position(50001, f"S{k}", "10")) for k in range(40)]
+    journal = tmp_path / "state" / "journal.sqlite3"  # where settings_for puts it
+    closes_seen = 0
+
+    @web.middleware
+    async def journal_disk_fails_after_four_closes(
+        request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        nonlocal closes_seen
+        if request.method == "DELETE":
+            closes_seen += 1
+            if closes_seen == 4:
+                with sqlite3.connect(journal) as other:
+                    other.execute("DROP TABLE attempts")  # every later intent commit fails
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = sim.app()
+    app.middlewares.append(journal_disk_fails_after_four_closes)
+    report = tmp_path / "r.json"
+    async with serving(app) as base_url:
+        settings = settings_for(base_url=base_url, api_key=sim.config.api_key, concurrency=2)
+        result = await run(
+            settings,
+            RunRequest(specs=[TargetSpec(50001, None)], report_path=report),
+            asyncio.Event(),
+        )
+
+    assert result.exit_code == ExitCode.ABORTED
+    doc = json.loads(report.read_text())
+    assert "journal" in doc["aborted"]
+    outcomes = Counter(r["outcome"] for r in doc["results"])
+    assert outcomes["closed"] + outcomes["skipped"] == 40
+    assert 4 <= outcomes["closed"] < 40
+    # Counted at the server: each close that went out is a closed result; none went out after.
+    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from worker import events
 from worker.closer import CloseContext, close_target
-from worker.errors import Unauthorized
+from worker.errors import JournalError, Unauthorized
 from worker.models import Outcome
 from worker.plan import Target
 from worker.report import TargetResult
@@ -49,6 +49,12 @@ async def fan_out(
                     results[i].settle(Outcome.FAILED, f"credentials rejected: {err}")
                     if on_abort is not None:
                         on_abort(f"credentials rejected mid-run: {err}")
+                    stop.set()
+                except JournalError as err:
+                    # Its intent is not on disk, so this attempt was not sent; no other may be.
+                    _unrecorded(results[i], err)
+                    if on_abort is not None:
+                        on_abort(str(err))
                     stop.set()
                 except asyncio.CancelledError:
                     _cancelled(results[i])
@@ -99,4 +105,16 @@ def _cancelled(result: TargetResult) -> None:
         Outcome.FAILED,
         "outcome unknown: the run stopped while this close was unanswered or being checked"
         f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
+    )
+
+
+def _unrecorded(result: TargetResult, err: JournalError) -> None:
+    """A target whose next send the journal could not record: that send never happened."""
+    if result.attempts == 0:
+        result.settle(Outcome.SKIPPED, f"not sent: {err}")
+        return
+    result.settle(
+        Outcome.FAILED,
+        f"not closed: {err}; an earlier attempt was sent"
+        f" (request_ids: {', '.join(result.request_ids) or 'none'})",
     )

@@ -104,8 +104,10 @@ class Journal:
         return cls(state_dir / "journal.sqlite3")
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
     # Reads, at the start of a run.
 
@@ -217,15 +219,21 @@ class Journal:
 
     def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
         self.flush()
-        with self._db:
-            self._db.execute(
-                "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?",
-                (finished_at.isoformat(), exit_code, run_id),
-            )
+        try:
+            with self._db:
+                self._db.execute(
+                    "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?",
+                    (finished_at.isoformat(), exit_code, run_id),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal {self.path} failed a write: {exc}") from None
 
     def flush(self) -> None:
         """Commit every pending intent and record."""
-        self._commit_pending(records=True)
+        try:
+            self._commit_pending(records=True)
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal {self.path} failed a commit: {exc}") from None
 
     def _commit_pending(self, *, records: bool) -> None:
         """One transaction, one executemany per statement; rolled back if any statement fails."""

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from worker import events
 from worker.api import TradingApi, open_session
 from worker.closer import CloseContext
-from worker.errors import ApiError, InputError, Unauthorized
+from worker.errors import ApiError, InputError, JournalError, Unauthorized
 from worker.fanout import fan_out
 from worker.journal import Journal
 from worker.metrics import write_metrics
@@ -258,8 +258,14 @@ async def _run_session(
             if stop.is_set():
                 _abort(outcome, outcome.aborted or "stop requested")
             journal.finish_run(outcome.run_id, datetime.now(UTC), _exit_code(outcome))
+        except JournalError as err:
+            # No close was sent after it (the fan-out stops); the report still says what happened.
+            _abort(outcome, str(err))
         finally:
-            journal.close()
+            try:
+                journal.close()
+            except JournalError as err:
+                _abort(outcome, str(err))
 
 
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
