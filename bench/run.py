@@ -2,10 +2,12 @@
 
 Each contender runs as its own process against its own freshly seeded simulator process (with a
 fixed per-request latency), so the numbers are wall time, CPU (user + sys) and peak RSS of that
-process alone, from os.wait4. Usage:
+process alone, from os.wait4. A small machine is noisy, so every contender runs --repeat times,
+interleaved (floor, liquidator, sdk, floor, ...), and the table shows medians and the CPU range.
+Usage:
 
     python bench/run.py [--positions 5000] [--accounts 50] [--latency 0.02] [--concurrency 64]
-                        [--only liquidator,floor,sdk] [--json FILE]
+                        [--only liquidator,floor,sdk] [--repeat 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from statistics import median
 
 HERE = Path(__file__).resolve().parent
 KEY = "bench-key.bench-secret"
@@ -115,7 +118,7 @@ def run_one(name: str, args: argparse.Namespace, workdir: Path) -> Measured:
     sim, base = start_simulator(args)
     try:
         state = workdir / name
-        state.mkdir()
+        state.mkdir(parents=True)
         env = {**os.environ, "LIQUIDATOR_API_KEY": KEY}
         closes = (args.positions // args.accounts) * args.accounts
         return measure(name, contender_cmd(name, base, args, state), closes, env, state / "out")
@@ -124,21 +127,26 @@ def run_one(name: str, args: argparse.Namespace, workdir: Path) -> Measured:
         sim.wait()
 
 
-def table(results: list[Measured], args: argparse.Namespace) -> str:
+def table(runs: dict[str, list[Measured]], args: argparse.Namespace) -> str:
     bound = math.ceil(args.positions / args.concurrency) * args.latency
-    floor = next((r for r in results if r.name == "floor"), None)
+    wall = {name: median(r.wall_s for r in measured) for name, measured in runs.items()}
     lines = [
         f"N={args.positions} positions over A={args.accounts} accounts, L={args.latency * 1000:.0f}"
-        f" ms, C={args.concurrency}; network bound ceil(N/C)*L = {bound:.2f} s",
+        f" ms, C={args.concurrency}; network bound ceil(N/C)*L = {bound:.2f} s;"
+        f" median of {args.repeat} run(s) each",
         "",
-        "| client | wall s | × network bound | × floor | CPU ms/close | peak RSS MB | exit |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| client | wall s | × network bound | × floor | CPU ms/close | CPU range | peak RSS MB"
+        " | exit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in results:
-        vs_floor = f"{r.wall_s / floor.wall_s:.2f}" if floor else "n/a"
+    for name, measured in runs.items():
+        cpu = sorted(r.cpu_ms_per_close for r in measured)
+        vs_floor = f"{wall[name] / wall['floor']:.2f}" if "floor" in wall else "n/a"
         lines.append(
-            f"| {r.name} | {r.wall_s:.2f} | {r.wall_s / bound:.2f} | {vs_floor} |"
-            f" {r.cpu_ms_per_close:.3f} | {r.peak_rss_mb:.0f} | {r.exit_code} |"
+            f"| {name} | {wall[name]:.2f} | {wall[name] / bound:.2f} | {vs_floor} |"
+            f" {median(cpu):.3f} | {cpu[0]:.3f}–{cpu[-1]:.3f} |"
+            f" {max(r.peak_rss_mb for r in measured):.0f} |"
+            f" {max(r.exit_code for r in measured)} |"
         )
     return "\n".join(lines)
 
@@ -150,18 +158,21 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--only", default="floor,liquidator,sdk")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results = []
+    names = args.only.split(",")
+    runs: dict[str, list[Measured]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="liquidator-bench-") as tmp:
-        for name in args.only.split(","):
-            results.append(run_one(name, args, Path(tmp)))
-            print(f"{name}: {results[-1]}", file=sys.stderr, flush=True)
-    print(table(results, args))
+        for n in range(args.repeat):
+            for name in names:
+                runs[name].append(run_one(name, args, Path(tmp) / str(n)))
+                print(f"{name}: {runs[name][-1]}", file=sys.stderr, flush=True)
+    print(table(runs, args))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1))
-    return 0 if all(r.exit_code == 0 for r in results) else 1
+        args.json.write_text(json.dumps({k: [asdict(r) for r in v] for k, v in runs.items()}))
+    return 0 if all(r.exit_code == 0 for v in runs.values() for r in v) else 1
 
 
 if __name__ == "__main__":
