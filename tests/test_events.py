@@ -42,6 +42,17 @@ def stream(request: pytest.FixtureRequest) -> Iterator[Output]:
         structlog.contextvars.clear_contextvars()
 
 
+def strings_in(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings_in(v)
+
+
 def lines(stream: Output) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
@@ -67,6 +78,33 @@ def test_a_secret_that_slips_into_any_value_is_redacted(stream: Output) -> None:
     )
     text = stream.getvalue()
     assert "very-secret-part" not in text
+    assert text.count(events.REDACTED) == 3
+
+
+@pytest.mark.parametrize("fmt", ["json-text", "json-binary", "console"])
+def test_a_secret_with_quotes_backslashes_and_accents_is_redacted_in_every_form(fmt: str) -> None:
+    secret = "k\\e\"y'.sé\x1f"
+    out = Output(binary=fmt == "json-binary")
+    events.configure(
+        level="debug",
+        fmt="console" if fmt == "console" else "json",
+        secrets=[secret],
+        stream=out.stream,
+    )
+    try:
+        events.log.error(
+            "close_failed",
+            error=f"Bearer {secret}",
+            nested={"headers": [f"Bearer {secret}"]},
+            exc=ValueError(f"echoed {secret}"),
+        )
+    finally:
+        events.unconfigure()
+    text = out.getvalue()
+    if fmt != "console":  # what a reader of the JSON gets back, escapes undone
+        text = "\n".join(strings_in(json.loads(text)))
+    for spelled in (secret, repr(secret)[1:-1], "sé"):
+        assert spelled not in text
     assert text.count(events.REDACTED) == 3
 
 

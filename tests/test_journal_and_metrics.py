@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.errors import JournalError
-from worker.journal import RECORD_BATCH, Journal
+from worker.journal import _SCHEMA, RECORD_BATCH, Journal
 from worker.metrics import write_metrics
 from worker.models import Outcome
 from worker.report import TargetResult
@@ -64,18 +64,25 @@ async def test_records_ride_along_in_batches_and_all_are_committed_at_close(
     tmp_path: Path,
 ) -> None:
     journal = Journal.in_dir(tmp_path)
-    statements: list[str] = []
-    journal._db.set_trace_callback(statements.append)
-    for n in range(RECORD_BATCH + 1):
+
+    def committed_results() -> int:
+        with sqlite3.connect(journal.path) as db:
+            return int(db.execute("SELECT COUNT(*) FROM attempt_results").fetchone()[0])
+
+    def record(n: int) -> None:
         journal.attempt_result("r1", 1, f"i{n}", 1, f"req-{n}", "ok")
-        await journal.intent("r1", 1, f"i{n}", 2, T0)
-    record_inserts = [s for s in statements if s.startswith("INSERT OR REPLACE INTO attempt_")]
-    # An intent commit touches one table; records wait until a batch is full.
-    assert len(record_inserts) == RECORD_BATCH
+
+    for n in range(RECORD_BATCH - 1):
+        record(n)
+    await journal.intent("r1", 1, "a", 1, T0)
+    assert committed_results() == 0  # an intent commit touches one table while records wait
+    record(RECORD_BATCH - 1)
+    await journal.intent("r1", 1, "b", 1, T0)
+    assert committed_results() == RECORD_BATCH  # a full batch rides along
+    record(RECORD_BATCH)
     journal.close()
-    with sqlite3.connect(journal.path) as db:
-        assert db.execute("SELECT COUNT(*) FROM attempt_results").fetchone()[0] == RECORD_BATCH + 1
-    assert committed_attempts(journal.path) == RECORD_BATCH + 1
+    assert committed_results() == RECORD_BATCH + 1
+    assert committed_attempts(journal.path) == 2
 
 
 async def test_a_failed_intent_commit_stops_every_close_of_that_turn_and_after(
@@ -88,8 +95,26 @@ async def test_a_failed_intent_commit_stops_every_close_of_that_turn_and_after(
         *(journal.intent("r1", 1, f"i{n}", 1, T0) for n in range(3)), return_exceptions=True
     )
     assert all(isinstance(o, JournalError) for o in outcomes)
+    with sqlite3.connect(journal.path) as other:
+        other.executescript(_SCHEMA)  # the disk is fine again; the lost intents are not back
     with pytest.raises(JournalError):
         await journal.intent("r1", 1, "later", 1, T0)
+
+
+async def test_a_flush_that_fails_fails_the_closes_waiting_for_their_commit(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.in_dir(tmp_path)
+    waiting = asyncio.create_task(journal.intent("r1", 1, "i1", 1, T0))
+    await asyncio.sleep(0)  # queued; its group commit is due in COMMIT_WINDOW_S
+    with sqlite3.connect(journal.path) as other:
+        other.execute("DROP TABLE attempts")
+    with pytest.raises(JournalError):
+        journal.flush()  # took the waiting intent with it
+    with sqlite3.connect(journal.path) as other:
+        other.executescript(_SCHEMA)
+    with pytest.raises(JournalError):
+        await waiting
 
 
 def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Path) -> None:

@@ -290,3 +290,24 @@ async def test_a_journal_that_fails_mid_run_stops_every_later_close_and_the_repo
     assert 4 <= outcomes["closed"] < 40
     # Counted at the server: each close that went out is a closed result; none went out after.
     assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]
+
+
+async def test_a_journal_that_cannot_be_read_sends_nothing_and_reports_every_target(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    sim.add_account(50002)
+    keys = [(50002, sim.add_position(50002, f"S{k}", "10")) for k in range(3)]
+    (tmp_path / "state").mkdir()
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as foreign:
+        foreign.execute("CREATE TABLE attempts (something_else TEXT)")  # not our schema
+    report = tmp_path / "r.json"
+    result = await run(
+        settings_for(sim),
+        RunRequest(specs=[TargetSpec(50002, None)], report_path=report),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.ABORTED
+    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == 0
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["targets"] == doc["summary"]["skipped"] == 3
+    assert "journal" in doc["aborted"]

@@ -51,7 +51,7 @@ class Redactor:
 
     def __init__(self, renderer: Processor, secrets: Iterable[str]) -> None:
         self._render = renderer
-        forms = {form for s in secrets if s for form in (s, json.dumps(s)[1:-1], repr(s)[1:-1])}
+        forms = {form for s in secrets if s for form in _written_forms(s)}
         self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
         self._byte_forms = [f.encode() for f in self._forms]
 
@@ -67,6 +67,18 @@ class Redactor:
             if form in line:
                 line = line.replace(form, REDACTED)
         return line
+
+
+def _written_forms(secret: str) -> set[str]:
+    """Every way a line can spell `secret`: as is, or inside a repr (an exception's text), each
+    also as JSON writes it (escaped quotes and backslashes; non-ASCII escaped or not)."""
+    forms: set[str] = set()
+    for text in (secret, repr(secret)[1:-1]):
+        forms.add(text)
+        forms.add(json.dumps(text)[1:-1])
+        forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
+        forms.add(orjson.dumps(text).decode()[1:-1])
+    return forms
 
 
 def _dumps_to_str(value: Any, **kw: Any) -> str:

@@ -75,7 +75,10 @@ async def fan_out(
         )
         for task in done - {stop_waiter}:
             bug = task.exception()
-            if bug is not None:
+            if bug is not None:  # not a target's outcome: stop every worker, then raise it
+                for other in pending:
+                    other.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
                 raise bug
         if stop_waiter in done and deadline is None:
             events.log.warning(events.STOP_REQUESTED, grace_s=grace_s)
@@ -115,6 +118,6 @@ def _unrecorded(result: TargetResult, err: JournalError) -> None:
         return
     result.settle(
         Outcome.FAILED,
-        f"not closed: {err}; an earlier attempt was sent"
-        f" (request_ids: {', '.join(result.request_ids) or 'none'})",
+        f"outcome unknown: an earlier attempt was sent (request_ids:"
+        f" {', '.join(result.request_ids) or 'none'}) and then {err}; the next run checks it",
     )

@@ -96,7 +96,7 @@ class Journal:
         self._intents: list[Sequence[Any]] = []
         self._records: dict[str, list[Sequence[Any]]] = {}
         self._record_count = 0
-        self._failed: JournalError | None = None
+        self._failed: str | None = None  # why the journal stopped accepting commits
         self._commit: asyncio.Future[None] | None = None
 
     @classmethod
@@ -113,14 +113,18 @@ class Journal:
 
     def priors(self, job: str, current_run: str) -> dict[Key, Prior]:
         """Positions that earlier runs of this job sent (or were about to send) a close for."""
-        return {
-            (account_id, instrument_id): Prior(datetime.fromisoformat(since))
-            for account_id, instrument_id, since in self._db.execute(
+        try:
+            rows = self._db.execute(
                 "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
                 " JOIN runs r USING (run_id) WHERE r.job = ? AND r.run_id != ?"
                 " GROUP BY a.account_id, a.instrument_id",
                 (job, current_run),
-            )
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise JournalError(f"the journal {self.path} could not be read: {exc}") from None
+        return {
+            (account_id, instrument_id): Prior(datetime.fromisoformat(since))
+            for account_id, instrument_id, since in rows
         }
 
     # Writes.
@@ -230,25 +234,32 @@ class Journal:
 
     def flush(self) -> None:
         """Commit every pending intent and record."""
-        try:
-            self._commit_pending(records=True)
-        except sqlite3.Error as exc:
-            raise JournalError(f"the journal {self.path} failed a commit: {exc}") from None
+        self._commit_pending(records=True)
 
     def _commit_pending(self, *, records: bool) -> None:
-        """One transaction, one executemany per statement; rolled back if any statement fails."""
+        """One transaction, one executemany per statement; rolled back if any statement fails.
+
+        A failure loses what was pending, so the journal stays failed: every later commit
+        (and every close waiting for one) raises, and no close is sent without its intent.
+        """
+        if self._failed is not None:
+            raise JournalError(self._failed)
         intents, self._intents = self._intents, []
         batches: dict[str, list[Sequence[Any]]] = {}
         if records:
             batches, self._records, self._record_count = self._records, {}, 0
         if not intents and not batches:
             return
-        with self._db:
-            self._db.execute("BEGIN")
-            if intents:
-                self._db.executemany(_INTENT, intents)
-            for sql, rows in batches.items():
-                self._db.executemany(sql, rows)
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                if intents:
+                    self._db.executemany(_INTENT, intents)
+                for sql, rows in batches.items():
+                    self._db.executemany(sql, rows)
+        except Exception as exc:
+            self._failed = f"the journal {self.path} failed a commit: {exc}"
+            raise JournalError(self._failed) from None
 
     def _queue(self, sql: str, params: Sequence[Any]) -> None:
         """Keep a record for a later commit (see the module docstring)."""
@@ -262,12 +273,8 @@ class Journal:
     def _group_commit(self, commit: asyncio.Future[None]) -> None:
         self._commit = None
         try:
-            if self._failed is not None:
-                raise self._failed
             self._commit_pending(records=self._record_count >= RECORD_BATCH)
-        except Exception as exc:  # every waiting close must hear that its intent is not recorded
-            if self._failed is None:
-                self._failed = JournalError(f"the journal {self.path} failed a commit: {exc}")
-            commit.set_exception(self._failed)
+        except JournalError as exc:  # every waiting close must hear its intent is not recorded
+            commit.set_exception(exc)
         else:
             commit.set_result(None)

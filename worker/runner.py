@@ -219,6 +219,7 @@ async def _run_session(
             _abort(outcome, "stop requested")
             return
         journal = Journal.in_dir(settings.journal_dir)
+        results: list[TargetResult] | None = None
         try:
             trading_day = server_now().astimezone(MARKET_TZ).date().isoformat()
             job = f"{settings.base_url}|{trading_day}"
@@ -260,6 +261,8 @@ async def _run_session(
             journal.finish_run(outcome.run_id, datetime.now(UTC), _exit_code(outcome))
         except JournalError as err:
             # No close was sent after it (the fan-out stops); the report still says what happened.
+            if results is None:  # before the fan-out: nothing was sent
+                outcome.results.extend(_unsent(plan.targets, f"not sent: {err}"))
             _abort(outcome, str(err))
         finally:
             try:
