@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from worker.models import Order, Outcome
 
 
@@ -102,7 +104,7 @@ def write_report(
     def pieces() -> Iterator[str]:
         yield json.dumps(head, indent=1)[: -len("\n}")] + ',\n "results": ['
         for n, result in enumerate(results):
-            yield ("\n  " if n == 0 else ",\n  ") + json.dumps(result.as_json())
+            yield ("\n  " if n == 0 else ",\n  ") + orjson.dumps(result.as_json()).decode()
         yield "\n ]\n}\n"
 
     write_atomically(path, pieces())
