@@ -105,17 +105,27 @@ async def test_replies_map_to_what_is_known_of_the_requests_fate(
 
 
 async def test_close_sends_cancel_orders_body_and_bearer_key() -> None:
-    seen: list[tuple[str | None, object]] = []
+    seen: list[tuple[str | None, str | None, object]] = []
 
     async def close(request: web.Request) -> web.Response:
-        seen.append((request.headers.get("Authorization"), await request.json()))
+        auth, kind = request.headers.get("Authorization"), request.headers.get("Content-Type")
+        seen.append((auth, kind, await request.json()))
         return envelope([order()])
 
     app = web.Application()
     app.router.add_delete(CLOSE_PATH, close)
     async with serving(app) as base, api_for(base) as api:
         reply = await api.close_position(19816, "GOOG", cancel_orders=False)
-    assert seen == [("Bearer test-key.test-secret", {"cancel_orders": False})]
+        await asyncio.gather(
+            *(api.close_position(19816, "GOOG", cancel_orders=flag) for flag in (True, False))
+        )
+    bearer, kind = "Bearer test-key.test-secret", "application/json"
+    assert seen[0] == (bearer, kind, {"cancel_orders": False})
+    # Two closes at once share nothing: each carries its own flag (in either order).
+    assert sorted(seen[1:], key=repr) == [
+        (bearer, kind, {"cancel_orders": False}),
+        (bearer, kind, {"cancel_orders": True}),
+    ]
     assert [o.side for o in reply.data] == ["SELL"]
     assert reply.request_id
 
