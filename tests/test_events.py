@@ -108,6 +108,29 @@ def test_a_secret_with_quotes_backslashes_and_accents_is_redacted_in_every_form(
     assert text.count(events.REDACTED) == 3
 
 
+def test_a_lone_surrogate_from_a_server_message_still_makes_a_json_line(stream: Output) -> None:
+    message = json.loads('"order rejected \\ud800 halted"')  # what json.loads makes of it
+    events.close_failed(
+        account_id=1, instrument="GOOG", status=422, error=message, request_id="r", attempts=1
+    )
+    [line] = lines(stream)
+    assert line["error"] == message
+
+
+def test_a_secret_with_a_single_quote_is_redacted_inside_a_repr_that_has_both() -> None:
+    secret = "key'secret"
+    out = Output(binary=True)
+    events.configure(level="debug", fmt="json", secrets=[secret], stream=out.stream)
+    try:
+        # repr of this text uses single quotes, so the secret is written key\'secret
+        events.log.error("close_failed", exc=ValueError(f'say "{secret}"'))
+    finally:
+        events.unconfigure()
+    text = "\n".join(strings_in(json.loads(out.getvalue())))
+    assert "secret" not in text
+    assert events.REDACTED in text
+
+
 def test_level_filter_drops_debug_at_info() -> None:
     out = io.StringIO()
     events.configure(level="info", fmt="json", stream=out)

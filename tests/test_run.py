@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from structlog.testing import LogCapture
 
 from tests.support import API_KEY, envelope, serving
 from worker import events
+from worker.models import Outcome
+from worker.report import TargetResult, write_report
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 from worker.targets import TargetSpec, read_targets
@@ -311,3 +314,54 @@ async def test_a_journal_that_cannot_be_read_sends_nothing_and_reports_every_tar
     doc = json.loads(report.read_text())
     assert doc["summary"]["targets"] == doc["summary"]["skipped"] == 3
     assert "journal" in doc["aborted"]
+
+
+def test_the_report_keeps_a_result_whose_error_has_a_lone_surrogate(tmp_path: Path) -> None:
+    message = json.loads('"HTTP 422: rejected \\ud800"')  # a server's message, as decoded
+    failed = TargetResult(19816, "GOOG").settle(Outcome.FAILED, message)
+    report = tmp_path / "r.json"
+    write_report(
+        report,
+        run_id="r",
+        started_at=datetime(2026, 11, 25, tzinfo=UTC),
+        finished_at=datetime(2026, 11, 25, tzinfo=UTC),
+        dry_run=False,
+        results=[failed],
+        exit_code=1,
+        aborted=None,
+    )
+    assert json.loads(report.read_text())["results"][0]["error"] == message
+
+
+async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_reported(
+    sim: Simulator, settings_for: Any, captured: LogCapture, tmp_path: Path
+) -> None:
+    sim.add_account(50003)
+    keys = [(50003, sim.add_position(50003, f"S{k}", "10")) for k in range(30)]
+    seen = 0
+
+    def progress_display_that_breaks(result: TargetResult) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 3:
+            raise RuntimeError("the progress display broke")
+
+    report = tmp_path / "r.json"
+    result = await run(
+        settings_for(sim, concurrency=2),
+        RunRequest(
+            specs=[TargetSpec(50003, None)],
+            report_path=report,
+            on_result=progress_display_that_breaks,
+        ),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.ABORTED
+    doc = json.loads(report.read_text())
+    assert "internal error: RuntimeError" in doc["aborted"]
+    outcomes = Counter(r["outcome"] for r in doc["results"])
+    assert outcomes["closed"] + outcomes["skipped"] == 30
+    assert outcomes["skipped"] > 0  # no new target started after the fault
+    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]
+    [fault] = [e for e in captured.entries if e["event"] == events.INTERNAL_ERROR]
+    assert "the progress display broke" in fault["traceback"]

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, BinaryIO, Literal, TextIO
 
-import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from worker import jsontext
 from worker.models import Order
 
 RUN_STARTED = "run_started"
@@ -33,6 +34,7 @@ STOP_REQUESTED = "stop_requested"
 PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
+INTERNAL_ERROR = "internal_error"
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -53,7 +55,7 @@ class Redactor:
         self._render = renderer
         forms = {form for s in secrets if s for form in _written_forms(s)}
         self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
-        self._byte_forms = [f.encode() for f in self._forms]
+        self._byte_forms = [f.encode("utf-8", "surrogatepass") for f in self._forms]
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
         rendered = self._render(logger, name, event)
@@ -70,20 +72,28 @@ class Redactor:
 
 
 def _written_forms(secret: str) -> set[str]:
-    """Every way a line can spell `secret`: as is, or inside a repr (an exception's text), each
-    also as JSON writes it (escaped quotes and backslashes; non-ASCII escaped or not)."""
+    """Every way a line can spell `secret`: as is, or inside a repr (an exception's text, in
+    double or in single quotes), each also as JSON writes it (escaped quotes and backslashes;
+    non-ASCII escaped or not)."""
     forms: set[str] = set()
-    for text in (secret, repr(secret)[1:-1]):
+    # repr quotes with ' and escapes ' inside, unless the text has ' and no ": the secret's
+    # spelling depends on the text around it, so take it in both kinds of company.
+    in_single_quotes, in_double_quotes = repr(secret + '"')[1:-2], repr(secret + "'")[1:-2]
+    for text in (secret, in_single_quotes, in_double_quotes):
         forms.add(text)
         forms.add(json.dumps(text)[1:-1])
         forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
-        forms.add(orjson.dumps(text).decode()[1:-1])
+        forms.add(jsontext.dumps(text).decode()[1:-1])
     return forms
 
 
-def _dumps_to_str(value: Any, **kw: Any) -> str:
+def _json_bytes(value: Any, **kw: Any) -> bytes:
+    return jsontext.dumps(value, kw.get("default"))
+
+
+def _json_text(value: Any, **kw: Any) -> str:
     """For a text-only stream (tests' StringIO): the same JSON as the bytes path."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, **kw).decode()
+    return jsontext.dumps(value, kw.get("default")).decode()
 
 
 def configure(
@@ -102,10 +112,10 @@ def configure(
     if console:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     elif binary is not None:  # structlog's advice for speed: orjson straight to bytes
-        renderer = structlog.processors.JSONRenderer(orjson.dumps, option=orjson.OPT_NON_STR_KEYS)
+        renderer = structlog.processors.JSONRenderer(_json_bytes)
         logger_factory = logger_factory or structlog.BytesLoggerFactory(file=binary)
     else:
-        renderer = structlog.processors.JSONRenderer(_dumps_to_str)
+        renderer = structlog.processors.JSONRenderer(_json_text)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -215,4 +225,13 @@ def pace_changed(old: float | None, new: float, reason: str) -> None:
         old_rate=None if old is None else round(old, 2),
         new_rate=round(new, 2),
         reason=reason,
+    )
+
+
+def internal_error(err: BaseException) -> None:
+    """A fault in the worker itself (not a target's outcome); the run stops as for SIGTERM."""
+    log.error(
+        INTERNAL_ERROR,
+        error=f"{type(err).__name__}: {err}",
+        traceback="".join(traceback.format_exception(err)),
     )

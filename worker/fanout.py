@@ -3,6 +3,8 @@
 Each target is handed to exactly one worker. Once a stop is requested no worker starts a new
 target; those still running get `grace_s` to finish (their requests in flight end or time out,
 unknown outcomes are looked at), then they are cancelled and reported as unknown, never lost.
+A worker that dies of an unexpected error stops the run the same way, so every target still
+ends with an outcome and the report is written.
 """
 
 from __future__ import annotations
@@ -75,11 +77,11 @@ async def fan_out(
         )
         for task in done - {stop_waiter}:
             bug = task.exception()
-            if bug is not None:  # not a target's outcome: stop every worker, then raise it
-                for other in pending:
-                    other.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                raise bug
+            if bug is not None:  # a fault of ours, not a target's outcome: stop as for SIGTERM
+                events.internal_error(bug)
+                if on_abort is not None:
+                    on_abort(f"internal error: {type(bug).__name__}: {bug}")
+                stop.set()
         if stop_waiter in done and deadline is None:
             events.log.warning(events.STOP_REQUESTED, grace_s=grace_s)
             deadline = time.monotonic() + grace_s

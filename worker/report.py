@@ -16,8 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from worker import jsontext
 from worker.models import Order, Outcome
 
 
@@ -104,7 +103,7 @@ def write_report(
     def pieces() -> Iterator[str]:
         yield json.dumps(head, indent=1)[: -len("\n}")] + ',\n "results": ['
         for n, result in enumerate(results):
-            yield ("\n  " if n == 0 else ",\n  ") + orjson.dumps(result.as_json()).decode()
+            yield ("\n  " if n == 0 else ",\n  ") + jsontext.dumps(result.as_json()).decode()
         yield "\n ]\n}\n"
 
     write_atomically(path, pieces())
