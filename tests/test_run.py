@@ -28,6 +28,19 @@ def closing_orders_by_position(sim: Simulator, keys: list[tuple[int, str]]) -> C
     return Counter(len(sim.closing_orders(a, i)) for a, i in keys)
 
 
+def stopped_cleanly(
+    report: Path, sim: Simulator, keys: list[tuple[int, str]], *, why: str
+) -> Counter[str]:
+    """An aborted run's report: every target closed or skipped, and each close counted at the
+    server is a closed result (nothing went out that the report does not show)."""
+    doc = json.loads(report.read_text())
+    assert why in doc["aborted"]
+    outcomes = Counter(str(r["outcome"]) for r in doc["results"])
+    assert outcomes["closed"] + outcomes["skipped"] == len(keys)
+    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]
+    return outcomes
+
+
 async def test_530_positions_over_20_accounts_closed_exactly_once_each(
     sim: Simulator, settings_for: Any, captured: LogCapture, tmp_path: Path
 ) -> None:
@@ -286,13 +299,8 @@ async def test_a_journal_that_fails_mid_run_stops_every_later_close_and_the_repo
         )
 
     assert result.exit_code == ExitCode.ABORTED
-    doc = json.loads(report.read_text())
-    assert "journal" in doc["aborted"]
-    outcomes = Counter(r["outcome"] for r in doc["results"])
-    assert outcomes["closed"] + outcomes["skipped"] == 40
+    outcomes = stopped_cleanly(report, sim, keys, why="journal")
     assert 4 <= outcomes["closed"] < 40
-    # Counted at the server: each close that went out is a closed result; none went out after.
-    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]
 
 
 async def test_a_journal_that_cannot_be_read_sends_nothing_and_reports_every_target(
@@ -357,11 +365,7 @@ async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_repor
         asyncio.Event(),
     )
     assert result.exit_code == ExitCode.ABORTED
-    doc = json.loads(report.read_text())
-    assert "internal error: RuntimeError" in doc["aborted"]
-    outcomes = Counter(r["outcome"] for r in doc["results"])
-    assert outcomes["closed"] + outcomes["skipped"] == 30
+    outcomes = stopped_cleanly(report, sim, keys, why="internal error: RuntimeError")
     assert outcomes["skipped"] > 0  # no new target started after the fault
-    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]
     [fault] = [e for e in captured.entries if e["event"] == events.INTERNAL_ERROR]
     assert "the progress display broke" in fault["traceback"]
