@@ -101,25 +101,29 @@ async def fan_out(
 
 def _cancelled(result: TargetResult) -> None:
     """A target cut off by the stop deadline: skipped if nothing was sent, else unknown."""
-    if result.outcome is not None:
-        return
-    if result.attempts == 0:
-        result.settle(Outcome.SKIPPED, NOT_STARTED)
-        return
-    result.settle(
-        Outcome.FAILED,
-        "outcome unknown: the run stopped while this close was unanswered or being checked"
-        f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
+    _cut_off(
+        result,
+        not_sent=NOT_STARTED,
+        unknown="the run stopped while this close was unanswered or being checked",
     )
 
 
 def _unrecorded(result: TargetResult, err: JournalError) -> None:
     """A target whose next send the journal could not record: that send never happened."""
+    _cut_off(
+        result, not_sent=f"not sent: {err}", unknown=f"an earlier attempt was sent, then {err}"
+    )
+
+
+def _cut_off(result: TargetResult, *, not_sent: str, unknown: str) -> None:
+    """Settle a target that did not finish: skipped if nothing was sent, else outcome unknown."""
+    if result.outcome is not None:
+        return
     if result.attempts == 0:
-        result.settle(Outcome.SKIPPED, f"not sent: {err}")
+        result.settle(Outcome.SKIPPED, not_sent)
         return
     result.settle(
         Outcome.FAILED,
-        f"outcome unknown: an earlier attempt was sent (request_ids:"
-        f" {', '.join(result.request_ids) or 'none'}) and then {err}; the next run checks it",
+        f"outcome unknown: {unknown}"
+        f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
     )
