@@ -95,7 +95,6 @@ class Journal:
             raise InputError(f"state_dir: cannot open the journal {path}: {exc}") from None
         self._intents: list[Sequence[Any]] = []
         self._records: dict[str, list[Sequence[Any]]] = {}
-        self._record_count = 0
         self._failed: str | None = None  # why the journal stopped accepting commits
         self._commit: asyncio.Future[None] | None = None
 
@@ -247,7 +246,7 @@ class Journal:
         intents, self._intents = self._intents, []
         batches: dict[str, list[Sequence[Any]]] = {}
         if records:
-            batches, self._records, self._record_count = self._records, {}, 0
+            batches, self._records = self._records, {}
         if not intents and not batches:
             return
         try:
@@ -268,12 +267,12 @@ class Journal:
             self._records[sql] = [params]
         else:
             rows.append(params)
-        self._record_count += 1
 
     def _group_commit(self, commit: asyncio.Future[None]) -> None:
         self._commit = None
         try:
-            self._commit_pending(records=self._record_count >= RECORD_BATCH)
+            waiting = sum(len(rows) for rows in self._records.values())  # one list per table
+            self._commit_pending(records=waiting >= RECORD_BATCH)
         except JournalError as exc:  # every waiting close must hear its intent is not recorded
             commit.set_exception(exc)
         else:
