@@ -383,8 +383,21 @@ def _envelope_request_id(envelope: Mapping[str, Any] | None) -> str | None:
 def _error_message(envelope: Mapping[str, Any] | None, status: int) -> str:
     error = envelope.get("error") if envelope else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return f"HTTP {status}: {error['message'][:_EXCERPT_CHARS]}"
+        return f"HTTP {status}: {error['message'][:_EXCERPT_CHARS]}{_error_reasons(error)}"
     return f"HTTP {status}"
+
+
+def _error_reasons(error: Mapping[str, Any]) -> str:
+    """The server's reasons from `error.details` (a risk check's, e.g.), as ' (a; b)'."""
+    details = error.get("details")
+    if not isinstance(details, list):
+        return ""
+    reasons = [
+        d["description"][:_EXCERPT_CHARS]
+        for d in details[:5]
+        if isinstance(d, dict) and isinstance(d.get("description"), str)
+    ]
+    return f" ({'; '.join(reasons)})" if reasons else ""
 
 
 def _retry_after(value: str | None) -> float | None:
