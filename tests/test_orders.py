@@ -379,3 +379,30 @@ async def test_faults_apply_to_the_cancel_route(sim: Simulator, api: TradingApi)
         await api.cancel_open_orders(ACCOUNT, ["GOOG"])
     assert sim.orders_of(ACCOUNT)[0]["status"] == "CANCELED"  # applied, reply lost
     assert sim.stats.faults_injected["drop_after"] == 1
+
+
+async def test_the_quantity_goes_out_as_a_plain_decimal_string(
+    sim: Simulator, api: TradingApi
+) -> None:
+    await sell_goog(sim, api, quantity="2.50E+1")
+    [sent] = json.loads(next(r.body for r in sim.requests if r.route == "submit"))
+    assert sent == {
+        "id": cid("GOOG"),
+        "instrument_id": sim.instrument_id(ACCOUNT, "GOOG"),
+        "side": "SELL",
+        "quantity": "25",
+        "order_type": "MARKET",
+        "time_in_force": "DAY",
+    }
+
+
+async def test_calls_that_cannot_be_right_are_refused_before_sending(
+    sim: Simulator, api: TradingApi
+) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        await sell_goog(sim, api, quantity="0")
+    with pytest.raises(ValueError, match="at least one instrument"):
+        await api.cancel_open_orders(ACCOUNT, [])  # would cancel the whole account's orders
+    with pytest.raises(ValueError, match="1 to 1,000"):
+        await api.orders_by_client_id(ACCOUNT, [])
+    assert sim.stats.requests == 0
