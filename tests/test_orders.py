@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from tests.spec_validation import validate_error_reply, validate_request, validate_response
+from tests.spec_errors import validate_error_reply
+from tests.spec_validation import validate_request, validate_response
 from tests.support import api_for
 from worker.api import TradingApi
 from worker.client_ids import client_order_id

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -36,8 +35,6 @@ from worker.errors import InputError
 
 ENV_PREFIX = "LIQUIDATOR_"
 CREDENTIAL_NAME = "clearstreet-api-key"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -52,6 +49,9 @@ class _FileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(self._values)
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}  # moc_cutoff's '90s', '10m', '1h'
 
 
 class Settings(BaseSettings):
@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("must be an https:// URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("plain http:// is accepted only for loopback hosts; use https://")
+        return value.rstrip("/")
+
     @model_validator(mode="before")
     @classmethod
     def _at_close_submits_orders(cls, data: Any) -> Any:
@@ -125,9 +135,11 @@ class Settings(BaseSettings):
     def _duration(cls, value: object) -> object:
         """'90s', '10m', '1h', plain seconds ('600'), or ISO 8601 ('PT10M')."""
         if isinstance(value, str):
-            match = _DURATION.match(value)
-            if match:
-                return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+            text = value.strip().lower()
+            scale = _UNIT_SECONDS.get(text[-1:], 1)
+            number = (text[:-1] if text[-1:] in _UNIT_SECONDS else text).strip()
+            if number.replace(".", "", 1).isdigit():
+                return float(number) * scale
         return value
 
     @field_validator("moc_cutoff")
@@ -136,16 +148,6 @@ class Settings(BaseSettings):
         if not timedelta(0) < value <= timedelta(hours=6):
             raise ValueError("must be more than 0 and at most 6h before the close")
         return value
-
-    @field_validator("base_url")
-    @classmethod
-    def _https_unless_loopback(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise ValueError("must be an https:// URL")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ValueError("plain http:// is accepted only for loopback hosts; use https://")
-        return value.rstrip("/")
 
     @classmethod
     def settings_customise_sources(
