@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeVar
 
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
@@ -21,6 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from worker import __version__
 from worker.errors import (
     ApiError,
+    Conflict,
     Forbidden,
     NotFound,
     NotSent,
@@ -34,9 +36,12 @@ from worker.models import Clock, Envelope, MarketHours, Order, Position
 from worker.pace import Pacer
 
 T = TypeVar("T")
+Side = Literal["BUY", "SELL"]
+TimeInForce = Literal["DAY", "AT_THE_CLOSE"]
 
 # One pass from bytes to typed data (pydantic-core parses the JSON itself).
 _ORDERS = TypeAdapter(Envelope[list[Order]])
+_ORDER = TypeAdapter(Envelope[Order])
 _POSITIONS = TypeAdapter(Envelope[list[Position]])
 _MARKET_HOURS = TypeAdapter(Envelope[list[MarketHours]])
 _CLOCK = TypeAdapter(Envelope[Clock])
@@ -171,6 +176,83 @@ class TradingApi:
         raw = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)
         return _parse(_ORDERS, raw)
 
+    async def submit_order(
+        self,
+        account_id: int,
+        *,
+        client_id: str,
+        instrument_id: str,
+        side: Side,
+        quantity: Decimal,
+        time_in_force: TimeInForce = "DAY",
+        unless: asyncio.Event | None = None,
+    ) -> Reply[Order]:
+        """POST one market order under the client `id` (submit_orders).
+
+        The server keeps client ids unique per account, so sending the same `client_id` again
+        cannot create a second order: a 409 (`Conflict`) says one with that id already exists.
+        If `unless` is set by the time a request slot is free, nothing is sent (`NotSent`).
+        """
+        if quantity <= 0:
+            raise ValueError(f"an order's quantity must be positive, not {quantity}")
+        order = {
+            "id": client_id,
+            "instrument_id": instrument_id,
+            "side": side,
+            "quantity": _decimal_text(quantity),
+            "order_type": "MARKET",
+            "time_in_force": time_in_force,
+        }
+        body = aiohttp.BytesPayload(json.dumps([order]).encode(), content_type="application/json")
+        raw = await self._call(
+            "POST", f"/v1/accounts/{account_id}/orders", body=body, unless=unless
+        )
+        reply = _parse(_ORDERS, raw)
+        if len(reply.data) != 1:
+            # A 200 that does not show the one order sent: whether it exists is not known.
+            raise OutcomeUnknown(
+                f"POST /v1/accounts/{account_id}/orders: reply lists {len(reply.data)} orders",
+                status=200,
+                request_id=reply.request_id,
+            )
+        return Reply(reply.data[0], reply.request_id)
+
+    async def cancel_open_orders(
+        self, account_id: int, instrument_ids: Sequence[str]
+    ) -> Reply[list[Order]]:
+        """DELETE the open orders on these instruments (cancel_all_open_orders).
+
+        The reply lists the orders whose cancellation was requested (typically PENDING_CANCEL):
+        they may still fill until the server says CANCELED. The server answers 404
+        (`NotFound`) when no open order matches. Never call it without instruments: that
+        would cancel every open order of the account.
+        """
+        if not instrument_ids:
+            raise ValueError("cancel_open_orders needs at least one instrument")
+        params = {"instrument_ids": ",".join(instrument_ids)}
+        raw = await self._call("DELETE", f"/v1/accounts/{account_id}/orders", params=params)
+        return _parse(_ORDERS, raw)
+
+    async def cancel_open_order(self, account_id: int, order_id: str) -> Reply[Order]:
+        """DELETE one open order, named by its `id` or its client id (cancel_open_order)."""
+        raw = await self._call("DELETE", f"/v1/accounts/{account_id}/orders/{order_id}")
+        return _parse(_ORDER, raw)
+
+    async def orders_by_client_id(
+        self, account_id: int, client_ids: Sequence[str]
+    ) -> Reply[list[Order]]:
+        """The account's orders whose client id is one of `client_ids` (at most 1,000).
+
+        The spec's `order_ids` filter matches an order's `id` or its `client_order_id`; only
+        client-id matches are kept, so an engine id can never pass for one of ours.
+        """
+        if not 1 <= len(client_ids) <= 1000:
+            raise ValueError("orders_by_client_id takes 1 to 1,000 client ids (one page)")
+        reply = await self.get_orders(account_id, order_ids=client_ids)
+        wanted = set(client_ids)
+        mine = [o for o in reply.data if o.client_order_id in wanted]
+        return Reply(mine, reply.request_id, reply.next_page_token)
+
     async def get_clock(self) -> Reply[datetime]:
         reply = _parse(_CLOCK, await self._call("GET", "/v1/clock"))
         return Reply(reply.data.clock, reply.request_id)
@@ -253,6 +335,8 @@ class TradingApi:
             raise Forbidden(message, **kw)
         if status == 404:
             raise NotFound(message, **kw)
+        if status == 409:
+            raise Conflict(message, **kw)
         # 408 may come from a proxy that already forwarded the request: its fate is not known.
         if 400 <= status < 500 and status != 408:
             raise Rejected(message, **kw)
@@ -299,8 +383,21 @@ def _envelope_request_id(envelope: Mapping[str, Any] | None) -> str | None:
 def _error_message(envelope: Mapping[str, Any] | None, status: int) -> str:
     error = envelope.get("error") if envelope else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return f"HTTP {status}: {error['message'][:_EXCERPT_CHARS]}"
+        return f"HTTP {status}: {error['message'][:_EXCERPT_CHARS]}{_error_reasons(error)}"
     return f"HTTP {status}"
+
+
+def _error_reasons(error: Mapping[str, Any]) -> str:
+    """The server's reasons from `error.details` (a risk check's, e.g.), as ' (a; b)'."""
+    details = error.get("details")
+    if not isinstance(details, list):
+        return ""
+    reasons = [
+        d["description"][:_EXCERPT_CHARS]
+        for d in details[:5]
+        if isinstance(d, dict) and isinstance(d.get("description"), str)
+    ]
+    return f" ({'; '.join(reasons)})" if reasons else ""
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -312,6 +409,12 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return max(0.0, seconds)
+
+
+def _decimal_text(value: Decimal) -> str:
+    """A quantity as the API spells it: "25", "0.5", never "2.5E+1"."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _excerpt(raw: bytes) -> str:

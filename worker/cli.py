@@ -40,6 +40,10 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--log-level", str, "debug, info, warning or error"),
     ("--log-format", str, "auto, json or console"),
     ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
+    # Issue 11: settled here, refused by `_refuse_unsafe` until the close path consumes them.
+    ("--close-via", str, argparse.SUPPRESS),
+    ("--at-close", bool, argparse.SUPPRESS),
+    ("--moc-cutoff", str, argparse.SUPPRESS),
 ]
 
 
@@ -55,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (run_p, check_p):
         _add_target_flags(p)
         for flag, kind, text in _SETTING_FLAGS:
-            p.add_argument(flag, type=kind, help=text)
+            if kind is bool:  # absent stays None, so the environment and file still apply
+                p.add_argument(flag, action="store_true", default=None, help=text)
+            else:
+                p.add_argument(flag, type=kind, help=text)
     run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
     run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run_p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
@@ -166,6 +173,12 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
             raise InputError(
                 f"account(s) {', '.join(map(str, outside))} are not in allowed_accounts"
             )
+    if settings.close_via != "close_position" or settings.at_close:
+        # Accepted and ignored would mean immediate market closes where MOC orders were asked for.
+        raise InputError(
+            "close_via = submit_orders and at_close are not available in this version yet;"
+            " nothing was sent"
+        )
     if args.simulate:
         return
     if settings.api_key is None:

@@ -9,7 +9,8 @@
         ├── Rejected                a definitive 4xx: the server looked and said no (no effect)
         │   ├── Unauthorized        401: credentials missing or invalid
         │   ├── Forbidden           403: this key may not act on this account
-        │   └── NotFound            404: no such account, instrument or position
+        │   ├── NotFound            404: no such account, instrument or position
+        │   └── Conflict            409: a duplicate; for a submission, its client id is taken
         └── OutcomeUnknown          may have reached the server: timeout after sending, dropped
             │                       connection, 5xx, a reply that is not the promised envelope
             └── ResendRefused       the HTTP library tried to send the same request twice
@@ -96,4 +97,11 @@ class ResendRefused(OutcomeUnknown):
     """The HTTP library tried to send one logical request a second time; we refused it.
 
     The first send may have been applied, so the fate is unknown, exactly like a dropped reply.
+    """
+
+
+class Conflict(Rejected):
+    """409: a duplicate. For submit_orders: an order with this client id already exists.
+
+    Nothing new was created by this request; the earlier one it collides with may be ours.
     """

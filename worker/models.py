@@ -58,6 +58,7 @@ class Order(_ApiModel):
     created_at: datetime
     symbol: str | None = None
     instrument_id: str | None = None
+    time_in_force: str | None = None
 
     @property
     def working(self) -> bool:

@@ -1,4 +1,5 @@
-"""`--before-close DURATION`: run at today's regular close minus DURATION, or not at all.
+"""`--before-close DURATION`: run at today's regular close minus DURATION, or not at all; and
+whether today's market-on-close cutoff (`MOC_CUTOFF` before the close) has passed.
 
 Today's session comes from the API's market-hours calendar, so early closes (13:00 ET) and
 holidays are the exchange's, not a hard-coded table. The wait ends early on a stop request.
@@ -15,6 +16,7 @@ from enum import Enum
 
 from worker import events
 from worker.errors import InputError
+from worker.models import MarketHours
 from worker.policy import Sleep
 from worker.reads import Reader
 
@@ -76,3 +78,41 @@ async def wait_for_close_window(
 def _closed(reason: str, request_id: str | None) -> Timing:
     events.log.info(events.MARKET_CLOSED, reason=reason, request_id=request_id)
     return Timing(Go.MARKET_CLOSED, reason)
+
+
+@dataclass(frozen=True)
+class MocCutoff:
+    """Where the day stands against the market-on-close cutoff (`MOC_CUTOFF` before the close).
+
+    `passed` is True when no AT_THE_CLOSE order should be sent today: the cutoff is behind
+    `now`, or there is no regular session today (a holiday or a weekend), when `cutoff` and
+    `regular_close` are None.
+    """
+
+    passed: bool
+    cutoff: datetime | None
+    regular_close: datetime | None
+    reason: str
+
+
+def moc_cutoff(hours: MarketHours, now: datetime, before: timedelta) -> MocCutoff:
+    """From today's market-hours reply (early closes included) and the server's time."""
+    regular = hours.today_sessions.regular
+    if hours.status.day_type in ("HOLIDAY", "WEEKEND") or regular is None:
+        why = f"{hours.date} is a {hours.status.day_type.lower()}: no close to trade at"
+        return MocCutoff(True, None, None, why)
+    cutoff = regular.close - before
+    close = regular.close.isoformat()
+    if now >= cutoff:
+        why = f"the market-on-close cutoff {cutoff.isoformat()} has passed (close {close})"
+        return MocCutoff(True, cutoff, regular.close, why)
+    why = f"market-on-close orders accepted until {cutoff.isoformat()} (close {close})"
+    return MocCutoff(False, cutoff, regular.close, why)
+
+
+async def read_moc_cutoff(
+    reader: Reader, server_now: Callable[[], datetime], before: timedelta
+) -> MocCutoff:
+    """`moc_cutoff` for today, reading the calendar (with the reader's retries)."""
+    reply = await reader.market_hours()
+    return moc_cutoff(reply.data, server_now(), before)

@@ -10,11 +10,20 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -40,6 +49,9 @@ class _FileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return dict(self._values)
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}  # moc_cutoff's '90s', '10m', '1h'
 
 
 class Settings(BaseSettings):
@@ -72,8 +84,15 @@ class Settings(BaseSettings):
     allowed_accounts: tuple[int, ...] | None = None
     max_positions: int | None = Field(None, ge=1)
     metrics_file: Path | None = None
+    # Issue 11, not yet consumed by the close path (the CLI refuses non-defaults until it is):
+    # how a close is sent, whether as a market-on-close order, and the cutoff for that.
+    close_via: Literal["close_position", "submit_orders"] = "close_position"
+    at_close: bool = False
+    moc_cutoff: timedelta = Field(
+        timedelta(minutes=10), description="How long before today's regular close MOC stops."
+    )
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "close_via", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -87,6 +106,48 @@ class Settings(BaseSettings):
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
             raise ValueError("plain http:// is accepted only for loopback hosts; use https://")
         return value.rstrip("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _at_close_submits_orders(cls, data: Any) -> Any:
+        """`at_close` implies `close_via = submit_orders` unless close_via was given."""
+        if isinstance(data, dict) and data.get("close_via") is None:
+            try:
+                at_close = TypeAdapter(bool).validate_python(data.get("at_close", False))
+            except ValidationError:
+                return data  # the field's own validation names the problem
+            if at_close:
+                return {**data, "close_via": "submit_orders"}
+        return data
+
+    @field_validator("at_close")
+    @classmethod
+    def _at_close_needs_submit(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("close_via") == "close_position":
+            raise ValueError(
+                "market-on-close orders are sent through submit_orders; drop close_via"
+                " = close_position or set it to submit_orders"
+            )
+        return value
+
+    @field_validator("moc_cutoff", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """'90s', '10m', '1h', plain seconds ('600'), or ISO 8601 ('PT10M')."""
+        if isinstance(value, str):
+            text = value.strip().lower()
+            scale = _UNIT_SECONDS.get(text[-1:], 1)
+            number = (text[:-1] if text[-1:] in _UNIT_SECONDS else text).strip()
+            if number.replace(".", "", 1).isdigit():
+                return float(number) * scale
+        return value
+
+    @field_validator("moc_cutoff")
+    @classmethod
+    def _within_a_session(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(hours=6):
+            raise ValueError("must be more than 0 and at most 6h before the close")
+        return value
 
     @classmethod
     def settings_customise_sources(

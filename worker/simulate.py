@@ -77,11 +77,9 @@ def serve_forever(args: argparse.Namespace) -> int:
     config = SimConfig(api_key=args.api_key, fill_delay_s=args.fill_delay, record=False)
     if args.latency:
         from worker.simulator import Faults
+        from worker.simulator.config import ROUTES
 
-        config.faults = {
-            route: Faults(latency_s=args.latency)
-            for route in ("close", "positions", "orders", "clock", "market_hours", "account")
-        }
+        config.faults = {route: Faults(latency_s=args.latency) for route in ROUTES}
     sim = Simulator(config)
     sim.seed_book(args.accounts, args.positions, first_account_id=args.first_account)
 

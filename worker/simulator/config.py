@@ -7,8 +7,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
-ROUTES = ("close", "positions", "orders", "clock", "market_hours", "account")
+# "submit" is POST .../orders (submit_orders); "cancel" is both DELETE .../orders routes.
+ROUTES = (
+    "close", "positions", "orders", "clock", "market_hours", "account", "submit", "cancel",
+)  # fmt: skip
 
 
 @dataclass
@@ -72,6 +76,11 @@ class SimConfig:
     # Answer 409 to a close while an earlier close of the position is still working. Off by
     # default: the tests must be able to see a duplicate close to prove there is none.
     refuse_duplicate_closes: bool = False
+    # Order entry's risk checks (400 with details, as the spec's examples): an order that would
+    # cross one of the account's own working orders on the other side (SELF_MATCH), and BUY
+    # orders whose notional exceeds the account's buying power (BUYING_POWER). Off by default.
+    self_match_check: bool = False
+    buying_power: Decimal | None = None
     clock: Callable[[], float] = time.time
 
 

@@ -23,12 +23,21 @@ def ok(data: Any, **metadata: Any) -> web.Response:
     )
 
 
-def error(status: int, message: str, *, retry_after: float | None = None) -> web.Response:
+def error(
+    status: int,
+    message: str,
+    *,
+    retry_after: float | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> web.Response:
     request_id = str(uuid.uuid4())
     headers = {"x-request-id": request_id}
     if retry_after is not None:
         headers["Retry-After"] = f"{retry_after:.3f}".rstrip("0").rstrip(".")
-    body = {"error": {"code": status, "message": message}, "metadata": {"request_id": request_id}}
+    problem: dict[str, Any] = {"code": status, "message": message}
+    if details is not None:
+        problem["details"] = details
+    body = {"error": problem, "metadata": {"request_id": request_id}}
     return web.Response(
         status=status,
         body=json.dumps(body).encode(),

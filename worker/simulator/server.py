@@ -22,6 +22,7 @@ from aiohttp import web
 
 from worker.simulator.calendar import market_hours
 from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
+from worker.simulator.orders import OrderDesk
 from worker.simulator.replies import Dropped, drop, error, ok
 from worker.simulator.state import Book, SimAccount, SimOrder, api_time
 
@@ -50,6 +51,7 @@ class Simulator:
         self.add_position = self.book.add_position
         self.add_resting_order = self.book.add_resting_order
         self.seed_book = self.book.seed_book
+        self.desk = OrderDesk(self.book, self.config)  # submit_orders and the cancels
 
     # Introspection: counts observed at the server.
 
@@ -118,6 +120,11 @@ class Simulator:
         add.add_get(f"{accounts}/orders", self._route("orders", self._orders))
         add.add_delete(f"{accounts}/positions", self._route("close", self._close_all))
         add.add_delete(f"{accounts}/positions/{{instrument_id}}", self._route("close", self._close))
+        add.add_post(f"{accounts}/orders", self._route("submit", self.desk.submit))
+        add.add_delete(f"{accounts}/orders", self._route("cancel", self.desk.cancel_all))
+        add.add_delete(
+            f"{accounts}/orders/{{order_id}}", self._route("cancel", self.desk.cancel_one)
+        )
 
         async def shutting_down(_: web.Application) -> None:
             self._shutting_down.set()  # ends hanging replies, so shutdown is prompt

@@ -274,6 +274,12 @@ class Book:
         )
         return order
 
+    def add_order(self, account: SimAccount, order: SimOrder, fill_at: float | None) -> None:
+        """Book an order created elsewhere (order entry); it fills at `fill_at`, if given."""
+        self._remember(account, order)
+        if fill_at is not None:
+            heapq.heappush(account.due_fills, (fill_at, next(self._fill_seq), order))
+
     def apply_fills(self, account: SimAccount) -> None:
         now = self.config.clock()
         heap = account.due_fills

@@ -1,0 +1,264 @@
+"""The simulator's order entry: submit_orders, cancel_all_open_orders and cancel_open_order.
+
+A client `id` is unique per account: a submission reusing one (or naming one twice) is refused
+with 409 and creates nothing, so a re-sent submission can never make a second order. A batch is
+checked whole before anything is booked. DAY market orders fill `fill_delay_s` after they are
+accepted, as closes do; AT_THE_CLOSE orders rest (NEW) until today's simulated regular close
+(the calendar's, early closes included) and fill then. Limit orders rest and never fill.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from aiohttp import web
+
+from worker.simulator.calendar import market_hours
+from worker.simulator.config import SimConfig
+from worker.simulator.replies import error, ok
+from worker.simulator.state import WORKING, Book, SimAccount, SimOrder, decimal_text
+
+MAX_CLIENT_ID = 64  # NewOrderRequest.id's maxLength
+_SIDES = {"BUY", "SELL", "SELL_SHORT"}
+_ORDER_TYPES = {"MARKET", "LIMIT", "STOP", "STOP_LIMIT", "TRAILING_STOP", "TRAILING_STOP_LIMIT"}
+_TIMES_IN_FORCE = {
+    "DAY", "GOOD_TILL_CANCEL", "IMMEDIATE_OR_CANCEL", "FILL_OR_KILL", "GOOD_TILL_DATE",
+    "AT_THE_OPENING", "AT_THE_CLOSE",
+}  # fmt: skip
+_SIMULATED_TIF = {"DAY", "AT_THE_CLOSE"}
+_REQUIRED = ("side", "quantity", "order_type", "time_in_force")
+_INSTRUMENT_TYPES = {"COMMON_STOCK", "INDEX", "OPTION", "CASH"}
+_CANCEL_TYPES = _ORDER_TYPES | {"OTHER"}
+_CANCEL_SIDES = _SIDES | {"OTHER"}
+
+
+@dataclass(slots=True)
+class SubmittedOrder(SimOrder):
+    """An order from submit_orders: it carries its own time in force."""
+
+    time_in_force: str = "DAY"
+
+    def to_api(self) -> dict[str, Any]:
+        body = SimOrder.to_api(self)
+        body["time_in_force"] = self.time_in_force
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """One order of a submission that passed every check, not yet booked."""
+
+    client_id: str | None
+    iid: str
+    side: str
+    quantity: Decimal
+    order_type: str
+    tif: str
+    limit_price: str | None
+    fill_at: float
+
+
+class OrderDesk:
+    """The three order-entry handlers, over the simulator's book."""
+
+    def __init__(self, book: Book, config: SimConfig) -> None:
+        self.book = book
+        self.config = config
+
+    async def submit(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            return error(400, f"Failed to parse the request body as JSON: {exc}")
+        if not isinstance(body, list) or not body:
+            return _unprocessable("expected a non-empty array of orders")
+        self.book.apply_fills(account)
+        checked: list[_Checked] = []
+        for index, item in enumerate(body):
+            problem = self._check(account, index, item, checked)
+            if isinstance(problem, web.Response):
+                return problem
+            checked.append(problem)
+        now = self.config.clock()
+        orders = [self._book_order(account, item, now) for item in checked]
+        return ok([o.to_api() for o in orders])
+
+    async def cancel_all(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        q = request.query
+        for key, allowed in (
+            ("side", _CANCEL_SIDES),
+            ("type", _CANCEL_TYPES),
+            ("instrument_type", _INSTRUMENT_TYPES),
+        ):
+            if key in q and q[key] not in allowed:
+                return error(400, f"invalid {key} {q[key]!r}")
+        self.book.apply_fills(account)
+        orders = [o for o in account.orders if o.status in WORKING]
+        wanted = {p.strip() for p in q.get("instrument_ids", "").split(",") if p.strip()}
+        if wanted:
+            ids = {account.resolve(name) or name for name in wanted}
+            orders = [o for o in orders if o.instrument_id in ids]
+        if "side" in q:
+            orders = [o for o in orders if o.side == q["side"]]
+        if "type" in q:
+            orders = [o for o in orders if o.order_type == q["type"]]
+        if "instrument_type" in q:
+            orders = [o for o in orders if o.instrument_type == q["instrument_type"]]
+        if not orders:
+            return error(404, "No orders match the specified filters")
+        return ok([self._cancel(o) for o in orders])
+
+    async def cancel_one(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        assert account is not None
+        wanted = request.match_info["order_id"]
+        self.book.apply_fills(account)
+        for order in account.orders:
+            # By `id` always; by `client_order_id` while the order is open (the spec's words).
+            if order.status in WORKING and wanted in (order.id, order.client_order_id):
+                return ok(self._cancel(order))
+        return error(404, f"Order {wanted} not found for account {account.id}")
+
+    # Checks, in the order a real gateway would make them: shape, then identity, then risk.
+
+    def _check(
+        self, account: SimAccount, index: int, item: Any, accepted: list[_Checked]
+    ) -> _Checked | web.Response:
+        where = f"[{index}]"
+        if not isinstance(item, dict):
+            return _unprocessable(f"{where}: expected an order object")
+        for key in _REQUIRED:
+            if key not in item:
+                return _unprocessable(f"{where}: missing field `{key}`")
+        side, order_type, tif = item["side"], item["order_type"], item["time_in_force"]
+        for key, value, allowed in (
+            ("side", side, _SIDES),
+            ("order_type", order_type, _ORDER_TYPES),
+            ("time_in_force", tif, _TIMES_IN_FORCE),
+        ):
+            if value not in allowed:
+                return _unprocessable(f"{where}.{key}: unknown variant `{value}`")
+        client_id = item.get("id")
+        if client_id is not None and (
+            not isinstance(client_id, str) or not 1 <= len(client_id) <= MAX_CLIENT_ID
+        ):
+            return error(400, f"{where}.id must be a string of 1 to {MAX_CLIENT_ID} characters")
+        try:
+            quantity = Decimal(item["quantity"]) if isinstance(item["quantity"], str) else None
+        except InvalidOperation:
+            quantity = None
+        if quantity is None or not quantity.is_finite() or quantity <= 0:
+            return error(400, "Order quantity must be greater than zero")
+        if order_type not in ("MARKET", "LIMIT") or tif not in _SIMULATED_TIF:
+            return error(400, f"{where}: the simulator takes MARKET or LIMIT, DAY or AT_THE_CLOSE")
+        limit = item.get("limit_price")
+        if order_type == "LIMIT" and not isinstance(limit, str):
+            return error(400, f"{where}.limit_price is required for LIMIT orders")
+        name = item.get("instrument_id") or item.get("symbol")
+        iid = account.resolve(name) if isinstance(name, str) else None
+        if iid is None:
+            return error(400, f"{where}: unknown instrument {name!r}")
+        fill_at = self.config.clock() + self.config.fill_delay_s
+        if tif == "AT_THE_CLOSE":
+            close = _regular_close(self.config)
+            if close is None or self.config.clock() >= close:
+                return error(400, f"{where}: the market is closed; AT_THE_CLOSE is not accepted")
+            fill_at = close
+        # Identity before risk: a re-sent order must be answered 409, whatever else changed.
+        if client_id is not None and (
+            any(c.client_id == client_id for c in accepted)
+            or any(o.client_order_id == client_id for o in account.orders)
+        ):
+            return error(409, f"Duplicate order id {client_id!r} for account {account.id}")
+        checked = _Checked(client_id, iid, side, quantity, order_type, tif, limit, fill_at)
+        return self._risk(account, checked) or checked
+
+    def _risk(self, account: SimAccount, order: _Checked) -> web.Response | None:
+        position = account.positions[order.iid]
+        buying = order.side == "BUY"
+        if self.config.self_match_check:
+            for other in account.orders_by_instrument.get(order.iid, []):
+                if other.status in WORKING and (other.side == "BUY") != buying:
+                    return _risk_refusal(
+                        account, position.symbol, order, "SELF_MATCH",
+                        "Self-Match: would cross own orders", {"price": other.limit_price or ""},
+                    )  # fmt: skip
+        power = self.config.buying_power
+        if power is not None and buying and order.quantity * position.price > power:
+            required = order.quantity * position.price
+            return _risk_refusal(
+                account, position.symbol, order, "BUYING_POWER",
+                "Buying Power: required > available",
+                {"available": f"{power:.4f}", "required_total": decimal_text(required)},
+            )  # fmt: skip
+        return None
+
+    def _book_order(self, account: SimAccount, item: _Checked, now: float) -> SubmittedOrder:
+        position = account.positions[item.iid]
+        closes = position.quantity != 0 and (item.side == "BUY") == (position.quantity < 0)
+        order = SubmittedOrder(
+            str(uuid.uuid4()),
+            item.client_id or str(uuid.uuid4()),
+            account.id,
+            item.iid,
+            position.symbol,
+            position.instrument_type,
+            item.side,
+            item.quantity,
+            item.order_type,
+            "PENDING_NEW" if item.tif == "DAY" else "NEW",
+            now,
+            now,
+            is_close=closes and item.order_type == "MARKET",
+            limit_price=item.limit_price,
+            time_in_force=item.tif,
+        )
+        resting = item.order_type == "LIMIT"
+        self.book.add_order(account, order, None if resting else item.fill_at)
+        return order
+
+    def _cancel(self, order: SimOrder) -> dict[str, Any]:
+        """Cancel now; the reply shows the acknowledgement the spec shows (PENDING_CANCEL)."""
+        order.status, order.updated_at = "CANCELED", self.config.clock()
+        body = order.to_api()
+        body["status"] = "PENDING_CANCEL"
+        return body
+
+
+def _regular_close(config: SimConfig) -> float | None:
+    """Today's regular close by the simulator's calendar, as epoch seconds; None on a holiday."""
+    regular = market_hours(config, None)["today_sessions"].get("regular")
+    return datetime.fromisoformat(regular["close"]).timestamp() if regular else None
+
+
+def _unprocessable(what: str) -> web.Response:
+    return error(422, f"Failed to deserialize the JSON body into the target type: {what}")
+
+
+def _risk_refusal(
+    account: SimAccount,
+    symbol: str,
+    order: _Checked,
+    reason: str,
+    description: str,
+    extra: dict[str, str],
+) -> web.Response:
+    """400 with details, shaped as the spec's NoBuyingPower and RiskCheckSelfMatch examples."""
+    order_id = str(uuid.uuid4())
+    metadata = {
+        "account_id": str(account.id),
+        "order_id": order_id,
+        "side": "Buy" if order.side == "BUY" else "Sell",
+        "symbol": symbol,
+        **extra,
+    }
+    details: list[dict[str, Any]] = [
+        {"description": description, "subject": f"order:{order_id}", "type": reason},
+        {"domain": "com.clearstreet.oems.risk", "metadata": metadata, "reason": reason},
+    ]
+    return error(400, "Risk check failed", details=details)
