@@ -24,6 +24,7 @@ from worker import __version__, events
 from worker.errors import InputError
 from worker.runner import ExitCode, RunRequest, run
 from worker.schedule import parse_duration
+from worker.secrets import check_key, secret_forms
 from worker.settings import Settings, load_settings
 from worker.targets import TargetSpec, accounts_of, read_targets
 
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
-    secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
+    secrets = secret_forms(settings.api_key.get_secret_value()) if settings.api_key else ()
     # Tables and a progress bar for people: on a terminal, when the console format is asked
     # for, and for `check`, whose whole point is to show what a run would target.
     for_people = settings.log_format == "console" or (
@@ -173,6 +174,7 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
             "no API key: set LIQUIDATOR_API_KEY, api_key in the settings file, or a systemd"
             " credential named clearstreet-api-key"
         )
+    check_key(settings.api_key.get_secret_value())
     if (
         args.command == "run"
         and not args.dry_run

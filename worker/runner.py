@@ -34,6 +34,7 @@ from worker.policy import RetryPolicy, Sleep
 from worker.reads import Reader, Tally
 from worker.report import TargetResult, summarize, write_report
 from worker.schedule import Go, wait_for_close_window
+from worker.secrets import Scrubber
 from worker.settings import Settings
 from worker.targets import WHOLE_ACCOUNT, TargetSpec
 
@@ -124,6 +125,9 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
             results=outcome.results,
             exit_code=int(outcome.exit_code),
             aborted=outcome.aborted,
+            scrub=Scrubber.for_key(settings.api_key.get_secret_value()).text
+            if settings.api_key
+            else None,
         )
     events.log.info(
         events.RUN_FINISHED,
