@@ -75,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim_p.add_argument("--host", default="127.0.0.1")
     sim_p.add_argument("--accounts", type=int, default=5, help="accounts to seed")
     sim_p.add_argument("--positions", type=int, default=20, help="positions per account")
-    sim_p.add_argument("--first-account", type=int, default=10001)
+    sim_p.add_argument(
+        "--first-account",
+        type=int,
+        default=19816,  # config/targets.example.toml's first account
+        help="first seeded account; the default ones hold what config/targets.example.toml names",
+    )
     sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
     sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
@@ -83,9 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_target_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--targets", type=Path, action="append", default=[], metavar="FILE")
-    p.add_argument("--account", action="append", default=[], metavar="ID")
-    p.add_argument("--position", action="append", default=[], metavar="ACCOUNT:INSTRUMENT")
+    p.add_argument(
+        "--targets",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="targets file, TOML or CSV (repeatable)",
+    )
+    p.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="every open position of this account (repeatable)",
+    )
+    p.add_argument(
+        "--position",
+        action="append",
+        default=[],
+        metavar="ACCOUNT:INSTRUMENT",
+        help="one position, the instrument by symbol or UUID (repeatable)",
+    )
     p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
     p.add_argument("--simulate", action="store_true", help="run against the built-in simulator")
 
