@@ -13,7 +13,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,11 +24,12 @@ from worker import __version__, events
 from worker.errors import InputError
 from worker.runner import ExitCode, RunRequest, run
 from worker.schedule import parse_duration
-from worker.secrets import check_key, secret_forms
+from worker.secrets import Scrubber, check_key, secret_forms
 from worker.settings import Settings, load_settings
 from worker.targets import TargetSpec, accounts_of, read_targets
 
 if TYPE_CHECKING:
+    from worker.plan import Plan
     from worker.terminal import Terminal
 
 _SETTING_FLAGS: list[tuple[str, type, str]] = [
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for_people = settings.log_format == "console" or (
         settings.log_format != "json" and (sys.stdout.isatty() or args.command == "check")
     )
-    terminal = _terminal() if for_people else None
+    terminal = _terminal(secrets) if for_people else None
     events.configure(
         level=settings.log_level,
         fmt=settings.log_format,
@@ -156,13 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INVALID)
 
 
-def _terminal() -> Terminal:
+def _terminal(secrets: Sequence[str]) -> Terminal:
     # Imported here: rich costs start-up time that unattended runs should not pay.
     from rich.console import Console
 
     from worker.terminal import Terminal
 
-    return Terminal(Console())
+    return Terminal(Console(), scrub=Scrubber(secrets).text)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -227,14 +228,27 @@ async def _main(
             report_path=getattr(args, "report", None),
             confirm=confirm,
             max_positions_override=getattr(args, "force", False),
-            on_plan=terminal.show_plan if terminal is not None else None,
+            on_plan=_plan_shower(terminal, dry_run),
             on_result=terminal.advance if terminal is not None else None,
             before_close=before_close,
         )
         result = await run(settings, request, stop)
         if terminal is not None:
-            terminal.show_summary(result.results, int(result.exit_code))
+            terminal.show_summary(
+                result.results,
+                int(result.exit_code),
+                seconds=(result.finished_at - result.started_at).total_seconds(),
+                aborted=result.aborted,
+                report_path=request.report_path,
+            )
         return int(result.exit_code)
+
+
+def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], None] | None:
+    """A table for people; for a dry run read by a program, one event per position."""
+    if terminal is not None:
+        return terminal.show_plan
+    return events.plan_positions if dry_run else None
 
 
 @contextlib.asynccontextmanager
