@@ -20,7 +20,7 @@ import pytest
 import structlog
 from aiohttp import web
 
-from tests.support import serving
+from tests.support import clean_env, run_cli, serving
 from worker import cli, events
 from worker.report import TargetResult
 from worker.runner import ExitCode, RunRequest, run
@@ -259,3 +259,27 @@ async def test_a_key_that_is_not_id_dot_secret_exits_2_before_any_request(
     assert server.authorizations == []  # nothing was sent
     if key.strip():
         assert key.strip() not in err
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+async def test_the_command_line_prints_no_form_of_the_key(fmt: str, tmp_path: Path) -> None:
+    server = EchoServer()
+    report, metrics, state = tmp_path / "r.json", tmp_path / "m.prom", tmp_path / "state"
+    env = clean_env(LIQUIDATOR_API_KEY=KEY, LIQUIDATOR_MAX_ATTEMPTS="2")
+    async with serving(server.app) as base_url:
+        code, out = await run_cli(
+            "run", "--yes", "--base-url", base_url, "--account", str(ACCOUNT),
+            "--log-format", fmt, "--report", str(report), "--metrics-file", str(metrics),
+            "--state-dir", str(state), env=env,
+        )  # fmt: skip
+    assert code == 1, out  # the echoing closes failed; the FILLED one closed
+    assert server.closes >= len(SYMBOLS)
+    outputs = {
+        "stdout": out.encode(),
+        "report": report.read_bytes(),
+        "metrics": metrics.read_bytes(),
+    }
+    outputs |= {f"journal {p.name}": p.read_bytes() for p in state.rglob("*") if p.is_file()}
+    for name, data in outputs.items():
+        assert _leaks(data) == [], f"{name} holds the key"
+    assert out.count("[REDACTED]") >= len(SYMBOLS) - 1

@@ -111,7 +111,7 @@ class Terminal:
             flat = sum(1 for r in plan.settled if r.outcome is Outcome.ALREADY_FLAT)
             failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
             self.console.print(
-                f"Also: {flat} named instrument(s) already flat, {failed} target(s) failed"
+                f"Also: {flat} target(s) already flat, {failed} target(s) failed"
                 " at planning (see events)."
             )
 
