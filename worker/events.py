@@ -18,6 +18,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from worker import jsontext
 from worker.models import Order
+from worker.secrets import secret_forms
 
 if TYPE_CHECKING:
     from worker.plan import Plan
@@ -57,7 +58,8 @@ class Redactor:
 
     def __init__(self, renderer: Processor, secrets: Iterable[str]) -> None:
         self._render = renderer
-        forms = {form for s in secrets if s for form in _written_forms(s)}
+        # Each key also as its secret part alone and as its `Bearer <key>` header value.
+        forms = {form for s in secrets for f in secret_forms(s) for form in _written_forms(f)}
         self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
         self._byte_forms = [f.encode("utf-8", "surrogatepass") for f in self._forms]
 

@@ -103,6 +103,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         _abort(outcome, f"credentials rejected: {err}")
     outcome.finished_at = datetime.now(UTC)
     outcome.exit_code = _exit_code(outcome)
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
     if not outcome.results:
         outcome.results.extend(_unplanned(request.specs, outcome.aborted or "nothing was planned"))
     if settings.metrics_file is not None:
@@ -125,9 +126,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
             results=outcome.results,
             exit_code=int(outcome.exit_code),
             aborted=outcome.aborted,
-            scrub=Scrubber.for_key(settings.api_key.get_secret_value()).text
-            if settings.api_key
-            else None,
+            scrub=Scrubber.for_key(key).text,
         )
     events.log.info(
         events.RUN_FINISHED,
