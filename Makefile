@@ -12,9 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A demo's journal stays in the checkout (.demo-state/), never in the user's ~/.local/state.
 demo: $(STAMP)
 	$(BIN)/liquidator run --simulate --targets config/targets.example.toml --yes \
-		--report demo-report.json --log-format console
+		--report demo-report.json --state-dir .demo-state --log-format console
 
 lint: $(STAMP)
 	$(BIN)/ruff check worker tests bench
@@ -35,4 +36,4 @@ bench: $(STAMP)
 test: lint typecheck pytest
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-report.json
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache demo-report.json .demo-state

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
+import re
+import select
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,6 +19,7 @@ from aiohttp import web
 
 from worker.api import TradingApi, open_session
 from worker.pace import Pacer
+from worker.simulator import Simulator
 
 API_KEY = "test-key.test-secret"
 
@@ -85,3 +92,57 @@ class RecordedSleeps:
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any LIQUIDATOR_ setting or systemd credential."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
+    env.pop("CREDENTIALS_DIRECTORY", None)
+    env.update(extra)
+    return env
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run `python -m worker ARGS` without a terminal; its exit code and output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def read_screen(fd: int, screen: list[str], pattern: str, limit_s: float = 30) -> str:
+    """Read a pseudo-terminal until `pattern` shows (colours stripped); never block forever."""
+    deadline = time.monotonic() + limit_s
+    while pattern not in (text := ANSI.sub("", "".join(screen))):
+        assert time.monotonic() < deadline, f"never saw {pattern!r} in:\n{text[-3000:]}"
+        ready, _, _ = await asyncio.to_thread(select.select, [fd], [], [], 0.2)
+        if ready:
+            try:
+                screen.append(os.read(fd, 65536).decode(errors="replace"))
+            except OSError:  # the child closed the terminal
+                break
+    return text
+
+
+def seed_accounts(sim: Simulator, accounts: int, per_account: int) -> list[tuple[int, str]]:
+    """Accounts 20001.. with `per_account` positions each (longs and shorts): (account, id)."""
+    positions = []
+    for n in range(accounts):
+        account = 20001 + n
+        sim.add_account(account)
+        for k in range(per_account):
+            quantity = str((k % 7 + 1) * 10 * (-1 if k % 5 == 0 else 1))
+            positions.append((account, sim.add_position(account, f"A{n}P{k}", quantity)))
+    return positions

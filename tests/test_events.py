@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Literal, TextIO
 
 import pytest
 import structlog
@@ -140,3 +140,18 @@ def test_level_filter_drops_debug_at_info() -> None:
     finally:
         events.unconfigure()
     assert [json.loads(x)["event"] for x in out.getvalue().splitlines()] == ["signal"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_the_secret_part_alone_and_the_bearer_header_are_redacted(
+    fmt: Literal["json", "console"],
+) -> None:
+    out = Output(binary=True)
+    events.configure(fmt=fmt, secrets=[KEY], stream=out.stream)
+    try:
+        events.log.error("x", a=KEY.split(".")[1], b=f"Bearer {KEY}", c=repr(KEY.split(".")[1]))
+    finally:
+        events.unconfigure()
+    text = out.getvalue()
+    assert "very-secret-part" not in text
+    assert text.count("[REDACTED]") == 3

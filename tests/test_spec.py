@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from tests.spec_validation import validate_request, validate_response
+import pytest
+
+from tests.spec_validation import load_spec, validate_request, validate_response
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 from worker.targets import TargetSpec
@@ -51,3 +54,11 @@ async def test_simulator_replies_match_the_spec(sim: Simulator, settings_for: An
             validate_response(recorded)
             checked += 1
     assert checked >= 10
+
+
+def test_a_missing_spec_fails_in_ci_and_skips_elsewhere(tmp_path: Path) -> None:
+    missing = tmp_path / "no-spec.json"
+    with pytest.raises(pytest.fail.Exception, match="CI: the official spec is not at"):
+        load_spec(missing, {"CI": "true"})
+    with pytest.raises(pytest.skip.Exception):
+        load_spec(missing, {})

@@ -34,6 +34,7 @@ from worker.errors import (
 )
 from worker.models import Clock, Envelope, MarketHours, Order, Position
 from worker.pace import Pacer
+from worker.secrets import Scrubber
 
 T = TypeVar("T")
 Side = Literal["BUY", "SELL"]
@@ -113,6 +114,10 @@ class TradingApi:
         self._session = session
         self._base = base_url.rstrip("/")
         self._pacer = pacer
+        # A server may echo the key back (in a message, a page, a header): it is scrubbed from
+        # every reply and error here, before any of it reaches an error, a result or a report.
+        bearer = session.headers.get("Authorization", "")
+        self._scrub = Scrubber.for_key(bearer.removeprefix("Bearer "))
 
     async def close_position(
         self,
@@ -285,6 +290,10 @@ class TradingApi:
                 if unless is not None and unless.is_set():
                     raise NotSent(f"{method} {path}: not sent, stopped while waiting to send")
                 return await self._send(method, path, params, body)
+        except ApiError as err:
+            # Also what aiohttp said about a malformed reply; a reply's body is scrubbed in _send.
+            self._scrub.error(err)
+            raise
         finally:
             _sends_of_this_request.reset(token)
 
@@ -300,7 +309,7 @@ class TradingApi:
             async with self._session.request(
                 method, self._base + path, params=params, data=body
             ) as resp:
-                raw = await resp.read()
+                raw = self._scrub.raw(await resp.read())  # before any excerpt cuts a key in two
                 status = resp.status
                 header_request_id = resp.headers.get("x-request-id")
                 retry_after = _retry_after(resp.headers.get("Retry-After"))

@@ -13,7 +13,7 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,10 +24,12 @@ from worker import __version__, events
 from worker.errors import InputError
 from worker.runner import ExitCode, RunRequest, run
 from worker.schedule import parse_duration
+from worker.secrets import Scrubber, check_key, secret_forms
 from worker.settings import Settings, load_settings
 from worker.targets import TargetSpec, accounts_of, read_targets
 
 if TYPE_CHECKING:
+    from worker.plan import Plan
     from worker.terminal import Terminal
 
 _SETTING_FLAGS: list[tuple[str, type, str]] = [
@@ -81,7 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim_p.add_argument("--host", default="127.0.0.1")
     sim_p.add_argument("--accounts", type=int, default=5, help="accounts to seed")
     sim_p.add_argument("--positions", type=int, default=20, help="positions per account")
-    sim_p.add_argument("--first-account", type=int, default=10001)
+    sim_p.add_argument(
+        "--first-account",
+        type=int,
+        default=19816,  # config/targets.example.toml's first account
+        help="first seeded account; the default ones hold what config/targets.example.toml names",
+    )
     sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
     sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
@@ -89,9 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_target_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--targets", type=Path, action="append", default=[], metavar="FILE")
-    p.add_argument("--account", action="append", default=[], metavar="ID")
-    p.add_argument("--position", action="append", default=[], metavar="ACCOUNT:INSTRUMENT")
+    p.add_argument(
+        "--targets",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="targets file, TOML or CSV (repeatable)",
+    )
+    p.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="every open position of this account (repeatable)",
+    )
+    p.add_argument(
+        "--position",
+        action="append",
+        default=[],
+        metavar="ACCOUNT:INSTRUMENT",
+        help="one position, the instrument by symbol or UUID (repeatable)",
+    )
     p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
     p.add_argument("--simulate", action="store_true", help="run against the built-in simulator")
 
@@ -118,13 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
-    secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
+    secrets = secret_forms(settings.api_key.get_secret_value()) if settings.api_key else ()
     # Tables and a progress bar for people: on a terminal, when the console format is asked
     # for, and for `check`, whose whole point is to show what a run would target.
     for_people = settings.log_format == "console" or (
         settings.log_format != "json" and (sys.stdout.isatty() or args.command == "check")
     )
-    terminal = _terminal() if for_people else None
+    terminal = _terminal(secrets) if for_people else None
     events.configure(
         level=settings.log_level,
         fmt=settings.log_format,
@@ -138,13 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INVALID)
 
 
-def _terminal() -> Terminal:
+def _terminal(secrets: Sequence[str]) -> Terminal:
     # Imported here: rich costs start-up time that unattended runs should not pay.
     from rich.console import Console
 
     from worker.terminal import Terminal
 
-    return Terminal(Console())
+    return Terminal(Console(), scrub=Scrubber(secrets).text)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -186,6 +212,7 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
             "no API key: set LIQUIDATOR_API_KEY, api_key in the settings file, or a systemd"
             " credential named clearstreet-api-key"
         )
+    check_key(settings.api_key.get_secret_value())
     if (
         args.command == "run"
         and not args.dry_run
@@ -214,14 +241,27 @@ async def _main(
             report_path=getattr(args, "report", None),
             confirm=confirm,
             max_positions_override=getattr(args, "force", False),
-            on_plan=terminal.show_plan if terminal is not None else None,
+            on_plan=_plan_shower(terminal, dry_run),
             on_result=terminal.advance if terminal is not None else None,
             before_close=before_close,
         )
         result = await run(settings, request, stop)
         if terminal is not None:
-            terminal.show_summary(result.results, int(result.exit_code))
+            terminal.show_summary(
+                result.results,
+                int(result.exit_code),
+                seconds=(result.finished_at - result.started_at).total_seconds(),
+                aborted=result.aborted,
+                report_path=request.report_path,
+            )
         return int(result.exit_code)
+
+
+def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], None] | None:
+    """A table for people; for a dry run read by a program, one event per position."""
+    if terminal is not None:
+        return terminal.show_plan
+    return events.plan_positions if dry_run else None
 
 
 @contextlib.asynccontextmanager

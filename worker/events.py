@@ -11,13 +11,17 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any, BinaryIO, Literal, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from worker import jsontext
 from worker.models import Order
+from worker.secrets import secret_forms
+
+if TYPE_CHECKING:
+    from worker.plan import Plan
 
 RUN_STARTED = "run_started"
 RUN_FINISHED = "run_finished"
@@ -35,6 +39,7 @@ PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
 INTERNAL_ERROR = "internal_error"
+PLAN_POSITION = "plan_position"
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -53,7 +58,8 @@ class Redactor:
 
     def __init__(self, renderer: Processor, secrets: Iterable[str]) -> None:
         self._render = renderer
-        forms = {form for s in secrets if s for form in _written_forms(s)}
+        # Each key also as its secret part alone and as its `Bearer <key>` header value.
+        forms = {form for s in secrets for f in secret_forms(s) for form in _written_forms(f)}
         self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
         self._byte_forms = [f.encode("utf-8", "surrogatepass") for f in self._forms]
 
@@ -68,6 +74,33 @@ class Redactor:
         for form in self._forms:
             if form in line:
                 line = line.replace(form, REDACTED)
+        return line
+
+
+class CompactOrders:
+    """For people: a `close_order` as one short line; every other event as the renderer has it.
+
+    Thousands of orders in the full form (~330 characters each) flood a terminal; the JSON
+    form (`--log-format json`) keeps every field.
+    """
+
+    def __init__(self, renderer: Processor) -> None:
+        self._render = renderer
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
+        if event.get("event") != CLOSE_ORDER:
+            rendered = self._render(logger, name, event)
+            return rendered if isinstance(rendered, str | bytes) else str(rendered)
+        clock = str(event.get("timestamp", ""))[11:19]  # HH:MM:SS of the ISO timestamp
+        order_id = str(event.get("order_id", ""))[:8]
+        line = (
+            f"{clock} {CLOSE_ORDER} {event.get('account_id')} {event.get('symbol')}"
+            f" {event.get('side')} {event.get('quantity')} {event.get('status')} {order_id}"
+        )
+        if event.get("attempt", 1) != 1:
+            line += f" attempt {event.get('attempt')}"
+        if event.get("reconciled"):
+            line += " (found by a look-up)"
         return line
 
 
@@ -110,7 +143,7 @@ def configure(
     binary: BinaryIO | None = getattr(out, "buffer", None)
     renderer: Processor
     if console:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        renderer = CompactOrders(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     elif binary is not None:  # structlog's advice for speed: orjson straight to bytes
         renderer = structlog.processors.JSONRenderer(_json_bytes)
         logger_factory = logger_factory or structlog.BytesLoggerFactory(file=binary)
@@ -226,6 +259,22 @@ def pace_changed(old: float | None, new: float, reason: str) -> None:
         new_rate=round(new, 2),
         reason=reason,
     )
+
+
+def plan_positions(plan: Plan) -> None:
+    """One event per position a run would close: a dry run's plan, for anyone reading JSON."""
+    for t in plan.targets:
+        log.info(
+            PLAN_POSITION,
+            account_id=t.account_id,
+            instrument=t.instrument,
+            instrument_id=t.instrument_id,
+            symbol=t.symbol,
+            instrument_type=t.instrument_type,
+            side=t.closing_side,
+            quantity=str(abs(t.quantity)),
+            market_value=str(t.market_value),
+        )
 
 
 def internal_error(err: BaseException) -> None:

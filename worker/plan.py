@@ -90,6 +90,7 @@ def _resolve_account(
     flat_named: set[str] = set()
     for spec in specs:
         if spec.instrument is None:
+            _flat_of_whole_account(account_id, positions, flat_named, plan)
             excluded = {n.upper() for n in spec.exclude} | {n.lower() for n in spec.exclude}
             for p in open_positions:
                 if p.symbol.upper() in excluded or p.instrument_id.lower() in excluded:
@@ -105,6 +106,26 @@ def _resolve_account(
                 )
             continue
         _choose(chosen, _target(found, spec.instrument, spec.cancel_orders))
+
+
+def _flat_of_whole_account(
+    account_id: int, positions: Sequence[Position], flat_named: set[str], plan: Plan
+) -> None:
+    """A whole account's flat positions are already flat, and so is an account that holds none:
+    a rerun after a run that closed everything reports them so, not as "nothing was planned"."""
+    if WHOLE_ACCOUNT in flat_named:
+        return
+    flat_named.add(WHOLE_ACCOUNT)
+    for p in positions:
+        if p.quantity != 0 or {p.symbol.upper(), p.instrument_id.upper()} & flat_named:
+            continue
+        flat_named |= {p.symbol.upper(), p.instrument_id.upper()}
+        result = TargetResult(account_id, p.symbol, p.instrument_id, p.symbol)
+        plan.settled.append(result.settle(Outcome.ALREADY_FLAT, None))
+    if not positions:
+        plan.settled.append(
+            TargetResult(account_id, WHOLE_ACCOUNT).settle(Outcome.ALREADY_FLAT, None)
+        )
 
 
 def _choose(chosen: dict[tuple[int, str], Target], target: Target) -> None:

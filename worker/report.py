@@ -10,7 +10,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -87,7 +87,9 @@ def write_report(
     results: Sequence[TargetResult],
     exit_code: int,
     aborted: str | None,
+    scrub: Callable[[str], str] | None = None,
 ) -> None:
+    """`scrub` takes secrets out of every piece written: a second guard after the API's own."""
     head = {
         "run_id": run_id,
         "started_at": started_at.isoformat(),
@@ -106,7 +108,7 @@ def write_report(
             yield ("\n  " if n == 0 else ",\n  ") + jsontext.dumps(result.as_json()).decode()
         yield "\n ]\n}\n"
 
-    write_atomically(path, pieces())
+    write_atomically(path, pieces() if scrub is None else map(scrub, pieces()))
 
 
 def write_atomically(path: Path, text: str | Iterable[str], mode: int = 0o600) -> None:

@@ -34,6 +34,7 @@ from worker.policy import RetryPolicy, Sleep
 from worker.reads import Reader, Tally
 from worker.report import TargetResult, summarize, write_report
 from worker.schedule import Go, wait_for_close_window
+from worker.secrets import Scrubber
 from worker.settings import Settings
 from worker.targets import WHOLE_ACCOUNT, TargetSpec
 
@@ -102,6 +103,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         _abort(outcome, f"credentials rejected: {err}")
     outcome.finished_at = datetime.now(UTC)
     outcome.exit_code = _exit_code(outcome)
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
     if not outcome.results:
         outcome.results.extend(_unplanned(request.specs, outcome.aborted or "nothing was planned"))
     if settings.metrics_file is not None:
@@ -124,6 +126,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
             results=outcome.results,
             exit_code=int(outcome.exit_code),
             aborted=outcome.aborted,
+            scrub=Scrubber.for_key(key).text,
         )
     events.log.info(
         events.RUN_FINISHED,

@@ -7,12 +7,13 @@ This is the only module that reads the environment. The API key is a `SecretStr`
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -27,6 +28,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -81,7 +83,8 @@ class Settings(BaseSettings):
     stop_grace: float = Field(8.0, gt=0, le=80, description="Seconds to wind down on SIGTERM.")
     retry_backoff: float = Field(0.25, ge=0, le=30, description="First retry wait, seconds.")
     retry_backoff_max: float = Field(8.0, ge=0, le=120, description="Longest retry wait.")
-    allowed_accounts: tuple[int, ...] | None = None
+    # NoDecode: the environment gives `10001,10002`, not JSON; `_comma_list` splits it.
+    allowed_accounts: Annotated[tuple[int, ...] | None, NoDecode] = None
     max_positions: int | None = Field(None, ge=1)
     metrics_file: Path | None = None
     # Issue 11, not yet consumed by the close path (the CLI refuses non-defaults until it is):
@@ -96,6 +99,20 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("allowed_accounts", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """`10001,10002` (or a JSON list) from the environment; a TOML list passes as is."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        items = [item.strip() for item in text.split(",")]
+        if not text or "" in items:
+            raise ValueError("expected account ids separated by commas, e.g. 10001,10002")
+        return items
 
     @field_validator("base_url")
     @classmethod

@@ -24,6 +24,15 @@ _SYMBOLS = [
     "V", "XOM", "UNH", "HD", "KO", "PEP", "COST", "AMD", "NFLX", "INTC",
 ]  # fmt: skip
 POSITIONS_PER_WHOLE_ACCOUNT = 8
+# What config/targets.example.toml names, so that the README's examples work against
+# `liquidator simulator` (whose default accounts start at 19816) as they do under `--simulate`.
+EXAMPLE_HOLDINGS = [
+    TargetSpec(19817, "GOOG"),
+    TargetSpec(19817, "TSLA"),
+    TargetSpec(19817, "c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa"),
+    TargetSpec(19818, "NVDA"),
+    TargetSpec(19818, "AAPL270115C00200000"),
+]
 
 
 def seed_for_targets(sim: Simulator, specs: Sequence[TargetSpec], seed: int = 11) -> None:
@@ -82,6 +91,8 @@ def serve_forever(args: argparse.Namespace) -> int:
         config.faults = {route: Faults(latency_s=args.latency) for route in ROUTES}
     sim = Simulator(config)
     sim.seed_book(args.accounts, args.positions, first_account_id=args.first_account)
+    seeded = range(args.first_account, args.first_account + args.accounts)
+    seed_for_targets(sim, [s for s in EXAMPLE_HOLDINGS if s.account_id in seeded])
 
     async def main() -> None:
         runner, port = await serve(sim, args.host, args.port)

@@ -10,11 +10,20 @@ import asyncio
 import contextlib
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -44,26 +53,37 @@ class ConsoleLogger:
 
 
 class Terminal:
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, scrub: Callable[[str], str] = str) -> None:
         self.console = console
+        self._scrub = scrub  # what it prints directly (not through events) holds no secret
         self._progress: Progress | None = None
         self._task: Any = None
         self._total = 0
         self._tally: dict[str, int] = defaultdict(int)
+        # Each planned position's gross value (absolute market value), for "value closed".
+        self._values: dict[tuple[int, str], Decimal] = {}
 
     def logger_factory(self, *args: Any) -> ConsoleLogger:
         return ConsoleLogger(self.console)
 
     def show_plan(self, plan: Plan) -> None:
         self._total = len(plan.targets)
+        self._values = {(t.account_id, t.instrument_id): abs(t.market_value) for t in plan.targets}
         table = Table(title=f"Plan: {len(plan.targets)} positions to close", title_justify="left")
         table.add_column("account", justify="right")
         table.add_column("symbol")
         table.add_column("type")
         table.add_column("side sent")
         table.add_column("quantity", justify="right")
-        table.add_column("market value", justify="right")
-        for t in plan.targets[:PLAN_ROWS_SHOWN]:
+        sides: dict[str, Decimal] = defaultdict(Decimal)
+        for t in plan.targets:
+            sides[t.closing_side] += abs(t.market_value)
+        gross = f"{sum(sides.values(), Decimal(0)):,.2f}"
+        shown = plan.targets[:PLAN_ROWS_SHOWN]
+        # Never cut: on a narrow terminal the other columns wrap, the values keep every digit.
+        widest = max([len(gross), *(len(f"{t.market_value:,.2f}") for t in shown)])
+        table.add_column("market value", justify="right", no_wrap=True, min_width=widest)
+        for t in shown:
             table.add_row(
                 str(t.account_id),
                 t.symbol,
@@ -75,25 +95,23 @@ class Terminal:
         hidden = len(plan.targets) - PLAN_ROWS_SHOWN
         if hidden > 0:
             table.add_row("…", f"and {hidden} more", "", "", "", "")
-        sides: dict[str, Decimal] = defaultdict(Decimal)
-        for t in plan.targets:
-            sides[t.closing_side] += abs(t.market_value)
         table.add_section()
-        table.add_row(
-            "total",
-            f"{len({t.account_id for t in plan.targets})} accounts",
-            "",
-            f"{sum(1 for t in plan.targets if t.closing_side == 'SELL')} SELL / "
-            f"{sum(1 for t in plan.targets if t.closing_side == 'BUY')} BUY",
-            "",
-            f"{sum(sides.values()):,.2f}",
-        )
+        table.add_row("gross", "", "", "", "", gross)
         self.console.print(table)
+        # The totals on a line of their own, wrapped by the terminal rather than cut by the table.
+        sells = sum(1 for t in plan.targets if t.closing_side == "SELL")
+        self.console.print(
+            f"Gross market value (absolute values summed): {gross}"
+            f" — SELL {sides['SELL']:,.2f}, BUY {sides['BUY']:,.2f};"
+            f" {sells} SELL / {len(plan.targets) - sells} BUY"
+            f" over {len({t.account_id for t in plan.targets})} account(s)",
+            soft_wrap=True,
+        )
         if plan.settled:
             flat = sum(1 for r in plan.settled if r.outcome is Outcome.ALREADY_FLAT)
             failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
             self.console.print(
-                f"Also: {flat} named instrument(s) already flat, {failed} target(s) failed"
+                f"Also: {flat} target(s) already flat, {failed} target(s) failed"
                 " at planning (see events)."
             )
 
@@ -130,6 +148,8 @@ class Terminal:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[tally]}"),
                 TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
                 console=self.console,
             )
             self._task = self._progress.add_task("close", total=self._total, tally="")
@@ -138,7 +158,15 @@ class Terminal:
         tally = " ".join(f"{k}={v}" for k, v in sorted(self._tally.items()))
         self._progress.update(self._task, advance=1, tally=tally)
 
-    def show_summary(self, results: list[TargetResult], exit_code: int) -> None:
+    def show_summary(
+        self,
+        results: list[TargetResult],
+        exit_code: int,
+        *,
+        seconds: float | None = None,
+        aborted: str | None = None,
+        report_path: Path | None = None,
+    ) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -159,6 +187,22 @@ class Terminal:
             for col in ("account", "instrument", "attempts", "error"):
                 rows.add_column(col)
             for r in failed[:PLAN_ROWS_SHOWN]:
-                rows.add_row(str(r.account_id), r.instrument, str(r.attempts), r.error or "")
+                rows.add_row(
+                    str(r.account_id), r.instrument, str(r.attempts), self._scrub(r.error or "")
+                )
             self.console.print(rows)
+        closed = [r for r in results if r.outcome is Outcome.CLOSED]
+        value = sum(
+            (self._values.get((r.account_id, r.instrument_id or ""), Decimal(0)) for r in closed),
+            Decimal(0),
+        )
+        facts = [f"value closed {value:,.2f} gross ({len(closed)} position(s))"]
+        if seconds is not None:
+            facts.insert(0, f"took {seconds:.1f} s")
+        facts.append(f"report {report_path}" if report_path is not None else "no report file")
+        self.console.print("; ".join(facts), soft_wrap=True)
+        if aborted is not None:
+            self.console.print(
+                Text(f"aborted: {self._scrub(aborted)}", style="bold red"), soft_wrap=True
+            )
         self.console.print(f"exit code {exit_code}")
