@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,62 @@ def test_a_bad_key_value_is_never_echoed(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_settings({}, path)
     assert "secret-in-a-list" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.toml", r"missing\.toml: cannot read the settings file: No such"),
+        (lambda d: d, r": cannot read the settings file: not a regular file"),
+        (
+            lambda d: write_bytes(d / "latin.toml", b"base_url = '\xe9'\n"),
+            r"latin\.toml: not valid TOML: not UTF-8 at byte 12",
+        ),
+    ],
+)
+def test_a_settings_file_that_cannot_be_read_is_named(
+    tmp_path: Path, make: Callable[[Path], Path], message: str
+) -> None:
+    with pytest.raises(InputError, match=message):
+        load_settings({}, make(tmp_path))
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_settings_file_keys_are_case_insensitive(tmp_path: Path) -> None:
+    path = write(tmp_path, "s.toml", "Concurrency = 3\nRATE_LIMIT = 7\n")
+    settings = load_settings({}, path)
+    assert (settings.concurrency, settings.rate_limit) == (3, 7)
+    with pytest.raises(InputError, match=r"s\.toml: key 'concurrency': .*greater than"):
+        load_settings({}, write(tmp_path, "s.toml", "CONCURRENCY = 0\n"))
+
+
+def test_an_unknown_settings_key_lists_the_known_ones(tmp_path: Path) -> None:
+    message = r"s\.toml: unknown key 'Colour' \(known: .*api_key, .*stop_grace\)"
+    with pytest.raises(InputError, match=message):
+        load_settings({}, write(tmp_path, "s.toml", "concurrency = 2\nColour = 1\n"))
+
+
+def test_liquidator_config_names_the_settings_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIQUIDATOR_CONFIG", str(write(tmp_path, "s.toml", "concurrency = 3\n")))
+    assert load_settings({}, None).concurrency == 3
+    assert load_settings({}, write(tmp_path, "t.toml", "concurrency = 4\n")).concurrency == 4
+    monkeypatch.setenv("LIQUIDATOR_CONFIG", str(tmp_path / "gone.toml"))
+    with pytest.raises(InputError, match=r"gone\.toml: cannot read"):
+        load_settings({}, None)
+
+
+def test_a_bad_environment_value_names_the_variable_not_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIQUIDATOR_CONCURRENCY", "many-secret")
+    path = write(tmp_path, "s.toml", "concurrency = 2\n")
+    with pytest.raises(InputError, match="environment LIQUIDATOR_CONCURRENCY") as caught:
+        load_settings({}, path)
+    assert "many-secret" not in str(caught.value)
+    assert load_settings({"concurrency": 5}, path).concurrency == 5

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -148,3 +150,70 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
     assert samples[("liquidator_retries_total", ())] == 3
     assert samples[("liquidator_reconciliations_total", ())] == 2
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def write_failed_run(path: Path) -> None:
+    write_metrics(
+        path,
+        results=[TargetResult(1, "A").settle(Outcome.FAILED, "x")],
+        retries=0,
+        reconciliations=0,
+        duration_s=0.25,
+        exit_code=1,
+        finished_at=3000.0,
+    )
+
+
+def test_metric_names_and_types_are_the_documented_ones_all_per_run_gauges(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "liquidator.prom"
+    path.write_text("garbage that is not Prometheus text\n")
+    write_failed_run(path)  # an unparsable previous file carries nothing over
+    text = path.read_text()
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    assert types == {
+        "liquidator_positions": "gauge",
+        "liquidator_retries_total": "gauge",
+        "liquidator_reconciliations_total": "gauge",
+        "liquidator_run_duration_seconds": "gauge",
+        "liquidator_last_exit_code": "gauge",
+        "liquidator_last_run_timestamp_seconds": "gauge",
+    }
+    samples = [line.split()[0] for line in text.splitlines() if not line.startswith("#")]
+    assert samples == [
+        *(f'liquidator_positions{{outcome="{o}"}}' for o in Outcome),
+        *list(types)[1:],
+    ]
+
+
+def test_a_failed_run_carries_over_the_success_from_the_previous_version_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "liquidator.prom"
+    # As the hand-written writer before prometheus_client left it.
+    path.write_text(
+        "# HELP liquidator_last_exit_code x\n# TYPE liquidator_last_exit_code gauge\n"
+        "liquidator_last_exit_code 0\n"
+        "# HELP liquidator_last_success_timestamp_seconds x\n"
+        "# TYPE liquidator_last_success_timestamp_seconds gauge\n"
+        "liquidator_last_success_timestamp_seconds 1764100000.125\n"
+    )
+    write_failed_run(path)
+    families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
+    assert families["liquidator_last_success_timestamp_seconds"].samples[0].value == (
+        1764100000.125
+    )
+    assert families["liquidator_last_exit_code"].samples[0].value == 1
+
+
+def test_metrics_file_is_0644_even_under_the_units_umask(tmp_path: Path) -> None:
+    """node_exporter reads it as another user; deploy/liquidator.service sets UMask=0077."""
+    path = tmp_path / "liquidator.prom"
+    previous = os.umask(0o077)
+    try:
+        write_failed_run(path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["liquidator.prom"]  # no temp file left

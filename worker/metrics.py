@@ -1,20 +1,26 @@
 """Prometheus text metrics for node_exporter's textfile collector, written at the end of a run.
 
-The file is replaced atomically (write, then rename), so the collector never reads half of it.
+Every metric describes the last run, so every one is a gauge, the `*_total` names included:
+`liquidator_retries_total` and `liquidator_reconciliations_total` are per-run values (a
+prometheus_client Counter would rename them and carry `_created`; their names predate this and
+stay). The text comes from prometheus_client (a registry of the run's own); the file is replaced
+atomically with mode 0644, set before the rename, since node_exporter reads it as another user
+(`write_to_textfile` would leave the umask's mode: 0600 under the unit's `UMask=0077`).
 The last successful run's timestamp is carried over from the previous file when this run failed,
 so an alert on "no success today" keeps working.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from worker.models import Outcome
 from worker.report import TargetResult, summarize, write_atomically
 
 _LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
-_LAST_SUCCESS_LINE = re.compile(rf"^{_LAST_SUCCESS}\s+([0-9.eE+]+)\s*$", re.MULTILINE)
 
 
 def write_metrics(
@@ -29,42 +35,51 @@ def write_metrics(
 ) -> None:
     counts = summarize(results)
     last_success = finished_at if exit_code == 0 else _previous_success(path)
-    lines = [
-        "# HELP liquidator_positions Targets of the last run, by outcome.",
-        "# TYPE liquidator_positions gauge",
-        *(
-            f'liquidator_positions{{outcome="{o}"}} {counts[str(o)]}'
-            for o in Outcome  # every outcome, zeros included, so absent means "no run"
-        ),
-        "# HELP liquidator_retries_total Requests retried in the last run.",
-        "# TYPE liquidator_retries_total counter",
-        f"liquidator_retries_total {retries}",
-        "# HELP liquidator_reconciliations_total Looks at orders/positions after unknown outcomes.",
-        "# TYPE liquidator_reconciliations_total counter",
-        f"liquidator_reconciliations_total {reconciliations}",
-        "# HELP liquidator_run_duration_seconds Wall time of the last run.",
-        "# TYPE liquidator_run_duration_seconds gauge",
-        f"liquidator_run_duration_seconds {duration_s:.3f}",
-        "# HELP liquidator_last_exit_code Exit code of the last run: 0 ok, 1 failed, 3 aborted.",
-        "# TYPE liquidator_last_exit_code gauge",
-        f"liquidator_last_exit_code {exit_code}",
-        "# HELP liquidator_last_run_timestamp_seconds When the last run finished (Unix time).",
-        "# TYPE liquidator_last_run_timestamp_seconds gauge",
-        f"liquidator_last_run_timestamp_seconds {finished_at:.3f}",
-    ]
+    registry = CollectorRegistry()  # the run's own, not the process-wide default
+
+    def gauge(name: str, documentation: str, value: float) -> None:
+        Gauge(name, documentation, registry=registry).set(value)
+
+    positions = Gauge(
+        "liquidator_positions",
+        "Targets of the last run, by outcome.",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome in Outcome:  # every outcome, zeros included, so absent means "no run"
+        positions.labels(outcome=str(outcome)).set(counts[str(outcome)])
+    gauge("liquidator_retries_total", "Requests retried in the last run.", retries)
+    gauge(
+        "liquidator_reconciliations_total",
+        "Looks at orders/positions after unknown outcomes in the last run.",
+        reconciliations,
+    )
+    gauge("liquidator_run_duration_seconds", "Wall time of the last run.", round(duration_s, 3))
+    gauge(
+        "liquidator_last_exit_code",
+        "Exit code of the last run: 0 ok, 1 failed, 3 aborted.",
+        exit_code,
+    )
+    gauge(
+        "liquidator_last_run_timestamp_seconds",
+        "When the last run finished (Unix time).",
+        round(finished_at, 3),
+    )
     if last_success is not None:
-        lines += [
-            f"# HELP {_LAST_SUCCESS} When the last run that closed everything finished.",
-            f"# TYPE {_LAST_SUCCESS} gauge",
-            f"{_LAST_SUCCESS} {last_success:.3f}",
-        ]
-    # Readable by node_exporter, which runs as another user.
-    write_atomically(path, "\n".join(lines) + "\n", mode=0o644)
+        gauge(
+            _LAST_SUCCESS,
+            "When the last run that closed everything finished.",
+            round(last_success, 3),
+        )
+    write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
 
 
 def _previous_success(path: Path) -> float | None:
+    """The last success recorded in the previous file; none if it is missing or unparsable."""
     try:
-        match = _LAST_SUCCESS_LINE.search(path.read_text(encoding="utf-8"))
-    except OSError:
+        for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+            if family.name == _LAST_SUCCESS and family.samples:
+                return float(family.samples[0].value)
+    except (OSError, ValueError):  # ValueError: not UTF-8, or not Prometheus text
         return None
-    return float(match.group(1)) if match else None
+    return None

@@ -1,6 +1,7 @@
 """Settings: one frozen value object, built once at start and passed down.
 
-Precedence: command line > environment (`LIQUIDATOR_*`) > settings file (TOML) > defaults.
+Precedence: command line > environment (`LIQUIDATOR_*`) > settings file (TOML, read by
+pydantic-settings' `TomlConfigSettingsSource`) > defaults.
 This is the only module that reads the environment. The API key is a `SecretStr` everywhere.
 """
 
@@ -12,6 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -25,12 +27,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    TomlConfigSettingsSource,
 )
 
 from worker.errors import InputError
@@ -39,18 +41,34 @@ ENV_PREFIX = "LIQUIDATOR_"
 CREDENTIAL_NAME = "clearstreet-api-key"
 
 
-class _FileSource(PydanticBaseSettingsSource):
-    """Values from the TOML settings file, already read and checked by `load_settings`."""
+class _SettingsFile(TomlConfigSettingsSource):
+    """The TOML settings file, read by pydantic-settings; a file that fails is named.
 
-    def __init__(self, settings_cls: type[BaseSettings], values: Mapping[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._values = dict(values)
+    pydantic-settings matches its keys to fields case-insensitively and leaves unknown keys
+    as extras, which `load_settings` refuses by name before validating.
+    """
 
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        self.path = path
+        # The base class skips a missing file silently; this one was asked for.
+        if not path.is_file():
+            why = "not a regular file" if path.exists() else "No such file or directory"
+            raise InputError(f"{path}: cannot read the settings file: {why}")
+        super().__init__(settings_cls, toml_file=path)
 
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._values)
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            return super()._read_file(file_path)
+        except OSError as exc:
+            raise InputError(
+                f"{self.path}: cannot read the settings file: {exc.strerror}"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{self.path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # its text would quote the file's bytes
+            raise InputError(
+                f"{self.path}: not valid TOML: not UTF-8 at byte {exc.start}"
+            ) from None
 
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}  # moc_cutoff's '90s', '10m', '1h'
@@ -200,7 +218,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _with_file(file_values: Mapping[str, Any]) -> type[Settings]:
+def _with_file(file_source: _SettingsFile) -> type[Settings]:
     """`Settings` with the settings file as the lowest-precedence source."""
 
     class SettingsWithFile(Settings):
@@ -213,7 +231,7 @@ def _with_file(file_values: Mapping[str, Any]) -> type[Settings]:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return init_settings, env_settings, _FileSource(settings_cls, file_values)
+            return init_settings, env_settings, file_source
 
     return SettingsWithFile
 
@@ -223,10 +241,16 @@ def load_settings(cli: Mapping[str, Any], config_file: Path | None) -> Settings:
     env = os.environ
     if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(env[ENV_PREFIX + "CONFIG"])
-    file_values = _read_settings_file(config_file) if config_file else {}
     overrides = {k: v for k, v in cli.items() if v is not None}
+    settings_class: type[Settings] = Settings
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        file_source = _SettingsFile(Settings, config_file)
+        file_values = file_source()  # known keys already lower-cased to their field names
+        _refuse_unknown_keys(config_file, file_values)
+        settings_class = _with_file(file_source)
     try:
-        settings: Settings = _with_file(file_values)(**overrides)
+        settings = settings_class(**overrides)
     except ValidationError as exc:
         raise InputError(_explain(exc, config_file, file_values, overrides)) from None
     late: dict[str, Any] = {}
@@ -252,20 +276,11 @@ def _credential_key(env: Mapping[str, str]) -> str | None:
     return key or None
 
 
-def _read_settings_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the settings file: {exc.strerror}") from None
-    try:
-        values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
+def _refuse_unknown_keys(path: Path, file_values: Mapping[str, Any]) -> None:
     known = set(Settings.model_fields)
-    for key in values:
-        if key.lower() not in known:
+    for key in file_values:
+        if key not in known:
             raise InputError(f"{path}: unknown key '{key}' (known: {', '.join(sorted(known))})")
-    return {k.lower(): v for k, v in values.items()}
 
 
 def _explain(
