@@ -146,3 +146,12 @@ def seed_accounts(sim: Simulator, accounts: int, per_account: int) -> list[tuple
             quantity = str((k % 7 + 1) * 10 * (-1 if k % 5 == 0 else 1))
             positions.append((account, sim.add_position(account, f"A{n}P{k}", quantity)))
     return positions
+
+
+def assert_exactly_once(sim: Simulator, positions: list[tuple[int, str]]) -> None:
+    """Counted at the server: one closing order per position, none doubled, none flipped."""
+    sim.fill_all()
+    assert sim.duplicate_closes() == []
+    assert sim.flipped_positions() == []
+    counts = [len(sim.closing_orders(a, i)) for a, i in positions]
+    assert counts == [1] * len(positions)

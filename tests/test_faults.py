@@ -14,6 +14,7 @@ from typing import Any
 
 from structlog.testing import LogCapture
 
+from tests.support import assert_exactly_once, seed_accounts
 from worker import events
 from worker.models import Outcome
 from worker.runner import ExitCode, RunRequest, run
@@ -21,29 +22,10 @@ from worker.simulator import UNKNOWN_OUTCOMES_30, Faults, Simulator
 from worker.targets import TargetSpec
 
 
-def assert_exactly_once(sim: Simulator, positions: list[tuple[int, str]]) -> None:
-    sim.fill_all()
-    assert sim.duplicate_closes() == []
-    assert sim.flipped_positions() == []
-    counts = [len(sim.closing_orders(a, i)) for a, i in positions]
-    assert counts == [1] * len(positions)
-
-
-def seeded(sim: Simulator, accounts: int, per_account: int) -> list[tuple[int, str]]:
-    positions = []
-    for n in range(accounts):
-        account = 20001 + n
-        sim.add_account(account)
-        for k in range(per_account):
-            quantity = str((k % 7 + 1) * 10 * (-1 if k % 5 == 0 else 1))
-            positions.append((account, sim.add_position(account, f"A{n}P{k}", quantity)))
-    return positions
-
-
 async def test_1000_positions_under_30pct_unknown_outcomes_503s_and_a_rate_limit(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
-    positions = seeded(sim, 10, 100)
+    positions = seed_accounts(sim, 10, 100)
     sim.config.rate_limit = 400
     sim.config.faults = {
         "close": Faults(p_503=0.10, retry_after_s=0.01, hang_s=0.5, **UNKNOWN_OUTCOMES_30),
@@ -159,7 +141,7 @@ async def test_resting_order_is_cancelled_before_the_close(
 async def test_rerun_while_earlier_closing_orders_still_work_sends_no_second_close(
     sim: Simulator, settings_for: Any
 ) -> None:
-    positions = seeded(sim, 2, 20)
+    positions = seed_accounts(sim, 2, 20)
     sim.config.fill_delay_s = 3600  # orders stay working; positions still show full quantity
     specs = [TargetSpec(20001, None), TargetSpec(20002, None)]
     first = await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())

@@ -7,7 +7,6 @@ exchange's) against the server's own clock, never this host's.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support import RecordedSleeps, api_for
+from tests.support import RecordedSleeps, api_for, clean_env
 from worker.errors import InputError
 from worker.policy import RetryPolicy
 from worker.reads import Reader
@@ -46,12 +45,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def sim_config(clock: FakeClock) -> SimConfig:
     return SimConfig(clock=clock)
-
-
-def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
-    return env
 
 
 def ny(hour: int, minute: int) -> datetime:

@@ -6,63 +6,25 @@ import asyncio
 import os
 import pty
 import re
-import select
 import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.test_faults import seeded
+from tests.support import clean_env, read_screen, run_cli, seed_accounts
 from worker.simulator import Simulator
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-async def read_until(fd: int, screen: list[str], pattern: str, limit_s: float = 30) -> str:
-    """Read a pseudo-terminal until `pattern` shows (colours stripped); never block forever."""
-    deadline = time.monotonic() + limit_s
-    while pattern not in (text := ANSI.sub("", "".join(screen))):
-        assert time.monotonic() < deadline, f"never saw {pattern!r} in:\n{text[-2000:]}"
-        ready, _, _ = await asyncio.to_thread(select.select, [fd], [], [], 0.2)
-        if ready:
-            try:
-                screen.append(os.read(fd, 65536).decode(errors="replace"))
-            except OSError:  # the child closed the terminal
-                break
-    return text
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
-    env.pop("CREDENTIALS_DIRECTORY", None)
-    env.update(extra)
-    return env
-
-
-async def liquidator(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
-
-
 async def test_key_only_in_credentials_directory_flattens(sim: Simulator, tmp_path: Path) -> None:
-    positions = seeded(sim, 1, 5)
+    positions = seed_accounts(sim, 1, 5)
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / "clearstreet-api-key").write_text(sim.config.api_key + "\n")
     env = clean_env(CREDENTIALS_DIRECTORY=str(creds), STATE_DIRECTORY=str(tmp_path / "state"))
-    code, out = await liquidator(
+    code, out = await run_cli(
         "run", "--yes", "--base-url", sim.base_url, "--account", "20001", env=env
     )
     assert code == 0, out
@@ -74,9 +36,9 @@ async def test_key_only_in_credentials_directory_flattens(sim: Simulator, tmp_pa
 async def test_check_validates_and_shows_the_plan_without_closing(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    seeded(sim, 1, 5)
+    seed_accounts(sim, 1, 5)
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
-    code, out = await liquidator("check", "--base-url", sim.base_url, "--account", "20001", env=env)
+    code, out = await run_cli("check", "--base-url", sim.base_url, "--account", "20001", env=env)
     assert code == 0, out
     assert "Plan: 5 positions to close" in out
     assert "A0P4" in out  # each position is listed
@@ -86,11 +48,11 @@ async def test_check_validates_and_shows_the_plan_without_closing(
 async def test_allow_list_refuses_other_accounts_before_any_request(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    seeded(sim, 2, 2)
+    seed_accounts(sim, 2, 2)
     settings = tmp_path / "s.toml"
     settings.write_text("allowed_accounts = [20001]\n")
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
-    code, out = await liquidator(
+    code, out = await run_cli(
         "run", "--yes", "--config", str(settings), "--base-url", sim.base_url,
         "--account", "20001", "--account", "20002", env=env,
     )  # fmt: skip
@@ -101,28 +63,28 @@ async def test_allow_list_refuses_other_accounts_before_any_request(
 
 
 async def test_max_positions_refuses_unless_forced(sim: Simulator, tmp_path: Path) -> None:
-    seeded(sim, 1, 6)
+    seed_accounts(sim, 1, 6)
     env = clean_env(
         LIQUIDATOR_API_KEY=sim.config.api_key,
         LIQUIDATOR_MAX_POSITIONS="5",
         STATE_DIRECTORY=str(tmp_path),
     )
     args = ("run", "--yes", "--base-url", sim.base_url, "--account", "20001")
-    code, out = await liquidator(*args, env=env)
+    code, out = await run_cli(*args, env=env)
     assert code == 2
     assert "--force" in out
     assert sim.stats.by_route["close"] == 0
-    code, out = await liquidator(*args, "--force", env=env)
+    code, out = await run_cli(*args, "--force", env=env)
     assert code == 0, out
     assert sim.stats.by_route["close"] == 6
 
 
 async def test_holiday_sends_nothing_and_exits_0(sim: Simulator, tmp_path: Path) -> None:
-    seeded(sim, 1, 3)
+    seed_accounts(sim, 1, 3)
     sim.config.market_day = "HOLIDAY"
     report = tmp_path / "r.json"
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, LIQUIDATOR_LOG_FORMAT="json")
-    code, out = await liquidator(
+    code, out = await run_cli(
         "run", "--yes", "--base-url", sim.base_url, "--account", "20001",
         "--before-close", "15m", "--report", str(report), env=env,
     )  # fmt: skip
@@ -137,13 +99,13 @@ async def test_before_close_on_an_early_close_day_starts_at_close_minus_duration
     sim: Simulator, tmp_path: Path
 ) -> None:
     # The done-when case: close 25 s away, --before-close 20s: the first close ~5 s after start.
-    seeded(sim, 1, 3)
+    seed_accounts(sim, 1, 3)
     sim.config.market_day = "EARLY_CLOSE"
     sim.config.regular_close_at = datetime.now(UTC) + timedelta(seconds=25)
     started = time.monotonic()
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
     args = ("run", "--yes", "--base-url", sim.base_url, "--account", "20001")
-    run = asyncio.create_task(liquidator(*args, "--before-close", "20s", env=env))
+    run = asyncio.create_task(run_cli(*args, "--before-close", "20s", env=env))
     while sim.stats.by_route["close"] == 0:
         assert not run.done(), (await run)[1]
         await asyncio.sleep(0.02)
@@ -156,7 +118,7 @@ async def test_before_close_on_an_early_close_day_starts_at_close_minus_duration
 async def test_terminal_shows_plan_prompt_progress_and_summary(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    seeded(sim, 2, 4)
+    seed_accounts(sim, 2, 4)
     env = clean_env(
         LIQUIDATOR_API_KEY=sim.config.api_key,
         STATE_DIRECTORY=str(tmp_path),
@@ -172,13 +134,13 @@ async def test_terminal_shows_plan_prompt_progress_and_summary(
     )  # fmt: skip
     os.close(child)
     screen: list[str] = []
-    text = await read_until(main, screen, "Type 'yes' to proceed")
+    text = await read_screen(main, screen, "Type 'yes' to proceed")
     assert sim.stats.by_route["close"] == 0  # nothing sent before the operator answers
     assert "Plan: 8 positions to close" in text
     for column in ("account", "symbol", "type", "side sent", "quantity", "market value"):
         assert column in text
     os.write(main, b"yes\n")
-    text = await read_until(main, screen, "exit code 0")
+    text = await read_screen(main, screen, "exit code 0")
     await asyncio.wait_for(proc.wait(), 30)
     os.close(main)
     assert proc.returncode == 0
@@ -191,7 +153,7 @@ async def test_terminal_shows_plan_prompt_progress_and_summary(
 async def test_ctrl_c_at_the_prompt_ends_the_run_at_once_with_nothing_sent(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    seeded(sim, 1, 3)
+    seed_accounts(sim, 1, 3)
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
     main, child = pty.openpty()
     proc = await asyncio.create_subprocess_exec(
@@ -199,7 +161,7 @@ async def test_ctrl_c_at_the_prompt_ends_the_run_at_once_with_nothing_sent(
         stdin=child, stdout=child, stderr=child, env=env,
     )  # fmt: skip
     os.close(child)
-    await read_until(main, [], "Type 'yes' to proceed")
+    await read_screen(main, [], "Type 'yes' to proceed")
     proc.send_signal(signal.SIGINT)
     await asyncio.wait_for(proc.wait(), 10)  # does not wait for Enter
     os.close(main)
@@ -210,10 +172,10 @@ async def test_ctrl_c_at_the_prompt_ends_the_run_at_once_with_nothing_sent(
 async def test_unwritable_report_location_refuses_before_any_request(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    seeded(sim, 1, 1)
+    seed_accounts(sim, 1, 1)
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
     missing = tmp_path / "no-such-dir" / "r.json"
-    code, out = await liquidator(
+    code, out = await run_cli(
         "run", "--yes", "--base-url", sim.base_url, "--account", "20001",
         "--report", str(missing), env=env,
     )  # fmt: skip
@@ -225,11 +187,11 @@ async def test_unwritable_report_location_refuses_before_any_request(
 async def test_unusable_state_dir_refuses_with_exit_2_before_any_close(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    seeded(sim, 1, 1)
+    seed_accounts(sim, 1, 1)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, LIQUIDATOR_STATE_DIR=str(blocker))
-    code, out = await liquidator(
+    code, out = await run_cli(
         "run", "--yes", "--base-url", sim.base_url, "--account", "20001", env=env
     )
     assert code == 2, out

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.test_faults import assert_exactly_once, seeded
+from tests.support import assert_exactly_once, seed_accounts
 from worker.simulator import Faults, Simulator
 
 
@@ -61,7 +61,7 @@ async def finish(proc: asyncio.subprocess.Process, limit_s: float = 30) -> tuple
 async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    positions = seeded(sim, 2, 150)
+    positions = seed_accounts(sim, 2, 150)
     sim.config.fill_delay_s = 3600  # the first run's orders are still working at the rerun
     sim.config.faults = {"close": Faults(latency_s=0.03)}
     report = tmp_path / "first.json"
@@ -92,7 +92,7 @@ async def test_sigterm_with_closes_hanging_still_exits_3_inside_10s_on_defaults(
     sim: Simulator, tmp_path: Path
 ) -> None:
     # Default REQUEST_TIMEOUT and STOP_GRACE; every close is applied and its reply never comes.
-    positions = seeded(sim, 2, 10)
+    positions = seed_accounts(sim, 2, 10)
     sim.config.fill_delay_s = 3600
     sim.config.faults = {"close": Faults(p_hang_after=1.0, hang_s=60)}
     report = tmp_path / "r.json"
@@ -122,7 +122,7 @@ async def test_sigterm_with_closes_hanging_still_exits_3_inside_10s_on_defaults(
 async def test_sigkill_mid_run_then_rerun_closes_nothing_twice(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    positions = seeded(sim, 2, 150)
+    positions = seed_accounts(sim, 2, 150)
     sim.config.fill_delay_s = 3600
     sim.config.faults = {"close": Faults(latency_s=0.03, p_drop_after=0.1)}
     proc = await start_worker(sim, tmp_path, tmp_path / "killed.json", "--concurrency", "8")
@@ -138,7 +138,7 @@ async def test_sigkill_mid_run_then_rerun_closes_nothing_twice(
 async def test_no_terminal_and_no_yes_refuses_with_exit_2_and_sends_nothing(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    seeded(sim, 1, 3)
+    seed_accounts(sim, 1, 3)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
