@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from worker import __version__, events
 from worker.errors import InputError
+from worker.journal_keys import journal_url_secrets
 from worker.runner import ExitCode, RunRequest, run
 from worker.schedule import parse_duration
 from worker.settings import Settings, load_settings
@@ -40,6 +41,8 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--log-level", str, "debug, info, warning or error"),
     ("--log-format", str, "auto, json or console"),
     ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
+    ("--lock-wait", float, "seconds to wait for another run holding the journal (default 0)"),
+    ("--journal-url", str, "postgresql://... : the journal in PostgreSQL, for several hosts"),
 ]
 
 
@@ -112,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
     secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
+    if settings.journal_url is not None:
+        secrets += journal_url_secrets(settings.journal_url.get_secret_value())
     # Tables and a progress bar for people: on a terminal, when the console format is asked
     # for, and for `check`, whose whole point is to show what a run would target.
     for_people = settings.log_format == "console" or (

@@ -35,6 +35,9 @@ PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
 INTERNAL_ERROR = "internal_error"
+LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
+LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
+JOURNAL_OPENED = "journal_opened"
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
