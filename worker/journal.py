@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -124,6 +125,9 @@ class Journal:
     """The SQLite journal. The store hooks (`_write`, `_query`, `_execute`, `_disconnect`) are
     what `worker.journal_pg.PgJournal` replaces; the group commit is the same for both."""
 
+    name: str
+    _taken_over_at: float | None  # when this run got the lock after waiting for another
+
     def __init__(self, path: Path, *, release: Callable[[], None] | None = None) -> None:
         self.path = path
         self.name = str(path)  # how messages name this journal
@@ -154,8 +158,26 @@ class Journal:
     def in_dir(cls, state_dir: Path) -> Journal:
         return cls(state_dir / "journal.sqlite3")
 
+    def took_over(self, waited: bool) -> None:
+        """Note that this run got the lock only after waiting for another run to let go."""
+        if waited:
+            self._taken_over_at = time.monotonic()
+
+    def settle_after_takeover(self, in_flight_s: float) -> float:
+        """Seconds still to wait before looking at positions an earlier run meant to close.
+
+        A run that took the lock from another may have done so the moment that run died or lost
+        its database session, with closes still in flight (a live host finishes its requests,
+        up to REQUEST_TIMEOUT). Its looks wait that out, counted from the takeover; a run that
+        found the journal free waits nothing.
+        """
+        if self._taken_over_at is None:
+            return 0.0
+        return max(0.0, in_flight_s - (time.monotonic() - self._taken_over_at))
+
     def _init_group_commit(self, release: Callable[[], None] | None) -> None:
         self._release = release  # drops the run's lock on this journal
+        self._taken_over_at = None
         self._intents: list[Sequence[Any]] = []
         self._records: dict[str, list[Sequence[Any]]] = {}
         self._failed: str | None = None  # why the journal stopped accepting commits

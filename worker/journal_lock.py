@@ -8,6 +8,7 @@ journal; a session advisory lock in PostgreSQL), so a killed holder releases it 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import fcntl
 import os
@@ -79,10 +80,14 @@ async def acquire(
     *,
     what: str,
     wait_s: float,
-) -> None:
-    """Take the lock, waiting up to `wait_s` seconds, or raise JournalRefused naming its holder."""
+    stop: asyncio.Event | None = None,
+) -> bool:
+    """Take the lock, waiting up to `wait_s` seconds, or raise JournalRefused naming its holder.
+
+    True when it had to wait: another run held it, and may have died with closes in flight.
+    """
     if try_acquire():
-        return
+        return False
     named = holder()
     if wait_s <= 0:
         raise JournalRefused(
@@ -91,11 +96,15 @@ async def acquire(
         )
     events.log.warning(events.LOCK_WAITING, journal=what, holder=named, wait_s=wait_s)
     deadline = time.monotonic() + wait_s
+    stop = stop or asyncio.Event()
     while time.monotonic() < deadline:
-        await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), min(POLL_S, max(0.0, deadline - time.monotonic())))
+        if stop.is_set():
+            raise JournalRefused(f"stop requested while waiting for {what} ({named})")
         if try_acquire():
             events.log.info(events.LOCK_ACQUIRED, journal=what, holder=named)
-            return
+            return True
         named = holder()
     raise JournalRefused(
         f"{what} is still in use by another run ({named}) after waiting {wait_s:g} s"

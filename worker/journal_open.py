@@ -7,6 +7,8 @@ life, and a journal that is held, damaged or unreachable refuses the run (exit 2
 
 from __future__ import annotations
 
+import asyncio
+
 from worker import events
 from worker.errors import JournalRefused
 from worker.journal import Journal
@@ -18,8 +20,9 @@ SQLITE_FILE = "journal.sqlite3"
 LOCK_FILE = "journal.lock"
 
 
-async def open_journal(settings: Settings) -> Journal:
-    """The run's journal, locked for this run (waiting up to LOCK_WAIT for another)."""
+async def open_journal(settings: Settings, stop: asyncio.Event | None = None) -> Journal:
+    """The run's journal, locked for this run (waiting up to LOCK_WAIT for another, unless
+    `stop` is set first)."""
     if settings.journal_url is not None:
         # psycopg loads only for a PostgreSQL journal: one host installs nothing more.
         from worker.journal_pg import PgJournal
@@ -28,14 +31,15 @@ async def open_journal(settings: Settings) -> Journal:
             settings.journal_url.get_secret_value(),
             scope=canonical_origin(settings.base_url),
             lock_wait=settings.lock_wait,
+            stop=stop,
         )
     else:
-        journal = await _open_sqlite(settings)
+        journal = await _open_sqlite(settings, stop)
     events.log.info(events.JOURNAL_OPENED, journal=journal.name)
     return journal
 
 
-async def _open_sqlite(settings: Settings) -> Journal:
+async def _open_sqlite(settings: Settings, stop: asyncio.Event | None) -> Journal:
     directory = settings.journal_dir
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -46,10 +50,16 @@ async def _open_sqlite(settings: Settings) -> Journal:
     path = directory / SQLITE_FILE
     lock = FileLock(directory / LOCK_FILE)
     try:
-        await acquire(
-            lock.try_acquire, lock.holder, what=f"the journal {path}", wait_s=settings.lock_wait
+        waited = await acquire(
+            lock.try_acquire,
+            lock.holder,
+            what=f"the journal {path}",
+            wait_s=settings.lock_wait,
+            stop=stop,
         )
-        return Journal(path, release=lock.release)  # checked once the lock is ours
+        journal = Journal(path, release=lock.release)  # checked once the lock is ours
+        journal.took_over(waited)
+        return journal
     except BaseException:
         lock.release()
         raise

@@ -15,6 +15,7 @@ commit durable before it returns.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
@@ -71,7 +72,9 @@ class PgJournal(Journal):
         self._init_group_commit(None)
 
     @classmethod
-    async def open(cls, url: str, *, scope: str, lock_wait: float) -> PgJournal:
+    async def open(
+        cls, url: str, *, scope: str, lock_wait: float, stop: asyncio.Event | None = None
+    ) -> PgJournal:
         name = redact_url(url)
         try:
             conn = psycopg.connect(make_conninfo(url, **_CONNECT), autocommit=True)
@@ -80,13 +83,15 @@ class PgJournal(Journal):
         journal = cls(conn, name, lock_key(scope))
         try:
             journal._create_schema()
-            await acquire(
+            waited = await acquire(
                 journal._try_lock,
                 journal._holder,
                 what=f"the journal {name} for {scope}",
                 wait_s=lock_wait,
+                stop=stop,
             )
             journal._say_who_holds(scope)
+            journal.took_over(waited)
         except psycopg.Error as exc:
             conn.close()
             raise JournalRefused(f"the journal {name} could not be opened: {exc}") from None

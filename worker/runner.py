@@ -104,7 +104,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
     except Unauthorized as err:
         _abort(outcome, f"credentials rejected: {err}")
     except JournalRefused as err:
-        outcome.refused = True
+        outcome.refused = not stop.is_set()  # a stop while waiting for the lock is an abort
         _abort(outcome, str(err))
     outcome.finished_at = datetime.now(UTC)
     outcome.exit_code = _exit_code(outcome)
@@ -162,7 +162,7 @@ async def _run(
     pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
     tally = Tally()
     # Opened, checked and locked before any request; a dry run sends nothing and takes no lock.
-    journal = None if request.dry_run else await open_journal(settings)
+    journal = None if request.dry_run else await open_journal(settings, stop)
     try:
         await _run_session(settings, request, stop, outcome, policy, pacer, tally, journal)
     finally:
@@ -240,7 +240,16 @@ async def _run_session(
             priors = journal.priors(job, outcome.run_id)
             touched = sum((t.account_id, t.instrument_id) in priors for t in plan.targets)
             if touched:
-                events.log.info(events.PREVIOUS_RUN_FOUND, job=job, positions_touched=touched)
+                settle_s = journal.settle_after_takeover(
+                    settings.request_timeout + settings.reconcile_delay
+                )
+                events.log.info(
+                    events.PREVIOUS_RUN_FOUND,
+                    job=job,
+                    positions_touched=touched,
+                    settle_s=round(settle_s, 3),
+                )
+                await policy.sleep(settle_s)
             journal.start_run(
                 run_id=outcome.run_id,
                 job=job,
