@@ -77,6 +77,7 @@ async def test_a_waiting_run_goes_after_the_first_and_closes_nothing_twice(
     assert event_lines(out_b, "lock_waiting")
     [found] = event_lines(out_b, "previous_run_found")
     assert found["positions_touched"] == len(positions)  # looked up, every one, before sending
+    assert found["settle_s"] == 0  # the first run finished: nothing of it was still in flight
     assert_exactly_once(sim, positions)
 
 

@@ -98,6 +98,7 @@ _PRIORS = (
     " JOIN runs r ON r.run_id = a.run_id WHERE r.job = ? AND r.run_id != ?"
     " GROUP BY a.account_id, a.instrument_id"
 )
+_UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
 _FINISH = "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?"
 
 
@@ -163,15 +164,21 @@ class Journal:
         if waited:
             self._taken_over_at = time.monotonic()
 
-    def settle_after_takeover(self, in_flight_s: float) -> float:
+    def settle_after_takeover(self, job: str, current_run: str, in_flight_s: float) -> float:
         """Seconds still to wait before looking at positions an earlier run meant to close.
 
         A run that took the lock from another may have done so the moment that run died or lost
         its database session, with closes still in flight (a live host finishes its requests,
-        up to REQUEST_TIMEOUT). Its looks wait that out, counted from the takeover; a run that
-        found the journal free waits nothing.
+        up to REQUEST_TIMEOUT). Its looks wait that out, counted from the takeover. A run that
+        found the journal free, or whose earlier runs all finished, waits nothing.
         """
         if self._taken_over_at is None:
+            return 0.0
+        try:
+            unfinished = self._query(_UNFINISHED, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        if not unfinished:
             return 0.0
         return max(0.0, in_flight_s - (time.monotonic() - self._taken_over_at))
 
@@ -186,12 +193,14 @@ class Journal:
         self._writing = False  # a group is being committed in the journal's thread
         self._store_lock = threading.Lock()  # one transaction at a time, whichever thread
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._closed = False
         self._statements = {table: self._upsert(table) for table in TABLES}
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
+            self._closed = True
             self._thread.shutdown(wait=True)
             try:
                 self._disconnect()
@@ -332,6 +341,9 @@ class Journal:
             records, self._records = self._records, {}
         if not intents and not records:  # a flush took them; it also said how it went
             self._settle(group, JournalError(self._failed) if self._failed else None)
+            return
+        if self._closed:  # (the run is over: nothing of it may be sent any more)
+            self._settle(group, JournalError(f"the journal {self.name} is closed"))
             return
         self._writing = True
         work = asyncio.get_running_loop().run_in_executor(

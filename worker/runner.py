@@ -241,7 +241,7 @@ async def _run_session(
             touched = sum((t.account_id, t.instrument_id) in priors for t in plan.targets)
             if touched:
                 settle_s = journal.settle_after_takeover(
-                    settings.request_timeout + settings.reconcile_delay
+                    job, outcome.run_id, settings.request_timeout + settings.reconcile_delay
                 )
                 events.log.info(
                     events.PREVIOUS_RUN_FOUND,
