@@ -68,7 +68,7 @@ async def test_a_waiting_run_goes_after_the_first_and_closes_nothing_twice(
 ) -> None:
     positions = seeded(sim, 2, 40)
     sim.config.fill_delay_s = 3600  # the first run's orders are still working for the second
-    sim.config.faults = {"close": Faults(latency_s=0.06)}
+    sim.config.faults = {"close": Faults(latency_s=0.1)}  # long enough for the second to start
     first = await start_run(sim, tmp_path / "state", tmp_path / "a.json", "--concurrency", "4")
     await until_closes_seen(sim, 5)
     second = await start_run(sim, tmp_path / "state", tmp_path / "b.json", "--lock-wait", "30")

@@ -1,7 +1,8 @@
 """The journal in PostgreSQL, so that two hosts on one timer flatten once.
 
-The run's lock is a session advisory lock on the job's scope (the API's canonical origin), taken
-on the one connection that also commits every intent. While that session lives no other host
+The run's lock is a session advisory lock on the job's scope, taken on the one connection that
+also commits every intent. The scope is the API's canonical origin without the trading date: two
+hosts whose clocks straddle midnight in New York must still contend for one lock. While that session lives no other host
 can take the lock; if the host dies (killed, or its database session lost) PostgreSQL releases
 the lock and a standby waiting up to LOCK_WAIT takes over, looking up first every position an
 intent names. A host that loses its connection cannot commit an intent, and an intent that cannot
