@@ -8,10 +8,15 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+from structlog.testing import LogCapture
 
 from tests.test_faults import assert_exactly_once, seeded
 from tests.test_signals import finish, until_closes_seen
+from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
+from worker.targets import TargetSpec
 
 
 async def start_run(
@@ -165,3 +170,19 @@ async def test_a_dry_run_takes_no_lock(sim: Simulator, tmp_path: Path) -> None:
     held.release()
     assert code == 0, output
     assert sim.stats.by_route["close"] == 0
+
+
+async def test_previous_run_found_counts_only_this_runs_targets(
+    sim: Simulator, settings_for: Any, captured: LogCapture
+) -> None:
+    positions = seeded(sim, 2, 6)
+    sim.config.fill_delay_s = 3600  # still open, their closes working, at the rerun
+    both = [TargetSpec(20001, None), TargetSpec(20002, None)]
+    first = await run(settings_for(sim), RunRequest(specs=both), asyncio.Event())
+    assert first.exit_code == ExitCode.OK
+    rerun = await run(settings_for(sim), RunRequest(specs=both[:1]), asyncio.Event())
+    assert rerun.exit_code == ExitCode.OK
+    [found] = [e for e in captured.entries if e["event"] == "previous_run_found"]
+    assert found["positions_touched"] == 6  # account 20001's, not the twelve the journal knows
+    assert all(r.reconciled for r in rerun.results)
+    assert_exactly_once(sim, positions)

@@ -177,3 +177,26 @@ def test_a_main_file_that_is_not_a_database_refuses_naming_it(tmp_path: Path) ->
     path.write_bytes(os.urandom(8192))
     with pytest.raises(JournalRefused, match=r"journal\.sqlite3 is damaged"):
         Journal(path)
+
+
+def test_the_journal_url_comes_from_a_systemd_credential_and_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.errors import InputError
+    from worker.settings import JOURNAL_URL_CREDENTIAL, load_settings
+
+    for key in [k for k in os.environ if k.startswith("LIQUIDATOR_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / JOURNAL_URL_CREDENTIAL).write_text("postgresql://liq:pw@db/j\n")
+    url = load_settings({}, None).journal_url
+    assert url is not None
+    assert url.get_secret_value() == "postgresql://liq:pw@db/j"
+    (tmp_path / JOURNAL_URL_CREDENTIAL).write_text("mysql://liq:pw@db/j\n")
+    with pytest.raises(InputError, match=JOURNAL_URL_CREDENTIAL) as refused:
+        load_settings({}, None)
+    assert "pw" not in str(refused.value)
+    monkeypatch.setenv("LIQUIDATOR_JOURNAL_URL", "sqlite:///secret-path")
+    with pytest.raises(InputError, match="LIQUIDATOR_JOURNAL_URL") as refused:
+        load_settings({}, None)
+    assert "secret-path" not in str(refused.value)

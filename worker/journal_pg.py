@@ -26,8 +26,9 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from worker.errors import JournalRefused
-from worker.journal import _SCHEMA, TABLES, Journal, schema_probes
+from worker.journal import Journal
 from worker.journal_lock import Holder, acquire
+from worker.journal_schema import SCHEMA, TABLES, schema_probes
 
 _HOLDERS = """
 CREATE TABLE IF NOT EXISTS journal_holders (
@@ -104,7 +105,7 @@ class PgJournal(Journal):
     def _create_schema(self) -> None:
         with self._conn.transaction():
             self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for statement in [*_SCHEMA.split(";"), _HOLDERS]:
+            for statement in [*SCHEMA.split(";"), _HOLDERS]:
                 if statement.strip():
                     self._conn.execute(statement.encode())
         try:

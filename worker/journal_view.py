@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from worker.journal import schema_probes
 from worker.journal_check import wal_problem
 from worker.journal_open import SQLITE_FILE
+from worker.journal_schema import schema_probes
 from worker.settings import Settings
 
 MARKET_TZ = ZoneInfo("America/New_York")
