@@ -200,3 +200,51 @@ async def killed_mid_run_then_standby_finishes(
     settle_s: Any = found["settle_s"]
     assert 0 < settle_s <= 1.2  # waited out the dead host's closes in flight
     assert_exactly_once(sim, positions)  # every position flat, each closed by one order
+
+
+async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_the_server(
+    settings_for: Any, tmp_path: Path, pg_url: str
+) -> None:
+    from aiohttp import web
+
+    from tests.support import serving
+    from tests.test_run import stopped_cleanly
+    from worker.runner import ExitCode, RunRequest, run
+    from worker.simulator import SimConfig
+    from worker.targets import TargetSpec
+
+    sim = Simulator(SimConfig(fill_delay_s=3600))
+    sim.add_account(50001)
+    keys = [(50001, sim.add_position(50001, f"S{k}", "10")) for k in range(40)]
+    closes_seen = 0
+
+    @web.middleware
+    async def database_lost_after_four_closes(
+        request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        nonlocal closes_seen
+        if request.method == "DELETE":
+            closes_seen += 1
+            if closes_seen == 4:
+                with psycopg.connect(pg_url, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = sim.app()
+    app.middlewares.append(database_lost_after_four_closes)
+    report = tmp_path / "r.json"
+    async with serving(app) as base_url:
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, concurrency=2, journal_url=pg_url
+        )
+        result = await run(
+            settings,
+            RunRequest(specs=[TargetSpec(50001, None)], report_path=report),
+            asyncio.Event(),
+        )
+    assert result.exit_code == ExitCode.ABORTED
+    outcomes = stopped_cleanly(report, sim, keys, why="journal")
+    # Only the closes whose intents were committed before the session was lost went out.
+    assert 4 <= outcomes["closed"] <= 4 + 2 * 2
+    assert outcomes["skipped"] >= 40 - 8
