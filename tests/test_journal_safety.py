@@ -10,6 +10,7 @@ import socket
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import LogCapture
@@ -200,3 +201,26 @@ def test_the_journal_url_comes_from_a_systemd_credential_and_is_checked(
     with pytest.raises(InputError, match="LIQUIDATOR_JOURNAL_URL") as refused:
         load_settings({}, None)
     assert "secret-path" not in str(refused.value)
+
+
+async def test_runs_recorded_under_the_url_as_typed_are_found_after_an_upgrade(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    from worker.journal_open import open_journal
+
+    old = Journal.in_dir(tmp_path / "state")  # as an earlier version keyed its jobs
+    old.start_run(
+        run_id="before-upgrade",
+        job="http://127.0.0.1:8765|2026-11-25",
+        base_url="http://127.0.0.1:8765",
+        trading_day="2026-11-25",
+        started_at=T0,
+        dry_run=False,
+    )
+    await old.intent("before-upgrade", 7, "inst", 1, T0)
+    old.close()
+    settings = settings_for(base_url="http://localhost:8765/", api_key="k.s")
+    journal = await open_journal(settings)
+    priors = journal.priors(job_key(settings.base_url, "2026-11-25"), current_run="now")
+    assert list(priors) == [(7, "inst")]
+    journal.close()

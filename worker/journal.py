@@ -53,6 +53,8 @@ _PRIORS = (
     " GROUP BY a.account_id, a.instrument_id"
 )
 _UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
+_JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
+_REKEY = "UPDATE runs SET job = ? WHERE job = ? AND base_url = ? AND trading_day = ?"
 _FINISH = "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?"
 
 
@@ -153,6 +155,20 @@ class Journal:
                 if self._release is not None:
                     self._release()
                     self._release = None
+
+    def rekey(self, job_of: Callable[[str, str], str]) -> int:
+        """Give every run the job key `job_of(base_url, trading_day)` names; how many changed.
+
+        Runs recorded before keys were canonical carry the URL as typed; without this a rerun
+        after an upgrade would not find their intents.
+        """
+        changed = 0
+        with self._store_lock:
+            for job, base_url, day in self._read(_JOBS, ()):
+                if job != job_of(base_url, day):
+                    self._execute(_REKEY, (job_of(base_url, day), job, base_url, day))
+                    changed += 1
+        return changed
 
     # Reads, at the start of a run.
 
@@ -363,7 +379,10 @@ class Journal:
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._store_lock:
-            return self._db.execute(sql, params).fetchall()
+            return self._read(sql, params)
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
 
     def _execute(self, sql: str, params: Sequence[Any]) -> None:
         with self._db:

@@ -12,7 +12,7 @@ import asyncio
 from worker import events
 from worker.errors import JournalRefused
 from worker.journal import Journal
-from worker.journal_keys import canonical_origin
+from worker.journal_keys import canonical_origin, job_key
 from worker.journal_lock import FileLock, acquire
 from worker.settings import Settings
 
@@ -35,6 +35,11 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
         )
     else:
         journal = await _open_sqlite(settings, stop)
+    try:
+        journal.rekey(job_key)
+    except Exception as exc:
+        journal.close()
+        raise JournalRefused(f"the journal {journal.name} could not be read: {exc}") from None
     events.log.info(events.JOURNAL_OPENED, journal=journal.name)
     return journal
 

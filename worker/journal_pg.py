@@ -159,9 +159,8 @@ class PgJournal(Journal):
             for sql, rows in records.items():
                 cur.executemany(sql.encode(), rows)
 
-    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self._store_lock:
-            return self._conn.execute(_pg(sql), params).fetchall()
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(_pg(sql), params).fetchall()
 
     def _execute(self, sql: str, params: Sequence[Any]) -> None:
         with self._conn.transaction():
