@@ -186,3 +186,24 @@ async def test_previous_run_found_counts_only_this_runs_targets(
     assert found["positions_touched"] == 6  # account 20001's, not the twelve the journal knows
     assert all(r.reconciled for r in rerun.results)
     assert_exactly_once(sim, positions)
+
+
+async def test_sigterm_while_standing_by_aborts_with_exit_3_and_sends_nothing(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    from worker.journal_lock import FileLock
+
+    seeded(sim, 1, 3)
+    (tmp_path / "state").mkdir()
+    held = FileLock(tmp_path / "state" / "journal.lock")
+    assert held.try_acquire()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, stop.set)
+    result = await run(
+        settings_for(sim, lock_wait=60), RunRequest(specs=[TargetSpec(20001, None)]), stop
+    )
+    held.release()
+    assert result.exit_code == ExitCode.ABORTED
+    assert result.aborted is not None
+    assert "stop requested while waiting" in result.aborted
+    assert sim.stats.requests == 0

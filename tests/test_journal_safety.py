@@ -224,3 +224,17 @@ async def test_runs_recorded_under_the_url_as_typed_are_found_after_an_upgrade(
     priors = journal.priors(job_key(settings.base_url, "2026-11-25"), current_run="now")
     assert list(priors) == [(7, "inst")]
     journal.close()
+
+
+async def test_a_stop_while_standing_by_ends_the_wait_at_once(tmp_path: Path) -> None:
+    held = FileLock(tmp_path / "journal.lock")
+    assert held.try_acquire()
+    other = FileLock(tmp_path / "journal.lock")
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(JournalRefused, match="stop requested while waiting"):
+        await acquire(other.try_acquire, other.holder, what="the journal j", wait_s=60, stop=stop)
+    assert asyncio.get_running_loop().time() - started < 1
+    held.release()
+    other.release()
