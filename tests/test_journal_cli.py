@@ -103,3 +103,27 @@ async def test_journal_verify_on_postgresql(
     code, out, err = await liquidator("journal", "--journal-url", pg_url)
     assert code == 0, err
     assert len(json.loads(out)["jobs"][0]["intents"]) == 2
+
+
+async def test_a_postgresql_journal_without_its_driver_refuses_before_any_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seeded(sim, 1, 2)
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; from worker.cli import main;"
+        " sys.exit(main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", without_psycopg, "run", "--yes",
+        "--base-url", sim.base_url, "--account", "20001",
+        "--journal-url", "postgresql://liq:hunter2@127.0.0.1:1/journal",
+        "--report", str(tmp_path / "r.json"), "--log-format", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**env, "LIQUIDATOR_API_KEY": sim.config.api_key},
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, out
+    assert b"liquidator[postgres]" in out
+    assert b"hunter2" not in out
+    assert sim.stats.requests == 0

@@ -248,3 +248,11 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
     # Only the closes whose intents were committed before the session was lost went out.
     assert 4 <= outcomes["closed"] <= 4 + 2 * 2
     assert outcomes["skipped"] >= 40 - 8
+
+
+async def test_an_unreachable_database_refuses_naming_it_without_its_password() -> None:
+    url = "postgresql://liq:hunter2@127.0.0.1:1/journal"
+    with pytest.raises(JournalRefused) as refused:
+        await PgJournal.open(url, scope=SCOPE, lock_wait=0)
+    assert "postgresql://liq:***@127.0.0.1:1/journal" in str(refused.value)
+    assert "hunter2" not in str(refused.value)

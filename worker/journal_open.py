@@ -25,7 +25,13 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
     `stop` is set first)."""
     if settings.journal_url is not None:
         # psycopg loads only for a PostgreSQL journal: one host installs nothing more.
-        from worker.journal_pg import PgJournal
+        try:
+            from worker.journal_pg import PgJournal
+        except ImportError as exc:
+            raise JournalRefused(
+                f"journal_url needs the PostgreSQL driver ({exc}): pip install"
+                " 'liquidator[postgres]'"
+            ) from None
 
         journal: Journal = await PgJournal.open(
             settings.journal_url.get_secret_value(),
