@@ -8,11 +8,17 @@ Usage:
 
     python bench/run.py [--positions 5000] [--accounts 50] [--latency 0.02] [--concurrency 64]
                         [--only liquidator,floor,sdk] [--repeat 3] [--json FILE]
+                        [--postgres] [--journal-url URL]
+
+`liquidator-pg` is liquidator with its journal in PostgreSQL: `--journal-url` names a server
+(each run gets a fresh database in it), `--postgres` starts a throwaway one on loopback from
+the machine's postgresql package (tests/pg_cluster.py) and adds `liquidator-pg` to the runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -90,6 +96,9 @@ def measure(name: str, cmd: list[str], closes: int, env: dict[str, str], out: Pa
 
 def contender_cmd(name: str, base: str, args: argparse.Namespace, state: Path) -> list[str]:
     c = str(args.concurrency)
+    if name == "liquidator-pg":
+        url = fresh_database(args.journal_url)
+        return [*contender_cmd("liquidator", base, args, state), "--journal-url", url]
     if name == "liquidator":
         cmd = [sys.executable, "-m", "worker", "run", "--yes", "--base-url", base]
         for n in range(args.accounts):
@@ -112,6 +121,18 @@ def contender_cmd(name: str, base: str, args: argparse.Namespace, state: Path) -
         str(FIRST_ACCOUNT),
         str(args.accounts),
     ]
+
+
+def fresh_database(server_url: str) -> str:
+    """A new, empty database on the server, so every run starts from the same journal."""
+    import uuid
+
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    return server_url.rsplit("/", 1)[0] + "/" + name
 
 
 def run_one(name: str, args: argparse.Namespace, workdir: Path) -> Measured:
@@ -160,8 +181,27 @@ def main() -> int:
     parser.add_argument("--only", default="floor,liquidator,sdk")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--journal-url", help="PostgreSQL server for liquidator-pg")
+    parser.add_argument("--postgres", action="store_true", help="start one, run liquidator-pg")
     args = parser.parse_args()
     names = args.only.split(",")
+    with contextlib.ExitStack() as stack:
+        if args.postgres and not args.journal_url:
+            sys.path.insert(0, str(HERE.parent))
+            from tests.pg_cluster import running_cluster, server_bin
+
+            bindir = server_bin()
+            if bindir is None:
+                parser.error(
+                    "--postgres: no PostgreSQL server binaries (apt-get install postgresql)"
+                )
+            args.journal_url = stack.enter_context(running_cluster(bindir)).url()
+        if args.journal_url and "liquidator-pg" not in names:
+            names.append("liquidator-pg")
+        return measure_all(args, names)
+
+
+def measure_all(args: argparse.Namespace, names: list[str]) -> int:
     runs: dict[str, list[Measured]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="liquidator-bench-") as tmp:
         for n in range(args.repeat):
@@ -169,6 +209,10 @@ def main() -> int:
                 runs[name].append(run_one(name, args, Path(tmp) / str(n)))
                 print(f"{name}: {runs[name][-1]}", file=sys.stderr, flush=True)
     print(table(runs, args))
+    if runs.get("liquidator") and runs.get("liquidator-pg"):
+        sqlite_s = median(r.wall_s for r in runs["liquidator"])
+        pg_s = median(r.wall_s for r in runs["liquidator-pg"])
+        print(f"\nPostgreSQL journal / SQLite journal, wall time (medians): {pg_s / sqlite_s:.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({k: [asdict(r) for r in v] for k, v in runs.items()}))

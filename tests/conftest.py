@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -64,3 +66,35 @@ def captured() -> Iterator[LogCapture]:
         yield capture
     finally:
         events.unconfigure()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL on loopback for the whole session. Locally without PostgreSQL the
+    tests that need it skip; in CI (CI=true) they fail instead, so they can never go unrun."""
+    from tests.pg_cluster import INSTALL_HINT, running_cluster, server_bin
+
+    bindir = server_bin()
+    missing = None if bindir is not None else f"no PostgreSQL server binaries ({INSTALL_HINT})"
+    try:
+        import psycopg  # noqa: F401  (the `postgres` extra, pulled in by `dev`)
+    except ImportError:
+        missing = "psycopg is not installed (pip install -e '.[dev]')"
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the PostgreSQL journal tests: {missing}")
+        pytest.skip(f"PostgreSQL journal tests skipped: {missing}")
+    assert bindir is not None
+    with running_cluster(bindir) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """A fresh, empty database in the session's cluster."""
+    import psycopg
+
+    name = f"journal_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+    return str(pg_cluster.url(name))

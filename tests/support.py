@@ -11,8 +11,10 @@ import select
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -155,3 +157,34 @@ def assert_exactly_once(sim: Simulator, positions: list[tuple[int, str]]) -> Non
     assert sim.flipped_positions() == []
     counts = [len(sim.closing_orders(a, i)) for a, i in positions]
     assert counts == [1] * len(positions)
+
+
+async def until_closes_seen(sim: Simulator, count: int, limit_s: float = 20) -> None:
+    deadline = time.monotonic() + limit_s
+    while sim.stats.by_route["close"] < count:
+        assert time.monotonic() < deadline, "the worker never got going"
+        await asyncio.sleep(0.01)
+
+
+async def finish(proc: asyncio.subprocess.Process, limit_s: float = 30) -> tuple[int, str]:
+    out, err = await asyncio.wait_for(proc.communicate(), limit_s)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode() + err.decode()
+
+
+def event_lines(output: str, name: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [e for e in lines if e["event"] == name]
+
+
+def stopped_cleanly(
+    report: Path, sim: Simulator, keys: list[tuple[int, str]], *, why: str
+) -> Counter[str]:
+    """An aborted run's report: every target closed or skipped, and each close counted at the
+    server is a closed result (nothing went out that the report does not show)."""
+    doc = json.loads(report.read_text())
+    assert why in doc["aborted"]
+    outcomes = Counter(str(r["outcome"]) for r in doc["results"])
+    assert outcomes["closed"] + outcomes["skipped"] == len(keys)
+    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]
+    return outcomes

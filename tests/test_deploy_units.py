@@ -95,3 +95,30 @@ def test_service_gets_its_key_as_a_credential_and_stops_inside_systemds_patience
     stop = int(service["TimeoutStopSec"][0].rstrip("s"))
     assert 10 < stop < 90  # the worker stops within 10 s; systemd would SIGKILL at 90 s
     assert "LIQUIDATOR_API_KEY" not in (DEPLOY / "liquidator.service").read_text()
+
+
+def test_two_host_drop_in_hands_over_the_journal_url_and_stands_by_long_enough(
+    installable: Path,
+) -> None:
+    from worker.settings import JOURNAL_URL_CREDENTIAL
+
+    drop_in = unit("liquidator-journal.conf")
+    [credential] = drop_in["LoadCredential"]
+    assert credential.split(":")[0] == JOURNAL_URL_CREDENTIAL
+    [env] = drop_in["Environment"]
+    assert "postgresql://" not in env  # the URL holds a password: only as a credential
+    name, _, wait = env.partition("=")
+    assert name == "LIQUIDATOR_LOCK_WAIT"
+    # A standby stands by as long as the active host's whole day may last (TimeoutStartSec).
+    [start_timeout] = unit("liquidator.service")["TimeoutStartSec"]
+    assert int(wait) == int(start_timeout.rstrip("h")) * 3600
+    (installable / "liquidator.service.d").mkdir()
+    shutil.copy(DEPLOY / "liquidator-journal.conf", installable / "liquidator.service.d")
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(installable / "liquidator.service")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ""  # (a drop-in beside the unit is read, and checked too)

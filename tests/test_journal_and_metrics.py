@@ -13,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from worker.errors import JournalError
-from worker.journal import _SCHEMA, RECORD_BATCH, Journal
+from worker.journal import RECORD_BATCH, Journal
+from worker.journal_schema import SCHEMA as _SCHEMA
 from worker.metrics import write_metrics
 from worker.models import Outcome
 from worker.report import TargetResult

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import LogCapture
 
-from tests.support import API_KEY, envelope, serving
+from tests.support import API_KEY, envelope, serving, stopped_cleanly
 from worker import events
 from worker.models import Outcome
 from worker.report import TargetResult, write_report
@@ -26,19 +26,6 @@ from worker.targets import TargetSpec, read_targets
 def closing_orders_by_position(sim: Simulator, keys: list[tuple[int, str]]) -> Counter[int]:
     """How many positions got 0, 1, 2... closing orders, counted at the server."""
     return Counter(len(sim.closing_orders(a, i)) for a, i in keys)
-
-
-def stopped_cleanly(
-    report: Path, sim: Simulator, keys: list[tuple[int, str]], *, why: str
-) -> Counter[str]:
-    """An aborted run's report: every target closed or skipped, and each close counted at the
-    server is a closed result (nothing went out that the report does not show)."""
-    doc = json.loads(report.read_text())
-    assert why in doc["aborted"]
-    outcomes = Counter(str(r["outcome"]) for r in doc["results"])
-    assert outcomes["closed"] + outcomes["skipped"] == len(keys)
-    assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == outcomes["closed"]
-    return outcomes
 
 
 async def test_530_positions_over_20_accounts_closed_exactly_once_each(
@@ -303,7 +290,7 @@ async def test_a_journal_that_fails_mid_run_stops_every_later_close_and_the_repo
     assert 4 <= outcomes["closed"] < 40
 
 
-async def test_a_journal_that_cannot_be_read_sends_nothing_and_reports_every_target(
+async def test_a_journal_that_cannot_be_read_refuses_before_any_request_and_reports(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     sim.add_account(50002)
@@ -314,14 +301,16 @@ async def test_a_journal_that_cannot_be_read_sends_nothing_and_reports_every_tar
     report = tmp_path / "r.json"
     result = await run(
         settings_for(sim),
-        RunRequest(specs=[TargetSpec(50002, None)], report_path=report),
+        RunRequest(specs=[TargetSpec(50002, None), TargetSpec(50002, "S1")], report_path=report),
         asyncio.Event(),
     )
-    assert result.exit_code == ExitCode.ABORTED
+    assert result.exit_code == ExitCode.INVALID  # checked at open, before the key check
+    assert sim.stats.requests == 0
     assert sum(len(sim.closing_orders(a, i)) for a, i in keys) == 0
     doc = json.loads(report.read_text())
-    assert doc["summary"]["targets"] == doc["summary"]["skipped"] == 3
-    assert "journal" in doc["aborted"]
+    assert doc["exit_code"] == 2
+    assert doc["summary"]["targets"] == doc["summary"]["skipped"] == 2  # as named: not planned
+    assert "journal.sqlite3 is damaged" in doc["aborted"]
 
 
 def test_the_report_keeps_a_result_whose_error_has_a_lone_surrogate(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import assert_exactly_once, seed_accounts
+from tests.support import assert_exactly_once, finish, seed_accounts, until_closes_seen
 from worker.simulator import Faults, Simulator
 
 
@@ -43,19 +43,6 @@ async def start_worker(
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-
-
-async def until_closes_seen(sim: Simulator, count: int, limit_s: float = 20) -> None:
-    deadline = time.monotonic() + limit_s
-    while sim.stats.by_route["close"] < count:
-        assert time.monotonic() < deadline, "the worker never got going"
-        await asyncio.sleep(0.01)
-
-
-async def finish(proc: asyncio.subprocess.Process, limit_s: float = 30) -> tuple[int, str]:
-    out, err = await asyncio.wait_for(proc.communicate(), limit_s)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode() + err.decode()
 
 
 async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(

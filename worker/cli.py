@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from worker import __version__, events
 from worker.errors import InputError
+from worker.journal_keys import journal_url_secrets
 from worker.runner import ExitCode, RunRequest, run
 from worker.schedule import parse_duration
 from worker.secrets import Scrubber, check_key, secret_forms
@@ -46,6 +47,8 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--close-via", str, argparse.SUPPRESS),
     ("--at-close", bool, argparse.SUPPRESS),
     ("--moc-cutoff", str, argparse.SUPPRESS),
+    ("--lock-wait", float, "seconds to wait for another run holding the journal (default 0)"),
+    ("--journal-url", str, "postgresql://... : the journal in PostgreSQL, for several hosts"),
 ]
 
 
@@ -77,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="wait until today's regular close minus DURATION (90s, 15m, 1h); skip if closed",
     )
+
+    journal_p = sub.add_parser(
+        "journal", help="show today's jobs, intents and outcomes; `journal verify` checks it"
+    )
+    journal_p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
+    journal_p.add_argument("--state-dir", type=Path, help="where the SQLite journal lives")
+    journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
+    journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
+    journal_p.add_argument("--day", help="trading day YYYY-MM-DD (default: today, New York)")
+    journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
     sim_p.add_argument("--port", type=int, default=8765)
@@ -134,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from worker.simulate import serve_forever
 
         return serve_forever(args)
+    if args.command == "journal":
+        return _journal(args)
     try:
         specs = read_targets(args.targets, args.account, args.position)
         before_close = (
@@ -144,7 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
-    secrets = secret_forms(settings.api_key.get_secret_value()) if settings.api_key else ()
+    secrets = list(secret_forms(settings.api_key.get_secret_value())) if settings.api_key else []
+    if settings.journal_url is not None:
+        secrets += journal_url_secrets(settings.journal_url.get_secret_value())
     # Tables and a progress bar for people: on a terminal, when the console format is asked
     # for, and for `check`, whose whole point is to show what a run would target.
     for_people = settings.log_format == "console" or (
@@ -161,6 +178,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_main(args, settings, specs, terminal, before_close))
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
+        return int(ExitCode.INVALID)
+
+
+def _journal(args: argparse.Namespace) -> int:
+    from worker import journal_view
+
+    try:
+        cli = {"state_dir": args.state_dir, "journal_url": args.journal_url}
+        settings = load_settings(cli, args.config)
+        as_json = args.json or not sys.stdout.isatty()
+        if args.action == "verify":
+            return journal_view.verify(settings, as_json)
+        return journal_view.show(settings, args.day, as_json)
+    except Exception as exc:  # the journal cannot be reached or read: say so, exit 2
+        message = f"{type(exc).__name__}: {exc}"
+        for secret in journal_url_secrets(args.journal_url or ""):
+            message = message.replace(secret, "***")
+        print(f"liquidator journal: {message}", file=sys.stderr)
         return int(ExitCode.INVALID)
 
 

@@ -2,6 +2,7 @@
 
     LiquidatorError
     ├── InputError                  bad targets or settings; nothing was sent (exit 2)
+    │   └── JournalRefused          the journal is held by another run, damaged or unusable
     ├── JournalError                an intent could not be committed; no further close is sent
     └── ApiError                    a request to the API did not give the expected answer
         ├── NotSent                 provably never reached the server (connection refused, DNS)
@@ -28,6 +29,13 @@ class LiquidatorError(Exception):
 
 class InputError(LiquidatorError):
     """Targets or settings are invalid. The message names the file and the line or key."""
+
+
+class JournalRefused(InputError):
+    """The journal cannot be used for this run (locked by another run, damaged, unreachable).
+
+    Raised before any request that changes anything; the run ends with exit 2 and its report.
+    """
 
 
 class JournalError(LiquidatorError):

@@ -40,6 +40,9 @@ MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
 INTERNAL_ERROR = "internal_error"
 PLAN_POSITION = "plan_position"
+LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
+LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
+JOURNAL_OPENED = "journal_opened"
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()

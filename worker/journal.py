@@ -1,70 +1,64 @@
-"""The run journal: SQLite (WAL) under STATE_DIR. What a rerun needs to never close twice.
+"""The run journal: what a rerun needs to never close twice. SQLite under STATE_DIR by default;
+PostgreSQL (`worker.journal_pg`) for more than one host.
 
 It records each run, each target, the intent to close *before* the request is sent, every attempt
 with its request_id, the orders and the outcome. Intents are group-committed: every close that is
 about to be sent within COMMIT_WINDOW_S of the first shares one commit, and none is sent before
-its commit returns (PostgreSQL's commit_delay, for the same reason: commits cost CPU, and the
+its commit returns. Commits run in the journal's own thread, one at a time, so the event loop
+keeps sending closes whose intents are already on disk while the next group is written (the
 fan-out keeps twice as many closes ready as may be in flight, so a close waiting for its commit
-would be waiting for a free slot anyway). `synchronous=NORMAL` in WAL mode does not fsync per
-commit: a committed intent survives the process being killed (the OS holds it), not a power cut.
+would be waiting for a free slot anyway).
+
+Durable before sent: SQLite runs in WAL mode with `synchronous=FULL`, and every commit is
+followed by a checkpoint that copies it into the main file (fsync'd) and empties the log. So an
+intent acknowledged to a close lives in the main file: a write-ahead log damaged after a crash
+cannot take one with it (and is refused at open anyway, see `worker.journal_check`). The one
+exception: a reader (`liquidator journal`) holding the file for longer than SQLite's 5 s busy
+timeout leaves that checkpoint incomplete, and the group is fsync'd in the log only. Measured
+cost: bench/run.py, README "Performance". At open, `PRAGMA quick_check` costs about 0.12 s per
+100,000 closes journaled.
 
 Only intents decide what a rerun does (it looks before closing anything an earlier run meant to
 send), so only they are committed before a send. The records of what happened (attempt results,
 orders, outcomes) are kept in memory and committed in batches of RECORD_BATCH rows, riding along
-with an intent commit, and in full when the run ends or stops. A commit that touches one table
-costs a quarter of one that touches four; a process killed outright loses at most a batch of
-records, never an intent. Every write is an insert into its own table, so a flush can batch each
-statement with executemany in any order.
+with an intent commit, and in full when the run ends or stops. A process killed outright loses
+at most a batch of records, never an intent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from worker.errors import InputError, JournalError
+from worker.errors import JournalError, JournalRefused
+from worker.journal_check import wal_problem
+from worker.journal_schema import SCHEMA, TABLES, schema_probes
 from worker.models import Order
 from worker.report import TargetResult
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, job TEXT NOT NULL, base_url TEXT NOT NULL,
-    trading_day TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
-    exit_code INTEGER, dry_run INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS runs_by_job ON runs (job);
-CREATE TABLE IF NOT EXISTS targets (
-    run_id TEXT NOT NULL, account_id INTEGER NOT NULL, instrument TEXT NOT NULL,
-    instrument_id TEXT, symbol TEXT, quantity TEXT, outcome TEXT, error TEXT, attempts INTEGER,
-    PRIMARY KEY (run_id, account_id, instrument));
-CREATE TABLE IF NOT EXISTS attempts (
-    run_id TEXT NOT NULL, account_id INTEGER NOT NULL, instrument_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL, since TEXT NOT NULL,
-    PRIMARY KEY (run_id, account_id, instrument_id, attempt));
-CREATE TABLE IF NOT EXISTS attempt_results (
-    run_id TEXT NOT NULL, account_id INTEGER NOT NULL, instrument_id TEXT NOT NULL,
-    attempt INTEGER NOT NULL, request_id TEXT, result TEXT NOT NULL,
-    PRIMARY KEY (run_id, account_id, instrument_id, attempt));
-CREATE TABLE IF NOT EXISTS orders (
-    order_id TEXT NOT NULL, run_id TEXT NOT NULL, account_id INTEGER NOT NULL,
-    instrument_id TEXT NOT NULL, side TEXT, quantity TEXT, status TEXT, created_at TEXT,
-    request_id TEXT, reconciled INTEGER NOT NULL,
-    PRIMARY KEY (order_id, run_id));
-"""
 
 Key = tuple[int, str]  # (account_id, instrument_id)
 
 COMMIT_WINDOW_S = 0.002  # 5,000 closes at 64 in flight: ~500 commits instead of ~1,750
 RECORD_BATCH = 1000  # records kept in memory before they ride along with an intent commit
 
-_INTENT = (
-    "INSERT OR REPLACE INTO attempts (run_id, account_id, instrument_id, attempt, since)"
-    " VALUES (?, ?, ?, ?, ?)"
+_PRIORS = (
+    "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
+    " JOIN runs r ON r.run_id = a.run_id WHERE r.job = ? AND r.run_id != ?"
+    " GROUP BY a.account_id, a.instrument_id"
 )
+_UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
+_JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
+_REKEY = "UPDATE runs SET job = ? WHERE job = ? AND base_url = ? AND trading_day = ?"
+_FINISH = "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,50 +73,116 @@ class Prior:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
+    """The SQLite journal. The store hooks (`_write`, `_query`, `_execute`, `_disconnect`) are
+    what `worker.journal_pg.PgJournal` replaces; the group commit is the same for both."""
+
+    name: str
+    _taken_over_at: float | None  # when this run got the lock after waiting for another
+
+    def __init__(self, path: Path, *, release: Callable[[], None] | None = None) -> None:
         self.path = path
+        self.name = str(path)  # how messages name this journal
+        damage = wal_problem(path)  # before SQLite opens it and shrugs the damage off
+        if damage is not None:
+            raise JournalRefused(_damaged(path, damage))
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoints (copying the WAL back, with an fsync) cost the fan-out ~0.03 ms a
-            # close at the default 1,000 pages; at 10,000 a 5,000-close run needs none until the
-            # journal closes (SQLite checkpoints then), and a 100,000-close run a few.
-            self._db.execute("PRAGMA wal_autocheckpoint=10000")
-            self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
-            raise InputError(f"state_dir: cannot open the journal {path}: {exc}") from None
-        self._intents: list[Sequence[Any]] = []
-        self._records: dict[str, list[Sequence[Any]]] = {}
-        self._failed: str | None = None  # why the journal stopped accepting commits
-        self._commit: asyncio.Future[None] | None = None
+            raise JournalRefused(f"state_dir: cannot open the journal {path}: {exc}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # every commit checkpoints itself
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(problems[:5]))
+            self._db.executescript(SCHEMA)
+            for sql in schema_probes():
+                self._db.execute(sql)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise JournalRefused(_damaged(path, str(exc))) from None
+        self._init_group_commit(release)
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> Journal:
         return cls(state_dir / "journal.sqlite3")
 
+    def took_over(self, waited: bool) -> None:
+        """Note that this run got the lock only after waiting for another run to let go."""
+        if waited:
+            self._taken_over_at = time.monotonic()
+
+    def settle_after_takeover(self, job: str, current_run: str, in_flight_s: float) -> float:
+        """Seconds still to wait before looking at positions an earlier run meant to close.
+
+        A run that took the lock from another may have done so the moment that run died or lost
+        its database session, with closes still in flight (a live host finishes its requests,
+        up to REQUEST_TIMEOUT). Its looks wait that out, counted from the takeover. A run that
+        found the journal free, or whose earlier runs all finished, waits nothing.
+        """
+        if self._taken_over_at is None:
+            return 0.0
+        try:
+            unfinished = self._query(_UNFINISHED, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        if not unfinished:
+            return 0.0
+        return max(0.0, in_flight_s - (time.monotonic() - self._taken_over_at))
+
+    def _init_group_commit(self, release: Callable[[], None] | None) -> None:
+        self._release = release  # drops the run's lock on this journal
+        self._taken_over_at = None
+        self._intents: list[Sequence[Any]] = []
+        self._records: dict[str, list[Sequence[Any]]] = {}
+        self._failed: str | None = None  # why the journal stopped accepting commits
+        self._next: asyncio.Future[None] | None = None  # the group collecting intents
+        self._due = False  # that group's window is over
+        self._writing = False  # a group is being committed in the journal's thread
+        self._store_lock = threading.Lock()  # one transaction at a time, whichever thread
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
+        self._closed = False
+        self._statements = {table: self._upsert(table) for table in TABLES}
+
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            self._db.close()
+            self._closed = True
+            self._thread.shutdown(wait=True)
+            try:
+                self._disconnect()
+            finally:
+                if self._release is not None:
+                    self._release()
+                    self._release = None
+
+    def rekey(self, job_of: Callable[[str, str], str]) -> int:
+        """Give every run the job key `job_of(base_url, trading_day)` names; how many changed.
+
+        Runs recorded before keys were canonical carry the URL as typed; without this a rerun
+        after an upgrade would not find their intents.
+        """
+        changed = 0
+        with self._store_lock:
+            for job, base_url, day in self._read(_JOBS, ()):
+                if job != job_of(base_url, day):
+                    self._execute(_REKEY, (job_of(base_url, day), job, base_url, day))
+                    changed += 1
+        return changed
 
     # Reads, at the start of a run.
 
     def priors(self, job: str, current_run: str) -> dict[Key, Prior]:
         """Positions that earlier runs of this job sent (or were about to send) a close for."""
         try:
-            rows = self._db.execute(
-                "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
-                " JOIN runs r USING (run_id) WHERE r.job = ? AND r.run_id != ?"
-                " GROUP BY a.account_id, a.instrument_id",
-                (job, current_run),
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise JournalError(f"the journal {self.path} could not be read: {exc}") from None
+            rows = self._query(_PRIORS, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
         return {
-            (account_id, instrument_id): Prior(datetime.fromisoformat(since))
+            (int(account_id), instrument_id): Prior(datetime.fromisoformat(since))
             for account_id, instrument_id, since in rows
         }
 
@@ -139,9 +199,7 @@ class Journal:
         dry_run: bool,
     ) -> None:
         self._queue(
-            "INSERT INTO runs (run_id, job, base_url, trading_day, started_at, dry_run)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, job, base_url, trading_day, started_at.isoformat(), int(dry_run)),
+            "runs", (run_id, job, base_url, trading_day, started_at.isoformat(), int(dry_run))
         )
         self.flush()
 
@@ -150,14 +208,15 @@ class Journal:
     ) -> None:
         """Record that a close is about to be sent; return once that record is committed.
 
-        Every intent recorded within COMMIT_WINDOW_S of the first shares its commit.
+        Every intent recorded within COMMIT_WINDOW_S of the first shares its commit; while one
+        group is being written, the next one collects.
         """
         self._intents.append((run_id, account_id, instrument_id, attempt, since.isoformat()))
-        if self._commit is None:
+        if self._next is None:
             loop = asyncio.get_running_loop()
-            self._commit = loop.create_future()
-            loop.call_later(COMMIT_WINDOW_S, self._group_commit, self._commit)
-        await asyncio.shield(self._commit)
+            self._next = loop.create_future()
+            loop.call_later(COMMIT_WINDOW_S, self._window_over)
+        await asyncio.shield(self._next)
 
     def attempt_result(
         self,
@@ -169,9 +228,7 @@ class Journal:
         result: str,
     ) -> None:
         self._queue(
-            "INSERT OR REPLACE INTO attempt_results (run_id, account_id, instrument_id, attempt,"
-            " request_id, result) VALUES (?, ?, ?, ?, ?, ?)",
-            (run_id, account_id, instrument_id, attempt, request_id, result),
+            "attempt_results", (run_id, account_id, instrument_id, attempt, request_id, result)
         )
 
     def orders(
@@ -186,9 +243,7 @@ class Journal:
     ) -> None:
         for o in orders:
             self._queue(
-                "INSERT OR REPLACE INTO orders (order_id, run_id, account_id, instrument_id,"
-                " side, quantity, status, created_at, request_id, reconciled)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "orders",
                 (
                     o.id,
                     run_id,
@@ -205,8 +260,7 @@ class Journal:
 
     def outcome(self, run_id: str, result: TargetResult, quantity: str | None) -> None:
         self._queue(
-            "INSERT OR REPLACE INTO targets (run_id, account_id, instrument, instrument_id,"
-            " symbol, quantity, outcome, error, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "targets",
             (
                 run_id,
                 result.account_id,
@@ -223,57 +277,128 @@ class Journal:
     def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
         self.flush()
         try:
-            with self._db:
-                self._db.execute(
-                    "UPDATE runs SET finished_at = ?, exit_code = ? WHERE run_id = ?",
-                    (finished_at.isoformat(), exit_code, run_id),
-                )
-        except sqlite3.Error as exc:
-            raise JournalError(f"the journal {self.path} failed a write: {exc}") from None
+            with self._store_lock:
+                self._execute(_FINISH, (finished_at.isoformat(), exit_code, run_id))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} failed a write: {exc}") from None
 
     def flush(self) -> None:
-        """Commit every pending intent and record."""
-        self._commit_pending(records=True)
+        """Commit every pending intent and record (waits for a group being written)."""
+        intents, self._intents = self._intents, []
+        records, self._records = self._records, {}
+        self._commit(intents, records)
 
-    def _commit_pending(self, *, records: bool) -> None:
-        """One transaction, one executemany per statement; rolled back if any statement fails.
+    # The group commit.
+
+    def _window_over(self) -> None:
+        self._due = True
+        if not self._writing:
+            self._start_group()
+
+    def _start_group(self) -> None:
+        group, self._next, self._due = self._next, None, False
+        if group is None:
+            return
+        intents, self._intents = self._intents, []
+        records: dict[str, list[Sequence[Any]]] = {}
+        if sum(len(rows) for rows in self._records.values()) >= RECORD_BATCH:
+            records, self._records = self._records, {}
+        if not intents and not records:  # a flush took them; it also said how it went
+            self._settle(group, JournalError(self._failed) if self._failed else None)
+            return
+        if self._closed:  # (the run is over: nothing of it may be sent any more)
+            self._settle(group, JournalError(f"the journal {self.name} is closed"))
+            return
+        self._writing = True
+        work = asyncio.get_running_loop().run_in_executor(
+            self._thread, self._commit, intents, records
+        )
+        work.add_done_callback(partial(self._group_written, group))
+
+    def _group_written(self, group: asyncio.Future[None], work: asyncio.Future[None]) -> None:
+        self._writing = False
+        self._settle(group, None if work.cancelled() else work.exception())
+        if self._due:
+            self._start_group()
+
+    @staticmethod
+    def _settle(group: asyncio.Future[None], error: BaseException | None) -> None:
+        if group.done():
+            return
+        if error is None:
+            group.set_result(None)
+        else:  # every close waiting on this group must hear its intent is not recorded
+            group.set_exception(error)
+            group.exception()  # read here too, in case every waiting close was cancelled
+
+    def _commit(
+        self, intents: Sequence[Sequence[Any]], records: dict[str, list[Sequence[Any]]]
+    ) -> None:
+        """One transaction; rolled back if any statement fails.
 
         A failure loses what was pending, so the journal stays failed: every later commit
         (and every close waiting for one) raises, and no close is sent without its intent.
         """
-        if self._failed is not None:
-            raise JournalError(self._failed)
-        intents, self._intents = self._intents, []
-        batches: dict[str, list[Sequence[Any]]] = {}
-        if records:
-            batches, self._records = self._records, {}
-        if not intents and not batches:
-            return
-        try:
-            with self._db:
-                self._db.execute("BEGIN")
-                if intents:
-                    self._db.executemany(_INTENT, intents)
-                for sql, rows in batches.items():
-                    self._db.executemany(sql, rows)
-        except Exception as exc:
-            self._failed = f"the journal {self.path} failed a commit: {exc}"
-            raise JournalError(self._failed) from None
+        with self._store_lock:
+            if self._failed is not None:
+                raise JournalError(self._failed)
+            if not intents and not records:
+                return
+            try:
+                self._write(intents, records)
+            except Exception as exc:
+                self._failed = f"the journal {self.name} failed a commit: {exc}"
+                raise JournalError(self._failed) from None
 
-    def _queue(self, sql: str, params: Sequence[Any]) -> None:
+    def _queue(self, table: str, params: Sequence[Any]) -> None:
         """Keep a record for a later commit (see the module docstring)."""
+        sql = self._statements[table]
         rows = self._records.get(sql)
         if rows is None:
             self._records[sql] = [params]
         else:
             rows.append(params)
 
-    def _group_commit(self, commit: asyncio.Future[None]) -> None:
-        self._commit = None
-        try:
-            waiting = sum(len(rows) for rows in self._records.values())  # one list per table
-            self._commit_pending(records=waiting >= RECORD_BATCH)
-        except JournalError as exc:  # every waiting close must hear its intent is not recorded
-            commit.set_exception(exc)
-        else:
-            commit.set_result(None)
+    # The store: SQLite. Called with _store_lock held.
+
+    def _upsert(self, table: str) -> str:
+        keys, others = TABLES[table]
+        columns = ", ".join(keys + others)
+        marks = ", ".join("?" * len(keys + others))
+        return f"INSERT OR REPLACE INTO {table} ({columns}) VALUES ({marks})"
+
+    def _write(
+        self, intents: Sequence[Sequence[Any]], records: dict[str, list[Sequence[Any]]]
+    ) -> None:
+        db = self._db
+        with db:
+            db.execute("BEGIN")
+            if intents:
+                db.executemany(self._statements["attempts"], intents)
+            for sql, rows in records.items():
+                db.executemany(sql, rows)
+        # Into the main file (fsync'd), and the log emptied: see the module docstring.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._store_lock:
+            return self._read(sql, params)
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        with self._db:
+            self._db.execute(sql, params)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _disconnect(self) -> None:
+        self._db.close()
+
+
+def _damaged(path: Path, what: str) -> str:
+    return (
+        f"the journal {path} is damaged ({what}); nothing was sent. Keep a copy of it (with any"
+        f" {path.name}-wal beside it), run `liquidator journal verify`, then move the damaged"
+        " files aside and check today's closing orders at the API before running again"
+    )

@@ -23,9 +23,11 @@ from zoneinfo import ZoneInfo
 from worker import events
 from worker.api import TradingApi, open_session
 from worker.closer import CloseContext
-from worker.errors import ApiError, InputError, JournalError, Unauthorized
+from worker.errors import ApiError, InputError, JournalError, JournalRefused, Unauthorized
 from worker.fanout import fan_out
 from worker.journal import Journal
+from worker.journal_keys import job_key
+from worker.journal_open import open_journal
 from worker.metrics import write_metrics
 from worker.models import Outcome
 from worker.pace import Pacer
@@ -46,7 +48,7 @@ KEY_CHECK_ATTEMPTS = 5
 class ExitCode(IntEnum):
     OK = 0  # every target closed or already flat (or a dry run succeeded)
     FAILED = 1  # at least one target failed
-    INVALID = 2  # invalid input or configuration, nothing sent
+    INVALID = 2  # invalid input or configuration, or the journal refused the run; nothing sent
     ABORTED = 3  # credentials rejected or a termination signal; the report is still written
 
 
@@ -69,6 +71,7 @@ class RunResult:
     exit_code: ExitCode
     results: list[TargetResult] = field(default_factory=list)
     aborted: str | None = None
+    refused: bool = False  # the journal refused the run (held, damaged, unreachable): exit 2
     retries: int = 0
     reconciliations: int = 0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -101,6 +104,9 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         await _run(settings, request, stop, outcome)
     except Unauthorized as err:
         _abort(outcome, f"credentials rejected: {err}")
+    except JournalRefused as err:
+        outcome.refused = not stop.is_set()  # a stop while waiting for the lock is an abort
+        _abort(outcome, str(err))
     outcome.finished_at = datetime.now(UTC)
     outcome.exit_code = _exit_code(outcome)
     key = settings.api_key.get_secret_value() if settings.api_key else ""
@@ -158,10 +164,17 @@ async def _run(
     )
     pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
     tally = Tally()
+    # Opened, checked and locked before any request; a dry run sends nothing and takes no lock.
+    journal = None if request.dry_run else await open_journal(settings, stop)
     try:
-        await _run_session(settings, request, stop, outcome, policy, pacer, tally)
+        await _run_session(settings, request, stop, outcome, policy, pacer, tally, journal)
     finally:
         outcome.retries, outcome.reconciliations = tally.retries, tally.looks
+        if journal is not None:
+            try:
+                journal.close()  # and the lock with it
+            except JournalError as err:
+                _abort(outcome, str(err))
 
 
 async def _run_session(
@@ -172,6 +185,7 @@ async def _run_session(
     policy: RetryPolicy,
     pacer: Pacer,
     tally: Tally,
+    journal: Journal | None,
 ) -> None:
     assert settings.api_key is not None
     key = settings.api_key.get_secret_value()
@@ -221,14 +235,24 @@ async def _run_session(
             outcome.results.extend(_unsent(plan.targets, "run stopped before any close"))
             _abort(outcome, "stop requested")
             return
-        journal = Journal.in_dir(settings.journal_dir)
+        assert journal is not None, "every run that sends opens the journal first"
         results: list[TargetResult] | None = None
         try:
             trading_day = server_now().astimezone(MARKET_TZ).date().isoformat()
-            job = f"{settings.base_url}|{trading_day}"
+            job = job_key(settings.base_url, trading_day)
             priors = journal.priors(job, outcome.run_id)
-            if priors:
-                events.log.info(events.PREVIOUS_RUN_FOUND, job=job, positions_touched=len(priors))
+            touched = sum((t.account_id, t.instrument_id) in priors for t in plan.targets)
+            if touched:
+                settle_s = journal.settle_after_takeover(
+                    job, outcome.run_id, settings.request_timeout + settings.reconcile_delay
+                )
+                events.log.info(
+                    events.PREVIOUS_RUN_FOUND,
+                    job=job,
+                    positions_touched=touched,
+                    settle_s=round(settle_s, 3),
+                )
+                await policy.sleep(settle_s)
             journal.start_run(
                 run_id=outcome.run_id,
                 job=job,
@@ -267,11 +291,6 @@ async def _run_session(
             if results is None:  # before the fan-out: nothing was sent
                 outcome.results.extend(_unsent(plan.targets, f"not sent: {err}"))
             _abort(outcome, str(err))
-        finally:
-            try:
-                journal.close()
-            except JournalError as err:
-                _abort(outcome, str(err))
 
 
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
@@ -304,6 +323,8 @@ def _check_ceiling(settings: Settings, plan: Plan, force: bool) -> None:
 
 
 def _exit_code(outcome: RunResult) -> ExitCode:
+    if outcome.refused:
+        return ExitCode.INVALID
     if outcome.aborted is not None:
         return ExitCode.ABORTED
     if any(r.outcome is Outcome.FAILED for r in outcome.results):

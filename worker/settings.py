@@ -39,6 +39,7 @@ from worker.errors import InputError
 
 ENV_PREFIX = "LIQUIDATOR_"
 CREDENTIAL_NAME = "clearstreet-api-key"
+JOURNAL_URL_CREDENTIAL = "liquidator-journal-url"
 
 
 class _SettingsFile(TomlConfigSettingsSource):
@@ -112,6 +113,12 @@ class Settings(BaseSettings):
     moc_cutoff: timedelta = Field(
         timedelta(minutes=10), description="How long before today's regular close MOC stops."
     )
+    lock_wait: float = Field(
+        0.0, ge=0, le=86400, description="Seconds to wait for another run's journal lock."
+    )
+    journal_url: SecretStr | None = Field(
+        None, description="postgresql://... puts the journal in PostgreSQL (several hosts)."
+    )
 
     @field_validator("log_level", "log_format", "close_via", mode="before")
     @classmethod
@@ -184,6 +191,13 @@ class Settings(BaseSettings):
             raise ValueError("must be more than 0 and at most 6h before the close")
         return value
 
+    @field_validator("journal_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(_PG_SCHEMES):
+            raise ValueError("must be a postgresql:// URL")  # the value may hold a password
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -199,6 +213,9 @@ class Settings(BaseSettings):
     def journal_dir(self) -> Path:
         assert self.state_dir is not None, "load_settings() always sets state_dir"
         return self.state_dir
+
+
+_PG_SCHEMES = ("postgresql://", "postgres://")
 
 
 def _default_state_dir(env: Mapping[str, str]) -> Path:
@@ -260,15 +277,28 @@ def load_settings(cli: Mapping[str, Any], config_file: Path | None) -> Settings:
         key = _credential_key(env)
         if key is not None:
             late["api_key"] = SecretStr(key)
+    if settings.journal_url is None:
+        url = _credential(env, JOURNAL_URL_CREDENTIAL)
+        if url is not None:
+            if not url.startswith(_PG_SCHEMES):
+                raise InputError(
+                    f"credential {JOURNAL_URL_CREDENTIAL}: must be a postgresql:// URL"
+                )
+            late["journal_url"] = SecretStr(url)
     return settings.model_copy(update=late) if late else settings
 
 
 def _credential_key(env: Mapping[str, str]) -> str | None:
     """The key handed over by systemd's LoadCredential=, when the environment has none."""
+    return _credential(env, CREDENTIAL_NAME)
+
+
+def _credential(env: Mapping[str, str], name: str) -> str | None:
+    """A secret handed over by systemd's LoadCredential=, when the environment has none."""
     directory = env.get("CREDENTIALS_DIRECTORY")
     if not directory:
         return None
-    path = Path(directory) / CREDENTIAL_NAME
+    path = Path(directory) / name
     try:
         key = path.read_text(encoding="utf-8").strip()
     except OSError:

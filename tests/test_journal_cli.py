@@ -1,0 +1,129 @@
+"""`liquidator journal` and `liquidator journal verify`, as an operator runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.support import seed_accounts
+from worker.runner import ExitCode, RunRequest, run
+from worker.simulator import Simulator
+from worker.targets import TargetSpec
+
+
+async def liquidator(*args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def flatten(sim: Simulator, settings: Any) -> None:
+    result = await run(settings, RunRequest(specs=[TargetSpec(20001, None)]), asyncio.Event())
+    assert result.exit_code == ExitCode.OK
+
+
+async def test_journal_shows_todays_job_intents_and_outcomes_as_json(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    positions = seed_accounts(sim, 1, 5)
+    await flatten(sim, settings_for(sim))
+    code, out, err = await liquidator("journal", "--state-dir", str(tmp_path / "state"))
+    assert code == 0, err
+    doc = json.loads(out)
+    [job] = doc["jobs"]
+    assert job["job"].startswith("http://localhost:")  # the canonical origin, not as typed
+    assert len(job["runs"]) == 1
+    assert job["runs"][0]["exit_code"] == 0
+    intents = {(i["account_id"], i["instrument_id"]): i for i in job["intents"]}
+    assert set(intents) == set(positions)
+    assert {i["result"] for i in intents.values()} == {"ok"}
+    assert {o["outcome"] for o in job["outcomes"]} == {"closed"}
+    code, out, _ = await liquidator(
+        "journal", "--state-dir", str(tmp_path / "state"), "--day", "2001-01-01"
+    )
+    assert json.loads(out)["jobs"] == []
+
+
+async def test_journal_verify_passes_a_sound_journal_and_names_a_damaged_log(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    seed_accounts(sim, 1, 3)
+    await flatten(sim, settings_for(sim))
+    state = str(tmp_path / "state")
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", state)
+    assert code == 0
+    assert json.loads(out) | {"runs": 1, "intents": 3} == json.loads(out)
+    assert json.loads(out)["ok"] is True
+    (tmp_path / "state" / "journal.sqlite3-wal").write_bytes(os.urandom(200))
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", state)
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["ok"] is False
+    assert "journal.sqlite3-wal" in doc["problems"][0]
+    code, _, err = await liquidator("journal", "--state-dir", state)
+    assert code == 2
+    assert "journal.sqlite3-wal" in err
+
+
+async def test_journal_verify_finds_intents_of_a_run_it_has_no_record_of(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    seed_accounts(sim, 1, 2)
+    await flatten(sim, settings_for(sim))
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:
+        db.execute("DELETE FROM runs")
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", str(tmp_path / "state"))
+    assert code == 2
+    assert "2 intents name a run it has no record of" in json.loads(out)["problems"][0]
+
+
+async def test_journal_verify_on_postgresql(
+    sim: Simulator, settings_for: Any, tmp_path: Path, pg_url: str
+) -> None:
+    seed_accounts(sim, 1, 2)
+    await flatten(sim, settings_for(sim, journal_url=pg_url))
+    assert not (tmp_path / "state" / "journal.sqlite3").exists()  # nothing written locally
+    code, out, err = await liquidator("journal", "verify", "--journal-url", pg_url)
+    assert code == 0, err
+    assert json.loads(out)["intents"] == 2
+    code, out, err = await liquidator("journal", "--journal-url", pg_url)
+    assert code == 0, err
+    assert len(json.loads(out)["jobs"][0]["intents"]) == 2
+
+
+async def test_a_postgresql_journal_without_its_driver_refuses_before_any_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    seed_accounts(sim, 1, 2)
+    without_psycopg = (
+        "import sys; sys.modules['psycopg'] = None; from worker.cli import main;"
+        " sys.exit(main(sys.argv[1:]))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", without_psycopg, "run", "--yes",
+        "--base-url", sim.base_url, "--account", "20001",
+        "--journal-url", "postgresql://liq:hunter2@127.0.0.1:1/journal",
+        "--report", str(tmp_path / "r.json"), "--log-format", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**env, "LIQUIDATOR_API_KEY": sim.config.api_key},
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, out
+    assert b"liquidator[postgres]" in out
+    assert b"hunter2" not in out
+    assert sim.stats.requests == 0

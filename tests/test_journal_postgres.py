@@ -1,0 +1,261 @@
+"""The PostgreSQL journal against a real server on loopback (tests/pg_cluster.py), and two
+"hosts" (processes) on one timer, counted at the simulator: one flattens, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support import (
+    assert_exactly_once,
+    event_lines,
+    finish,
+    seed_accounts,
+    until_closes_seen,
+)
+from worker.errors import JournalError, JournalRefused
+from worker.journal_pg import PgJournal, redact_url
+from worker.simulator import Faults, Simulator
+
+T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+SCOPE = "http://localhost:8765"
+
+
+def count(url: str, sql: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.encode()).fetchone()
+        return int(row[0]) if row else 0
+
+
+async def test_intents_are_committed_before_intent_returns(pg_url: str) -> None:
+    journal = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    seen: list[int] = []
+
+    async def close(n: int) -> None:
+        await journal.intent("r1", 7, f"i{n}", 1, T0)
+        seen.append(count(pg_url, "SELECT COUNT(*) FROM attempts"))
+
+    await asyncio.gather(*(close(n) for n in range(30)))
+    assert min(seen) == 30
+    journal.attempt_result("r1", 7, "i1", 1, "req-1", "ok")
+    journal.finish_run("r1", T0, 0)
+    assert journal.priors("j", current_run="r2") == {
+        (7, f"i{n}"): journal.priors("j", "r2")[(7, f"i{n}")] for n in range(30)
+    }
+    assert journal.priors("j", current_run="r1") == {}
+    journal.close()
+    assert count(pg_url, "SELECT COUNT(*) FROM attempt_results") == 1
+    assert count(pg_url, "SELECT COUNT(*) FROM runs WHERE exit_code = 0") == 1
+
+
+async def test_a_second_host_is_refused_naming_the_holder_then_takes_over(pg_url: str) -> None:
+    first = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
+    with pytest.raises(JournalRefused) as refused:
+        await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
+    assert f"pid {os.getpid()}, since " in str(refused.value)
+    other_api = await PgJournal.open(pg_url, scope="https://api.clearstreet.com", lock_wait=0)
+    other_api.close()
+    asyncio.get_running_loop().call_later(0.2, first.close)
+    started = time.monotonic()
+    second = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=10)
+    assert time.monotonic() - started < 2
+    second.close()
+
+
+async def test_a_host_whose_session_is_lost_commits_no_more_intents(pg_url: str) -> None:
+    journal = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    await journal.intent("r1", 7, "before", 1, T0)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(backend_pid) FROM journal_holders"
+        )  # the database drops the session, and with it the lock
+    with pytest.raises(JournalError):
+        await journal.intent("r1", 7, "after", 1, T0)
+    with pytest.raises(JournalError):
+        await journal.intent("r1", 7, "later", 1, T0)  # it never comes back on a new session
+    standby = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=5)  # the lock is free
+    assert set(standby.priors("j", "r2")) == {(7, "before")}
+    standby.close()
+    with pytest.raises(JournalError):
+        journal.close()
+
+
+def test_a_url_password_never_shows_in_messages() -> None:
+    assert redact_url("postgresql://liq:hunter2@db:5432/j") == "postgresql://liq:***@db:5432/j"
+
+
+async def start_host(
+    sim: Simulator, state: Path, report: Path, pg_url: str, *extra: str
+) -> asyncio.subprocess.Process:
+    """One 'host': its own state directory, the shared journal URL, as on a systemd timer."""
+    env = {
+        **os.environ,
+        "LIQUIDATOR_API_KEY": sim.config.api_key,
+        "LIQUIDATOR_STATE_DIR": str(state),
+        "LIQUIDATOR_LOG_FORMAT": "json",
+        "LIQUIDATOR_RATE_LIMIT": "0",
+        "LIQUIDATOR_JOURNAL_URL": pg_url,
+        "LIQUIDATOR_LOCK_WAIT": "30",
+        # A standby that takes over waits out the dead host's requests in flight: keep it short.
+        "LIQUIDATOR_REQUEST_TIMEOUT": "1",
+        "LIQUIDATOR_RECONCILE_DELAY": "0.2",
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", "--yes",
+        "--base-url", sim.base_url,
+        "--account", "20001", "--account", "20002",
+        "--concurrency", "4",
+        "--report", str(report),
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )  # fmt: skip
+
+
+async def read_until_event(proc: asyncio.subprocess.Process, name: str) -> str:
+    """The lines a process printed up to and including its first `name` event."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while f'"event":"{name}"' not in (lines[-1] if lines else ""):
+        assert time.monotonic() < deadline, f"never saw {name}: {''.join(lines)}"
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line, f"ended before {name}: {''.join(lines)}"
+        lines.append(line)
+    return "".join(lines)
+
+
+async def test_two_hosts_at_once_on_one_postgresql_journal_one_flattens(
+    sim: Simulator, tmp_path: Path, pg_url: str
+) -> None:
+    positions = seed_accounts(sim, 2, 50)
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    reports = [tmp_path / "a.json", tmp_path / "b.json"]
+    hosts = [
+        await start_host(sim, tmp_path / name, report, pg_url)
+        for name, report in zip("ab", reports, strict=True)
+    ]
+    outcomes = await asyncio.gather(*(finish(h) for h in hosts))
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    sent = sorted(
+        sum(r["outcome"] == "closed" and not r["reconciled"] for r in doc["results"])
+        for doc in (json.loads(report.read_text()) for report in reports)
+    )
+    # The standby sent nothing: it found each position flat, or its close already working.
+    assert sent == [0, len(positions)]
+    assert sim.stats.by_route["close"] == len(positions)
+    assert_exactly_once(sim, positions)
+
+
+async def test_the_active_host_killed_mid_run_the_standby_finishes_once(
+    sim: Simulator, tmp_path: Path, pg_url: str
+) -> None:
+    await killed_mid_run_then_standby_finishes(sim, tmp_path, pg_url, kill=True)
+
+
+async def test_the_active_host_losing_its_session_the_standby_finishes_once(
+    sim: Simulator, tmp_path: Path, pg_url: str
+) -> None:
+    await killed_mid_run_then_standby_finishes(sim, tmp_path, pg_url, kill=False)
+
+
+async def killed_mid_run_then_standby_finishes(
+    sim: Simulator, tmp_path: Path, pg_url: str, *, kill: bool
+) -> None:
+    positions = seed_accounts(sim, 2, 150)
+    sim.config.fill_delay_s = 3600  # the active host's orders are still working at takeover
+    sim.config.faults = {"close": Faults(latency_s=0.04)}
+    active = await start_host(sim, tmp_path / "a", tmp_path / "a.json", pg_url)
+    await until_closes_seen(sim, 1)
+    standby = await start_host(sim, tmp_path / "b", tmp_path / "b.json", pg_url)
+    seen_by_standby = await read_until_event(standby, "lock_waiting")
+    await until_closes_seen(sim, 60)
+    if kill:
+        active.kill()
+    else:
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
+    code_a, out_a = await finish(active)
+    code_b, out_b = await finish(standby)
+    out_b = seen_by_standby + out_b
+    assert code_a == (-9 if kill else 3), out_a
+    assert code_b == 0, out_b
+    assert event_lines(out_b, "lock_waiting")  # it was standing by when the active one died
+    assert event_lines(out_b, "lock_acquired")
+    [found] = event_lines(out_b, "previous_run_found")
+    touched: Any = found["positions_touched"]
+    assert touched >= 60
+    settle_s: Any = found["settle_s"]
+    assert 0 < settle_s <= 1.2  # waited out the dead host's closes in flight
+    assert_exactly_once(sim, positions)  # every position flat, each closed by one order
+
+
+async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_the_server(
+    settings_for: Any, tmp_path: Path, pg_url: str
+) -> None:
+    from aiohttp import web
+
+    from tests.support import serving, stopped_cleanly
+    from worker.runner import ExitCode, RunRequest, run
+    from worker.simulator import SimConfig
+    from worker.targets import TargetSpec
+
+    sim = Simulator(SimConfig(fill_delay_s=3600))
+    sim.add_account(50001)
+    keys = [(50001, sim.add_position(50001, f"S{k}", "10")) for k in range(40)]
+    closes_seen = 0
+
+    @web.middleware
+    async def database_lost_after_four_closes(
+        request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        nonlocal closes_seen
+        if request.method == "DELETE":
+            closes_seen += 1
+            if closes_seen == 4:
+                with psycopg.connect(pg_url, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = sim.app()
+    app.middlewares.append(database_lost_after_four_closes)
+    report = tmp_path / "r.json"
+    async with serving(app) as base_url:
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, concurrency=2, journal_url=pg_url
+        )
+        result = await run(
+            settings,
+            RunRequest(specs=[TargetSpec(50001, None)], report_path=report),
+            asyncio.Event(),
+        )
+    assert result.exit_code == ExitCode.ABORTED
+    outcomes = stopped_cleanly(report, sim, keys, why="journal")
+    # Only the closes whose intents were committed before the session was lost went out.
+    assert 4 <= outcomes["closed"] <= 4 + 2 * 2
+    assert outcomes["skipped"] >= 40 - 8
+
+
+async def test_an_unreachable_database_refuses_naming_it_without_its_password() -> None:
+    url = "postgresql://liq:hunter2@127.0.0.1:1/journal"
+    with pytest.raises(JournalRefused) as refused:
+        await PgJournal.open(url, scope=SCOPE, lock_wait=0)
+    assert "postgresql://liq:***@127.0.0.1:1/journal" in str(refused.value)
+    assert "hunter2" not in str(refused.value)

@@ -1,0 +1,240 @@
+"""The journal's promises, one by one: stable keys, one run at a time, intents durable in the
+main file before a send, and damage refused loudly instead of forgotten."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import LogCapture
+
+from worker import events
+from worker.errors import JournalRefused
+from worker.journal import Journal
+from worker.journal_check import wal_problem
+from worker.journal_keys import canonical_origin, job_key, journal_url_secrets
+from worker.journal_lock import FileLock, acquire
+
+T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "http://127.0.0.1:8765",
+        "http://127.0.0.1:8765/",
+        "HTTP://LOCALHOST:8765",
+        "http://localhost:8765//",
+        "http://[::1]:8765",
+        "http://127.0.0.2:8765/",
+    ],
+)
+def test_every_loopback_spelling_is_one_origin(spelling: str) -> None:
+    assert canonical_origin(spelling) == "http://localhost:8765"
+
+
+@pytest.mark.parametrize(
+    ("spelling", "origin"),
+    [
+        ("https://api.clearstreet.com", "https://api.clearstreet.com"),
+        ("https://API.ClearStreet.com:443/", "https://api.clearstreet.com"),
+        ("https://api.clearstreet.com.", "https://api.clearstreet.com"),
+        ("https://api.clearstreet.com:8443", "https://api.clearstreet.com:8443"),
+        ("https://gw.example.com/trading/", "https://gw.example.com/trading"),
+        ("http://localhost:80", "http://localhost"),
+    ],
+)
+def test_origin_drops_case_default_port_and_trailing_slash(spelling: str, origin: str) -> None:
+    assert canonical_origin(spelling) == origin
+
+
+def test_different_apis_and_days_are_different_jobs() -> None:
+    day = "2026-11-25"
+    assert job_key("https://api.clearstreet.com/", day) == job_key(
+        "https://API.clearstreet.com", day
+    )
+    assert job_key("https://api.clearstreet.com", day) != job_key(
+        "https://api-dev.clearstreet.com", day
+    )
+    assert job_key("http://localhost:1", day) != job_key("http://localhost:2", day)
+    assert job_key("http://localhost:1", day) != job_key("http://localhost:1", "2026-11-26")
+
+
+def test_a_journal_urls_password_is_a_secret() -> None:
+    url = "postgresql://liq:s%40cret@db.example:5432/liquidator"
+    assert set(journal_url_secrets(url)) == {"s%40cret", "s@cret"}
+    assert journal_url_secrets("postgresql:///liquidator") == []
+
+
+async def test_a_held_journal_refuses_at_once_naming_host_pid_and_since(tmp_path: Path) -> None:
+    held = FileLock(tmp_path / "journal.lock")
+    assert held.try_acquire()
+    other = FileLock(tmp_path / "journal.lock")
+    with pytest.raises(JournalRefused) as refused:
+        await acquire(other.try_acquire, other.holder, what="the journal j", wait_s=0)
+    message = str(refused.value)
+    assert f"host {socket.gethostname()}, pid {os.getpid()}, since 20" in message
+    assert "lock_wait" in message
+    held.release()
+    other.release()
+
+
+async def test_a_waiting_run_takes_the_lock_when_the_holder_lets_go(
+    tmp_path: Path, captured: LogCapture
+) -> None:
+    held = FileLock(tmp_path / "journal.lock")
+    assert held.try_acquire()
+    other = FileLock(tmp_path / "journal.lock")
+    asyncio.get_running_loop().call_later(0.15, held.release)
+    await acquire(other.try_acquire, other.holder, what="the journal j", wait_s=5)
+    names = [e["event"] for e in captured.entries]
+    assert names == [events.LOCK_WAITING, events.LOCK_ACQUIRED]
+    assert f"pid {os.getpid()}" in captured.entries[0]["holder"]
+    third = FileLock(tmp_path / "journal.lock")
+    with pytest.raises(JournalRefused, match=r"after waiting 0\.2 s"):
+        await acquire(third.try_acquire, third.holder, what="the journal j", wait_s=0.2)
+    third.release()
+    other.release()
+
+
+async def test_an_acknowledged_intent_is_in_the_main_file_not_only_in_the_log(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.in_dir(tmp_path / "state")
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    await asyncio.gather(*(journal.intent("r1", 1, f"i{n}", 1, T0) for n in range(20)))
+    # What a crash leaves if the log is lost: the main file alone, copied while still open.
+    shutil.copy(journal.path, tmp_path / "main-only.sqlite3")
+    with sqlite3.connect(tmp_path / "main-only.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == 20
+    assert journal.path.with_name("journal.sqlite3-wal").stat().st_size == 0
+    journal.close()
+
+
+def crashed_wal(tmp_path: Path, frames: int = 6) -> tuple[Path, bytes]:
+    """A journal whose writer 'died' with commits only in its write-ahead log."""
+    path = tmp_path / "j.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE t (x TEXT)")
+    for n in range(frames):
+        db.execute("INSERT INTO t VALUES (?)", (f"row {n} " * 200,))
+    wal = path.with_name("j.sqlite3-wal").read_bytes()
+    main = path.read_bytes()
+    db.close()  # (checkpoints and removes the log: put the crash's files back)
+    path.write_bytes(main)
+    path.with_name("j.sqlite3-wal").write_bytes(wal)
+    return path, wal
+
+
+def test_a_sound_log_and_a_torn_last_frame_pass(tmp_path: Path) -> None:
+    path, wal = crashed_wal(tmp_path)
+    assert wal_problem(path) is None
+    path.with_name("j.sqlite3-wal").write_bytes(wal[:-100])  # killed while appending
+    assert wal_problem(path) is None
+    path.with_name("j.sqlite3-wal").write_bytes(b"")
+    assert wal_problem(path) is None
+
+
+@pytest.mark.parametrize("where", ["header", "middle", "empty log"])
+def test_garbage_in_the_log_is_found(tmp_path: Path, where: str) -> None:
+    path, wal = crashed_wal(tmp_path)
+    garbage = os.urandom(200)
+    if where == "header":
+        damaged = garbage + wal[200:]
+    elif where == "middle":
+        damaged = wal[:5000] + garbage + wal[5200:]
+    else:
+        damaged = garbage
+    path.with_name("j.sqlite3-wal").write_bytes(damaged)
+    problem = wal_problem(path)
+    assert problem is not None
+    assert "j.sqlite3-wal" in problem
+
+
+def test_a_journal_with_a_damaged_log_refuses_to_open_and_leaves_it_alone(tmp_path: Path) -> None:
+    path, wal = crashed_wal(tmp_path)
+    damaged = os.urandom(200) + wal[200:]
+    path.with_name("j.sqlite3-wal").write_bytes(damaged)
+    with pytest.raises(JournalRefused) as refused:
+        Journal(path)
+    assert "j.sqlite3-wal" in str(refused.value)
+    assert "liquidator journal verify" in str(refused.value)
+    assert path.with_name("j.sqlite3-wal").read_bytes() == damaged  # evidence kept as it was
+
+
+def test_a_main_file_that_is_not_a_database_refuses_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(JournalRefused, match=r"journal\.sqlite3 is damaged"):
+        Journal(path)
+
+
+def test_the_journal_url_comes_from_a_systemd_credential_and_is_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.errors import InputError
+    from worker.settings import JOURNAL_URL_CREDENTIAL, load_settings
+
+    for key in [k for k in os.environ if k.startswith("LIQUIDATOR_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / JOURNAL_URL_CREDENTIAL).write_text("postgresql://liq:pw@db/j\n")
+    url = load_settings({}, None).journal_url
+    assert url is not None
+    assert url.get_secret_value() == "postgresql://liq:pw@db/j"
+    (tmp_path / JOURNAL_URL_CREDENTIAL).write_text("mysql://liq:pw@db/j\n")
+    with pytest.raises(InputError, match=JOURNAL_URL_CREDENTIAL) as refused:
+        load_settings({}, None)
+    assert "pw" not in str(refused.value)
+    monkeypatch.setenv("LIQUIDATOR_JOURNAL_URL", "sqlite:///secret-path")
+    with pytest.raises(InputError, match="LIQUIDATOR_JOURNAL_URL") as refused:
+        load_settings({}, None)
+    assert "secret-path" not in str(refused.value)
+
+
+async def test_runs_recorded_under_the_url_as_typed_are_found_after_an_upgrade(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    from worker.journal_open import open_journal
+
+    old = Journal.in_dir(tmp_path / "state")  # as an earlier version keyed its jobs
+    old.start_run(
+        run_id="before-upgrade",
+        job="http://127.0.0.1:8765|2026-11-25",
+        base_url="http://127.0.0.1:8765",
+        trading_day="2026-11-25",
+        started_at=T0,
+        dry_run=False,
+    )
+    await old.intent("before-upgrade", 7, "inst", 1, T0)
+    old.close()
+    settings = settings_for(base_url="http://localhost:8765/", api_key="k.s")
+    journal = await open_journal(settings)
+    priors = journal.priors(job_key(settings.base_url, "2026-11-25"), current_run="now")
+    assert list(priors) == [(7, "inst")]
+    journal.close()
+
+
+async def test_a_stop_while_standing_by_ends_the_wait_at_once(tmp_path: Path) -> None:
+    held = FileLock(tmp_path / "journal.lock")
+    assert held.try_acquire()
+    other = FileLock(tmp_path / "journal.lock")
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, stop.set)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(JournalRefused, match="stop requested while waiting"):
+        await acquire(other.try_acquire, other.holder, what="the journal j", wait_s=60, stop=stop)
+    assert asyncio.get_running_loop().time() - started < 1
+    held.release()
+    other.release()

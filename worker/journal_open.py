@@ -1,0 +1,76 @@
+"""Which journal a run uses, opened, checked and locked before any request is sent.
+
+SQLite under STATE_DIR by default (nothing to install, one host); PostgreSQL when JOURNAL_URL
+is set (several hosts on one timer). Either way the run holds the journal's lock for its whole
+life, and a journal that is held, damaged or unreachable refuses the run (exit 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from worker import events
+from worker.errors import JournalRefused
+from worker.journal import Journal
+from worker.journal_keys import canonical_origin, job_key
+from worker.journal_lock import FileLock, acquire
+from worker.settings import Settings
+
+SQLITE_FILE = "journal.sqlite3"
+LOCK_FILE = "journal.lock"
+
+
+async def open_journal(settings: Settings, stop: asyncio.Event | None = None) -> Journal:
+    """The run's journal, locked for this run (waiting up to LOCK_WAIT for another, unless
+    `stop` is set first)."""
+    if settings.journal_url is not None:
+        # psycopg loads only for a PostgreSQL journal: one host installs nothing more.
+        try:
+            from worker.journal_pg import PgJournal
+        except ImportError as exc:
+            raise JournalRefused(
+                f"journal_url needs the PostgreSQL driver ({exc}): pip install"
+                " 'liquidator[postgres]'"
+            ) from None
+
+        journal: Journal = await PgJournal.open(
+            settings.journal_url.get_secret_value(),
+            scope=canonical_origin(settings.base_url),
+            lock_wait=settings.lock_wait,
+            stop=stop,
+        )
+    else:
+        journal = await _open_sqlite(settings, stop)
+    try:
+        journal.rekey(job_key)
+    except Exception as exc:
+        journal.close()
+        raise JournalRefused(f"the journal {journal.name} could not be read: {exc}") from None
+    events.log.info(events.JOURNAL_OPENED, journal=journal.name)
+    return journal
+
+
+async def _open_sqlite(settings: Settings, stop: asyncio.Event | None) -> Journal:
+    directory = settings.journal_dir
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise JournalRefused(
+            f"state_dir: cannot create the journal's directory {directory}: {exc.strerror}"
+        ) from None
+    path = directory / SQLITE_FILE
+    lock = FileLock(directory / LOCK_FILE)
+    try:
+        waited = await acquire(
+            lock.try_acquire,
+            lock.holder,
+            what=f"the journal {path}",
+            wait_s=settings.lock_wait,
+            stop=stop,
+        )
+        journal = Journal(path, release=lock.release)  # checked once the lock is ours
+        journal.took_over(waited)
+        return journal
+    except BaseException:
+        lock.release()
+        raise

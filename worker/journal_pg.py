@@ -1,0 +1,175 @@
+"""The journal in PostgreSQL, so that two hosts on one timer flatten once.
+
+The run's lock is a session advisory lock on the job's scope, taken on the one connection that
+also commits every intent. The scope is the API's canonical origin without the trading date: two
+hosts whose clocks straddle midnight in New York must still contend for one lock. While that
+session lives no other host can take the lock; if the host dies (killed, or its database session
+lost) PostgreSQL releases the lock and a standby waiting up to LOCK_WAIT takes over, looking up
+first every position an intent names. A host that loses its connection cannot commit an intent,
+and an intent that cannot commit is never sent; psycopg never reconnects on its own, so a commit
+cannot land on a new session that does not hold the lock.
+
+The group commit, the statements' shape and the reads are `worker.journal.Journal`'s; this
+module supplies the store underneath. PostgreSQL's default `synchronous_commit=on` makes each
+commit durable before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from worker.errors import JournalRefused
+from worker.journal import Journal
+from worker.journal_lock import Holder, acquire
+from worker.journal_schema import SCHEMA, TABLES, schema_probes
+
+_HOLDERS = """
+CREATE TABLE IF NOT EXISTS journal_holders (
+    lock_key BIGINT PRIMARY KEY, scope TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL,
+    since TEXT NOT NULL, backend_pid INTEGER NOT NULL)
+"""
+_SCHEMA_LOCK = 0x6C697175  # a transaction lock so two hosts never create the tables at once
+_HOLDER_NOW = (
+    "SELECT h.host, h.pid, h.since FROM journal_holders h WHERE h.lock_key = %s AND h.backend_pid"
+    " IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
+)
+# A host whose database goes quiet gives up instead of hanging: keepalives notice a dead peer,
+# tcp_user_timeout bounds a send that is never acknowledged.
+_CONNECT: dict[str, str | int] = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "application_name": "liquidator",
+}
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def lock_key(scope: str) -> int:
+    """A stable signed 64-bit advisory lock key for a scope."""
+    digest = hashlib.blake2b(f"liquidator:{scope}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PgJournal(Journal):
+    """The journal on one PostgreSQL session that holds the run's advisory lock."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], name: str, key: int) -> None:
+        self.name = name
+        self._conn = conn
+        self._key = key
+        self._init_group_commit(None)
+
+    @classmethod
+    async def open(
+        cls, url: str, *, scope: str, lock_wait: float, stop: asyncio.Event | None = None
+    ) -> PgJournal:
+        name = redact_url(url)
+        try:
+            conn = psycopg.connect(make_conninfo(url, **_CONNECT), autocommit=True)
+        except psycopg.Error as exc:
+            raise JournalRefused(f"journal_url: cannot connect to {name}: {exc}") from None
+        journal = cls(conn, name, lock_key(scope))
+        try:
+            journal._create_schema()
+            waited = await acquire(
+                journal._try_lock,
+                journal._holder,
+                what=f"the journal {name} for {scope}",
+                wait_s=lock_wait,
+                stop=stop,
+            )
+            journal._say_who_holds(scope)
+            journal.took_over(waited)
+        except psycopg.Error as exc:
+            conn.close()
+            raise JournalRefused(f"the journal {name} could not be opened: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return journal
+
+    def _create_schema(self) -> None:
+        with self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in [*SCHEMA.split(";"), _HOLDERS]:
+                if statement.strip():
+                    self._conn.execute(statement.encode())
+        try:
+            for probe in schema_probes():
+                self._conn.execute(probe.encode())
+        except psycopg.Error as exc:
+            raise JournalRefused(
+                f"the journal {self.name} does not have the journal's tables as this version"
+                f" writes them ({exc}); nothing was sent. Point journal_url at another database,"
+                " or check what changed them"
+            ) from None
+
+    def _try_lock(self) -> bool:
+        row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+        return bool(row and row[0])
+
+    def _holder(self) -> str:
+        row = self._conn.execute(_HOLDER_NOW, (self._key,)).fetchone()
+        if row is None:
+            return "a run that has not yet said who it is"
+        return str(Holder(row[0], int(row[1]), row[2]))
+
+    def _say_who_holds(self, scope: str) -> None:
+        me = Holder.me()
+        self._conn.execute(
+            "INSERT INTO journal_holders (lock_key, scope, host, pid, since, backend_pid)"
+            " VALUES (%s, %s, %s, %s, %s, pg_backend_pid()) ON CONFLICT (lock_key) DO UPDATE SET"
+            " scope = EXCLUDED.scope, host = EXCLUDED.host, pid = EXCLUDED.pid,"
+            " since = EXCLUDED.since, backend_pid = EXCLUDED.backend_pid",
+            (self._key, scope, me.host, me.pid, me.since),
+        )
+
+    # The store. Called with _store_lock held (see Journal).
+
+    def _upsert(self, table: str) -> str:
+        keys, others = TABLES[table]
+        columns = ", ".join(keys + others)
+        marks = ", ".join(["%s"] * len(keys + others))
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in others)
+        return (
+            f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        )
+
+    def _write(
+        self, intents: Sequence[Sequence[Any]], records: dict[str, list[Sequence[Any]]]
+    ) -> None:
+        with self._conn.transaction(), self._conn.cursor() as cur:
+            if intents:
+                cur.executemany(self._statements["attempts"].encode(), intents)
+            for sql, rows in records.items():
+                cur.executemany(sql.encode(), rows)
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self._conn.execute(_pg(sql), params).fetchall()
+
+    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+        with self._conn.transaction():
+            self._conn.execute(_pg(sql), params)
+
+    def _disconnect(self) -> None:
+        self._conn.close()  # the session ends, and with it the advisory lock
+
+
+def _pg(sql: str) -> bytes:
+    """The journal's statements use SQLite's `?`; psycopg wants `%s`."""
+    return sql.replace("?", "%s").encode()

@@ -1,0 +1,243 @@
+"""`liquidator journal` (today's jobs, intents and outcomes) and `liquidator journal verify`.
+
+Read-only: neither takes the run's lock, so both work while a run is going on. A table on a
+terminal, JSON otherwise (or with --json). `verify` exits 0 when the journal is sound, 2 when
+it is damaged, naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from worker.journal_check import wal_problem
+from worker.journal_open import SQLITE_FILE
+from worker.journal_schema import schema_probes
+from worker.settings import Settings
+
+MARKET_TZ = ZoneInfo("America/New_York")
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_RUNS = (
+    "SELECT job, run_id, started_at, finished_at, exit_code FROM runs"
+    " WHERE trading_day = ? AND dry_run = 0 ORDER BY job, started_at"
+)
+_INTENTS = (
+    "SELECT r.job, a.run_id, a.account_id, a.instrument_id, a.attempt, a.since, x.result,"
+    " x.request_id FROM attempts a JOIN runs r ON r.run_id = a.run_id"
+    " LEFT JOIN attempt_results x ON x.run_id = a.run_id AND x.account_id = a.account_id"
+    " AND x.instrument_id = a.instrument_id AND x.attempt = a.attempt"
+    " WHERE r.trading_day = ? ORDER BY r.job, a.since, a.account_id, a.instrument_id, a.attempt"
+)
+_OUTCOMES = (
+    "SELECT r.job, t.run_id, t.account_id, t.instrument, t.instrument_id, t.symbol, t.outcome,"
+    " t.error, t.attempts FROM targets t JOIN runs r ON r.run_id = t.run_id"
+    " WHERE r.trading_day = ? ORDER BY r.job, r.started_at, t.account_id, t.instrument"
+)
+# Rows that name a run the journal has no record of: a sign that something was lost.
+_ORPHANS = {
+    "intents": "SELECT COUNT(*) FROM attempts WHERE run_id NOT IN (SELECT run_id FROM runs)",
+    "orders": "SELECT COUNT(*) FROM orders WHERE run_id NOT IN (SELECT run_id FROM runs)",
+    "outcomes": "SELECT COUNT(*) FROM targets WHERE run_id NOT IN (SELECT run_id FROM runs)",
+}
+
+
+class _Reader:
+    """Read-only queries in SQLite's `?` style, on either backend."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._pg: Any = None
+        self._db: sqlite3.Connection | None = None
+        if settings.journal_url is not None:
+            import psycopg
+
+            from worker.journal_pg import redact_url
+
+            url = settings.journal_url.get_secret_value()
+            self.name = redact_url(url)
+            self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        else:
+            self.path = settings.journal_dir / SQLITE_FILE
+            self.name = str(self.path)
+
+    def open_sqlite(self) -> None:
+        uri = f"file:{self.path}?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True)
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._pg is not None:
+            return list(self._pg.execute(sql.replace("?", "%s").encode(), params).fetchall())
+        assert self._db is not None
+        return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+        if self._db is not None:
+            self._db.close()
+
+
+def show(settings: Settings, day: str | None, as_json: bool) -> int:
+    """Today's (or `day`'s) jobs: their runs, intents and outcomes."""
+    reader = _Reader(settings)
+    try:
+        if reader._pg is None:
+            if not reader.path.exists():
+                return _print(as_json, {"journal": reader.name, "trading_day": day, "jobs": []})
+            problem = wal_problem(reader.path)
+            if problem is not None:
+                print(f"liquidator: the journal is damaged: {problem}", file=sys.stderr)
+                return 2
+            reader.open_sqlite()
+        day = day or datetime.now(MARKET_TZ).date().isoformat()
+        jobs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+        def job(name: str) -> dict[str, list[dict[str, Any]]]:
+            return jobs.setdefault(name, {"runs": [], "intents": [], "outcomes": []})
+
+        for name, *run in reader.rows(_RUNS, (day,)):
+            job(name)["runs"].append(
+                dict(zip(("run_id", "started_at", "finished_at", "exit_code"), run, strict=True))
+            )
+        for name, *intent in reader.rows(_INTENTS, (day,)):
+            keys = ("run_id", "account_id", "instrument_id", "attempt", "since", "result")
+            job(name)["intents"].append(dict(zip((*keys, "request_id"), intent, strict=True)))
+        for name, *outcome in reader.rows(_OUTCOMES, (day,)):
+            keys = ("run_id", "account_id", "instrument", "instrument_id", "symbol", "outcome")
+            job(name)["outcomes"].append(
+                dict(zip((*keys, "error", "attempts"), outcome, strict=True))
+            )
+    finally:
+        reader.close()
+    doc = {
+        "journal": reader.name,
+        "trading_day": day,
+        "jobs": [{"job": name, **parts} for name, parts in jobs.items()],
+    }
+    return _print(as_json, doc)
+
+
+def verify(settings: Settings, as_json: bool) -> int:
+    """Check the journal: its files, its structure, its tables, its records' runs."""
+    reader = _Reader(settings)
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    try:
+        if reader._pg is None:
+            problems += _sqlite_file_problems(reader.path)
+            if not reader.path.exists() or problems:
+                return _report(as_json, reader.name, problems, counts)
+            reader.open_sqlite()
+            found = [r[0] for r in reader.rows("PRAGMA integrity_check")]
+            if found != ["ok"]:
+                problems += [f"{reader.name}: {p}" for p in found[:10]]
+        for probe in schema_probes():
+            try:
+                reader.rows(probe)
+            except Exception as exc:
+                problems.append(f"{reader.name}: {exc}".strip())
+        if not problems:
+            for what, sql in _ORPHANS.items():
+                orphans = int(reader.rows(sql)[0][0])
+                if orphans:
+                    problems.append(
+                        f"{reader.name}: {orphans} {what} name a run it has no record of"
+                    )
+            for table in ("runs", "attempts", "targets"):
+                counts[table] = int(reader.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
+    except sqlite3.Error as exc:
+        problems.append(f"{reader.name}: {exc}")
+    finally:
+        reader.close()
+    return _report(as_json, reader.name, problems, counts)
+
+
+def _sqlite_file_problems(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    problems = []
+    with path.open("rb") as f:
+        if f.read(16) not in (SQLITE_HEADER, b""):
+            problems.append(f"{path}: not a SQLite database (its header is overwritten)")
+    wal = wal_problem(path)
+    if wal is not None:
+        problems.append(wal)
+    return problems
+
+
+def _report(as_json: bool, name: str, problems: list[str], counts: dict[str, int]) -> int:
+    doc = {
+        "journal": name,
+        "ok": not problems,
+        "problems": problems,
+        "runs": counts.get("runs"),
+        "intents": counts.get("attempts"),
+        "outcomes": counts.get("targets"),
+    }
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+    elif problems:
+        print(f"{name}: DAMAGED")
+        for p in problems:
+            print(f"  - {p}")
+        print(
+            "Keep a copy of the journal's files, move them aside, and check today's closing"
+            " orders at the API before the next run (it starts a new journal)."
+        )
+    else:
+        print(
+            f"{name}: ok ({doc['runs'] or 0} runs, {doc['intents'] or 0} intents,"
+            f" {doc['outcomes'] or 0} outcomes)"
+        )
+    return 0 if not problems else 2
+
+
+def _print(as_json: bool, doc: dict[str, Any]) -> int:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"journal {doc['journal']}, trading day {doc['trading_day']}")
+    if not doc["jobs"]:
+        console.print("no runs recorded for this day")
+    for job in doc["jobs"]:
+        runs = Table(title=f"job {job['job']}: runs")
+        for column in ("run", "started", "finished", "exit"):
+            runs.add_column(column)
+        for r in job["runs"]:
+            runs.add_row(
+                r["run_id"], r["started_at"], r["finished_at"] or "(unfinished)", _s(r["exit_code"])
+            )
+        console.print(runs)
+        outcomes = {(o["account_id"], o["instrument_id"]): o for o in job["outcomes"]}
+        positions = Table(title="intents and outcomes")
+        for column in ("account", "instrument", "symbol", "attempt", "since", "result"):
+            positions.add_column(column)
+        positions.add_column("outcome")
+        for i in job["intents"]:
+            o = outcomes.get((i["account_id"], i["instrument_id"]), {})
+            positions.add_row(
+                _s(i["account_id"]),
+                i["instrument_id"],
+                _s(o.get("symbol")),
+                _s(i["attempt"]),
+                i["since"],
+                _s(i["result"] or "(no reply recorded)"),
+                _s(o.get("outcome")),
+            )
+        console.print(positions)
+    return 0
+
+
+def _s(value: object) -> str:
+    return "" if value is None else str(value)
