@@ -40,6 +40,7 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--log-level", str, "debug, info, warning or error"),
     ("--log-format", str, "auto, json or console"),
     ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
+    ("--flat-timeout", float, "seconds to follow each close until its position reads flat"),
 ]
 
 
@@ -150,6 +151,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _writable_parent(path: Path, what: str) -> None:
     """Found out now, not after the closes were sent."""
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory; name a file")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise InputError(f"{what} {path}: the directory {parent} does not exist or is not writable")
@@ -208,6 +211,8 @@ async def _main(
         result = await run(settings, request, stop)
         if terminal is not None:
             terminal.show_summary(result.results, int(result.exit_code))
+        for line in result.write_failures:
+            print(f"liquidator: {line}", file=sys.stderr)
         return int(result.exit_code)
 
 

@@ -35,6 +35,10 @@ PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
 INTERNAL_ERROR = "internal_error"
+RESIDUE_CLOSE = "residue_close"
+TARGET_NOT_FLAT = "target_not_flat"
+ORDERS_SNAPSHOT = "orders_snapshot"
+WRITE_FAILED = "write_failed"
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -235,3 +239,38 @@ def internal_error(err: BaseException) -> None:
         error=f"{type(err).__name__}: {err}",
         traceback="".join(traceback.format_exception(err)),
     )
+
+
+def residue_close(
+    *, account_id: int, instrument: str, remaining_quantity: str, residue: int
+) -> None:
+    """A close for what is left: the position is open and no order on it can still fill."""
+    log.warning(
+        RESIDUE_CLOSE,
+        account_id=account_id,
+        instrument=instrument,
+        remaining_quantity=remaining_quantity,
+        residue=residue,
+    )
+
+
+def target_not_flat(
+    *, account_id: int, instrument: str, remaining_quantity: str | None, error: str
+) -> None:
+    """Following ended (FLAT_TIMEOUT, or a stop) with the position still open or unread."""
+    log.error(
+        TARGET_NOT_FLAT,
+        account_id=account_id,
+        instrument=instrument,
+        remaining_quantity=remaining_quantity,
+        error=error,
+    )
+
+
+def orders_snapshot(*, account_id: int, orders: int, request_id: str | None) -> None:
+    """The orders an account held before the fan-out: none of them is a close of this run."""
+    log.info(ORDERS_SNAPSHOT, account_id=account_id, orders=orders, request_id=request_id)
+
+
+def write_failed(*, what: str, path: str, error: str) -> None:
+    log.error(WRITE_FAILED, what=what, path=path, error=error)

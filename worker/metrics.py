@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from worker.models import Outcome
+from worker.outcomes import Outcome
 from worker.report import TargetResult, summarize, write_atomically
 
 _LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
@@ -28,7 +28,9 @@ def write_metrics(
     finished_at: float,
 ) -> None:
     counts = summarize(results)
-    last_success = finished_at if exit_code == 0 else _previous_success(path)
+    # A run skipped because the market is closed flattened nothing: it is no success.
+    succeeded = exit_code == 0 and counts[str(Outcome.MARKET_CLOSED)] == 0
+    last_success = finished_at if succeeded else _previous_success(path)
     lines = [
         "# HELP liquidator_positions Targets of the last run, by outcome.",
         "# TYPE liquidator_positions gauge",
@@ -36,6 +38,9 @@ def write_metrics(
             f'liquidator_positions{{outcome="{o}"}} {counts[str(o)]}'
             for o in Outcome  # every outcome, zeros included, so absent means "no run"
         ),
+        "# HELP liquidator_extra_orders Targets with more than one filled closing order.",
+        "# TYPE liquidator_extra_orders gauge",
+        f"liquidator_extra_orders {counts['extra_orders']}",
         "# HELP liquidator_retries_total Requests retried in the last run.",
         "# TYPE liquidator_retries_total counter",
         f"liquidator_retries_total {retries}",

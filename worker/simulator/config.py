@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-ROUTES = ("close", "positions", "orders", "clock", "market_hours", "account")
+ROUTES = ("close", "positions", "orders", "clock", "market_hours", "account", "instrument")
 
 
 @dataclass
@@ -26,6 +26,10 @@ class Faults:
     p_500_after: float = 0.0  # applied, then a 500 envelope
     p_502_html: float = 0.0  # a proxy's HTML 502; applied half of the time
     p_garbage_after: float = 0.0  # applied, then a 200 that is not the envelope
+    # A slow gateway: no reply, and the request is applied only after apply_late_s (longer
+    # than the client's timeout), as if a queue held it.
+    p_apply_late: float = 0.0
+    apply_late_s: float = 2.0
 
     def draw(self, roll: float) -> str | None:
         """The fault for a uniform roll in [0, 1), or None."""
@@ -38,6 +42,7 @@ class Faults:
             ("500_after", self.p_500_after),
             ("502_html", self.p_502_html),
             ("garbage_after", self.p_garbage_after),
+            ("apply_late", self.p_apply_late),
         ):
             if roll < p:
                 return name
@@ -72,7 +77,13 @@ class SimConfig:
     # Answer 409 to a close while an earlier close of the position is still working. Off by
     # default: the tests must be able to see a duplicate close to prove there is none.
     refuse_duplicate_closes: bool = False
+    # Market conditions for closing orders, drawn once per order when it is created:
+    p_partial_fill: float = 0.0  # fills partly, the rest ends as `partial_rest_status`
+    partial_fill_fraction: float = 0.5
+    partial_rest_status: str = "CANCELED"  # or EXPIRED
+    p_reject_after_accept: float = 0.0  # accepted (PENDING_NEW), later REJECTED, nothing filled
     clock: Callable[[], float] = time.time
+    known_symbols: set[str] = field(default_factory=set)  # instruments no account holds
 
 
 @dataclass
