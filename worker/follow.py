@@ -154,12 +154,15 @@ class Follower:
         reader = self._ctx.reader
         for start in range(0, len(instrument_ids), CHUNK):
             chunk = instrument_ids[start : start + CHUNK]
-            listed, _ = await reader.positions(account_id, chunk)
-            for p in listed:
-                positions[p.instrument_id] = positions.get(p.instrument_id, Decimal(0)) + p.quantity
+            # Orders first: an order read as done had filled before the positions were read,
+            # so a position read open beside it is truly open (the other way round, a fill
+            # between the reads looks like a residue that is not there).
             found, _ = await reader.orders(account_id, chunk, self._since)
             for o in found:
                 orders.setdefault(o.instrument_id or "", []).append(o)
+            listed, _ = await reader.positions(account_id, chunk)
+            for p in listed:
+                positions[p.instrument_id] = positions.get(p.instrument_id, Decimal(0)) + p.quantity
         return positions, orders
 
     async def _decide(self, followed: _Followed, position: Decimal, orders: list[Order]) -> None:

@@ -235,6 +235,7 @@ class Simulator:
                 content_type="text/html",
             )  # fmt: skip
         if fault == "apply_late":
+            await request.read()  # the gateway holds the whole request, body included
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._shutting_down.wait(), faults.apply_late_s)
             return await handler(request, account)  # the client gave up long ago
