@@ -1,8 +1,9 @@
 """Follow every sent close until its position reads zero at the server, or FLAT_TIMEOUT passes.
 
 One task per account, started by the first target handed over, so following overlaps the
-fan-out. Each poll reads the account's positions and its orders since the run began, filtered to
-the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s`.
+fan-out. Each poll reads the account's orders since the run began and its positions, filtered to
+the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s` while
+nothing settles.
 `worker.reconcile.follow_step` decides per target: flat, wait, or a residue close for the rest
 (sent through the same journaled step as every close). It never sends while stopping.
 """
@@ -104,7 +105,10 @@ class Follower:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             for account_id, task in self._tasks.items():
                 bug = None if task.cancelled() else task.exception()
-                if bug is not None and not isinstance(bug, Unauthorized):
+                if isinstance(bug, Unauthorized):
+                    if self._on_abort is not None:
+                        self._on_abort(f"credentials rejected mid-run: {bug}")
+                elif bug is not None:
                     events.internal_error(bug)
                     if self._on_abort is not None:
                         self._on_abort(f"internal error: {type(bug).__name__}: {bug}")
@@ -118,11 +122,11 @@ class Follower:
             if not self._last_look.is_set():
                 wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
                 await self._pause(wait)
-            pause = min(pause * 2, self._settings.max_pause_s)
             final = self._last_look.is_set()
+            before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
             try:
-                positions, orders = await self._read(account_id, read)
+                positions, orders, request_id = await self._read(account_id, read)
             except Unauthorized:
                 raise
             except ApiError as err:
@@ -130,11 +134,21 @@ class Follower:
                 continue
             for iid in read:
                 followed = pending[iid]
-                await self._decide(followed, positions.get(iid, Decimal(0)), orders.get(iid, []))
+                await self._decide(
+                    followed, positions.get(iid, Decimal(0)), orders.get(iid, []), request_id
+                )
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
                     self._not_flat(followed, "the run stopped before the position read flat")
             self._expire(pending, "")
+            # Pauses grow while nothing settles (slow fills); a poll that settled some, or
+            # found new targets handed over meanwhile, is followed promptly by the next one.
+            settled = len(pending) < before or len(pending) > len(read)
+            pause = (
+                self._settings.first_pause_s
+                if settled
+                else min(pause * 2, self._settings.max_pause_s)
+            )
 
     async def _pause(self, seconds: float) -> None:
         """Sleep between polls; the last look cuts it short."""
@@ -148,8 +162,10 @@ class Follower:
 
     async def _read(
         self, account_id: int, instrument_ids: Sequence[str]
-    ) -> tuple[dict[str, Decimal], dict[str, list[Order]]]:
+    ) -> tuple[dict[str, Decimal], dict[str, list[Order]], str]:
+        """Positions and orders of these instruments, and the orders listing's request_id."""
         positions: dict[str, Decimal] = {}
+        request_id = ""
         orders: dict[str, list[Order]] = {}
         reader = self._ctx.reader
         for start in range(0, len(instrument_ids), CHUNK):
@@ -157,21 +173,41 @@ class Follower:
             # Orders first: an order read as done had filled before the positions were read,
             # so a position read open beside it is truly open (the other way round, a fill
             # between the reads looks like a residue that is not there).
-            found, _ = await reader.orders(account_id, chunk, self._since)
+            found, request_ids = await reader.orders(account_id, chunk, self._since)
+            request_id = request_ids[-1]
             for o in found:
                 orders.setdefault(o.instrument_id or "", []).append(o)
             listed, _ = await reader.positions(account_id, chunk)
             for p in listed:
                 positions[p.instrument_id] = positions.get(p.instrument_id, Decimal(0)) + p.quantity
-        return positions, orders
+        return positions, orders, request_id
 
-    async def _decide(self, followed: _Followed, position: Decimal, orders: list[Order]) -> None:
+    async def _decide(
+        self, followed: _Followed, position: Decimal, orders: list[Order], request_id: str
+    ) -> None:
         target, result = followed.target, followed.result
         preexisting = self._ctx.preexisting_of(target.account_id)
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
         for order in orders:
             if order.id in listed or order.id not in (preexisting or ()):
                 result.note_order(order, own=False)  # every order of the run: own or found
+            if order.id not in listed and order.id not in (preexisting or ()):
+                self._ctx.journal.orders(
+                    self._ctx.run_id,
+                    target.account_id,
+                    target.instrument_id,
+                    [order],
+                    request_id,
+                    reconciled=True,
+                )
+                events.close_order(  # found late: journaled and logged like every order
+                    order,
+                    account_id=target.account_id,
+                    instrument_id=target.instrument_id,
+                    request_id=request_id,
+                    attempt=result.attempts,
+                    reconciled=True,
+                )
         result.remaining_quantity = str(position)
         stopping = self._ctx.stopping.is_set()
         step = follow_step(
