@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,11 @@ async def test_a_partial_fill_then_a_whole_residue_close_is_closed_with_both_ord
         assert [o["status"] for o in r["orders"]] == ["CANCELED", "FILLED"]
         assert all(o["own"] for o in r["orders"])
     assert sim.stats.by_route["close"] == 2 * len(keys)
+    # Each residue close was journaled like any close: its intent before it was sent.
+    journal = tmp_path / "state" / "journal.sqlite3"
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT instrument_id, MAX(attempt) FROM attempts GROUP BY 1")
+        assert dict(attempts.fetchall()) == {iid: 2 for _, iid in keys}
 
 
 def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None]]:
@@ -265,9 +271,12 @@ async def test_a_gateway_that_applies_closes_after_the_timeout_never_leaves_a_fl
         [TargetSpec(61008, None, cancel_orders=False)],
         request_timeout=0.2,
         reconcile_delay=0,
+        metrics_file=tmp_path / "liquidator.prom",
     )
     await recovering
     assert result.exit_code == ExitCode.OK, doc["summary"]
+    metrics = (tmp_path / "liquidator.prom").read_text()
+    assert f"liquidator_extra_orders {doc['summary']['extra_orders']}\n" in metrics
     the_truth(sim, doc, keys)
     # The case close_position cannot make safe: some were closed twice, then evened out.
     assert doc["summary"]["extra_orders"] > 0
