@@ -60,8 +60,12 @@ async def test_1000_positions_under_30pct_unknown_outcomes_503s_and_a_rate_limit
     )
     failed = [(r.instrument, r.attempts, r.error) for r in result.results if r.error]
     assert result.exit_code == ExitCode.OK, failed[:5]
+    # Closed means read flat: no fill is pending at the server, nothing is left to fill.
+    assert all(sim.position_quantity(a, i) == 0 for a, i in positions)
     assert_exactly_once(sim, positions)
     doc = json.loads(report.read_text())
+    listed = {o["id"] for r in doc["results"] for o in r["orders"]}
+    assert {o["id"] for a, i in positions for o in sim.closing_orders(a, i)} == listed
     assert len(doc["results"]) == 1000
     assert {r["outcome"] for r in doc["results"]} <= {"closed", "already_flat"}
     injected = sim.stats.faults_injected
