@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from structlog.testing import LogCapture
 
+from tests.support import serving
 from worker import events
 from worker.runner import ExitCode, RunRequest, RunResult, run
-from worker.simulator import Faults, Simulator
+from worker.simulator import Faults, SimConfig, Simulator
 from worker.targets import TargetSpec
 
 FAST_FOLLOW = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
@@ -296,3 +298,42 @@ async def test_the_report_shows_every_closing_order_marked_own_or_found(
     assert found
     assert own
     assert {r["fate"] for r in doc["results"]} == {"applied"}
+
+
+async def test_a_close_whose_look_failed_is_watched_and_reported_closed_once_read_flat(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    sim = Simulator(SimConfig(fill_delay_s=0.05))
+    sim.add_account(61010)
+    keys = seed(sim, 61010, [25])
+    sim.config.faults = {"close": Faults(p_drop_after=1.0)}  # applied, its reply lost
+    orders_seen = 0
+
+    @web.middleware
+    async def the_look_cannot_read_orders(request: web.Request, handler: Any) -> Any:
+        nonlocal orders_seen
+        if request.path.endswith("/orders"):
+            orders_seen += 1
+            if orders_seen in (2, 3):  # 1 is the snapshot; 2 and 3 the look's two tries
+                return web.json_response({"error": {"code": 503, "message": "busy"}}, status=503)
+        return await handler(request)
+
+    app = sim.app()
+    app.middlewares.append(the_look_cannot_read_orders)
+    async with serving(app) as base_url:
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, max_attempts=2, **FAST_FOLLOW
+        )
+        report = tmp_path / "r.json"
+        result = await run(
+            settings, RunRequest(specs=[TargetSpec(61010, None)], report_path=report),
+            asyncio.Event(),
+        )  # fmt: skip
+    doc = json.loads(report.read_text())
+    assert result.exit_code == ExitCode.OK, doc
+    [r] = doc["results"]
+    assert r["outcome"] == "closed"
+    assert r["fate"] == "unknown"  # the reply never came; the listing showed what it did
+    assert [o["own"] for o in r["orders"]] == [False]
+    assert sim.stats.by_route["close"] == 1  # watched, never re-sent
+    the_truth(sim, doc, keys)

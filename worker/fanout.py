@@ -35,7 +35,8 @@ async def fan_out(
     """Close every target; one result each, in the targets' order.
 
     A target sent a close (or found one) is handed to `follow` with no outcome yet; following
-    settles it. Without `follow` (tests of the fan-out alone) it is left without an outcome.
+    settles it. So is a failed one whose last close may have been applied, to be watched.
+    Without `follow` (tests of the fan-out alone) it is left without an outcome.
     """
     stop = ctx.stopping
     results = [t.result() for t in targets]
@@ -66,7 +67,7 @@ async def fan_out(
                 except asyncio.CancelledError:
                     _cancelled(results[i])
                     raise
-                if results[i].outcome is None and follow is not None:
+                if follow is not None and _to_follow(results[i]):
                     handed[i] = True
                     follow(targets[i], results[i])
                     continue
@@ -106,6 +107,14 @@ async def fan_out(
         elif result.outcome is None:  # the queue never reached it before the cancel
             result.settle(Outcome.SKIPPED, NOT_STARTED)
     return results
+
+
+def _to_follow(result: TargetResult) -> bool:
+    """Sent a close or found one; or failed while its last close may yet have been applied
+    (following then only watches, to report what the server did, and never sends)."""
+    if result.outcome is None:
+        return True
+    return result.outcome is Outcome.FAILED and result.attempts > 0 and result.fate is Fate.UNKNOWN
 
 
 def _cancelled(result: TargetResult) -> None:

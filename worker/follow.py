@@ -36,6 +36,9 @@ class _Followed:
     result: TargetResult
     deadline: float  # monotonic
     quiet_until: float = 0.0  # no residue close before this (after an unknown outcome)
+    # A target that failed with its last close's fate unknown: watched to report what the
+    # server did (flat: closed), never sent a residue close; its failure stands otherwise.
+    watch_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,16 @@ class Follower:
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
 
     def follow(self, target: Target, result: TargetResult) -> None:
-        """Hand over a target that was sent a close (or found one); its result has no outcome."""
+        """Hand over a target that was sent a close (or found one); its result has no outcome.
+
+        A result that already failed (its last close's fate unknown) is only watched.
+        """
         pending = self._pending.setdefault(target.account_id, {})
         pending[target.instrument_id] = _Followed(
-            target, result, self._clock() + self._settings.timeout_s
+            target,
+            result,
+            self._clock() + self._settings.timeout_s,
+            watch_only=result.outcome is Outcome.FAILED,
         )
         task = self._tasks.get(target.account_id)
         if task is None or task.done():
@@ -130,6 +139,9 @@ class Follower:
             except Unauthorized:
                 raise
             except ApiError as err:
+                for iid in read:
+                    if iid in pending and pending[iid].watch_only:
+                        self._leave_failed(pending[iid])  # no better than the closer's look
                 self._expire(pending, f"the account could not be read: {err}")
                 continue
             for iid in read:
@@ -215,10 +227,14 @@ class Follower:
             orders,
             residue_sent=result.residue_closes,
             max_residue=self._settings.max_residue,
-            may_send=not stopping and self._clock() >= followed.quiet_until,
+            may_send=not stopping
+            and not followed.watch_only
+            and self._clock() >= followed.quiet_until,
         )
         if step is Step.FLAT:
             self._flat(followed)
+        elif followed.watch_only and not any(o.working for o in orders):
+            self._leave_failed(followed)  # open, and nothing of it can still fill
         elif step is Step.RESIDUE:
             await self._residue(followed, position)
 
@@ -253,6 +269,11 @@ class Follower:
             return
         if sent is None:
             result.residue_closes -= 1
+
+    def _leave_failed(self, followed: _Followed) -> None:
+        """A watched target keeps the failure the closer gave it, now with what was read."""
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        self._report(followed.result)
 
     def _flat(self, followed: _Followed) -> None:
         result = followed.result
@@ -310,7 +331,10 @@ class Follower:
         self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
         statuses = ", ".join(f"{o.id} {o.status}" for o in result.orders) or "no orders"
         remaining = result.remaining_quantity or "unknown"
-        result.settle(Outcome.NOT_FLAT, f"{why}; remaining {remaining}; orders: {statuses}")
+        earlier = f"; before: {result.error}" if followed.watch_only and result.error else ""
+        result.settle(
+            Outcome.NOT_FLAT, f"{why}; remaining {remaining}; orders: {statuses}{earlier}"
+        )
         events.target_not_flat(
             account_id=result.account_id,
             instrument=result.instrument,
