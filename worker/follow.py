@@ -19,9 +19,16 @@ from decimal import Decimal
 
 from worker import events
 from worker.closer import CloseContext
-from worker.errors import ApiError, OutcomeUnknown, Unauthorized
+from worker.errors import (
+    ApiError,
+    JournalError,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Unauthorized,
+)
 from worker.models import Order
-from worker.outcomes import Fate, Outcome, TargetResult
+from worker.outcomes import Outcome, TargetResult
 from worker.plan import Target
 from worker.reconcile import Step, follow_step
 
@@ -142,6 +149,8 @@ class Follower:
                 for iid in read:
                     if iid in pending and pending[iid].watch_only:
                         self._leave_failed(pending[iid])  # no better than the closer's look
+                    elif iid in pending and final:
+                        self._not_flat(pending[iid], f"the last read failed: {err}")
                 self._expire(pending, f"the account could not be read: {err}")
                 continue
             for iid in read:
@@ -255,9 +264,15 @@ class Follower:
             # It may yet appear: no further residue close until a slow server had time to apply.
             followed.quiet_until = self._clock() + self._ctx.policy.settle_s
             return
+        except JournalError as err:
+            result.residue_closes -= 1  # its intent is not on disk, so it was not sent
+            if self._on_abort is not None:
+                self._on_abort(str(err))
+            self._ctx.stopping.set()  # no close may be sent without its intent
+            return
         except ApiError as err:
-            if result.fate is Fate.NOT_SENT:
-                result.residue_closes -= 1  # never left this host: it does not count
+            if isinstance(err, NotSent | RateLimited):
+                result.residue_closes -= 1  # provably changed nothing: it does not count
             events.close_retry(
                 account_id=target.account_id,
                 instrument=target.instrument,
