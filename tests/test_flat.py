@@ -337,3 +337,29 @@ async def test_a_close_whose_look_failed_is_watched_and_reported_closed_once_rea
     assert [o["own"] for o in r["orders"]] == [False]
     assert sim.stats.by_route["close"] == 1  # watched, never re-sent
     the_truth(sim, doc, keys)
+
+
+async def test_a_stop_while_only_following_ends_at_once_with_the_open_ones_not_flat(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61011, [10, 20, 30])
+    sim.config.fill_delay_s = 3600  # nothing fills: following would wait FLAT_TIMEOUT
+    stop = asyncio.Event()
+
+    @sim_hook(sim)
+    def after_close() -> None:
+        if sim.stats.by_route["close"] == len(keys):
+            asyncio.get_running_loop().call_later(0.3, stop.set)  # SIGTERM while following
+
+    report = tmp_path / "r.json"
+    started = asyncio.get_running_loop().time()
+    result = await run(
+        settings_for(sim, flat_timeout=60, follow_pause=0.05),
+        RunRequest(specs=[TargetSpec(61011, None)], report_path=report),
+        stop,
+    )
+    assert asyncio.get_running_loop().time() - started < 2  # not STOP_GRACE, not 60 s
+    assert result.exit_code == ExitCode.ABORTED
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["not_flat"] == len(keys)
+    the_truth(sim, doc, keys)

@@ -372,9 +372,17 @@ async def _close_and_follow(
         follower.abandon()
         await follower.finish()
         raise
-    if ctx.stopping.is_set():
-        follower.last_look()  # nothing is in flight any more: one read decides
-    await follower.finish()
+    # Nothing is in flight any more: once a stop is requested, one more read decides.
+    finishing = asyncio.ensure_future(follower.finish())
+    stopped = asyncio.ensure_future(ctx.stopping.wait())
+    try:
+        await asyncio.wait({finishing, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not finishing.done():
+            follower.last_look()
+        await finishing
+    finally:
+        stopped.cancel()
+        finishing.cancel()
     return results
 
 
