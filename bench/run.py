@@ -7,8 +7,8 @@ interleaved (floor, liquidator, sdk, floor, ...), and the table shows medians an
 Usage:
 
     python bench/run.py [--positions 5000] [--accounts 50] [--latency 0.02] [--concurrency 64]
-                        [--only liquidator,floor,sdk] [--repeat 3] [--json FILE]
-                        [--postgres] [--journal-url URL]
+                        [--only liquidator,floor,sdk] [--repeat 3] [--fill-delay 0.01]
+                        [--json FILE] [--postgres] [--journal-url URL]
 
 `liquidator-pg` is liquidator with its journal in PostgreSQL: `--journal-url` names a server
 (each run gets a fresh database in it), `--postgres` starts a throwaway one on loopback from
@@ -66,7 +66,7 @@ def start_simulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], 
             "--positions", str(args.positions // args.accounts),
             "--first-account", str(FIRST_ACCOUNT),
             "--latency", str(args.latency),
-            "--fill-delay", "3600",
+            "--fill-delay", str(args.fill_delay),
             "--api-key", KEY,
         ],
         stdout=subprocess.PIPE,
@@ -180,6 +180,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--only", default="floor,liquidator,sdk")
     parser.add_argument("--repeat", type=int, default=3)
+    # Market orders fill in milliseconds; liquidator follows each close until it reads flat,
+    # so its wall time includes the fill and the first poll after it.
+    parser.add_argument("--fill-delay", type=float, default=0.01)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--journal-url", help="PostgreSQL server for liquidator-pg")
     parser.add_argument("--postgres", action="store_true", help="start one, run liquidator-pg")

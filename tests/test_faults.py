@@ -16,7 +16,7 @@ from structlog.testing import LogCapture
 
 from tests.support import assert_exactly_once, seed_accounts
 from worker import events
-from worker.models import Outcome
+from worker.outcomes import Fate, Outcome
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import UNKNOWN_OUTCOMES_30, Faults, Simulator
 from worker.targets import TargetSpec
@@ -42,8 +42,12 @@ async def test_1000_positions_under_30pct_unknown_outcomes_503s_and_a_rate_limit
     )
     failed = [(r.instrument, r.attempts, r.error) for r in result.results if r.error]
     assert result.exit_code == ExitCode.OK, failed[:5]
+    # Closed means read flat: no fill is pending at the server, nothing is left to fill.
+    assert all(sim.position_quantity(a, i) == 0 for a, i in positions)
     assert_exactly_once(sim, positions)
     doc = json.loads(report.read_text())
+    listed = {o["id"] for r in doc["results"] for o in r["orders"]}
+    assert {o["id"] for a, i in positions for o in sim.closing_orders(a, i)} == listed
     assert len(doc["results"]) == 1000
     assert {r["outcome"] for r in doc["results"]} <= {"closed", "already_flat"}
     injected = sim.stats.faults_injected
@@ -144,13 +148,19 @@ async def test_rerun_while_earlier_closing_orders_still_work_sends_no_second_clo
     positions = seed_accounts(sim, 2, 20)
     sim.config.fill_delay_s = 3600  # orders stay working; positions still show full quantity
     specs = [TargetSpec(20001, None), TargetSpec(20002, None)]
-    first = await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
-    assert first.exit_code == ExitCode.OK
-    second = await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
+    quick = settings_for(sim, flat_timeout=0.2, follow_pause=0.05)
+    first = await run(quick, RunRequest(specs=specs), asyncio.Event())
+    assert first.exit_code == ExitCode.FAILED  # sent, but not flat: nothing filled
+    assert {r.outcome for r in first.results} == {Outcome.NOT_FLAT}
+    sim.fill_due_in(0.5)  # the market fills them while the rerun follows
+    second = await run(
+        settings_for(sim, follow_pause=0.05), RunRequest(specs=specs), asyncio.Event()
+    )
     assert second.exit_code == ExitCode.OK
     assert {r.outcome for r in second.results} == {Outcome.CLOSED}
     assert all(r.reconciled for r in second.results)
     assert_exactly_once(sim, positions)
+    assert all(sim.position_quantity(a, i) == 0 for a, i in positions)
 
 
 async def test_rerun_closes_again_when_the_earlier_closing_order_was_cancelled(
@@ -160,30 +170,38 @@ async def test_rerun_closes_again_when_the_earlier_closing_order_was_cancelled(
     sim.add_position(19816, "GOOG", "25")
     sim.config.fill_delay_s = 3600
     specs = [TargetSpec(19816, "GOOG")]
-    await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
+    quick = settings_for(sim, flat_timeout=0.2, follow_pause=0.05)
+    await run(quick, RunRequest(specs=specs), asyncio.Event())
     [first_order] = sim.closing_orders(19816, "GOOG")
     sim.cancel_order(19816, first_order["id"])
-    second = await run(settings_for(sim), RunRequest(specs=specs), asyncio.Event())
+    sim.config.fill_delay_s = 0.05
+    second = await run(
+        settings_for(sim, follow_pause=0.05), RunRequest(specs=specs), asyncio.Event()
+    )
     assert second.exit_code == ExitCode.OK
     assert len(sim.closing_orders(19816, "GOOG")) == 2
-    sim.fill_all()
     assert sim.position_quantity(19816, "GOOG") == 0
 
 
-async def test_409_duplicate_is_not_retried_and_a_look_finds_the_pending_close(
+async def test_409_duplicate_is_not_retried_and_following_sees_the_pending_close_fill(
     sim: Simulator, settings_for: Any
 ) -> None:
     sim.add_account(19816)
     sim.add_position(19816, "GOOG", "25")
-    sim.config.fill_delay_s = 3600
+    sim.config.fill_delay_s = 1.0
     sim.config.refuse_duplicate_closes = True
     sim.book.close(sim.book.accounts[19816], "GOOG", True)  # closed at the desk a moment ago
     result = await run(
-        settings_for(sim), RunRequest(specs=[TargetSpec(19816, "GOOG")]), asyncio.Event()
+        settings_for(sim, follow_pause=0.05),
+        RunRequest(specs=[TargetSpec(19816, "GOOG")]),
+        asyncio.Event(),
     )
     assert result.exit_code == ExitCode.OK
     assert sim.stats.status_counts[409] == 1
     assert len(sim.closing_orders(19816, "GOOG")) == 1
+    assert sim.position_quantity(19816, "GOOG") == 0
     [target] = result.results
-    assert target.outcome is Outcome.CLOSED
+    # The desk's order predates the run: not the worker's close, and nothing of the run filled.
+    assert target.outcome is Outcome.ALREADY_FLAT
+    assert target.fate is Fate.REFUSED
     assert target.reconciled

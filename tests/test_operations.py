@@ -92,7 +92,7 @@ async def test_holiday_sends_nothing_and_exits_0(sim: Simulator, tmp_path: Path)
     assert '"market_closed"' in out
     assert sim.stats.by_route["close"] == 0
     assert sim.stats.by_route["positions"] == 0
-    assert '"skipped": 1' in report.read_text()
+    assert '"market_closed": 1' in report.read_text()
 
 
 async def test_before_close_on_an_early_close_day_starts_at_close_minus_duration(

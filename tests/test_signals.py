@@ -23,6 +23,7 @@ async def start_worker(
         "LIQUIDATOR_STATE_DIR": str(tmp_path / "state"),
         "LIQUIDATOR_LOG_FORMAT": "json",
         "LIQUIDATOR_RATE_LIMIT": "0",
+        "LIQUIDATOR_FOLLOW_PAUSE": "0.05",
     }
     return await asyncio.create_subprocess_exec(
         sys.executable,
@@ -63,16 +64,20 @@ async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
     outcomes = [r["outcome"] for r in first["results"]]
     assert len(outcomes) == 300
     assert "skipped" in outcomes
-    assert set(outcomes) <= {"closed", "skipped", "failed"}
+    # Sent closes never fill in time here: not flat (or unknown), never closed.
+    assert set(outcomes) <= {"not_flat", "skipped", "failed"}
 
     sim.config.faults = {}
+    sim.fill_due_in(1.0)  # the market fills the first run's orders while the rerun follows
+    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     rerun = tmp_path / "second.json"
     code, output = await finish(await start_worker(sim, tmp_path, rerun))
     assert code == 0, output
     assert_exactly_once(sim, positions)
     second = json.loads(rerun.read_text())
     reconciled = sum(r["reconciled"] for r in second["results"])
-    assert reconciled >= sum(o == "closed" for o in outcomes)
+    assert reconciled >= sum(o == "not_flat" for o in outcomes)
+    assert all(sim.position_quantity(a, i) == 0 for a, i in positions)
 
 
 async def test_sigterm_with_closes_hanging_still_exits_3_inside_10s_on_defaults(
@@ -95,12 +100,17 @@ async def test_sigterm_with_closes_hanging_still_exits_3_inside_10s_on_defaults(
     doc = json.loads(report.read_text())
     assert doc["summary"] == {
         "targets": 20,
-        "closed": 4,
+        "closed": 0,
         "already_flat": 0,
         "failed": 0,
         "skipped": 16,
+        "not_flat": 4,  # found by their look-ups, still working when the run stopped
+        "market_closed": 0,
+        "extra_orders": 0,
     }
     sim.config.faults = {}
+    sim.fill_due_in(1.0)
+    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     code, output = await finish(await start_worker(sim, tmp_path, tmp_path / "again.json"))
     assert code == 0, output
     assert_exactly_once(sim, positions)
@@ -117,6 +127,8 @@ async def test_sigkill_mid_run_then_rerun_closes_nothing_twice(
     proc.kill()
     await proc.wait()
     sim.config.faults = {}
+    sim.fill_due_in(1.0)
+    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     code, output = await finish(await start_worker(sim, tmp_path, tmp_path / "rerun.json"))
     assert code == 0, output
     assert_exactly_once(sim, positions)

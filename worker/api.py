@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
@@ -32,7 +33,7 @@ from worker.errors import (
     ResendRefused,
     Unauthorized,
 )
-from worker.models import Clock, Envelope, MarketHours, Order, Position
+from worker.models import Clock, Envelope, Instrument, MarketHours, Order, Position
 from worker.pace import Pacer
 from worker.secrets import Scrubber
 
@@ -46,7 +47,12 @@ _ORDER = TypeAdapter(Envelope[Order])
 _POSITIONS = TypeAdapter(Envelope[list[Position]])
 _MARKET_HOURS = TypeAdapter(Envelope[list[MarketHours]])
 _CLOCK = TypeAdapter(Envelope[Clock])
+_INSTRUMENT = TypeAdapter(Envelope[Instrument])
 _EXCERPT_CHARS = 200
+# A reply above this is refused without being read whole: no list the worker asks for comes near
+# it (1,000 orders are ~0.8 MB), and a 300 MB body must not cost the run its memory.
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+_READ_CHUNK = 256 * 1024
 # A close's body is one of two documents. aiohttp's BytesPayload is immutable and reusable, so
 # each is built once instead of JSON-encoded on every close (~15 us of CPU a close).
 _CLOSE_BODY = {
@@ -258,6 +264,11 @@ class TradingApi:
         mine = [o for o in reply.data if o.client_order_id in wanted]
         return Reply(mine, reply.request_id, reply.next_page_token)
 
+    async def get_instrument(self, instrument: str) -> Reply[Instrument]:
+        """One instrument by UUID or symbol; `NotFound` when the API does not know it."""
+        raw = await self._call("GET", f"/v1/instruments/{quote(instrument, safe='')}")
+        return _parse(_INSTRUMENT, raw)
+
     async def get_clock(self) -> Reply[datetime]:
         reply = _parse(_CLOCK, await self._call("GET", "/v1/clock"))
         return Reply(reply.data.clock, reply.request_id)
@@ -309,7 +320,8 @@ class TradingApi:
             async with self._session.request(
                 method, self._base + path, params=params, data=body
             ) as resp:
-                raw = self._scrub.raw(await resp.read())  # before any excerpt cuts a key in two
+                # Scrubbed before any excerpt can cut a key in two.
+                raw = self._scrub.raw(await _read_capped(resp, what))
                 status = resp.status
                 header_request_id = resp.headers.get("x-request-id")
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
@@ -352,10 +364,33 @@ class TradingApi:
         raise OutcomeUnknown(message, **kw)
 
 
+async def _read_capped(resp: aiohttp.ClientResponse, what: str) -> bytes:
+    """The whole body, or `OutcomeUnknown` as soon as it proves larger than MAX_REPLY_BYTES."""
+    too_big = OutcomeUnknown(
+        f"{what}: reply larger than {MAX_REPLY_BYTES} bytes, refused unread",
+        status=resp.status,
+        request_id=resp.headers.get("x-request-id"),
+    )
+    if resp.content_length is not None and resp.content_length > MAX_REPLY_BYTES:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > MAX_REPLY_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def _parse(adapter: TypeAdapter[Envelope[T]], raw: bytes) -> Reply[T]:
     """A 2xx body as the spec's envelope of T; anything else is an unknown outcome."""
     try:
         envelope = adapter.validate_json(raw)
+    except RecursionError:  # nested deeper than any parser should follow
+        raise OutcomeUnknown(
+            "reply is nested too deeply to decode", status=200, excerpt=_excerpt(raw)
+        ) from None
     except ValidationError as exc:
         decoded = _decode(raw)
         request_id = _envelope_request_id(decoded)
@@ -375,7 +410,7 @@ def _parse(adapter: TypeAdapter[Envelope[T]], raw: bytes) -> Reply[T]:
 def _decode(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

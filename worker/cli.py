@@ -49,6 +49,7 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--moc-cutoff", str, argparse.SUPPRESS),
     ("--lock-wait", float, "seconds to wait for another run holding the journal (default 0)"),
     ("--journal-url", str, "postgresql://... : the journal in PostgreSQL, for several hosts"),
+    ("--flat-timeout", float, "seconds to follow each close until its position reads flat"),
 ]
 
 
@@ -218,6 +219,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _writable_parent(path: Path, what: str) -> None:
     """Found out now, not after the closes were sent."""
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory; name a file")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise InputError(f"{what} {path}: the directory {parent} does not exist or is not writable")
@@ -289,6 +292,8 @@ async def _main(
                 aborted=result.aborted,
                 report_path=request.report_path,
             )
+        for line in result.write_failures:
+            print(f"liquidator: {line}", file=sys.stderr)
         return int(result.exit_code)
 
 

@@ -1,34 +1,45 @@
-"""Close one position, exactly once: the path from a target to its orders.
+"""Send a position its close, exactly once: the path from a target to its orders.
 
-    earlier run sent a close?  -> look first; closed or flat ends here
+    earlier run sent a close?  -> look first; its close found, or an order working -> follow
     for each attempt (tenacity from the first failure on, at most MAX_ATTEMPTS):
-        last attempt's fate unknown?  -> look; closed or flat ends here
+        last attempt's fate unknown?  -> look; evidence of the close, flat, or busy -> follow
         stopping?                     -> end without sending
-        record the intent (committed) -> send the close -> closed
+        record the intent (committed) -> send the close -> follow
     the last attempt's fate unknown?  -> one more look decides, or the target fails as unknown
 
-Whether an error allows a re-send, or needs a look first, is `worker.policy`'s call.
+A target handed on to following leaves here with no outcome: `worker.follow` reads its position
+until it is flat. Whether an error allows a re-send, or needs a look first, is `worker.policy`'s
+call; whether an order is the worker's close is `worker.reconcile`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from tenacity import RetryCallState
 
 from worker import events
 from worker.api import TradingApi
-from worker.errors import ApiError, LiquidatorError, NotFound, NotSent, OutcomeUnknown
+from worker.errors import (
+    ApiError,
+    LiquidatorError,
+    NotFound,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Rejected,
+)
 from worker.journal import Journal, Prior
-from worker.models import Order, Outcome
+from worker.models import Order
+from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
 from worker.policy import RetryPolicy, aborts_run, needs_look_before_resend
 from worker.reads import Reader
 from worker.reconcile import Finding, Verdict, look
-from worker.report import OrderSummary, TargetResult
 
 
 class _FateNotEstablished(LiquidatorError):
@@ -46,14 +57,27 @@ class CloseContext:
     server_now: Callable[[], datetime]
     lookback: timedelta  # how far before an attempt its orders may be stamped (clock skew)
     priors: dict[tuple[int, str], Prior]
+    # Ids of the orders each account held before the fan-out (created within `lookback`):
+    # none of them can be a close this run sent. Absent: the snapshot could not be read, and
+    # no order found at the server counts as evidence of a close.
+    preexisting: dict[int, frozenset[str]] = field(default_factory=dict)
+
+    def preexisting_of(self, account_id: int) -> frozenset[str] | None:
+        return self.preexisting.get(account_id)
 
 
 async def close_target(ctx: CloseContext, target: Target, result: TargetResult) -> TargetResult:
-    """Fill in `result` (made by the caller, so it survives cancellation) and return it."""
+    """Fill in `result` (made by the caller, so it survives cancellation) and return it.
+
+    A result returned without an outcome was sent a close, or found one: follow it to flat.
+    """
     prior = ctx.priors.get((target.account_id, target.instrument_id))
     if prior is not None:
         try:
-            finding = await look(ctx.reader, target, prior.since)
+            # The earlier run's orders predate the snapshot: here evidence is side and quantity.
+            finding = await look(
+                ctx.reader, target, prior.since, reference=target.quantity, preexisting=()
+            )
         except ApiError as err:
             return _failed(result, f"an earlier run sent a close; could not check it: {err}")
         if _settled_by(finding, ctx, target, result, why="an earlier run's close"):
@@ -66,6 +90,8 @@ async def _close_with_retries(
 ) -> TargetResult:
     since = ctx.server_now() - ctx.lookback
     unknown: OutcomeUnknown | None = None
+    # The position as it stood when the last attempt was sent: what its close must match.
+    reference = target.quantity
 
     def on_retry(state: RetryCallState, wait_s: float) -> None:
         err = state.outcome.exception() if state.outcome else None
@@ -81,19 +107,22 @@ async def _close_with_retries(
 
     async def attempt() -> TargetResult:
         """One try. After an unknown outcome it looks before it may send again."""
-        nonlocal unknown
+        nonlocal unknown, reference
         if unknown is not None:
-            if await _look_settles(ctx, target, result, since):
+            finding = await _look(ctx, target, result, since, reference)
+            if _settled_by(finding, ctx, target, result, why="a look after an unanswered close"):
                 return result
             unknown = None
+            if finding.position is not None:
+                reference = finding.position  # closed as it is now, never by a stale side
         if ctx.stopping.is_set():
             return _stopped(result)
         try:
-            sent = await _send_close(ctx, target, result, since)
+            sent = await send_one_close(ctx, target, result, since)
         except OutcomeUnknown as err:
             unknown = err
             raise
-        return sent if sent is not None else _stopped(result)
+        return result if sent is not None else _stopped(result)
 
     try:
         return await ctx.policy.close(attempt, on_retry)
@@ -117,19 +146,24 @@ async def _after_last_error(
     if needs_look_before_resend(err):
         await ctx.policy.sleep(ctx.policy.settle_s)
     try:
-        if await _look_settles(ctx, target, result, since):
-            return result
+        finding = await _look(ctx, target, result, since, target.quantity)
     except _FateNotEstablished as look_err:
         return _failed(result, str(look_err), err)
+    if _settled_by(finding, ctx, target, result, why="a look after the last attempt"):
+        return result
     if not needs_look_before_resend(err):
         return _failed(result, f"refused, and the position is still open: {err}", err)
     return _failed(result, f"not closed after {result.attempts} attempts: {err}", err)
 
 
-async def _send_close(
+async def send_one_close(
     ctx: CloseContext, target: Target, result: TargetResult, since: datetime
-) -> TargetResult | None:
-    """Record the intent, send the close. None: a stop came first and nothing was sent."""
+) -> list[Order] | None:
+    """Record the intent, send one close, note its orders as the worker's own.
+
+    The one step every close goes through (first close, re-send, residue close). Returns the
+    reply's orders; None when a stop came first and nothing was sent. Raises `ApiError`.
+    """
     attempt = result.attempts + 1
     await ctx.journal.intent(ctx.run_id, target.account_id, target.instrument_id, attempt, since)
     result.attempts = attempt
@@ -143,10 +177,12 @@ async def _send_close(
     except ApiError as err:
         if isinstance(err, NotSent) and ctx.stopping.is_set():
             result.attempts -= 1  # it never left this host
+            result.fate = Fate.NOT_SENT
             ctx.journal.attempt_result(
                 ctx.run_id, target.account_id, target.instrument_id, attempt, None, "stopped"
             )
             return None
+        result.fate = _fate_of(err)
         if err.request_id:
             result.request_ids.append(err.request_id)
         ctx.journal.attempt_result(
@@ -159,39 +195,62 @@ async def _send_close(
         )
         raise
     result.request_ids.append(reply.request_id)
+    result.fate = Fate.APPLIED
     ctx.journal.attempt_result(
         ctx.run_id, target.account_id, target.instrument_id, attempt, reply.request_id, "ok"
     )
-    _record_orders(ctx, target, result, reply.data, reply.request_id, reconciled=False)
-    return result.settle(Outcome.CLOSED)
+    record_orders(ctx, target, result, reply.data, reply.request_id, reconciled=False)
+    return reply.data
 
 
-async def _look_settles(
-    ctx: CloseContext, target: Target, result: TargetResult, since: datetime
-) -> bool:
-    """Look after an unknown outcome. True when that settles the target (closed or flat)."""
+def _fate_of(err: ApiError) -> Fate:
+    if isinstance(err, NotSent):
+        return Fate.NOT_SENT
+    if isinstance(err, RateLimited | Rejected):
+        return Fate.REFUSED
+    return Fate.UNKNOWN
+
+
+async def _look(
+    ctx: CloseContext, target: Target, result: TargetResult, since: datetime, reference: Decimal
+) -> Finding:
+    """Look after an unknown outcome; `_FateNotEstablished` when the account cannot be read."""
     try:
-        finding = await look(ctx.reader, target, since)
+        return await look(
+            ctx.reader,
+            target,
+            since,
+            reference=reference,
+            preexisting=ctx.preexisting_of(target.account_id),
+        )
     except ApiError as err:
         raise _FateNotEstablished(
             f"outcome unknown: the close may have been applied (request_ids:"
             f" {', '.join(result.request_ids) or 'none'}) and the account could not be read to"
             f" find out: {err}"
         ) from None
-    return _settled_by(finding, ctx, target, result, why="a look after an unanswered close")
 
 
 def _settled_by(
     finding: Finding, ctx: CloseContext, target: Target, result: TargetResult, *, why: str
 ) -> bool:
+    """True when the look ends this target's sending: following takes it from here.
+
+    A look before this run sent anything that finds the position flat settles it here.
+    """
     result.request_ids.append(finding.request_id)
     if finding.verdict is Verdict.CLOSED:
         result.reconciled = True
-        _record_orders(ctx, target, result, finding.orders, finding.request_id, reconciled=True)
-        result.settle(Outcome.CLOSED)
+        result.fate = Fate.APPLIED
+        record_orders(ctx, target, result, finding.orders, finding.request_id, reconciled=True)
         return True
+    if finding.verdict is Verdict.BUSY:
+        result.reconciled = True
+        return True  # nothing is sent while an order can still fill; following decides
     if finding.verdict is Verdict.FLAT:
         result.reconciled = True
+        if result.attempts > 0:
+            return True  # flat after this run's close: following confirms it and lists orders
         result.settle(Outcome.ALREADY_FLAT)
         events.target_settled(
             account_id=target.account_id,
@@ -203,7 +262,7 @@ def _settled_by(
     return False
 
 
-def _record_orders(
+def record_orders(
     ctx: CloseContext,
     target: Target,
     result: TargetResult,
@@ -212,7 +271,8 @@ def _record_orders(
     *,
     reconciled: bool,
 ) -> None:
-    result.orders.extend(OrderSummary.of(o) for o in orders)
+    for order in orders:
+        result.note_order(order, own=not reconciled)
     ctx.journal.orders(
         ctx.run_id,
         target.account_id,

@@ -43,6 +43,10 @@ PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
+RESIDUE_CLOSE = "residue_close"
+TARGET_NOT_FLAT = "target_not_flat"
+ORDERS_SNAPSHOT = "orders_snapshot"
+WRITE_FAILED = "write_failed"
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -287,3 +291,38 @@ def internal_error(err: BaseException) -> None:
         error=f"{type(err).__name__}: {err}",
         traceback="".join(traceback.format_exception(err)),
     )
+
+
+def residue_close(
+    *, account_id: int, instrument: str, remaining_quantity: str, residue: int
+) -> None:
+    """A close for what is left: the position is open and no order on it can still fill."""
+    log.warning(
+        RESIDUE_CLOSE,
+        account_id=account_id,
+        instrument=instrument,
+        remaining_quantity=remaining_quantity,
+        residue=residue,
+    )
+
+
+def target_not_flat(
+    *, account_id: int, instrument: str, remaining_quantity: str | None, error: str
+) -> None:
+    """Following ended (FLAT_TIMEOUT, or a stop) with the position still open or unread."""
+    log.error(
+        TARGET_NOT_FLAT,
+        account_id=account_id,
+        instrument=instrument,
+        remaining_quantity=remaining_quantity,
+        error=error,
+    )
+
+
+def orders_snapshot(*, account_id: int, orders: int, request_id: str | None) -> None:
+    """The orders an account held before the fan-out: none of them is a close of this run."""
+    log.info(ORDERS_SNAPSHOT, account_id=account_id, orders=orders, request_id=request_id)
+
+
+def write_failed(*, what: str, path: str, error: str) -> None:
+    log.error(WRITE_FAILED, what=what, path=path, error=error)

@@ -16,9 +16,8 @@ from collections.abc import Callable, Sequence
 from worker import events
 from worker.closer import CloseContext, close_target
 from worker.errors import JournalError, Unauthorized
-from worker.models import Outcome
+from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
-from worker.report import TargetResult
 
 NOT_STARTED = "run stopped before this target was sent"
 
@@ -31,11 +30,18 @@ async def fan_out(
     grace_s: float,
     on_result: Callable[[TargetResult], None] | None = None,
     on_abort: Callable[[str], None] | None = None,
+    follow: Callable[[Target, TargetResult], None] | None = None,
 ) -> list[TargetResult]:
-    """Close every target; one result each, in the targets' order."""
+    """Close every target; one result each, in the targets' order.
+
+    A target sent a close (or found one) is handed to `follow` with no outcome yet; following
+    settles it. So is a failed one whose last close may have been applied, to be watched.
+    Without `follow` (tests of the fan-out alone) it is left without an outcome.
+    """
     stop = ctx.stopping
     results = [t.result() for t in targets]
     started = [False] * len(targets)
+    handed = [False] * len(targets)  # to following, which settles them
     queue = iter(range(len(targets)))
 
     async def worker() -> None:
@@ -61,6 +67,10 @@ async def fan_out(
                 except asyncio.CancelledError:
                     _cancelled(results[i])
                     raise
+                if follow is not None and _to_follow(results[i]):
+                    handed[i] = True
+                    follow(targets[i], results[i])
+                    continue
             if on_result is not None:
                 on_result(results[i])
 
@@ -92,11 +102,19 @@ async def fan_out(
             break
     stop_waiter.cancel()
     for i, result in enumerate(results):
-        if started[i]:
+        if started[i] and not handed[i]:
             _cancelled(result)
         elif result.outcome is None:  # the queue never reached it before the cancel
             result.settle(Outcome.SKIPPED, NOT_STARTED)
     return results
+
+
+def _to_follow(result: TargetResult) -> bool:
+    """Sent a close or found one; or failed while its last close may yet have been applied
+    (following then only watches, to report what the server did, and never sends)."""
+    if result.outcome is None:
+        return True
+    return result.outcome is Outcome.FAILED and result.attempts > 0 and result.fate is Fate.UNKNOWN
 
 
 def _cancelled(result: TargetResult) -> None:
@@ -122,6 +140,7 @@ def _cut_off(result: TargetResult, *, not_sent: str, unknown: str) -> None:
     if result.attempts == 0:
         result.settle(Outcome.SKIPPED, not_sent)
         return
+    result.fate = Fate.UNKNOWN
     result.settle(
         Outcome.FAILED,
         f"outcome unknown: {unknown}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.models import Outcome
+from worker.outcomes import Outcome
 from worker.report import TargetResult, summarize, write_atomically
 
 _LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
@@ -34,7 +34,9 @@ def write_metrics(
     finished_at: float,
 ) -> None:
     counts = summarize(results)
-    last_success = finished_at if exit_code == 0 else _previous_success(path)
+    # A run skipped because the market is closed flattened nothing: it is no success.
+    succeeded = exit_code == 0 and counts[str(Outcome.MARKET_CLOSED)] == 0
+    last_success = finished_at if succeeded else _previous_success(path)
     registry = CollectorRegistry()  # the run's own, not the process-wide default
 
     def gauge(name: str, documentation: str, value: float) -> None:
@@ -48,6 +50,11 @@ def write_metrics(
     )
     for outcome in Outcome:  # every outcome, zeros included, so absent means "no run"
         positions.labels(outcome=str(outcome)).set(counts[str(outcome)])
+    gauge(
+        "liquidator_extra_orders",
+        "Targets with more than one filled closing order.",
+        counts["extra_orders"],
+    )
     gauge("liquidator_retries_total", "Requests retried in the last run.", retries)
     gauge(
         "liquidator_reconciliations_total",

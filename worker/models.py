@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Generic, NewType, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+from worker.outcomes import Outcome as Outcome  # re-exported: its home is worker.outcomes
 
 AccountId = NewType("AccountId", int)
 InstrumentId = NewType("InstrumentId", str)  # a UUID as the API spells it
@@ -33,13 +34,6 @@ WORKING_STATUSES = frozenset(
 FILLED_STATUSES = frozenset({"FILLED", "DONE_FOR_DAY"})
 # Orders in these states will never fill further: a close that ended here left the rest open.
 DEAD_STATUSES = frozenset({"CANCELED", "REJECTED", "EXPIRED"})
-
-
-class Outcome(StrEnum):
-    CLOSED = "closed"
-    ALREADY_FLAT = "already_flat"
-    FAILED = "failed"
-    SKIPPED = "skipped"
 
 
 class _ApiModel(BaseModel):
@@ -97,6 +91,11 @@ class Envelope(_ApiModel, Generic[T]):
 
     data: T
     metadata: Metadata
+
+
+class Instrument(_ApiModel):
+    id: str
+    symbol: str
 
 
 class Clock(_ApiModel):

@@ -2,8 +2,9 @@
 
 Instruments are resolved by symbol or UUID against the account's positions, so the close path
 always names the instrument by UUID. A position named twice is closed once. A named instrument
-the account does not hold is already flat: nothing is sent for it. An account that cannot be
-listed fails its own targets alone.
+the account does not hold is already flat, once the API confirms it knows the instrument (a typo
+fails as "unknown instrument"): nothing is sent for it. An account that cannot be listed fails
+its own targets alone.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from worker.errors import ApiError, Unauthorized
-from worker.models import Outcome, Position
+from worker import events
+from worker.errors import ApiError, NotFound, Unauthorized
+from worker.models import Position
+from worker.outcomes import Outcome
 from worker.reads import Reader
 from worker.report import TargetResult
 from worker.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
@@ -39,7 +42,10 @@ class Target:
         return "SELL" if self.quantity > 0 else "BUY"
 
     def result(self) -> TargetResult:
-        return TargetResult(self.account_id, self.instrument, self.instrument_id, self.symbol)
+        result = TargetResult(self.account_id, self.instrument, self.instrument_id, self.symbol)
+        result.side = "LONG" if self.quantity > 0 else "SHORT"
+        result.quantity = str(self.quantity)
+        return result
 
 
 @dataclass(slots=True)
@@ -72,7 +78,41 @@ async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]
     chosen: dict[tuple[int, str], Target] = {}
     _resolve_account(account_id, specs, positions, chosen, plan)
     plan.targets = list(chosen.values())
+    await asyncio.gather(*(_known_but_not_held(reader, r) for r in plan.settled))
     return plan
+
+
+async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
+    """A named instrument the account does not hold: already flat, or a typo."""
+    try:
+        reply = await reader.instrument(result.instrument)
+    except NotFound as err:
+        result.settle(Outcome.FAILED, f"unknown instrument {result.instrument!r}: {err}")
+        if err.request_id:
+            result.request_ids.append(err.request_id)
+        events.close_failed(
+            account_id=result.account_id,
+            instrument=result.instrument,
+            status=err.status,
+            error=result.error or "unknown instrument",
+            request_id=err.request_id,
+            attempts=0,
+        )
+        return
+    except Unauthorized:
+        raise
+    except ApiError as err:
+        result.settle(Outcome.FAILED, f"not held, and the instrument could not be checked: {err}")
+        return
+    result.request_ids.append(reply.request_id)
+    result.instrument_id, result.symbol = reply.data.id, reply.data.symbol
+    result.settle(Outcome.ALREADY_FLAT)
+    events.target_settled(
+        account_id=result.account_id,
+        instrument=result.instrument,
+        outcome=str(Outcome.ALREADY_FLAT),
+        why="a known instrument the account does not hold",
+    )
 
 
 def _resolve_account(

@@ -16,7 +16,7 @@ from tenacity import RetryCallState
 
 from worker import events
 from worker.api import Reply, TradingApi
-from worker.models import MarketHours, Order, Position
+from worker.models import Instrument, MarketHours, Order, Position
 from worker.policy import RetryPolicy
 
 T = TypeVar("T")
@@ -76,6 +76,10 @@ class Reader:
             ),
             key=lambda o: o.id,
         )
+
+    async def instrument(self, name: str) -> Reply[Instrument]:
+        """Raises `NotFound` when the API does not know the instrument."""
+        return await self.retried(f"instrument {name}", lambda: self._api.get_instrument(name))
 
     async def clock(self) -> Reply[datetime]:
         return await self.retried("clock", self._api.get_clock)

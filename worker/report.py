@@ -1,4 +1,4 @@
-"""One result per target, the run summary, and the JSON report (`--report FILE`).
+"""The JSON report (`--report FILE`): renders the results of `worker.outcomes`, decides nothing.
 
 The report's fields are a public contract. Decimal quantities stay strings. The file is written
 atomically (temporary file, then rename), so a reader never sees half a report.
@@ -9,72 +9,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from worker import jsontext
-from worker.models import Order, Outcome
+from worker.outcomes import OrderSummary, TargetResult, summarize
 
-
-@dataclass(frozen=True, slots=True)
-class OrderSummary:
-    """What the report keeps of an order: small, because a run may hold 100,000 of them."""
-
-    id: str
-    side: str
-    quantity: str
-    status: str
-
-    @classmethod
-    def of(cls, order: Order) -> OrderSummary:
-        return cls(order.id, order.side, str(order.quantity), order.status)
-
-
-@dataclass(slots=True)
-class TargetResult:
-    account_id: int
-    instrument: str  # as named: a symbol, a UUID, or "*" for an account that could not be read
-    instrument_id: str | None = None
-    symbol: str | None = None
-    outcome: Outcome | None = None
-    orders: list[OrderSummary] = field(default_factory=list)
-    request_ids: list[str] = field(default_factory=list)
-    attempts: int = 0
-    error: str | None = None
-    reconciled: bool = False
-
-    def settle(self, outcome: Outcome, error: str | None = None) -> TargetResult:
-        self.outcome = outcome
-        self.error = error
-        return self
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "account_id": self.account_id,
-            "instrument": self.instrument,
-            "instrument_id": self.instrument_id,
-            "symbol": self.symbol,
-            "outcome": str(self.outcome) if self.outcome else None,
-            "orders": [
-                {"id": o.id, "side": o.side, "quantity": o.quantity, "status": o.status}
-                for o in self.orders
-            ],
-            "request_ids": self.request_ids,
-            "attempts": self.attempts,
-            "error": self.error,
-            "reconciled": self.reconciled,
-        }
-
-
-def summarize(results: Iterable[TargetResult]) -> dict[str, int]:
-    counts = Counter(str(r.outcome) for r in results)
-    summary = {"targets": sum(counts.values())}
-    summary.update({str(o): counts.get(str(o), 0) for o in Outcome})
-    return summary
+__all__ = ["OrderSummary", "TargetResult", "summarize", "write_atomically", "write_report"]
 
 
 def write_report(

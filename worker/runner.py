@@ -22,19 +22,21 @@ from zoneinfo import ZoneInfo
 
 from worker import events
 from worker.api import TradingApi, open_session
-from worker.closer import CloseContext
+from worker.closer import CloseContext, send_one_close
 from worker.errors import ApiError, InputError, JournalError, JournalRefused, Unauthorized
 from worker.fanout import fan_out
+from worker.follow import Follower, FollowSettings
 from worker.journal import Journal
 from worker.journal_keys import job_key
 from worker.journal_open import open_journal
 from worker.metrics import write_metrics
-from worker.models import Outcome
+from worker.models import Order
+from worker.outcomes import Outcome, TargetResult, summarize
 from worker.pace import Pacer
 from worker.plan import Plan, Target, make_plan
 from worker.policy import RetryPolicy, Sleep
 from worker.reads import Reader, Tally
-from worker.report import TargetResult, summarize, write_report
+from worker.report import write_report
 from worker.schedule import Go, wait_for_close_window
 from worker.secrets import Scrubber
 from worker.settings import Settings
@@ -46,10 +48,12 @@ KEY_CHECK_ATTEMPTS = 5
 
 
 class ExitCode(IntEnum):
-    OK = 0  # every target closed or already flat (or a dry run succeeded)
-    FAILED = 1  # at least one target failed
+    OK = 0  # every target closed (verified flat) or already flat (or a dry run succeeded)
+    FAILED = 1  # at least one target failed or is not flat
     INVALID = 2  # invalid input or configuration, or the journal refused the run; nothing sent
-    ABORTED = 3  # credentials rejected or a termination signal; the report is still written
+    # Credentials rejected, a termination signal, or the report or metrics could not be
+    # written; the report is still written when it can be.
+    ABORTED = 3
 
 
 @dataclass
@@ -72,6 +76,7 @@ class RunResult:
     results: list[TargetResult] = field(default_factory=list)
     aborted: str | None = None
     refused: bool = False  # the journal refused the run (held, damaged, unreachable): exit 2
+    write_failures: list[str] = field(default_factory=list)  # one line each, for stderr
     retries: int = 0
     reconciliations: int = 0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -112,28 +117,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     if not outcome.results:
         outcome.results.extend(_unplanned(request.specs, outcome.aborted or "nothing was planned"))
-    if settings.metrics_file is not None:
-        write_metrics(
-            settings.metrics_file,
-            results=outcome.results,
-            retries=outcome.retries,
-            reconciliations=outcome.reconciliations,
-            duration_s=(outcome.finished_at - outcome.started_at).total_seconds(),
-            exit_code=int(outcome.exit_code),
-            finished_at=outcome.finished_at.timestamp(),
-        )
-    if request.report_path is not None:
-        write_report(
-            request.report_path,
-            run_id=run_id,
-            started_at=outcome.started_at,
-            finished_at=outcome.finished_at,
-            dry_run=request.dry_run,
-            results=outcome.results,
-            exit_code=int(outcome.exit_code),
-            aborted=outcome.aborted,
-            scrub=Scrubber.for_key(key).text,
-        )
+    _write_outputs(settings, request, outcome, scrub=Scrubber.for_key(key).text)
     events.log.info(
         events.RUN_FINISHED,
         exit_code=int(outcome.exit_code),
@@ -142,6 +126,53 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         **summarize(outcome.results),
     )
     return outcome
+
+
+def _write_outputs(
+    settings: Settings, request: RunRequest, outcome: RunResult, *, scrub: Callable[[str], str]
+) -> None:
+    """The report first, then the metrics; a failure of either is one line and exit 3."""
+    exit_code = int(outcome.exit_code)
+    writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
+        (
+            "report",
+            request.report_path,
+            lambda path: write_report(
+                path,
+                run_id=outcome.run_id,
+                started_at=outcome.started_at,
+                finished_at=outcome.finished_at,
+                dry_run=request.dry_run,
+                results=outcome.results,
+                exit_code=exit_code,
+                aborted=outcome.aborted,
+                scrub=scrub,
+            ),
+        ),
+        (
+            "metrics",
+            settings.metrics_file,
+            lambda path: write_metrics(
+                path,
+                results=outcome.results,
+                retries=outcome.retries,
+                reconciliations=outcome.reconciliations,
+                duration_s=(outcome.finished_at - outcome.started_at).total_seconds(),
+                exit_code=exit_code,
+                finished_at=outcome.finished_at.timestamp(),
+            ),
+        ),
+    ]
+    for what, path, write in writes:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as err:
+            line = f"could not write the {what} {path}: {err.strerror or err}"
+            events.write_failed(what=what, path=str(path), error=err.strerror or str(err))
+            outcome.write_failures.append(line)
+            outcome.exit_code = ExitCode.ABORTED
 
 
 def _abort(outcome: RunResult, why: str) -> None:
@@ -208,7 +239,11 @@ async def _run_session(
                 reader, request.before_close, server_now, stop, policy.sleep
             )
             if timing.go is Go.MARKET_CLOSED:
-                outcome.results.extend(_unplanned(request.specs, f"market closed: {timing.reason}"))
+                outcome.results.extend(
+                    _unplanned(
+                        request.specs, f"market closed: {timing.reason}", Outcome.MARKET_CLOSED
+                    )
+                )
                 return
             if timing.go is Go.STOPPED:
                 _abort(outcome, timing.reason)
@@ -261,6 +296,8 @@ async def _run_session(
                 started_at=outcome.started_at,
                 dry_run=False,
             )
+            lookback = timedelta(seconds=settings.reconcile_lookback)
+            since = server_now() - lookback
             ctx = CloseContext(
                 run_id=outcome.run_id,
                 api=api,
@@ -269,16 +306,12 @@ async def _run_session(
                 journal=journal,
                 stopping=stop,
                 server_now=server_now,
-                lookback=timedelta(seconds=settings.reconcile_lookback),
+                lookback=lookback,
                 priors=priors,
+                preexisting=await _orders_snapshot(reader, plan.targets, since),
             )
-            results = await fan_out(
-                ctx,
-                plan.targets,
-                workers=2 * settings.concurrency,
-                grace_s=settings.stop_grace,
-                on_result=request.on_result,
-                on_abort=lambda why: _abort(outcome, why),
+            results = await _close_and_follow(
+                ctx, settings, request, outcome, plan.targets, since=since
             )
             outcome.results.extend(results)
             for target, result in zip(plan.targets, results, strict=True):
@@ -293,6 +326,90 @@ async def _run_session(
             _abort(outcome, str(err))
 
 
+async def _orders_snapshot(
+    reader: Reader, targets: Sequence[Target], since: datetime
+) -> dict[int, frozenset[str]]:
+    """Each account's orders before the fan-out: evidence that a later order is not one of them.
+
+    An account whose orders cannot be read gets no entry: no order found later is taken for its
+    close, and its closes are still sent.
+    """
+    accounts = list(dict.fromkeys(t.account_id for t in targets))
+
+    async def one(account_id: int) -> tuple[int, frozenset[str] | None]:
+        try:
+            orders, request_ids = await reader.orders(account_id, (), since)
+        except Unauthorized:
+            raise
+        except ApiError as err:
+            events.orders_snapshot(account_id=account_id, orders=-1, request_id=err.request_id)
+            return account_id, None
+        events.orders_snapshot(
+            account_id=account_id, orders=len(orders), request_id=request_ids[-1]
+        )
+        return account_id, frozenset(o.id for o in orders)
+
+    snapshots = await asyncio.gather(*(one(a) for a in accounts))
+    return {a: ids for a, ids in snapshots if ids is not None}
+
+
+async def _close_and_follow(
+    ctx: CloseContext,
+    settings: Settings,
+    request: RunRequest,
+    outcome: RunResult,
+    targets: Sequence[Target],
+    *,
+    since: datetime,
+) -> list[TargetResult]:
+    """The fan-out, and following each sent close to flat while the others are in flight."""
+    follow_since = min([since, *(p.since for p in ctx.priors.values())])
+
+    async def send_residue(target: Target, result: TargetResult) -> list[Order] | None:
+        return await send_one_close(ctx, target, result, ctx.server_now() - ctx.lookback)
+
+    follower = Follower(
+        ctx,
+        FollowSettings(
+            timeout_s=settings.flat_timeout,
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+            max_residue=settings.max_residue_closes,
+            grace_s=settings.stop_grace,
+        ),
+        since=follow_since,
+        send_close=send_residue,
+        on_result=request.on_result,
+        on_abort=lambda why: _abort(outcome, why),
+    )
+    try:
+        results = await fan_out(
+            ctx,
+            targets,
+            workers=2 * settings.concurrency,
+            grace_s=settings.stop_grace,
+            on_result=request.on_result,
+            on_abort=lambda why: _abort(outcome, why),
+            follow=follower.follow,
+        )
+    except BaseException:
+        follower.abandon()
+        await follower.finish()
+        raise
+    # Nothing is in flight any more: once a stop is requested, one more read decides.
+    finishing = asyncio.ensure_future(follower.finish())
+    stopped = asyncio.ensure_future(ctx.stopping.wait())
+    try:
+        await asyncio.wait({finishing, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not finishing.done():
+            follower.last_look()
+        await finishing
+    finally:
+        stopped.cancel()
+        finishing.cancel()
+    return results
+
+
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
     """The answer, or False as soon as a stop is requested."""
     answer = asyncio.ensure_future(question)
@@ -303,10 +420,12 @@ async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> boo
     return answer.done() and not answer.cancelled() and answer.result()
 
 
-def _unplanned(specs: Sequence[TargetSpec], why: str) -> list[TargetResult]:
-    """One skipped result per named target, for runs that ended before planning."""
+def _unplanned(
+    specs: Sequence[TargetSpec], why: str, outcome: Outcome = Outcome.SKIPPED
+) -> list[TargetResult]:
+    """One result per named target (skipped, or market_closed), for runs ended before planning."""
     names = dict.fromkeys((s.account_id, s.instrument or WHOLE_ACCOUNT) for s in specs)
-    return [TargetResult(a, i).settle(Outcome.SKIPPED, why) for a, i in names]
+    return [TargetResult(a, i).settle(outcome, why) for a, i in names]
 
 
 def _unsent(targets: Sequence[Target], why: str) -> list[TargetResult]:
@@ -327,6 +446,6 @@ def _exit_code(outcome: RunResult) -> ExitCode:
         return ExitCode.INVALID
     if outcome.aborted is not None:
         return ExitCode.ABORTED
-    if any(r.outcome is Outcome.FAILED for r in outcome.results):
+    if any(r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT) for r in outcome.results):
         return ExitCode.FAILED
     return ExitCode.OK

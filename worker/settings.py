@@ -102,6 +102,18 @@ class Settings(BaseSettings):
     stop_grace: float = Field(8.0, gt=0, le=80, description="Seconds to wind down on SIGTERM.")
     retry_backoff: float = Field(0.25, ge=0, le=30, description="First retry wait, seconds.")
     retry_backoff_max: float = Field(8.0, ge=0, le=120, description="Longest retry wait.")
+    flat_timeout: float = Field(
+        120.0, gt=0, le=3600, description="Seconds to follow a close until its position is flat."
+    )
+    follow_pause: float = Field(
+        0.2, gt=0, le=60, description="First pause between reads while following, seconds."
+    )
+    follow_pause_max: float = Field(
+        2.0, gt=0, le=60, description="Longest pause between reads while following, seconds."
+    )
+    max_residue_closes: int = Field(
+        2, ge=0, le=10, description="Closes for what a close left open, per target."
+    )
     # NoDecode: the environment gives `10001,10002`, not JSON; `_comma_list` splits it.
     allowed_accounts: Annotated[tuple[int, ...] | None, NoDecode] = None
     max_positions: int | None = Field(None, ge=1)

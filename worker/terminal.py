@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from worker.models import Outcome
+from worker.outcomes import Outcome
 from worker.plan import Plan
 from worker.report import TargetResult, summarize
 
@@ -37,6 +37,8 @@ _OUTCOME_STYLE = {
     Outcome.ALREADY_FLAT: "cyan",
     Outcome.FAILED: "bold red",
     Outcome.SKIPPED: "yellow",
+    Outcome.NOT_FLAT: "bold red",
+    Outcome.MARKET_CLOSED: "yellow",
 }
 
 
@@ -181,7 +183,7 @@ class Terminal:
         table.add_section()
         table.add_row("total", str(counts["targets"]))
         self.console.print(table)
-        failed = [r for r in results if r.outcome is Outcome.FAILED]
+        failed = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT)]
         if failed:
             rows = Table(title="Failed targets", title_justify="left")
             for col in ("account", "instrument", "attempts", "error"):

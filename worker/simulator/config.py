@@ -12,6 +12,7 @@ from decimal import Decimal
 # "submit" is POST .../orders (submit_orders); "cancel" is both DELETE .../orders routes.
 ROUTES = (
     "close", "positions", "orders", "clock", "market_hours", "account", "submit", "cancel",
+    "instrument",
 )  # fmt: skip
 
 
@@ -30,6 +31,10 @@ class Faults:
     p_500_after: float = 0.0  # applied, then a 500 envelope
     p_502_html: float = 0.0  # a proxy's HTML 502; applied half of the time
     p_garbage_after: float = 0.0  # applied, then a 200 that is not the envelope
+    # A slow gateway: no reply, and the request is applied only after apply_late_s (longer
+    # than the client's timeout), as if a queue held it.
+    p_apply_late: float = 0.0
+    apply_late_s: float = 2.0
 
     def draw(self, roll: float) -> str | None:
         """The fault for a uniform roll in [0, 1), or None."""
@@ -42,6 +47,7 @@ class Faults:
             ("500_after", self.p_500_after),
             ("502_html", self.p_502_html),
             ("garbage_after", self.p_garbage_after),
+            ("apply_late", self.p_apply_late),
         ):
             if roll < p:
                 return name
@@ -81,7 +87,13 @@ class SimConfig:
     # orders whose notional exceeds the account's buying power (BUYING_POWER). Off by default.
     self_match_check: bool = False
     buying_power: Decimal | None = None
+    # Market conditions for closing orders, drawn once per order when it is created:
+    p_partial_fill: float = 0.0  # fills partly, the rest ends as `partial_rest_status`
+    partial_fill_fraction: float = 0.5
+    partial_rest_status: str = "CANCELED"  # or EXPIRED
+    p_reject_after_accept: float = 0.0  # accepted (PENDING_NEW), later REJECTED, nothing filled
     clock: Callable[[], float] = time.time
+    known_symbols: set[str] = field(default_factory=set)  # instruments no account holds
 
 
 @dataclass

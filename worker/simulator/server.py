@@ -46,6 +46,7 @@ class Simulator:
         self._rng_seed = self.config.seed
         self._window: deque[float] = deque()
         self._shutting_down = asyncio.Event()
+        self._after_listing: dict[int, list[Callable[[], object]]] = {}
         # Seeding goes straight to the book.
         self.add_account = self.book.add_account
         self.add_position = self.book.add_position
@@ -104,6 +105,25 @@ class Simulator:
     def fill_all(self) -> None:
         self.book.fill_all()
 
+    def fill_due_in(self, seconds: float) -> None:
+        """Every order still waiting to fill now fills `seconds` from now (the market woke up)."""
+        self.book.fill_due_in(seconds)
+
+    def after_listing(self, account_id: int, action: Callable[[], object]) -> None:
+        """Run `action` once, right after the account's next whole-account positions listing
+        (the plan's): another participant acting between the plan and the close."""
+        self._after_listing.setdefault(account_id, []).append(action)
+
+    def add_participant_order(self, account_id: int, instrument: str, side: str, quantity: str,
+                              **kw: Any) -> str:  # fmt: skip
+        return self.book.add_participant_order(account_id, instrument, side, quantity, **kw)
+
+    def filled_closes(self, account_id: int, instrument: str) -> list[dict[str, Any]]:
+        return [
+            o for o in self.closing_orders(account_id, instrument)
+            if Decimal(o["filled_quantity"]) != 0
+        ]  # fmt: skip
+
     # The HTTP app.
 
     def app(self) -> web.Application:
@@ -114,6 +134,10 @@ class Simulator:
         add.add_get(
             "/v1/calendars/market-hours",
             self._route("market_hours", self._market_hours, account=False),
+        )
+        add.add_get(
+            "/v1/instruments/{instrument_id}",
+            self._route("instrument", self._instrument, account=False),
         )
         add.add_get(accounts, self._route("account", self._account))
         add.add_get(f"{accounts}/positions", self._route("positions", self._positions))
@@ -217,6 +241,11 @@ class Simulator:
                 status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
                 content_type="text/html",
             )  # fmt: skip
+        if fault == "apply_late":
+            await request.read()  # the gateway holds the whole request, body included
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._shutting_down.wait(), faults.apply_late_s)
+            return await handler(request, account)  # the client gave up long ago
         response = await handler(request, account)  # the "after" faults: applied first
         if fault == "drop_after":
             return drop(request)
@@ -279,7 +308,17 @@ class Simulator:
         wanted = _csv(request.query.get("instrument_ids"))
         if wanted:
             positions = [p for p in positions if p.instrument_id in wanted]
-        return self._page(request, [p.to_api() for p in positions], positions_bugs=True)
+        response = self._page(request, [p.to_api() for p in positions], positions_bugs=True)
+        if not wanted:
+            for action in self._after_listing.pop(account.id, []):
+                action()
+        return response
+
+    async def _instrument(self, request: web.Request, _: SimAccount | None) -> web.Response:
+        found = self.book.instrument(request.match_info["instrument_id"])
+        if found is None:
+            return error(404, "Instrument not found")
+        return ok(found)
 
     async def _orders(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None

@@ -92,6 +92,7 @@ class SimOrder:
     limit_price: str | None = None
     filled_quantity: Decimal = Decimal(0)
     fill_price: Decimal | None = None
+    ends: str | None = None  # "partial" or "reject": how the market treats it when it is due
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -135,12 +136,32 @@ class SimAccount:
         return self.by_symbol.get(name.upper()) or self.by_symbol.get(name)
 
 
+def _instrument(instrument_id: str, symbol: str) -> dict[str, Any]:
+    """The spec's Instrument, with its required fields."""
+    return {
+        "id": instrument_id,
+        "symbol": symbol,
+        "venue": "XNMS",
+        "country_of_issue": "US",
+        "currency": "USD",
+        "is_marginable": True,
+        "easy_to_borrow": True,
+        "is_short_prohibited": False,
+        "is_threshold_security": False,
+        "is_liquidation_only": False,
+        "is_tradable": True,
+        "is_fractionable": False,
+        "is_ptp": False,
+    }
+
+
 class Book:
     def __init__(self, config: SimConfig) -> None:
         self.config = config
         self.accounts: dict[int, SimAccount] = {}
         self._close_count = itertools.count(1)
         self._fill_seq = itertools.count()
+        self._market = random.Random(config.seed * 7919 + 1)
 
     # Seeding.
 
@@ -199,6 +220,49 @@ class Book:
         self._remember(account, order)
         return order.id
 
+    def add_participant_order(
+        self,
+        account_id: int,
+        instrument: str,
+        side: str,
+        quantity: str,
+        *,
+        order_type: str = "MARKET",
+        limit_price: str | None = None,
+        fill_after_s: float | None = None,
+    ) -> str:
+        """Another participant's order on the account's instrument (a trader at the desk).
+
+        It fills after `fill_after_s` (default: the fill delay for a market order; a limit order
+        without one rests), moving the position: reducing, flipping or growing it.
+        """
+        account = self.add_account(account_id)
+        iid = account.resolve(instrument) or instrument_uuid(instrument)
+        position = account.positions[iid]
+        now = self.config.clock()
+        order = SimOrder(
+            str(uuid.uuid4()),
+            f"desk-{uuid.uuid4().hex[:8]}",
+            account_id,
+            iid,
+            position.symbol,
+            position.instrument_type,
+            side,
+            Decimal(quantity),
+            order_type,
+            "NEW",
+            now,
+            now,
+            is_close=False,
+            limit_price=limit_price,
+        )
+        self._remember(account, order)
+        if fill_after_s is None and order_type == "MARKET":
+            fill_after_s = self.config.fill_delay_s
+        if fill_after_s is not None:
+            heapq.heappush(account.due_fills, (now + fill_after_s, next(self._fill_seq), order))
+        return order.id
+
     def seed_book(
         self, accounts: int, positions_per_account: int, *, first_account_id: int = 10001
     ) -> None:
@@ -229,6 +293,19 @@ class Book:
                     )
 
     # The API's operations.
+
+    def instrument(self, name: str) -> dict[str, Any] | None:
+        """An instrument the API knows: held by any account, or a listed ticker."""
+        for account in self.accounts.values():
+            iid = account.resolve(name)
+            if iid is not None:
+                return _instrument(iid, account.positions[iid].symbol)
+        if name.upper() in _TICKERS or name.upper() in self.config.known_symbols:
+            return _instrument(instrument_uuid(name), name.upper())
+        for symbol in _TICKERS:
+            if instrument_uuid(symbol) == name:
+                return _instrument(name, symbol)
+        return None
 
     def open_positions(self, account: SimAccount) -> list[SimPosition]:
         self.apply_fills(account)
@@ -267,6 +344,7 @@ class Book:
             now,
             now,
             is_close=True,
+            ends=self._market_draw(),
         )
         self._remember(account, order)
         heapq.heappush(
@@ -287,19 +365,42 @@ class Book:
             _, _, order = heapq.heappop(heap)
             self._fill(account, order, now)
 
+    def fill_due_in(self, seconds: float) -> None:
+        due = self.config.clock() + seconds
+        for account in self.accounts.values():
+            account.due_fills = [(due, seq, order) for _, seq, order in account.due_fills]
+            heapq.heapify(account.due_fills)
+
     def fill_all(self) -> None:
         for account in self.accounts.values():
             while account.due_fills:
                 _, _, order = heapq.heappop(account.due_fills)
                 self._fill(account, order, self.config.clock())
 
+    def _market_draw(self) -> str | None:
+        roll = self._market.random()
+        if roll < self.config.p_partial_fill:
+            return "partial"
+        if roll < self.config.p_partial_fill + self.config.p_reject_after_accept:
+            return "reject"
+        return None
+
     def _fill(self, account: SimAccount, order: SimOrder, now: float) -> None:
         if order.status not in WORKING:
             return  # cancelled before it could fill
         position = account.positions[order.instrument_id]
-        order.status, order.updated_at = "FILLED", now
-        order.filled_quantity, order.fill_price = order.quantity, position.price
-        position.quantity += order.quantity if order.side == "BUY" else -order.quantity
+        order.updated_at = now
+        if order.ends == "reject":
+            order.status = "REJECTED"
+            return
+        filled = order.quantity
+        order.status = "FILLED"
+        if order.ends == "partial" and order.quantity > 1:
+            fraction = Decimal(str(self.config.partial_fill_fraction))
+            filled = max(Decimal(1), (order.quantity * fraction).to_integral_value())
+            order.status = self.config.partial_rest_status
+        order.filled_quantity, order.fill_price = filled, position.price
+        position.quantity += filled if order.side == "BUY" else -filled
 
     def _remember(self, account: SimAccount, order: SimOrder) -> None:
         account.orders.append(order)

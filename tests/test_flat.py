@@ -1,0 +1,365 @@
+"""Flat, verified: under market conditions every position ends flat, or its target says not_flat.
+
+Each test counts at the server: positions, every closing order it holds, flips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from structlog.testing import LogCapture
+
+from tests.support import serving
+from worker import events
+from worker.runner import ExitCode, RunRequest, RunResult, run
+from worker.simulator import Faults, SimConfig, Simulator
+from worker.targets import TargetSpec
+
+FAST_FOLLOW = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
+
+
+def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str]]:
+    sim.add_account(account)
+    return [(account, sim.add_position(account, f"P{k}", str(q))) for k, q in enumerate(sizes)]
+
+
+async def liquidate(
+    sim: Simulator,
+    settings_for: Any,
+    tmp_path: Path,
+    specs: list[TargetSpec],
+    **overrides: Any,
+) -> tuple[RunResult, dict[str, Any]]:
+    report = tmp_path / "report.json"
+    result = await run(
+        settings_for(sim, **{**FAST_FOLLOW, **overrides}),
+        RunRequest(specs=specs, report_path=report),
+        asyncio.Event(),
+    )
+    return result, json.loads(report.read_text())
+
+
+def the_truth(sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str]]) -> None:
+    """What "Done when" asks, counted at the server."""
+    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
+    for account, iid in keys:
+        result = by_key[(account, iid)]
+        held = sim.position_quantity(account, iid)
+        if result["outcome"] in ("closed", "already_flat"):
+            assert held == 0, f"{result['outcome']} while {held} is open: {result}"
+        else:
+            assert result["outcome"] == "not_flat", result
+            assert result["remaining_quantity"] == str(held)
+        server_orders = {o["id"]: o for o in sim.closing_orders(account, iid)}
+        listed = {o["id"] for o in result["orders"]}
+        assert set(server_orders) <= listed, "a closing order the report does not show"
+        filled = sum(o["status"] == "FILLED" for o in server_orders.values())
+        assert result["extra_orders"] is (filled > 1)
+    assert sim.flipped_positions() == []
+    assert doc["summary"]["extra_orders"] == sum(r["extra_orders"] for r in doc["results"])
+
+
+@pytest.mark.parametrize("rest", ["CANCELED", "EXPIRED"])
+async def test_partial_fills_get_a_residue_close_and_end_flat(
+    sim: Simulator, settings_for: Any, tmp_path: Path, captured: LogCapture, rest: str
+) -> None:
+    keys = seed(sim, 61001, [100, -50, 30, 80, -20, 10])
+    sim.config.p_partial_fill = 1.0  # every close fills half, residue closes too
+    sim.config.partial_rest_status = rest
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(61001, None)], max_residue_closes=2
+    )
+    assert sim.stats.by_route["close"] == 3 * len(keys)  # the close and two residue closes
+    the_truth(sim, doc, keys)
+    residues = [e for e in captured.entries if e["event"] == events.RESIDUE_CLOSE]
+    assert residues
+    assert all(e["remaining_quantity"] != "0" for e in residues)
+    # Twice half, then half again: with two residue closes every 10+ lot is still open.
+    assert result.exit_code == ExitCode.FAILED
+    assert doc["summary"]["not_flat"] == len(keys)
+
+
+async def test_a_partial_fill_then_a_whole_residue_close_is_closed_with_both_orders(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61002, [100, -60, 40])
+    sim.config.p_partial_fill = 1.0
+    sent = 0
+
+    @sim_hook(sim)
+    def after_close() -> None:
+        nonlocal sent
+        sent += 1
+        if sent == len(keys):  # the residue closes fill whole
+            sim.config.p_partial_fill = 0.0
+
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(61002, None)])
+    assert result.exit_code == ExitCode.OK
+    the_truth(sim, doc, keys)
+    for r in doc["results"]:
+        assert r["outcome"] == "closed"
+        assert r["residue_closes"] == 1
+        assert [o["status"] for o in r["orders"]] == ["CANCELED", "FILLED"]
+        assert all(o["own"] for o in r["orders"])
+    assert sim.stats.by_route["close"] == 2 * len(keys)
+    # Each residue close was journaled like any close: its intent before it was sent.
+    journal = tmp_path / "state" / "journal.sqlite3"
+    with sqlite3.connect(journal) as db:
+        attempts = db.execute("SELECT instrument_id, MAX(attempt) FROM attempts GROUP BY 1")
+        assert dict(attempts.fetchall()) == {iid: 2 for _, iid in keys}
+
+
+def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Run a function after each close the server applies (wraps the book's close)."""
+
+    def register(fn: Callable[[], None]) -> Callable[[], None]:
+        close = sim.book.close
+
+        def closing(*args: Any, **kw: Any) -> Any:
+            order = close(*args, **kw)
+            fn()
+            return order
+
+        sim.book.close = closing  # type: ignore[method-assign]
+        return fn
+
+    return register
+
+
+async def test_no_residue_close_allowed_leaves_the_target_not_flat_with_exit_1(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61003, [100])
+    sim.config.p_partial_fill = 1.0
+    sim.config.partial_rest_status = "EXPIRED"
+    result, doc = await liquidate(
+        sim,
+        settings_for,
+        tmp_path,
+        [TargetSpec(61003, None)],
+        max_residue_closes=0,
+        flat_timeout=0.3,
+    )
+    assert result.exit_code == ExitCode.FAILED
+    [r] = doc["results"]
+    assert r["outcome"] == "not_flat"
+    assert r["remaining_quantity"] == "50"
+    assert "EXPIRED" in r["error"]
+    assert sim.stats.by_route["close"] == 1
+    the_truth(sim, doc, keys)
+
+
+async def test_a_reject_after_acceptance_gets_a_residue_close(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61004, [100, -30])
+    sim.config.p_reject_after_accept = 1.0
+    sent = 0
+
+    @sim_hook(sim)
+    def after_close() -> None:
+        nonlocal sent
+        sent += 1
+        if sent == len(keys):
+            sim.config.p_reject_after_accept = 0.0
+
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(61004, None)])
+    assert result.exit_code == ExitCode.OK
+    the_truth(sim, doc, keys)
+    for r in doc["results"]:
+        assert r["outcome"] == "closed"
+        assert [o["status"] for o in r["orders"]] == ["REJECTED", "FILLED"]
+
+
+@pytest.mark.parametrize(
+    ("side", "quantity", "what"),
+    [("SELL", "40", "reduces"), ("SELL", "250", "flips"), ("BUY", "60", "grows")],
+)
+@pytest.mark.parametrize("cancel_orders", [False, True])
+async def test_another_participants_market_order_right_after_the_plan(
+    sim: Simulator,
+    settings_for: Any,
+    tmp_path: Path,
+    side: str,
+    quantity: str,
+    what: str,
+    cancel_orders: bool,
+) -> None:
+    keys = seed(sim, 61005, [100])
+    [(account, iid)] = keys
+    sim.after_listing(
+        account, lambda: sim.add_participant_order(account, iid, side, quantity, fill_after_s=0.02)
+    )
+    result, doc = await liquidate(
+        sim,
+        settings_for,
+        tmp_path,
+        [TargetSpec(account, "P0", cancel_orders=cancel_orders)],
+    )
+    assert result.exit_code == ExitCode.OK, doc
+    assert sim.position_quantity(account, iid) == 0
+    the_truth(sim, doc, keys)
+    [r] = doc["results"]
+    assert r["outcome"] == "closed"
+    # The participant's order predates the worker's first send: never taken for its close.
+    desk = [o for o in sim.orders_of(account) if o["client_order_id"].startswith("desk-")]
+    assert {o["id"] for o in desk}.isdisjoint({o["id"] for o in r["orders"]})
+
+
+async def test_a_limit_order_resting_before_the_run_that_fills_later_is_waited_for(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61006, [100])
+    [(account, iid)] = keys
+    sim.add_participant_order(
+        account, iid, "BUY", "30", order_type="LIMIT", limit_price="99.00", fill_after_s=0.4
+    )
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(account, "P0", cancel_orders=False)]
+    )
+    assert result.exit_code == ExitCode.OK, doc
+    the_truth(sim, doc, keys)
+    [r] = doc["results"]
+    assert r["outcome"] == "closed"
+    assert r["residue_closes"] == 1  # the 30 its fill reopened
+
+
+async def test_a_position_flipped_by_someone_else_is_closed_as_it_is_never_by_the_plans_side(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61007, [100])
+    [(account, iid)] = keys
+    sim.config.fill_delay_s = 0.0
+
+    def flip() -> None:  # filled at once: the close meets a short of 150
+        sim.add_participant_order(account, iid, "SELL", "250", fill_after_s=0.0)
+        sim.position_quantity(account, iid)
+
+    sim.after_listing(account, flip)
+    sim.config.faults = {"close": Faults(p_drop_after=1.0)}  # and its reply is lost
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(account, "P0")])
+    assert result.exit_code == ExitCode.OK, doc
+    the_truth(sim, doc, keys)
+    closes = sim.closing_orders(account, iid)
+    assert [(o["side"], o["quantity"]) for o in closes] == [("BUY", "150")]  # one, not two
+
+
+async def test_a_gateway_that_applies_closes_after_the_timeout_never_leaves_a_flip(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61008, [10 + k for k in range(20)])
+    sim.config.fill_delay_s = 0.4  # the re-sent close is still working when the first lands
+    sim.config.faults = {"close": Faults(p_apply_late=0.3, apply_late_s=0.45)}
+
+    async def gateway_recovers_after_the_first_sends() -> None:
+        # The simulator counts requests but signals nothing; a 5 ms poll suffices here
+        while sim.stats.by_route["close"] < len(keys):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        sim.config.faults = {}
+
+    recovering = asyncio.create_task(gateway_recovers_after_the_first_sends())
+    result, doc = await liquidate(
+        sim,
+        settings_for,
+        tmp_path,
+        # cancel_orders=true would let the late close cancel the re-sent one while it works.
+        [TargetSpec(61008, None, cancel_orders=False)],
+        request_timeout=0.2,
+        reconcile_delay=0,
+        metrics_file=tmp_path / "liquidator.prom",
+    )
+    await recovering
+    assert result.exit_code == ExitCode.OK, doc["summary"]
+    metrics = (tmp_path / "liquidator.prom").read_text()
+    assert f"liquidator_extra_orders {doc['summary']['extra_orders']}\n" in metrics
+    the_truth(sim, doc, keys)
+    # The case close_position cannot make safe: some were closed twice, then evened out.
+    assert doc["summary"]["extra_orders"] > 0
+    assert all(sim.position_quantity(a, i) == 0 for a, i in keys)
+
+
+async def test_the_report_shows_every_closing_order_marked_own_or_found(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61009, [10 + k for k in range(10)])
+    sim.config.faults = {"close": Faults(p_drop_after=0.5)}
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(61009, None)])
+    assert result.exit_code == ExitCode.OK
+    the_truth(sim, doc, keys)
+    found = [o for r in doc["results"] for o in r["orders"] if not o["own"]]
+    own = [o for r in doc["results"] for o in r["orders"] if o["own"]]
+    assert found
+    assert own
+    assert {r["fate"] for r in doc["results"]} == {"applied"}
+
+
+async def test_a_close_whose_look_failed_is_watched_and_reported_closed_once_read_flat(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    sim = Simulator(SimConfig(fill_delay_s=0.05))
+    sim.add_account(61010)
+    keys = seed(sim, 61010, [25])
+    sim.config.faults = {"close": Faults(p_drop_after=1.0)}  # applied, its reply lost
+    orders_seen = 0
+
+    @web.middleware
+    async def the_look_cannot_read_orders(request: web.Request, handler: Any) -> Any:
+        nonlocal orders_seen
+        if request.path.endswith("/orders"):
+            orders_seen += 1
+            if orders_seen in (2, 3):  # 1 is the snapshot; 2 and 3 the look's two tries
+                return web.json_response({"error": {"code": 503, "message": "busy"}}, status=503)
+        return await handler(request)
+
+    app = sim.app()
+    app.middlewares.append(the_look_cannot_read_orders)
+    async with serving(app) as base_url:
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, max_attempts=2, **FAST_FOLLOW
+        )
+        report = tmp_path / "r.json"
+        result = await run(
+            settings, RunRequest(specs=[TargetSpec(61010, None)], report_path=report),
+            asyncio.Event(),
+        )  # fmt: skip
+    doc = json.loads(report.read_text())
+    assert result.exit_code == ExitCode.OK, doc
+    [r] = doc["results"]
+    assert r["outcome"] == "closed"
+    assert r["fate"] == "unknown"  # the reply never came; the listing showed what it did
+    assert [o["own"] for o in r["orders"]] == [False]
+    assert sim.stats.by_route["close"] == 1  # watched, never re-sent
+    the_truth(sim, doc, keys)
+
+
+async def test_a_stop_while_only_following_ends_at_once_with_the_open_ones_not_flat(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61011, [10, 20, 30])
+    sim.config.fill_delay_s = 3600  # nothing fills: following would wait FLAT_TIMEOUT
+    stop = asyncio.Event()
+
+    @sim_hook(sim)
+    def after_close() -> None:
+        if sim.stats.by_route["close"] == len(keys):
+            asyncio.get_running_loop().call_later(0.3, stop.set)  # SIGTERM while following
+
+    report = tmp_path / "r.json"
+    started = asyncio.get_running_loop().time()
+    result = await run(
+        settings_for(sim, flat_timeout=60, follow_pause=0.05),
+        RunRequest(specs=[TargetSpec(61011, None)], report_path=report),
+        stop,
+    )
+    assert asyncio.get_running_loop().time() - started < 2  # not STOP_GRACE, not 60 s
+    assert result.exit_code == ExitCode.ABORTED
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["not_flat"] == len(keys)
+    the_truth(sim, doc, keys)

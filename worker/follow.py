@@ -1,0 +1,359 @@
+"""Follow every sent close until its position reads zero at the server, or FLAT_TIMEOUT passes.
+
+One task per account, started by the first target handed over, so following overlaps the
+fan-out. Each poll reads the account's orders since the run began and its positions, filtered to
+the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s` while
+nothing settles.
+`worker.reconcile.follow_step` decides per target: flat, wait, or a residue close for the rest
+(sent through the same journaled step as every close). It never sends while stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from worker import events
+from worker.closer import CloseContext
+from worker.errors import (
+    ApiError,
+    JournalError,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Unauthorized,
+)
+from worker.models import Order
+from worker.outcomes import Outcome, TargetResult
+from worker.plan import Target
+from worker.reconcile import Step, follow_step
+
+# A residue close: send one close for `target` now. Raises `ApiError`; None if nothing was sent.
+SendClose = Callable[[Target, TargetResult], Awaitable[list[Order] | None]]
+CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
+
+
+@dataclass(slots=True)
+class _Followed:
+    target: Target
+    result: TargetResult
+    deadline: float  # monotonic
+    quiet_until: float = 0.0  # no residue close before this (after an unknown outcome)
+    # A target that failed with its last close's fate unknown: watched to report what the
+    # server did (flat: closed), never sent a residue close; its failure stands otherwise.
+    watch_only: bool = False
+
+
+@dataclass(frozen=True)
+class FollowSettings:
+    timeout_s: float = 120.0
+    first_pause_s: float = 0.2
+    max_pause_s: float = 2.0
+    max_residue: int = 2
+    grace_s: float = 8.0  # after a stop request, how long following may still read
+
+
+class Follower:
+    def __init__(
+        self,
+        ctx: CloseContext,
+        settings: FollowSettings,
+        *,
+        since: datetime,
+        send_close: SendClose,
+        on_result: Callable[[TargetResult], None] | None = None,
+        on_abort: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._since = since
+        self._send_close = send_close
+        self._on_result = on_result
+        self._on_abort = on_abort
+        self._clock = clock
+        self._sleep = sleep
+        self._pending: dict[int, dict[str, _Followed]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stop_deadline: float | None = None
+        self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
+
+    def follow(self, target: Target, result: TargetResult) -> None:
+        """Hand over a target that was sent a close (or found one); its result has no outcome.
+
+        A result that already failed (its last close's fate unknown) is only watched.
+        """
+        pending = self._pending.setdefault(target.account_id, {})
+        pending[target.instrument_id] = _Followed(
+            target,
+            result,
+            self._clock() + self._settings.timeout_s,
+            watch_only=result.outcome is Outcome.FAILED,
+        )
+        task = self._tasks.get(target.account_id)
+        if task is None or task.done():
+            self._tasks[target.account_id] = asyncio.create_task(
+                self._follow_account(target.account_id)
+            )
+
+    def last_look(self) -> None:
+        """The run is stopping and nothing is in flight: read once more, then settle."""
+        self._last_look.set()
+
+    def abandon(self) -> None:
+        """End following now (the run itself failed); `finish` then settles what is left."""
+        for task in self._tasks.values():
+            task.cancel()
+
+    async def finish(self) -> None:
+        """Wait until every followed target has an outcome. Cancelling ends following at once."""
+        try:
+            while any(not t.done() for t in self._tasks.values()):
+                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            for account_id, task in self._tasks.items():
+                bug = None if task.cancelled() else task.exception()
+                if isinstance(bug, Unauthorized):
+                    if self._on_abort is not None:
+                        self._on_abort(f"credentials rejected mid-run: {bug}")
+                elif bug is not None:
+                    events.internal_error(bug)
+                    if self._on_abort is not None:
+                        self._on_abort(f"internal error: {type(bug).__name__}: {bug}")
+                for followed in list(self._pending.get(account_id, {}).values()):
+                    self._not_flat(followed, "following was cut off before the position read flat")
+
+    async def _follow_account(self, account_id: int) -> None:
+        pending = self._pending[account_id]
+        pause = self._settings.first_pause_s
+        while pending:
+            if not self._last_look.is_set():
+                wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
+                await self._pause(wait)
+            final = self._last_look.is_set()
+            before = len(pending)
+            read = list(pending)  # targets handed over during the read wait for the next one
+            try:
+                positions, orders, request_id = await self._read(account_id, read)
+            except Unauthorized:
+                raise
+            except ApiError as err:
+                for iid in read:
+                    if iid in pending and pending[iid].watch_only:
+                        self._leave_failed(pending[iid])  # no better than the closer's look
+                    elif iid in pending and final:
+                        self._not_flat(pending[iid], f"the last read failed: {err}")
+                self._expire(pending, f"the account could not be read: {err}")
+                continue
+            for iid in read:
+                followed = pending[iid]
+                await self._decide(
+                    followed, positions.get(iid, Decimal(0)), orders.get(iid, []), request_id
+                )
+            if final:
+                for followed in [pending[iid] for iid in read if iid in pending]:
+                    self._not_flat(followed, "the run stopped before the position read flat")
+            self._expire(pending, "")
+            # Pauses grow while nothing settles (slow fills); a poll that settled some, or
+            # found new targets handed over meanwhile, is followed promptly by the next one.
+            settled = len(pending) < before or len(pending) > len(read)
+            pause = (
+                self._settings.first_pause_s
+                if settled
+                else min(pause * 2, self._settings.max_pause_s)
+            )
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between polls; the last look cuts it short."""
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        told = asyncio.ensure_future(self._last_look.wait())
+        try:
+            await asyncio.wait({sleeping, told}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+            told.cancel()
+
+    async def _read(
+        self, account_id: int, instrument_ids: Sequence[str]
+    ) -> tuple[dict[str, Decimal], dict[str, list[Order]], str]:
+        """Positions and orders of these instruments, and the orders listing's request_id."""
+        positions: dict[str, Decimal] = {}
+        request_id = ""
+        orders: dict[str, list[Order]] = {}
+        reader = self._ctx.reader
+        for start in range(0, len(instrument_ids), CHUNK):
+            chunk = instrument_ids[start : start + CHUNK]
+            # Orders first: an order read as done had filled before the positions were read,
+            # so a position read open beside it is truly open (the other way round, a fill
+            # between the reads looks like a residue that is not there).
+            found, request_ids = await reader.orders(account_id, chunk, self._since)
+            request_id = request_ids[-1]
+            for o in found:
+                orders.setdefault(o.instrument_id or "", []).append(o)
+            listed, _ = await reader.positions(account_id, chunk)
+            for p in listed:
+                positions[p.instrument_id] = positions.get(p.instrument_id, Decimal(0)) + p.quantity
+        return positions, orders, request_id
+
+    async def _decide(
+        self, followed: _Followed, position: Decimal, orders: list[Order], request_id: str
+    ) -> None:
+        target, result = followed.target, followed.result
+        preexisting = self._ctx.preexisting_of(target.account_id)
+        listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
+        for order in orders:
+            if order.id in listed or order.id not in (preexisting or ()):
+                result.note_order(order, own=False)  # every order of the run: own or found
+            if order.id not in listed and order.id not in (preexisting or ()):
+                self._ctx.journal.orders(
+                    self._ctx.run_id,
+                    target.account_id,
+                    target.instrument_id,
+                    [order],
+                    request_id,
+                    reconciled=True,
+                )
+                events.close_order(  # found late: journaled and logged like every order
+                    order,
+                    account_id=target.account_id,
+                    instrument_id=target.instrument_id,
+                    request_id=request_id,
+                    attempt=result.attempts,
+                    reconciled=True,
+                )
+        result.remaining_quantity = str(position)
+        stopping = self._ctx.stopping.is_set()
+        step = follow_step(
+            position,
+            orders,
+            residue_sent=result.residue_closes,
+            max_residue=self._settings.max_residue,
+            may_send=not stopping
+            and not followed.watch_only
+            and self._clock() >= followed.quiet_until,
+        )
+        if step is Step.FLAT:
+            self._flat(followed)
+        elif followed.watch_only and not any(o.working for o in orders):
+            self._leave_failed(followed)  # open, and nothing of it can still fill
+        elif step is Step.RESIDUE:
+            await self._residue(followed, position)
+
+    async def _residue(self, followed: _Followed, position: Decimal) -> None:
+        target, result = followed.target, followed.result
+        result.residue_closes += 1
+        events.residue_close(
+            account_id=target.account_id,
+            instrument=target.instrument,
+            remaining_quantity=str(position),
+            residue=result.residue_closes,
+        )
+        try:
+            sent = await self._send_close(target, result)
+        except Unauthorized:
+            raise
+        except OutcomeUnknown:
+            # It may yet appear: no further residue close until a slow server had time to apply.
+            followed.quiet_until = self._clock() + self._ctx.policy.settle_s
+            return
+        except JournalError as err:
+            result.residue_closes -= 1  # its intent is not on disk, so it was not sent
+            if self._on_abort is not None:
+                self._on_abort(str(err))
+            self._ctx.stopping.set()  # no close may be sent without its intent
+            return
+        except ApiError as err:
+            if isinstance(err, NotSent | RateLimited):
+                result.residue_closes -= 1  # provably changed nothing: it does not count
+            events.close_retry(
+                account_id=target.account_id,
+                instrument=target.instrument,
+                attempt=result.attempts,
+                reason=f"residue close: {err}",
+                wait_s=0.0,
+                request_id=err.request_id,
+            )
+            return
+        if sent is None:
+            result.residue_closes -= 1
+
+    def _leave_failed(self, followed: _Followed) -> None:
+        """A watched target keeps the failure the closer gave it, now with what was read."""
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        self._report(followed.result)
+
+    def _flat(self, followed: _Followed) -> None:
+        result = followed.result
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        result.remaining_quantity = None
+        if any(Decimal(o.filled_quantity) != 0 for o in result.orders):
+            result.settle(Outcome.CLOSED)
+        else:  # flat, and no order of this run filled: it was not this run that closed it
+            result.settle(Outcome.ALREADY_FLAT)
+            events.target_settled(
+                account_id=result.account_id,
+                instrument=result.instrument,
+                outcome=str(Outcome.ALREADY_FLAT),
+                why="read flat after the close was refused or found nothing to close",
+            )
+        self._report(result)
+
+    def _report(self, result: TargetResult) -> None:
+        """Tell the caller a result is final. A fault there stops the run, not following."""
+        if self._on_result is None:
+            return
+        try:
+            self._on_result(result)
+        except Exception as bug:
+            events.internal_error(bug)
+            if self._on_abort is not None:
+                self._on_abort(f"internal error: {type(bug).__name__}: {bug}")
+            self._ctx.stopping.set()
+
+    def _next_deadline(self, pending: dict[str, _Followed]) -> float:
+        soonest = min(f.deadline for f in pending.values())
+        if self._ctx.stopping.is_set():
+            if self._stop_deadline is None:
+                self._stop_deadline = self._clock() + self._settings.grace_s
+            soonest = min(soonest, self._stop_deadline)
+        return soonest
+
+    def _expire(self, pending: dict[str, _Followed], why: str) -> None:
+        """Settle every target whose time is up as not flat."""
+        if not pending:
+            return
+        now = self._clock()
+        stopped = self._ctx.stopping.is_set() and now >= self._next_deadline(pending)
+        for followed in list(pending.values()):
+            if stopped or now >= followed.deadline:
+                reason = why or (
+                    "the run stopped before the position read flat"
+                    if stopped
+                    else f"still open after {self._settings.timeout_s:g} s (FLAT_TIMEOUT)"
+                )
+                self._not_flat(followed, reason)
+
+    def _not_flat(self, followed: _Followed, why: str) -> None:
+        result = followed.result
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        statuses = ", ".join(f"{o.id} {o.status}" for o in result.orders) or "no orders"
+        remaining = result.remaining_quantity or "unknown"
+        earlier = f"; before: {result.error}" if followed.watch_only and result.error else ""
+        result.settle(
+            Outcome.NOT_FLAT, f"{why}; remaining {remaining}; orders: {statuses}{earlier}"
+        )
+        events.target_not_flat(
+            account_id=result.account_id,
+            instrument=result.instrument,
+            remaining_quantity=result.remaining_quantity,
+            error=result.error or why,
+        )
+        self._report(result)
