@@ -1,0 +1,186 @@
+"""CLOSE_VIA=submit_orders and --at-close: exactly once by client id, counted at the server.
+
+Every test counts what the simulator holds: the closing orders per position, their client ids,
+what filled, flips, and the requests that change anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.support import api_for
+from worker.api import Side
+from worker.client_ids import SHAPE, client_order_id
+from worker.journal import Journal
+from worker.journal_keys import job_key
+from worker.runner import ExitCode, RunRequest, RunResult, run
+from worker.simulator import Faults, SimConfig, Simulator
+from worker.simulator.config import UNKNOWN_OUTCOMES_30
+from worker.targets import TargetSpec
+
+FAST = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
+CHANGES = ("close", "submit", "cancel")  # the routes that change anything at the server
+
+
+def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str, int]]:
+    sim.add_account(account)
+    return [(account, sim.add_position(account, f"S{k}", str(q)), q) for k, q in enumerate(sizes)]
+
+
+async def liquidate(
+    sim: Simulator, settings_for: Any, tmp_path: Path, specs: list[TargetSpec], **overrides: Any
+) -> tuple[RunResult, dict[str, Any]]:
+    report = tmp_path / "report.json"
+    settings = settings_for(sim, **{**FAST, "close_via": "submit_orders", **overrides})
+    result = await run(settings, RunRequest(specs=specs, report_path=report), asyncio.Event())
+    return result, json.loads(report.read_text())
+
+
+def closed_once(sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str, int]]) -> None:
+    """Flat, nothing sold twice (what filled is exactly what was held), none flipped, every
+    order in the report, each client id one order."""
+    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
+    for account, iid, held in keys:
+        assert sim.position_quantity(account, iid) == 0, by_key[(account, iid)]
+        orders = sim.closing_orders(account, iid)
+        assert sum(Decimal(o["filled_quantity"]) for o in orders) == abs(held), orders
+        ids = [o["client_order_id"] for o in orders]
+        assert len(ids) == len(set(ids)), ids
+        assert all(SHAPE.match(i) for i in ids), ids
+        listed = {o["id"] for o in by_key[(account, iid)]["orders"]}
+        assert {o["id"] for o in orders} <= listed, "an order the report does not show"
+        assert by_key[(account, iid)]["outcome"] == "closed"
+    assert sim.flipped_positions() == []
+
+
+async def test_unknown_outcomes_503s_and_a_late_gateway_end_flat_each_closed_once(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """The issue's "done when", scaled down: fills 0.2 s, timeout 0.1 s, late by 0.3 s."""
+    keys = seed(sim, 71001, [10 + k if k % 3 else -(10 + k) for k in range(40)])
+    sim.config.fill_delay_s = 0.2
+    submit = Faults(**UNKNOWN_OUTCOMES_30, p_503=0.1, p_apply_late=0.2, apply_late_s=0.3)
+    submit.hang_s = 0.3
+    sim.config.faults = {"submit": submit}
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(71001, None)],
+        request_timeout=0.1, max_attempts=16,
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.OK, doc["summary"]
+    assert sim.stats.faults_injected["apply_late"] > 0
+    assert sim.stats.status_counts[409] > 0  # re-sent ids refused: found, never created twice
+    assert sim.stats.by_route["close"] == 0  # submit_orders only
+    closed_once(sim, doc, keys)
+
+
+async def test_a_rerun_sends_the_journaled_ids_again_and_finds_them(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """A crash after the intents were committed: the rerun's same ids are 409, found, followed."""
+    keys = seed(sim, 71002, [25, -40, 15])
+    sim.config.fill_delay_s = 0.05
+    settings = settings_for(sim, **FAST, close_via="submit_orders")
+    # The first run, as it stood when killed: intents committed, orders sent, none answered.
+    day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
+    job = job_key(settings.base_url, day.date().isoformat())
+    journal = Journal.in_dir(settings.state_dir)
+    journal.start_run(
+        run_id="killed", job=job, base_url=settings.base_url,
+        trading_day=day.date().isoformat(), started_at=datetime.now(UTC), dry_run=False,
+    )  # fmt: skip
+    async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
+        for account, iid, held in keys:
+            cid = client_order_id(job, account, iid, 0)
+            await journal.intent("killed", account, iid, 1, datetime.now(UTC), client_id=cid)
+            side: Side = "SELL" if held > 0 else "BUY"
+            await api.submit_order(
+                account, client_id=cid, instrument_id=iid, side=side, quantity=Decimal(abs(held))
+            )
+    journal.close()
+    # Still working when the rerun plans: the rerun must not send a second order.
+    result = await run(
+        settings, RunRequest(specs=[TargetSpec(71002, None)], report_path=tmp_path / "r.json"),
+        asyncio.Event(),
+    )  # fmt: skip
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert result.exit_code == ExitCode.OK, doc["summary"]
+    assert sim.stats.status_counts[409] == len(keys)
+    assert sim.stats.by_route["orders"] >= 1
+    closed_once(sim, doc, keys)
+
+
+async def test_resting_orders_are_cancelled_and_waited_for_before_the_submission(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """A cancel that lingers in PENDING_CANCEL: submitting at once would be refused (self-match)."""
+    keys = seed(sim, 71003, [30])
+    sim.config.self_match_check = True
+    sim.config.cancel_linger_s = 0.3
+    sim.config.fill_delay_s = 0.05
+    sim.add_resting_order(71003, "S0", "BUY", "5", "1.00")
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(71003, None, cancel_orders=True)]
+    )
+    assert result.exit_code == ExitCode.OK, doc
+    assert sim.stats.status_counts[400] == 0  # never refused: it waited for the cancel
+    assert sim.stats.by_route["cancel"] == 1
+    assert sim.stats.by_route["submit"] == 1
+    closed_once(sim, doc, keys)
+
+
+async def test_a_self_match_refusal_fails_the_target_with_the_servers_reason(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    seed(sim, 71004, [30])
+    sim.config.self_match_check = True
+    sim.add_resting_order(71004, "S0", "BUY", "5", "1.00")
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(71004, None, cancel_orders=False)]
+    )
+    assert result.exit_code == ExitCode.FAILED
+    assert "SELF_MATCH" in doc["results"][0]["error"] or "Self-Match" in doc["results"][0]["error"]
+    assert sim.stats.by_route["submit"] == 1
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    # The simulated regular close 0.6 s from now: market-on-close orders fill then.
+    close = datetime.now(UTC) + timedelta(seconds=0.6)
+    return SimConfig(regular_close_at=close, fill_delay_s=0.01)
+
+
+async def test_at_close_before_the_cutoff_sends_moc_orders_that_fill_at_the_close(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 71005, [20, -35])
+    started = time.time()
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(71005, None)], at_close=True, moc_cutoff="0.3s"
+    )
+    assert result.exit_code == ExitCode.OK, doc
+    assert time.time() - started >= 0.5  # flat only after the simulated close
+    for account, iid, _ in keys:
+        assert {o["time_in_force"] for o in sim.closing_orders(account, iid)} == {"AT_THE_CLOSE"}
+    closed_once(sim, doc, keys)
+
+
+async def test_at_close_after_the_cutoff_exits_2_and_changes_nothing(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 71006, [20])
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(71006, None)], at_close=True, moc_cutoff="1s"
+    )
+    assert result.exit_code == ExitCode.INVALID, doc
+    assert "cutoff" in (result.aborted or "")
+    assert sum(sim.stats.by_route[r] for r in CHANGES) == 0
+    assert sim.position_quantity(71006, keys[0][1]) == 20
