@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support import api_for
+from tests.support import api_for, clean_env, run_cli, seed_accounts
 from worker.api import Side
 from worker.client_ids import SHAPE, client_order_id
 from worker.journal import Journal
@@ -45,17 +46,22 @@ async def liquidate(
     return result, json.loads(report.read_text())
 
 
-def closed_once(sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str, int]]) -> None:
+def closed_once(
+    sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str, int]], *, all_in: bool = True
+) -> None:
     """Flat, nothing sold twice (what filled is exactly what was held), none flipped, every
-    order in the report, each client id one order."""
+    order in the report, each client id one order. `all_in` False: a rerun's report holds only
+    what was still open when it planned."""
     by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
     for account, iid, held in keys:
-        assert sim.position_quantity(account, iid) == 0, by_key[(account, iid)]
+        assert sim.position_quantity(account, iid) == 0, by_key.get((account, iid))
         orders = sim.closing_orders(account, iid)
         assert sum(Decimal(o["filled_quantity"]) for o in orders) == abs(held), orders
         ids = [o["client_order_id"] for o in orders]
         assert len(ids) == len(set(ids)), ids
         assert all(SHAPE.match(i) for i in ids), ids
+        if not all_in and (account, iid) not in by_key:
+            continue
         listed = {o["id"] for o in by_key[(account, iid)]["orders"]}
         assert {o["id"] for o in orders} <= listed, "an order the report does not show"
         assert by_key[(account, iid)]["outcome"] == "closed"
@@ -184,3 +190,69 @@ async def test_at_close_after_the_cutoff_exits_2_and_changes_nothing(
     assert "cutoff" in (result.aborted or "")
     assert sum(sim.stats.by_route[r] for r in CHANGES) == 0
     assert sim.position_quantity(71006, keys[0][1]) == 20
+
+
+async def test_cancelled_orders_still_working_after_the_wait_fail_the_target_unsent(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    seed(sim, 71007, [30])
+    sim.config.cancel_linger_s = 60  # the venue never confirms the cancel in time
+    sim.add_resting_order(71007, "S0", "BUY", "5", "1.00")
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(71007, None, cancel_orders=True)],
+        flat_timeout=0.3,
+    )  # fmt: skip
+    assert result.exit_code == ExitCode.FAILED
+    assert "still working" in doc["results"][0]["error"]
+    assert sim.stats.by_route["submit"] == 0
+
+
+async def test_a_dry_run_says_the_cutoff_has_passed_and_exits_0(
+    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+) -> None:
+    seed(sim, 71008, [20])
+    settings = settings_for(sim, **FAST, at_close=True, moc_cutoff="1s")
+    result = await run(
+        settings, RunRequest([TargetSpec(71008, None)], dry_run=True), asyncio.Event()
+    )
+    assert result.exit_code == ExitCode.OK
+    [cutoff] = [e for e in captured.entries if e["event"] == "moc_cutoff"]
+    assert cutoff["passed"] is True
+    assert sum(sim.stats.by_route[r] for r in CHANGES) == 0
+
+
+async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    positions = seed_accounts(sim, 2, 60)
+    held = {(a, i): sim.position_quantity(a, i) for a, i in positions}
+    sim.config.fill_delay_s = 0.3
+    # Some submissions land only after the kill, while the rerun re-sends their ids.
+    sim.config.faults = {"submit": Faults(latency_s=0.03, p_apply_late=0.2, apply_late_s=0.5)}
+    env = {
+        **clean_env(),
+        "LIQUIDATOR_API_KEY": sim.config.api_key,
+        "LIQUIDATOR_STATE_DIR": str(tmp_path / "state"),
+        "LIQUIDATOR_LOG_FORMAT": "json",
+        "LIQUIDATOR_RATE_LIMIT": "0",
+        "LIQUIDATOR_REQUEST_TIMEOUT": "0.2",
+    }
+    command = (
+        sys.executable, "-m", "worker", "run", "--yes", "--close-via", "submit_orders",
+        "--base-url", sim.base_url, "--account", "20001", "--account", "20002",
+    )  # fmt: skip
+    first = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
+    )
+    deadline = time.monotonic() + 20
+    while sim.stats.by_route["submit"] < 40:
+        assert time.monotonic() < deadline, "the first run never got going"
+        await asyncio.sleep(0.01)
+    first.kill()
+    await first.wait()
+    sim.config.faults = {}
+    code, output = await run_cli(*command[3:], "--report", str(tmp_path / "r.json"), env=env)
+    assert code == 0, output
+    assert sim.stats.status_counts[409] > 0  # the killed run's ids, found again
+    doc = json.loads((tmp_path / "r.json").read_text())
+    closed_once(sim, doc, [(a, i, int(q)) for (a, i), q in held.items()], all_in=False)

@@ -312,7 +312,12 @@ async def _run_session(
             )
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = server_now() - lookback
-            preexisting = await _orders_snapshot(reader, plan.targets, since)
+            # Evidence for close_position only: submit_orders knows its orders by client id.
+            preexisting = (
+                await _orders_snapshot(reader, plan.targets, since)
+                if settings.close_via == "close_position"
+                else {}
+            )
             ctx = CloseContext(
                 run_id=outcome.run_id,
                 api=api,

@@ -25,7 +25,7 @@ from typing import Protocol
 from worker import events
 from worker.api import Reply, Side, TimeInForce, TradingApi
 from worker.client_ids import client_order_id
-from worker.errors import Conflict, NotFound, OutcomeUnknown
+from worker.errors import Conflict, NotFound, OutcomeUnknown, StillWorking
 from worker.journal import Prior
 from worker.models import Order
 from worker.outcomes import TargetResult
@@ -221,7 +221,7 @@ class SubmitOrdersSender:
                 )
                 return
             if self._clock() - started >= self._cancel_wait.timeout_s:
-                raise OutcomeUnknown(
+                raise StillWorking(
                     f"{target.instrument}: resting orders still working"
                     f" {self._cancel_wait.timeout_s:g} s after their cancel was requested;"
                     " nothing was submitted",
