@@ -93,7 +93,7 @@ async def test_a_rerun_sends_the_journaled_ids_again_and_finds_them(
 ) -> None:
     """A crash after the intents were committed: the rerun's same ids are 409, found, followed."""
     keys = seed(sim, 71002, [25, -40, 15])
-    sim.config.fill_delay_s = 0.05
+    sim.config.fill_delay_s = 0.5  # still working when the rerun plans
     settings = settings_for(sim, **FAST, close_via="submit_orders")
     # The first run, as it stood when killed: intents committed, orders sent, none answered.
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))

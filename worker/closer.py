@@ -122,7 +122,7 @@ async def _close_with_retries(
         if ctx.stopping.is_set():
             return _stopped(result)
         if result.attempts == 0:
-            await ctx.sender.prepare(target)
+            await ctx.sender.prepare(target)  # e.g. its resting orders would not cancel
         try:
             sent = await send_one_close(ctx, target, result, since, reference)
         except OutcomeUnknown as err:

@@ -334,28 +334,22 @@ def write_failed(*, what: str, path: str, error: str) -> None:
 
 
 def cancel_requested(
-    *, account_id: int, instrument: str, orders: int, request_id: str | None
+    *, account_id: int, instruments: int, orders: int, request_id: str | None
 ) -> None:
-    """submit_orders with cancel_orders: the instrument's open orders were asked to cancel
-    (`orders` 0: there were none, the server answered 404)."""
+    """submit_orders with cancel_orders: the open orders on `instruments` of the account's
+    targets were asked to cancel (`orders` 0: there were none, the server answered 404)."""
     log.info(
         CANCEL_REQUESTED,
         account_id=account_id,
-        instrument=instrument,
+        instruments=instruments,
         orders=orders,
         request_id=request_id,
     )
 
 
-def orders_canceled(*, account_id: int, instrument: str, seconds: float, polls: int) -> None:
-    """No order on the instrument is working any more: the close may be submitted."""
-    log.info(
-        ORDERS_CANCELED,
-        account_id=account_id,
-        instrument=instrument,
-        seconds=round(seconds, 3),
-        polls=polls,
-    )
+def orders_canceled(*, account_id: int, seconds: float, polls: int) -> None:
+    """None of the cancelled orders is working any more: the closes may be submitted."""
+    log.info(ORDERS_CANCELED, account_id=account_id, seconds=round(seconds, 3), polls=polls)
 
 
 def moc_cutoff(*, passed: bool, cutoff: str | None, regular_close: str | None, reason: str) -> None:

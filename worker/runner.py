@@ -331,6 +331,7 @@ async def _run_session(
                 sender=_sender(settings, api, reader, job, priors, preexisting, policy.sleep),
                 preexisting=preexisting,
             )
+            await ctx.sender.before_fan_out(plan.targets, stop)
             # Market-on-close orders fill at the close: following waits for it, then FLAT_TIMEOUT.
             until_close_s = 0.0
             if cutoff is not None and cutoff.regular_close is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -25,7 +25,7 @@ from typing import Protocol
 from worker import events
 from worker.api import Reply, Side, TimeInForce, TradingApi
 from worker.client_ids import client_order_id
-from worker.errors import Conflict, NotFound, OutcomeUnknown, StillWorking
+from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, StillWorking, Unauthorized
 from worker.journal import Prior
 from worker.models import Order
 from worker.outcomes import TargetResult
@@ -35,6 +35,7 @@ from worker.reads import Reader
 from worker.reconcile import Finding, Verdict, closing_side, look
 
 Key = tuple[int, str]  # (account_id, instrument_id)
+CANCEL_CHUNK = 100  # instrument_ids per cancel request: ~3.7 kB of query string
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +55,12 @@ class Sender(Protocol):
         """The id (and its generation) the next send of this target goes under; None: no id."""
         ...
 
+    async def before_fan_out(self, targets: Sequence[Target], stopping: asyncio.Event) -> None:
+        """Once, before any close is sent (submit_orders: cancel resting orders, in batches)."""
+        ...
+
     async def prepare(self, target: Target) -> None:
-        """Before a target's first send (e.g. cancel its resting orders). Raises `ApiError`."""
+        """Before a target's first send: raises `ApiError` if it must not be sent."""
         ...
 
     async def send(
@@ -94,8 +99,11 @@ class ClosePositionSender:
     def client_id(self, target: Target, result: TargetResult) -> tuple[str, int] | None:
         return None
 
+    async def before_fan_out(self, targets: Sequence[Target], stopping: asyncio.Event) -> None:
+        return None  # cancel_orders rides on each close itself
+
     async def prepare(self, target: Target) -> None:
-        return None  # cancel_orders rides on the close itself
+        return None
 
     async def send(
         self, target: Target, client_id: str | None, position: Decimal, unless: asyncio.Event
@@ -160,6 +168,8 @@ class SubmitOrdersSender:
         self._generation: dict[Key, int] = dict(generations)
         self._stems: dict[Key, str] = {}
         self._cancel_wait = cancel_wait
+        # Targets whose resting orders could not be cancelled, or still work: never sent.
+        self._not_to_send: dict[Key, ApiError] = {}
         self._sleep = sleep
         self._clock = clock
 
@@ -178,55 +188,92 @@ class SubmitOrdersSender:
             current = self._id(target, generation)
         return current, generation
 
+    async def before_fan_out(self, targets: Sequence[Target], stopping: asyncio.Event) -> None:
+        """cancel_orders: cancel the targets' open orders, then wait until none is working.
+
+        One cancel per account and CANCEL_CHUNK instruments (`instrument_ids` takes a list),
+        not one per close: a request per close would double the run's requests. A target whose
+        orders could not be cancelled, or still work when the wait ends, is not sent (`prepare`).
+        """
+        by_account: dict[int, list[Target]] = {}
+        for t in targets:
+            if t.cancel_orders:
+                by_account.setdefault(t.account_id, []).append(t)
+        chunks = [
+            batch[start : start + CANCEL_CHUNK]
+            for batch in by_account.values()
+            for start in range(0, len(batch), CANCEL_CHUNK)
+        ]
+        await asyncio.gather(*(self._cancel_chunk(chunk, stopping) for chunk in chunks))
+
     async def prepare(self, target: Target) -> None:
-        """cancel_orders: cancel the instrument's open orders, wait until none is working."""
-        if not target.cancel_orders:
-            return
-        account_id, iid = target.account_id, target.instrument_id
+        refusal = self._not_to_send.get((target.account_id, target.instrument_id))
+        if refusal is not None:
+            raise refusal
+
+    async def _cancel_chunk(self, targets: list[Target], stopping: asyncio.Event) -> None:
+        account_id = targets[0].account_id
+        iids = [t.instrument_id for t in targets]
         try:  # cancelling twice is harmless: retried as a read
             reply = await self._reader.retried(
-                f"cancel orders of {target.instrument}",
-                lambda: self._api.cancel_open_orders(account_id, [iid]),
+                f"cancel orders of account {account_id}",
+                lambda: self._api.cancel_open_orders(account_id, iids),
             )
         except NotFound as err:  # nothing to cancel
             events.cancel_requested(
-                account_id=account_id, instrument=target.instrument, orders=0,
-                request_id=err.request_id,
-            )  # fmt: skip
+                account_id=account_id, instruments=len(iids), orders=0, request_id=err.request_id
+            )
+            return
+        except Unauthorized:
+            raise
+        except ApiError as err:
+            for t in targets:
+                self._not_to_send[(account_id, t.instrument_id)] = err
             return
         events.cancel_requested(
             account_id=account_id,
-            instrument=target.instrument,
+            instruments=len(iids),
             orders=len(reply.data),
             request_id=reply.request_id,
         )
-        await self._until_not_working(target, [o.id for o in reply.data])
+        if reply.data:
+            await self._until_not_working(account_id, reply.data, stopping)
 
-    async def _until_not_working(self, target: Target, order_ids: list[str]) -> None:
+    async def _until_not_working(
+        self, account_id: int, cancelled: list[Order], stopping: asyncio.Event
+    ) -> None:
         """Poll the cancelled orders (they may still fill meanwhile) until none is working."""
+        order_ids = [o.id for o in cancelled]
         started = self._clock()
         pause, polls = self._cancel_wait.first_pause_s, 0
         while True:
-            listed = await self._reader.retried(
-                f"orders of {target.instrument}",
-                lambda: self._api.get_orders(target.account_id, order_ids=order_ids),
-            )
+            try:
+                listed = await self._reader.retried(
+                    f"orders of account {account_id}",
+                    lambda: self._api.get_orders(account_id, order_ids=order_ids),
+                )
+            except Unauthorized:
+                raise
+            except ApiError as err:  # whether they still work is not known: send none of them
+                for o in cancelled:
+                    self._not_to_send[(account_id, o.instrument_id or "")] = err
+                return
             polls += 1
-            if not any(o.working for o in listed.data):
+            working = {o.instrument_id or "" for o in listed.data if o.working}
+            if not working:
                 events.orders_canceled(
-                    account_id=target.account_id,
-                    instrument=target.instrument,
-                    seconds=self._clock() - started,
-                    polls=polls,
+                    account_id=account_id, seconds=self._clock() - started, polls=polls
                 )
                 return
-            if self._clock() - started >= self._cancel_wait.timeout_s:
-                raise StillWorking(
-                    f"{target.instrument}: resting orders still working"
-                    f" {self._cancel_wait.timeout_s:g} s after their cancel was requested;"
-                    " nothing was submitted",
-                    request_id=listed.request_id,
-                )
+            if stopping.is_set() or self._clock() - started >= self._cancel_wait.timeout_s:
+                for iid in working:
+                    self._not_to_send[(account_id, iid)] = StillWorking(
+                        f"resting orders on {iid} still working"
+                        f" {self._clock() - started:.3g} s after their cancel was requested;"
+                        " nothing was submitted",
+                        request_id=listed.request_id,
+                    )
+                return
             await self._sleep(pause)
             pause = min(pause * 2, self._cancel_wait.max_pause_s)
 
