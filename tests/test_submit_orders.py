@@ -88,6 +88,25 @@ async def test_unknown_outcomes_503s_and_a_late_gateway_end_flat_each_closed_onc
     closed_once(sim, doc, keys)
 
 
+async def test_partial_fills_get_residue_closes_under_new_ids_for_what_is_left(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 71009, [100, -60, 40, 80, -20, 30])
+    sim.config.p_partial_fill = 0.5
+    sim.config.fill_delay_s = 0.02
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(71009, None)], max_residue_closes=8
+    )
+    assert result.exit_code == ExitCode.OK, doc["summary"]
+    generations = [
+        int(o["client_order_id"].rsplit("-g", 1)[1])
+        for account, iid, _ in keys
+        for o in sim.closing_orders(account, iid)
+    ]
+    assert max(generations) >= 1  # some residue closes went out, each under a new id
+    closed_once(sim, doc, keys)  # each for what was left: the fills add up to what was held
+
+
 async def test_a_rerun_sends_the_journaled_ids_again_and_finds_them(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:

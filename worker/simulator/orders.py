@@ -216,6 +216,8 @@ class OrderDesk:
             now,
             is_close=closes and item.order_type == "MARKET",
             limit_price=item.limit_price,
+            # Market conditions (partial fills, rejects) as for close_position's orders.
+            ends=self.book.market_draw() if item.order_type == "MARKET" else None,
             time_in_force=item.tif,
         )
         resting = item.order_type == "LIMIT"

@@ -346,7 +346,7 @@ class Book:
             now,
             now,
             is_close=True,
-            ends=self._market_draw(),
+            ends=self.market_draw(),
         )
         self._remember(account, order)
         heapq.heappush(
@@ -391,7 +391,7 @@ class Book:
                 _, _, order = heapq.heappop(account.due_fills)
                 self._fill(account, order, self.config.clock())
 
-    def _market_draw(self) -> str | None:
+    def market_draw(self) -> str | None:
         roll = self._market.random()
         if roll < self.config.p_partial_fill:
             return "partial"
