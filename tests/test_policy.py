@@ -172,7 +172,7 @@ async def test_a_close_retried_from_its_first_failure_gets_exactly_max_attempts(
     with pytest.raises(OutcomeUnknown):
         await policy.close(attempt, lambda state, _: retried_after.append(state.attempt_number))
     assert calls == 4
-    assert retried_after == [1, 2, 3]  # the bare first try counts as tenacity's attempt 1
+    assert retried_after == [1, 2, 3]  # tenacity's attempts, the first one included
     assert len(sleeps.waits) == 3
 
 

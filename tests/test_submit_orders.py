@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from rich.console import Console
 
 from tests.support import api_for, clean_env, run_cli, seed_accounts
 from worker.api import Side
@@ -27,6 +28,7 @@ from worker.runner import ExitCode, RunRequest, RunResult, run
 from worker.simulator import Faults, SimConfig, Simulator
 from worker.simulator.config import UNKNOWN_OUTCOMES_30
 from worker.targets import TargetSpec
+from worker.terminal import Terminal
 
 FAST = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
 CHANGES = ("close", "submit", "cancel")  # the routes that change anything at the server
@@ -231,10 +233,13 @@ async def test_a_dry_run_says_the_cutoff_has_passed_and_exits_0(
 ) -> None:
     seed(sim, 71008, [20])
     settings = settings_for(sim, **FAST, at_close=True, moc_cutoff="1s")
-    result = await run(
-        settings, RunRequest([TargetSpec(71008, None)], dry_run=True), asyncio.Event()
+    screen = Console(record=True, width=100)
+    request = RunRequest(
+        [TargetSpec(71008, None)], dry_run=True, on_plan=Terminal(screen, scrub=str).show_plan
     )
+    result = await run(settings, request, asyncio.Event())
     assert result.exit_code == ExitCode.OK
+    assert "Market-on-close: cutoff passed" in screen.export_text()  # the plan on a terminal
     [cutoff] = [e for e in captured.entries if e["event"] == "moc_cutoff"]
     assert cutoff["passed"] is True
     assert sum(sim.stats.by_route[r] for r in CHANGES) == 0
@@ -275,3 +280,30 @@ async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
     assert sim.stats.status_counts[409] > 0  # the killed run's ids, found again
     doc = json.loads((tmp_path / "r.json").read_text())
     closed_once(sim, doc, [(a, i, int(q)) for (a, i), q in held.items()], all_in=False)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_the_journal_commits_each_client_id_with_its_intent_and_priors_expose_it(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    t0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
+    journal: Journal
+    if backend == "sqlite":
+        journal = Journal.in_dir(tmp_path)
+    else:
+        from worker.journal_pg import PgJournal
+
+        journal = await PgJournal.open(request.getfixturevalue("pg_url"), scope="s", lock_wait=0)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=t0, dry_run=False
+    )
+    await journal.intent("r1", 7, "a", 1, t0, client_id=client_order_id("j", 7, "a", 0))
+    await journal.intent(
+        "r1", 7, "a", 2, t0, client_id=client_order_id("j", 7, "a", 1), generation=1
+    )
+    await journal.intent("r1", 7, "b", 1, t0)  # close_position: no client id
+    # Committed when intent() returned: a rerun (another run of the job) sees them.
+    priors = journal.priors("j", "r2")
+    assert priors[(7, "a")].generation == 1
+    assert priors[(7, "b")].generation is None
+    journal.close()
