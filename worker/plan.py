@@ -52,6 +52,8 @@ class Target:
 class Plan:
     targets: list[Target] = field(default_factory=list)
     settled: list[TargetResult] = field(default_factory=list)  # ended without a close
+    # --at-close: where the day stands against the market-on-close cutoff (for the plan shown).
+    moc_cutoff: str | None = None
 
 
 async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:

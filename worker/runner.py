@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,7 +27,7 @@ from worker.closer import CloseContext, send_one_close
 from worker.errors import ApiError, InputError, JournalError, JournalRefused, Unauthorized
 from worker.fanout import fan_out
 from worker.follow import Follower, FollowSettings
-from worker.journal import Journal
+from worker.journal import Journal, Prior
 from worker.journal_keys import job_key
 from worker.journal_open import open_journal
 from worker.metrics import write_metrics
@@ -37,8 +38,15 @@ from worker.plan import Plan, Target, make_plan
 from worker.policy import RetryPolicy, Sleep
 from worker.reads import Reader, Tally
 from worker.report import write_report
-from worker.schedule import Go, wait_for_close_window
+from worker.schedule import Go, MocCutoff, read_moc_cutoff, wait_for_close_window
 from worker.secrets import Scrubber
+from worker.senders import (
+    CancelWait,
+    ClosePositionSender,
+    Sender,
+    SubmitOrdersSender,
+    submit_generations,
+)
 from worker.settings import Settings
 from worker.targets import WHOLE_ACCOUNT, TargetSpec
 
@@ -248,7 +256,13 @@ async def _run_session(
             if timing.go is Go.STOPPED:
                 _abort(outcome, timing.reason)
                 return
+        cutoff = await _moc_cutoff(settings, reader, server_now) if settings.at_close else None
+        if cutoff is not None and cutoff.passed and not request.dry_run:
+            outcome.refused = True  # exit 2: nothing that changes anything was sent
+            _abort(outcome, f"--at-close: {cutoff.reason}; nothing was sent")
+            return
         plan = await make_plan(reader, request.specs)
+        plan.moc_cutoff = None if cutoff is None else _cutoff_line(cutoff)
         _check_ceiling(settings, plan, request.max_positions_override)
         events.log.info(
             events.PLAN_READY,
@@ -298,6 +312,12 @@ async def _run_session(
             )
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = server_now() - lookback
+            # Evidence for close_position only: submit_orders knows its orders by client id.
+            preexisting = (
+                await _orders_snapshot(reader, plan.targets, since)
+                if settings.close_via == "close_position"
+                else {}
+            )
             ctx = CloseContext(
                 run_id=outcome.run_id,
                 api=api,
@@ -308,10 +328,16 @@ async def _run_session(
                 server_now=server_now,
                 lookback=lookback,
                 priors=priors,
-                preexisting=await _orders_snapshot(reader, plan.targets, since),
+                sender=_sender(settings, api, reader, job, priors, preexisting, policy.sleep),
+                preexisting=preexisting,
             )
+            await ctx.sender.before_fan_out(plan.targets, stop)
+            # Market-on-close orders fill at the close: following waits for it, then FLAT_TIMEOUT.
+            until_close_s = 0.0
+            if cutoff is not None and cutoff.regular_close is not None:
+                until_close_s = max(0.0, (cutoff.regular_close - server_now()).total_seconds())
             results = await _close_and_follow(
-                ctx, settings, request, outcome, plan.targets, since=since
+                ctx, settings, request, outcome, plan.targets, since=since, extra_s=until_close_s
             )
             outcome.results.extend(results)
             for target, result in zip(plan.targets, results, strict=True):
@@ -361,17 +387,24 @@ async def _close_and_follow(
     targets: Sequence[Target],
     *,
     since: datetime,
+    extra_s: float = 0.0,
 ) -> list[TargetResult]:
-    """The fan-out, and following each sent close to flat while the others are in flight."""
+    """The fan-out, and following each sent close to flat while the others are in flight.
+
+    `extra_s`: following waits this much longer than FLAT_TIMEOUT (until the close, --at-close).
+    """
     follow_since = min([since, *(p.since for p in ctx.priors.values())])
 
-    async def send_residue(target: Target, result: TargetResult) -> list[Order] | None:
-        return await send_one_close(ctx, target, result, ctx.server_now() - ctx.lookback)
+    async def send_residue(
+        target: Target, result: TargetResult, position: Decimal
+    ) -> list[Order] | None:
+        since = ctx.server_now() - ctx.lookback
+        return await send_one_close(ctx, target, result, since, position)
 
     follower = Follower(
         ctx,
         FollowSettings(
-            timeout_s=settings.flat_timeout,
+            timeout_s=settings.flat_timeout + extra_s,
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
             max_residue=settings.max_residue_closes,
@@ -408,6 +441,51 @@ async def _close_and_follow(
         stopped.cancel()
         finishing.cancel()
     return results
+
+
+def _sender(
+    settings: Settings,
+    api: TradingApi,
+    reader: Reader,
+    job: str,
+    priors: Mapping[tuple[int, str], Prior],
+    preexisting: Mapping[int, frozenset[str]],
+    sleep: Sleep,
+) -> Sender:
+    """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
+    if settings.close_via == "close_position":
+        return ClosePositionSender(api, reader, preexisting)
+    return SubmitOrdersSender(
+        api,
+        reader,
+        job=job,
+        time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
+        generations=submit_generations(priors),
+        cancel_wait=CancelWait(
+            timeout_s=settings.flat_timeout,
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+        ),
+        sleep=sleep,
+    )
+
+
+async def _moc_cutoff(
+    settings: Settings, reader: Reader, server_now: Callable[[], datetime]
+) -> MocCutoff:
+    """--at-close: today's cutoff from the market-hours calendar, logged (check, dry run too)."""
+    cutoff = await read_moc_cutoff(reader, server_now, settings.moc_cutoff)
+    events.moc_cutoff(
+        passed=cutoff.passed,
+        cutoff=None if cutoff.cutoff is None else cutoff.cutoff.isoformat(),
+        regular_close=None if cutoff.regular_close is None else cutoff.regular_close.isoformat(),
+        reason=cutoff.reason,
+    )
+    return cutoff
+
+
+def _cutoff_line(cutoff: MocCutoff) -> str:
+    return f"cutoff passed: {cutoff.reason}" if cutoff.passed else cutoff.reason
 
 
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
