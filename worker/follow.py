@@ -156,7 +156,10 @@ class Follower:
             for iid in read:
                 followed = pending[iid]
                 await self._decide(
-                    followed, positions.get(iid, Decimal(0)), orders.get(iid, []), request_id
+                    followed,
+                    positions.get(iid.lower(), Decimal(0)),
+                    orders.get(iid.lower(), []),
+                    request_id,
                 )
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
@@ -197,10 +200,12 @@ class Follower:
             found, request_ids = await reader.orders(account_id, chunk, self._since)
             request_id = request_ids[-1]
             for o in found:
-                orders.setdefault(o.instrument_id or "", []).append(o)
+                # UUIDs are case-insensitive: a listing may spell one unlike the plan did.
+                orders.setdefault((o.instrument_id or "").lower(), []).append(o)
             listed, _ = await reader.positions(account_id, chunk)
             for p in listed:
-                positions[p.instrument_id] = positions.get(p.instrument_id, Decimal(0)) + p.quantity
+                iid = p.instrument_id.lower()
+                positions[iid] = positions.get(iid, Decimal(0)) + p.quantity
         return positions, orders, request_id
 
     async def _decide(
