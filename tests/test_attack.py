@@ -65,3 +65,42 @@ async def test_an_instrument_id_spelled_in_upper_case_by_filtered_listings_is_st
     assert r["outcome"] == "not_flat", r
     assert result.exit_code == ExitCode.FAILED
     the_truth(sim, doc, keys)
+
+
+async def test_a_rerun_whose_listing_spells_the_instrument_id_otherwise_finds_the_first_runs_closes(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    """The first run's listings spelled the UUIDs in upper case, the rerun's in lower case: the
+    same positions, so the first run's intents must be found and its working closes not doubled."""
+    sim = Simulator(SimConfig(fill_delay_s=3600))  # the first run's closes still work at the rerun
+    keys = seed(sim, 62003, [100, -40, 30])
+    upper = True
+
+    @web.middleware
+    async def spelled_in_upper_case(request: web.Request, handler: Any) -> Any:
+        response = await handler(request)
+        if upper and response.status == 200 and response.content_type == "application/json":
+            return web.json_response(_upper_ids(json.loads(response.body)))
+        return response
+
+    app = sim.app()
+    app.middlewares.append(spelled_in_upper_case)
+    specs = [TargetSpec(62003, None, cancel_orders=False)]
+    async with serving(app) as base_url:
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, **{**FAST_FOLLOW, "flat_timeout": 0.2}
+        )
+        first = await run(
+            settings, RunRequest(specs=specs, report_path=tmp_path / "a.json"), asyncio.Event()
+        )
+        assert first.exit_code == ExitCode.FAILED  # not flat within its 0.2 s
+        assert sim.stats.by_route["close"] == len(keys)
+        upper = False
+        second = await run(
+            settings, RunRequest(specs=specs, report_path=tmp_path / "b.json"), asyncio.Event()
+        )
+    sim.fill_all()
+    assert sim.stats.by_route["close"] == len(keys), "the rerun sent the closes again"
+    assert sim.flipped_positions() == []
+    assert all(sim.position_quantity(a, i) == 0 for a, i in keys)
+    assert second.exit_code == ExitCode.FAILED  # still working at its timeout: not_flat
