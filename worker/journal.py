@@ -181,10 +181,17 @@ class Journal:
             rows = self._query(_PRIORS, (job, current_run))
         except Exception as exc:
             raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
-        return {
-            (int(account_id), instrument_id): Prior(datetime.fromisoformat(since))
-            for account_id, instrument_id, since in rows
-        }
+        # Keyed as the models spell instrument_ids (lower case): an earlier run's listing may
+        # have spelled them otherwise. Of two spellings, the earlier attempt's start counts.
+        found: dict[Key, Prior] = {}
+        for account_id, instrument_id, since in rows:
+            key, prior = (
+                (int(account_id), instrument_id.lower()),
+                Prior(datetime.fromisoformat(since)),
+            )
+            if key not in found or prior.since < found[key].since:
+                found[key] = prior
+        return found
 
     # Writes.
 
