@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from tests.support import serving
-from tests.test_flat import FAST_FOLLOW, seed, the_truth
+from tests.test_flat import FAST_FOLLOW, liquidate, seed, the_truth
 from worker.runner import ExitCode, RunRequest, run
-from worker.simulator import SimConfig, Simulator
+from worker.simulator import Faults, SimConfig, Simulator
 from worker.targets import TargetSpec
 
 
@@ -104,3 +105,83 @@ async def test_a_rerun_whose_listing_spells_the_instrument_id_otherwise_finds_th
     assert sim.flipped_positions() == []
     assert all(sim.position_quantity(a, i) == 0 for a, i in keys)
     assert second.exit_code == ExitCode.FAILED  # still working at its timeout: not_flat
+
+
+@pytest.mark.parametrize("fault", ["p_hang_after", "p_500_after", "p_drop_after", "p_502_html"])
+@pytest.mark.parametrize(
+    ("side", "quantity", "participant_fill_s"),
+    [("SELL", "250", 0.0), ("SELL", "250", 0.03), ("BUY", "60", 0.03), ("SELL", "40", 0.03)],
+)
+async def test_a_participant_moves_the_position_right_after_the_plan_while_the_close_is_unanswered(
+    sim: Simulator,
+    settings_for: Any,
+    tmp_path: Path,
+    fault: str,
+    side: str,
+    quantity: str,
+    participant_fill_s: float,
+) -> None:
+    keys = seed(sim, 62004, [100, 100, 100])
+    sim.config.fill_delay_s = 0.05
+    for account, iid in keys:
+        sim.after_listing(
+            account,
+            lambda iid=iid: sim.add_participant_order(  # type: ignore[misc]
+                62004, iid, side, quantity, fill_after_s=participant_fill_s
+            ),
+        )
+    sim.config.faults = {"close": Faults(**{fault: 1.0}, hang_s=0.3)}
+
+    async def gateway_recovers() -> None:
+        while sim.stats.by_route["close"] < len(keys):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        sim.config.faults = {}
+
+    recovering = asyncio.create_task(gateway_recovers())
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(62004, None)], request_timeout=0.2
+    )
+    recovering.cancel()
+    sim.fill_all()
+    the_truth(sim, doc, keys)
+    assert all(sim.position_quantity(a, i) == 0 for a, i in keys), doc
+    assert result.exit_code == ExitCode.OK, doc
+
+
+async def test_a_close_reply_that_echoes_an_order_of_another_instrument_is_not_taken_as_ours(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    """The gateway closes the right position but its reply names another instrument's order
+    (a mixed-up reply): that order is not this target's close, and not listed as its own."""
+    sim = Simulator(SimConfig(fill_delay_s=0.02))
+    keys = seed(sim, 62005, [100, 50])
+    account = keys[0][0]
+
+    replies: list[Any] = []
+
+    @web.middleware
+    async def echo_the_other_instrument(request: web.Request, handler: Any) -> Any:
+        response = await handler(request)
+        if request.method == "DELETE" and response.status == 200:
+            replies.append(json.loads(response.body))
+            if len(replies) == 2:  # the second close's reply echoes the first close's order
+                return web.json_response(replies[0])
+        return response
+
+    app = sim.app()
+    app.middlewares.append(echo_the_other_instrument)
+    async with serving(app) as base_url:
+        settings = settings_for(base_url=base_url, api_key=sim.config.api_key, **FAST_FOLLOW)
+        report = tmp_path / "r.json"
+        result = await run(
+            settings, RunRequest(specs=[TargetSpec(account, None)], report_path=report),
+            asyncio.Event(),
+        )  # fmt: skip
+    doc = json.loads(report.read_text())
+    the_truth(sim, doc, keys)
+    assert sim.stats.by_route["close"] == 2
+    for r in doc["results"]:
+        server_ids = {o["id"] for o in sim.closing_orders(account, r["instrument_id"])}
+        assert {o["id"] for o in r["orders"]} == server_ids, r
+        assert r["outcome"] == "closed"
+    assert result.exit_code == ExitCode.OK
