@@ -272,7 +272,10 @@ def record_orders(
     reconciled: bool,
 ) -> None:
     for order in orders:
-        result.note_order(order, own=not reconciled)
+        # A reply may echo another instrument's order (a mixed-up reply): journaled and
+        # logged below, but not this target's close.
+        if order.instrument_id in (None, target.instrument_id):
+            result.note_order(order, own=not reconciled)
     ctx.journal.orders(
         ctx.run_id,
         target.account_id,
