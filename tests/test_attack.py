@@ -252,3 +252,68 @@ async def test_a_partial_fill_then_a_participant_growing_the_position_ends_flat(
     assert r["outcome"] == "closed"
     assert len(sim.filled_closes(account, iid)) == 2  # the half, and the residue close
     assert r["extra_orders"] is False, r  # the desk's BUY is no closing order of this run
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.01])
+async def test_a_truncated_journal_file_refuses_the_rerun_before_any_request(
+    sim: Simulator, settings_for: Any, tmp_path: Path, keep: float
+) -> None:
+    keys = seed(sim, 62008, [100, 50, 20] + [10] * 60)
+    sim.config.fill_delay_s = 3600
+    first = await run(
+        settings_for(sim, **{**FAST_FOLLOW, "flat_timeout": 0.1}),
+        RunRequest(specs=[TargetSpec(62008, None)], report_path=tmp_path / "a.json"),
+        asyncio.Event(),
+    )
+    assert first.exit_code == ExitCode.FAILED
+    journal = tmp_path / "state" / "journal.sqlite3"
+    data = journal.read_bytes()
+    journal.write_bytes(data[: max(1, int(len(data) * keep))])  # a disk that lost the tail
+    before = sim.stats.requests
+    second = await run(
+        settings_for(sim, **FAST_FOLLOW),
+        RunRequest(specs=[TargetSpec(62008, None)], report_path=tmp_path / "b.json"),
+        asyncio.Event(),
+    )
+    assert second.exit_code == ExitCode.INVALID
+    assert sim.stats.requests == before
+    assert sim.stats.by_route["close"] == len(keys)
+
+
+async def test_the_orders_snapshot_failing_for_one_account_closes_each_position_once(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    """Account 62009's whole-account orders listing answers 503 (the snapshot); its filtered
+    listings work. Its closes lose their replies: nothing is evidence, nothing is sent twice."""
+    sim = Simulator(SimConfig(fill_delay_s=0.05))
+    keys = seed(sim, 62009, [100, -40, 30, 20]) + seed(sim, 62010, [70, -10])
+    sim.config.faults = {"close": Faults(p_drop_after=0.5)}
+
+    @web.middleware
+    async def no_snapshot(request: web.Request, handler: Any) -> Any:
+        if (
+            request.path == "/v1/accounts/62009/orders"
+            and request.method == "GET"
+            and "instrument_ids" not in request.query
+        ):
+            return web.json_response({"error": {"code": 503, "message": "busy"}}, status=503)
+        return await handler(request)
+
+    app = sim.app()
+    app.middlewares.append(no_snapshot)
+    async with serving(app) as base_url:
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, max_attempts=2, **FAST_FOLLOW
+        )
+        report = tmp_path / "r.json"
+        result = await run(
+            settings,
+            RunRequest(
+                specs=[TargetSpec(62009, None), TargetSpec(62010, None)], report_path=report
+            ),
+            asyncio.Event(),
+        )
+    doc = json.loads(report.read_text())
+    the_truth(sim, doc, keys)
+    assert sim.stats.by_route["close"] == len(keys)
+    assert result.exit_code == ExitCode.OK, doc
