@@ -317,3 +317,42 @@ async def test_the_orders_snapshot_failing_for_one_account_closes_each_position_
     the_truth(sim, doc, keys)
     assert sim.stats.by_route["close"] == len(keys)
     assert result.exit_code == ExitCode.OK, doc
+
+
+async def test_a_stop_while_a_residue_close_hangs_ends_within_stop_grace(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """SIGTERM while following, with a residue close whose reply hangs: the run ends within
+    STOP_GRACE, as the fan-out's closes do, not after REQUEST_TIMEOUT."""
+    keys = seed(sim, 62011, [100])
+    sim.config.p_partial_fill = 1.0
+    sim.config.fill_delay_s = 0.02
+    stop = asyncio.Event()
+    stopped_at = 0.0
+
+    async def residue_hangs_then_stop() -> None:
+        nonlocal stopped_at
+        while sim.stats.by_route["close"] < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        sim.config.faults = {"close": Faults(p_hang_after=1.0, hang_s=30)}
+        while sim.stats.by_route["close"] < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        await asyncio.sleep(0.05)
+        stopped_at = asyncio.get_running_loop().time()
+        stop.set()
+
+    stopper = asyncio.create_task(residue_hangs_then_stop())
+    result = await run(
+        settings_for(sim, **FAST_FOLLOW, request_timeout=4.0, stop_grace=0.3),
+        RunRequest(specs=[TargetSpec(62011, None)], report_path=tmp_path / "r.json"),
+        stop,
+    )
+    took = asyncio.get_running_loop().time() - stopped_at
+    await stopper
+    assert result.exit_code == ExitCode.ABORTED
+    assert took < 1.5, f"{took:.2f} s after the stop (STOP_GRACE 0.3 s, REQUEST_TIMEOUT 4 s)"
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert sim.stats.by_route["close"] == 2
+    [r] = doc["results"]
+    assert r["outcome"] in ("not_flat", "failed"), r
+    del keys
