@@ -28,13 +28,17 @@ from worker.errors import (
     Unauthorized,
 )
 from worker.models import Order
-from worker.outcomes import Outcome, TargetResult
+from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
 from worker.reconcile import Step, follow_step
 
 # A residue close: send one close for `target` now. Raises `ApiError`; None if nothing was sent.
 SendClose = Callable[[Target, TargetResult], Awaitable[list[Order] | None]]
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
+
+
+class _CutOff(Exception):
+    """A residue close still unanswered when a stop's grace ran out."""
 
 
 @dataclass(slots=True)
@@ -262,7 +266,12 @@ class Follower:
             residue=result.residue_closes,
         )
         try:
-            sent = await self._send_close(target, result)
+            sent = await self._within_grace(self._send_close(target, result))
+        except _CutOff:
+            # A stop came and its grace ran out with the reply still pending: the close may
+            # yet be applied (its intent is journaled; the next run looks before sending).
+            result.fate = Fate.UNKNOWN
+            return
         except Unauthorized:
             raise
         except OutcomeUnknown:
@@ -289,6 +298,25 @@ class Follower:
             return
         if sent is None:
             result.residue_closes -= 1
+
+    async def _within_grace(self, sending: Awaitable[list[Order] | None]) -> list[Order] | None:
+        """The send's result; `_CutOff` when a stop's grace ends first (as the fan-out's closes,
+        a residue close in flight is not waited for longer than STOP_GRACE)."""
+        send = asyncio.ensure_future(sending)
+        grace_over = asyncio.ensure_future(self._grace_after_stop())
+        try:
+            await asyncio.wait({send, grace_over}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            grace_over.cancel()
+        if not send.done():
+            send.cancel()
+            await asyncio.gather(send, return_exceptions=True)
+            raise _CutOff
+        return send.result()
+
+    async def _grace_after_stop(self) -> None:
+        await self._ctx.stopping.wait()
+        await self._sleep(self._settings.grace_s)
 
     def _leave_failed(self, followed: _Followed) -> None:
         """A watched target keeps the failure the closer gave it, now with what was read."""
