@@ -356,3 +356,40 @@ async def test_a_stop_while_a_residue_close_hangs_ends_within_stop_grace(
     [r] = doc["results"]
     assert r["outcome"] in ("not_flat", "failed"), r
     del keys
+
+
+async def test_a_stop_while_following_reads_hang_ends_within_stop_grace(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """SIGTERM while following, with the account's listings hanging: reads retried up to
+    MAX_ATTEMPTS times REQUEST_TIMEOUT must not hold the run past STOP_GRACE."""
+    keys = seed(sim, 62012, [100, 50])
+    sim.config.fill_delay_s = 3600  # following polls until the stop
+    stop = asyncio.Event()
+    stopped_at = 0.0
+
+    async def reads_hang_then_stop() -> None:
+        nonlocal stopped_at
+        while sim.stats.by_route["close"] < len(keys):  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+        sim.config.faults = {
+            "orders": Faults(p_hang_after=1.0, hang_s=30),
+            "positions": Faults(p_hang_after=1.0, hang_s=30),
+        }
+        await asyncio.sleep(0.1)
+        stopped_at = asyncio.get_running_loop().time()
+        stop.set()
+
+    stopper = asyncio.create_task(reads_hang_then_stop())
+    result = await run(
+        settings_for(sim, **FAST_FOLLOW, request_timeout=0.5, max_attempts=4, stop_grace=0.3),
+        RunRequest(specs=[TargetSpec(62012, None)], report_path=tmp_path / "r.json"),
+        stop,
+    )
+    took = asyncio.get_running_loop().time() - stopped_at
+    await stopper
+    assert result.exit_code == ExitCode.ABORTED
+    assert took < 1.5, f"{took:.2f} s after the stop (STOP_GRACE 0.3 s)"
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert {r["outcome"] for r in doc["results"]} == {"not_flat"}
+    assert sim.stats.by_route["close"] == len(keys)
