@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from worker import events
 from worker.closer import CloseContext
@@ -34,6 +35,7 @@ from worker.reconcile import Step, follow_step
 
 # A residue close: send one close for `target` now. Raises `ApiError`; None if nothing was sent.
 SendClose = Callable[[Target, TargetResult], Awaitable[list[Order] | None]]
+T = TypeVar("T")
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
 
 
@@ -146,7 +148,17 @@ class Follower:
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
             try:
-                positions, orders, request_id = await self._read(account_id, read)
+                positions, orders, request_id = await self._within_grace(
+                    self._read(account_id, read)
+                )
+            except _CutOff:
+                for followed in [pending[iid] for iid in read if iid in pending]:
+                    if followed.watch_only:
+                        self._leave_failed(followed)
+                    else:
+                        self._not_flat(followed, "the run stopped before the position read flat")
+                self._expire(pending, "")
+                continue
             except Unauthorized:
                 raise
             except ApiError as err:
@@ -299,10 +311,11 @@ class Follower:
         if sent is None:
             result.residue_closes -= 1
 
-    async def _within_grace(self, sending: Awaitable[list[Order] | None]) -> list[Order] | None:
-        """The send's result; `_CutOff` when a stop's grace ends first (as the fan-out's closes,
-        a residue close in flight is not waited for longer than STOP_GRACE)."""
-        send = asyncio.ensure_future(sending)
+    async def _within_grace(self, call: Awaitable[T]) -> T:
+        """The call's result; `_CutOff` when a stop's grace ends first. As the fan-out's closes,
+        a residue close or a read in flight (retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT)
+        is not waited for past STOP_GRACE."""
+        send = asyncio.ensure_future(call)
         grace_over = asyncio.ensure_future(self._grace_after_stop())
         try:
             await asyncio.wait({send, grace_over}, return_when=asyncio.FIRST_COMPLETED)
@@ -316,7 +329,9 @@ class Follower:
 
     async def _grace_after_stop(self) -> None:
         await self._ctx.stopping.wait()
-        await self._sleep(self._settings.grace_s)
+        if self._stop_deadline is None:
+            self._stop_deadline = self._clock() + self._settings.grace_s
+        await self._sleep(max(0.0, self._stop_deadline - self._clock()))
 
     def _leave_failed(self, followed: _Followed) -> None:
         """A watched target keeps the failure the closer gave it, now with what was read."""
