@@ -393,3 +393,27 @@ async def test_a_stop_while_following_reads_hang_ends_within_stop_grace(
     doc = json.loads((tmp_path / "r.json").read_text())
     assert {r["outcome"] for r in doc["results"]} == {"not_flat"}
     assert sim.stats.by_route["close"] == len(keys)
+
+
+async def test_a_close_found_on_the_second_page_of_an_instruments_orders(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """1,200 of the desk's orders on the instrument (cancelled, before the run): the close whose
+    reply was lost is on the orders listing's second page, and is found there, sent once."""
+    keys = seed(sim, 62013, [100])
+    [(account, iid)] = keys
+    for _ in range(1200):
+        sim.cancel_order(
+            account,
+            sim.add_participant_order(
+                account, iid, "BUY", "1", order_type="LIMIT", limit_price="1.00"
+            ),
+        )
+    sim.config.faults = {"close": Faults(p_drop_after=1.0)}
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(account, None)])
+    the_truth(sim, doc, keys)
+    assert sim.stats.by_route["close"] == 1
+    [r] = doc["results"]
+    assert r["outcome"] == "closed"
+    assert len(r["orders"]) == 1
+    assert result.exit_code == ExitCode.OK
