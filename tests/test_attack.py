@@ -417,3 +417,26 @@ async def test_a_close_found_on_the_second_page_of_an_instruments_orders(
     assert r["outcome"] == "closed"
     assert len(r["orders"]) == 1
     assert result.exit_code == ExitCode.OK
+
+
+@pytest.mark.parametrize("route", ["positions", "orders"])  # the plan's listing; the snapshot
+async def test_a_stop_while_the_plan_or_the_snapshot_reads_hang_ends_within_stop_grace(
+    sim: Simulator, settings_for: Any, tmp_path: Path, route: str
+) -> None:
+    """SIGTERM before any close, while the listings hang: nothing is sent and the run ends
+    within STOP_GRACE (systemd's TimeoutStopSec would SIGKILL a run that waits out every retry)."""
+    seed(sim, 62014, [100, 50])
+    sim.config.faults = {route: Faults(p_hang_after=1.0, hang_s=30)}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.3, stop.set)
+    started = loop.time()
+    result = await run(
+        settings_for(sim, **FAST_FOLLOW, request_timeout=0.5, max_attempts=6, stop_grace=0.3),
+        RunRequest(specs=[TargetSpec(62014, None)], report_path=tmp_path / "r.json"),
+        stop,
+    )
+    took = loop.time() - started - 0.3
+    assert took < 1.2, f"{took:.2f} s after the stop (STOP_GRACE 0.3 s)"
+    assert result.exit_code == ExitCode.ABORTED
+    assert sim.stats.by_route["close"] == 0
