@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from worker import events
@@ -45,6 +46,7 @@ from worker.targets import WHOLE_ACCOUNT, TargetSpec
 MARKET_TZ = ZoneInfo("America/New_York")
 # The key check gives up after this many requests: a rejected key must not cause a storm.
 KEY_CHECK_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 class ExitCode(IntEnum):
@@ -248,7 +250,13 @@ async def _run_session(
             if timing.go is Go.STOPPED:
                 _abort(outcome, timing.reason)
                 return
-        plan = await make_plan(reader, request.specs)
+        # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
+        planned = await _until_stopped(make_plan(reader, request.specs), stop)
+        if planned is None:
+            outcome.results.extend(_unplanned(request.specs, "run stopped before any close"))
+            _abort(outcome, "stop requested")
+            return
+        plan = planned
         _check_ceiling(settings, plan, request.max_positions_override)
         events.log.info(
             events.PLAN_READY,
@@ -308,7 +316,11 @@ async def _run_session(
                 server_now=server_now,
                 lookback=lookback,
                 priors=priors,
-                preexisting=await _orders_snapshot(reader, plan.targets, since),
+                # Cut short by a stop: nothing is sent then, so no evidence is needed.
+                preexisting=await _until_stopped(
+                    _orders_snapshot(reader, plan.targets, since), stop
+                )
+                or {},
             )
             results = await _close_and_follow(
                 ctx, settings, request, outcome, plan.targets, since=since
@@ -408,6 +420,20 @@ async def _close_and_follow(
         stopped.cancel()
         finishing.cancel()
     return results
+
+
+async def _until_stopped(call: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """The call's result, or None as soon as a stop is requested (the call is cancelled)."""
+    answer = asyncio.ensure_future(call)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({answer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not answer.done():
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
+    return None if answer.cancelled() else answer.result()
 
 
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
