@@ -71,7 +71,8 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
 
     A result returned without an outcome was sent a close, or found one: follow it to flat.
     """
-    prior = ctx.priors.get((target.account_id, target.instrument_id))
+    # Priors are keyed in lower case: UUIDs are case-insensitive, spelled as each listing likes.
+    prior = ctx.priors.get((target.account_id, target.instrument_id.lower()))
     if prior is not None:
         try:
             # The earlier run's orders predate the snapshot: here evidence is side and quantity.
@@ -274,7 +275,10 @@ def record_orders(
     for order in orders:
         # A reply may echo another instrument's order (a mixed-up reply): journaled and
         # logged below, but not this target's close.
-        if order.instrument_id in (None, target.instrument_id):
+        if (
+            order.instrument_id is None
+            or order.instrument_id.lower() == target.instrument_id.lower()
+        ):
             result.note_order(order, own=not reconciled)
     ctx.journal.orders(
         ctx.run_id,

@@ -181,8 +181,8 @@ class Journal:
             rows = self._query(_PRIORS, (job, current_run))
         except Exception as exc:
             raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
-        # Keyed as the models spell instrument_ids (lower case): an earlier run's listing may
-        # have spelled them otherwise. Of two spellings, the earlier attempt's start counts.
+        # Keyed in lower case (UUIDs are case-insensitive): an earlier run's listing may have
+        # spelled them otherwise. Of two spellings, the earlier attempt's start counts.
         found: dict[Key, Prior] = {}
         for account_id, instrument_id, since in rows:
             key, prior = (

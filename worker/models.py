@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Generic, NewType, TypeVar
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from worker.outcomes import Outcome as Outcome  # re-exported: its home is worker.outcomes
 
@@ -40,12 +40,6 @@ class _ApiModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-def _uuid_spelling(value: str | None) -> str | None:
-    """UUIDs are case-insensitive, and listings may spell one differently from run to run: one
-    spelling inside, so a position, its orders and an earlier run's intents always match."""
-    return value.lower() if value is not None else None
-
-
 class Order(_ApiModel):
     id: str
     client_order_id: str
@@ -59,8 +53,6 @@ class Order(_ApiModel):
     symbol: str | None = None
     instrument_id: str | None = None
     time_in_force: str | None = None
-
-    _instrument_id = field_validator("instrument_id")(_uuid_spelling)
 
     @property
     def working(self) -> bool:
@@ -79,8 +71,6 @@ class Position(_ApiModel):
     quantity: Decimal
     market_value: Decimal
     position_type: str
-
-    _instrument_id = field_validator("instrument_id")(_uuid_spelling)
 
     @property
     def closing_side(self) -> str:
@@ -106,8 +96,6 @@ class Envelope(_ApiModel, Generic[T]):
 class Instrument(_ApiModel):
     id: str
     symbol: str
-
-    _id = field_validator("id")(_uuid_spelling)
 
 
 class Clock(_ApiModel):

@@ -284,7 +284,7 @@ async def _run_session(
             trading_day = server_now().astimezone(MARKET_TZ).date().isoformat()
             job = job_key(settings.base_url, trading_day)
             priors = journal.priors(job, outcome.run_id)
-            touched = sum((t.account_id, t.instrument_id) in priors for t in plan.targets)
+            touched = sum((t.account_id, t.instrument_id.lower()) in priors for t in plan.targets)
             if touched:
                 settle_s = journal.settle_after_takeover(
                     job, outcome.run_id, settings.request_timeout + settings.reconcile_delay
