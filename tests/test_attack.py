@@ -440,3 +440,42 @@ async def test_a_stop_while_the_plan_or_the_snapshot_reads_hang_ends_within_stop
     assert took < 1.2, f"{took:.2f} s after the stop (STOP_GRACE 0.3 s)"
     assert result.exit_code == ExitCode.ABORTED
     assert sim.stats.by_route["close"] == 0
+
+
+async def test_a_stop_while_waiting_out_a_dead_runs_closes_ends_within_stop_grace(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """The second run takes the lock from one that died with closes in flight and waits
+    REQUEST_TIMEOUT + RECONCILE_DELAY before looking; a stop then ends that wait at once."""
+    keys = seed(sim, 62015, [100, 50])
+    sim.config.fill_delay_s = 3600
+    specs = [TargetSpec(62015, None)]
+    first = asyncio.create_task(
+        run(
+            settings_for(sim, **{**FAST_FOLLOW, "flat_timeout": 60}),
+            RunRequest(specs=specs, report_path=tmp_path / "a.json"),
+            asyncio.Event(),
+        )
+    )
+    while sim.stats.by_route["close"] < len(keys):  # noqa: ASYNC110
+        await asyncio.sleep(0.002)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    second = asyncio.create_task(
+        run(
+            settings_for(sim, **FAST_FOLLOW, lock_wait=5, request_timeout=3, reconcile_delay=3),
+            RunRequest(specs=specs, report_path=tmp_path / "b.json"),
+            stop,
+        )
+    )
+    await asyncio.sleep(0.2)
+    first.cancel()  # dies with its run unfinished in the journal
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.sleep(0.4)  # the second took the lock and waits out the dead run's closes
+    stopped_at = loop.time()
+    stop.set()
+    result = await second
+    took = loop.time() - stopped_at
+    assert result.exit_code == ExitCode.ABORTED
+    assert took < 1.0, f"{took:.2f} s after the stop"
+    assert sim.stats.by_route["close"] == len(keys)
