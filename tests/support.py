@@ -192,3 +192,10 @@ def stopped_cleanly(
     listed = {o["id"] for r in doc["results"] for o in r["orders"]}
     assert {o["id"] for a, i in keys for o in sim.closing_orders(a, i)} == listed
     return outcomes
+
+
+def fill_after_the_plan(sim: Simulator, accounts: list[int], seconds: float = 0.5) -> None:
+    """Orders still working fill `seconds` after the next run has listed its accounts (its plan):
+    the market wakes up while that run follows, and never before it has seen the positions."""
+    for account in accounts:
+        sim.after_listing(account, lambda: sim.fill_due_in(seconds))

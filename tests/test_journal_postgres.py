@@ -18,6 +18,7 @@ import pytest
 from tests.support import (
     assert_exactly_once,
     event_lines,
+    fill_after_the_plan,
     finish,
     seed_accounts,
     until_closes_seen,
@@ -191,7 +192,7 @@ async def killed_mid_run_then_standby_finishes(
     else:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
-    sim.fill_due_in(3.0)  # the market fills the active host's orders while the standby follows
+    fill_after_the_plan(sim, [20001, 20002])  # the active host's orders, as the standby follows
     sim.config.fill_delay_s = 0.05  # and the standby's own closes
     code_a, out_a = await finish(active)
     code_b, out_b = await finish(standby)

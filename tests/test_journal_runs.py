@@ -12,7 +12,14 @@ from typing import Any
 
 from structlog.testing import LogCapture
 
-from tests.support import assert_exactly_once, event_lines, finish, seed_accounts, until_closes_seen
+from tests.support import (
+    assert_exactly_once,
+    event_lines,
+    fill_after_the_plan,
+    finish,
+    seed_accounts,
+    until_closes_seen,
+)
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 from worker.targets import TargetSpec
@@ -74,7 +81,7 @@ async def test_a_waiting_run_goes_after_the_first_and_closes_nothing_twice(
     await until_closes_seen(sim, 5)
     second = await start_run(sim, tmp_path / "state", tmp_path / "b.json", "--lock-wait", "30")
     code_a, out_a = await finish(first)
-    sim.fill_due_in(0.5)  # the market fills the first run's orders while the second follows
+    fill_after_the_plan(sim, [20001, 20002])  # the first run's orders, while the second follows
     code_b, out_b = await finish(second)
     assert (code_a, code_b) == (1, 0), out_a + out_b  # the first: not flat within its 0.5 s
     assert event_lines(out_b, "lock_waiting")
@@ -95,7 +102,7 @@ async def test_crash_then_a_rerun_with_the_url_spelled_differently_closes_nothin
     proc.kill()
     await proc.wait()
     sim.config.faults = {}
-    sim.fill_due_in(2.0)  # the market fills the killed run's orders while the rerun follows
+    fill_after_the_plan(sim, [20001, 20002])  # the killed run's orders, while the rerun follows
     sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     port = sim.base_url.rsplit(":", 1)[1]
     code, output = await finish(
@@ -135,7 +142,7 @@ async def test_a_damaged_log_after_a_crash_refuses_the_rerun_and_nothing_is_lost
     assert json.loads(report.read_text())["exit_code"] == 2
     # What the message says to do: keep the damaged log aside; the main file has every intent.
     wal.rename(tmp_path / "journal.sqlite3-wal.damaged")
-    sim.fill_due_in(2.0)  # the market fills the killed run's orders while the rerun follows
+    fill_after_the_plan(sim, [20001, 20002])  # the killed run's orders, while the rerun follows
     sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     code, output = await finish(await start_run(sim, state, tmp_path / "rerun.json"))
     assert code == 0, output

@@ -32,7 +32,8 @@ def client_order_id(job: str, account_id: int, instrument_id: str, generation: i
     if not 0 <= generation < 10**10:
         raise ValueError(f"generation must be between 0 and 9,999,999,999, not {generation}")
     # JSON keeps the parts apart: ("a-b", "c") and ("a", "b-c") cannot hash alike.
-    material = json.dumps([job, account_id, instrument_id], separators=(",", ":"))
+    # UUIDs are case-insensitive and listings spell them as they like: one spelling, one id.
+    material = json.dumps([job, account_id, instrument_id.lower()], separators=(",", ":"))
     digest = hashlib.sha256(material.encode()).digest()[:_DIGEST_BYTES]
     text = base64.b32encode(digest).decode("ascii").lower()
     return f"{PREFIX}{text}-g{generation}"

@@ -74,7 +74,8 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
 
     A result returned without an outcome was sent a close, or found one: follow it to flat.
     """
-    prior = ctx.priors.get((target.account_id, target.instrument_id))
+    # Priors are keyed in lower case: UUIDs are case-insensitive, spelled as each listing likes.
+    prior = ctx.priors.get((target.account_id, target.instrument_id.lower()))
     # An earlier run's submission is resumed by its client id (sent again: 409 is found).
     if prior is not None and not (ctx.sender.idempotent and prior.generation is not None):
         try:
@@ -283,7 +284,13 @@ def record_orders(
     reconciled: bool,
 ) -> None:
     for order in orders:
-        result.note_order(order, own=not reconciled)
+        # A reply may echo another instrument's order (a mixed-up reply): journaled and
+        # logged below, but not this target's close.
+        if (
+            order.instrument_id is None
+            or order.instrument_id.lower() == target.instrument_id.lower()
+        ):
+            result.note_order(order, own=not reconciled)
     ctx.journal.orders(
         ctx.run_id,
         target.account_id,

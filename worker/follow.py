@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 from worker import events
 from worker.closer import CloseContext
@@ -28,14 +29,19 @@ from worker.errors import (
     Unauthorized,
 )
 from worker.models import Order
-from worker.outcomes import Outcome, TargetResult
+from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
 from worker.reconcile import Step, follow_step
 
 # A residue close: send one close for `target`'s position as just read (signed) now. Raises
 # `ApiError`; None if nothing was sent.
 SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | None]]
+T = TypeVar("T")
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
+
+
+class _CutOff(Exception):
+    """A residue close still unanswered when a stop's grace ran out."""
 
 
 @dataclass(slots=True)
@@ -143,7 +149,17 @@ class Follower:
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
             try:
-                positions, orders, request_id = await self._read(account_id, read)
+                positions, orders, request_id = await self._within_grace(
+                    self._read(account_id, read)
+                )
+            except _CutOff:
+                for followed in [pending[iid] for iid in read if iid in pending]:
+                    if followed.watch_only:
+                        self._leave_failed(followed)
+                    else:
+                        self._not_flat(followed, "the run stopped before the position read flat")
+                self._expire(pending, "")
+                continue
             except Unauthorized:
                 raise
             except ApiError as err:
@@ -157,7 +173,10 @@ class Follower:
             for iid in read:
                 followed = pending[iid]
                 await self._decide(
-                    followed, positions.get(iid, Decimal(0)), orders.get(iid, []), request_id
+                    followed,
+                    positions.get(iid.lower(), Decimal(0)),
+                    orders.get(iid.lower(), []),
+                    request_id,
                 )
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
@@ -198,10 +217,12 @@ class Follower:
             found, request_ids = await reader.orders(account_id, chunk, self._since)
             request_id = request_ids[-1]
             for o in found:
-                orders.setdefault(o.instrument_id or "", []).append(o)
+                # UUIDs are case-insensitive: a listing may spell one unlike the plan did.
+                orders.setdefault((o.instrument_id or "").lower(), []).append(o)
             listed, _ = await reader.positions(account_id, chunk)
             for p in listed:
-                positions[p.instrument_id] = positions.get(p.instrument_id, Decimal(0)) + p.quantity
+                iid = p.instrument_id.lower()
+                positions[iid] = positions.get(iid, Decimal(0)) + p.quantity
         return positions, orders, request_id
 
     async def _decide(
@@ -259,7 +280,12 @@ class Follower:
             residue=result.residue_closes,
         )
         try:
-            sent = await self._send_close(target, result, position)
+            sent = await self._within_grace(self._send_close(target, result, position))
+        except _CutOff:
+            # A stop came and its grace ran out with the reply still pending: the close may
+            # yet be applied (its intent is journaled; the next run looks before sending).
+            result.fate = Fate.UNKNOWN
+            return
         except Unauthorized:
             raise
         except OutcomeUnknown:
@@ -286,6 +312,28 @@ class Follower:
             return
         if sent is None:
             result.residue_closes -= 1
+
+    async def _within_grace(self, call: Awaitable[T]) -> T:
+        """The call's result; `_CutOff` when a stop's grace ends first. As the fan-out's closes,
+        a residue close or a read in flight (retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT)
+        is not waited for past STOP_GRACE."""
+        send = asyncio.ensure_future(call)
+        grace_over = asyncio.ensure_future(self._grace_after_stop())
+        try:
+            await asyncio.wait({send, grace_over}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            grace_over.cancel()
+        if not send.done():
+            send.cancel()
+            await asyncio.gather(send, return_exceptions=True)
+            raise _CutOff
+        return send.result()
+
+    async def _grace_after_stop(self) -> None:
+        await self._ctx.stopping.wait()
+        if self._stop_deadline is None:
+            self._stop_deadline = self._clock() + self._settings.grace_s
+        await self._sleep(max(0.0, self._stop_deadline - self._clock()))
 
     def _leave_failed(self, followed: _Followed) -> None:
         """A watched target keeps the failure the closer gave it, now with what was read."""

@@ -188,15 +188,21 @@ class Journal:
         """Positions that earlier runs of this job sent (or were about to send) a close for."""
         try:
             rows = self._query(_PRIORS, (job, current_run))
-            generations = {
-                (int(a), i): int(g) for a, i, g in self._query(_GENERATIONS, (job, current_run))
-            }
+            generations: dict[Key, int] = {}
+            for a, i, g in self._query(_GENERATIONS, (job, current_run)):
+                key = (int(a), i.lower())
+                generations[key] = max(int(g), generations.get(key, int(g)))
         except Exception as exc:
             raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
-        return {
-            (int(a), i): Prior(datetime.fromisoformat(since), generations.get((int(a), i)))
-            for a, i, since in rows
-        }
+        # Keyed in lower case (UUIDs are case-insensitive): an earlier run's listing may have
+        # spelled them otherwise. Of two spellings, the earlier attempt's start counts.
+        found: dict[Key, Prior] = {}
+        for account_id, instrument_id, since in rows:
+            key = (int(account_id), instrument_id.lower())
+            prior = Prior(datetime.fromisoformat(since), generations.get(key))
+            if key not in found or prior.since < found[key].since:
+                found[key] = prior
+        return found
 
     # Writes.
 

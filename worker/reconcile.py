@@ -62,7 +62,7 @@ def is_our_close(
         and order.quantity == abs(reference)
         and not order.dead
         and order.created_at >= since
-        and order.instrument_id in (None, instrument_id)
+        and (order.instrument_id is None or order.instrument_id.lower() == instrument_id.lower())
     )
 
 
@@ -98,7 +98,8 @@ async def look(
         target.account_id, [target.instrument_id]
     )
     quantity = sum(
-        (p.quantity for p in positions if p.instrument_id == target.instrument_id), Decimal(0)
+        (p.quantity for p in positions if p.instrument_id.lower() == target.instrument_id.lower()),
+        Decimal(0),
     )
     verdict = Verdict.OPEN if quantity != 0 else Verdict.FLAT
     return Finding(verdict, [], position_request_ids[-1], quantity)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import IntEnum
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from worker import events
@@ -53,6 +54,7 @@ from worker.targets import WHOLE_ACCOUNT, TargetSpec
 MARKET_TZ = ZoneInfo("America/New_York")
 # The key check gives up after this many requests: a rejected key must not cause a storm.
 KEY_CHECK_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 class ExitCode(IntEnum):
@@ -261,7 +263,13 @@ async def _run_session(
             outcome.refused = True  # exit 2: nothing that changes anything was sent
             _abort(outcome, f"--at-close: {cutoff.reason}; nothing was sent")
             return
-        plan = await make_plan(reader, request.specs)
+        # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
+        planned = await _until_stopped(make_plan(reader, request.specs), stop)
+        if planned is None:
+            outcome.results.extend(_unplanned(request.specs, "run stopped before any close"))
+            _abort(outcome, "stop requested")
+            return
+        plan = planned
         plan.moc_cutoff = None if cutoff is None else _cutoff_line(cutoff)
         _check_ceiling(settings, plan, request.max_positions_override)
         events.log.info(
@@ -290,7 +298,7 @@ async def _run_session(
             trading_day = server_now().astimezone(MARKET_TZ).date().isoformat()
             job = job_key(settings.base_url, trading_day)
             priors = journal.priors(job, outcome.run_id)
-            touched = sum((t.account_id, t.instrument_id) in priors for t in plan.targets)
+            touched = sum((t.account_id, t.instrument_id.lower()) in priors for t in plan.targets)
             if touched:
                 settle_s = journal.settle_after_takeover(
                     job, outcome.run_id, settings.request_timeout + settings.reconcile_delay
@@ -313,8 +321,10 @@ async def _run_session(
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = server_now() - lookback
             # Evidence for close_position only: submit_orders knows its orders by client id.
+            # Evidence for close_position only: submit_orders knows its orders by client id. Cut
+            # short by a stop: nothing is sent then, so no evidence is needed.
             preexisting = (
-                await _orders_snapshot(reader, plan.targets, since)
+                await _until_stopped(_orders_snapshot(reader, plan.targets, since), stop) or {}
                 if settings.close_via == "close_position"
                 else {}
             )
@@ -486,6 +496,20 @@ async def _moc_cutoff(
 
 def _cutoff_line(cutoff: MocCutoff) -> str:
     return f"cutoff passed: {cutoff.reason}" if cutoff.passed else cutoff.reason
+
+
+async def _until_stopped(call: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """The call's result, or None as soon as a stop is requested (the call is cancelled)."""
+    answer = asyncio.ensure_future(call)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({answer, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not answer.done():
+            answer.cancel()
+            await asyncio.gather(answer, return_exceptions=True)
+    return None if answer.cancelled() else answer.result()
 
 
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:

@@ -179,7 +179,7 @@ class SubmitOrdersSender:
         A residue close whose previous order was never seen sends that order's id again: if
         it landed late, the server refuses the copy (409) and it is found; never a second order.
         """
-        key = (target.account_id, target.instrument_id)
+        key = (target.account_id, target.instrument_id.lower())  # as the journal keys priors
         generation = self._generation.get(key, 0)
         current = self._id(target, generation)
         if any(o.client_order_id == current for o in result.orders):

@@ -305,9 +305,9 @@ class Simulator:
     async def _positions(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None
         positions = self.book.open_positions(account)
-        wanted = _csv(request.query.get("instrument_ids"))
-        if wanted:
-            positions = [p for p in positions if p.instrument_id in wanted]
+        wanted = {w.lower() for w in _csv(request.query.get("instrument_ids"))}
+        if wanted:  # UUIDs are case-insensitive
+            positions = [p for p in positions if p.instrument_id.lower() in wanted]
         response = self._page(request, [p.to_api() for p in positions], positions_bugs=True)
         if not wanted:
             for action in self._after_listing.pop(account.id, []):

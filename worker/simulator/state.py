@@ -135,6 +135,9 @@ class SimAccount:
         """A symbol or UUID to the instrument_id this account knows it by."""
         if name in self.positions:
             return name
+        for iid in self.positions:  # UUIDs are case-insensitive
+            if iid.lower() == name.lower():
+                return iid
         return self.by_symbol.get(name.upper()) or self.by_symbol.get(name)
 
 
