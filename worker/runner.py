@@ -43,7 +43,8 @@ from worker.settings import Settings
 from worker.targets import WHOLE_ACCOUNT, TargetSpec
 
 MARKET_TZ = ZoneInfo("America/New_York")
-# The key check gives up after this many requests: a rejected key must not cause a storm.
+# The key check's tries. Only transient failures (timeouts, 5xx, 429, refused connections) are
+# tried again; a rejected key (401) ends the run at the first reply.
 KEY_CHECK_ATTEMPTS = 5
 
 
