@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from worker import events
 from worker.api import TradingApi, open_session
 from worker.closer import CloseContext, send_one_close
+from worker.counters import RunCounters
 from worker.errors import ApiError, InputError, JournalError, JournalRefused, Unauthorized
 from worker.fanout import fan_out
 from worker.follow import Follower, FollowSettings
@@ -35,7 +36,7 @@ from worker.outcomes import Outcome, TargetResult, summarize
 from worker.pace import Pacer
 from worker.plan import Plan, Target, make_plan
 from worker.policy import RetryPolicy, Sleep
-from worker.reads import Reader, Tally
+from worker.reads import Reader
 from worker.report import write_report
 from worker.schedule import Go, wait_for_close_window
 from worker.secrets import Scrubber
@@ -195,13 +196,13 @@ async def _run(
         sleep=sleep,
     )
     pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
-    tally = Tally()
+    counters = RunCounters()  # the run's own: bumped where things happen, read here
     # Opened, checked and locked before any request; a dry run sends nothing and takes no lock.
     journal = None if request.dry_run else await open_journal(settings, stop)
     try:
-        await _run_session(settings, request, stop, outcome, policy, pacer, tally, journal)
+        await _run_session(settings, request, stop, outcome, policy, pacer, counters, journal)
     finally:
-        outcome.retries, outcome.reconciliations = tally.retries, tally.looks
+        outcome.retries, outcome.reconciliations = counters.retries, counters.looks
         if journal is not None:
             try:
                 journal.close()  # and the lock with it
@@ -216,14 +217,14 @@ async def _run_session(
     outcome: RunResult,
     policy: RetryPolicy,
     pacer: Pacer,
-    tally: Tally,
+    counters: RunCounters,
     journal: Journal | None,
 ) -> None:
     assert settings.api_key is not None
     key = settings.api_key.get_secret_value()
     async with open_session(settings.concurrency, settings.request_timeout, key) as session:
         api = TradingApi(session, settings.base_url, pacer)
-        reader = Reader(api, policy, tally=tally)
+        reader = Reader(api, policy, counters=counters)
         check = Reader(api, dataclasses.replace(policy, max_attempts=KEY_CHECK_ATTEMPTS))
         try:
             clock = await check.clock()
@@ -310,6 +311,7 @@ async def _run_session(
                 lookback=lookback,
                 priors=priors,
                 preexisting=await _orders_snapshot(reader, plan.targets, since),
+                counters=counters,
             )
             results = await _close_and_follow(
                 ctx, settings, request, outcome, plan.targets, since=since
