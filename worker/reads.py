@@ -119,9 +119,7 @@ class Reader:
             elif page == self._max_pages:
                 stop = f"still more after {page} pages"
             if stop:
-                events.log.warning(
-                    events.PAGINATION_STOPPED, what=what, reason=stop, pages=page, items=len(items)
-                )
+                events.pagination_stopped(what=what, reason=stop, pages=page, items=len(items))
                 break
             seen_tokens.add(token)
         return list(items.values()), request_ids

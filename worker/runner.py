@@ -100,8 +100,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
     run_id = uuid.uuid4().hex
     events.bind_run(run_id)
     outcome = RunResult(run_id, ExitCode.OK)
-    events.log.info(
-        events.RUN_STARTED,
+    events.run_started(
         base_url=settings.base_url,
         dry_run=request.dry_run,
         concurrency=settings.concurrency,
@@ -120,12 +119,11 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
     if not outcome.results:
         outcome.results.extend(_unplanned(request.specs, outcome.aborted or "nothing was planned"))
     _write_outputs(settings, request, outcome, scrub=Scrubber.for_key(key).text)
-    events.log.info(
-        events.RUN_FINISHED,
+    events.run_finished(
         exit_code=int(outcome.exit_code),
         aborted=outcome.aborted,
-        seconds=round((outcome.finished_at - outcome.started_at).total_seconds(), 3),
-        **summarize(outcome.results),
+        seconds=(outcome.finished_at - outcome.started_at).total_seconds(),
+        summary=summarize(outcome.results),
     )
     return outcome
 
@@ -180,7 +178,7 @@ def _write_outputs(
 def _abort(outcome: RunResult, why: str) -> None:
     if outcome.aborted is None:
         outcome.aborted = why
-        events.log.error(events.RUN_ABORTED, reason=why)
+        events.run_aborted(why)
 
 
 async def _run(
@@ -252,12 +250,7 @@ async def _run_session(
                 return
         plan = await make_plan(reader, request.specs)
         _check_ceiling(settings, plan, request.max_positions_override)
-        events.log.info(
-            events.PLAN_READY,
-            positions=len(plan.targets),
-            already_settled=len(plan.settled),
-            accounts=len({t.account_id for t in plan.targets}),
-        )
+        events.plan_ready(plan)
         if request.on_plan is not None:
             request.on_plan(plan)
         outcome.results.extend(plan.settled)
@@ -283,12 +276,7 @@ async def _run_session(
                 settle_s = journal.settle_after_takeover(
                     job, outcome.run_id, settings.request_timeout + settings.reconcile_delay
                 )
-                events.log.info(
-                    events.PREVIOUS_RUN_FOUND,
-                    job=job,
-                    positions_touched=touched,
-                    settle_s=round(settle_s, 3),
-                )
+                events.previous_run_found(job=job, positions_touched=touched, settle_s=settle_s)
                 await policy.sleep(settle_s)
             journal.start_run(
                 run_id=outcome.run_id,
