@@ -9,6 +9,7 @@ Usage:
     python bench/run.py [--positions 5000] [--accounts 50] [--latency 0.02] [--concurrency 64]
                         [--only liquidator,floor,sdk] [--repeat 3] [--fill-delay 0.01]
                         [--json FILE] [--postgres] [--journal-url URL]
+                        [--close-via close_position|submit_orders]
 
 `liquidator-pg` is liquidator with its journal in PostgreSQL: `--journal-url` names a server
 (each run gets a fresh database in it), `--postgres` starts a throwaway one on loopback from
@@ -110,6 +111,7 @@ def contender_cmd(name: str, base: str, args: argparse.Namespace, state: Path) -
             "--state-dir", str(state),
             "--report", str(state / "report.json"),
             "--log-format", "json",
+            "--close-via", args.close_via,
         ]  # fmt: skip
     script = {"floor": "floor.py", "sdk": "sdk_client.py"}[name]
     return [
@@ -184,6 +186,9 @@ def main() -> int:
     # so its wall time includes the fill and the first poll after it.
     parser.add_argument("--fill-delay", type=float, default=0.01)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--close-via", default="close_position", choices=("close_position", "submit_orders")
+    )
     parser.add_argument("--journal-url", help="PostgreSQL server for liquidator-pg")
     parser.add_argument("--postgres", action="store_true", help="start one, run liquidator-pg")
     args = parser.parse_args()

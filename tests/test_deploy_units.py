@@ -122,3 +122,34 @@ def test_two_host_drop_in_hands_over_the_journal_url_and_stands_by_long_enough(
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == ""  # (a drop-in beside the unit is read, and checked too)
+
+
+def test_market_on_close_drop_in_submits_before_the_cutoff_and_verifies(installable: Path) -> None:
+    from worker.settings import load_settings
+
+    drop_in = unit("liquidator-moc.conf")
+    assert drop_in["ExecStart"][0] == ""  # clears the unit's own before adding its own
+    exec_start = drop_in["ExecStart"][1]
+    assert "--at-close" in exec_start
+    assert "--yes" in exec_start
+    before = re.search(r"--before-close (\d+)m", exec_start)
+    assert before is not None
+    # It starts before the cutoff (default MOC_CUTOFF), or it would refuse every day with exit 2.
+    cutoff = load_settings({}, None).moc_cutoff
+    assert int(before.group(1)) * 60 > cutoff.total_seconds()
+    # The timer fires early enough for it on an early-close day too.
+    hour, minute = map(int, unit("liquidator.timer")["OnCalendar"][0].split()[1].split(":"))
+    assert hour * 60 + minute <= 13 * 60 - int(before.group(1))
+    (installable / "liquidator.service.d").mkdir()
+    text = (DEPLOY / "liquidator-moc.conf").read_text()
+    (installable / "liquidator.service.d" / "moc.conf").write_text(
+        text.replace("/opt/liquidator/.venv/bin/liquidator", "/bin/true")
+    )
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(installable / "liquidator.service")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == ""

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
 from tests.support import serving
@@ -278,7 +279,8 @@ async def test_a_gateway_that_applies_closes_after_the_timeout_never_leaves_a_fl
     await recovering
     assert result.exit_code == ExitCode.OK, doc["summary"]
     metrics = (tmp_path / "liquidator.prom").read_text()
-    assert f"liquidator_extra_orders {doc['summary']['extra_orders']}\n" in metrics
+    samples = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
+    assert samples["liquidator_extra_orders"] == doc["summary"]["extra_orders"]
     the_truth(sim, doc, keys)
     # The case close_position cannot make safe: some were closed twice, then evened out.
     assert doc["summary"]["extra_orders"] > 0

@@ -180,6 +180,7 @@ def test_metric_names_and_types_are_the_documented_ones_all_per_run_gauges(
     types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
     assert types == {
         "liquidator_positions": "gauge",
+        "liquidator_extra_orders": "gauge",
         "liquidator_retries_total": "gauge",
         "liquidator_reconciliations_total": "gauge",
         "liquidator_run_duration_seconds": "gauge",

@@ -68,11 +68,15 @@ async def test_a_waiting_run_goes_after_the_first_and_closes_nothing_twice(
     positions = seed_accounts(sim, 2, 40)
     sim.config.fill_delay_s = 3600  # the first run's orders are still working for the second
     sim.config.faults = {"close": Faults(latency_s=0.1)}  # long enough for the second to start
-    first = await start_run(sim, tmp_path / "state", tmp_path / "a.json", "--concurrency", "4")
+    first = await start_run(
+        sim, tmp_path / "state", tmp_path / "a.json", "--concurrency", "4", "--flat-timeout", "0.5"
+    )
     await until_closes_seen(sim, 5)
     second = await start_run(sim, tmp_path / "state", tmp_path / "b.json", "--lock-wait", "30")
-    (code_a, out_a), (code_b, out_b) = await asyncio.gather(finish(first), finish(second))
-    assert (code_a, code_b) == (0, 0), out_a + out_b
+    code_a, out_a = await finish(first)
+    sim.fill_due_in(0.5)  # the market fills the first run's orders while the second follows
+    code_b, out_b = await finish(second)
+    assert (code_a, code_b) == (1, 0), out_a + out_b  # the first: not flat within its 0.5 s
     assert event_lines(out_b, "lock_waiting")
     [found] = event_lines(out_b, "previous_run_found")
     assert found["positions_touched"] == len(positions)  # looked up, every one, before sending
@@ -91,6 +95,8 @@ async def test_crash_then_a_rerun_with_the_url_spelled_differently_closes_nothin
     proc.kill()
     await proc.wait()
     sim.config.faults = {}
+    sim.fill_due_in(2.0)  # the market fills the killed run's orders while the rerun follows
+    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     port = sim.base_url.rsplit(":", 1)[1]
     code, output = await finish(
         await start_run(
@@ -129,6 +135,8 @@ async def test_a_damaged_log_after_a_crash_refuses_the_rerun_and_nothing_is_lost
     assert json.loads(report.read_text())["exit_code"] == 2
     # What the message says to do: keep the damaged log aside; the main file has every intent.
     wal.rename(tmp_path / "journal.sqlite3-wal.damaged")
+    sim.fill_due_in(2.0)  # the market fills the killed run's orders while the rerun follows
+    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     code, output = await finish(await start_run(sim, state, tmp_path / "rerun.json"))
     assert code == 0, output
     assert_exactly_once(sim, positions)
@@ -172,8 +180,9 @@ async def test_previous_run_found_counts_only_this_runs_targets(
     positions = seed_accounts(sim, 2, 6)
     sim.config.fill_delay_s = 3600  # still open, their closes working, at the rerun
     both = [TargetSpec(20001, None), TargetSpec(20002, None)]
-    first = await run(settings_for(sim), RunRequest(specs=both), asyncio.Event())
-    assert first.exit_code == ExitCode.OK
+    first = await run(settings_for(sim, flat_timeout=0.3), RunRequest(specs=both), asyncio.Event())
+    assert first.exit_code == ExitCode.FAILED  # not flat within 0.3 s: the orders are working
+    sim.fill_due_in(0.3)  # the market fills them while the rerun follows
     rerun = await run(settings_for(sim), RunRequest(specs=both[:1]), asyncio.Event())
     assert rerun.exit_code == ExitCode.OK
     [found] = [e for e in captured.entries if e["event"] == "previous_run_found"]

@@ -6,15 +6,13 @@ exchange's) against the server's own clock, never this host's.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support import RecordedSleeps, api_for, clean_env
+from tests.support import RecordedSleeps, api_for
 from worker.errors import InputError
 from worker.policy import RetryPolicy
 from worker.reads import Reader
@@ -163,22 +161,3 @@ def test_settings_file_keys(tmp_path: Path) -> None:
     path.write_text('close_via = "submit_orders"\nmoc_cutoff = "15m"\n')
     settings = load_settings({}, path)
     assert (settings.close_via, settings.moc_cutoff) == ("submit_orders", timedelta(minutes=15))
-
-
-@pytest.mark.parametrize("flags", [["--close-via", "submit_orders"], ["--at-close"]])
-async def test_a_run_asking_for_the_unwired_submit_path_refuses_and_sends_nothing(
-    sim: Simulator, tmp_path: Path, flags: list[str]
-) -> None:
-    """Until the close path uses them, accepting them would send immediate market closes."""
-    sim.add_position(19816, "GOOG", "25")
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "worker", "run", "--yes", "--base-url", sim.base_url),
-        *("--position", "19816:GOOG", "--state-dir", str(tmp_path), *flags),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**clean_env(), "LIQUIDATOR_API_KEY": sim.config.api_key},
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 2, out
-    assert b"not available" in out
-    assert sim.stats.requests == 0

@@ -10,6 +10,7 @@ from tenacity import RetryCallState
 from tests.support import RecordedSleeps
 from worker.errors import (
     ApiError,
+    Conflict,
     Forbidden,
     NotFound,
     NotSent,
@@ -17,6 +18,7 @@ from worker.errors import (
     RateLimited,
     Rejected,
     ResendRefused,
+    StillWorking,
     Unauthorized,
 )
 from worker.policy import (
@@ -24,7 +26,9 @@ from worker.policy import (
     aborts_run,
     is_retryable_read,
     is_safe_to_resend,
+    looks_after_last,
     needs_look_before_resend,
+    retries_close,
 )
 
 #                  error                                     resend  look   read   abort
@@ -53,6 +57,50 @@ def test_each_error_kind_has_one_decision(
     assert needs_look_before_resend(err) is look
     assert is_retryable_read(err) is read
     assert aborts_run(err) is abort
+
+
+#                  error                                     retried  last look  look (idempotent)
+LAST = [
+    (NotSent("refused"),                                     True,    False,     False),
+    (RateLimited("429", status=429),                         True,    False,     False),
+    (OutcomeUnknown("timeout"),                              True,    True,      False),
+    (ResendRefused("second send"),                           True,    True,      False),
+    (NotFound("404", status=404),                            False,   True,      False),
+    (Conflict("409", status=409),                            False,   True,      False),
+    (Rejected("400 self-match", status=400),                 False,   False,     False),
+    (StillWorking("resting orders still working"),           False,   False,     False),
+    (Unauthorized("401", status=401),                        False,   False,     False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("err", "retried", "last_look", "idempotent_look"), LAST)
+def test_policy_decides_each_close_error_during_and_after_the_attempts(
+    err: Exception, retried: bool, last_look: bool, idempotent_look: bool
+) -> None:
+    assert retries_close(err) is retried
+    assert looks_after_last(err) is last_look
+    # A client id sent again cannot create a second order: no look before re-sending it.
+    assert needs_look_before_resend(err, idempotent=True) is idempotent_look
+
+
+async def test_an_idempotent_close_is_resent_without_the_settle_wait() -> None:
+    sleeps = RecordedSleeps()
+    policy = RetryPolicy(max_attempts=3, backoff_initial_s=0.01, settle_s=5.0, sleep=sleeps)
+    calls = 0
+
+    async def attempt() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise OutcomeUnknown("timeout")
+        return "sent"
+
+    assert await policy.close(attempt, lambda *_: None, idempotent=True) == "sent"
+    assert max(sleeps.waits) < 5.0
+    await policy.before_last_look(OutcomeUnknown("timeout"), idempotent=True)
+    assert max(sleeps.waits) < 5.0
+    await policy.before_last_look(OutcomeUnknown("timeout"))
+    assert sleeps.waits[-1] == 5.0
 
 
 def test_no_error_is_both_safe_to_resend_and_in_need_of_a_look() -> None:
@@ -124,7 +172,7 @@ async def test_a_close_retried_from_its_first_failure_gets_exactly_max_attempts(
     with pytest.raises(OutcomeUnknown):
         await policy.close(attempt, lambda state, _: retried_after.append(state.attempt_number))
     assert calls == 4
-    assert retried_after == [1, 2, 3]  # the bare first try counts as tenacity's attempt 1
+    assert retried_after == [1, 2, 3]  # tenacity's attempts, the first one included
     assert len(sleeps.waits) == 3
 
 

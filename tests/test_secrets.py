@@ -168,7 +168,13 @@ async def test_no_output_holds_any_form_of_the_key_whatever_the_server_echoes(
     try:
         async with serving(server.app) as base_url:
             result = await run(
-                settings_for(base_url=base_url, api_key=KEY, max_attempts=2, metrics_file=metrics),
+                settings_for(
+                    base_url=base_url,
+                    api_key=KEY,
+                    max_attempts=2,
+                    metrics_file=metrics,
+                    flat_timeout=0.5,  # the echo server's orders never fill
+                ),
                 RunRequest([TargetSpec(ACCOUNT, None)], report_path=report, on_result=on_result),
                 asyncio.Event(),
             )
@@ -265,7 +271,9 @@ async def test_a_key_that_is_not_id_dot_secret_exits_2_before_any_request(
 async def test_the_command_line_prints_no_form_of_the_key(fmt: str, tmp_path: Path) -> None:
     server = EchoServer()
     report, metrics, state = tmp_path / "r.json", tmp_path / "m.prom", tmp_path / "state"
-    env = clean_env(LIQUIDATOR_API_KEY=KEY, LIQUIDATOR_MAX_ATTEMPTS="2")
+    env = clean_env(
+        LIQUIDATOR_API_KEY=KEY, LIQUIDATOR_MAX_ATTEMPTS="2", LIQUIDATOR_FLAT_TIMEOUT="0.5"
+    )
     async with serving(server.app) as base_url:
         code, out = await run_cli(
             "run", "--yes", "--base-url", base_url, "--account", str(ACCOUNT),

@@ -44,10 +44,9 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--log-level", str, "debug, info, warning or error"),
     ("--log-format", str, "auto, json or console"),
     ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
-    # Issue 11: settled here, refused by `_refuse_unsafe` until the close path consumes them.
-    ("--close-via", str, argparse.SUPPRESS),
-    ("--at-close", bool, argparse.SUPPRESS),
-    ("--moc-cutoff", str, argparse.SUPPRESS),
+    ("--close-via", str, "close_position (default) or submit_orders (client ids: exactly once)"),
+    ("--at-close", bool, "market-on-close orders (AT_THE_CLOSE; implies submit_orders)"),
+    ("--moc-cutoff", str, "the last moment for --at-close, before the close (default 10m)"),
     ("--lock-wait", float, "seconds to wait for another run holding the journal (default 0)"),
     ("--journal-url", str, "postgresql://... : the journal in PostgreSQL, for several hosts"),
     ("--flat-timeout", float, "seconds to follow each close until its position reads flat"),
@@ -238,12 +237,6 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
             raise InputError(
                 f"account(s) {', '.join(map(str, outside))} are not in allowed_accounts"
             )
-    if settings.close_via != "close_position" or settings.at_close:
-        # Accepted and ignored would mean immediate market closes where MOC orders were asked for.
-        raise InputError(
-            "close_via = submit_orders and at_close are not available in this version yet;"
-            " nothing was sent"
-        )
     if args.simulate:
         return
     if settings.api_key is None:

@@ -1,15 +1,17 @@
 """Send a position its close, exactly once: the path from a target to its orders.
 
-    earlier run sent a close?  -> look first; its close found, or an order working -> follow
-    for each attempt (tenacity from the first failure on, at most MAX_ATTEMPTS):
-        last attempt's fate unknown?  -> look; evidence of the close, flat, or busy -> follow
+    earlier run sent a close?  -> look first (unless it sent under a client id: resend it)
+    resting orders to cancel?  -> the sender cancels them first (submit_orders)
+    for each attempt (tenacity, at most MAX_ATTEMPTS):
+        last attempt's fate unknown?  -> look (close_position; a client id is simply sent
+                                         again); evidence of the close, flat, or busy -> follow
         stopping?                     -> end without sending
         record the intent (committed) -> send the close -> follow
     the last attempt's fate unknown?  -> one more look decides, or the target fails as unknown
 
 A target handed on to following leaves here with no outcome: `worker.follow` reads its position
 until it is flat. Whether an error allows a re-send, or needs a look first, is `worker.policy`'s
-call; whether an order is the worker's close is `worker.reconcile`'s.
+call; how a close is sent and found is the sender's (`worker.senders`, CLOSE_VIA).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from worker.counters import RunCounters
 from worker.errors import (
     ApiError,
     LiquidatorError,
-    NotFound,
     NotSent,
     OutcomeUnknown,
     RateLimited,
@@ -38,9 +39,10 @@ from worker.journal import Journal, Prior
 from worker.models import Order
 from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
-from worker.policy import RetryPolicy, aborts_run, needs_look_before_resend
+from worker.policy import RetryPolicy, aborts_run, looks_after_last, needs_look_before_resend
 from worker.reads import Reader
 from worker.reconcile import Finding, Verdict, look
+from worker.senders import Sender
 
 
 class _FateNotEstablished(LiquidatorError):
@@ -58,6 +60,7 @@ class CloseContext:
     server_now: Callable[[], datetime]
     lookback: timedelta  # how far before an attempt its orders may be stamped (clock skew)
     priors: dict[tuple[int, str], Prior]
+    sender: Sender
     # Ids of the orders each account held before the fan-out (created within `lookback`):
     # none of them can be a close this run sent. Absent: the snapshot could not be read, and
     # no order found at the server counts as evidence of a close.
@@ -74,7 +77,8 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
     A result returned without an outcome was sent a close, or found one: follow it to flat.
     """
     prior = ctx.priors.get((target.account_id, target.instrument_id))
-    if prior is not None:
+    # An earlier run's submission is resumed by its client id (sent again: 409 is found).
+    if prior is not None and not (ctx.sender.idempotent and prior.generation is not None):
         try:
             # The earlier run's orders predate the snapshot: here evidence is side and quantity.
             ctx.counters.looks += 1
@@ -111,7 +115,7 @@ async def _close_with_retries(
     async def attempt() -> TargetResult:
         """One try. After an unknown outcome it looks before it may send again."""
         nonlocal unknown, reference
-        if unknown is not None:
+        if unknown is not None and needs_look_before_resend(unknown, idempotent=idempotent):
             finding = await _look(ctx, target, result, since, reference)
             if _settled_by(finding, ctx, target, result, why="a look after an unanswered close"):
                 return result
@@ -120,15 +124,18 @@ async def _close_with_retries(
                 reference = finding.position  # closed as it is now, never by a stale side
         if ctx.stopping.is_set():
             return _stopped(result)
+        if result.attempts == 0:
+            await ctx.sender.prepare(target)  # e.g. its resting orders would not cancel
         try:
-            sent = await send_one_close(ctx, target, result, since)
+            sent = await send_one_close(ctx, target, result, since, reference)
         except OutcomeUnknown as err:
             unknown = err
             raise
         return result if sent is not None else _stopped(result)
 
+    idempotent = ctx.sender.idempotent
     try:
-        return await ctx.policy.close(attempt, on_retry)
+        return await ctx.policy.close(attempt, on_retry, idempotent=idempotent)
     except _FateNotEstablished as err:
         return _failed(result, str(err))
     except ApiError as err:
@@ -140,43 +147,48 @@ async def _close_with_retries(
 async def _after_last_error(
     ctx: CloseContext, target: Target, result: TargetResult, since: datetime, err: ApiError
 ) -> TargetResult:
-    """Attempts are over. A close that may have happened, a 404 or a 409 gets one last look.
-
-    404: the position may have gone flat meanwhile. 409 (duplicate): a close may be pending.
-    """
-    if not (needs_look_before_resend(err) or isinstance(err, NotFound) or err.status == 409):
+    """Attempts are over: `worker.policy` says whether one more look decides the target."""
+    if not looks_after_last(err):
         return _failed(result, str(err), err)
-    if needs_look_before_resend(err):
-        await ctx.policy.sleep(ctx.policy.settle_s)
+    await ctx.policy.before_last_look(err, idempotent=ctx.sender.idempotent)
     try:
         finding = await _look(ctx, target, result, since, target.quantity)
     except _FateNotEstablished as look_err:
         return _failed(result, str(look_err), err)
     if _settled_by(finding, ctx, target, result, why="a look after the last attempt"):
         return result
-    if not needs_look_before_resend(err):
+    if not isinstance(err, OutcomeUnknown):
         return _failed(result, f"refused, and the position is still open: {err}", err)
     return _failed(result, f"not closed after {result.attempts} attempts: {err}", err)
 
 
 async def send_one_close(
-    ctx: CloseContext, target: Target, result: TargetResult, since: datetime
+    ctx: CloseContext,
+    target: Target,
+    result: TargetResult,
+    since: datetime,
+    position: Decimal,
 ) -> list[Order] | None:
-    """Record the intent, send one close, note its orders as the worker's own.
+    """Record the intent, send one close of `position` (signed, as last read), note its orders.
 
     The one step every close goes through (first close, re-send, residue close). Returns the
     reply's orders; None when a stop came first and nothing was sent. Raises `ApiError`.
     """
     attempt = result.attempts + 1
-    await ctx.journal.intent(ctx.run_id, target.account_id, target.instrument_id, attempt, since)
+    named = ctx.sender.client_id(target, result)
+    client_id, generation = named if named is not None else (None, 0)
+    await ctx.journal.intent(
+        ctx.run_id,
+        target.account_id,
+        target.instrument_id,
+        attempt,
+        since,
+        client_id=client_id,
+        generation=generation,
+    )
     result.attempts = attempt
     try:
-        reply = await ctx.api.close_position(
-            target.account_id,
-            target.instrument_id,
-            cancel_orders=target.cancel_orders,
-            unless=ctx.stopping,
-        )
+        sent = await ctx.sender.send(target, client_id, position, ctx.stopping)
     except ApiError as err:
         if isinstance(err, NotSent) and ctx.stopping.is_set():
             result.attempts -= 1  # it never left this host
@@ -197,13 +209,18 @@ async def send_one_close(
             type(err).__name__,
         )
         raise
-    result.request_ids.append(reply.request_id)
+    result.request_ids.append(sent.request_id)
     result.fate = Fate.APPLIED
     ctx.journal.attempt_result(
-        ctx.run_id, target.account_id, target.instrument_id, attempt, reply.request_id, "ok"
+        ctx.run_id,
+        target.account_id,
+        target.instrument_id,
+        attempt,
+        sent.request_id,
+        "found" if sent.found else "ok",
     )
-    record_orders(ctx, target, result, reply.data, reply.request_id, reconciled=False)
-    return reply.data
+    record_orders(ctx, target, result, sent.orders, sent.request_id, reconciled=sent.found)
+    return sent.orders
 
 
 def _fate_of(err: ApiError) -> Fate:
@@ -220,13 +237,7 @@ async def _look(
     """Look after an unknown outcome; `_FateNotEstablished` when the account cannot be read."""
     ctx.counters.looks += 1
     try:
-        return await look(
-            ctx.reader,
-            target,
-            since,
-            reference=reference,
-            preexisting=ctx.preexisting_of(target.account_id),
-        )
+        return await ctx.sender.look(target, result, since, reference)
     except ApiError as err:
         raise _FateNotEstablished(
             f"outcome unknown: the close may have been applied (request_ids:"

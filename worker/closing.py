@@ -1,23 +1,35 @@
-"""The fan-out and following, as one stage of a run: each account's orders read first (the
-snapshot), every close sent (`worker.fanout`), every sent close followed to flat
-(`worker.follow`). It returns every target's result and the first reason it stopped the run."""
+"""The fan-out and following, as one stage of a run: the close mode chosen (CLOSE_VIA), each
+account's orders read first (the snapshot), every close sent (`worker.fanout`), every sent close
+followed to flat (`worker.follow`). It returns every target's result and the first reason it
+stopped the run."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 
 from worker import events
+from worker.api import TradingApi
 from worker.closer import CloseContext, send_one_close
 from worker.errors import ApiError, Unauthorized
 from worker.fanout import fan_out
 from worker.follow import Follower, FollowSettings
+from worker.journal import Prior
 from worker.models import Order
 from worker.outcomes import TargetResult
 from worker.plan import Target
+from worker.policy import Sleep
 from worker.reads import Reader
 from worker.run_end import Ended, FirstReason
+from worker.senders import (
+    CancelWait,
+    ClosePositionSender,
+    Sender,
+    SubmitOrdersSender,
+    submit_generations,
+)
 from worker.settings import Settings
 
 
@@ -48,6 +60,33 @@ async def orders_snapshot(
     return {a: ids for a, ids in snapshots if ids is not None}
 
 
+def choose_sender(
+    settings: Settings,
+    api: TradingApi,
+    reader: Reader,
+    job: str,
+    priors: Mapping[tuple[int, str], Prior],
+    preexisting: Mapping[int, frozenset[str]],
+    sleep: Sleep,
+) -> Sender:
+    """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
+    if settings.close_via == "close_position":
+        return ClosePositionSender(api, reader, preexisting)
+    return SubmitOrdersSender(
+        api,
+        reader,
+        job=job,
+        time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
+        generations=submit_generations(priors),
+        cancel_wait=CancelWait(
+            timeout_s=settings.flat_timeout,
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+        ),
+        sleep=sleep,
+    )
+
+
 async def close_and_follow(
     ctx: CloseContext,
     settings: Settings,
@@ -55,18 +94,25 @@ async def close_and_follow(
     *,
     since: datetime,
     on_result: Callable[[TargetResult], None] | None,
+    extra_s: float = 0.0,
 ) -> Ended:
-    """The fan-out, and following each sent close to flat while the others are in flight."""
+    """The fan-out, and following each sent close to flat while the others are in flight.
+
+    `extra_s`: following waits this much longer than FLAT_TIMEOUT (until the close, --at-close).
+    """
     follow_since = min([since, *(p.since for p in ctx.priors.values())])
     stopped_by = FirstReason()
 
-    async def send_residue(target: Target, result: TargetResult) -> list[Order] | None:
-        return await send_one_close(ctx, target, result, ctx.server_now() - ctx.lookback)
+    async def send_residue(
+        target: Target, result: TargetResult, position: Decimal
+    ) -> list[Order] | None:
+        since = ctx.server_now() - ctx.lookback
+        return await send_one_close(ctx, target, result, since, position)
 
     follower = Follower(
         ctx,
         FollowSettings(
-            timeout_s=settings.flat_timeout,
+            timeout_s=settings.flat_timeout + extra_s,
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
             max_residue=settings.max_residue_closes,

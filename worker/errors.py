@@ -12,9 +12,11 @@
         │   ├── Forbidden           403: this key may not act on this account
         │   ├── NotFound            404: no such account, instrument or position
         │   └── Conflict            409: a duplicate; for a submission, its client id is taken
-        └── OutcomeUnknown          may have reached the server: timeout after sending, dropped
-            │                       connection, 5xx, a reply that is not the promised envelope
-            └── ResendRefused       the HTTP library tried to send the same request twice
+        ├── OutcomeUnknown          may have reached the server: timeout after sending, dropped
+        │   │                       connection, 5xx, a reply that is not the promised envelope
+        │   └── ResendRefused       the HTTP library tried to send the same request twice
+        └── StillWorking            cancelled resting orders kept working past the wait; the
+                                    close was not submitted
 
 `worker.api` translates aiohttp, timeout and JSON errors into this tree, and nothing else does.
 `worker.policy` decides from these types alone what may be retried and what must be looked at first.
@@ -113,3 +115,8 @@ class Conflict(Rejected):
 
     Nothing new was created by this request; the earlier one it collides with may be ours.
     """
+
+
+class StillWorking(ApiError):
+    """submit_orders with cancel_orders: the instrument's cancelled orders were still working
+    when the wait for them ended, so no close was submitted (one could self-match or flip)."""

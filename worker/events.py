@@ -51,6 +51,9 @@ RESIDUE_CLOSE = "residue_close"
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
 WRITE_FAILED = "write_failed"
+CANCEL_REQUESTED = "cancel_requested"  # submit_orders: resting orders asked to cancel first
+ORDERS_CANCELED = "orders_canceled"  # ... and none of them is working any more
+MOC_CUTOFF = "moc_cutoff"  # --at-close: where the day stands against the cutoff
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -307,6 +310,8 @@ def close_order(
         "request_id": request_id,
         "attempt": attempt,
     }
+    if order.time_in_force is not None:
+        fields["time_in_force"] = order.time_in_force
     if reconciled:
         fields["reconciled"] = True
     log.info(CLOSE_ORDER, **fields)
@@ -434,3 +439,29 @@ def orders_snapshot(*, account_id: int, orders: int, request_id: str | None) -> 
 
 def write_failed(*, what: str, path: str, error: str) -> None:
     log.error(WRITE_FAILED, what=what, path=path, error=error)
+
+
+def cancel_requested(
+    *, account_id: int, instruments: int, orders: int, request_id: str | None
+) -> None:
+    """submit_orders with cancel_orders: the open orders on `instruments` of the account's
+    targets were asked to cancel (`orders` 0: there were none, the server answered 404)."""
+    log.info(
+        CANCEL_REQUESTED,
+        account_id=account_id,
+        instruments=instruments,
+        orders=orders,
+        request_id=request_id,
+    )
+
+
+def orders_canceled(*, account_id: int, seconds: float, polls: int) -> None:
+    """None of the cancelled orders is working any more: the closes may be submitted."""
+    log.info(ORDERS_CANCELED, account_id=account_id, seconds=round(seconds, 3), polls=polls)
+
+
+def moc_cutoff(*, passed: bool, cutoff: str | None, regular_close: str | None, reason: str) -> None:
+    """--at-close: whether today's market-on-close cutoff has passed (then nothing is sent)."""
+    (log.warning if passed else log.info)(
+        MOC_CUTOFF, passed=passed, cutoff=cutoff, regular_close=regular_close, reason=reason
+    )

@@ -32,8 +32,9 @@ from worker.outcomes import Outcome, TargetResult
 from worker.plan import Target
 from worker.reconcile import Step, follow_step
 
-# A residue close: send one close for `target` now. Raises `ApiError`; None if nothing was sent.
-SendClose = Callable[[Target, TargetResult], Awaitable[list[Order] | None]]
+# A residue close: send one close for `target`'s position as just read (signed) now. Raises
+# `ApiError`; None if nothing was sent.
+SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | None]]
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
 
 
@@ -207,12 +208,13 @@ class Follower:
         self, followed: _Followed, position: Decimal, orders: list[Order], request_id: str
     ) -> None:
         target, result = followed.target, followed.result
-        preexisting = self._ctx.preexisting_of(target.account_id)
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
         for order in orders:
-            if order.id in listed or order.id not in (preexisting or ()):
+            # The run's orders: by evidence (close_position), by client id (submit_orders).
+            ours = self._ctx.sender.recognises(order, target)
+            if order.id in listed or ours:
                 result.note_order(order, own=False)  # every order of the run: own or found
-            if order.id not in listed and order.id not in (preexisting or ()):
+            if order.id not in listed and ours:
                 self._ctx.journal.orders(
                     self._ctx.run_id,
                     target.account_id,
@@ -257,7 +259,7 @@ class Follower:
             residue=result.residue_closes,
         )
         try:
-            sent = await self._send_close(target, result)
+            sent = await self._send_close(target, result, position)
         except Unauthorized:
             raise
         except OutcomeUnknown:

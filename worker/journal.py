@@ -41,7 +41,7 @@ from typing import Any
 
 from worker.errors import JournalError, JournalRefused
 from worker.journal_check import wal_problem
-from worker.journal_schema import SCHEMA, TABLES, schema_probes
+from worker.journal_schema import SCHEMA, TABLES, schema_probes, split_intents
 from worker.models import Order
 from worker.report import TargetResult
 
@@ -54,6 +54,12 @@ _PRIORS = (
     "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
     " JOIN runs r ON r.run_id = a.run_id WHERE r.job = ? AND r.run_id != ?"
     " GROUP BY a.account_id, a.instrument_id"
+)
+# submit_orders: the highest client id generation earlier runs of the job recorded per position.
+_GENERATIONS = (
+    "SELECT c.account_id, c.instrument_id, MAX(c.generation) FROM client_ids c"
+    " JOIN runs r ON r.run_id = c.run_id WHERE r.job = ? AND r.run_id != ?"
+    " GROUP BY c.account_id, c.instrument_id"
 )
 _UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
 _JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
@@ -70,6 +76,9 @@ class Prior:
     """
 
     since: datetime  # the earliest moment their closing orders could carry
+    # submit_orders: the highest generation whose client id they recorded before sending; a
+    # rerun sends that id again (409: found). None: they sent through close_position.
+    generation: int | None = None
 
 
 class Journal:
@@ -179,11 +188,14 @@ class Journal:
         """Positions that earlier runs of this job sent (or were about to send) a close for."""
         try:
             rows = self._query(_PRIORS, (job, current_run))
+            generations = {
+                (int(a), i): int(g) for a, i, g in self._query(_GENERATIONS, (job, current_run))
+            }
         except Exception as exc:
             raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
         return {
-            (int(account_id), instrument_id): Prior(datetime.fromisoformat(since))
-            for account_id, instrument_id, since in rows
+            (int(a), i): Prior(datetime.fromisoformat(since), generations.get((int(a), i)))
+            for a, i, since in rows
         }
 
     # Writes.
@@ -204,14 +216,26 @@ class Journal:
         self.flush()
 
     async def intent(
-        self, run_id: str, account_id: int, instrument_id: str, attempt: int, since: datetime
+        self,
+        run_id: str,
+        account_id: int,
+        instrument_id: str,
+        attempt: int,
+        since: datetime,
+        *,
+        client_id: str | None = None,
+        generation: int = 0,
     ) -> None:
         """Record that a close is about to be sent; return once that record is committed.
 
-        Every intent recorded within COMMIT_WINDOW_S of the first shares its commit; while one
-        group is being written, the next one collects.
+        `client_id` (submit_orders): the id it is sent under, committed with the intent so a
+        rerun sends the same id again. Every intent recorded within COMMIT_WINDOW_S of the
+        first shares its commit; while one group is being written, the next one collects.
         """
-        self._intents.append((run_id, account_id, instrument_id, attempt, since.isoformat()))
+        row: tuple[Any, ...] = (run_id, account_id, instrument_id, attempt, since.isoformat())
+        if client_id is not None:
+            row = (*row, client_id, generation)
+        self._intents.append(row)
         if self._next is None:
             loop = asyncio.get_running_loop()
             self._next = loop.create_future()
@@ -374,7 +398,9 @@ class Journal:
         with db:
             db.execute("BEGIN")
             if intents:
-                db.executemany(self._statements["attempts"], intents)
+                attempts, client_ids = split_intents(intents)
+                db.executemany(self._statements["attempts"], attempts)
+                db.executemany(self._statements["client_ids"], client_ids)
             for sql, rows in records.items():
                 db.executemany(sql, rows)
         # Into the main file (fsync'd), and the log emptied: see the module docstring.

@@ -28,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 from worker.errors import JournalRefused
 from worker.journal import Journal
 from worker.journal_lock import Holder, acquire
-from worker.journal_schema import SCHEMA, TABLES, schema_probes
+from worker.journal_schema import SCHEMA, TABLES, schema_probes, split_intents
 
 _HOLDERS = """
 CREATE TABLE IF NOT EXISTS journal_holders (
@@ -155,7 +155,10 @@ class PgJournal(Journal):
     ) -> None:
         with self._conn.transaction(), self._conn.cursor() as cur:
             if intents:
-                cur.executemany(self._statements["attempts"].encode(), intents)
+                attempts, client_ids = split_intents(intents)
+                cur.executemany(self._statements["attempts"].encode(), attempts)
+                if client_ids:
+                    cur.executemany(self._statements["client_ids"].encode(), client_ids)
             for sql, rows in records.items():
                 cur.executemany(sql.encode(), rows)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 # One text for both backends: SQLite reads BIGINT as INTEGER.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -26,6 +29,10 @@ CREATE TABLE IF NOT EXISTS orders (
     instrument_id TEXT NOT NULL, side TEXT, quantity TEXT, status TEXT, created_at TEXT,
     request_id TEXT, reconciled INTEGER NOT NULL,
     PRIMARY KEY (order_id, run_id));
+CREATE TABLE IF NOT EXISTS client_ids (
+    run_id TEXT NOT NULL, account_id BIGINT NOT NULL, instrument_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL, client_id TEXT NOT NULL, generation INTEGER NOT NULL,
+    PRIMARY KEY (run_id, account_id, instrument_id, attempt));
 """
 
 # Each table the journal writes: its key columns, then the others (the order of the values).
@@ -43,6 +50,11 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             *("request_id", "reconciled"),
         ),
     ),
+    # submit_orders: the client id each intent was about to send (committed with the intent).
+    "client_ids": (
+        ("run_id", "account_id", "instrument_id", "attempt"),
+        ("client_id", "generation"),
+    ),
     "targets": (
         ("run_id", "account_id", "instrument"),
         ("instrument_id", "symbol", "quantity", "outcome", "error", "attempts"),
@@ -57,3 +69,16 @@ def schema_probes() -> list[str]:
         extra = ("finished_at", "exit_code") if table == "runs" else ()
         probes.append(f"SELECT {', '.join(keys + others + extra)} FROM {table} WHERE 1 = 0")
     return probes
+
+
+IntentRows = tuple[list[Sequence[Any]], list[Sequence[Any]]]
+
+
+def split_intents(intents: Sequence[Sequence[Any]]) -> IntentRows:
+    """An intent row's `attempts` part, and its `client_ids` row when it carries a client id.
+
+    Intent rows are (run_id, account_id, instrument_id, attempt, since[, client_id, generation]).
+    """
+    attempts: list[Sequence[Any]] = [row[:5] for row in intents]
+    client_ids: list[Sequence[Any]] = [(*row[:4], *row[5:7]) for row in intents if len(row) > 5]
+    return attempts, client_ids

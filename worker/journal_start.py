@@ -4,6 +4,7 @@ run's start. A journal that fails here ends the run with nothing sent."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -20,6 +21,14 @@ from worker.settings import Settings
 MARKET_TZ = ZoneInfo("America/New_York")  # a trading day is New York's
 
 
+@dataclass(frozen=True)
+class Journaled:
+    """The run is in the journal under today's `job`; `priors`: earlier runs' closes, by target."""
+
+    job: str
+    priors: dict[tuple[int, str], Prior]
+
+
 async def start_run(
     settings: Settings,
     journal: Journal,
@@ -28,9 +37,9 @@ async def start_run(
     ready: Ready,
     policy: RetryPolicy,
     plan: Plan,
-) -> dict[tuple[int, str], Prior] | Ended:
-    """The earlier runs' closes today, by target (after waiting out a run taken over from);
-    this run's start recorded under today's job."""
+) -> Journaled | Ended:
+    """Today's job and the earlier runs' closes in it (after waiting out a run taken over
+    from); this run's start recorded under it."""
     try:
         trading_day = ready.server_now().astimezone(MARKET_TZ).date().isoformat()
         job = job_key(settings.base_url, trading_day)
@@ -52,4 +61,4 @@ async def start_run(
         )
     except JournalError as err:  # nothing was sent
         return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))
-    return priors
+    return Journaled(job, priors)

@@ -48,6 +48,7 @@ class OrderSummary:
     status: str
     filled_quantity: str = "0"
     own: bool = True  # in a close reply; False: found at the server (a look, or following)
+    client_order_id: str = ""  # submit_orders: the id the worker derived (lq-...-gN)
 
     @classmethod
     def of(cls, order: Order, *, own: bool = True) -> OrderSummary:
@@ -58,6 +59,7 @@ class OrderSummary:
             order.status,
             str(order.filled_quantity),
             own,
+            order.client_order_id,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -68,6 +70,7 @@ class OrderSummary:
             "status": self.status,
             "filled_quantity": self.filled_quantity,
             "own": self.own,
+            "client_order_id": self.client_order_id,
         }
 
 

@@ -52,6 +52,8 @@ class Target:
 class Plan:
     targets: list[Target] = field(default_factory=list)
     settled: list[TargetResult] = field(default_factory=list)  # ended without a close
+    # --at-close: where the day stands against the market-on-close cutoff (for the plan shown).
+    moc_cutoff: str | None = None
 
 
 async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
@@ -76,9 +78,10 @@ async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]
         return Plan(settled=_unreadable(account_id, specs, err))
     plan = Plan()
     chosen: dict[tuple[int, str], Target] = {}
-    _resolve_account(account_id, specs, positions, chosen, plan)
+    not_held = _resolve_account(account_id, specs, positions, chosen, plan)
     plan.targets = list(chosen.values())
-    await asyncio.gather(*(_known_but_not_held(reader, r) for r in plan.settled))
+    await asyncio.gather(*(_known_but_not_held(reader, r) for r in not_held))
+    plan.settled.extend(not_held)
     return plan
 
 
@@ -121,8 +124,11 @@ def _resolve_account(
     positions: Sequence[Position],
     chosen: dict[tuple[int, str], Target],
     plan: Plan,
-) -> None:
+) -> list[TargetResult]:
+    """Choose the targets; settle what a whole account holds flat. Return the named instruments
+    the account does not hold, for `_known_but_not_held` to tell a flat one from a typo."""
     open_positions = [p for p in positions if p.quantity != 0]
+    not_held: list[TargetResult] = []
     by_name: dict[str, Position] = {}
     for p in open_positions:
         by_name[p.instrument_id.lower()] = p
@@ -141,11 +147,10 @@ def _resolve_account(
         if found is None:
             if spec.instrument.upper() not in flat_named:
                 flat_named.add(spec.instrument.upper())
-                plan.settled.append(
-                    TargetResult(account_id, spec.instrument).settle(Outcome.ALREADY_FLAT, None)
-                )
+                not_held.append(TargetResult(account_id, spec.instrument))
             continue
         _choose(chosen, _target(found, spec.instrument, spec.cancel_orders))
+    return not_held
 
 
 def _flat_of_whole_account(

@@ -1,8 +1,11 @@
 """When to retry, and when to look before retrying: decided from the typed error alone.
 
-A close is not idempotent. It is re-sent directly only when the failed request provably had no
-effect (429, or never sent). When its fate is unknown the closer must look at the account before
-any new send; `needs_look_before_resend` says so. Reads are safe to repeat on any transient error.
+A close through close_position is not idempotent. It is re-sent directly only when the failed
+request provably had no effect (429, or never sent). When its fate is unknown the closer must look
+at the account before any new send; `needs_look_before_resend` says so. A submission under a client
+id is idempotent: the server refuses a second order with the same id (409, `Conflict`), so after an
+unknown outcome the same id is sent again at once. After the last attempt `looks_after_last`
+decides whether one more look settles the target. Reads are safe to repeat on any transient error.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from worker.errors import ApiError, NotSent, OutcomeUnknown, RateLimited, Unauthorized
+from worker.errors import (
+    ApiError,
+    Conflict,
+    NotFound,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Unauthorized,
+)
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -33,9 +44,21 @@ def is_safe_to_resend(err: BaseException) -> bool:
     return isinstance(err, RateLimited | NotSent)
 
 
-def needs_look_before_resend(err: BaseException | None) -> bool:
-    """The close may have been applied: look at orders and the position before any new send."""
-    return isinstance(err, OutcomeUnknown)
+def needs_look_before_resend(err: BaseException | None, *, idempotent: bool = False) -> bool:
+    """The close may have been applied: look at orders and the position before any new send.
+
+    Not for an idempotent send (a client id): sent again, it cannot create a second order.
+    """
+    return not idempotent and isinstance(err, OutcomeUnknown)
+
+
+def looks_after_last(err: BaseException) -> bool:
+    """The attempts are over; one more look decides the target before it fails.
+
+    Unknown: the close may have been applied. 404: the position may have gone flat meanwhile.
+    409 (`Conflict`): a close may be pending, or (submit_orders) the client id is taken.
+    """
+    return isinstance(err, OutcomeUnknown | NotFound | Conflict)
 
 
 def is_retryable_read(err: BaseException) -> bool:
@@ -45,7 +68,7 @@ def is_retryable_read(err: BaseException) -> bool:
 
 def retries_close(err: BaseException) -> bool:
     """A close that failed this way gets another attempt (after a look, if its fate is unknown)."""
-    return is_safe_to_resend(err) or needs_look_before_resend(err)
+    return is_safe_to_resend(err) or isinstance(err, OutcomeUnknown)
 
 
 def aborts_run(err: BaseException) -> bool:
@@ -84,34 +107,31 @@ class RetryPolicy:
         err = state.outcome.exception() if state.outcome is not None else None
         return max(wait, self.settle_s) if needs_look_before_resend(err) else wait
 
-    def for_closes(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
-        """Attempts of one close. The caller looks before re-sending after an unknown outcome."""
-        return self._retrying(retries_close, on_retry, self.close_wait_s)
+    def for_closes(
+        self, on_retry: RetryListener | None = None, *, idempotent: bool = False
+    ) -> AsyncRetrying:
+        """Attempts of one close. The caller looks before re-sending after an unknown outcome;
+        an idempotent send is re-sent at once (backoff only), with no look and no settle wait."""
+        wait = self.wait_s if idempotent else self.close_wait_s
+        return self._retrying(retries_close, on_retry, wait)
 
-    async def close(self, attempt: Callable[[], Awaitable[T]], on_retry: RetryListener) -> T:
-        """Call `attempt` until it returns, or raises what `for_closes` does not retry.
+    async def before_last_look(self, err: BaseException, *, idempotent: bool = False) -> None:
+        """A slow server gets `settle_s` to apply an unanswered close before the last look."""
+        if needs_look_before_resend(err, idempotent=idempotent):
+            await self.sleep(self.settle_s)
 
-        The first try runs bare: almost every close succeeds at once, and building tenacity's
-        state for each one cost ~0.04 ms of CPU, a seventh of the client's whole cost of a close
-        (bench/run.py). A first try that fails hands its error to tenacity as its attempt 1, so
-        every retry, wait and stop is tenacity's, exactly as if it had run the first try itself.
-        """
-        try:
-            return await attempt()
-        except Exception as err:
-            if not retries_close(err):
-                raise
-            first_failure: Exception | None = err
-
-        async def replay_first_failure_then_attempt() -> T:
-            nonlocal first_failure
-            if first_failure is not None:
-                err, first_failure = first_failure, None
-                raise err
-            return await attempt()
-
-        result: T = await self.for_closes(on_retry)(replay_first_failure_then_attempt)
-        return result
+    async def close(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        on_retry: RetryListener,
+        *,
+        idempotent: bool = False,
+    ) -> T:
+        """Call `attempt` until it returns, or raises what `for_closes` does not retry."""
+        async for trying in self.for_closes(on_retry, idempotent=idempotent):
+            with trying:
+                return await attempt()
+        raise AssertionError("tenacity stops by raising (reraise=True)")  # pragma: no cover
 
     def for_reads(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
         return self._retrying(is_retryable_read, on_retry, self.wait_s)

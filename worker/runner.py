@@ -21,7 +21,7 @@ from pathlib import Path
 from worker import events
 from worker.api import TradingApi, open_session
 from worker.closer import CloseContext
-from worker.closing import close_and_follow, orders_snapshot
+from worker.closing import choose_sender, close_and_follow, orders_snapshot
 from worker.counters import RunCounters
 from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
 from worker.exit_codes import ExitCode as ExitCode  # re-exported; its home is exit_codes
@@ -34,7 +34,7 @@ from worker.outcomes import TargetResult
 from worker.pace import Pacer
 from worker.plan import Plan, make_plan
 from worker.policy import RetryPolicy, Sleep
-from worker.preflight import preflight
+from worker.preflight import Ready, preflight
 from worker.reads import Reader
 from worker.run_end import Ended, aborted, unsent
 from worker.run_end import RunResult as RunResult  # re-exported: what `run` returns
@@ -145,28 +145,38 @@ async def _session(
                 api,
                 reader,
                 policy,
+                settings,
                 specs=request.specs,
                 before_close=request.before_close,
+                dry_run=request.dry_run,
                 stop=stop,
             )
             if isinstance(ready, Ended):
                 return ready
-            plan = await _plan(settings, request, reader)
+            plan = await _plan(settings, request, reader, ready)
             if request.dry_run:
                 return Ended(plan.settled + unsent(plan.targets, "dry run: nothing sent"))
             declined = await _confirm(request, plan, stop)
             if declined is not None:
                 return declined
             assert journal is not None, "every run that sends opens the journal first"
-            priors = await start_run(settings, journal, run_id, started_at, ready, policy, plan)
-            if isinstance(priors, Ended):
-                return priors
+            journaled = await start_run(settings, journal, run_id, started_at, ready, policy, plan)
+            if isinstance(journaled, Ended):
+                return journaled
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = ready.server_now() - lookback
             try:
-                preexisting = await orders_snapshot(reader, plan.targets, since)
+                # Evidence for close_position only: submit_orders knows its orders by client id.
+                preexisting = (
+                    await orders_snapshot(reader, plan.targets, since)
+                    if settings.close_via == "close_position"
+                    else {}
+                )
             except Unauthorized as err:
                 return aborted(f"credentials rejected: {err}", plan.settled)
+            sender = choose_sender(
+                settings, api, reader, journaled.job, journaled.priors, preexisting, policy.sleep
+            )
             ctx = CloseContext(
                 run_id=run_id,
                 api=api,
@@ -176,18 +186,20 @@ async def _session(
                 stopping=stop,
                 server_now=ready.server_now,
                 lookback=lookback,
-                priors=priors,
+                priors=journaled.priors,
+                sender=sender,
                 preexisting=preexisting,
                 counters=counters,
             )
-            return await _close(ctx, settings, request, plan, since)
+            return await _close(ctx, settings, request, plan, since, ready)
         except Unauthorized as err:
             return aborted(f"credentials rejected: {err}", [])
 
 
-async def _plan(settings: Settings, request: RunRequest, reader: Reader) -> Plan:
+async def _plan(settings: Settings, request: RunRequest, reader: Reader, ready: Ready) -> Plan:
     """Raises `InputError` above the MAX_POSITIONS ceiling without --force."""
     plan = await make_plan(reader, request.specs)
+    plan.moc_cutoff = ready.cutoff_line()
     ceiling = settings.max_positions
     if ceiling is not None and len(plan.targets) > ceiling and not request.max_positions_override:
         raise InputError(
@@ -212,12 +224,23 @@ async def _confirm(request: RunRequest, plan: Plan, stop: asyncio.Event) -> Ende
 
 
 async def _close(
-    ctx: CloseContext, settings: Settings, request: RunRequest, plan: Plan, since: datetime
+    ctx: CloseContext,
+    settings: Settings,
+    request: RunRequest,
+    plan: Plan,
+    since: datetime,
+    ready: Ready,
 ) -> Ended:
     """Fan out and follow, then record each target's outcome and the run's end."""
     try:
+        await ctx.sender.before_fan_out(plan.targets, ctx.stopping)
         closed = await close_and_follow(
-            ctx, settings, plan.targets, since=since, on_result=request.on_result
+            ctx,
+            settings,
+            plan.targets,
+            since=since,
+            on_result=request.on_result,
+            extra_s=ready.until_close_s(),
         )
     except JournalError as err:  # before any close (the fan-out stops on one itself)
         return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     allowed_accounts: Annotated[tuple[int, ...] | None, NoDecode] = None
     max_positions: int | None = Field(None, ge=1)
     metrics_file: Path | None = None
-    # Issue 11, not yet consumed by the close path (the CLI refuses non-defaults until it is):
+    # Issue 11:
     # how a close is sent, whether as a market-on-close order, and the cutoff for that.
     close_via: Literal["close_position", "submit_orders"] = "close_position"
     at_close: bool = False

@@ -101,6 +101,8 @@ class Terminal:
         table.add_section()
         table.add_row("gross", "", "", "", "", gross)
         self.console.print(table)
+        if plan.moc_cutoff is not None:
+            self.console.print(f"Market-on-close: {plan.moc_cutoff}", soft_wrap=True)
         # The totals on a line of their own, wrapped by the terminal rather than cut by the table.
         sells = sum(1 for t in plan.targets if t.closing_side == "SELL")
         self.console.print(

@@ -87,6 +87,9 @@ class SimConfig:
     # orders whose notional exceeds the account's buying power (BUYING_POWER). Off by default.
     self_match_check: bool = False
     buying_power: Decimal | None = None
+    # A cancel that takes time: the order lingers in PENDING_CANCEL this long (it can still fill
+    # meanwhile, and still counts for the self-match check), then ends CANCELED. 0: at once.
+    cancel_linger_s: float = 0.0
     # Market conditions for closing orders, drawn once per order when it is created:
     p_partial_fill: float = 0.0  # fills partly, the rest ends as `partial_rest_status`
     partial_fill_fraction: float = 0.5

@@ -20,7 +20,7 @@ from aiohttp import web
 from worker.simulator.calendar import market_hours
 from worker.simulator.config import SimConfig
 from worker.simulator.replies import error, ok
-from worker.simulator.state import WORKING, Book, SimAccount, SimOrder, decimal_text
+from worker.simulator.state import LIVE, WORKING, Book, SimAccount, SimOrder, decimal_text
 
 MAX_CLIENT_ID = 64  # NewOrderRequest.id's maxLength
 _SIDES = {"BUY", "SELL", "SELL_SHORT"}
@@ -112,7 +112,7 @@ class OrderDesk:
             orders = [o for o in orders if o.instrument_type == q["instrument_type"]]
         if not orders:
             return error(404, "No orders match the specified filters")
-        return ok([self._cancel(o) for o in orders])
+        return ok([self._cancel(account, o) for o in orders])
 
     async def cancel_one(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None
@@ -121,7 +121,7 @@ class OrderDesk:
         for order in account.orders:
             # By `id` always; by `client_order_id` while the order is open (the spec's words).
             if order.status in WORKING and wanted in (order.id, order.client_order_id):
-                return ok(self._cancel(order))
+                return ok(self._cancel(account, order))
         return error(404, f"Order {wanted} not found for account {account.id}")
 
     # Checks, in the order a real gateway would make them: shape, then identity, then risk.
@@ -183,7 +183,7 @@ class OrderDesk:
         buying = order.side == "BUY"
         if self.config.self_match_check:
             for other in account.orders_by_instrument.get(order.iid, []):
-                if other.status in WORKING and (other.side == "BUY") != buying:
+                if other.status in LIVE and (other.side == "BUY") != buying:
                     return _risk_refusal(
                         account, position.symbol, order, "SELF_MATCH",
                         "Self-Match: would cross own orders", {"price": other.limit_price or ""},
@@ -216,14 +216,19 @@ class OrderDesk:
             now,
             is_close=closes and item.order_type == "MARKET",
             limit_price=item.limit_price,
+            # Market conditions (partial fills, rejects) as for close_position's orders.
+            ends=self.book.market_draw() if item.order_type == "MARKET" else None,
             time_in_force=item.tif,
         )
         resting = item.order_type == "LIMIT"
         self.book.add_order(account, order, None if resting else item.fill_at)
         return order
 
-    def _cancel(self, order: SimOrder) -> dict[str, Any]:
-        """Cancel now; the reply shows the acknowledgement the spec shows (PENDING_CANCEL)."""
+    def _cancel(self, account: SimAccount, order: SimOrder) -> dict[str, Any]:
+        """Cancel now, or after `cancel_linger_s`; the reply shows PENDING_CANCEL (the spec's)."""
+        if self.config.cancel_linger_s > 0:
+            self.book.cancel_later(account, order)
+            return order.to_api()
         order.status, order.updated_at = "CANCELED", self.config.clock()
         body = order.to_api()
         body["status"] = "PENDING_CANCEL"

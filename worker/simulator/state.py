@@ -24,6 +24,7 @@ _TICKERS = [
     "V", "XOM", "UNH", "HD", "KO", "PEP", "COST", "AMD", "NFLX", "INTC",
 ]  # fmt: skip
 WORKING = {"PENDING_NEW", "NEW", "PARTIALLY_FILLED"}
+LIVE = {*WORKING, "PENDING_CANCEL"}  # may still fill: a cancel asked for, not yet done
 
 
 def instrument_uuid(symbol: str) -> str:
@@ -128,6 +129,7 @@ class SimAccount:
     orders: list[SimOrder] = field(default_factory=list)
     orders_by_instrument: dict[str, list[SimOrder]] = field(default_factory=dict)
     due_fills: list[tuple[float, int, SimOrder]] = field(default_factory=list)  # a heap
+    due_cancels: list[tuple[float, int, SimOrder]] = field(default_factory=list)  # a heap
 
     def resolve(self, name: str) -> str | None:
         """A symbol or UUID to the instrument_id this account knows it by."""
@@ -344,7 +346,7 @@ class Book:
             now,
             now,
             is_close=True,
-            ends=self._market_draw(),
+            ends=self.market_draw(),
         )
         self._remember(account, order)
         heapq.heappush(
@@ -359,11 +361,23 @@ class Book:
             heapq.heappush(account.due_fills, (fill_at, next(self._fill_seq), order))
 
     def apply_fills(self, account: SimAccount) -> None:
+        """Fills and lingering cancels that are due, in the order they came due."""
         now = self.config.clock()
-        heap = account.due_fills
-        while heap and heap[0][0] <= now:
-            _, _, order = heapq.heappop(heap)
-            self._fill(account, order, now)
+        fills, cancels = account.due_fills, account.due_cancels
+        while (fills and fills[0][0] <= now) or (cancels and cancels[0][0] <= now):
+            if fills and fills[0][0] <= now and not (cancels and cancels[0][0] < fills[0][0]):
+                _, _, order = heapq.heappop(fills)
+                self._fill(account, order, now)
+            else:
+                _, _, order = heapq.heappop(cancels)
+                if order.status == "PENDING_CANCEL":
+                    order.status, order.updated_at = "CANCELED", now
+
+    def cancel_later(self, account: SimAccount, order: SimOrder) -> None:
+        """PENDING_CANCEL for `cancel_linger_s`, then CANCELED (unless it filled meanwhile)."""
+        order.status, order.updated_at = "PENDING_CANCEL", self.config.clock()
+        due = order.updated_at + self.config.cancel_linger_s
+        heapq.heappush(account.due_cancels, (due, next(self._fill_seq), order))
 
     def fill_due_in(self, seconds: float) -> None:
         due = self.config.clock() + seconds
@@ -377,7 +391,7 @@ class Book:
                 _, _, order = heapq.heappop(account.due_fills)
                 self._fill(account, order, self.config.clock())
 
-    def _market_draw(self) -> str | None:
+    def market_draw(self) -> str | None:
         roll = self._market.random()
         if roll < self.config.p_partial_fill:
             return "partial"
@@ -386,7 +400,7 @@ class Book:
         return None
 
     def _fill(self, account: SimAccount, order: SimOrder, now: float) -> None:
-        if order.status not in WORKING:
+        if order.status not in LIVE:
             return  # cancelled before it could fill
         position = account.positions[order.instrument_id]
         order.updated_at = now
