@@ -194,7 +194,7 @@ def stopped_cleanly(
     return outcomes
 
 
-def fill_after_the_plan(sim: Simulator, accounts: list[int], seconds: float = 0.5) -> None:
+def fill_after_the_plan(sim: Simulator, accounts: list[int], seconds: float = 2.0) -> None:
     """Orders still working fill `seconds` after the next run has listed its accounts (its plan):
     the market wakes up while that run follows, and never before it has seen the positions."""
     for account in accounts:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Iterator
-from typing import Literal, TextIO
+from pathlib import Path
+from typing import Any, Literal, TextIO
 
 import pytest
 import structlog
+from structlog.testing import LogCapture
 
 from worker import events
 from worker.errors import OutcomeUnknown
+from worker.runner import ExitCode, RunRequest, run
+from worker.simulator import Faults, Simulator
+from worker.targets import TargetSpec
 
 KEY = "key-id.very-secret-part"
 
@@ -155,3 +161,42 @@ def test_the_secret_part_alone_and_the_bearer_header_are_redacted(
     text = out.getvalue()
     assert "very-secret-part" not in text
     assert text.count("[REDACTED]") == 3
+
+
+async def test_events_during_a_close_carry_its_target_and_following_inherits_none(
+    sim: Simulator, settings_for: Any, captured: LogCapture
+) -> None:
+    # Each close is applied and its reply dropped; the look after it reads orders, which
+    # answer 503: one read retry inside each close, emitted with no target passed by hand.
+    sim.add_account(19816)
+    for symbol in ("GOOG", "MSFT"):
+        sim.add_position(19816, symbol, "25")
+    sim.config.faults = {
+        "close": Faults(p_drop_after=1.0),
+        "orders": Faults(p_503=1.0, retry_after_s=0.001),
+    }
+    result = await run(
+        settings_for(sim, max_attempts=2),
+        RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.FAILED  # the closes' fate could not be read
+    assert sim.stats.by_route["close"] == 2  # and nothing was sent again
+    retries = [e for e in captured.entries if e["event"] == events.READ_RETRY]
+    in_a_close = sorted((e["account_id"], e["instrument"]) for e in retries if "instrument" in e)
+    assert in_a_close == [(19816, "GOOG"), (19816, "MSFT")]
+    # The snapshot before the fan-out and the follower's reads belong to no one target.
+    assert len(retries) > len(in_a_close)
+    assert all("account_id" not in e for e in retries if "instrument" not in e)
+
+
+def test_every_event_is_built_in_events_py() -> None:
+    root = Path(events.__file__).parent
+    elsewhere = [
+        f"{path.relative_to(root)}:{number}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "events.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "events.log" in line or "structlog.get_logger" in line
+    ]
+    assert elsewhere == []

@@ -8,9 +8,11 @@ import sqlite3
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import LogCapture
 
 from worker.errors import JournalError
 from worker.journal import RECORD_BATCH, Journal
@@ -18,6 +20,9 @@ from worker.journal_schema import SCHEMA as _SCHEMA
 from worker.metrics import write_metrics
 from worker.models import Outcome
 from worker.report import TargetResult
+from worker.runner import ExitCode, RunRequest, run
+from worker.simulator import Faults, Simulator
+from worker.targets import TargetSpec
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 
@@ -219,3 +224,30 @@ def test_metrics_file_is_0644_even_under_the_units_umask(tmp_path: Path) -> None
         os.umask(previous)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["liquidator.prom"]  # no temp file left
+
+
+async def test_a_run_counts_its_close_retries_and_looks_in_its_metrics(
+    sim: Simulator, settings_for: Any, captured: LogCapture, tmp_path: Path
+) -> None:
+    # Every close is applied and its reply dropped: one retry wait and one look per target.
+    sim.add_account(19816)
+    for symbol in ("GOOG", "MSFT"):
+        sim.add_position(19816, symbol, "25")
+    sim.config.faults = {"close": Faults(p_drop_after=1.0)}
+    metrics = tmp_path / "liquidator.prom"
+    result = await run(
+        settings_for(sim, metrics_file=metrics),
+        RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.OK
+    assert sim.stats.by_route["close"] == 2  # each sent once, found by the look
+    samples = {
+        s.name: s.value
+        for f in text_string_to_metric_families(metrics.read_text())
+        for s in f.samples
+    }
+    retry_events = [e for e in captured.entries if e["event"] in ("close_retry", "read_retry")]
+    assert samples["liquidator_retries_total"] == len(retry_events) == 2
+    assert samples["liquidator_reconciliations_total"] == 2
+    assert (result.retries, result.reconciliations) == (2, 2)

@@ -22,8 +22,9 @@ from pydantic import SecretStr
 
 from worker import __version__, events
 from worker.errors import InputError
+from worker.exit_codes import ExitCode
 from worker.journal_keys import journal_url_secrets
-from worker.runner import ExitCode, RunRequest, run
+from worker.runner import RunRequest, run
 from worker.schedule import parse_duration
 from worker.secrets import Scrubber, check_key, secret_forms
 from worker.settings import Settings, load_settings

@@ -26,6 +26,7 @@ from tenacity import RetryCallState
 
 from worker import events
 from worker.api import TradingApi
+from worker.counters import RunCounters
 from worker.errors import (
     ApiError,
     LiquidatorError,
@@ -64,6 +65,7 @@ class CloseContext:
     # none of them can be a close this run sent. Absent: the snapshot could not be read, and
     # no order found at the server counts as evidence of a close.
     preexisting: dict[int, frozenset[str]] = field(default_factory=dict)
+    counters: RunCounters = field(default_factory=RunCounters)  # the run's, for its metrics
 
     def preexisting_of(self, account_id: int) -> frozenset[str] | None:
         return self.preexisting.get(account_id)
@@ -80,6 +82,7 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
     if prior is not None and not (ctx.sender.idempotent and prior.generation is not None):
         try:
             # The earlier run's orders predate the snapshot: here evidence is side and quantity.
+            ctx.counters.looks += 1
             finding = await look(
                 ctx.reader, target, prior.since, reference=target.quantity, preexisting=()
             )
@@ -100,7 +103,7 @@ async def _close_with_retries(
 
     def on_retry(state: RetryCallState, wait_s: float) -> None:
         err = state.outcome.exception() if state.outcome else None
-        ctx.reader.tally.retries += 1
+        ctx.counters.retries += 1
         events.close_retry(
             account_id=target.account_id,
             instrument=target.instrument,
@@ -233,6 +236,7 @@ async def _look(
     ctx: CloseContext, target: Target, result: TargetResult, since: datetime, reference: Decimal
 ) -> Finding:
     """Look after an unknown outcome; `_FateNotEstablished` when the account cannot be read."""
+    ctx.counters.looks += 1
     try:
         return await ctx.sender.look(target, result, since, reference)
     except ApiError as err:

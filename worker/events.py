@@ -1,8 +1,10 @@
 """Every event the worker emits, by name and fields, in one place: a public contract.
 
 Operators script against these names; add fields and events, never rename. Events are JSON lines
-on stdout (a readable console form on a terminal). `run_id` is bound once per run through
-contextvars. A redaction step replaces any secret that slips into a line, as a second guard.
+on stdout (a readable console form on a terminal). Every event is built by a function here, so
+a grep finds every emitter. `run_id` is bound once per run, and a target's `account_id` and
+`instrument` around its close (`bound_target`), through contextvars. A redaction step replaces
+any secret that slips into a line, as a second guard.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
 import structlog
@@ -186,17 +190,115 @@ def bind_run(run_id: str) -> None:
     structlog.contextvars.bind_contextvars(run_id=run_id)
 
 
+@contextmanager
+def bound_target(account_id: int, instrument: str) -> Iterator[None]:
+    """Every event emitted inside (in this task) carries the target's `account_id` and
+    `instrument`, unless its emitter passes them. Tasks started inside inherit them: start a
+    task that serves other targets outside."""
+    with structlog.contextvars.bound_contextvars(account_id=account_id, instrument=instrument):
+        yield
+
+
+def _target(account_id: int | None, instrument: str | None = None) -> dict[str, Any]:
+    """A target's fields passed by hand; those left out come from `bound_target`."""
+    fields: dict[str, Any] = {}
+    if account_id is not None:
+        fields["account_id"] = account_id
+    if instrument is not None:
+        fields["instrument"] = instrument
+    return fields
+
+
+def run_started(*, base_url: str, dry_run: bool, concurrency: int, rate_limit: float) -> None:
+    log.info(
+        RUN_STARTED,
+        base_url=base_url,
+        dry_run=dry_run,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+    )
+
+
+def run_finished(
+    *, exit_code: int, aborted: str | None, seconds: float, summary: Mapping[str, int]
+) -> None:
+    """`summary`: targets by outcome, as `worker.outcomes.summarize` counts them."""
+    log.info(
+        RUN_FINISHED, exit_code=exit_code, aborted=aborted, seconds=round(seconds, 3), **summary
+    )
+
+
+def run_aborted(reason: str) -> None:
+    log.error(RUN_ABORTED, reason=reason)
+
+
+def plan_ready(plan: Plan) -> None:
+    log.info(
+        PLAN_READY,
+        positions=len(plan.targets),
+        already_settled=len(plan.settled),
+        accounts=len({t.account_id for t in plan.targets}),
+    )
+
+
+def previous_run_found(*, job: str, positions_touched: int, settle_s: float) -> None:
+    """An earlier run today sent closes for this run's targets: they are looked at first."""
+    log.info(
+        PREVIOUS_RUN_FOUND,
+        job=job,
+        positions_touched=positions_touched,
+        settle_s=round(settle_s, 3),
+    )
+
+
+def stop_requested(grace_s: float) -> None:
+    log.warning(STOP_REQUESTED, grace_s=grace_s)
+
+
+def waiting_for_close(
+    *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
+) -> None:
+    log.info(
+        WAITING_FOR_CLOSE,
+        day_type=day_type,
+        regular_close=regular_close.isoformat(),
+        start_at=start_at.isoformat(),
+        wait_s=round(wait_s, 3),
+    )
+
+
+def market_closed(*, reason: str, request_id: str | None) -> None:
+    log.info(MARKET_CLOSED, reason=reason, request_id=request_id)
+
+
+def journal_opened(journal: str) -> None:
+    log.info(JOURNAL_OPENED, journal=journal)
+
+
+def lock_waiting(*, journal: str, holder: str, wait_s: float) -> None:
+    log.warning(LOCK_WAITING, journal=journal, holder=holder, wait_s=wait_s)
+
+
+def lock_acquired(*, journal: str, holder: str) -> None:
+    log.info(LOCK_ACQUIRED, journal=journal, holder=holder)
+
+
+def pagination_stopped(*, what: str, reason: str, pages: int, items: int) -> None:
+    log.warning(PAGINATION_STOPPED, what=what, reason=reason, pages=pages, items=items)
+
+
 def close_order(
     order: Order,
     *,
-    account_id: int,
     instrument_id: str,
     request_id: str,
     attempt: int,
     reconciled: bool = False,
+    account_id: int | None = None,
 ) -> None:
+    """`account_id` (and `instrument`) from `bound_target` when not passed."""
     fields: MutableMapping[str, Any] = {
-        "account_id": account_id,
+        **_target(account_id),
         "instrument_id": order.instrument_id or instrument_id,
         "symbol": order.symbol,
         "order_id": order.id,
@@ -217,17 +319,16 @@ def close_order(
 
 def close_retry(
     *,
-    account_id: int,
-    instrument: str,
     attempt: int,
     reason: str,
     wait_s: float,
     request_id: str | None,
+    account_id: int | None = None,
+    instrument: str | None = None,
 ) -> None:
     log.warning(
         CLOSE_RETRY,
-        account_id=account_id,
-        instrument=instrument,
+        **_target(account_id, instrument),
         attempt=attempt,
         reason=reason,
         wait_s=round(wait_s, 3),
@@ -237,17 +338,16 @@ def close_retry(
 
 def close_failed(
     *,
-    account_id: int,
-    instrument: str,
     status: int | None,
     error: str,
     request_id: str | None,
     attempts: int,
+    account_id: int | None = None,
+    instrument: str | None = None,
 ) -> None:
     log.error(
         CLOSE_FAILED,
-        account_id=account_id,
-        instrument=instrument,
+        **_target(account_id, instrument),
         status=status,
         error=error,
         request_id=request_id,
@@ -255,9 +355,11 @@ def close_failed(
     )
 
 
-def target_settled(*, account_id: int, instrument: str, outcome: str, why: str) -> None:
+def target_settled(
+    *, outcome: str, why: str, account_id: int | None = None, instrument: str | None = None
+) -> None:
     """A target that ended without a close order of its own: flat, skipped, or reconciled."""
-    log.info(TARGET_SETTLED, account_id=account_id, instrument=instrument, outcome=outcome, why=why)
+    log.info(TARGET_SETTLED, **_target(account_id, instrument), outcome=outcome, why=why)
 
 
 def read_retry(*, what: str, attempt: int, reason: str, wait_s: float) -> None:
@@ -299,26 +401,32 @@ def internal_error(err: BaseException) -> None:
 
 
 def residue_close(
-    *, account_id: int, instrument: str, remaining_quantity: str, residue: int
+    *,
+    remaining_quantity: str,
+    residue: int,
+    account_id: int | None = None,
+    instrument: str | None = None,
 ) -> None:
     """A close for what is left: the position is open and no order on it can still fill."""
     log.warning(
         RESIDUE_CLOSE,
-        account_id=account_id,
-        instrument=instrument,
+        **_target(account_id, instrument),
         remaining_quantity=remaining_quantity,
         residue=residue,
     )
 
 
 def target_not_flat(
-    *, account_id: int, instrument: str, remaining_quantity: str | None, error: str
+    *,
+    remaining_quantity: str | None,
+    error: str,
+    account_id: int | None = None,
+    instrument: str | None = None,
 ) -> None:
     """Following ended (FLAT_TIMEOUT, or a stop) with the position still open or unread."""
     log.error(
         TARGET_NOT_FLAT,
-        account_id=account_id,
-        instrument=instrument,
+        **_target(account_id, instrument),
         remaining_quantity=remaining_quantity,
         error=error,
     )

@@ -52,7 +52,8 @@ async def fan_out(
             else:
                 started[i] = True
                 try:
-                    await close_target(ctx, targets[i], results[i])
+                    with events.bound_target(targets[i].account_id, targets[i].instrument):
+                        await close_target(ctx, targets[i], results[i])
                 except Unauthorized as err:
                     results[i].settle(Outcome.FAILED, f"credentials rejected: {err}")
                     if on_abort is not None:
@@ -93,7 +94,7 @@ async def fan_out(
                     on_abort(f"internal error: {type(bug).__name__}: {bug}")
                 stop.set()
         if stop_waiter in done and deadline is None:
-            events.log.warning(events.STOP_REQUESTED, grace_s=grace_s)
+            events.stop_requested(grace_s)
             deadline = time.monotonic() + grace_s
         if deadline is not None and time.monotonic() >= deadline:
             for task in pending:

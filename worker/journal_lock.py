@@ -94,7 +94,7 @@ async def acquire(
             f"{what} is in use by another run ({named}); nothing was sent. Set lock_wait"
             " (--lock-wait) to wait for it"
         )
-    events.log.warning(events.LOCK_WAITING, journal=what, holder=named, wait_s=wait_s)
+    events.lock_waiting(journal=what, holder=named, wait_s=wait_s)
     deadline = time.monotonic() + wait_s
     stop = stop or asyncio.Event()
     while time.monotonic() < deadline:
@@ -103,7 +103,7 @@ async def acquire(
         if stop.is_set():
             raise JournalRefused(f"stop requested while waiting for {what} ({named})")
         if try_acquire():
-            events.log.info(events.LOCK_ACQUIRED, journal=what, holder=named)
+            events.lock_acquired(journal=what, holder=named)
             return True
         named = holder()
     raise JournalRefused(

@@ -46,7 +46,7 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
     except Exception as exc:
         journal.close()
         raise JournalRefused(f"the journal {journal.name} could not be read: {exc}") from None
-    events.log.info(events.JOURNAL_OPENED, journal=journal.name)
+    events.journal_opened(journal.name)
     return journal
 
 

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Generic, NewType, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from worker.outcomes import Outcome as Outcome  # re-exported: its home is worker.outcomes
-
-AccountId = NewType("AccountId", int)
-InstrumentId = NewType("InstrumentId", str)  # a UUID as the API spells it
 
 # Orders in these states can still fill: a close is underway and must not be sent again.
 WORKING_STATUSES = frozenset(
@@ -31,7 +28,6 @@ WORKING_STATUSES = frozenset(
         "OTHER",
     }
 )
-FILLED_STATUSES = frozenset({"FILLED", "DONE_FOR_DAY"})
 # Orders in these states will never fill further: a close that ended here left the rest open.
 DEAD_STATUSES = frozenset({"CANCELED", "REJECTED", "EXPIRED"})
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -16,19 +15,12 @@ from tenacity import RetryCallState
 
 from worker import events
 from worker.api import Reply, TradingApi
+from worker.counters import RunCounters
 from worker.models import Instrument, MarketHours, Order, Position
 from worker.policy import RetryPolicy
 
 T = TypeVar("T")
 MAX_PAGES = 1000  # 1,000 pages of 1,000: far beyond any real account
-
-
-@dataclass
-class Tally:
-    """What a run counts for its metrics."""
-
-    retries: int = 0
-    looks: int = 0
 
 
 class Reader:
@@ -37,13 +29,13 @@ class Reader:
         api: TradingApi,
         policy: RetryPolicy,
         *,
-        tally: Tally | None = None,
+        counters: RunCounters | None = None,
         max_pages: int = MAX_PAGES,
         page_size: int = 1000,
     ) -> None:
         self._api = api
         self._policy = policy
-        self.tally = tally if tally is not None else Tally()
+        self._counters = counters if counters is not None else RunCounters()  # its retries
         self._max_pages = max_pages
         self._page_size = page_size
 
@@ -90,7 +82,7 @@ class Reader:
     async def retried(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
         def on_retry(state: RetryCallState, wait_s: float) -> None:
             err = state.outcome.exception() if state.outcome else None
-            self.tally.retries += 1
+            self._counters.retries += 1
             events.read_retry(
                 what=what, attempt=state.attempt_number, reason=str(err), wait_s=wait_s
             )
@@ -127,9 +119,7 @@ class Reader:
             elif page == self._max_pages:
                 stop = f"still more after {page} pages"
             if stop:
-                events.log.warning(
-                    events.PAGINATION_STOPPED, what=what, reason=stop, pages=page, items=len(items)
-                )
+                events.pagination_stopped(what=what, reason=stop, pages=page, items=len(items))
                 break
             seen_tokens.add(token)
         return list(items.values()), request_ids

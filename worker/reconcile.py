@@ -75,7 +75,6 @@ async def look(
     preexisting: Collection[str] | None,
 ) -> Finding:
     """What an unanswered close did. Raises `ApiError` when the reads fail even after retries."""
-    reader.tally.looks += 1
     orders, order_request_ids = await reader.orders(
         target.account_id, [target.instrument_id], since
     )

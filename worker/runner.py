@@ -1,69 +1,48 @@
-"""One run, start to finish: check the key, wait for the close window, plan, confirm, fan out
-the closes (`worker.fanout`), journal, report, exit code.
+"""One run, as its stages: preflight (key, clock, close window), plan, confirm, journal, fan-out
+and follow (`worker.closing`), finish (report, metrics). Each stage returns its value, or how the
+run ended (`worker.run_end.Ended`); the command line maps what happened to an exit code.
 
-The orchestrator owns the pacer (in-flight and per-second bounds) and the stop event. A stop
-request (SIGTERM, SIGINT) is an event, not an exception: no new close starts, requests in flight
-finish or time out, unknown outcomes are looked at while the grace period lasts, and the run
-ends with exit 3 and its report.
+The orchestrator owns the pacer (in-flight and per-second bounds), the stop event and the run's
+counters. A stop request (SIGTERM, SIGINT) is an event, not an exception: no new close starts,
+requests in flight finish or time out, unknown outcomes are looked at while the grace period
+lasts, and the run ends aborted, with its report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from enum import IntEnum
 from pathlib import Path
 from typing import TypeVar
-from zoneinfo import ZoneInfo
 
 from worker import events
 from worker.api import TradingApi, open_session
-from worker.closer import CloseContext, send_one_close
-from worker.errors import ApiError, InputError, JournalError, JournalRefused, Unauthorized
-from worker.fanout import fan_out
-from worker.follow import Follower, FollowSettings
-from worker.journal import Journal, Prior
-from worker.journal_keys import job_key
+from worker.closer import CloseContext
+from worker.closing import choose_sender, close_and_follow, orders_snapshot
+from worker.counters import RunCounters
+from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
+from worker.exit_codes import ExitCode as ExitCode  # re-exported; its home is exit_codes
+from worker.exit_codes import exit_code
+from worker.finish import finish
+from worker.journal import Journal
 from worker.journal_open import open_journal
-from worker.metrics import write_metrics
-from worker.models import Order
-from worker.outcomes import Outcome, TargetResult, summarize
+from worker.journal_start import start_run
+from worker.outcomes import TargetResult
 from worker.pace import Pacer
-from worker.plan import Plan, Target, make_plan
+from worker.plan import Plan, make_plan
 from worker.policy import RetryPolicy, Sleep
-from worker.reads import Reader, Tally
-from worker.report import write_report
-from worker.schedule import Go, MocCutoff, read_moc_cutoff, wait_for_close_window
-from worker.secrets import Scrubber
-from worker.senders import (
-    CancelWait,
-    ClosePositionSender,
-    Sender,
-    SubmitOrdersSender,
-    submit_generations,
-)
+from worker.preflight import Ready, preflight
+from worker.reads import Reader
+from worker.run_end import Ended, aborted, unplanned, unsent
+from worker.run_end import RunResult as RunResult  # re-exported: what `run` returns
 from worker.settings import Settings
-from worker.targets import WHOLE_ACCOUNT, TargetSpec
+from worker.targets import TargetSpec
 
-MARKET_TZ = ZoneInfo("America/New_York")
-# The key check gives up after this many requests: a rejected key must not cause a storm.
-KEY_CHECK_ATTEMPTS = 5
 T = TypeVar("T")
-
-
-class ExitCode(IntEnum):
-    OK = 0  # every target closed (verified flat) or already flat (or a dry run succeeded)
-    FAILED = 1  # at least one target failed or is not flat
-    INVALID = 2  # invalid input or configuration, or the journal refused the run; nothing sent
-    # Credentials rejected, a termination signal, or the report or metrics could not be
-    # written; the report is still written when it can be.
-    ABORTED = 3
 
 
 @dataclass
@@ -79,20 +58,6 @@ class RunRequest:
     before_close: timedelta | None = None  # wait for today's close minus this, or skip
 
 
-@dataclass
-class RunResult:
-    run_id: str
-    exit_code: ExitCode
-    results: list[TargetResult] = field(default_factory=list)
-    aborted: str | None = None
-    refused: bool = False  # the journal refused the run (held, damaged, unreachable): exit 2
-    write_failures: list[str] = field(default_factory=list)  # one line each, for stderr
-    retries: int = 0
-    reconciliations: int = 0
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-
 def stop_aware_sleep(stop: asyncio.Event) -> Sleep:
     """A retry wait that ends early when a stop is requested."""
 
@@ -105,397 +70,203 @@ def stop_aware_sleep(stop: asyncio.Event) -> Sleep:
 
 
 async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> RunResult:
-    run_id = uuid.uuid4().hex
+    run_id, started_at = uuid.uuid4().hex, datetime.now(UTC)
     events.bind_run(run_id)
-    outcome = RunResult(run_id, ExitCode.OK)
-    events.log.info(
-        events.RUN_STARTED,
+    events.run_started(
         base_url=settings.base_url,
         dry_run=request.dry_run,
         concurrency=settings.concurrency,
         rate_limit=settings.rate_limit,
     )
-    try:
-        await _run(settings, request, stop, outcome)
-    except Unauthorized as err:
-        _abort(outcome, f"credentials rejected: {err}")
-    except JournalRefused as err:
-        outcome.refused = not stop.is_set()  # a stop while waiting for the lock is an abort
-        _abort(outcome, str(err))
-    outcome.finished_at = datetime.now(UTC)
-    outcome.exit_code = _exit_code(outcome)
-    key = settings.api_key.get_secret_value() if settings.api_key else ""
-    if not outcome.results:
-        outcome.results.extend(_unplanned(request.specs, outcome.aborted or "nothing was planned"))
-    _write_outputs(settings, request, outcome, scrub=Scrubber.for_key(key).text)
-    events.log.info(
-        events.RUN_FINISHED,
-        exit_code=int(outcome.exit_code),
-        aborted=outcome.aborted,
-        seconds=round((outcome.finished_at - outcome.started_at).total_seconds(), 3),
-        **summarize(outcome.results),
+    counters = RunCounters()  # the run's own: bumped where things happen, read here
+    ended = await _journaled(settings, request, stop, run_id, started_at, counters)
+    return finish(
+        settings,
+        run_id,
+        started_at,
+        ended,
+        counters,
+        specs=request.specs,
+        report_path=request.report_path,
+        dry_run=request.dry_run,
     )
-    return outcome
 
 
-def _write_outputs(
-    settings: Settings, request: RunRequest, outcome: RunResult, *, scrub: Callable[[str], str]
-) -> None:
-    """The report first, then the metrics; a failure of either is one line and exit 3."""
-    exit_code = int(outcome.exit_code)
-    writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
-        (
-            "report",
-            request.report_path,
-            lambda path: write_report(
-                path,
-                run_id=outcome.run_id,
-                started_at=outcome.started_at,
-                finished_at=outcome.finished_at,
-                dry_run=request.dry_run,
-                results=outcome.results,
-                exit_code=exit_code,
-                aborted=outcome.aborted,
-                scrub=scrub,
-            ),
-        ),
-        (
-            "metrics",
-            settings.metrics_file,
-            lambda path: write_metrics(
-                path,
-                results=outcome.results,
-                retries=outcome.retries,
-                reconciliations=outcome.reconciliations,
-                duration_s=(outcome.finished_at - outcome.started_at).total_seconds(),
-                exit_code=exit_code,
-                finished_at=outcome.finished_at.timestamp(),
-            ),
-        ),
-    ]
-    for what, path, write in writes:
-        if path is None:
-            continue
+async def _journaled(
+    settings: Settings,
+    request: RunRequest,
+    stop: asyncio.Event,
+    run_id: str,
+    started_at: datetime,
+    counters: RunCounters,
+) -> Ended:
+    """Every stage, the journal held: opened, checked and locked before any request (a dry run
+    sends nothing and takes no lock), closed, and the lock with it, on every path."""
+    try:
+        journal = None if request.dry_run else await open_journal(settings, stop)
+    except JournalRefused as err:  # a stop while waiting for the lock is an abort
+        return aborted(str(err), [], refused=not stop.is_set())
+    try:
+        ended = await _session(settings, request, stop, run_id, started_at, counters, journal)
+    except BaseException:
+        if journal is not None:
+            with contextlib.suppress(JournalError):
+                journal.close()
+        raise
+    if journal is not None:
         try:
-            write(path)
-        except OSError as err:
-            line = f"could not write the {what} {path}: {err.strerror or err}"
-            events.write_failed(what=what, path=str(path), error=err.strerror or str(err))
-            outcome.write_failures.append(line)
-            outcome.exit_code = ExitCode.ABORTED
+            journal.close()
+        except JournalError as err:
+            ended = ended.unless_aborted(str(err))
+    return ended
 
 
-def _abort(outcome: RunResult, why: str) -> None:
-    if outcome.aborted is None:
-        outcome.aborted = why
-        events.log.error(events.RUN_ABORTED, reason=why)
-
-
-async def _run(
-    settings: Settings, request: RunRequest, stop: asyncio.Event, outcome: RunResult
-) -> None:
+async def _session(
+    settings: Settings,
+    request: RunRequest,
+    stop: asyncio.Event,
+    run_id: str,
+    started_at: datetime,
+    counters: RunCounters,
+    journal: Journal | None,
+) -> Ended:
     assert settings.api_key is not None, "the CLI refuses to run without a key"
-    sleep = stop_aware_sleep(stop)
     policy = RetryPolicy(
         max_attempts=settings.max_attempts,
         backoff_initial_s=settings.retry_backoff,
         backoff_max_s=settings.retry_backoff_max,
         settle_s=settings.reconcile_delay,
-        sleep=sleep,
+        sleep=stop_aware_sleep(stop),
     )
     pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
-    tally = Tally()
-    # Opened, checked and locked before any request; a dry run sends nothing and takes no lock.
-    journal = None if request.dry_run else await open_journal(settings, stop)
-    try:
-        await _run_session(settings, request, stop, outcome, policy, pacer, tally, journal)
-    finally:
-        outcome.retries, outcome.reconciliations = tally.retries, tally.looks
-        if journal is not None:
-            try:
-                journal.close()  # and the lock with it
-            except JournalError as err:
-                _abort(outcome, str(err))
-
-
-async def _run_session(
-    settings: Settings,
-    request: RunRequest,
-    stop: asyncio.Event,
-    outcome: RunResult,
-    policy: RetryPolicy,
-    pacer: Pacer,
-    tally: Tally,
-    journal: Journal | None,
-) -> None:
-    assert settings.api_key is not None
     key = settings.api_key.get_secret_value()
     async with open_session(settings.concurrency, settings.request_timeout, key) as session:
         api = TradingApi(session, settings.base_url, pacer)
-        reader = Reader(api, policy, tally=tally)
-        check = Reader(api, dataclasses.replace(policy, max_attempts=KEY_CHECK_ATTEMPTS))
+        reader = Reader(api, policy, counters=counters)
         try:
-            clock = await check.clock()
-        except ApiError as err:
-            _abort(outcome, f"the API did not accept the key or could not be reached: {err}")
-            return
-        offset = clock.data - datetime.now(UTC)
-
-        def server_now() -> datetime:
-            return datetime.now(UTC) + offset
-
-        if request.before_close is not None:
-            timing = await wait_for_close_window(
-                reader, request.before_close, server_now, stop, policy.sleep
+            ready = await preflight(
+                api,
+                reader,
+                policy,
+                settings,
+                specs=request.specs,
+                before_close=request.before_close,
+                dry_run=request.dry_run,
+                stop=stop,
             )
-            if timing.go is Go.MARKET_CLOSED:
-                outcome.results.extend(
-                    _unplanned(
-                        request.specs, f"market closed: {timing.reason}", Outcome.MARKET_CLOSED
-                    )
-                )
-                return
-            if timing.go is Go.STOPPED:
-                _abort(outcome, timing.reason)
-                return
-        cutoff = await _moc_cutoff(settings, reader, server_now) if settings.at_close else None
-        if cutoff is not None and cutoff.passed and not request.dry_run:
-            outcome.refused = True  # exit 2: nothing that changes anything was sent
-            _abort(outcome, f"--at-close: {cutoff.reason}; nothing was sent")
-            return
-        # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
-        planned = await _until_stopped(make_plan(reader, request.specs), stop)
-        if planned is None:
-            outcome.results.extend(_unplanned(request.specs, "run stopped before any close"))
-            _abort(outcome, "stop requested")
-            return
-        plan = planned
-        plan.moc_cutoff = None if cutoff is None else _cutoff_line(cutoff)
-        _check_ceiling(settings, plan, request.max_positions_override)
-        events.log.info(
-            events.PLAN_READY,
-            positions=len(plan.targets),
-            already_settled=len(plan.settled),
-            accounts=len({t.account_id for t in plan.targets}),
-        )
-        if request.on_plan is not None:
-            request.on_plan(plan)
-        outcome.results.extend(plan.settled)
-        if request.dry_run:
-            outcome.results.extend(_unsent(plan.targets, "dry run: nothing sent"))
-            return
-        if request.confirm is not None and not await _unless_stopped(request.confirm(plan), stop):
-            outcome.results.extend(_unsent(plan.targets, "not confirmed by the operator"))
-            _abort(outcome, "stop requested" if stop.is_set() else "the operator declined")
-            return
-        if stop.is_set():
-            outcome.results.extend(_unsent(plan.targets, "run stopped before any close"))
-            _abort(outcome, "stop requested")
-            return
-        assert journal is not None, "every run that sends opens the journal first"
-        results: list[TargetResult] | None = None
-        try:
-            trading_day = server_now().astimezone(MARKET_TZ).date().isoformat()
-            job = job_key(settings.base_url, trading_day)
-            priors = journal.priors(job, outcome.run_id)
-            touched = sum((t.account_id, t.instrument_id.lower()) in priors for t in plan.targets)
-            if touched:
-                settle_s = journal.settle_after_takeover(
-                    job, outcome.run_id, settings.request_timeout + settings.reconcile_delay
-                )
-                events.log.info(
-                    events.PREVIOUS_RUN_FOUND,
-                    job=job,
-                    positions_touched=touched,
-                    settle_s=round(settle_s, 3),
-                )
-                await policy.sleep(settle_s)
-            journal.start_run(
-                run_id=outcome.run_id,
-                job=job,
-                base_url=settings.base_url,
-                trading_day=trading_day,
-                started_at=outcome.started_at,
-                dry_run=False,
-            )
+            if isinstance(ready, Ended):
+                return ready
+            plan = await _plan(settings, request, reader, ready, stop)
+            if isinstance(plan, Ended):
+                return plan
+            if request.dry_run:
+                return Ended(plan.settled + unsent(plan.targets, "dry run: nothing sent"))
+            declined = await _confirm(request, plan, stop)
+            if declined is not None:
+                return declined
+            assert journal is not None, "every run that sends opens the journal first"
+            journaled = await start_run(settings, journal, run_id, started_at, ready, policy, plan)
+            if isinstance(journaled, Ended):
+                return journaled
             lookback = timedelta(seconds=settings.reconcile_lookback)
-            since = server_now() - lookback
-            # Evidence for close_position only: submit_orders knows its orders by client id.
-            # Evidence for close_position only: submit_orders knows its orders by client id. Cut
-            # short by a stop: nothing is sent then, so no evidence is needed.
-            preexisting = (
-                await _until_stopped(_orders_snapshot(reader, plan.targets, since), stop) or {}
-                if settings.close_via == "close_position"
-                else {}
+            since = ready.server_now() - lookback
+            try:
+                # Evidence for close_position only: submit_orders knows its orders by client id.
+                # Cut short by a stop: nothing is sent then, so no evidence is needed.
+                preexisting = (
+                    await _until_stopped(orders_snapshot(reader, plan.targets, since), stop) or {}
+                    if settings.close_via == "close_position"
+                    else {}
+                )
+            except Unauthorized as err:
+                why = f"credentials rejected: {err}"
+                return aborted(why, plan.settled + unsent(plan.targets, f"not sent: {why}"))
+            sender = choose_sender(
+                settings, api, reader, journaled.job, journaled.priors, preexisting, policy.sleep
             )
             ctx = CloseContext(
-                run_id=outcome.run_id,
+                run_id=run_id,
                 api=api,
                 reader=reader,
                 policy=policy,
                 journal=journal,
                 stopping=stop,
-                server_now=server_now,
+                server_now=ready.server_now,
                 lookback=lookback,
-                priors=priors,
-                sender=_sender(settings, api, reader, job, priors, preexisting, policy.sleep),
+                priors=journaled.priors,
+                sender=sender,
                 preexisting=preexisting,
+                counters=counters,
             )
-            await ctx.sender.before_fan_out(plan.targets, stop)
-            # Market-on-close orders fill at the close: following waits for it, then FLAT_TIMEOUT.
-            until_close_s = 0.0
-            if cutoff is not None and cutoff.regular_close is not None:
-                until_close_s = max(0.0, (cutoff.regular_close - server_now()).total_seconds())
-            results = await _close_and_follow(
-                ctx, settings, request, outcome, plan.targets, since=since, extra_s=until_close_s
-            )
-            outcome.results.extend(results)
-            for target, result in zip(plan.targets, results, strict=True):
-                journal.outcome(outcome.run_id, result, str(target.quantity))
-            if stop.is_set():
-                _abort(outcome, outcome.aborted or "stop requested")
-            journal.finish_run(outcome.run_id, datetime.now(UTC), _exit_code(outcome))
-        except JournalError as err:
-            # No close was sent after it (the fan-out stops); the report still says what happened.
-            if results is None:  # before the fan-out: nothing was sent
-                outcome.results.extend(_unsent(plan.targets, f"not sent: {err}"))
-            _abort(outcome, str(err))
+            return await _close(ctx, settings, request, plan, since, ready)
+        except Unauthorized as err:
+            return aborted(f"credentials rejected: {err}", [])
 
 
-async def _orders_snapshot(
-    reader: Reader, targets: Sequence[Target], since: datetime
-) -> dict[int, frozenset[str]]:
-    """Each account's orders before the fan-out: evidence that a later order is not one of them.
-
-    An account whose orders cannot be read gets no entry: no order found later is taken for its
-    close, and its closes are still sent.
-    """
-    accounts = list(dict.fromkeys(t.account_id for t in targets))
-
-    async def one(account_id: int) -> tuple[int, frozenset[str] | None]:
-        try:
-            orders, request_ids = await reader.orders(account_id, (), since)
-        except Unauthorized:
-            raise
-        except ApiError as err:
-            events.orders_snapshot(account_id=account_id, orders=-1, request_id=err.request_id)
-            return account_id, None
-        events.orders_snapshot(
-            account_id=account_id, orders=len(orders), request_id=request_ids[-1]
+async def _plan(
+    settings: Settings, request: RunRequest, reader: Reader, ready: Ready, stop: asyncio.Event
+) -> Plan | Ended:
+    """Raises `InputError` above the MAX_POSITIONS ceiling without --force."""
+    # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
+    plan = await _until_stopped(make_plan(reader, request.specs), stop)
+    if plan is None:
+        return aborted("stop requested", unplanned(request.specs, "run stopped before any close"))
+    plan.moc_cutoff = ready.cutoff_line()
+    ceiling = settings.max_positions
+    if ceiling is not None and len(plan.targets) > ceiling and not request.max_positions_override:
+        raise InputError(
+            f"the targets resolve to {len(plan.targets)} positions, above max_positions"
+            f" ({ceiling}); re-run with --force to close them all"
         )
-        return account_id, frozenset(o.id for o in orders)
+    events.plan_ready(plan)
+    if request.on_plan is not None:
+        request.on_plan(plan)
+    return plan
 
-    snapshots = await asyncio.gather(*(one(a) for a in accounts))
-    return {a: ids for a, ids in snapshots if ids is not None}
+
+async def _confirm(request: RunRequest, plan: Plan, stop: asyncio.Event) -> Ended | None:
+    """None: go on and send. Otherwise the run ends here, nothing sent."""
+    if request.confirm is not None and not await _unless_stopped(request.confirm(plan), stop):
+        results = plan.settled + unsent(plan.targets, "not confirmed by the operator")
+        return aborted("stop requested" if stop.is_set() else "the operator declined", results)
+    if stop.is_set():
+        results = plan.settled + unsent(plan.targets, "run stopped before any close")
+        return aborted("stop requested", results)
+    return None
 
 
-async def _close_and_follow(
+async def _close(
     ctx: CloseContext,
     settings: Settings,
     request: RunRequest,
-    outcome: RunResult,
-    targets: Sequence[Target],
-    *,
+    plan: Plan,
     since: datetime,
-    extra_s: float = 0.0,
-) -> list[TargetResult]:
-    """The fan-out, and following each sent close to flat while the others are in flight.
-
-    `extra_s`: following waits this much longer than FLAT_TIMEOUT (until the close, --at-close).
-    """
-    follow_since = min([since, *(p.since for p in ctx.priors.values())])
-
-    async def send_residue(
-        target: Target, result: TargetResult, position: Decimal
-    ) -> list[Order] | None:
-        since = ctx.server_now() - ctx.lookback
-        return await send_one_close(ctx, target, result, since, position)
-
-    follower = Follower(
-        ctx,
-        FollowSettings(
-            timeout_s=settings.flat_timeout + extra_s,
-            first_pause_s=settings.follow_pause,
-            max_pause_s=settings.follow_pause_max,
-            max_residue=settings.max_residue_closes,
-            grace_s=settings.stop_grace,
-        ),
-        since=follow_since,
-        send_close=send_residue,
-        on_result=request.on_result,
-        on_abort=lambda why: _abort(outcome, why),
-    )
+    ready: Ready,
+) -> Ended:
+    """Fan out and follow, then record each target's outcome and the run's end."""
     try:
-        results = await fan_out(
+        await ctx.sender.before_fan_out(plan.targets, ctx.stopping)
+        closed = await close_and_follow(
             ctx,
-            targets,
-            workers=2 * settings.concurrency,
-            grace_s=settings.stop_grace,
+            settings,
+            plan.targets,
+            since=since,
             on_result=request.on_result,
-            on_abort=lambda why: _abort(outcome, why),
-            follow=follower.follow,
+            extra_s=ready.until_close_s(),
         )
-    except BaseException:
-        follower.abandon()
-        await follower.finish()
-        raise
-    # Nothing is in flight any more: once a stop is requested, one more read decides.
-    finishing = asyncio.ensure_future(follower.finish())
-    stopped = asyncio.ensure_future(ctx.stopping.wait())
+    except JournalError as err:  # before any close (the fan-out stops on one itself)
+        return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))
+    ended = Ended(plan.settled + closed.results, closed.aborted)
     try:
-        await asyncio.wait({finishing, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not finishing.done():
-            follower.last_look()
-        await finishing
-    finally:
-        stopped.cancel()
-        finishing.cancel()
-    return results
-
-
-def _sender(
-    settings: Settings,
-    api: TradingApi,
-    reader: Reader,
-    job: str,
-    priors: Mapping[tuple[int, str], Prior],
-    preexisting: Mapping[int, frozenset[str]],
-    sleep: Sleep,
-) -> Sender:
-    """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
-    if settings.close_via == "close_position":
-        return ClosePositionSender(api, reader, preexisting)
-    return SubmitOrdersSender(
-        api,
-        reader,
-        job=job,
-        time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
-        generations=submit_generations(priors),
-        cancel_wait=CancelWait(
-            timeout_s=settings.flat_timeout,
-            first_pause_s=settings.follow_pause,
-            max_pause_s=settings.follow_pause_max,
-        ),
-        sleep=sleep,
-    )
-
-
-async def _moc_cutoff(
-    settings: Settings, reader: Reader, server_now: Callable[[], datetime]
-) -> MocCutoff:
-    """--at-close: today's cutoff from the market-hours calendar, logged (check, dry run too)."""
-    cutoff = await read_moc_cutoff(reader, server_now, settings.moc_cutoff)
-    events.moc_cutoff(
-        passed=cutoff.passed,
-        cutoff=None if cutoff.cutoff is None else cutoff.cutoff.isoformat(),
-        regular_close=None if cutoff.regular_close is None else cutoff.regular_close.isoformat(),
-        reason=cutoff.reason,
-    )
-    return cutoff
-
-
-def _cutoff_line(cutoff: MocCutoff) -> str:
-    return f"cutoff passed: {cutoff.reason}" if cutoff.passed else cutoff.reason
+        for target, target_result in zip(plan.targets, closed.results, strict=True):
+            ctx.journal.outcome(ctx.run_id, target_result, str(target.quantity))
+        if ctx.stopping.is_set():
+            ended = ended.unless_aborted("stop requested")
+        code = exit_code(ended.results, aborted=ended.aborted)
+        ctx.journal.finish_run(ctx.run_id, datetime.now(UTC), code)
+    except JournalError as err:  # the closes were sent; the report still says what happened
+        ended = ended.unless_aborted(str(err))
+    return ended
 
 
 async def _until_stopped(call: Awaitable[T], stop: asyncio.Event) -> T | None:
@@ -520,34 +291,3 @@ async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> boo
     for task in (answer, stopped):
         task.cancel()
     return answer.done() and not answer.cancelled() and answer.result()
-
-
-def _unplanned(
-    specs: Sequence[TargetSpec], why: str, outcome: Outcome = Outcome.SKIPPED
-) -> list[TargetResult]:
-    """One result per named target (skipped, or market_closed), for runs ended before planning."""
-    names = dict.fromkeys((s.account_id, s.instrument or WHOLE_ACCOUNT) for s in specs)
-    return [TargetResult(a, i).settle(outcome, why) for a, i in names]
-
-
-def _unsent(targets: Sequence[Target], why: str) -> list[TargetResult]:
-    return [t.result().settle(Outcome.SKIPPED, why) for t in targets]
-
-
-def _check_ceiling(settings: Settings, plan: Plan, force: bool) -> None:
-    ceiling = settings.max_positions
-    if ceiling is not None and len(plan.targets) > ceiling and not force:
-        raise InputError(
-            f"the targets resolve to {len(plan.targets)} positions, above max_positions"
-            f" ({ceiling}); re-run with --force to close them all"
-        )
-
-
-def _exit_code(outcome: RunResult) -> ExitCode:
-    if outcome.refused:
-        return ExitCode.INVALID
-    if outcome.aborted is not None:
-        return ExitCode.ABORTED
-    if any(r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT) for r in outcome.results):
-        return ExitCode.FAILED
-    return ExitCode.OK

@@ -62,12 +62,11 @@ async def wait_for_close_window(
         return _closed(f"the regular session closed at {regular.close.isoformat()}", None)
     start = regular.close - before
     if now < start:
-        events.log.info(
-            events.WAITING_FOR_CLOSE,
+        events.waiting_for_close(
             day_type=hours.status.day_type,
-            regular_close=regular.close.isoformat(),
-            start_at=start.isoformat(),
-            wait_s=round((start - now).total_seconds(), 3),
+            regular_close=regular.close,
+            start_at=start,
+            wait_s=(start - now).total_seconds(),
         )
         await sleep((start - now).total_seconds())
         if stop.is_set():
@@ -76,7 +75,7 @@ async def wait_for_close_window(
 
 
 def _closed(reason: str, request_id: str | None) -> Timing:
-    events.log.info(events.MARKET_CLOSED, reason=reason, request_id=request_id)
+    events.market_closed(reason=reason, request_id=request_id)
     return Timing(Go.MARKET_CLOSED, reason)
 
 

@@ -310,7 +310,6 @@ class SubmitOrdersSender:
         self, target: Target, result: TargetResult, since: datetime, reference: Decimal
     ) -> Finding:
         """By the client id alone: found, it is this close; not found, its fate stays open."""
-        self._reader.tally.looks += 1
         current, _ = self.client_id(target, result)
         found = await self._find(target, current)
         if found.data:

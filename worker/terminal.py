@@ -1,7 +1,8 @@
 """What an operator at a terminal sees: the plan, a confirmation prompt, progress, a summary.
 
-Only used when stdout is a terminal. Events are then printed through the same rich console, above
-the progress bar, so the two never tear each other apart.
+Used for people: when stdout is a terminal, with `--log-format console` (even into a pipe), and
+for `check` unless `--log-format json`. Events are then printed through the same rich console,
+above the progress bar, so the two never tear each other apart.
 """
 
 from __future__ import annotations

@@ -1,0 +1,151 @@
+"""The fan-out and following, as one stage of a run: the close mode chosen (CLOSE_VIA), each
+account's orders read first (the snapshot), every close sent (`worker.fanout`), every sent close
+followed to flat (`worker.follow`). It returns every target's result and the first reason it
+stopped the run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from worker import events
+from worker.api import TradingApi
+from worker.closer import CloseContext, send_one_close
+from worker.errors import ApiError, Unauthorized
+from worker.fanout import fan_out
+from worker.follow import Follower, FollowSettings
+from worker.journal import Prior
+from worker.models import Order
+from worker.outcomes import TargetResult
+from worker.plan import Target
+from worker.policy import Sleep
+from worker.reads import Reader
+from worker.run_end import Ended, FirstReason
+from worker.senders import (
+    CancelWait,
+    ClosePositionSender,
+    Sender,
+    SubmitOrdersSender,
+    submit_generations,
+)
+from worker.settings import Settings
+
+
+async def orders_snapshot(
+    reader: Reader, targets: Sequence[Target], since: datetime
+) -> dict[int, frozenset[str]]:
+    """Each account's orders before the fan-out: evidence that a later order is not one of them.
+
+    An account whose orders cannot be read gets no entry: no order found later is taken for its
+    close, and its closes are still sent.
+    """
+    accounts = list(dict.fromkeys(t.account_id for t in targets))
+
+    async def one(account_id: int) -> tuple[int, frozenset[str] | None]:
+        try:
+            orders, request_ids = await reader.orders(account_id, (), since)
+        except Unauthorized:
+            raise
+        except ApiError as err:
+            events.orders_snapshot(account_id=account_id, orders=-1, request_id=err.request_id)
+            return account_id, None
+        events.orders_snapshot(
+            account_id=account_id, orders=len(orders), request_id=request_ids[-1]
+        )
+        return account_id, frozenset(o.id for o in orders)
+
+    snapshots = await asyncio.gather(*(one(a) for a in accounts))
+    return {a: ids for a, ids in snapshots if ids is not None}
+
+
+def choose_sender(
+    settings: Settings,
+    api: TradingApi,
+    reader: Reader,
+    job: str,
+    priors: Mapping[tuple[int, str], Prior],
+    preexisting: Mapping[int, frozenset[str]],
+    sleep: Sleep,
+) -> Sender:
+    """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
+    if settings.close_via == "close_position":
+        return ClosePositionSender(api, reader, preexisting)
+    return SubmitOrdersSender(
+        api,
+        reader,
+        job=job,
+        time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
+        generations=submit_generations(priors),
+        cancel_wait=CancelWait(
+            timeout_s=settings.flat_timeout,
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+        ),
+        sleep=sleep,
+    )
+
+
+async def close_and_follow(
+    ctx: CloseContext,
+    settings: Settings,
+    targets: Sequence[Target],
+    *,
+    since: datetime,
+    on_result: Callable[[TargetResult], None] | None,
+    extra_s: float = 0.0,
+) -> Ended:
+    """The fan-out, and following each sent close to flat while the others are in flight.
+
+    `extra_s`: following waits this much longer than FLAT_TIMEOUT (until the close, --at-close).
+    """
+    follow_since = min([since, *(p.since for p in ctx.priors.values())])
+    stopped_by = FirstReason()
+
+    async def send_residue(
+        target: Target, result: TargetResult, position: Decimal
+    ) -> list[Order] | None:
+        since = ctx.server_now() - ctx.lookback
+        return await send_one_close(ctx, target, result, since, position)
+
+    follower = Follower(
+        ctx,
+        FollowSettings(
+            timeout_s=settings.flat_timeout + extra_s,
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+            max_residue=settings.max_residue_closes,
+            grace_s=settings.stop_grace,
+        ),
+        since=follow_since,
+        send_close=send_residue,
+        on_result=on_result,
+        on_abort=stopped_by,
+    )
+    try:
+        results = await fan_out(
+            ctx,
+            targets,
+            workers=2 * settings.concurrency,
+            grace_s=settings.stop_grace,
+            on_result=on_result,
+            on_abort=stopped_by,
+            follow=follower.follow,
+        )
+    except BaseException:
+        follower.abandon()
+        await follower.finish()
+        raise
+    # Nothing is in flight any more: once a stop is requested, one more read decides.
+    finishing = asyncio.ensure_future(follower.finish())
+    stopped = asyncio.ensure_future(ctx.stopping.wait())
+    try:
+        await asyncio.wait({finishing, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not finishing.done():
+            follower.last_look()
+        await finishing
+    finally:
+        stopped.cancel()
+        finishing.cancel()
+    return Ended(results, stopped_by.reason)

@@ -1,0 +1,12 @@
+"""What a run counts for its metrics. The runner makes one per run and passes it down; each
+count is bumped where the thing happens, and only the runner reads the totals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class RunCounters:
+    retries: int = 0  # retry waits, of closes and of reads
+    looks: int = 0  # look-ups of a target's orders and position after a close went unanswered

@@ -1,0 +1,107 @@
+"""A run's last stage: its result filled in from how it ended, the report and the metrics
+written (a failure of either is one line and exit 3), and `run_finished`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from worker import events
+from worker.counters import RunCounters
+from worker.exit_codes import exit_code
+from worker.metrics import write_metrics
+from worker.outcomes import summarize
+from worker.report import write_report
+from worker.run_end import Ended, RunResult, unplanned
+from worker.secrets import Scrubber
+from worker.settings import Settings
+from worker.targets import TargetSpec
+
+
+def finish(
+    settings: Settings,
+    run_id: str,
+    started_at: datetime,
+    ended: Ended,
+    counters: RunCounters,
+    *,
+    specs: Sequence[TargetSpec],
+    report_path: Path | None,
+    dry_run: bool,
+) -> RunResult:
+    """The run's result, from how it ended; its report and metrics written."""
+    result = RunResult(
+        run_id,
+        results=ended.results or unplanned(specs, ended.aborted or "nothing was planned"),
+        aborted=ended.aborted,
+        refused=ended.refused,
+        retries=counters.retries,
+        reconciliations=counters.looks,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+    )
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
+    result.write_failures = _write_outputs(
+        settings, result, report_path, dry_run, scrub=Scrubber.for_key(key).text
+    )
+    events.run_finished(
+        exit_code=int(result.exit_code),
+        aborted=result.aborted,
+        seconds=(result.finished_at - result.started_at).total_seconds(),
+        summary=summarize(result.results),
+    )
+    return result
+
+
+def _write_outputs(
+    settings: Settings,
+    result: RunResult,
+    report_path: Path | None,
+    dry_run: bool,
+    *,
+    scrub: Callable[[str], str],
+) -> list[str]:
+    """The report first, then the metrics; a failure of either is one line (returned) and
+    exit 3."""
+    code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
+    writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
+        (
+            "report",
+            report_path,
+            lambda path: write_report(
+                path,
+                run_id=result.run_id,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                dry_run=dry_run,
+                results=result.results,
+                exit_code=code,
+                aborted=result.aborted,
+                scrub=scrub,
+            ),
+        ),
+        (
+            "metrics",
+            settings.metrics_file,
+            lambda path: write_metrics(
+                path,
+                results=result.results,
+                retries=result.retries,
+                reconciliations=result.reconciliations,
+                duration_s=(result.finished_at - result.started_at).total_seconds(),
+                exit_code=code,
+                finished_at=result.finished_at.timestamp(),
+            ),
+        ),
+    ]
+    failures: list[str] = []
+    for what, path, write in writes:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as err:
+            events.write_failed(what=what, path=str(path), error=err.strerror or str(err))
+            failures.append(f"could not write the {what} {path}: {err.strerror or err}")
+    return failures

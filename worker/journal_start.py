@@ -1,0 +1,64 @@
+"""A run's entry in the journal, before its first close: today's job, the closes earlier runs
+of it sent for this run's targets (after waiting out a run this one took over from), and this
+run's start. A journal that fails here ends the run with nothing sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from worker import events
+from worker.errors import JournalError
+from worker.journal import Journal, Prior
+from worker.journal_keys import job_key
+from worker.plan import Plan
+from worker.policy import RetryPolicy
+from worker.preflight import Ready
+from worker.run_end import Ended, aborted, unsent
+from worker.settings import Settings
+
+MARKET_TZ = ZoneInfo("America/New_York")  # a trading day is New York's
+
+
+@dataclass(frozen=True)
+class Journaled:
+    """The run is in the journal under today's `job`; `priors`: earlier runs' closes, by target."""
+
+    job: str
+    priors: dict[tuple[int, str], Prior]
+
+
+async def start_run(
+    settings: Settings,
+    journal: Journal,
+    run_id: str,
+    started_at: datetime,
+    ready: Ready,
+    policy: RetryPolicy,
+    plan: Plan,
+) -> Journaled | Ended:
+    """Today's job and the earlier runs' closes in it (after waiting out a run taken over
+    from); this run's start recorded under it."""
+    try:
+        trading_day = ready.server_now().astimezone(MARKET_TZ).date().isoformat()
+        job = job_key(settings.base_url, trading_day)
+        priors = journal.priors(job, run_id)
+        touched = sum((t.account_id, t.instrument_id.lower()) in priors for t in plan.targets)
+        if touched:
+            settle_s = journal.settle_after_takeover(
+                job, run_id, settings.request_timeout + settings.reconcile_delay
+            )
+            events.previous_run_found(job=job, positions_touched=touched, settle_s=settle_s)
+            await policy.sleep(settle_s)
+        journal.start_run(
+            run_id=run_id,
+            job=job,
+            base_url=settings.base_url,
+            trading_day=trading_day,
+            started_at=started_at,
+            dry_run=False,
+        )
+    except JournalError as err:  # nothing was sent
+        return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))
+    return Journaled(job, priors)
