@@ -9,11 +9,11 @@ any secret that slips into a line, as a second guard.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
 
@@ -190,13 +190,23 @@ def bind_run(run_id: str) -> None:
     structlog.contextvars.bind_contextvars(run_id=run_id)
 
 
-@contextmanager
-def bound_target(account_id: int, instrument: str) -> Iterator[None]:
+class bound_target:
     """Every event emitted inside (in this task) carries the target's `account_id` and
     `instrument`, unless its emitter passes them. Tasks started inside inherit them: start a
-    task that serves other targets outside."""
-    with structlog.contextvars.bound_contextvars(account_id=account_id, instrument=instrument):
-        yield
+    task that serves other targets outside. (structlog's `bound_contextvars`, without its copy
+    of the whole context on the way in: this wraps every close.)"""
+
+    __slots__ = ("_fields", "_tokens")
+
+    def __init__(self, account_id: int, instrument: str) -> None:
+        self._fields = {"account_id": account_id, "instrument": instrument}
+        self._tokens: Mapping[str, contextvars.Token[Any]] = {}
+
+    def __enter__(self) -> None:
+        self._tokens = structlog.contextvars.bind_contextvars(**self._fields)
+
+    def __exit__(self, *exc_info: object) -> None:
+        structlog.contextvars.reset_contextvars(**self._tokens)
 
 
 def _target(account_id: int | None, instrument: str | None = None) -> dict[str, Any]:
