@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from worker import events
 from worker.closer import CloseContext
+from worker.cutoff import CutOff, before
 from worker.errors import (
     ApiError,
     JournalError,
@@ -38,10 +39,6 @@ from worker.reconcile import Step, follow_step
 SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | None]]
 T = TypeVar("T")
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
-
-
-class _CutOff(Exception):
-    """A residue close still unanswered when a stop's grace ran out."""
 
 
 @dataclass(slots=True)
@@ -152,7 +149,7 @@ class Follower:
                 positions, orders, request_id = await self._within_grace(
                     self._read(account_id, read)
                 )
-            except _CutOff:
+            except CutOff:
                 for followed in [pending[iid] for iid in read if iid in pending]:
                     if followed.watch_only:
                         self._leave_failed(followed)
@@ -281,7 +278,7 @@ class Follower:
         )
         try:
             sent = await self._within_grace(self._send_close(target, result, position))
-        except _CutOff:
+        except CutOff:
             # A stop came and its grace ran out with the reply still pending: the close may
             # yet be applied (its intent is journaled; the next run looks before sending).
             result.fate = Fate.UNKNOWN
@@ -314,20 +311,10 @@ class Follower:
             result.residue_closes -= 1
 
     async def _within_grace(self, call: Awaitable[T]) -> T:
-        """The call's result; `_CutOff` when a stop's grace ends first. As the fan-out's closes,
+        """The call's result; `CutOff` when a stop's grace ends first. As the fan-out's closes,
         a residue close or a read in flight (retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT)
         is not waited for past STOP_GRACE."""
-        send = asyncio.ensure_future(call)
-        grace_over = asyncio.ensure_future(self._grace_after_stop())
-        try:
-            await asyncio.wait({send, grace_over}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            grace_over.cancel()
-        if not send.done():
-            send.cancel()
-            await asyncio.gather(send, return_exceptions=True)
-            raise _CutOff
-        return send.result()
+        return await before(call, self._grace_after_stop())
 
     async def _grace_after_stop(self) -> None:
         await self._ctx.stopping.wait()

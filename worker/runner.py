@@ -24,6 +24,7 @@ from worker.api import TradingApi, open_session
 from worker.closer import CloseContext
 from worker.closing import choose_sender, close_and_follow, orders_snapshot
 from worker.counters import RunCounters
+from worker.cutoff import CutOff, before
 from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
 from worker.exit_codes import ExitCode as ExitCode  # re-exported; its home is exit_codes
 from worker.exit_codes import exit_code
@@ -271,23 +272,12 @@ async def _close(
 
 async def _until_stopped(call: Awaitable[T], stop: asyncio.Event) -> T | None:
     """The call's result, or None as soon as a stop is requested (the call is cancelled)."""
-    answer = asyncio.ensure_future(call)
-    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait({answer, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopped.cancel()
-        if not answer.done():
-            answer.cancel()
-            await asyncio.gather(answer, return_exceptions=True)
-    return None if answer.cancelled() else answer.result()
+        return await before(call, stop.wait())
+    except CutOff:
+        return None
 
 
 async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
     """The answer, or False as soon as a stop is requested."""
-    answer = asyncio.ensure_future(question)
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({answer, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    for task in (answer, stopped):
-        task.cancel()
-    return answer.done() and not answer.cancelled() and answer.result()
+    return bool(await _until_stopped(question, stop))
