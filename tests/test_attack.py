@@ -218,12 +218,6 @@ async def test_a_residue_close_applied_late_is_waited_for_never_doubled(
     assert result.exit_code == ExitCode.OK, doc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="follow.py _decide lists every order not in the snapshot as the run's (found), and"
-    " outcomes.extra_orders counts every FILLED one: a participant's BUY that grew the long is"
-    " flagged as a double close (summary, metrics) that never happened",
-)
 async def test_a_partial_fill_then_a_participant_growing_the_position_ends_flat(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from worker.models import Order
 
 FILLED = frozenset({"FILLED", "DONE_FOR_DAY"})
+# The side that closes a position, by the planned position's side (`TargetResult.side`).
+_CLOSING_SIDE = {"LONG": "SELL", "SHORT": "BUY"}
 
 
 class Outcome(StrEnum):
@@ -108,8 +110,18 @@ class TargetResult:
 
     @property
     def extra_orders(self) -> bool:
-        """More than one closing order filled: a double close, shown, never hidden."""
-        return sum(o.status in FILLED for o in self.orders) > 1
+        """More than one closing order filled: a double close, shown, never hidden.
+
+        A closing order is on a side the worker closed this position on: the side of its own
+        orders, or, with none of its own listed (all found by look-ups), the plan's closing
+        side. So a close applied late, found beside the re-send, counts; a desk's order on the
+        other side (buying into the long being sold) is listed but closes nothing of ours.
+        """
+        sides = {o.side for o in self.orders if o.own}
+        if not sides and self.side in _CLOSING_SIDE:
+            sides = {_CLOSING_SIDE[self.side]}
+        closing = [o for o in self.orders if not sides or o.side in sides]  # no side known: all
+        return sum(o.status in FILLED for o in closing) > 1
 
     @property
     def remaining(self) -> Decimal | None:
