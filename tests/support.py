@@ -199,3 +199,26 @@ def fill_after_the_plan(sim: Simulator, accounts: list[int], seconds: float = 2.
     the market wakes up while that run follows, and never before it has seen the positions."""
     for account in accounts:
         sim.after_listing(account, lambda: sim.fill_due_in(seconds))
+
+
+async def start_liquidator(
+    sim: Simulator, state: Path, report: Path, *extra: str, base_url: str | None = None, **env: str
+) -> asyncio.subprocess.Process:
+    """`liquidator run --yes` as its own process on accounts 20001 and 20002 (`seed_accounts`),
+    against `sim`, JSON events on stdout; `env` adds or overrides LIQUIDATOR_ settings."""
+    settings = {
+        "LIQUIDATOR_API_KEY": sim.config.api_key,
+        "LIQUIDATOR_STATE_DIR": str(state),
+        "LIQUIDATOR_LOG_FORMAT": "json",
+        "LIQUIDATOR_RATE_LIMIT": "0",
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", "--yes",
+        "--base-url", base_url or sim.base_url,
+        "--account", "20001", "--account", "20002",
+        "--report", str(report),
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **settings, **env},
+    )  # fmt: skip

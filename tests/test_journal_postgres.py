@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.support import (
     fill_after_the_plan,
     finish,
     seed_accounts,
+    start_liquidator,
     until_closes_seen,
 )
 from worker.errors import JournalError, JournalRefused
@@ -104,29 +104,19 @@ async def start_host(
     sim: Simulator, state: Path, report: Path, pg_url: str, *extra: str
 ) -> asyncio.subprocess.Process:
     """One 'host': its own state directory, the shared journal URL, as on a systemd timer."""
-    env = {
-        **os.environ,
-        "LIQUIDATOR_API_KEY": sim.config.api_key,
-        "LIQUIDATOR_STATE_DIR": str(state),
-        "LIQUIDATOR_LOG_FORMAT": "json",
-        "LIQUIDATOR_RATE_LIMIT": "0",
-        "LIQUIDATOR_JOURNAL_URL": pg_url,
-        "LIQUIDATOR_LOCK_WAIT": "30",
-        # A standby that takes over waits out the dead host's requests in flight: keep it short.
-        "LIQUIDATOR_REQUEST_TIMEOUT": "1",
-        "LIQUIDATOR_RECONCILE_DELAY": "0.2",
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "run", "--yes",
-        "--base-url", sim.base_url,
-        "--account", "20001", "--account", "20002",
-        "--concurrency", "4",
-        "--report", str(report),
+    return await start_liquidator(
+        sim,
+        state,
+        report,
+        "--concurrency",
+        "4",
         *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )  # fmt: skip
+        LIQUIDATOR_JOURNAL_URL=pg_url,
+        LIQUIDATOR_LOCK_WAIT="30",
+        # A standby that takes over waits out the dead host's requests in flight: keep it short.
+        LIQUIDATOR_REQUEST_TIMEOUT="1",
+        LIQUIDATOR_RECONCILE_DELAY="0.2",
+    )
 
 
 async def read_until_event(proc: asyncio.subprocess.Process, name: str) -> str:

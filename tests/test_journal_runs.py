@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from tests.support import (
     fill_after_the_plan,
     finish,
     seed_accounts,
+    start_liquidator,
     until_closes_seen,
 )
 from worker.runner import ExitCode, RunRequest, run
@@ -28,23 +28,7 @@ from worker.targets import TargetSpec
 async def start_run(
     sim: Simulator, state: Path, report: Path, *extra: str, base_url: str | None = None
 ) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "LIQUIDATOR_API_KEY": sim.config.api_key,
-        "LIQUIDATOR_STATE_DIR": str(state),
-        "LIQUIDATOR_LOG_FORMAT": "json",
-        "LIQUIDATOR_RATE_LIMIT": "0",
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "run", "--yes",
-        "--base-url", base_url or sim.base_url,
-        "--account", "20001", "--account", "20002",
-        "--report", str(report),
-        *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )  # fmt: skip
+    return await start_liquidator(sim, state, report, *extra, base_url=base_url)
 
 
 async def test_two_runs_at_once_on_one_journal_one_closes_the_other_exits_2(

@@ -10,39 +10,21 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support import assert_exactly_once, finish, seed_accounts, until_closes_seen
+from tests.support import (
+    assert_exactly_once,
+    finish,
+    seed_accounts,
+    start_liquidator,
+    until_closes_seen,
+)
 from worker.simulator import Faults, Simulator
 
 
 async def start_worker(
     sim: Simulator, tmp_path: Path, report: Path, *extra: str
 ) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "LIQUIDATOR_API_KEY": sim.config.api_key,
-        "LIQUIDATOR_STATE_DIR": str(tmp_path / "state"),
-        "LIQUIDATOR_LOG_FORMAT": "json",
-        "LIQUIDATOR_RATE_LIMIT": "0",
-        "LIQUIDATOR_FOLLOW_PAUSE": "0.05",
-    }
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "worker",
-        "run",
-        "--yes",
-        "--base-url",
-        sim.base_url,
-        "--account",
-        "20001",
-        "--account",
-        "20002",
-        "--report",
-        str(report),
-        *extra,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
+    return await start_liquidator(
+        sim, tmp_path / "state", report, *extra, LIQUIDATOR_FOLLOW_PAUSE="0.05"
     )
 
 
