@@ -63,9 +63,11 @@ async def test_a_waiting_run_goes_after_the_first_and_closes_nothing_twice(
         sim, tmp_path / "state", tmp_path / "a.json", "--concurrency", "4", "--flat-timeout", "0.5"
     )
     await until_closes_seen(sim, 5)
+    # The first run's orders fill while the second follows: registered before the second
+    # starts, so its plan can never come first (the first lists whole accounts only once).
+    fill_after_the_plan(sim, [20001, 20002])
     second = await start_run(sim, tmp_path / "state", tmp_path / "b.json", "--lock-wait", "30")
     code_a, out_a = await finish(first)
-    fill_after_the_plan(sim, [20001, 20002])  # the first run's orders, while the second follows
     code_b, out_b = await finish(second)
     assert (code_a, code_b) == (1, 0), out_a + out_b  # the first: not flat within its 0.5 s
     assert event_lines(out_b, "lock_waiting")
