@@ -194,11 +194,20 @@ def stopped_cleanly(
     return outcomes
 
 
-def fill_after_the_plan(sim: Simulator, accounts: list[int], seconds: float = 2.0) -> None:
-    """Orders still working fill `seconds` after the next run has listed its accounts (its plan):
-    the market wakes up while that run follows, and never before it has seen the positions."""
+def fill_after_the_plan(
+    sim: Simulator, accounts: list[int], seconds: float = 2.0, *, new_fill_delay_s: float = 0.05
+) -> None:
+    """When the next run has listed its accounts (its plan): orders still working fill `seconds`
+    later, and orders created from then on fill after `new_fill_delay_s`. Closes of an earlier
+    run still in flight at the server keep the long delay until then, so the plan sees them
+    working: the market wakes up while that run follows, never before it has looked."""
+
+    def market_wakes_up() -> None:
+        sim.fill_due_in(seconds)
+        sim.config.fill_delay_s = new_fill_delay_s
+
     for account in accounts:
-        sim.after_listing(account, lambda: sim.fill_due_in(seconds))
+        sim.after_listing(account, market_wakes_up)
 
 
 async def start_liquidator(

@@ -183,7 +183,6 @@ async def killed_mid_run_then_standby_finishes(
         with psycopg.connect(pg_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
     fill_after_the_plan(sim, [20001, 20002])  # the active host's orders, as the standby follows
-    sim.config.fill_delay_s = 0.05  # and the standby's own closes
     code_a, out_a = await finish(active)
     code_b, out_b = await finish(standby)
     out_b = seen_by_standby + out_b

@@ -89,7 +89,6 @@ async def test_crash_then_a_rerun_with_the_url_spelled_differently_closes_nothin
     await proc.wait()
     sim.config.faults = {}
     fill_after_the_plan(sim, [20001, 20002])  # the killed run's orders, while the rerun follows
-    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     port = sim.base_url.rsplit(":", 1)[1]
     code, output = await finish(
         await start_run(
@@ -129,7 +128,6 @@ async def test_a_damaged_log_after_a_crash_refuses_the_rerun_and_nothing_is_lost
     # What the message says to do: keep the damaged log aside; the main file has every intent.
     wal.rename(tmp_path / "journal.sqlite3-wal.damaged")
     fill_after_the_plan(sim, [20001, 20002])  # the killed run's orders, while the rerun follows
-    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     code, output = await finish(await start_run(sim, state, tmp_path / "rerun.json"))
     assert code == 0, output
     assert_exactly_once(sim, positions)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from worker import events
-from worker.closer import CloseContext
+from worker.closer import CloseContext, record_orders
 from worker.cutoff import CutOff, before
 from worker.errors import (
     ApiError,
@@ -229,26 +229,11 @@ class Follower:
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
         for order in orders:
             # The run's orders: by evidence (close_position), by client id (submit_orders).
-            ours = self._ctx.sender.recognises(order, target)
-            if order.id in listed or ours:
-                result.note_order(order, own=False)  # every order of the run: own or found
-            if order.id not in listed and ours:
-                self._ctx.journal.orders(
-                    self._ctx.run_id,
-                    target.account_id,
-                    target.instrument_id,
-                    [order],
-                    request_id,
-                    reconciled=True,
-                )
-                events.close_order(  # found late: journaled and logged like every order
-                    order,
-                    account_id=target.account_id,
-                    instrument_id=target.instrument_id,
-                    request_id=request_id,
-                    attempt=result.attempts,
-                    reconciled=True,
-                )
+            if order.id in listed:
+                result.note_order(order, own=False)  # its status, refreshed
+            elif self._ctx.sender.recognises(order, target):
+                # Found late: listed, journaled and logged like every order of the run.
+                record_orders(self._ctx, target, result, [order], request_id, reconciled=True)
         result.remaining_quantity = str(position)
         stopping = self._ctx.stopping.is_set()
         step = follow_step(
