@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.support import (
     assert_exactly_once,
+    fill_after_the_plan,
     finish,
     seed_accounts,
     start_liquidator,
@@ -50,8 +51,7 @@ async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
     assert set(outcomes) <= {"not_flat", "skipped", "failed"}
 
     sim.config.faults = {}
-    sim.fill_due_in(1.0)  # the market fills the first run's orders while the rerun follows
-    sim.config.fill_delay_s = 0.05  # and the rerun's own closes
+    fill_after_the_plan(sim, [20001, 20002])  # the first run's orders, while the rerun follows
     rerun = tmp_path / "second.json"
     code, output = await finish(await start_worker(sim, tmp_path, rerun))
     assert code == 0, output
