@@ -21,7 +21,9 @@ from aiohttp import web
 
 from worker.api import TradingApi, open_session
 from worker.pace import Pacer
+from worker.runner import RunRequest, RunResult, run
 from worker.simulator import Simulator
+from worker.targets import TargetSpec
 
 API_KEY = "test-key.test-secret"
 
@@ -231,3 +233,48 @@ async def start_liquidator(
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **settings, **env},
     )  # fmt: skip
+
+
+# Following to flat, fast: the market-condition tests (test_flat, test_attack).
+FAST_FOLLOW = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
+
+
+def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str]]:
+    sim.add_account(account)
+    return [(account, sim.add_position(account, f"P{k}", str(q))) for k, q in enumerate(sizes)]
+
+
+async def liquidate(
+    sim: Simulator,
+    settings_for: Any,
+    tmp_path: Path,
+    specs: list[TargetSpec],
+    **overrides: Any,
+) -> tuple[RunResult, dict[str, Any]]:
+    report = tmp_path / "report.json"
+    result = await run(
+        settings_for(sim, **{**FAST_FOLLOW, **overrides}),
+        RunRequest(specs=specs, report_path=report),
+        asyncio.Event(),
+    )
+    return result, json.loads(report.read_text())
+
+
+def the_truth(sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str]]) -> None:
+    """What "Done when" asks, counted at the server."""
+    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
+    for account, iid in keys:
+        result = by_key[(account, iid)]
+        held = sim.position_quantity(account, iid)
+        if result["outcome"] in ("closed", "already_flat"):
+            assert held == 0, f"{result['outcome']} while {held} is open: {result}"
+        else:
+            assert result["outcome"] == "not_flat", result
+            assert result["remaining_quantity"] == str(held)
+        server_orders = {o["id"]: o for o in sim.closing_orders(account, iid)}
+        listed = {o["id"] for o in result["orders"]}
+        assert set(server_orders) <= listed, "a closing order the report does not show"
+        filled = sum(o["status"] == "FILLED" for o in server_orders.values())
+        assert result["extra_orders"] is (filled > 1)
+    assert sim.flipped_positions() == []
+    assert doc["summary"]["extra_orders"] == sum(r["extra_orders"] for r in doc["results"])

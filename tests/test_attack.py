@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.support import serving
-from tests.test_flat import FAST_FOLLOW, liquidate, seed, the_truth
+from tests.support import FAST_FOLLOW, liquidate, seed, serving, the_truth
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 from worker.targets import TargetSpec
