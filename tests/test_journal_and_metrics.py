@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
 from worker.errors import JournalError
-from worker.journal import RECORD_BATCH, Journal
+from worker.journal import RECORD_BATCH, Intent, Journal
 from worker.journal_schema import SCHEMA as _SCHEMA
 from worker.metrics import write_metrics
 from worker.models import Outcome
@@ -49,6 +49,33 @@ async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path:
     await asyncio.gather(*(close(n) for n in range(50)))
     assert min(seen_by_other_connection) == 50
     assert statements.count("COMMIT") == 1  # fifty closes within the window share one commit
+    journal.close()
+
+
+async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and_withdrawn(
+    tmp_path: Path,
+) -> None:
+    journal = Journal.in_dir(tmp_path)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    ahead = [Intent(1, f"i{n}", 1, T0, client_id=f"c{n}") for n in range(6)]
+    await journal.intents_ahead("r1", ahead)
+    assert statements.count("COMMIT") == 1
+    assert committed_attempts(journal.path) == 6
+    # The same close, claimed: on disk already, so no commit. A different client id is not it.
+    await journal.intent("r1", 1, "i0", 1, T0.replace(hour=21), client_id="c0")
+    await journal.intent("r1", 1, "i1", 1, T0, client_id="other", generation=1)
+    await journal.intent("r1", 1, "i2", 2, T0)  # a re-send: its own intent
+    assert statements.count("COMMIT") == 3
+    journal.finish_run("r1", T0, 0)  # i3..i5 were never sent: withdrawn
+    with sqlite3.connect(journal.path) as db:
+        rows = sorted(db.execute("SELECT instrument_id, attempt FROM attempts"))
+        client_ids = sorted(db.execute("SELECT instrument_id, client_id FROM client_ids"))
+    assert rows == [("i0", 1), ("i1", 1), ("i2", 2)]
+    assert client_ids == [("i0", "c0"), ("i1", "other")]
     journal.close()
 
 

@@ -24,6 +24,7 @@ from tests.support import (
     until_closes_seen,
 )
 from worker.errors import JournalError, JournalRefused
+from worker.journal import Intent
 from worker.journal_pg import PgJournal, redact_url
 from worker.simulator import Faults, Simulator
 
@@ -59,6 +60,21 @@ async def test_intents_are_committed_before_intent_returns(pg_url: str) -> None:
     journal.close()
     assert count(pg_url, "SELECT COUNT(*) FROM attempt_results") == 1
     assert count(pg_url, "SELECT COUNT(*) FROM runs WHERE exit_code = 0") == 1
+
+
+async def test_intents_recorded_ahead_and_never_sent_are_withdrawn_at_the_end(pg_url: str) -> None:
+    journal = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    await journal.intents_ahead("r1", [Intent(7, f"i{n}", 1, T0, f"c{n}") for n in range(4)])
+    assert count(pg_url, "SELECT COUNT(*) FROM attempts") == 4
+    await journal.intent("r1", 7, "i2", 1, T0, client_id="c2")  # claimed: sent
+    journal.finish_run("r1", T0, 0)
+    journal.close()
+    assert count(pg_url, "SELECT COUNT(*) FROM attempts") == 1
+    assert count(pg_url, "SELECT COUNT(*) FROM client_ids WHERE client_id = 'c2'") == 1
+    assert count(pg_url, "SELECT COUNT(*) FROM client_ids") == 1
 
 
 async def test_a_second_host_is_refused_naming_the_holder_then_takes_over(pg_url: str) -> None:
@@ -211,16 +227,15 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
     sim = Simulator(SimConfig(fill_delay_s=3600))
     sim.add_account(50001)
     keys = [(50001, sim.add_position(50001, f"S{k}", "10")) for k in range(40)]
-    closes_seen = 0
+    closes_seen: list[str] = []  # instrument ids, as the server received them
 
     @web.middleware
     async def database_lost_after_four_closes(
         request: web.Request, handler: Any
     ) -> web.StreamResponse:
-        nonlocal closes_seen
         if request.method == "DELETE":
-            closes_seen += 1
-            if closes_seen == 4:
+            closes_seen.append(request.path.rsplit("/", 1)[-1].lower())
+            if len(closes_seen) == 4:
                 with psycopg.connect(pg_url, autocommit=True) as admin:
                     admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
         response: web.StreamResponse = await handler(request)
@@ -241,8 +256,14 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
     assert result.exit_code == ExitCode.ABORTED
     outcomes = stopped_cleanly(report, sim, keys, why="journal")
     # Only the closes whose intents were committed before the session was lost went out.
-    assert 4 <= outcomes["closed"] + outcomes["not_flat"] <= 4 + 2 * 2
-    assert outcomes["skipped"] >= 40 - 8
+    with psycopg.connect(pg_url) as conn:
+        intents = {iid.lower() for (iid,) in conn.execute("SELECT instrument_id FROM attempts")}
+    assert set(closes_seen) <= intents
+    assert len(closes_seen) == len(set(closes_seen)) == outcomes["closed"] + outcomes["not_flat"]
+    # First intents are committed a block (the fan-out's 4 workers) at a time, one block ahead
+    # of the block being sent: the loss stops every close beyond those blocks.
+    assert 4 <= len(closes_seen) <= 4 * 4
+    assert outcomes["skipped"] == 40 - len(closes_seen)
 
 
 async def test_an_unreachable_database_refuses_naming_it_without_its_password() -> None:

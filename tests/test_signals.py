@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from pathlib import Path
 
 from tests.support import (
     assert_exactly_once,
+    event_lines,
     fill_after_the_plan,
     finish,
     seed_accounts,
@@ -27,6 +30,19 @@ async def start_worker(
     return await start_liquidator(
         sim, tmp_path / "state", report, *extra, LIQUIDATOR_FOLLOW_PAUSE="0.05"
     )
+
+
+def journal_intents(state: Path, *, result: str | None = None) -> set[tuple[int, str]]:
+    """The positions the journal holds an intent to close for (every run in it); with `result`,
+    only those whose attempt was recorded with that result."""
+    sql = "SELECT a.account_id, a.instrument_id FROM attempts a"
+    if result is not None:
+        sql += (
+            " JOIN attempt_results x ON x.run_id = a.run_id AND x.account_id = a.account_id"
+            " AND x.instrument_id = a.instrument_id AND x.attempt = a.attempt WHERE x.result = ?"
+        )
+    with contextlib.closing(sqlite3.connect(state / "journal.sqlite3")) as db:
+        return {(a, i) for a, i in db.execute(sql, () if result is None else (result,))}
 
 
 async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
@@ -49,6 +65,13 @@ async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
     assert "skipped" in outcomes
     # Sent closes never fill in time here: not flat (or unknown), never closed.
     assert set(outcomes) <= {"not_flat", "skipped", "failed"}
+    # First intents are recorded a block ahead of the sends; a run that stops in order keeps
+    # the intents of the closes it sent (counted at the server), and of those it was about to
+    # send when the stop came (recorded as stopped), and withdraws the rest.
+    sent = {(a, i) for a, i in positions if sim.closing_orders(a, i)}
+    intents = journal_intents(tmp_path / "state")
+    assert sent <= intents
+    assert intents - sent == journal_intents(tmp_path / "state", result="stopped") - sent
 
     sim.config.faults = {}
     fill_after_the_plan(sim, [20001, 20002])  # the first run's orders, while the rerun follows
@@ -56,6 +79,8 @@ async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
     code, output = await finish(await start_worker(sim, tmp_path, rerun))
     assert code == 0, output
     assert_exactly_once(sim, positions)
+    [found] = event_lines(output, "previous_run_found")
+    assert found["positions_touched"] == len(intents)
     second = json.loads(rerun.read_text())
     reconciled = sum(r["reconciled"] for r in second["results"])
     assert reconciled >= sum(o == "not_flat" for o in outcomes)
@@ -108,6 +133,10 @@ async def test_sigkill_mid_run_then_rerun_closes_nothing_twice(
     await until_closes_seen(sim, 40)
     proc.kill()
     await proc.wait()
+    # Every close the server saw had its intent on disk (some intents were recorded ahead of
+    # closes never sent: the rerun looks at those positions too).
+    sent = {(a, i) for a, i in positions if sim.closing_orders(a, i)}
+    assert sent <= journal_intents(tmp_path / "state")
     sim.config.faults = {}
     sim.fill_due_in(1.0)
     sim.config.fill_delay_s = 0.05  # and the rerun's own closes

@@ -35,7 +35,7 @@ from worker.errors import (
     RateLimited,
     Rejected,
 )
-from worker.journal import Journal, Prior
+from worker.journal import Intent, Journal, Prior
 from worker.models import Order
 from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
@@ -175,21 +175,11 @@ async def send_one_close(
     The one step every close goes through (first close, re-send, residue close). Returns the
     reply's orders; None when a stop came first and nothing was sent. Raises `ApiError`.
     """
-    attempt = result.attempts + 1
-    named = ctx.sender.client_id(target, result)
-    client_id, generation = named if named is not None else (None, 0)
-    await ctx.journal.intent(
-        ctx.run_id,
-        target.account_id,
-        target.instrument_id,
-        attempt,
-        since,
-        client_id=client_id,
-        generation=generation,
-    )
-    result.attempts = attempt
+    intent = next_intent(ctx, target, result, since)
+    await ctx.journal.record_intent(ctx.run_id, intent)
+    attempt = result.attempts = intent.attempt
     try:
-        sent = await ctx.sender.send(target, client_id, position, ctx.stopping)
+        sent = await ctx.sender.send(target, intent.client_id, position, ctx.stopping)
     except ApiError as err:
         if isinstance(err, NotSent) and ctx.stopping.is_set():
             result.attempts -= 1  # it never left this host
@@ -222,6 +212,16 @@ async def send_one_close(
     )
     record_orders(ctx, target, result, sent.orders, sent.request_id, reconciled=sent.found)
     return sent.orders
+
+
+def next_intent(ctx: CloseContext, target: Target, result: TargetResult, since: datetime) -> Intent:
+    """What the journal must hold before the target's next close is sent (its client id, if
+    the sender sends under one). The fan-out records the first ones ahead (`worker.ahead`)."""
+    named = ctx.sender.client_id(target, result)
+    client_id, generation = named if named is not None else (None, 0)
+    return Intent(
+        target.account_id, target.instrument_id, result.attempts + 1, since, client_id, generation
+    )
 
 
 def _fate_of(err: ApiError) -> Fate:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from worker import events
+from worker.ahead import IntentsAhead
 from worker.closer import CloseContext, close_target
 from worker.errors import JournalError, Unauthorized
 from worker.outcomes import Fate, Outcome, TargetResult
@@ -43,6 +44,7 @@ async def fan_out(
     started = [False] * len(targets)
     handed = [False] * len(targets)  # to following, which settles them
     queue = iter(range(len(targets)))
+    ahead = IntentsAhead(ctx, targets, results, block=workers)
 
     async def worker() -> None:
         # The shared iterator hands each index to exactly one worker: no await between next()s.
@@ -52,6 +54,7 @@ async def fan_out(
             else:
                 started[i] = True
                 try:
+                    await ahead.ready(i)
                     with events.bound_target(targets[i].account_id, targets[i].instrument):
                         await close_target(ctx, targets[i], results[i])
                 except Unauthorized as err:

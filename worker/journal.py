@@ -7,7 +7,9 @@ about to be sent within COMMIT_WINDOW_S of the first shares one commit, and none
 its commit returns. Commits run in the journal's own thread, one at a time, so the event loop
 keeps sending closes whose intents are already on disk while the next group is written (the
 fan-out keeps twice as many closes ready as may be in flight, so a close waiting for its commit
-would be waiting for a free slot anyway).
+would be waiting for a free slot anyway). The fan-out records its targets' first intents ahead,
+a block per commit (`intents_ahead`, `worker.ahead`); a run that finishes in order withdraws
+those it never sent.
 
 Durable before sent: SQLite runs in WAL mode with `synchronous=FULL`, and every commit is
 followed by a checkpoint that copies it into the main file (fsync'd) and empties the log. So an
@@ -81,11 +83,33 @@ class Prior:
     generation: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """A close about to be sent: the record a rerun finds (see `Prior`)."""
+
+    account_id: int
+    instrument_id: str
+    attempt: int
+    since: datetime  # the earliest moment its order could carry
+    client_id: str | None = None  # submit_orders: the id it goes under
+    generation: int = 0
+
+    def row(self, run_id: str) -> tuple[Any, ...]:
+        row = (run_id, self.account_id, self.instrument_id, self.attempt, self.since.isoformat())
+        return row if self.client_id is None else (*row, self.client_id, self.generation)
+
+
+def _slot(row: Sequence[Any]) -> tuple[Any, ...]:
+    """An intent row's place in the attempts table, within one run: account, instrument, attempt."""
+    return (row[1], row[2], row[3])
+
+
 class Journal:
     """The SQLite journal. The store hooks (`_write`, `_query`, `_execute`, `_disconnect`) are
     what `worker.journal_pg.PgJournal` replaces; the group commit is the same for both."""
 
     name: str
+    _mark = "?"  # the store's parameter mark
     _taken_over_at: float | None  # when this run got the lock after waiting for another
 
     def __init__(self, path: Path, *, release: Callable[[], None] | None = None) -> None:
@@ -154,6 +178,15 @@ class Journal:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="journal")
         self._closed = False
         self._statements = {table: self._upsert(table) for table in TABLES}
+        # Intents recorded ahead and not yet used, by slot: the row's client id part (what the
+        # send must match to use it) and whether it is committed yet.
+        self._ahead: dict[tuple[Any, ...], tuple[tuple[Any, ...], bool]] = {}
+        self._withdrawals = [
+            f"DELETE FROM {table} WHERE run_id = {m} AND account_id = {m}"
+            f" AND instrument_id = {m} AND attempt = {m}"
+            for table in ("attempts", "client_ids")
+            for m in [self._mark]
+        ]
 
     def close(self) -> None:
         try:
@@ -238,15 +271,47 @@ class Journal:
         rerun sends the same id again. Every intent recorded within COMMIT_WINDOW_S of the
         first shares its commit; while one group is being written, the next one collects.
         """
-        row: tuple[Any, ...] = (run_id, account_id, instrument_id, attempt, since.isoformat())
-        if client_id is not None:
-            row = (*row, client_id, generation)
+        await self.record_intent(
+            run_id, Intent(account_id, instrument_id, attempt, since, client_id, generation)
+        )
+
+    async def record_intent(self, run_id: str, intent: Intent) -> None:
+        """`intent()`, for an `Intent` already made."""
+        row = intent.row(run_id)
+        # An intent in a slot recorded ahead uses it; the same close, committed, needs no commit.
+        # (Another client id, or not yet committed: this row is committed over it.)
+        ahead = self._ahead.pop(_slot(row), None) if self._ahead else None
+        if ahead is not None and ahead == (tuple(row[5:]), True):
+            return
         self._intents.append(row)
+        await asyncio.shield(self._group())
+
+    async def intents_ahead(self, run_id: str, intents: Sequence[Intent]) -> None:
+        """Record first attempts' intents ahead of their sends, in one commit.
+
+        `intent()` then finds each one committed and returns at once. Those never used by the
+        time the run finishes in order are withdrawn (`finish_run`); after a crash they stay,
+        and the next run looks before closing those positions, as for any intent.
+        """
+        rows = [i.row(run_id) for i in intents]
+        for row in rows:
+            self._ahead[_slot(row)] = (tuple(row[5:]), False)
+        self._intents.extend(rows)
+        group = self._group()
+        self._window_over()  # a block is a group of its own: no window to wait for
+        await asyncio.shield(group)
+        for row in rows:
+            slot = _slot(row)
+            if slot in self._ahead:  # (not used meanwhile by an intent() that committed its own)
+                self._ahead[slot] = (tuple(row[5:]), True)
+
+    def _group(self) -> asyncio.Future[None]:
+        """The group collecting intents, started if none is; it commits when its window ends."""
         if self._next is None:
             loop = asyncio.get_running_loop()
             self._next = loop.create_future()
             loop.call_later(COMMIT_WINDOW_S, self._window_over)
-        await asyncio.shield(self._next)
+        return self._next
 
     def attempt_result(
         self,
@@ -305,6 +370,11 @@ class Journal:
         )
 
     def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
+        # Intents recorded ahead for closes this run never sent: no look is owed for them.
+        for slot in self._ahead:
+            for sql in self._withdrawals:
+                self._queue_sql(sql, (run_id, *slot))
+        self._ahead.clear()
         self.flush()
         try:
             with self._store_lock:
@@ -382,7 +452,9 @@ class Journal:
 
     def _queue(self, table: str, params: Sequence[Any]) -> None:
         """Keep a record for a later commit (see the module docstring)."""
-        sql = self._statements[table]
+        self._queue_sql(self._statements[table], params)
+
+    def _queue_sql(self, sql: str, params: Sequence[Any]) -> None:
         rows = self._records.get(sql)
         if rows is None:
             self._records[sql] = [params]

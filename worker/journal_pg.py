@@ -67,6 +67,8 @@ def lock_key(scope: str) -> int:
 class PgJournal(Journal):
     """The journal on one PostgreSQL session that holds the run's advisory lock."""
 
+    _mark = "%s"
+
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], name: str, key: int) -> None:
         self.name = name
         self._conn = conn
