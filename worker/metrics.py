@@ -8,14 +8,14 @@ atomically with mode 0644, set before the rename, since node_exporter reads it a
 (`write_to_textfile` would leave the umask's mode: 0600 under the unit's `UMask=0077`).
 The last successful run's timestamp is carried over from the previous file when this run failed,
 so an alert on "no success today" keeps working.
+
+prometheus_client is imported when a run writes metrics, not at start-up (it costs ~60 ms there,
+on every run).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from worker.outcomes import Outcome
 from worker.report import TargetResult, summarize, write_atomically
@@ -33,6 +33,8 @@ def write_metrics(
     exit_code: int,
     finished_at: float,
 ) -> None:
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
     counts = summarize(results)
     # A run skipped because the market is closed flattened nothing: it is no success.
     succeeded = exit_code == 0 and counts[str(Outcome.MARKET_CLOSED)] == 0
@@ -83,6 +85,8 @@ def write_metrics(
 
 def _previous_success(path: Path) -> float | None:
     """The last success recorded in the previous file; none if it is missing or unparsable."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
             if family.name == _LAST_SUCCESS and family.samples:
