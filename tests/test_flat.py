@@ -91,6 +91,31 @@ def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None
     return register
 
 
+async def test_once_every_close_is_sent_following_does_not_wait_out_its_pause(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 61001, [100, -50, 30]) + seed(sim, 61002, [20, 40])
+    sim.config.fill_delay_s = 0.01
+    # A pause far longer than this test may take: the fan-out's end cuts it to SETTLE_S.
+    result, doc = await asyncio.wait_for(
+        liquidate(
+            sim,
+            settings_for,
+            tmp_path,
+            [TargetSpec(61001, None), TargetSpec(61002, None)],
+            flat_timeout=60.0,
+            follow_pause=60.0,
+            follow_pause_max=60.0,
+        ),
+        timeout=20,
+    )
+    assert result.exit_code == ExitCode.OK
+    assert doc["summary"]["closed"] == len(keys)
+    the_truth(sim, doc, keys)
+    # One following read per account (orders, then positions), after the plan's listing.
+    assert sim.stats.by_route["positions"] == 2 * 2
+
+
 async def test_no_residue_close_allowed_leaves_the_target_not_flat_with_exit_1(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:

@@ -137,6 +137,7 @@ async def close_and_follow(
         follower.abandon()
         await follower.finish()
         raise
+    follower.all_sent()
     # Nothing is in flight any more: once a stop is requested, one more read decides.
     finishing = asyncio.ensure_future(follower.finish())
     stopped = asyncio.ensure_future(ctx.stopping.wait())

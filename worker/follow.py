@@ -3,7 +3,8 @@
 One task per account, started by the first target handed over, so following overlaps the
 fan-out. Each poll reads the account's orders since the run began and its positions, filtered to
 the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s` while
-nothing settles.
+nothing settles. Once every close is sent, a pause under way ends within SETTLE_S: the run's end
+waits on that poll, and no send competes with it any more.
 `worker.reconcile.follow_step` decides per target: flat, wait, or a residue close for the rest
 (sent through the same journaled step as every close). It never sends while stopping.
 """
@@ -39,6 +40,9 @@ from worker.reconcile import Step, follow_step
 SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | None]]
 T = TypeVar("T")
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
+# After the fan-out, a pause under way is cut to this: no send competes with a poll any more,
+# and the run's end waits on it; only the last closes' fills are given a moment.
+SETTLE_S = 0.05
 
 
 @dataclass(slots=True)
@@ -86,6 +90,7 @@ class Follower:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._stop_deadline: float | None = None
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
+        self._all_sent = asyncio.Event()  # the fan-out is over
 
     def follow(self, target: Target, result: TargetResult) -> None:
         """Hand over a target that was sent a close (or found one); its result has no outcome.
@@ -104,6 +109,10 @@ class Follower:
             self._tasks[target.account_id] = asyncio.create_task(
                 self._follow_account(target.account_id)
             )
+
+    def all_sent(self) -> None:
+        """The fan-out is over: pauses under way end after SETTLE_S at most."""
+        self._all_sent.set()
 
     def last_look(self) -> None:
         """The run is stopping and nothing is in flight: read once more, then settle."""
@@ -189,14 +198,27 @@ class Follower:
             )
 
     async def _pause(self, seconds: float) -> None:
-        """Sleep between polls; the last look cuts it short."""
+        """Sleep between polls; the last look cuts it short, the end of the fan-out to SETTLE_S."""
+        started = self._clock()
+        if self._all_sent.is_set():
+            await self._sleep_unless(seconds, self._last_look)
+            return
+        slept = await self._sleep_unless(seconds, self._last_look, self._all_sent)
+        if not slept and not self._last_look.is_set():
+            left = seconds - (self._clock() - started)
+            await self._sleep_unless(min(left, SETTLE_S), self._last_look)
+
+    async def _sleep_unless(self, seconds: float, *told: asyncio.Event) -> bool:
+        """Sleep; False as soon as one of `told` is set."""
         sleeping = asyncio.ensure_future(self._sleep(seconds))
-        told = asyncio.ensure_future(self._last_look.wait())
+        waits = [asyncio.ensure_future(event.wait()) for event in told]
         try:
-            await asyncio.wait({sleeping, told}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sleeping, *waits}, return_when=asyncio.FIRST_COMPLETED)
+            return not any(event.is_set() for event in told)
         finally:
             sleeping.cancel()
-            told.cancel()
+            for wait in waits:
+                wait.cancel()
 
     async def _read(
         self, account_id: int, instrument_ids: Sequence[str]
