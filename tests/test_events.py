@@ -15,6 +15,7 @@ from structlog.testing import LogCapture
 
 from worker import events
 from worker.errors import OutcomeUnknown
+from worker.models import Order
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 from worker.targets import TargetSpec
@@ -112,6 +113,71 @@ def test_a_secret_with_quotes_backslashes_and_accents_is_redacted_in_every_form(
     for spelled in (secret, repr(secret)[1:-1], "sé"):
         assert spelled not in text
     assert text.count(events.REDACTED) == 3
+
+
+def an_order(**fields: Any) -> Order:
+    return Order.model_validate(
+        {
+            "id": "ord-1",
+            "client_order_id": "",
+            "account_id": 7,
+            "side": "SELL",
+            "quantity": "10",
+            "order_type": "MARKET",
+            "status": "NEW",
+            "filled_quantity": "0",
+            "created_at": "2026-11-25T20:00:00Z",
+            "symbol": "GOOG",
+            "instrument_id": "inst-1",
+            **fields,
+        }
+    )
+
+
+def test_close_order_on_its_fast_path_is_the_pipelines_line_key_for_key() -> None:
+    out = Output(binary=True)  # stdout's form: the only one with the fast path
+    events.configure(level="info", fmt="json", secrets=[KEY], stream=out.stream)
+    events.bind_run("run-123")
+    echoed = an_order(symbol=f"echo {KEY}", time_in_force="DAY")  # a server that echoes
+    try:
+        assert events._order_lines is not None
+        with events.bound_target(7, "GOOG"):
+            events.close_order(echoed, instrument_id="inst-1", request_id="r", attempt=1)
+            fast = events._order_lines
+            events._order_lines = None  # the same event through structlog's pipeline
+            events.close_order(echoed, instrument_id="inst-1", request_id="r", attempt=1)
+            events._order_lines = fast
+        events.close_order(
+            an_order(), instrument_id="inst-1", request_id="r", attempt=2, account_id=8
+        )
+    finally:
+        events.unconfigure()
+        structlog.contextvars.clear_contextvars()
+    fast_line, pipeline_line, unbound = lines(out)
+    assert list(fast_line) == list(pipeline_line)  # the same keys, in the same order
+    assert {**fast_line, "timestamp": 0} == {**pipeline_line, "timestamp": 0}
+    assert fast_line["symbol"] == f"echo {events.REDACTED}"
+    assert str(fast_line["timestamp"]).endswith("Z")
+    assert (fast_line["run_id"], fast_line["account_id"], fast_line["instrument"]) == (
+        "run-123",
+        7,
+        "GOOG",
+    )
+    assert (unbound["account_id"], unbound["attempt"], unbound["level"]) == (8, 2, "info")
+    assert "instrument" not in unbound
+
+
+def test_close_order_respects_the_level_on_its_fast_path() -> None:
+    out = Output(binary=True)
+    events.configure(level="warning", fmt="json", stream=out.stream)
+    try:
+        events.close_order(an_order(), instrument_id="inst-1", request_id="r", attempt=1)
+        events.close_retry(
+            account_id=1, instrument="GOOG", attempt=2, reason="429", wait_s=0.5, request_id="r"
+        )
+    finally:
+        events.unconfigure()
+    assert [line["event"] for line in lines(out)] == ["close_retry"]
 
 
 def test_a_lone_surrogate_from_a_server_message_still_makes_a_json_line(stream: Output) -> None:
