@@ -366,21 +366,24 @@ class TradingApi:
 
 async def _read_capped(resp: aiohttp.ClientResponse, what: str) -> bytes:
     """The whole body, or `OutcomeUnknown` as soon as it proves larger than MAX_REPLY_BYTES."""
-    too_big = OutcomeUnknown(
-        f"{what}: reply larger than {MAX_REPLY_BYTES} bytes, refused unread",
-        status=resp.status,
-        request_id=resp.headers.get("x-request-id"),
-    )
     if resp.content_length is not None and resp.content_length > MAX_REPLY_BYTES:
-        raise too_big
+        raise _too_big(resp, what)
     chunks: list[bytes] = []
     size = 0
     while chunk := await resp.content.read(_READ_CHUNK):
         size += len(chunk)
         if size > MAX_REPLY_BYTES:
-            raise too_big
+            raise _too_big(resp, what)
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_big(resp: aiohttp.ClientResponse, what: str) -> OutcomeUnknown:
+    return OutcomeUnknown(
+        f"{what}: reply larger than {MAX_REPLY_BYTES} bytes, refused unread",
+        status=resp.status,
+        request_id=resp.headers.get("x-request-id"),
+    )
 
 
 def _parse(adapter: TypeAdapter[Envelope[T]], raw: bytes) -> Reply[T]:

@@ -94,14 +94,19 @@ class Intent:
     client_id: str | None = None  # submit_orders: the id it goes under
     generation: int = 0
 
-    def row(self, run_id: str) -> tuple[Any, ...]:
-        row = (run_id, self.account_id, self.instrument_id, self.attempt, self.since.isoformat())
-        return row if self.client_id is None else (*row, self.client_id, self.generation)
+    @property
+    def slot(self) -> tuple[int, str, int]:
+        """Its place in the attempts table, within one run."""
+        return (self.account_id, self.instrument_id, self.attempt)
 
+    @property
+    def named(self) -> tuple[Any, ...]:
+        """What else a send must match to use an intent recorded ahead: its client id."""
+        return () if self.client_id is None else (self.client_id, self.generation)
 
-def _slot(row: Sequence[Any]) -> tuple[Any, ...]:
-    """An intent row's place in the attempts table, within one run: account, instrument, attempt."""
-    return (row[1], row[2], row[3])
+    def row(self, run_id: str, since_text: str | None = None) -> tuple[Any, ...]:
+        row = (run_id, *self.slot, since_text or self.since.isoformat())
+        return (*row, *self.named)
 
 
 class Journal:
@@ -180,7 +185,7 @@ class Journal:
         self._statements = {table: self._upsert(table) for table in TABLES}
         # Intents recorded ahead and not yet used, by slot: the row's client id part (what the
         # send must match to use it) and whether it is committed yet.
-        self._ahead: dict[tuple[Any, ...], tuple[tuple[Any, ...], bool]] = {}
+        self._ahead: dict[tuple[int, str, int], tuple[tuple[Any, ...], bool]] = {}
         self._withdrawals = [
             f"DELETE FROM {table} WHERE run_id = {m} AND account_id = {m}"
             f" AND instrument_id = {m} AND attempt = {m}"
@@ -277,13 +282,12 @@ class Journal:
 
     async def record_intent(self, run_id: str, intent: Intent) -> None:
         """`intent()`, for an `Intent` already made."""
-        row = intent.row(run_id)
         # An intent in a slot recorded ahead uses it; the same close, committed, needs no commit.
         # (Another client id, or not yet committed: this row is committed over it.)
-        ahead = self._ahead.pop(_slot(row), None) if self._ahead else None
-        if ahead is not None and ahead == (tuple(row[5:]), True):
+        ahead = self._ahead.pop(intent.slot, None) if self._ahead else None
+        if ahead == (intent.named, True):
             return
-        self._intents.append(row)
+        self._intents.append(intent.row(run_id))
         await asyncio.shield(self._group())
 
     async def intents_ahead(self, run_id: str, intents: Sequence[Intent]) -> None:
@@ -293,17 +297,17 @@ class Journal:
         time the run finishes in order are withdrawn (`finish_run`); after a crash they stay,
         and the next run looks before closing those positions, as for any intent.
         """
-        rows = [i.row(run_id) for i in intents]
-        for row in rows:
-            self._ahead[_slot(row)] = (tuple(row[5:]), False)
-        self._intents.extend(rows)
+        since_texts: dict[datetime, str] = {}  # a block's intents share one `since`
+        for i in intents:
+            text = since_texts.get(i.since) or since_texts.setdefault(i.since, i.since.isoformat())
+            self._intents.append(i.row(run_id, text))
+            self._ahead[i.slot] = (i.named, False)
         group = self._group()
         self._window_over()  # a block is a group of its own: no window to wait for
         await asyncio.shield(group)
-        for row in rows:
-            slot = _slot(row)
-            if slot in self._ahead:  # (not used meanwhile by an intent() that committed its own)
-                self._ahead[slot] = (tuple(row[5:]), True)
+        for i in intents:
+            if i.slot in self._ahead:  # (not used meanwhile by an intent() that committed its own)
+                self._ahead[i.slot] = (i.named, True)
 
     def _group(self) -> asyncio.Future[None]:
         """The group collecting intents, started if none is; it commits when its window ends."""

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 from worker.errors import RateLimited
 
@@ -54,17 +53,9 @@ class Pacer:
         self._recent_sends: deque[float] = deque()
         self.decreases = 0
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    def slot(self) -> _Slot:
         """Hold one of the in-flight places, sent no sooner than the pace allows."""
-        async with self._in_flight:
-            await self._wait_for_turn()
-            try:
-                yield
-            except RateLimited as err:
-                self._slow_down(err.retry_after)
-                raise
-            self._maybe_recover()
+        return _Slot(self)
 
     async def _wait_for_turn(self) -> None:
         now = self._clock()
@@ -108,3 +99,33 @@ class Pacer:
         old, self.rate, self._last_change = self.rate, new, now
         if self._on_change is not None:
             self._on_change(old, new, reason)
+
+
+class _Slot:
+    """`Pacer.slot()`: a class rather than a generator, as every request of a run takes one."""
+
+    __slots__ = ("_pacer",)
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+
+    async def __aenter__(self) -> None:
+        pacer = self._pacer
+        await pacer._in_flight.acquire()
+        try:
+            await pacer._wait_for_turn()
+        except BaseException:
+            pacer._in_flight.release()
+            raise
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: object
+    ) -> None:
+        pacer = self._pacer
+        try:
+            if isinstance(err, RateLimited):
+                pacer._slow_down(err.retry_after)
+            elif err is None:
+                pacer._maybe_recover()
+        finally:
+            pacer._in_flight.release()
