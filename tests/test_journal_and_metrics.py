@@ -79,6 +79,30 @@ async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and
     journal.close()
 
 
+def test_outcomes_are_committed_in_batches_not_held_until_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("worker.journal.OUTCOME_BATCH", 3)
+    journal = Journal.in_dir(tmp_path)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+
+    def committed_outcomes() -> int:
+        with sqlite3.connect(journal.path) as db:
+            return int(db.execute("SELECT COUNT(*) FROM targets").fetchone()[0])
+
+    seen = []
+    for n in range(7):
+        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}").settle(Outcome.CLOSED)
+        journal.outcome("r1", result, "10")
+        seen.append(committed_outcomes())
+    assert seen == [0, 0, 3, 3, 3, 6, 6]
+    journal.finish_run("r1", T0, 0)
+    assert committed_outcomes() == 7
+    journal.close()
+
+
 async def test_priors_are_earlier_runs_of_the_same_job_only(tmp_path: Path) -> None:
     journal = Journal.in_dir(tmp_path)
     for run_id, job in (("old", "api|2026-11-25"), ("other-day", "api|2026-11-24")):

@@ -7,6 +7,7 @@ flat at the server after the worker's close, with the orders that did it.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -57,9 +58,10 @@ class OrderSummary:
         return cls(
             order.id,
             order.side,
-            str(order.quantity),
+            # Interned: a run holds one per order, and few distinct quantities.
+            sys.intern(str(order.quantity)),
             order.status,
-            str(order.filled_quantity),
+            sys.intern(str(order.filled_quantity)),
             own,
             order.client_order_id,
         )

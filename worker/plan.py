@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,7 +45,7 @@ class Target:
     def result(self) -> TargetResult:
         result = TargetResult(self.account_id, self.instrument, self.instrument_id, self.symbol)
         result.side = "LONG" if self.quantity > 0 else "SHORT"
-        result.quantity = str(self.quantity)
+        result.quantity = sys.intern(str(self.quantity))  # one per target, few distinct
         return result
 
 
