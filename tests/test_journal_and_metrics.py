@@ -79,6 +79,35 @@ async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and
     journal.close()
 
 
+async def test_an_intent_recorded_ahead_is_used_only_fresh_and_only_while_the_journal_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal.in_dir(tmp_path)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    await journal.intents_ahead("r1", [Intent(1, f"i{n}", 1, T0) for n in range(3)])
+    assert statements.count("COMMIT") == 1
+    monkeypatch.setattr("worker.journal.AHEAD_FRESH_S", 0.0)  # every ahead intent is stale now
+    await journal.intent("r1", 1, "i0", 1, T0)
+    assert statements.count("COMMIT") == 2  # committed again, not taken from ahead
+    monkeypatch.setattr("worker.journal.AHEAD_FRESH_S", 60.0)
+    # The store refuses every commit from here (a full disk, a lost database session).
+    with sqlite3.connect(journal.path) as other:
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON attempts BEGIN SELECT RAISE(ABORT, 'full'); END"
+        )
+    with pytest.raises(JournalError):
+        await journal.intent("r1", 1, "other", 1, T0)
+    # Recorded ahead and fresh, but the journal has failed: this close must not be sent either.
+    with pytest.raises(JournalError):
+        await journal.intent("r1", 1, "i1", 1, T0)
+    with pytest.raises(JournalError):
+        journal.close()
+
+
 def test_outcomes_are_committed_in_batches_not_held_until_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

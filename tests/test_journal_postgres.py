@@ -272,3 +272,67 @@ async def test_an_unreachable_database_refuses_naming_it_without_its_password() 
         await PgJournal.open(url, scope=SCOPE, lock_wait=0)
     assert "postgresql://liq:***@127.0.0.1:1/journal" in str(refused.value)
     assert "hunter2" not in str(refused.value)
+
+
+async def test_a_host_that_lost_its_session_sends_nothing_after_the_standby_looked(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Host A loses its session (and the lock) with its first close; its replies are slow, so
+    its other closes wait for a request slot. Standby B takes over, waits out A's requests in
+    flight, looks, and closes what it finds open. A must send nothing B could not have seen:
+    its intents recorded ahead are stale by the time a slot frees, so each send needs a commit
+    that fails. (Found by an adversarial review: A sent them, and positions closed twice.)"""
+    from aiohttp import web
+
+    from tests.support import serving
+    from worker.simulator import SimConfig
+
+    sim = Simulator(SimConfig(fill_delay_s=3600))  # every close stays working: doubles show
+    positions = seed_accounts(sim, 2, 4)
+    standby_waiting = asyncio.Event()
+    lost = False
+
+    @web.middleware
+    async def lose_the_session_then_reply_slowly(
+        request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        nonlocal lost
+        if request.method == "DELETE" and not lost:
+            lost = True
+            await standby_waiting.wait()
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
+        response: web.StreamResponse = await handler(request)  # the order exists from here
+        if request.method == "DELETE":
+            await asyncio.sleep(1.5)  # within REQUEST_TIMEOUT
+        return response
+
+    app = sim.app()
+    app.middlewares.append(lose_the_session_then_reply_slowly)
+    common = {
+        "LIQUIDATOR_JOURNAL_URL": pg_url,
+        "LIQUIDATOR_LOCK_WAIT": "30",
+        "LIQUIDATOR_REQUEST_TIMEOUT": "2",
+        "LIQUIDATOR_RECONCILE_DELAY": "0.2",
+        "LIQUIDATOR_FLAT_TIMEOUT": "3",
+    }
+    async with serving(app) as base_url:
+        active = await start_liquidator(
+            sim, tmp_path / "a", tmp_path / "a.json", "--concurrency", "1",
+            base_url=base_url, **common,
+        )  # fmt: skip
+        opened = await read_until_event(active, "journal_opened")  # it holds the lock
+        standby = await start_liquidator(
+            sim, tmp_path / "b", tmp_path / "b.json", "--concurrency", "8",
+            base_url=base_url, **common,
+        )  # fmt: skip
+        await read_until_event(standby, "lock_waiting")
+        standby_waiting.set()
+        code_a, out_a = await finish(active, 60)
+        code_b, out_b = await finish(standby, 60)
+    out_a = opened + out_a
+    assert code_a == 3, out_a  # its journal failed: aborted
+    assert code_b == 1, out_b  # every position closed, the orders still working: not flat yet
+    # Counted at the server: one closing order per position, whichever host sent it.
+    assert sim.duplicate_closes() == [], out_a + out_b
+    assert [len(sim.closing_orders(a, i)) for a, i in positions] == [1] * len(positions)

@@ -9,7 +9,10 @@ workers reach it, the next block's commit overlapping this block's sends, so
 What it costs in safety: nothing. A crash leaves intents for up to two blocks of closes that
 were never sent; the next run looks before closing those positions, as it does for every intent
 (a look that finds no close and an open position sends one). A run that ends in order
-withdraws the intents it never used (`Journal.finish_run`).
+withdraws the intents it never used (`Journal.finish_run`). An intent recorded ahead is used
+only within AHEAD_FRESH_S of its commit and while the journal works: a host that lost its
+journal (with PostgreSQL, its session and the lock) sends nothing it could not commit now, so a
+standby that took over and waited out the requests in flight finds every close it must see.
 """
 
 from __future__ import annotations
@@ -44,7 +47,10 @@ class IntentsAhead:
         k = i // self._block
         self._start(k)
         self._start(k + 1)
-        await asyncio.shield(self._commits[k])
+        commit = self._commits[k]
+        if not commit.done():  # (shielded: a cancelled worker must not cancel its block)
+            await asyncio.shield(commit)
+        commit.result()
 
     def _start(self, k: int) -> None:
         lo = k * self._block

@@ -8,8 +8,8 @@ its commit returns. Commits run in the journal's own thread, one at a time, so t
 keeps sending closes whose intents are already on disk while the next group is written (the
 fan-out keeps twice as many closes ready as may be in flight, so a close waiting for its commit
 would be waiting for a free slot anyway). The fan-out records its targets' first intents ahead,
-a block per commit (`intents_ahead`, `worker.ahead`); a run that finishes in order withdraws
-those it never sent.
+a block per commit (`intents_ahead`, `worker.ahead`), each used only within AHEAD_FRESH_S of its
+commit and while the journal works; a run that finishes in order withdraws those it never sent.
 
 Durable before sent: SQLite runs in WAL mode with `synchronous=FULL`, and every commit is
 followed by a checkpoint that copies it into the main file (fsync'd) and empties the log. So an
@@ -52,6 +52,11 @@ Key = tuple[int, str]  # (account_id, instrument_id)
 COMMIT_WINDOW_S = 0.002  # 5,000 closes at 64 in flight: ~500 commits instead of ~1,750
 RECORD_BATCH = 1000  # records kept in memory before they ride along with an intent commit
 OUTCOME_BATCH = 10_000  # outcomes queued at the end of a run before they are committed
+# An intent recorded ahead is used only this soon after its commit; later, the send commits its
+# own. A host that lost its journal (its PostgreSQL session, and with it the lock) therefore
+# sends nothing it could not commit now, beyond this margin: a standby that took over waits
+# REQUEST_TIMEOUT + RECONCILE_DELAY before it looks, and that wait must cover every send.
+AHEAD_FRESH_S = 0.25
 
 _PRIORS = (
     "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
@@ -185,8 +190,8 @@ class Journal:
         self._closed = False
         self._statements = {table: self._upsert(table) for table in TABLES}
         # Intents recorded ahead and not yet used, by slot: the row's client id part (what the
-        # send must match to use it) and whether it is committed yet.
-        self._ahead: dict[tuple[int, str, int], tuple[tuple[Any, ...], bool]] = {}
+        # send must match to use it) and when its commit returned (None: not yet).
+        self._ahead: dict[tuple[int, str, int], tuple[tuple[Any, ...], float | None]] = {}
         self._outcomes_queued = 0
         self._withdrawals = [
             f"DELETE FROM {table} WHERE run_id = {m} AND account_id = {m}"
@@ -284,11 +289,15 @@ class Journal:
 
     async def record_intent(self, run_id: str, intent: Intent) -> None:
         """`intent()`, for an `Intent` already made."""
-        # An intent in a slot recorded ahead uses it; the same close, committed, needs no commit.
-        # (Another client id, or not yet committed: this row is committed over it.)
+        # An intent in a slot recorded ahead uses it: the same close, committed moments ago and
+        # the journal still working, needs no commit. Otherwise (another client id, not yet
+        # committed, committed too long ago, a failed journal) this row is committed over it.
         ahead = self._ahead.pop(intent.slot, None) if self._ahead else None
-        if ahead == (intent.named, True):
-            return
+        if ahead is not None and self._failed is None:
+            named, committed_at = ahead
+            fresh = committed_at is not None and time.monotonic() - committed_at <= AHEAD_FRESH_S
+            if fresh and named == intent.named:
+                return
         self._intents.append(intent.row(run_id))
         await asyncio.shield(self._group())
 
@@ -303,13 +312,14 @@ class Journal:
         for i in intents:
             text = since_texts.get(i.since) or since_texts.setdefault(i.since, i.since.isoformat())
             self._intents.append(i.row(run_id, text))
-            self._ahead[i.slot] = (i.named, False)
+            self._ahead[i.slot] = (i.named, None)
         group = self._group()
         self._window_over()  # a block is a group of its own: no window to wait for
         await asyncio.shield(group)
+        committed_at = time.monotonic()
         for i in intents:
             if i.slot in self._ahead:  # (not used meanwhile by an intent() that committed its own)
-                self._ahead[i.slot] = (i.named, True)
+                self._ahead[i.slot] = (i.named, committed_at)
 
     def _group(self) -> asyncio.Future[None]:
         """The group collecting intents, started if none is; it commits when its window ends."""
