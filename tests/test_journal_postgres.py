@@ -336,3 +336,70 @@ async def test_a_host_that_lost_its_session_sends_nothing_after_the_standby_look
     # Counted at the server: one closing order per position, whichever host sent it.
     assert sim.duplicate_closes() == [], out_a + out_b
     assert [len(sim.closing_orders(a, i)) for a, i in positions] == [1] * len(positions)
+
+
+@pytest.mark.parametrize("close_via", ["close_position", "submit_orders"])
+async def test_a_stop_mid_block_keeps_the_sent_intents_withdraws_the_rest_then_closes_once(
+    settings_for: Any, tmp_path: Path, pg_url: str, close_via: str
+) -> None:
+    """On PostgreSQL (its own parameter marks): a stop at the sixth close keeps the intents of
+    the closes sent (and of those stopped before their send), withdraws those recorded ahead
+    and never used, and the rerun closes the rest. (From an adversarial review.)"""
+    from aiohttp import web
+
+    from tests.support import FAST_FOLLOW, serving
+    from worker.runner import ExitCode, RunRequest, run
+    from worker.simulator import SimConfig
+    from worker.targets import TargetSpec
+
+    sim = Simulator(SimConfig(fill_delay_s=3600))
+    sim.add_account(50001)
+    keys = [(50001, sim.add_position(50001, f"S{k}", "10")) for k in range(40)]
+    stop = asyncio.Event()
+    closes = 0
+
+    @web.middleware
+    async def stop_at_the_sixth_close(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal closes
+        a_close = (request.method == "DELETE" and "/positions/" in request.path) or (
+            request.method == "POST" and request.path.endswith("/orders")
+        )
+        if a_close:
+            closes += 1
+            if closes == 6:
+                stop.set()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = sim.app()
+    app.middlewares.append(stop_at_the_sixth_close)
+    async with serving(app) as base_url:
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, concurrency=2, stop_grace=0.5,
+            journal_url=pg_url, close_via=close_via, **FAST_FOLLOW,
+        )  # fmt: skip
+        whole_account = [TargetSpec(50001, None)]
+        result = await run(settings, RunRequest(specs=whole_account), stop)
+        assert result.exit_code == ExitCode.ABORTED
+        with psycopg.connect(pg_url) as conn:
+            intents = {i.lower() for (i,) in conn.execute(b"SELECT instrument_id FROM attempts")}
+            stopped = {
+                i.lower()
+                for (i,) in conn.execute(
+                    b"SELECT instrument_id FROM attempt_results WHERE result = 'stopped'"
+                )
+            }
+            unfinished = conn.execute(b"SELECT COUNT(*) FROM runs WHERE finished_at IS NULL")
+            assert unfinished.fetchone() == (0,)
+        sent = {i.lower() for _, i in keys if sim.closing_orders(50001, i)}
+        assert sent <= intents
+        assert intents - sent <= stopped  # the blocks recorded ahead and never sent: withdrawn
+        sim.fill_due_in(0.3)
+        sim.config.fill_delay_s = 0.05
+        again = await run(settings, RunRequest(specs=whole_account), asyncio.Event())
+    assert again.exit_code == ExitCode.OK
+    sim.fill_all()
+    assert sim.flipped_positions() == []
+    assert all(sim.position_quantity(a, i) == 0 for a, i in keys)
+    if close_via == "close_position":
+        assert_exactly_once(sim, keys)

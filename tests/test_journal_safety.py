@@ -4,6 +4,7 @@ main file before a send, and damage refused loudly instead of forgotten."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -15,12 +16,16 @@ from typing import Any
 import pytest
 from structlog.testing import LogCapture
 
+from tests.support import FAST_FOLLOW, assert_exactly_once, seed_accounts
 from worker import events
 from worker.errors import JournalRefused
 from worker.journal import Journal
 from worker.journal_check import wal_problem
 from worker.journal_keys import canonical_origin, job_key, journal_url_secrets
 from worker.journal_lock import FileLock, acquire
+from worker.runner import ExitCode, RunRequest, run
+from worker.simulator import Simulator
+from worker.targets import TargetSpec
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 
@@ -238,3 +243,57 @@ async def test_a_stop_while_standing_by_ends_the_wait_at_once(tmp_path: Path) ->
     assert asyncio.get_running_loop().time() - started < 1
     held.release()
     other.release()
+
+
+@pytest.mark.parametrize("close_via", ["close_position", "submit_orders"])
+async def test_a_journal_failing_mid_block_then_a_rerun_closes_each_once(
+    sim: Simulator, settings_for: Any, tmp_path: Path, close_via: str
+) -> None:
+    """The store refuses every commit once it holds 10 intents, while blocks of first intents
+    are being committed ahead: every close the server saw had its intent (and client id) on
+    disk, and the rerun closes the rest, none twice. (From an adversarial review.)"""
+    sim.config.fill_delay_s = 3600
+    positions = seed_accounts(sim, 1, 40)
+    state = tmp_path / "state"
+    Journal.in_dir(state).close()  # the schema, for the trigger
+    with contextlib.closing(sqlite3.connect(state / "journal.sqlite3")) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON attempts"
+            " WHEN (SELECT COUNT(*) FROM attempts) >= 10"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        db.commit()
+    settings = settings_for(sim, concurrency=2, close_via=close_via, **FAST_FOLLOW)
+    whole_account = [TargetSpec(20001, None)]
+    first = await run(
+        settings, RunRequest(specs=whole_account, report_path=tmp_path / "1.json"), asyncio.Event()
+    )
+    assert first.exit_code == ExitCode.ABORTED
+    with contextlib.closing(sqlite3.connect(state / "journal.sqlite3")) as db:
+        rows = db.execute("SELECT account_id, instrument_id FROM attempts")
+        intents = {(a, i.lower()) for a, i in rows}
+        client_ids = {c for (c,) in db.execute("SELECT client_id FROM client_ids")}
+        db.execute("DROP TRIGGER full")
+        db.commit()
+    sent = {(a, i.lower()) for a, i in positions if sim.closing_orders(a, i)}
+    assert sent
+    assert sent <= intents  # and the intents of 10 at most: the rest were never sent
+    assert len(intents) <= 10
+    if close_via == "submit_orders":
+        used = {o["client_order_id"] for a, i in positions for o in sim.closing_orders(a, i)}
+        assert used <= client_ids
+    sim.fill_due_in(0.3)
+    sim.config.fill_delay_s = 0.05
+    second = await run(
+        settings, RunRequest(specs=whole_account, report_path=tmp_path / "2.json"), asyncio.Event()
+    )
+    assert second.exit_code == ExitCode.OK
+    if close_via == "close_position":
+        assert_exactly_once(sim, positions)
+    else:  # the rerun cancels the first run's resting orders (cancel_orders): one fills
+        sim.fill_all()
+        assert sim.flipped_positions() == []
+        filled = [
+            sum(o["status"] == "FILLED" for o in sim.closing_orders(a, i)) for a, i in positions
+        ]
+        assert filled == [1] * len(positions)
