@@ -99,10 +99,11 @@ class _OrderLines:
     """`close_order` as a JSON line, without structlog's generic pipeline.
 
     One line per order is the fan-out's hottest path after the request itself: through the
-    pipeline it cost ~50 µs of CPU per order inside a run, about a fifth of what the worker adds
-    to a close (bench/run.py; README "Performance"). The line is the pipeline's, key for key
-    (the event's fields, `event`, the bound contextvars, `level`, `timestamp`), redacted by the
-    same Redactor and written by the same BytesLogger; test_events compares the two.
+    pipeline it cost ~50 µs of CPU per order inside a run, about a quarter of what the worker
+    adds to a close (bench/run.py; README "Performance"). The line is the pipeline's, key for
+    key (the event's fields, `event`, the bound contextvars, `level`, `timestamp`), redacted by
+    the same Redactor and written by a BytesLogger on the same stream (structlog gives both
+    writers one lock per file); test_events compares the two.
     """
 
     def __init__(self, logger: structlog.BytesLogger, redactor: Redactor) -> None:

@@ -193,11 +193,11 @@ class Journal:
         # send must match to use it) and when its commit returned (None: not yet).
         self._ahead: dict[tuple[int, str, int], tuple[tuple[Any, ...], float | None]] = {}
         self._outcomes_queued = 0
+        m = self._mark
         self._withdrawals = [
             f"DELETE FROM {table} WHERE run_id = {m} AND account_id = {m}"
             f" AND instrument_id = {m} AND attempt = {m}"
             for table in ("attempts", "client_ids")
-            for m in [self._mark]
         ]
 
     def close(self) -> None:
@@ -308,10 +308,9 @@ class Journal:
         time the run finishes in order are withdrawn (`finish_run`); after a crash they stay,
         and the next run looks before closing those positions, as for any intent.
         """
-        since_texts: dict[datetime, str] = {}  # a block's intents share one `since`
+        since_texts = {s: s.isoformat() for s in {i.since for i in intents}}  # usually one
         for i in intents:
-            text = since_texts.get(i.since) or since_texts.setdefault(i.since, i.since.isoformat())
-            self._intents.append(i.row(run_id, text))
+            self._intents.append(i.row(run_id, since_texts[i.since]))
             self._ahead[i.slot] = (i.named, None)
         group = self._group()
         self._window_over()  # a block is a group of its own: no window to wait for
