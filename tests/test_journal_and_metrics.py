@@ -32,13 +32,19 @@ def committed_attempts(path: Path) -> int:
         return int(db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0])
 
 
-async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path: Path) -> None:
+def run_r1(tmp_path: Path) -> tuple[Journal, list[str]]:
+    """A journal in `tmp_path` with run r1 started, and every statement it executes from here."""
     journal = Journal.in_dir(tmp_path)
     journal.start_run(
         run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
     )
     statements: list[str] = []
     journal._db.set_trace_callback(statements.append)
+    return journal, statements
+
+
+async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path: Path) -> None:
+    journal, statements = run_r1(tmp_path)
     seen_by_other_connection: list[int] = []
 
     async def close(n: int) -> None:
@@ -55,12 +61,7 @@ async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path:
 async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and_withdrawn(
     tmp_path: Path,
 ) -> None:
-    journal = Journal.in_dir(tmp_path)
-    journal.start_run(
-        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
-    )
-    statements: list[str] = []
-    journal._db.set_trace_callback(statements.append)
+    journal, statements = run_r1(tmp_path)
     ahead = [Intent(1, f"i{n}", 1, T0, client_id=f"c{n}") for n in range(6)]
     await journal.intents_ahead("r1", ahead)
     assert statements.count("COMMIT") == 1
@@ -82,12 +83,7 @@ async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and
 async def test_an_intent_recorded_ahead_is_used_only_fresh_and_only_while_the_journal_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    journal = Journal.in_dir(tmp_path)
-    journal.start_run(
-        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
-    )
-    statements: list[str] = []
-    journal._db.set_trace_callback(statements.append)
+    journal, statements = run_r1(tmp_path)
     await journal.intents_ahead("r1", [Intent(1, f"i{n}", 1, T0) for n in range(3)])
     assert statements.count("COMMIT") == 1
     monkeypatch.setattr("worker.journal.AHEAD_FRESH_S", 0.0)  # every ahead intent is stale now
@@ -112,10 +108,7 @@ def test_outcomes_are_committed_in_batches_not_held_until_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("worker.journal.OUTCOME_BATCH", 3)
-    journal = Journal.in_dir(tmp_path)
-    journal.start_run(
-        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
-    )
+    journal, _ = run_r1(tmp_path)
 
     def committed_outcomes() -> int:
         with sqlite3.connect(journal.path) as db:
