@@ -22,7 +22,7 @@ from worker.errors import JournalRefused
 from worker.journal import Journal
 from worker.journal_check import wal_problem
 from worker.journal_keys import canonical_origin, job_key, journal_url_secrets
-from worker.journal_lock import FileLock, acquire
+from worker.journal_lock import UNNAMED, FileLock, acquire
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
 from worker.targets import TargetSpec
@@ -87,6 +87,29 @@ async def test_a_held_journal_refuses_at_once_naming_host_pid_and_since(tmp_path
     message = str(refused.value)
     assert f"host {socket.gethostname()}, pid {os.getpid()}, since 20" in message
     assert "lock_wait" in message
+    held.release()
+    other.release()
+
+
+async def test_a_holder_caught_between_taking_the_lock_and_naming_itself_is_still_named(
+    tmp_path: Path,
+) -> None:
+    """The holder writes its name just after it takes the lock; a run that looks in between
+    waits for the name rather than refusing with none (a flake of the two-runs test)."""
+    held = FileLock(tmp_path / "journal.lock")
+    assert held.try_acquire()
+    other = FileLock(tmp_path / "journal.lock")
+    looks = 0
+
+    def name_written_on_the_third_look() -> str:
+        nonlocal looks
+        looks += 1
+        return UNNAMED if looks < 3 else other.holder()
+
+    with pytest.raises(JournalRefused) as refused:
+        await acquire(other.try_acquire, name_written_on_the_third_look, what="j", wait_s=0)
+    assert f"pid {os.getpid()}, since " in str(refused.value)
+    assert looks == 3
     held.release()
     other.release()
 

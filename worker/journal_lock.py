@@ -25,6 +25,9 @@ from worker import events
 from worker.errors import JournalRefused
 
 POLL_S = 0.1  # how often a waiting run tries the lock again
+# A run takes the lock, then writes who it is: one found in between is given this long to say.
+NAME_WAIT_S = 0.5
+UNNAMED = "a run that has not yet said who it is"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ class FileLock:
             with self.path.open("rb") as f:
                 return str(Holder(**orjson.loads(f.read())))
         except (OSError, ValueError, TypeError):
-            return "a run that has not yet said who it is"
+            return UNNAMED
 
     def release(self) -> None:
         os.close(self._fd)  # closing the descriptor drops the flock
@@ -88,7 +91,7 @@ async def acquire(
     """
     if try_acquire():
         return False
-    named = holder()
+    named = await _named(holder)
     if wait_s <= 0:
         raise JournalRefused(
             f"{what} is in use by another run ({named}); nothing was sent. Set lock_wait"
@@ -110,3 +113,13 @@ async def acquire(
         f"{what} is still in use by another run ({named}) after waiting {wait_s:g} s"
         " (lock_wait); nothing was sent"
     )
+
+
+async def _named(holder: Callable[[], str]) -> str:
+    """The holder, as it names itself once it has written its name (at most NAME_WAIT_S)."""
+    named = holder()
+    deadline = time.monotonic() + NAME_WAIT_S
+    while named == UNNAMED and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        named = holder()
+    return named

@@ -27,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from worker.errors import JournalRefused
 from worker.journal import Journal
-from worker.journal_lock import Holder, acquire
+from worker.journal_lock import UNNAMED, Holder, acquire
 from worker.journal_schema import SCHEMA, TABLES, schema_probes, split_intents
 
 _HOLDERS = """
@@ -127,7 +127,7 @@ class PgJournal(Journal):
     def _holder(self) -> str:
         row = self._conn.execute(_HOLDER_NOW, (self._key,)).fetchone()
         if row is None:
-            return "a run that has not yet said who it is"
+            return UNNAMED
         return str(Holder(row[0], int(row[1]), row[2]))
 
     def _say_who_holds(self, scope: str) -> None:
