@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -266,3 +268,36 @@ def test_every_event_is_built_in_events_py() -> None:
         if "events.log" in line or "structlog.get_logger" in line
     ]
     assert elsewhere == []
+
+
+def test_the_command_starts_without_rich_in_structlog_and_the_terminal_still_has_rich() -> None:
+    """structlog would import rich for a traceback default the worker does not use (~30 ms of
+    every start); the command hides it from that import only."""
+    code = (
+        "import sys, worker.__main__, structlog.dev\n"
+        "print('rich' in sys.modules, structlog.dev.rich is None)\n"
+        "import rich.console\n"
+        "print('rich' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    assert done.stdout.split() == ["False", "True", "True"]
+
+
+def test_the_console_form_writes_a_plain_traceback(tmp_path: Path) -> None:
+    """The console renderer's traceback format is named, not left to what structlog found."""
+    out = io.StringIO()
+    events.configure(fmt="console", stream=out)
+    try:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            events.log.error("internal_error", exc_info=True)
+    finally:
+        events.unconfigure()
+    text = out.getvalue()
+    assert "Traceback (most recent call last):" in text
+    assert "ValueError: boom" in text
+    assert "╭" not in text  # (rich draws its tracebacks in a box)

@@ -191,7 +191,11 @@ def configure(
     renderer: Processor
     bytes_logger: structlog.BytesLogger | None = None
     if console:
-        renderer = CompactOrders(structlog.dev.ConsoleRenderer(colors=out.isatty()))
+        renderer = CompactOrders(
+            structlog.dev.ConsoleRenderer(
+                colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
     elif binary is not None:  # structlog's advice for speed: orjson straight to bytes
         renderer = structlog.processors.JSONRenderer(_json_bytes)
         if logger_factory is None:
