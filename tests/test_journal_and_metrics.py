@@ -58,6 +58,25 @@ async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path:
     journal.close()
 
 
+def test_records_go_a_few_hundred_rows_a_statement_and_the_run_end_in_their_commit(
+    tmp_path: Path,
+) -> None:
+    """One INSERT per ROWS_PER_STATEMENT rows (not a step per row), every row kept."""
+    journal, statements = run_r1(tmp_path)
+    for n in range(450):
+        journal.attempt_result("r1", 1, f"i{n}", 1, f"req{n}", "ok")
+    journal.finish_run("r1", T0, 0)
+    inserts = [s for s in statements if s.startswith("INSERT OR REPLACE INTO attempt_results")]
+    assert len(inserts) == 3  # 200, 200 and 50 rows
+    assert statements.count("COMMIT") == 1  # the run's end rides with its last records
+    with sqlite3.connect(journal.path) as db:
+        rows = db.execute("SELECT instrument_id, request_id FROM attempt_results").fetchall()
+        ended = db.execute("SELECT exit_code FROM runs WHERE run_id = 'r1'").fetchone()
+    assert sorted(rows) == sorted((f"i{n}", f"req{n}") for n in range(450))
+    assert ended == (0,)
+    journal.close()
+
+
 async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and_withdrawn(
     tmp_path: Path,
 ) -> None:
