@@ -18,6 +18,8 @@ from worker.outcomes import OrderSummary, TargetResult, summarize
 
 __all__ = ["OrderSummary", "TargetResult", "summarize", "write_atomically", "write_report"]
 
+_CHUNK = 1000  # results rendered, scrubbed and written together
+
 
 def write_report(
     path: Path,
@@ -42,12 +44,15 @@ def write_report(
         "summary": summarize(results),
     }
 
-    # One result per line, written as it is rendered: a 100,000-target report as one document
-    # in memory costs several hundred MB.
+    # One result per line, written a chunk at a time as it is rendered: a 100,000-target report
+    # as one document in memory costs several hundred MB; a piece per result costs a scrub and
+    # a write per result (a third of the report's time).
     def pieces() -> Iterator[str]:
         yield json.dumps(head, indent=1)[: -len("\n}")] + ',\n "results": ['
-        for n, result in enumerate(results):
-            yield ("\n  " if n == 0 else ",\n  ") + jsontext.dumps(result.as_json()).decode()
+        for start in range(0, len(results), _CHUNK):
+            chunk = results[start : start + _CHUNK]
+            lines = ",\n  ".join(jsontext.dumps(r.as_json()).decode() for r in chunk)
+            yield ("\n  " if start == 0 else ",\n  ") + lines
         yield "\n ]\n}\n"
 
     write_atomically(path, pieces() if scrub is None else map(scrub, pieces()))
