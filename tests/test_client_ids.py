@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -58,3 +59,26 @@ def test_ids_do_not_collide_over_many_positions() -> None:
 def test_bad_inputs_are_refused(job: str, generation: int) -> None:
     with pytest.raises(ValueError, match=r"job key|generation"):
         client_order_id(job, 1, IID, generation)
+
+
+@pytest.mark.parametrize(
+    ("job", "account_id", "instrument_id"),
+    [
+        ("job-a", 19816, IID),
+        ("2026-11-25/flatten", 1, IID.upper()),
+        ('a "quoted" job\\with a backslash', 0, "x,y:z"),
+        ("jöb ünïcode ✓", 2**63 - 1, "ÉTF-🙂"),
+        ("\u0000ctrl\t\n", 42, "\ud800"),
+    ],
+)
+def test_the_material_is_the_json_list_it_always_was(
+    job: str, account_id: int, instrument_id: str
+) -> None:
+    """Built from its parts for speed, the hashed text is still json.dumps of the list."""
+    import base64
+    import hashlib
+
+    material = json.dumps([job, account_id, instrument_id.lower()], separators=(",", ":"))
+    digest = hashlib.sha256(material.encode()).digest()[:15]
+    expected = f"lq-{base64.b32encode(digest).decode().lower()}-g3"
+    assert client_order_id(job, account_id, instrument_id, 3) == expected

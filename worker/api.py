@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
-from worker import __version__
+from worker import __version__, jsontext
 from worker.errors import (
     ApiError,
     Conflict,
@@ -214,7 +214,7 @@ class TradingApi:
             "order_type": "MARKET",
             "time_in_force": time_in_force,
         }
-        body = aiohttp.BytesPayload(json.dumps([order]).encode(), content_type="application/json")
+        body = aiohttp.BytesPayload(jsontext.dumps([order]), content_type="application/json")
         raw = await self._call(
             "POST", f"/v1/accounts/{account_id}/orders", body=body, unless=unless
         )

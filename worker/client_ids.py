@@ -33,7 +33,9 @@ def client_order_id(job: str, account_id: int, instrument_id: str, generation: i
         raise ValueError(f"generation must be between 0 and 9,999,999,999, not {generation}")
     # JSON keeps the parts apart: ("a-b", "c") and ("a", "b-c") cannot hash alike.
     # UUIDs are case-insensitive and listings spell them as they like: one spelling, one id.
-    material = json.dumps([job, account_id, instrument_id.lower()], separators=(",", ":"))
+    # The text of json.dumps([job, account_id, instrument], separators=(",", ":")), built from
+    # its parts: a list with separators takes a new encoder per call (~10 us, once a target).
+    material = f"[{json.dumps(job)},{int(account_id)},{json.dumps(instrument_id.lower())}]"
     digest = hashlib.sha256(material.encode()).digest()[:_DIGEST_BYTES]
     text = base64.b32encode(digest).decode("ascii").lower()
     return f"{PREFIX}{text}-g{generation}"
