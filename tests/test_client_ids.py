@@ -82,3 +82,10 @@ def test_the_material_is_the_json_list_it_always_was(
     digest = hashlib.sha256(material.encode()).digest()[:15]
     expected = f"lq-{base64.b32encode(digest).decode().lower()}-g3"
     assert client_order_id(job, account_id, instrument_id, 3) == expected
+
+
+@pytest.mark.parametrize("account_id", [True, 1.0, "1"])
+def test_an_account_id_that_is_not_an_int_is_refused(account_id: object) -> None:
+    """json.dumps would spell these unlike the int they stand for: refused, never hashed."""
+    with pytest.raises(ValueError, match="account_id must be an int"):
+        client_order_id("job", account_id, IID, 0)  # type: ignore[arg-type]

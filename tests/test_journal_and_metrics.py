@@ -77,6 +77,27 @@ def test_records_go_a_few_hundred_rows_a_statement_and_the_run_end_in_their_comm
     journal.close()
 
 
+def test_fewer_rows_a_statement_under_a_lower_sqlite_limit_and_a_short_row_is_refused(
+    tmp_path: Path,
+) -> None:
+    journal, statements = run_r1(tmp_path)
+    journal._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # SQLite before 3.32
+    for n in range(450):
+        journal.attempt_result("r1", 1, f"i{n}", 1, f"req{n}", "ok")
+    journal.flush()
+    inserts = [s for s in statements if s.startswith("INSERT OR REPLACE INTO attempt_results")]
+    assert len(inserts) == 3  # 166 rows of 6 values, twice, then 118
+    # Flattened into one statement, a short row would shift its neighbours' values: refused.
+    journal._queue("attempt_results", ("r1", 1, "i0", 2, "req"))
+    journal._queue("attempt_results", ("ok", "r1", 1, "i1", 2, "req", "ok"))
+    with pytest.raises(JournalError, match="does not have 6 values"):
+        journal.flush()
+    with sqlite3.connect(journal.path) as db:
+        assert db.execute("SELECT count(*) FROM attempt_results").fetchone() == (450,)
+    with pytest.raises(JournalError):
+        journal.close()
+
+
 async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and_withdrawn(
     tmp_path: Path,
 ) -> None:

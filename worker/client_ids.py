@@ -29,6 +29,8 @@ def client_order_id(job: str, account_id: int, instrument_id: str, generation: i
     """
     if not job:
         raise ValueError("a client id needs a job key")
+    if isinstance(account_id, bool) or not isinstance(account_id, int):
+        raise ValueError(f"account_id must be an int, not {account_id!r}")
     if not 0 <= generation < 10**10:
         raise ValueError(f"generation must be between 0 and 9,999,999,999, not {generation}")
     # JSON keeps the parts apart: ("a-b", "c") and ("a", "b-c") cannot hash alike.

@@ -523,14 +523,21 @@ def _insert_rows(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
 
     executemany steps SQLite once per row, and each step lets go of the GIL and waits to get it
     back from the busy fan-out: a 1,000-row batch took 100-160 ms in the journal's thread, and
-    the intent commits queued behind it held every worker up (bench/run.py).
+    the intent commits queued behind it held workers up (bench/run.py).
     """
     head, values, marks = sql.partition(" VALUES ")
     if not values:  # (an UPDATE or a DELETE: few rows, at the end of a run)
         db.executemany(sql, rows)
         return
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
+    width = marks.count("?")
+    if any(len(row) != width for row in rows):  # flattened, a short row would shift the rest
+        raise ValueError(f"a row for {head} does not have {width} values")
+    # An SQLite built with a lower limit on ?s per statement (999 before 3.32) gets fewer rows.
+    per_statement = min(
+        ROWS_PER_STATEMENT, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+    )
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
         params = [value for row in chunk for value in row]
         db.execute(f"{head} VALUES {', '.join([marks] * len(chunk))}", params)
 
