@@ -6,6 +6,7 @@ import asyncio
 import os
 import sqlite3
 import stat
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,28 @@ async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and
         client_ids = sorted(db.execute("SELECT instrument_id, client_id FROM client_ids"))
     assert rows == [("i0", 1), ("i1", 1), ("i2", 2)]
     assert client_ids == [("i0", "c0"), ("i1", "other")]
+    journal.close()
+
+
+async def test_intents_whose_commit_is_queued_at_the_end_are_still_withdrawn(
+    tmp_path: Path,
+) -> None:
+    """The run ends while a block's commit waits for the journal's thread: the withdrawal is
+    written after that block, never before it (a stop mid-block left four intents on disk)."""
+    journal, _ = run_r1(tmp_path)
+    release = threading.Event()
+    busy = journal._thread.submit(release.wait)  # the thread is busy with an earlier commit
+    block = asyncio.ensure_future(
+        journal.intents_ahead("r1", [Intent(1, f"i{n}", 1, T0) for n in range(4)])
+    )
+    await asyncio.sleep(0)  # its commit is queued behind the busy thread
+    ending = asyncio.ensure_future(asyncio.to_thread(journal.finish_run, "r1", T0, 3))
+    await asyncio.wait({ending}, timeout=0.1)  # (done at once if it did not wait its turn)
+    release.set()
+    await ending
+    await block
+    busy.result()
+    assert committed_attempts(journal.path) == 0
     journal.close()
 
 

@@ -202,6 +202,8 @@ class Journal:
         self._finish = f"UPDATE runs SET finished_at = {m}, exit_code = {m} WHERE run_id = {m}"
 
     def close(self) -> None:
+        if self._closed:
+            return
         try:
             self.flush()
         finally:
@@ -401,10 +403,16 @@ class Journal:
         self.flush()
 
     def flush(self) -> None:
-        """Commit every pending intent and record (waits for a group being written)."""
+        """Commit every pending intent and record, after every group already handed to the
+        journal's thread (its one worker takes them in order).
+
+        Not before one still queued there: a run's end withdraws the intents recorded ahead and
+        never used, and written first, the withdrawal would find nothing and the block after it
+        would stay on disk.
+        """
         intents, self._intents = self._intents, []
         records, self._records = self._records, {}
-        self._commit(intents, records)
+        self._thread.submit(self._commit, intents, records).result()
 
     # The group commit.
 
