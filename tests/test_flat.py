@@ -96,7 +96,7 @@ async def test_once_every_close_is_sent_following_does_not_wait_out_its_pause(
 ) -> None:
     keys = seed(sim, 61001, [100, -50, 30]) + seed(sim, 61002, [20, 40])
     sim.config.fill_delay_s = 0.01
-    # A pause far longer than this test may take: the fan-out's end cuts it to SETTLE_S.
+    # A pause far longer than this test may take: the fan-out's end cuts it short.
     result, doc = await asyncio.wait_for(
         liquidate(
             sim,
@@ -112,8 +112,9 @@ async def test_once_every_close_is_sent_following_does_not_wait_out_its_pause(
     assert result.exit_code == ExitCode.OK
     assert doc["summary"]["closed"] == len(keys)
     the_truth(sim, doc, keys)
-    # One following read per account (orders, then positions), after the plan's listing.
-    assert sim.stats.by_route["positions"] == 2 * 2
+    # After the plan's listing, a following read per account at once (orders, then positions),
+    # and one SETTLE_S later if the last fills had not landed: the pauses restart short.
+    assert 2 + 2 <= sim.stats.by_route["positions"] <= 2 + 2 * 2
 
 
 async def test_no_residue_close_allowed_leaves_the_target_not_flat_with_exit_1(

@@ -3,8 +3,8 @@
 One task per account, started by the first target handed over, so following overlaps the
 fan-out. Each poll reads the account's orders since the run began and its positions, filtered to
 the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s` while
-nothing settles. Once every close is sent, a pause under way ends within SETTLE_S: the run's end
-waits on that poll, and no send competes with it any more.
+nothing settles. Once every close is sent, a pause under way ends at once and the pauses start
+again from SETTLE_S: the run's end waits on those polls, and no send competes with them any more.
 `worker.reconcile.follow_step` decides per target: flat, wait, or a residue close for the rest
 (sent through the same journaled step as every close). It never sends while stopping.
 """
@@ -40,8 +40,9 @@ from worker.reconcile import Step, follow_step
 SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | None]]
 T = TypeVar("T")
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
-# After the fan-out, a pause under way is cut to this: no send competes with a poll any more,
-# and the run's end waits on it; only the last closes' fills are given a moment.
+# After the fan-out, pauses start from this (doubling while nothing settles): no send competes
+# with a poll any more, and the run's end waits on them. The first poll goes at once; a fill
+# still on its way is given SETTLE_S.
 SETTLE_S = 0.05
 
 
@@ -111,7 +112,7 @@ class Follower:
             )
 
     def all_sent(self) -> None:
-        """The fan-out is over: pauses under way end after SETTLE_S at most."""
+        """The fan-out is over: a pause under way ends now, later ones start from SETTLE_S."""
         self._all_sent.set()
 
     def last_look(self) -> None:
@@ -150,7 +151,8 @@ class Follower:
         while pending:
             if not self._last_look.is_set():
                 wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
-                await self._pause(wait)
+                if not await self._pause(wait):  # cut short by the fan-out's end
+                    pause = self._first_pause()
             final = self._last_look.is_set()
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
@@ -191,22 +193,18 @@ class Follower:
             # Pauses grow while nothing settles (slow fills); a poll that settled some, or
             # found new targets handed over meanwhile, is followed promptly by the next one.
             settled = len(pending) < before or len(pending) > len(read)
-            pause = (
-                self._settings.first_pause_s
-                if settled
-                else min(pause * 2, self._settings.max_pause_s)
-            )
+            pause = self._first_pause() if settled else min(pause * 2, self._settings.max_pause_s)
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep between polls; the last look cuts it short, the end of the fan-out to SETTLE_S."""
-        started = self._clock()
+    def _first_pause(self) -> float:
         if self._all_sent.is_set():
-            await self._sleep_unless(seconds, self._last_look)
-            return
-        slept = await self._sleep_unless(seconds, self._last_look, self._all_sent)
-        if not slept and not self._last_look.is_set():
-            left = seconds - (self._clock() - started)
-            await self._sleep_unless(min(left, SETTLE_S), self._last_look)
+            return min(SETTLE_S, self._settings.first_pause_s)
+        return self._settings.first_pause_s
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep between polls; False when the last look or the fan-out's end cut it short."""
+        if self._all_sent.is_set():
+            return await self._sleep_unless(seconds, self._last_look)
+        return await self._sleep_unless(seconds, self._last_look, self._all_sent)
 
     async def _sleep_unless(self, seconds: float, *told: asyncio.Event) -> bool:
         """Sleep; False as soon as one of `told` is set."""
