@@ -387,3 +387,38 @@ async def test_a_run_counts_its_close_retries_and_looks_in_its_metrics(
     assert samples["liquidator_retries_total"] == len(retry_events) == 2
     assert samples["liquidator_reconciliations_total"] == 2
     assert (result.retries, result.reconciliations) == (2, 2)
+
+
+async def test_outcomes_are_recorded_as_targets_settle_and_each_target_once(
+    sim: Simulator, settings_for: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A target that reads flat early is on disk before the run's end, riding along with the
+    commits of later closes' intents; the journal ends with each target's outcome as reported."""
+    from tests.support import liquidate, seed
+
+    monkeypatch.setattr("worker.journal.RECORD_BATCH", 1)  # each commit takes what is queued
+    sim.config.fill_delay_s = 0
+    sim.config.faults = {"close": Faults(latency_s=0.02)}  # the second account takes a while
+    early = seed(sim, 71001, [10])
+    seed(sim, 71002, [5] * 12)
+    path = tmp_path / "state" / "journal.sqlite3"
+
+    def outcomes() -> list[tuple[int, str, str]]:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT account_id, instrument_id, outcome FROM targets").fetchall()
+
+    at_the_end: list[list[tuple[int, str, str]]] = []
+    finish_run = Journal.finish_run
+
+    def finishing(journal: Journal, *args: Any) -> None:
+        at_the_end.append(outcomes())
+        finish_run(journal, *args)
+
+    monkeypatch.setattr(Journal, "finish_run", finishing)
+    specs = [TargetSpec(71001, None), TargetSpec(71002, None)]
+    result, doc = await liquidate(sim, settings_for, tmp_path, specs, concurrency=1)
+    assert result.exit_code == ExitCode.OK
+    assert (*early[0], "closed") in at_the_end[0]
+    reported = [(r["account_id"], r["instrument_id"], r["outcome"]) for r in doc["results"]]
+    assert len(reported) == 13
+    assert sorted(outcomes()) == sorted(reported)

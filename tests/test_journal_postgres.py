@@ -391,7 +391,12 @@ async def test_a_stop_mid_block_keeps_the_sent_intents_withdraws_the_rest_then_c
             }
             unfinished = conn.execute(b"SELECT COUNT(*) FROM runs WHERE finished_at IS NULL")
             assert unfinished.fetchone() == (0,)
+            outcomes: dict[str, int] = dict(
+                conn.execute(b"SELECT outcome, COUNT(*) FROM targets GROUP BY outcome").fetchall()
+            )
         sent = {i.lower() for _, i in keys if sim.closing_orders(50001, i)}
+        # Every target's outcome once: those cut off by the stop as well as those settled.
+        assert outcomes == {"not_flat": len(sent), "skipped": len(keys) - len(sent)}
         assert sent <= intents
         assert intents - sent <= stopped  # the blocks recorded ahead and never sent: withdrawn
         sim.fill_due_in(0.3)

@@ -244,7 +244,18 @@ async def _close(
     since: datetime,
     ready: Ready,
 ) -> Ended:
-    """Fan out and follow, then record each target's outcome and the run's end."""
+    """Fan out and follow, recording each target's outcome as it settles, then the run's end."""
+    recorded: set[int] = set()  # (ids of the results whose outcome is queued)
+
+    def on_result(result: TargetResult) -> None:
+        # Queued now, it rides along with the fan-out's commits: the run's end commits only
+        # the last few. (A journal that fails here fails the next commit too, which reports it.)
+        with contextlib.suppress(JournalError):
+            ctx.journal.outcome(ctx.run_id, result, result.quantity)
+        recorded.add(id(result))
+        if request.on_result is not None:
+            request.on_result(result)
+
     try:
         await ctx.sender.before_fan_out(plan.targets, ctx.stopping)
         closed = await close_and_follow(
@@ -252,15 +263,16 @@ async def _close(
             settings,
             plan.targets,
             since=since,
-            on_result=request.on_result,
+            on_result=on_result,
             extra_s=ready.until_close_s(),
         )
     except JournalError as err:  # before any close (the fan-out stops on one itself)
         return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))
     ended = Ended(plan.settled + closed.results, closed.aborted)
     try:
-        for target, target_result in zip(plan.targets, closed.results, strict=True):
-            ctx.journal.outcome(ctx.run_id, target_result, str(target.quantity))
+        for target_result in closed.results:  # those a stop cut off, or that never started
+            if id(target_result) not in recorded:
+                ctx.journal.outcome(ctx.run_id, target_result, target_result.quantity)
         if ctx.stopping.is_set():
             ended = ended.unless_aborted("stop requested")
         code = exit_code(ended.results, aborted=ended.aborted)
