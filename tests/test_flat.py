@@ -91,30 +91,60 @@ def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None
     return register
 
 
-async def test_once_every_close_is_sent_following_does_not_wait_out_its_pause(
-    sim: Simulator, settings_for: Any, tmp_path: Path
+async def test_once_every_close_is_sent_following_reads_at_once(
+    sim: Simulator, settings_for: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     keys = seed(sim, 61001, [100, -50, 30]) + seed(sim, 61002, [20, 40])
-    sim.config.fill_delay_s = 0.01
-    # A pause far longer than this test may take: the fan-out's end cuts it short.
+    sim.config.fill_delay_s = 0  # filled by the time anyone reads
+    # Pauses far longer than this test may take: the fan-out's end cuts the one under way, and
+    # the read goes at once (a wait of SETTLE_S first would time the test out).
+    monkeypatch.setattr("worker.follow.SETTLE_S", 60.0)
     result, doc = await asyncio.wait_for(
         liquidate(
             sim,
             settings_for,
             tmp_path,
             [TargetSpec(61001, None), TargetSpec(61002, None)],
-            flat_timeout=60.0,
+            flat_timeout=120.0,
             follow_pause=60.0,
             follow_pause_max=60.0,
         ),
-        timeout=20,
+        timeout=10,
     )
     assert result.exit_code == ExitCode.OK
     assert doc["summary"]["closed"] == len(keys)
     the_truth(sim, doc, keys)
-    # After the plan's listing, a following read per account at once (orders, then positions),
-    # and one SETTLE_S later if the last fills had not landed: the pauses restart short.
-    assert 2 + 2 <= sim.stats.by_route["positions"] <= 2 + 2 * 2
+    # One following read per account (orders, then positions), after the plan's listing.
+    assert sim.stats.by_route["positions"] == 2 * 2
+
+
+async def test_fills_trickling_in_after_the_fan_out_are_polled_at_the_usual_pace(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """After the fan-out's end, a read that settles some is followed FOLLOW_PAUSE later, not
+    SETTLE_S: fills landing one by one do not turn following into a poll every 50 ms."""
+    keys = seed(sim, 61001, [10] * 12)
+    sim.config.fill_delay_s = 0.05
+
+    @sim_hook(sim)
+    def each_close_fills_later() -> None:  # 0.05 s, 0.10 s, ... 0.60 s after its close
+        sim.config.fill_delay_s += 0.05
+
+    result, doc = await liquidate(
+        sim,
+        settings_for,
+        tmp_path,
+        [TargetSpec(61001, None)],
+        follow_pause=0.3,
+        follow_pause_max=0.6,
+    )
+    assert result.exit_code == ExitCode.OK
+    the_truth(sim, doc, keys)
+    routes = [r.route for r in sim.requests]
+    last_close = len(routes) - 1 - routes[::-1].index("close")
+    reads_after = routes[last_close:].count("orders")
+    # At once, SETTLE_S on, then ~0.15, 0.45, 0.75 s: five. A poll every SETTLE_S would be 12+.
+    assert 2 <= reads_after <= 7
 
 
 async def test_no_residue_close_allowed_leaves_the_target_not_flat_with_exit_1(

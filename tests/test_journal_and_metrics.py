@@ -422,3 +422,24 @@ async def test_outcomes_are_recorded_as_targets_settle_and_each_target_once(
     reported = [(r["account_id"], r["instrument_id"], r["outcome"]) for r in doc["results"]]
     assert len(reported) == 13
     assert sorted(outcomes()) == sorted(reported)
+
+
+async def test_outcomes_riding_along_with_intents_never_force_a_commit_of_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During the fan-out the intent commits take the outcomes queued: none waits for a batch
+    of outcomes to be committed on the event loop. After a close, the journal refuses."""
+    monkeypatch.setattr("worker.journal.OUTCOME_BATCH", 3)
+    monkeypatch.setattr("worker.journal.RECORD_BATCH", 2)
+    journal, statements = run_r1(tmp_path)
+    for n in range(6):
+        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}").settle(Outcome.CLOSED)
+        journal.outcome("r1", result, "10")
+        if n % 2:
+            await journal.intent("r1", 1, f"i{n}", 1, T0)  # takes the two queued along
+    assert statements.count("COMMIT") == 3  # the intents' commits, none of the outcomes' own
+    journal.finish_run("r1", T0, 0)
+    journal.close()
+    with pytest.raises(JournalError, match="closed"):
+        journal.flush()
+    journal.close()  # a second close does nothing

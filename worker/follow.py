@@ -3,8 +3,9 @@
 One task per account, started by the first target handed over, so following overlaps the
 fan-out. Each poll reads the account's orders since the run began and its positions, filtered to
 the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s` while
-nothing settles. Once every close is sent, a pause under way ends at once and the pauses start
-again from SETTLE_S: the run's end waits on those polls, and no send competes with them any more.
+nothing settles. Once every close is sent, a pause under way ends at once: the run's end waits
+on that poll. If it finds fills still on their way, the next poll comes SETTLE_S later, and the
+pauses grow from there as before.
 `worker.reconcile.follow_step` decides per target: flat, wait, or a residue close for the rest
 (sent through the same journaled step as every close). It never sends while stopping.
 """
@@ -40,9 +41,8 @@ from worker.reconcile import Step, follow_step
 SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | None]]
 T = TypeVar("T")
 CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
-# After the fan-out, pauses start from this (doubling while nothing settles): no send competes
-# with a poll any more, and the run's end waits on them. The first poll goes at once; a fill
-# still on its way is given SETTLE_S.
+# The fan-out's end cuts a pause under way: the run's end waits on that poll. A fill it finds
+# still on its way is read again this much later (then pauses double while nothing settles).
 SETTLE_S = 0.05
 
 
@@ -112,7 +112,7 @@ class Follower:
             )
 
     def all_sent(self) -> None:
-        """The fan-out is over: a pause under way ends now, later ones start from SETTLE_S."""
+        """The fan-out is over: a pause under way ends now."""
         self._all_sent.set()
 
     def last_look(self) -> None:
@@ -149,10 +149,10 @@ class Follower:
         pending = self._pending[account_id]
         pause = self._settings.first_pause_s
         while pending:
+            cut = False  # the fan-out's end cut the pause short: this read goes at once
             if not self._last_look.is_set():
                 wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
-                if not await self._pause(wait):  # cut short by the fan-out's end
-                    pause = self._first_pause()
+                cut = not await self._pause(wait) and not self._last_look.is_set()
             final = self._last_look.is_set()
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
@@ -192,13 +192,14 @@ class Follower:
             self._expire(pending, "")
             # Pauses grow while nothing settles (slow fills); a poll that settled some, or
             # found new targets handed over meanwhile, is followed promptly by the next one.
+            # Read at once after the fan-out, the last fills get one more read SETTLE_S on.
             settled = len(pending) < before or len(pending) > len(read)
-            pause = self._first_pause() if settled else min(pause * 2, self._settings.max_pause_s)
-
-    def _first_pause(self) -> float:
-        if self._all_sent.is_set():
-            return min(SETTLE_S, self._settings.first_pause_s)
-        return self._settings.first_pause_s
+            if settled:
+                pause = self._settings.first_pause_s
+            elif cut:
+                pause = min(SETTLE_S, self._settings.first_pause_s)
+            else:
+                pause = min(pause * 2, self._settings.max_pause_s)
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep between polls; False when the last look or the fan-out's end cut it short."""

@@ -51,7 +51,7 @@ Key = tuple[int, str]  # (account_id, instrument_id)
 
 COMMIT_WINDOW_S = 0.002  # 5,000 closes at 64 in flight: ~500 commits instead of ~1,750
 RECORD_BATCH = 1000  # records kept in memory before they ride along with an intent commit
-OUTCOME_BATCH = 10_000  # outcomes queued at the end of a run before they are committed
+OUTCOME_BATCH = 10_000  # outcomes queued, none gone to a commit, before they are committed
 ROWS_PER_STATEMENT = 200  # rows per INSERT statement (10 columns: 2,000 of SQLite's 32,766 ?s)
 # An intent recorded ahead is used only this soon after its commit; later, the send commits its
 # own. A host that lost its journal (its PostgreSQL session, and with it the lock) therefore
@@ -192,7 +192,7 @@ class Journal:
         # Intents recorded ahead and not yet used, by slot: the row's client id part (what the
         # send must match to use it) and when its commit returned (None: not yet).
         self._ahead: dict[tuple[int, str, int], tuple[tuple[Any, ...], float | None]] = {}
-        self._outcomes_queued = 0
+        self._outcomes_queued = 0  # since records last went to a commit
         m = self._mark
         self._withdrawals = [
             f"DELETE FROM {table} WHERE run_id = {m} AND account_id = {m}"
@@ -386,10 +386,11 @@ class Journal:
                 result.attempts,
             ),
         )
-        # Outcomes come all at once at the end of a run: written in batches, so 100,000 of them
-        # never wait in memory together (~18 MB).
+        # Queued as targets settle, they ride along with the fan-out's intent commits. Those
+        # with no such commit coming (at the run's end, every target a stop cut off) are
+        # committed in batches, so 100,000 of them never wait in memory together (~18 MB).
         self._outcomes_queued += 1
-        if self._outcomes_queued % OUTCOME_BATCH == 0:
+        if self._outcomes_queued >= OUTCOME_BATCH:
             self.flush()
 
     def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
@@ -410,8 +411,11 @@ class Journal:
         never used, and written first, the withdrawal would find nothing and the block after it
         would stay on disk.
         """
+        if self._closed:
+            raise JournalError(f"the journal {self.name} is closed")
         intents, self._intents = self._intents, []
         records, self._records = self._records, {}
+        self._outcomes_queued = 0
         self._thread.submit(self._commit, intents, records).result()
 
     # The group commit.
@@ -429,6 +433,7 @@ class Journal:
         records: dict[str, list[Sequence[Any]]] = {}
         if sum(len(rows) for rows in self._records.values()) >= RECORD_BATCH:
             records, self._records = self._records, {}
+            self._outcomes_queued = 0
         if not intents and not records:  # a flush took them; it also said how it went
             self._settle(group, JournalError(self._failed) if self._failed else None)
             return
