@@ -119,6 +119,8 @@ class TargetResult:
         side. So a close applied late, found beside the re-send, counts; a desk's order on the
         other side (buying into the long being sold) is listed but closes nothing of ours.
         """
+        if len(self.orders) < 2:  # (most targets: asked for every result, several times)
+            return False
         sides = {o.side for o in self.orders if o.own}
         if not sides and self.side in _CLOSING_SIDE:
             sides = {_CLOSING_SIDE[self.side]}
