@@ -148,11 +148,15 @@ class Follower:
     async def _follow_account(self, account_id: int) -> None:
         pending = self._pending[account_id]
         pause = self._settings.first_pause_s
+        ended = False  # the fan-out was over when the last read began
         while pending:
-            cut = False  # the fan-out's end cut the pause short: this read goes at once
-            if not self._last_look.is_set():
+            # The fan-out's end cuts a pause short, or, if it came during the last read (or
+            # before this follower's first), skips the next: the run's end waits on this read.
+            cut = not ended and self._all_sent.is_set() and not self._last_look.is_set()
+            if not cut and not self._last_look.is_set():
                 wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
                 cut = not await self._pause(wait) and not self._last_look.is_set()
+            ended = self._all_sent.is_set()
             final = self._last_look.is_set()
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
