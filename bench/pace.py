@@ -27,7 +27,7 @@ async def main(args: argparse.Namespace) -> int:
         SimConfig(
             api_key=KEY,
             rate_limit=args.limit,
-            fill_delay_s=3600,
+            fill_delay_s=0.01,  # as bench/run.py: following reads each position flat soon after
             record=False,
             faults={r: Faults(latency_s=args.latency) for r in routes},
         )
