@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
-from tests.support import FAST_FOLLOW, liquidate, seed, serving, the_truth
+from tests.support import FAST_FOLLOW, liquidate, order, seed, serving, the_truth
 from worker import events
 from worker.models import Order
 from worker.runner import ExitCode, RunRequest, run
@@ -433,23 +433,13 @@ class VirtualFollowing:
         if len(self.reads) == self._gated:
             self.in_flight.set()
             await self.back.wait()
-        filled = self._filled()
-        status, done = ("FILLED", "10") if filled else ("NEW", "0")
-        return [an_order(status=status, filled_quantity=done)], ["r"]
+        status, done = ("FILLED", "10") if self._filled() else ("NEW", "0")
+        listed = {**order(quantity="10", status=status), "filled_quantity": done}
+        return [Order.model_validate({**listed, "id": "o1", "instrument_id": "i1"})], ["r"]
 
     async def _positions(self, *_: Any) -> tuple[list[Any], list[str]]:
         held = SimpleNamespace(instrument_id="i1", quantity=Decimal(10))
         return ([] if self._filled() else [held]), []
-
-
-def an_order(**fields: Any) -> Order:
-    return Order.model_validate(
-        {
-            "id": "o1", "client_order_id": "", "account_id": 7, "side": "SELL", "quantity": "10",
-            "order_type": "MARKET", "status": "NEW", "filled_quantity": "0",
-            "created_at": "2026-11-25T20:00:00Z", "symbol": "S", "instrument_id": "i1", **fields,
-        }
-    )  # fmt: skip
 
 
 async def test_a_fan_out_that_ends_during_a_read_is_followed_by_a_read_at_once() -> None:

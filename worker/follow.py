@@ -207,12 +207,9 @@ class Follower:
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep between polls; False when the last look or the fan-out's end cut it short."""
-        if self._all_sent.is_set():
-            return await self._sleep_unless(seconds, self._last_look)
-        return await self._sleep_unless(seconds, self._last_look, self._all_sent)
-
-    async def _sleep_unless(self, seconds: float, *told: asyncio.Event) -> bool:
-        """Sleep; False as soon as one of `told` is set."""
+        told = [self._last_look]
+        if not self._all_sent.is_set():  # (once over, it cuts nothing more)
+            told.append(self._all_sent)
         sleeping = asyncio.ensure_future(self._sleep(seconds))
         waits = [asyncio.ensure_future(event.wait()) for event in told]
         try:
