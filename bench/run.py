@@ -115,15 +115,10 @@ def contender_cmd(name: str, base: str, args: argparse.Namespace, state: Path) -
             "--close-via", args.close_via,
         ]  # fmt: skip
     script = {"floor": "floor.py", "sdk": "sdk_client.py"}[name]
-    return [
-        sys.executable,
-        str(HERE / script),
-        base,
-        KEY,
-        c,
-        str(FIRST_ACCOUNT),
-        str(args.accounts),
-    ]
+    cmd = [sys.executable, str(HERE / script), base, KEY, c, str(FIRST_ACCOUNT), str(args.accounts)]
+    # The floor closes the way liquidator is told to (the same requests at the server); the
+    # SDK has no client-id close and always sends close_position.
+    return [*cmd, args.close_via] if name == "floor" else cmd
 
 
 def fresh_database(server_url: str) -> str:
@@ -157,7 +152,7 @@ def table(runs: dict[str, list[Measured]], args: argparse.Namespace) -> str:
     lines = [
         f"N={args.positions} positions over A={args.accounts} accounts, L={args.latency * 1000:.0f}"
         f" ms, C={args.concurrency}; network bound ceil(N/C)*L = {bound:.2f} s;"
-        f" median of {args.repeat} run(s) each",
+        f" closes via {args.close_via}; median of {args.repeat} run(s) each",
         "",
         "| client | wall s | × network bound | × floor | CPU ms/close | CPU range | peak RSS MB"
         " | exit |",
