@@ -1,8 +1,11 @@
 """The practical floor: one aiohttp session, a semaphore, no retries, no logging.
 
 Lists each account's positions, then closes every one: by `close_position` (DELETE, the
-default), or with `submit_orders` by a MARKET order on the closing side for the listed
-quantity under a client id (POST), the least a client must send to close in that mode.
+default; `cancel_orders` cancels the instrument's resting orders in the same request), or with
+`submit_orders`: first one cancel of the account's resting orders on those instruments (as
+close_position's `cancel_orders`, and as liquidator's default), then a MARKET order on the
+closing side for the listed quantity under a client id (POST) per position. The least a client
+must send to close in each mode without flipping a position against a resting order.
 Usage: floor.py BASE_URL KEY C FIRST N_ACCOUNTS [close_position|submit_orders]
 """
 
@@ -47,8 +50,21 @@ async def main(base: str, key: str, concurrency: int, first: int, accounts: int,
                 await resp.read()
                 assert resp.status == 200, resp.status
 
+        async def cancel(batch: list[tuple[int, str, str]]) -> None:
+            params = {"instrument_ids": ",".join(instrument for _, instrument, _ in batch)}
+            async with (
+                gate,
+                session.delete(f"/v1/accounts/{batch[0][0]}/orders", params=params) as resp,
+            ):
+                await resp.read()
+                assert resp.status in (200, 404), resp.status  # 404: none to cancel
+
         send = submit if via == "submit_orders" else close
         lists = await asyncio.gather(*(positions(first + n) for n in range(accounts)))
+        if via == "submit_orders":
+            # One cancel per account and 100 instruments (a query string's worth), as liquidator.
+            chunks = [batch[i : i + 100] for batch in lists for i in range(0, len(batch), 100)]
+            await asyncio.gather(*(cancel(chunk) for chunk in chunks))
         await asyncio.gather(*(send(*p) for batch in lists for p in batch))
 
 
