@@ -50,10 +50,52 @@ async def test_journal_shows_todays_job_intents_and_outcomes_as_json(
     assert set(intents) == set(positions)
     assert {i["result"] for i in intents.values()} == {"ok"}
     assert {o["outcome"] for o in job["outcomes"]} == {"closed"}
+    assert {i["client_id"] for i in intents.values()} == {None}  # close_position sends none
     code, out, _ = await liquidator(
         "journal", "--state-dir", str(tmp_path / "state"), "--day", "2001-01-01"
     )
     assert json.loads(out)["jobs"] == []
+
+
+async def test_journal_shows_the_client_id_each_submission_went_under(
+    sim: Simulator, settings_for: Any, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    positions = seed_accounts(sim, 1, 4)
+    settings = settings_for(sim, close_via="submit_orders")
+    result = await run(settings, RunRequest(specs=[TargetSpec(20001, None)]), asyncio.Event())
+    assert result.exit_code == ExitCode.OK
+    code, out, err = await liquidator("journal", "--state-dir", str(tmp_path / "state"))
+    assert code == 0, err
+    [job] = json.loads(out)["jobs"]
+    intents = {(i["account_id"], i["instrument_id"]): i for i in job["intents"]}
+    assert set(intents) == set(positions)
+    assert {i["generation"] for i in intents.values()} == {0}
+    # Counted at the server: each position's one order carries the id its intent recorded.
+    for account_id, instrument_id in positions:
+        [order] = [o for o in sim.orders_of(account_id) if o["instrument_id"] == instrument_id]
+        assert order["client_order_id"] == intents[(account_id, instrument_id)]["client_id"]
+    # The table (on a terminal) gets a column for them, whole; close_position's has none.
+    from worker.journal_view import _print
+
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "240")
+    _print(False, {"journal": "j", "trading_day": "d", "jobs": [job]})
+    table = capsys.readouterr().out
+    assert "client id" in table
+    assert all(i["client_id"] in table for i in intents.values())
+    for i in job["intents"]:
+        i["client_id"] = None
+    _print(False, {"journal": "j", "trading_day": "d", "jobs": [job]})
+    assert "client id" not in capsys.readouterr().out
+    # A client id whose run is gone is a sign that something was lost.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:
+        db.execute("DELETE FROM runs")
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", str(tmp_path / "state"))
+    assert code == 2
+    problems = json.loads(out)["problems"]
+    assert any("4 client ids name a run it has no record of" in p for p in problems), problems
 
 
 async def test_journal_verify_passes_a_sound_journal_and_names_a_damaged_log(

@@ -29,11 +29,14 @@ _RUNS = (
     "SELECT job, run_id, started_at, finished_at, exit_code FROM runs"
     " WHERE trading_day = ? AND dry_run = 0 ORDER BY job, started_at"
 )
+# submit_orders: each intent's client id, to look the order up at the API by it.
 _INTENTS = (
     "SELECT r.job, a.run_id, a.account_id, a.instrument_id, a.attempt, a.since, x.result,"
-    " x.request_id FROM attempts a JOIN runs r ON r.run_id = a.run_id"
+    " x.request_id, c.client_id, c.generation FROM attempts a JOIN runs r ON r.run_id = a.run_id"
     " LEFT JOIN attempt_results x ON x.run_id = a.run_id AND x.account_id = a.account_id"
     " AND x.instrument_id = a.instrument_id AND x.attempt = a.attempt"
+    " LEFT JOIN client_ids c ON c.run_id = a.run_id AND c.account_id = a.account_id"
+    " AND c.instrument_id = a.instrument_id AND c.attempt = a.attempt"
     " WHERE r.trading_day = ? ORDER BY r.job, a.since, a.account_id, a.instrument_id, a.attempt"
 )
 _OUTCOMES = (
@@ -44,6 +47,7 @@ _OUTCOMES = (
 # Rows that name a run the journal has no record of: a sign that something was lost.
 _ORPHANS = {
     "intents": "SELECT COUNT(*) FROM attempts WHERE run_id NOT IN (SELECT run_id FROM runs)",
+    "client ids": "SELECT COUNT(*) FROM client_ids WHERE run_id NOT IN (SELECT run_id FROM runs)",
     "orders": "SELECT COUNT(*) FROM orders WHERE run_id NOT IN (SELECT run_id FROM runs)",
     "outcomes": "SELECT COUNT(*) FROM targets WHERE run_id NOT IN (SELECT run_id FROM runs)",
 }
@@ -108,7 +112,8 @@ def show(settings: Settings, day: str | None, as_json: bool) -> int:
             )
         for name, *intent in reader.rows(_INTENTS, (day,)):
             keys = ("run_id", "account_id", "instrument_id", "attempt", "since", "result")
-            job(name)["intents"].append(dict(zip((*keys, "request_id"), intent, strict=True)))
+            more = ("request_id", "client_id", "generation")
+            job(name)["intents"].append(dict(zip((*keys, *more), intent, strict=True)))
         for name, *outcome in reader.rows(_OUTCOMES, (day,)):
             keys = ("run_id", "account_id", "instrument", "instrument_id", "symbol", "outcome")
             job(name)["outcomes"].append(
@@ -223,18 +228,24 @@ def _print(as_json: bool, doc: dict[str, Any]) -> int:
         positions = Table(title="intents and outcomes")
         for column in ("account", "instrument", "symbol", "attempt", "since", "result"):
             positions.add_column(column)
+        # submit_orders: the id each order went (or was about to go) under.
+        client_ids = any(i["client_id"] for i in job["intents"])
+        if client_ids:  # folded, never cut: an operator looks the order up by it
+            positions.add_column("client id", overflow="fold")
         positions.add_column("outcome")
         for i in job["intents"]:
             o = outcomes.get((i["account_id"], i["instrument_id"]), {})
-            positions.add_row(
+            row = [
                 _s(i["account_id"]),
                 i["instrument_id"],
                 _s(o.get("symbol")),
                 _s(i["attempt"]),
                 i["since"],
                 _s(i["result"] or "(no reply recorded)"),
-                _s(o.get("outcome")),
-            )
+            ]
+            if client_ids:
+                row.append(_s(i["client_id"]))
+            positions.add_row(*row, _s(o.get("outcome")))
         console.print(positions)
     return 0
 
