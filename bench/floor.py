@@ -1,11 +1,13 @@
 """The practical floor: one aiohttp session, a semaphore, no retries, no logging.
 
-Lists each account's positions, then closes every one: by `close_position` (DELETE, the
-default; `cancel_orders` cancels the instrument's resting orders in the same request), or with
-`submit_orders`: first one cancel of the account's resting orders on those instruments (as
-close_position's `cancel_orders`, and as liquidator's default), then a MARKET order on the
-closing side for the listed quantity under a client id (POST) per position. The least a client
-must send to close in each mode without flipping a position against a resting order.
+Lists each account's positions, then closes every one, sending the same requests liquidator
+sends by default in the mode it is given: `close_position` (DELETE, the default;
+`cancel_orders` cancels the instrument's resting orders in the same request), or
+`submit_orders`: first one cancel of the account's resting orders on those instruments per
+100 instruments (liquidator's default `cancel_orders`), then a MARKET order on the closing side
+for the listed quantity under a client id (one POST per position). Not the least a client
+could send: it does not wait for cancelled orders to stop working (the benchmark seeds none),
+and one POST could carry several orders.
 Usage: floor.py BASE_URL KEY C FIRST N_ACCOUNTS [close_position|submit_orders]
 """
 

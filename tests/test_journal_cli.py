@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 from tests.support import seed_accounts
 from worker.runner import ExitCode, RunRequest, run
-from worker.simulator import Simulator
+from worker.simulator import Faults, Simulator
 from worker.targets import TargetSpec
 
 
@@ -60,20 +61,33 @@ async def test_journal_shows_todays_job_intents_and_outcomes_as_json(
 async def test_journal_shows_the_client_id_each_submission_went_under(
     sim: Simulator, settings_for: Any, tmp_path: Path, capsys: Any, monkeypatch: Any
 ) -> None:
-    positions = seed_accounts(sim, 1, 4)
-    settings = settings_for(sim, close_via="submit_orders")
+    positions = seed_accounts(sim, 1, 8)
+    # Applied, then a 500: sent again under the same id (409, found), a second intent each.
+    sim.config.faults = {"submit": Faults(p_500_after=0.5)}
+    fast = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
+    settings = settings_for(sim, close_via="submit_orders", retry_backoff=0.01, **fast)
     result = await run(settings, RunRequest(specs=[TargetSpec(20001, None)]), asyncio.Event())
     assert result.exit_code == ExitCode.OK
     code, out, err = await liquidator("journal", "--state-dir", str(tmp_path / "state"))
     assert code == 0, err
     [job] = json.loads(out)["jobs"]
+    # One row per intent, each sent once: counted at the server.
+    assert len(job["intents"]) == sim.stats.by_route["submit"]
+    attempts = {(i["account_id"], i["instrument_id"], i["attempt"]) for i in job["intents"]}
+    assert len(attempts) == len(job["intents"])
+    assert any(i["attempt"] > 1 for i in job["intents"]), "no close was sent twice"
+    assert {i["generation"] for i in job["intents"]} == {0}
     intents = {(i["account_id"], i["instrument_id"]): i for i in job["intents"]}
     assert set(intents) == set(positions)
-    assert {i["generation"] for i in intents.values()} == {0}
-    # Counted at the server: each position's one order carries the id its intent recorded.
+    # Each position's one order carries the id every one of its intents recorded.
     for account_id, instrument_id in positions:
         [order] = [o for o in sim.orders_of(account_id) if o["instrument_id"] == instrument_id]
-        assert order["client_order_id"] == intents[(account_id, instrument_id)]["client_id"]
+        sent_under = {
+            i["client_id"]
+            for i in job["intents"]
+            if (i["account_id"], i["instrument_id"]) == (account_id, instrument_id)
+        }
+        assert sent_under == {order["client_order_id"]}
     # The table (on a terminal) gets a column for them, whole; close_position's has none.
     from worker.journal_view import _print
 
@@ -87,15 +101,34 @@ async def test_journal_shows_the_client_id_each_submission_went_under(
         i["client_id"] = None
     _print(False, {"journal": "j", "trading_day": "d", "jobs": [job]})
     assert "client id" not in capsys.readouterr().out
-    # A client id whose run is gone is a sign that something was lost.
-    import sqlite3
-
-    with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:
-        db.execute("DELETE FROM runs")
-    code, out, _ = await liquidator("journal", "verify", "--state-dir", str(tmp_path / "state"))
+    # A client id without its intent, or whose run is gone, is a sign that something was lost.
+    state = str(tmp_path / "state")
+    journal = tmp_path / "state" / "journal.sqlite3"
+    with sqlite3.connect(journal) as db:
+        db.execute("DELETE FROM attempts WHERE attempt = 1")
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", state)
     assert code == 2
     problems = json.loads(out)["problems"]
-    assert any("4 client ids name a run it has no record of" in p for p in problems), problems
+    assert any("8 client ids have no intent beside them" in p for p in problems), problems
+    with sqlite3.connect(journal) as db:
+        db.execute("DELETE FROM runs")
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", state)
+    problems = json.loads(out)["problems"]
+    assert any(f"{len(attempts)} client ids name a run it" in p for p in problems), problems
+
+
+async def test_journal_shows_a_journal_written_before_client_ids_existed(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    positions = seed_accounts(sim, 1, 2)
+    await flatten(sim, settings_for(sim))
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:
+        db.execute("DROP TABLE client_ids")
+    code, out, err = await liquidator("journal", "--state-dir", str(tmp_path / "state"))
+    assert code == 0, err
+    [job] = json.loads(out)["jobs"]
+    assert len(job["intents"]) == len(positions)
+    assert {i["client_id"] for i in job["intents"]} == {None}
 
 
 async def test_journal_verify_passes_a_sound_journal_and_names_a_damaged_log(
@@ -122,8 +155,6 @@ async def test_journal_verify_passes_a_sound_journal_and_names_a_damaged_log(
 async def test_journal_verify_finds_intents_of_a_run_it_has_no_record_of(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
-    import sqlite3
-
     seed_accounts(sim, 1, 2)
     await flatten(sim, settings_for(sim))
     with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as db:

@@ -29,14 +29,17 @@ _RUNS = (
     "SELECT job, run_id, started_at, finished_at, exit_code FROM runs"
     " WHERE trading_day = ? AND dry_run = 0 ORDER BY job, started_at"
 )
-# submit_orders: each intent's client id, to look the order up at the API by it.
-_INTENTS = (
-    "SELECT r.job, a.run_id, a.account_id, a.instrument_id, a.attempt, a.since, x.result,"
-    " x.request_id, c.client_id, c.generation FROM attempts a JOIN runs r ON r.run_id = a.run_id"
-    " LEFT JOIN attempt_results x ON x.run_id = a.run_id AND x.account_id = a.account_id"
-    " AND x.instrument_id = a.instrument_id AND x.attempt = a.attempt"
+# submit_orders: each intent's client id, to look the order up at the API by it. A journal
+# written before client ids existed has no such table (nothing since opened it to add one).
+_CLIENT_IDS = (
     " LEFT JOIN client_ids c ON c.run_id = a.run_id AND c.account_id = a.account_id"
     " AND c.instrument_id = a.instrument_id AND c.attempt = a.attempt"
+)
+_INTENTS = (
+    "SELECT r.job, a.run_id, a.account_id, a.instrument_id, a.attempt, a.since, x.result,"
+    " x.request_id, {client_id} FROM attempts a JOIN runs r ON r.run_id = a.run_id"
+    " LEFT JOIN attempt_results x ON x.run_id = a.run_id AND x.account_id = a.account_id"
+    " AND x.instrument_id = a.instrument_id AND x.attempt = a.attempt{client_ids}"
     " WHERE r.trading_day = ? ORDER BY r.job, a.since, a.account_id, a.instrument_id, a.attempt"
 )
 _OUTCOMES = (
@@ -51,6 +54,12 @@ _ORPHANS = {
     "orders": "SELECT COUNT(*) FROM orders WHERE run_id NOT IN (SELECT run_id FROM runs)",
     "outcomes": "SELECT COUNT(*) FROM targets WHERE run_id NOT IN (SELECT run_id FROM runs)",
 }
+# A client id is committed with its intent, in one transaction: one without the other was cut.
+_CLIENT_IDS_WITHOUT_INTENT = (
+    "SELECT COUNT(*) FROM client_ids c WHERE NOT EXISTS (SELECT 1 FROM attempts a"
+    " WHERE a.run_id = c.run_id AND a.account_id = c.account_id"
+    " AND a.instrument_id = c.instrument_id AND a.attempt = c.attempt)"
+)
 
 
 class _Reader:
@@ -110,7 +119,7 @@ def show(settings: Settings, day: str | None, as_json: bool) -> int:
             job(name)["runs"].append(
                 dict(zip(("run_id", "started_at", "finished_at", "exit_code"), run, strict=True))
             )
-        for name, *intent in reader.rows(_INTENTS, (day,)):
+        for name, *intent in reader.rows(_intents_query(reader), (day,)):
             keys = ("run_id", "account_id", "instrument_id", "attempt", "since", "result")
             more = ("request_id", "client_id", "generation")
             job(name)["intents"].append(dict(zip((*keys, *more), intent, strict=True)))
@@ -127,6 +136,14 @@ def show(settings: Settings, day: str | None, as_json: bool) -> int:
         "jobs": [{"job": name, **parts} for name, parts in jobs.items()],
     }
     return _print(as_json, doc)
+
+
+def _intents_query(reader: _Reader) -> str:
+    try:
+        reader.rows("SELECT 1 FROM client_ids WHERE 1 = 0")
+    except Exception:  # (sqlite3 and psycopg each name it their own way)
+        return _INTENTS.format(client_id="NULL, NULL", client_ids="")
+    return _INTENTS.format(client_id="c.client_id, c.generation", client_ids=_CLIENT_IDS)
 
 
 def verify(settings: Settings, as_json: bool) -> int:
@@ -155,6 +172,9 @@ def verify(settings: Settings, as_json: bool) -> int:
                     problems.append(
                         f"{reader.name}: {orphans} {what} name a run it has no record of"
                     )
+            cut = int(reader.rows(_CLIENT_IDS_WITHOUT_INTENT)[0][0])
+            if cut:
+                problems.append(f"{reader.name}: {cut} client ids have no intent beside them")
             for table in ("runs", "attempts", "targets"):
                 counts[table] = int(reader.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
     except sqlite3.Error as exc:
