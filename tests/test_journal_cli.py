@@ -117,7 +117,7 @@ async def test_journal_shows_the_client_id_each_submission_went_under(
     assert any(f"{len(attempts)} client ids name a run it" in p for p in problems), problems
 
 
-async def test_journal_shows_a_journal_written_before_client_ids_existed(
+async def test_a_journal_written_before_client_ids_existed_shows_and_verifies(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     positions = seed_accounts(sim, 1, 2)
@@ -129,6 +129,10 @@ async def test_journal_shows_a_journal_written_before_client_ids_existed(
     [job] = json.loads(out)["jobs"]
     assert len(job["intents"]) == len(positions)
     assert {i["client_id"] for i in job["intents"]} == {None}
+    # Sound, not damaged: the next run that opens it adds the table.
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", str(tmp_path / "state"))
+    assert code == 0, out
+    assert json.loads(out)["ok"] is True
 
 
 async def test_journal_verify_passes_a_sound_journal_and_names_a_damaged_log(

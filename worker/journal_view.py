@@ -139,11 +139,18 @@ def show(settings: Settings, day: str | None, as_json: bool) -> int:
 
 
 def _intents_query(reader: _Reader) -> str:
-    try:
-        reader.rows("SELECT 1 FROM client_ids WHERE 1 = 0")
-    except Exception:  # (sqlite3 and psycopg each name it their own way)
+    if not _has_client_ids(reader):
         return _INTENTS.format(client_id="NULL, NULL", client_ids="")
     return _INTENTS.format(client_id="c.client_id, c.generation", client_ids=_CLIENT_IDS)
+
+
+def _has_client_ids(reader: _Reader) -> bool:
+    """False for a journal written before client ids existed: sound, and the next run that
+    opens it adds their table (the schema is created if missing at every open)."""
+    if reader._pg is not None:
+        return bool(reader.rows("SELECT to_regclass('client_ids') IS NOT NULL")[0][0])
+    found = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'client_ids'"
+    return bool(reader.rows(found))
 
 
 def verify(settings: Settings, as_json: bool) -> int:
@@ -160,19 +167,22 @@ def verify(settings: Settings, as_json: bool) -> int:
             found = [r[0] for r in reader.rows("PRAGMA integrity_check")]
             if found != ["ok"]:
                 problems += [f"{reader.name}: {p}" for p in found[:10]]
-        for probe in schema_probes():
+        client_ids = _has_client_ids(reader)
+        for probe in schema_probes(skip=() if client_ids else ("client_ids",)):
             try:
                 reader.rows(probe)
             except Exception as exc:
                 problems.append(f"{reader.name}: {exc}".strip())
         if not problems:
             for what, sql in _ORPHANS.items():
+                if what == "client ids" and not client_ids:
+                    continue
                 orphans = int(reader.rows(sql)[0][0])
                 if orphans:
                     problems.append(
                         f"{reader.name}: {orphans} {what} name a run it has no record of"
                     )
-            cut = int(reader.rows(_CLIENT_IDS_WITHOUT_INTENT)[0][0])
+            cut = int(reader.rows(_CLIENT_IDS_WITHOUT_INTENT)[0][0]) if client_ids else 0
             if cut:
                 problems.append(f"{reader.name}: {cut} client ids have no intent beside them")
             for table in ("runs", "attempts", "targets"):
