@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.support import seed_accounts
+from tests.support import FAST_FOLLOW, seed_accounts
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 from worker.targets import TargetSpec
@@ -64,8 +64,7 @@ async def test_journal_shows_the_client_id_each_submission_went_under(
     positions = seed_accounts(sim, 1, 8)
     # Applied, then a 500: sent again under the same id (409, found), a second intent each.
     sim.config.faults = {"submit": Faults(p_500_after=0.5)}
-    fast = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
-    settings = settings_for(sim, close_via="submit_orders", retry_backoff=0.01, **fast)
+    settings = settings_for(sim, close_via="submit_orders", retry_backoff=0.01, **FAST_FOLLOW)
     result = await run(settings, RunRequest(specs=[TargetSpec(20001, None)]), asyncio.Event())
     assert result.exit_code == ExitCode.OK
     code, out, err = await liquidator("journal", "--state-dir", str(tmp_path / "state"))

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rich.console import Console
 
-from tests.support import api_for, clean_env, run_cli, seed_accounts
+from tests.support import FAST_FOLLOW, api_for, clean_env, run_cli, seed_accounts
 from worker.api import Side
 from worker.client_ids import SHAPE, client_order_id
 from worker.journal import Journal
@@ -30,7 +30,6 @@ from worker.simulator.config import UNKNOWN_OUTCOMES_30
 from worker.targets import TargetSpec
 from worker.terminal import Terminal
 
-FAST = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
 CHANGES = ("close", "submit", "cancel")  # the routes that change anything at the server
 
 
@@ -43,7 +42,7 @@ async def liquidate(
     sim: Simulator, settings_for: Any, tmp_path: Path, specs: list[TargetSpec], **overrides: Any
 ) -> tuple[RunResult, dict[str, Any]]:
     report = tmp_path / "report.json"
-    settings = settings_for(sim, **{**FAST, "close_via": "submit_orders", **overrides})
+    settings = settings_for(sim, **{**FAST_FOLLOW, "close_via": "submit_orders", **overrides})
     result = await run(settings, RunRequest(specs=specs, report_path=report), asyncio.Event())
     return result, json.loads(report.read_text())
 
@@ -115,7 +114,7 @@ async def test_a_rerun_sends_the_journaled_ids_again_and_finds_them(
     """A crash after the intents were committed: the rerun's same ids are 409, found, followed."""
     keys = seed(sim, 71002, [25, -40, 15])
     sim.config.fill_delay_s = 0.5  # still working when the rerun plans
-    settings = settings_for(sim, **FAST, close_via="submit_orders")
+    settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
     # The first run, as it stood when killed: intents committed, orders sent, none answered.
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
     job = job_key(settings.base_url, day.date().isoformat())
@@ -232,7 +231,7 @@ async def test_a_dry_run_says_the_cutoff_has_passed_and_exits_0(
     sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
 ) -> None:
     seed(sim, 71008, [20])
-    settings = settings_for(sim, **FAST, at_close=True, moc_cutoff="1s")
+    settings = settings_for(sim, **FAST_FOLLOW, at_close=True, moc_cutoff="1s")
     screen = Console(record=True, width=100)
     request = RunRequest(
         [TargetSpec(71008, None)], dry_run=True, on_plan=Terminal(screen, scrub=str).show_plan
