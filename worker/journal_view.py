@@ -47,19 +47,31 @@ _OUTCOMES = (
     " t.error, t.attempts FROM targets t JOIN runs r ON r.run_id = t.run_id"
     " WHERE r.trading_day = ? ORDER BY r.job, r.started_at, t.account_id, t.instrument"
 )
-# Rows that name a run the journal has no record of: a sign that something was lost.
-_ORPHANS = {
-    "intents": "SELECT COUNT(*) FROM attempts WHERE run_id NOT IN (SELECT run_id FROM runs)",
-    "client ids": "SELECT COUNT(*) FROM client_ids WHERE run_id NOT IN (SELECT run_id FROM runs)",
-    "orders": "SELECT COUNT(*) FROM orders WHERE run_id NOT IN (SELECT run_id FROM runs)",
-    "outcomes": "SELECT COUNT(*) FROM targets WHERE run_id NOT IN (SELECT run_id FROM runs)",
-}
-# A client id is committed with its intent, in one transaction: one without the other was cut.
-_CLIENT_IDS_WITHOUT_INTENT = (
-    "SELECT COUNT(*) FROM client_ids c WHERE NOT EXISTS (SELECT 1 FROM attempts a"
-    " WHERE a.run_id = c.run_id AND a.account_id = c.account_id"
-    " AND a.instrument_id = c.instrument_id AND a.attempt = c.attempt)"
-)
+
+
+def _without_run(table: str, what: str) -> tuple[str, str]:
+    """Rows that name a run the journal has no record of: a sign that something was lost."""
+    sql = f"SELECT COUNT(*) FROM {table} WHERE run_id NOT IN (SELECT run_id FROM runs)"
+    return sql, f"{what} name a run it has no record of"
+
+
+# What verify counts, and what each count says: records that show something was lost.
+_ORPHANS = [
+    _without_run("attempts", "intents"),
+    _without_run("orders", "orders"),
+    _without_run("targets", "outcomes"),
+]
+# Only where the table exists (a journal written before client ids has none). A client id is
+# committed with its intent, in one transaction: one without the other was cut.
+_CLIENT_ID_ORPHANS = [
+    _without_run("client_ids", "client ids"),
+    (
+        "SELECT COUNT(*) FROM client_ids c WHERE NOT EXISTS (SELECT 1 FROM attempts a"
+        " WHERE a.run_id = c.run_id AND a.account_id = c.account_id"
+        " AND a.instrument_id = c.instrument_id AND a.attempt = c.attempt)",
+        "client ids have no intent beside them",
+    ),
+]
 
 
 class _Reader:
@@ -174,17 +186,10 @@ def verify(settings: Settings, as_json: bool) -> int:
             except Exception as exc:
                 problems.append(f"{reader.name}: {exc}".strip())
         if not problems:
-            for what, sql in _ORPHANS.items():
-                if what == "client ids" and not client_ids:
-                    continue
+            for sql, says in _ORPHANS + (_CLIENT_ID_ORPHANS if client_ids else []):
                 orphans = int(reader.rows(sql)[0][0])
                 if orphans:
-                    problems.append(
-                        f"{reader.name}: {orphans} {what} name a run it has no record of"
-                    )
-            cut = int(reader.rows(_CLIENT_IDS_WITHOUT_INTENT)[0][0]) if client_ids else 0
-            if cut:
-                problems.append(f"{reader.name}: {cut} client ids have no intent beside them")
+                    problems.append(f"{reader.name}: {orphans} {says}")
             for table in ("runs", "attempts", "targets"):
                 counts[table] = int(reader.rows(f"SELECT COUNT(*) FROM {table}")[0][0])
     except sqlite3.Error as exc:
