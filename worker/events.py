@@ -55,6 +55,8 @@ WRITE_FAILED = "write_failed"
 CANCEL_REQUESTED = "cancel_requested"  # submit_orders: resting orders asked to cancel first
 ORDERS_CANCELED = "orders_canceled"  # ... and none of them is working any more
 MOC_CUTOFF = "moc_cutoff"  # --at-close: where the day stands against the cutoff
+ORDER_ADOPTED = "order_adopted"  # a rerun follows the job's own working order, sends none
+ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -523,4 +525,37 @@ def moc_cutoff(*, passed: bool, cutoff: str | None, regular_close: str | None, r
     """--at-close: whether today's market-on-close cutoff has passed (then nothing is sent)."""
     (log.warning if passed else log.info)(
         MOC_CUTOFF, passed=passed, cutoff=cutoff, regular_close=regular_close, reason=reason
+    )
+
+
+def order_adopted(order: Order, *, account_id: int, instrument: str, request_id: str) -> None:
+    """A rerun found the job's own order still working (by its client id): it is followed as
+    this run's close, neither cancelled nor sent again."""
+    log.info(
+        ORDER_ADOPTED,
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=order.instrument_id,
+        order_id=order.id,
+        client_order_id=order.client_order_id,
+        side=order.side,
+        quantity=str(order.quantity),
+        filled_quantity=str(order.filled_quantity),
+        order_type=order.order_type,
+        time_in_force=order.time_in_force,
+        status=order.status,
+        request_id=request_id,
+    )
+
+
+def adoption_skipped(
+    *, account_id: int, reason: str, request_id: str | None, instrument: str | None = None
+) -> None:
+    """The job's working orders were not adopted: the account's could not be read, or they
+    would take the position past zero. Such orders are cancelled first, as any resting order."""
+    log.warning(
+        ADOPTION_SKIPPED,
+        **_target(account_id, instrument),
+        reason=reason,
+        request_id=request_id,
     )
