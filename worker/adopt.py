@@ -16,6 +16,7 @@ resting order (cancelled first) and the position is closed for what it holds now
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -107,7 +108,7 @@ async def _working(
         chunk = client_ids[start : start + IDS_PER_READ]
         reply = await reader.retried(
             f"orders of account {account_id} by client id",
-            lambda chunk=chunk: api.orders_by_client_id(account_id, chunk),  # type: ignore[misc]
+            functools.partial(api.orders_by_client_id, account_id, chunk),
         )
         found += [(o, reply.request_id) for o in reply.data if o.working]
     return found

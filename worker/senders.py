@@ -15,6 +15,7 @@ is flat (`worker.follow`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -288,7 +289,7 @@ class SubmitOrdersSender:
             try:
                 reply = await self._reader.retried(
                     f"cancel order {o.id} of account {account_id}",
-                    lambda o=o: self._api.cancel_open_order(account_id, o.id),  # type: ignore[misc]
+                    functools.partial(self._api.cancel_open_order, account_id, o.id),
                 )
             except NotFound:  # no longer open: nothing to cancel
                 continue
