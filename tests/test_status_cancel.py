@@ -7,6 +7,7 @@ targets' instruments, each once, and nothing without a confirmation.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pty
 import sys
@@ -185,3 +186,29 @@ async def test_cancel_on_a_terminal_asks_first_and_a_no_cancels_nothing(
     assert code == 0, screen
     assert "3 of 3 working order(s) no longer work." in screen
     assert {o["status"] for o in sim.orders_of(ACCOUNT) if o["id"] in ids.values()} == {"CANCELED"}
+
+
+async def test_the_last_runs_report_is_kept_without_report_and_journal_last_prints_it(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.add_account(ACCOUNT)
+    sim.add_position(ACCOUNT, "S0", "30")
+    env = env_for(sim, tmp_path)
+    base = ("--base-url", sim.base_url, "--account", str(ACCOUNT), "--log-format", "json")
+    code, out = await run_cli("run", "--yes", *base, env=env)
+    assert code == 0, out
+    [started] = event_lines(out, "run_started")
+    code, out = await run_cli("run", "--dry-run", *base, env=env)  # does not replace it
+    assert code == 0, out
+    code, out = await run_cli("journal", "last", env=env)
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["run_id"] == started["run_id"]
+    assert doc["summary"]["closed"] == 1
+    assert (tmp_path / "state" / "last-report.json").is_file()
+
+
+async def test_journal_last_with_no_run_says_so(tmp_path: Path) -> None:
+    code, out = await run_cli("journal", "last", env=clean_env(STATE_DIRECTORY=str(tmp_path)))
+    assert code == 1
+    assert "no run has left a report" in out

@@ -105,9 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     journal_p = sub.add_parser(
-        "journal", help="show today's jobs, intents and outcomes; `journal verify` checks it"
+        "journal",
+        help="show today's jobs, intents and outcomes; `journal verify` checks it;"
+        " `journal last` prints the last run's report",
     )
-    journal_p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
+    journal_p.add_argument("action", nargs="?", choices=["show", "verify", "last"], default="show")
     journal_p.add_argument("--state-dir", type=Path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
@@ -213,6 +215,8 @@ def _journal(args: argparse.Namespace) -> int:
         cli = {"state_dir": args.state_dir, "journal_url": args.journal_url}
         settings = load_settings(cli, args.config)
         as_json = args.json or not sys.stdout.isatty()
+        if args.action == "last":
+            return _last_report(settings, as_json)
         if args.action == "verify":
             return journal_view.verify(settings, as_json)
         return journal_view.show(settings, args.day, as_json)
@@ -222,6 +226,33 @@ def _journal(args: argparse.Namespace) -> int:
             message = message.replace(secret, "***")
         print(f"liquidator journal: {message}", file=sys.stderr)
         return int(ExitCode.INVALID)
+
+
+def _last_report(settings: Settings, as_json: bool) -> int:
+    """The report the last run (not a dry run) left in STATE_DIR: whole as JSON, or its head."""
+    import json
+
+    from worker.finish import last_report_path
+
+    path = last_report_path(settings)
+    if not path.is_file():
+        print(f"liquidator journal last: no run has left a report in {path}", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    text = path.read_text(encoding="utf-8")
+    if as_json:
+        sys.stdout.write(text)
+        return int(ExitCode.OK)
+    doc = json.loads(text)
+    summary = ", ".join(f"{k} {v}" for k, v in doc["summary"].items() if v)
+    print(f"last run {doc['run_id']}: {doc['started_at']} .. {doc['finished_at']}")
+    print(f"exit code {doc['exit_code']}; {summary or 'no targets'}")
+    if doc["aborted"]:
+        print(f"aborted: {doc['aborted']}")
+    for r in doc["results"]:
+        if r["outcome"] not in ("closed", "already_flat"):
+            print(f"  {r['account_id']} {r['instrument']}: {r['outcome']} {r['error'] or ''}")
+    print(f"report: {path}")
+    return int(ExitCode.OK)
 
 
 def _terminal(secrets: Sequence[str]) -> Terminal:
