@@ -105,7 +105,7 @@ async def killed_run(
     working at the server. Returns each position's order id."""
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date().isoformat()
     job = job_key(settings.base_url, day)
-    journal = Journal.in_dir(settings.state_dir)
+    journal = Journal.in_dir(settings.journal_dir)
     journal.start_run(
         run_id="killed", job=job, base_url=settings.base_url, trading_day=day,
         started_at=datetime.now(UTC), dry_run=False,

@@ -73,7 +73,7 @@ async def test_status_lists_positions_and_working_orders_as_json_and_sends_nothi
     assert set(orders) == set(ids.values())
     own = orders[ids["own"]]
     assert own["own"] is True
-    assert own["client_order_id"].startswith("lq-")
+    assert str(own["client_order_id"]).startswith("lq-")
     assert (own["side"], own["quantity"], own["order_type"]) == ("SELL", "30", "MARKET")
     assert (own["time_in_force"], own["status"]) == ("DAY", "PENDING_NEW")
     assert orders[ids["other_s1"]]["own"] is False
