@@ -1,4 +1,5 @@
-"""The `liquidator` command: `run`, `check` and `simulator`. Flags and exit codes are a contract.
+"""The `liquidator` command: `run`, `check`, `status`, `cancel`, `journal` and `simulator`. Flags
+and exit codes are a contract.
 
 Everything that can be checked without the network is checked before the first request: a bad
 targets file, bad settings or a missing confirmation exit 2 with nothing sent.
@@ -52,6 +53,11 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--flat-timeout", float, "seconds to follow each close until its position reads flat"),
 ]
 
+_VIEW_FLAGS = (
+    "--base-url", "--concurrency", "--rate-limit", "--request-timeout", "--max-attempts",
+    "--log-level", "--log-format",
+)  # fmt: skip
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -69,6 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
                 p.add_argument(flag, action="store_true", default=None, help=text)
             else:
                 p.add_argument(flag, type=kind, help=text)
+    # status and cancel read the server (cancel also cancels): the settings that shape requests.
+    status_p = sub.add_parser(
+        "status", help="show the targets' open positions and working orders; sends nothing"
+    )
+    cancel_p = sub.add_parser(
+        "cancel", help="cancel the working orders on the targets' instruments, after a yes"
+    )
+    for p, flags in ((status_p, _VIEW_FLAGS), (cancel_p, (*_VIEW_FLAGS, "--flat-timeout"))):
+        _add_target_flags(p)
+        for flag, kind, text in _SETTING_FLAGS:
+            if flag in flags:
+                p.add_argument(flag, type=kind, help=text)
+    cancel_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    cancel_p.add_argument(
+        "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
+    )
     run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
     run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     run_p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
@@ -83,9 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     journal_p = sub.add_parser(
-        "journal", help="show today's jobs, intents and outcomes; `journal verify` checks it"
+        "journal",
+        help="show today's jobs, intents and outcomes; `journal verify` checks it;"
+        " `journal last` prints the last run's report",
     )
-    journal_p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
+    journal_p.add_argument("action", nargs="?", choices=["show", "verify", "last"], default="show")
     journal_p.add_argument("--state-dir", type=Path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
@@ -176,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger_factory=terminal.logger_factory if terminal is not None else None,
     )
     try:
+        if args.command in ("status", "cancel"):
+            return asyncio.run(_server_view(args, settings, specs, terminal))
         return asyncio.run(_main(args, settings, specs, terminal, before_close))
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
@@ -189,6 +215,8 @@ def _journal(args: argparse.Namespace) -> int:
         cli = {"state_dir": args.state_dir, "journal_url": args.journal_url}
         settings = load_settings(cli, args.config)
         as_json = args.json or not sys.stdout.isatty()
+        if args.action == "last":
+            return _last_report(settings, as_json)
         if args.action == "verify":
             return journal_view.verify(settings, as_json)
         return journal_view.show(settings, args.day, as_json)
@@ -198,6 +226,33 @@ def _journal(args: argparse.Namespace) -> int:
             message = message.replace(secret, "***")
         print(f"liquidator journal: {message}", file=sys.stderr)
         return int(ExitCode.INVALID)
+
+
+def _last_report(settings: Settings, as_json: bool) -> int:
+    """The report the last run (not a dry run) left in STATE_DIR: whole as JSON, or its head."""
+    import json
+
+    from worker.finish import last_report_path
+
+    path = last_report_path(settings)
+    if not path.is_file():
+        print(f"liquidator journal last: no run has left a report in {path}", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    text = path.read_text(encoding="utf-8")
+    if as_json:
+        sys.stdout.write(text)
+        return int(ExitCode.OK)
+    doc = json.loads(text)
+    summary = ", ".join(f"{k} {v}" for k, v in doc["summary"].items() if v)
+    print(f"last run {doc['run_id']}: {doc['started_at']} .. {doc['finished_at']}")
+    print(f"exit code {doc['exit_code']}; {summary or 'no targets'}")
+    if doc["aborted"]:
+        print(f"aborted: {doc['aborted']}")
+    for r in doc["results"]:
+        if r["outcome"] not in ("closed", "already_flat"):
+            print(f"  {r['account_id']} {r['instrument']}: {r['outcome']} {r['error'] or ''}")
+    print(f"report: {path}")
+    return int(ExitCode.OK)
 
 
 def _terminal(secrets: Sequence[str]) -> Terminal:
@@ -211,7 +266,7 @@ def _terminal(secrets: Sequence[str]) -> Terminal:
 
 def _settings(args: argparse.Namespace) -> Settings:
     cli: dict[str, Any] = {
-        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
         for flag, _, _ in _SETTING_FLAGS
     }
     return load_settings(cli, args.config)
@@ -246,7 +301,7 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
         )
     check_key(settings.api_key.get_secret_value())
     if (
-        args.command == "run"
+        args.command in ("run", "cancel")
         and not args.dry_run
         and not args.yes
         and not (sys.stdin.isatty() and sys.stdout.isatty())
@@ -289,6 +344,21 @@ async def _main(
         for line in result.write_failures:
             print(f"liquidator: {line}", file=sys.stderr)
         return int(result.exit_code)
+
+
+async def _server_view(
+    args: argparse.Namespace, settings: Settings, specs: list[TargetSpec], terminal: Terminal | None
+) -> int:
+    """`status` and `cancel`: what is open at the server for the targets."""
+    stop = asyncio.Event()
+    async with _stop_on_signals(stop), _maybe_simulated(args, settings, specs) as settings:
+        if args.command == "status":
+            from worker.status import status
+
+            return await status(settings, specs, stop, terminal)
+        from worker.cancel import cancel
+
+        return await cancel(settings, specs, stop, terminal, yes=args.yes, dry_run=args.dry_run)
 
 
 def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], None] | None:

@@ -26,7 +26,7 @@ from worker.models import Order
 from worker.secrets import secret_forms
 
 if TYPE_CHECKING:
-    from worker.plan import Plan
+    from worker.plan import Plan, Target
 
 RUN_STARTED = "run_started"
 RUN_FINISHED = "run_finished"
@@ -55,6 +55,14 @@ WRITE_FAILED = "write_failed"
 CANCEL_REQUESTED = "cancel_requested"  # submit_orders: resting orders asked to cancel first
 ORDERS_CANCELED = "orders_canceled"  # ... and none of them is working any more
 MOC_CUTOFF = "moc_cutoff"  # --at-close: where the day stands against the cutoff
+ORDER_ADOPTED = "order_adopted"  # a rerun follows the job's own working order, sends none
+STATUS_POSITION = "status_position"  # `liquidator status`: an open position of a target
+STATUS_ORDER = "status_order"  # ... a working order on a target's instrument
+STATUS_ACCOUNT = "status_account"  # ... what was read of one target account
+ORDER_CANCEL_REQUESTED = "order_cancel_requested"  # `liquidator cancel`: asked to cancel
+ORDER_CANCELED = "order_canceled"  # ... and no longer working (its final status)
+CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait ended
+ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -524,3 +532,98 @@ def moc_cutoff(*, passed: bool, cutoff: str | None, regular_close: str | None, r
     (log.warning if passed else log.info)(
         MOC_CUTOFF, passed=passed, cutoff=cutoff, regular_close=regular_close, reason=reason
     )
+
+
+def order_adopted(order: Order, *, account_id: int, instrument: str, request_id: str) -> None:
+    """A rerun found the job's own order still working (by its client id): it is followed as
+    this run's close, neither cancelled nor sent again."""
+    log.info(
+        ORDER_ADOPTED,
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=order.instrument_id,
+        order_id=order.id,
+        client_order_id=order.client_order_id,
+        side=order.side,
+        quantity=str(order.quantity),
+        filled_quantity=str(order.filled_quantity),
+        order_type=order.order_type,
+        time_in_force=order.time_in_force,
+        status=order.status,
+        request_id=request_id,
+    )
+
+
+def adoption_skipped(
+    *, account_id: int, reason: str, request_id: str | None, instrument: str | None = None
+) -> None:
+    """The job's working orders were not adopted: the account's could not be read, or they
+    would take the position past zero. Such orders are cancelled first, as any resting order."""
+    log.warning(
+        ADOPTION_SKIPPED,
+        **_target(account_id, instrument),
+        reason=reason,
+        request_id=request_id,
+    )
+
+
+def status_position(t: Target) -> None:
+    log.info(
+        STATUS_POSITION,
+        account_id=t.account_id,
+        instrument=t.instrument,
+        instrument_id=t.instrument_id,
+        symbol=t.symbol,
+        instrument_type=t.instrument_type,
+        side="LONG" if t.quantity > 0 else "SHORT",
+        quantity=str(t.quantity),
+        market_value=str(t.market_value),
+    )
+
+
+def _order_fields(order: Order) -> dict[str, Any]:
+    return {
+        "account_id": order.account_id,
+        "instrument_id": order.instrument_id,
+        "symbol": order.symbol,
+        "order_id": order.id,
+        "client_order_id": order.client_order_id,
+        "side": order.side,
+        "quantity": str(order.quantity),
+        "filled_quantity": str(order.filled_quantity),
+        "order_type": order.order_type,
+        "time_in_force": order.time_in_force,
+        "status": order.status,
+    }
+
+
+def status_order(order: Order, *, own: bool) -> None:
+    """`own`: the job's own order (a client id today's job derives), as a rerun would adopt."""
+    log.info(STATUS_ORDER, **_order_fields(order), own=own)
+
+
+def status_account(
+    *, account_id: int, positions: int, working_orders: int, own_orders: int, error: str | None
+) -> None:
+    (log.error if error else log.info)(
+        STATUS_ACCOUNT,
+        account_id=account_id,
+        positions=positions,
+        working_orders=working_orders,
+        own_orders=own_orders,
+        error=error,
+    )
+
+
+def order_cancel_requested(order: Order, *, own: bool, request_id: str) -> None:
+    """`liquidator cancel`: the server took the cancel (the order may fill until it ends)."""
+    log.info(ORDER_CANCEL_REQUESTED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def order_canceled(order: Order, *, own: bool, request_id: str) -> None:
+    """No longer working: `status` says how it ended (CANCELED, or FILLED before the cancel)."""
+    log.info(ORDER_CANCELED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def cancel_failed(order: Order, *, own: bool, error: str, request_id: str | None) -> None:
+    log.error(CANCEL_FAILED, **_order_fields(order), own=own, error=error, request_id=request_id)

@@ -42,9 +42,10 @@ def finish(
         finished_at=datetime.now(UTC),
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
-    result.write_failures = _write_outputs(
-        settings, result, report_path, dry_run, scrub=Scrubber.for_key(key).text
-    )
+    scrub = Scrubber.for_key(key).text
+    result.write_failures = _write_outputs(settings, result, report_path, dry_run, scrub=scrub)
+    if not dry_run and not result.refused:
+        _write_last_report(settings, result, scrub)
     events.run_finished(
         exit_code=int(result.exit_code),
         aborted=result.aborted,
@@ -52,6 +53,34 @@ def finish(
         summary=summarize(result.results),
     )
     return result
+
+
+LAST_REPORT = "last-report.json"  # under STATE_DIR: the last run's report, with or without --report
+
+
+def last_report_path(settings: Settings) -> Path:
+    return settings.journal_dir / LAST_REPORT
+
+
+def _write_last_report(settings: Settings, result: RunResult, scrub: Callable[[str], str]) -> None:
+    """The report of every run that was not a dry run nor refused (a standby refused by the lock
+    must not hide the run that holds it), for `liquidator journal last`. A failure is an event
+    only: it neither changes the exit code nor stops anything."""
+    path = last_report_path(settings)
+    try:
+        write_report(
+            path,
+            run_id=result.run_id,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            dry_run=False,
+            results=result.results,
+            exit_code=int(result.exit_code),
+            aborted=result.aborted,
+            scrub=scrub,
+        )
+    except OSError as err:
+        events.write_failed(what="last report", path=str(path), error=err.strerror or str(err))
 
 
 def _write_outputs(

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -31,6 +31,9 @@ from rich.text import Text
 from worker.outcomes import Outcome
 from worker.plan import Plan
 from worker.report import TargetResult, summarize
+
+if TYPE_CHECKING:
+    from worker.server_view import AccountView
 
 PLAN_ROWS_SHOWN = 40
 _OUTCOME_STYLE = {
@@ -124,6 +127,10 @@ class Terminal:
         if not plan.targets:
             return True
         question = f"Send {len(plan.targets)} closing market orders? Type 'yes' to proceed: "
+        return await self.ask_yes(question)
+
+    async def ask_yes(self, question: str) -> bool:
+        """True when the operator answers y or yes."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[str] = loop.create_future()
 
@@ -211,3 +218,59 @@ class Terminal:
                 Text(f"aborted: {self._scrub(aborted)}", style="bold red"), soft_wrap=True
             )
         self.console.print(f"exit code {exit_code}")
+
+
+def orders_table(title: str, view: AccountView) -> Table:
+    """Working orders: id, client id, side, quantity, type, time in force, status, own."""
+    table = Table(title=title, title_justify="left")
+    for column in ("order id", "client id", "symbol", "side"):
+        table.add_column(column, overflow="fold")
+    table.add_column("quantity", justify="right")
+    for column in ("filled", "type", "tif", "status", "own"):
+        table.add_column(column, justify="right" if column == "filled" else "left")
+    for o in view.orders:
+        table.add_row(
+            o.id,
+            o.client_order_id,
+            o.symbol or o.instrument_id or "",
+            Text(o.side, style="red" if o.side.startswith("SELL") else "green"),
+            f"{o.quantity:,}",
+            f"{o.filled_quantity:,}",
+            o.order_type,
+            o.time_in_force or "",
+            o.status,
+            "job" if o.id in view.own else "",
+        )
+    return table
+
+
+def show_status(console: Console, views: list[AccountView]) -> None:
+    """`liquidator status`: per account, its open positions, then its working orders."""
+    for view in views:
+        if view.error is not None:
+            console.print(f"[bold red]Account {view.account_id}: {view.error}[/]", soft_wrap=True)
+            continue
+        positions = Table(
+            title=f"Account {view.account_id}: {len(view.positions)} open position(s)",
+            title_justify="left",
+        )
+        for column in ("symbol", "type", "side"):
+            positions.add_column(column)
+        positions.add_column("quantity", justify="right")
+        positions.add_column("market value", justify="right", no_wrap=True)
+        for t in view.positions:
+            positions.add_row(
+                t.symbol,
+                t.instrument_type,
+                "LONG" if t.quantity > 0 else "SHORT",
+                f"{t.quantity:,}",
+                f"{t.market_value:,.2f}",
+            )
+        console.print(positions)
+        title = f"Account {view.account_id}: {len(view.orders)} working order(s)"
+        if view.own:
+            title += f", {len(view.own)} the job's own"
+        if view.orders:
+            console.print(orders_table(title, view))
+        else:
+            console.print(title)
