@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 
 class Dropped(web.Response):
@@ -29,9 +30,10 @@ def error(
     *,
     retry_after: float | None = None,
     details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     request_id = str(uuid.uuid4())
-    headers = {"x-request-id": request_id}
+    headers = {**(headers or {}), "x-request-id": request_id}
     if retry_after is not None:
         headers["Retry-After"] = f"{retry_after:.3f}".rstrip("0").rstrip(".")
     problem: dict[str, Any] = {"code": status, "message": message}
@@ -50,3 +52,21 @@ def drop(request: web.Request) -> web.Response:
     if request.transport is not None:
         request.transport.abort()
     return Dropped(status=499)
+
+
+@web.middleware
+async def envelope_for_unrouted(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A path the API does not have answers 404, a known path asked with another method 405,
+    both inside the envelope (never aiohttp's bare text reply), so a client's error handling
+    meets what the API sends."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error(
+            405,
+            f"Method {request.method} is not allowed on {request.path} (allowed: {allowed})",
+            headers={"Allow": allowed},
+        )
+    except web.HTTPNotFound:
+        return error(404, f"No such route: {request.method} {request.path}")

@@ -40,6 +40,47 @@ def decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
 
 
+def contract_size(instrument_type: str) -> int:
+    """Units per quantity: an option contract is 100 shares."""
+    return 100 if instrument_type == "OPTION" else 1
+
+
+@dataclass(slots=True)
+class SimExecution:
+    """One fill of an order, as `get_executions` reports it."""
+
+    id: str
+    order_id: str
+    instrument_id: str
+    symbol: str
+    instrument_type: str
+    side: str
+    quantity: Decimal
+    price: Decimal
+    transaction_time: float
+    seq: int  # orders fills made in the same instant
+    underlying: str | None = None
+
+    def cash_flow(self) -> Decimal:
+        """What the fill did to the account's cash: a sale adds, a purchase takes away."""
+        notional = self.quantity * self.price * contract_size(self.instrument_type)
+        return -notional if self.side == "BUY" else notional
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "instrument_id": self.instrument_id,
+            "symbol": self.symbol,
+            "side": self.side,
+            "quantity": decimal_text(self.quantity),
+            "price": f"{self.price:.2f}",
+            "transaction_time": api_time(self.transaction_time),
+            "underlying_instrument_id": self.underlying,
+            "venue": "XNMS",
+        }
+
+
 @dataclass(slots=True)
 class SimPosition:
     account_id: int
@@ -130,6 +171,7 @@ class SimAccount:
     orders_by_instrument: dict[str, list[SimOrder]] = field(default_factory=dict)
     due_fills: list[tuple[float, int, SimOrder]] = field(default_factory=list)  # a heap
     due_cancels: list[tuple[float, int, SimOrder]] = field(default_factory=list)  # a heap
+    executions: list[SimExecution] = field(default_factory=list)  # oldest first
 
     def resolve(self, name: str) -> str | None:
         """A symbol or UUID to the instrument_id this account knows it by."""
@@ -418,6 +460,30 @@ class Book:
             order.status = self.config.partial_rest_status
         order.filled_quantity, order.fill_price = filled, position.price
         position.quantity += filled if order.side == "BUY" else -filled
+        self._record_execution(account, order, position, filled, now)
+
+    def _record_execution(
+        self,
+        account: SimAccount,
+        order: SimOrder,
+        position: SimPosition,
+        filled: Decimal,
+        now: float,
+    ) -> None:
+        execution = SimExecution(
+            str(uuid.uuid4()),
+            order.id,
+            order.instrument_id,
+            order.symbol,
+            order.instrument_type,
+            order.side,
+            filled,
+            position.price,
+            now,
+            next(self._fill_seq),
+            position.underlying,
+        )
+        account.executions.append(execution)
 
     def _remember(self, account: SimAccount, order: SimOrder) -> None:
         account.orders.append(order)

@@ -1,0 +1,162 @@
+"""The simulator as a rehearsal partner: the reads and order entry the official SDK offers,
+in the spec's shapes, and a server that shrugs off a client going away."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.spec_errors import validate_error_reply
+from tests.spec_validation import validate_request, validate_response
+from worker.simulator import RecordedRequest, Simulator
+
+
+@pytest.fixture
+async def client(sim: Simulator) -> AsyncIterator[aiohttp.ClientSession]:
+    headers = {"Authorization": f"Bearer {sim.config.api_key}"}
+    async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
+        yield session
+
+
+async def _call(
+    session: aiohttp.ClientSession, method: str, path: str, **kw: Any
+) -> tuple[int, dict[str, Any]]:
+    async with session.request(method, path, **kw) as resp:
+        return resp.status, await resp.json()
+
+
+def _validate_all(sim: Simulator) -> int:
+    """Every recorded exchange against the spec: answered requests and their replies, and
+    every error envelope (some requests are wrong on purpose)."""
+    for recorded in sim.requests:
+        if recorded.response_status == 200:
+            validate_request(recorded)
+            validate_response(recorded)
+        else:
+            validate_error_reply(recorded)
+    return len(sim.requests)
+
+
+# Accounts, balances, executions.
+
+
+async def test_accounts_are_listed_with_filters_and_pages(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    for account_id in (19816, 19817, 20001):
+        sim.add_account(account_id)
+    sim.config.forbidden_accounts = {20001}
+    status, body = await _call(client, "GET", "/v1/accounts")
+    assert status == 200
+    assert [a["id"] for a in body["data"]] == [19816, 19817]  # the forbidden one is not listed
+    status, body = await _call(client, "GET", "/v1/accounts", params={"account_id": "1981"})
+    assert [a["id"] for a in body["data"]] == [19816, 19817]
+    _, body = await _call(client, "GET", "/v1/accounts", params={"account_name": "ACCOUNT 19817"})
+    assert [a["id"] for a in body["data"]] == [19817]
+    _, first = await _call(client, "GET", "/v1/accounts", params={"page_size": "1"})
+    token = first["metadata"]["next_page_token"]
+    _, second = await _call(client, "GET", "/v1/accounts", params={"page_token": token})
+    assert [a["id"] for a in first["data"] + second["data"]] == [19816, 19817]
+    assert second["metadata"]["next_page_token"] is None
+    status, body = await _call(client, "GET", "/v1/accounts/19817")
+    assert (status, body["data"]["id"]) == (200, 19817)
+    assert _validate_all(sim) == 6
+
+
+async def test_balances_follow_the_fills(sim: Simulator, client: aiohttp.ClientSession) -> None:
+    sim.add_position(19816, "GOOG", "25", price="100.00")
+    sim.add_position(19816, "TSLA", "-10", price="200.00")
+    sim.config.fill_delay_s = 3600
+    _, before = await _call(client, "GET", "/v1/accounts/19816/balances")
+    await _call(client, "DELETE", "/v1/accounts/19816/positions/GOOG")
+    sim.fill_all()
+    _, after = await _call(client, "GET", "/v1/accounts/19816/balances")
+    b, a = before["data"], after["data"]
+    assert (b["long_market_value"], b["short_market_value"]) == ("2500.00", "2000.00")
+    assert (a["long_market_value"], a["short_market_value"]) == ("0.00", "2000.00")
+    assert Decimal(a["settled_cash"]) - Decimal(b["settled_cash"]) == 2500  # the sale's proceeds
+    assert a["equity"] == b["equity"]  # sold at the position's own price
+    status, refused = await _call(
+        client, "GET", "/v1/accounts/19816/balances", params={"top_margin_contributors_limit": "0"}
+    )
+    assert (status, refused["error"]["code"]) == (400, 400)
+    status, _ = await _call(client, "GET", "/v1/accounts/424242/balances")
+    assert status == 404
+    _validate_all(sim)
+
+
+async def test_executions_are_newest_first_with_filters_and_pages(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    goog = sim.add_position(19816, "GOOG", "25", price="101.50")
+    sim.add_position(19816, "TSLA", "-10", price="200.00")
+    sim.add_position(
+        19816, "AAPL270115C00200000", "2", instrument_type="OPTION", price="3.10",
+        underlying="AAPL",
+    )  # fmt: skip
+    sim.config.fill_delay_s = 3600
+    orders = {}
+    for name in ("GOOG", "TSLA", "AAPL270115C00200000"):
+        _, body = await _call(client, "DELETE", f"/v1/accounts/19816/positions/{name}")
+        orders[name] = body["data"][0]["id"]
+        sim.fill_all()  # one at a time: three distinct transaction times
+    _, body = await _call(client, "GET", "/v1/accounts/19816/executions")
+    executions = body["data"]
+    assert [e["order_id"] for e in executions] == [
+        orders["AAPL270115C00200000"], orders["TSLA"], orders["GOOG"]
+    ]  # fmt: skip
+    newest_first = [e["transaction_time"] for e in executions]
+    assert newest_first == sorted(newest_first, reverse=True)
+    goog_fill = executions[2]
+    assert (goog_fill["instrument_id"], goog_fill["side"]) == (goog, "SELL")
+    assert (goog_fill["quantity"], goog_fill["price"]) == ("25", "101.50")
+    [order] = [o for o in sim.orders_of(19816) if o["id"] == orders["GOOG"]]
+    assert order["average_fill_price"] == "101.50"
+
+    async def listed(**params: str) -> list[str]:
+        status, body = await _call(client, "GET", "/v1/accounts/19816/executions", params=params)
+        assert status == 200, body
+        return [e["order_id"] for e in body["data"]]
+
+    assert await listed(instrument_ids="TSLA") == [orders["TSLA"]]
+    assert await listed(instrument_ids=goog.upper()) == [orders["GOOG"]]
+    assert await listed(order_ids=f"{orders['GOOG']},{orders['TSLA']}") == [
+        orders["TSLA"], orders["GOOG"]
+    ]  # fmt: skip
+    assert await listed(underlying_instrument_ids="AAPL") == [orders["AAPL270115C00200000"]]
+    middle = executions[1]["transaction_time"]
+    assert await listed(**{"from": middle}) == [orders["AAPL270115C00200000"], orders["TSLA"]]
+    assert await listed(to=middle) == [orders["TSLA"], orders["GOOG"]]
+    first = await listed(page_size="2")
+    _, page = await _call(client, "GET", "/v1/accounts/19816/executions", params={"page_size": "2"})
+    token = page["metadata"]["next_page_token"]
+    rest = await listed(page_token=token)
+    assert first + rest == [e["order_id"] for e in executions]
+    status, _ = await _call(client, "GET", "/v1/accounts/19816/executions", params={"from": "x"})
+    assert status == 400
+    _validate_all(sim)
+
+
+async def test_an_unknown_route_is_404_and_a_wrong_method_405_inside_the_envelope(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    sim.add_position(19816, "GOOG", "25")
+    for method, path, status in (
+        ("GET", "/v1/no-such-thing", 404),
+        ("GET", "/v2/accounts/19816", 404),
+        ("POST", "/v1/clock", 405),
+        ("PUT", "/v1/accounts/19816/positions", 405),
+    ):
+        async with client.request(method, path) as resp:
+            raw = await resp.read()
+            assert resp.status == status, raw
+            assert resp.content_type == "application/json"
+            if status == 405:
+                assert "GET" in resp.headers["Allow"]
+        validate_error_reply(RecordedRequest(method, path, "", {}, b"", {}, status, raw))
+        assert method in json.loads(raw)["error"]["message"]
