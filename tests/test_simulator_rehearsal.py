@@ -160,3 +160,32 @@ async def test_an_unknown_route_is_404_and_a_wrong_method_405_inside_the_envelop
                 assert "GET" in resp.headers["Allow"]
         validate_error_reply(RecordedRequest(method, path, "", {}, b"", {}, status, raw))
         assert method in json.loads(raw)["error"]["message"]
+
+
+# One order.
+
+
+async def test_an_order_is_read_by_id_always_and_by_client_id_while_open(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    sim.add_position(19816, "GOOG", "25")
+    sim.config.fill_delay_s = 3600
+    order = {"id": "rehearsal-1", "symbol": "GOOG", "side": "SELL", "quantity": "5",
+             "order_type": "MARKET", "time_in_force": "DAY"}  # fmt: skip
+    status, body = await _call(client, "POST", "/v1/accounts/19816/orders", json=[order])
+    assert status == 200, body
+    order_id = body["data"][0]["id"]
+    for name in (order_id, "rehearsal-1"):
+        status, body = await _call(client, "GET", f"/v1/accounts/19816/orders/{name}")
+        assert status == 200, body
+        assert (body["data"]["id"], body["data"]["client_order_id"]) == (order_id, "rehearsal-1")
+        assert body["data"]["status"] == "PENDING_NEW"
+    sim.fill_all()
+    status, body = await _call(client, "GET", f"/v1/accounts/19816/orders/{order_id}")
+    assert (status, body["data"]["status"]) == (200, "FILLED")
+    assert body["data"]["average_fill_price"] == "100.00"
+    status, body = await _call(client, "GET", "/v1/accounts/19816/orders/rehearsal-1")
+    assert (status, body["error"]["code"]) == (404, 404)  # closed: by its id only
+    status, _ = await _call(client, "GET", "/v1/accounts/19816/orders/no-such-order")
+    assert status == 404
+    _validate_all(sim)

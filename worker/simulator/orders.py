@@ -124,6 +124,17 @@ class OrderDesk:
                 return ok(self._cancel(account, order))
         return error(404, f"Order {wanted} not found for account {account.id}")
 
+    async def get_one(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        """`get_order_by_id`: by `id` whatever its status; by `client_order_id` only while the
+        order is open (it may still fill), as the spec says."""
+        assert account is not None
+        wanted = request.match_info["order_id"]
+        self.book.apply_fills(account)
+        for order in account.orders:
+            if order.id == wanted or (order.client_order_id == wanted and order.status in LIVE):
+                return ok(order.to_api())
+        return error(404, f"Order {wanted} not found for account {account.id}")
+
     # Checks, in the order a real gateway would make them: shape, then identity, then risk.
 
     def _check(

@@ -164,7 +164,7 @@ class Simulator:
 
     def _add_rehearsal_routes(self, add: web.UrlDispatcher) -> None:
         """The reads the official SDK offers beside the worker's own: the account list,
-        balances, executions, one order."""
+        balances, executions, one order by id or client id."""
         accounts = "/v1/accounts/{account_id}"
         add.add_get(
             "/v1/accounts", self._route("accounts", self.account_desk.list_accounts, account=False)
@@ -174,6 +174,7 @@ class Simulator:
             f"{accounts}/executions",
             self._route("executions", self.execution_desk.list_executions),
         )
+        add.add_get(f"{accounts}/orders/{{order_id}}", self._route("order", self.desk.get_one))
 
     def _list_page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
         return self._page(request, items, positions_bugs=False)
