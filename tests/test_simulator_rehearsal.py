@@ -189,3 +189,64 @@ async def test_an_order_is_read_by_id_always_and_by_client_id_while_open(
     status, _ = await _call(client, "GET", "/v1/accounts/19816/orders/no-such-order")
     assert status == 404
     _validate_all(sim)
+
+
+# Order entry opens positions.
+
+
+async def test_order_entry_opens_a_position_in_any_instrument_the_simulator_knows(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19817, "AAPL270115C00200000", "3", instrument_type="OPTION", price="4.20")
+    sim.config.known_symbols = {"ZZZT"}
+    sim.config.fill_delay_s = 3600
+
+    def order(name: str, side: str, **kw: str) -> dict[str, str]:
+        return {"symbol": name, "side": side, "quantity": "10", "order_type": "MARKET",
+                "time_in_force": "DAY", **kw}  # fmt: skip
+
+    batch = [
+        order("NVDA", "BUY"),  # a listed ticker
+        order("ZZZT", "SELL_SHORT"),  # a known symbol no account holds
+        order("AAPL270115C00200000", "BUY"),  # held by another account
+    ]
+    status, body = await _call(client, "POST", "/v1/accounts/19816/orders", json=batch)
+    assert status == 200, body
+    sim.fill_all()
+    assert sim.position_quantity(19816, "NVDA") == 10
+    assert sim.position_quantity(19816, "ZZZT") == -10
+    assert sim.position_quantity(19816, "AAPL270115C00200000") == 10
+    assert sim.flipped_positions() == []  # opened from flat is not a flip
+    _, listed = await _call(client, "GET", "/v1/accounts/19816/positions")
+    by_symbol = {p["symbol"]: p for p in listed["data"]}
+    assert by_symbol["AAPL270115C00200000"]["instrument_type"] == "OPTION"
+    assert by_symbol["AAPL270115C00200000"]["avg_price"] == "4.20"
+    _, fills = await _call(client, "GET", "/v1/accounts/19816/executions")
+    prices = {e["symbol"]: e["price"] for e in fills["data"]}
+    assert all(Decimal(p) > 0 for p in prices.values())
+    assert prices["AAPL270115C00200000"] == "4.20"
+    # The position opened can be closed like a seeded one.
+    status, body = await _call(client, "DELETE", "/v1/accounts/19816/positions/NVDA")
+    assert (status, body["data"][0]["side"]) == (200, "SELL")
+    unknown = order("NOPE1", "BUY")
+    by_unknown_id = {**order("X", "BUY"), "symbol": None,
+                     "instrument_id": "0b7a5c1e-0000-4000-8000-000000000000"}  # fmt: skip
+    unnamed = {k: v for k, v in order("X", "BUY").items() if k != "symbol"}
+    for refused in (unknown, by_unknown_id, unnamed):
+        status, body = await _call(client, "POST", "/v1/accounts/19816/orders", json=[refused])
+        assert (status, body["error"]["code"]) == (400, 400), body
+    assert sim.position_quantity(19816, "NOPE1") == 0
+    _validate_all(sim)
+
+
+async def test_an_opened_position_keeps_a_seeded_price(sim: Simulator) -> None:
+    other = Simulator(sim.config)
+    prices = []
+    for simulator in (sim, other):
+        account = simulator.book.add_account(19816)
+        iid = simulator.book.tradable(account, "KO")
+        assert iid is not None
+        prices.append(account.positions[iid].price)
+    assert prices[0] == prices[1]
+    assert prices[0] > 0

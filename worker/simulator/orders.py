@@ -171,7 +171,9 @@ class OrderDesk:
         if order_type == "LIMIT" and not isinstance(limit, str):
             return error(400, f"{where}.limit_price is required for LIMIT orders")
         name = item.get("instrument_id") or item.get("symbol")
-        iid = account.resolve(name) if isinstance(name, str) else None
+        if not isinstance(name, str) or not name:
+            return error(400, f"{where}: either `symbol` or `instrument_id` must be provided")
+        iid = self.book.tradable(account, name)  # any instrument the simulator knows
         if iid is None:
             return error(400, f"{where}: unknown instrument {name!r}")
         fill_at = self.config.clock() + self.config.fill_delay_s

@@ -40,6 +40,12 @@ def decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
 
 
+def listing_price(seed: int, symbol: str) -> Decimal:
+    """A seeded price for an instrument no account held: stable per seed and symbol."""
+    rng = random.Random(f"{seed}:{symbol.upper()}")
+    return Decimal(f"{rng.uniform(10, 600):.2f}")
+
+
 def contract_size(instrument_type: str) -> int:
     """Units per quantity: an option contract is 100 shares."""
     return 100 if instrument_type == "OPTION" else 1
@@ -354,6 +360,50 @@ class Book:
                 return _instrument(name, symbol)
         return None
 
+    def tradable(self, account: SimAccount, name: str) -> str | None:
+        """The account's instrument_id for `name`, for order entry: what it holds, or any
+        instrument of the simulator's universe (held by another account, a listed ticker, a
+        `known_symbols` entry), which it then holds flat so an order can open a position.
+        None for an instrument the simulator does not know."""
+        iid = account.resolve(name)
+        if iid is not None:
+            return iid
+        for other in self.accounts.values():
+            held_id = other.resolve(name)
+            if held_id is not None:
+                held = other.positions[held_id]
+                return self._hold_flat(
+                    account, held_id, held.symbol, held.instrument_type, held.price, held.underlying
+                )
+        found = self.instrument(name)
+        if found is None:
+            return None
+        symbol = found["symbol"]
+        return self._hold_flat(
+            account,
+            found["id"],
+            symbol,
+            "COMMON_STOCK",
+            listing_price(self.config.seed, symbol),
+            None,
+        )
+
+    def _hold_flat(
+        self,
+        account: SimAccount,
+        iid: str,
+        symbol: str,
+        instrument_type: str,
+        price: Decimal,
+        underlying: str | None,
+    ) -> str:
+        # seeded_sign 0: the first fill gives the position its side (see _fill).
+        account.positions[iid] = SimPosition(
+            account.id, iid, symbol, instrument_type, Decimal(0), price, 0, underlying
+        )
+        account.by_symbol[symbol.upper()] = iid
+        return iid
+
     def open_positions(self, account: SimAccount) -> list[SimPosition]:
         self.apply_fills(account)
         return [p for p in account.positions.values() if p.quantity != 0]
@@ -460,6 +510,8 @@ class Book:
             order.status = self.config.partial_rest_status
         order.filled_quantity, order.fill_price = filled, position.price
         position.quantity += filled if order.side == "BUY" else -filled
+        if position.seeded_sign == 0:  # opened from flat: this fill decides its side
+            position.seeded_sign = 1 if position.quantity > 0 else -1
         self._record_execution(account, order, position, filled, now)
 
     def _record_execution(
