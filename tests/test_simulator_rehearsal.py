@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -250,3 +251,66 @@ async def test_an_opened_position_keeps_a_seeded_price(sim: Simulator) -> None:
         prices.append(account.positions[iid].price)
     assert prices[0] == prices[1]
     assert prices[0] > 0
+
+
+# Times in force.
+
+
+async def test_the_times_in_force_the_simulator_models_are_accepted(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    sim.add_account(19816)
+    sim.config.fill_delay_s = 3600
+    sim.config.regular_close_at = datetime.now(UTC) + timedelta(hours=1)
+    accepted = [
+        ("MARKET", "DAY"), ("MARKET", "GOOD_TILL_CANCEL"), ("MARKET", "IMMEDIATE_OR_CANCEL"),
+        ("MARKET", "FILL_OR_KILL"), ("MARKET", "AT_THE_CLOSE"), ("LIMIT", "DAY"),
+        ("LIMIT", "GOOD_TILL_CANCEL"), ("LIMIT", "AT_THE_CLOSE"),
+    ]  # fmt: skip
+    batch = [
+        {"symbol": "KO", "side": "BUY", "quantity": "1", "order_type": order_type,
+         "time_in_force": tif, **({"limit_price": "1.00"} if order_type == "LIMIT" else {})}
+        for order_type, tif in accepted
+    ]  # fmt: skip
+    status, body = await _call(client, "POST", "/v1/accounts/19816/orders", json=batch)
+    assert status == 200, body
+    assert [(o["order_type"], o["time_in_force"]) for o in body["data"]] == accepted
+    sim.fill_all()
+    assert sim.position_quantity(19816, "KO") == 5  # the five market orders filled
+    for order_type, tif in (
+        ("MARKET", "GOOD_TILL_DATE"), ("MARKET", "AT_THE_OPENING"),
+        ("LIMIT", "IMMEDIATE_OR_CANCEL"), ("LIMIT", "FILL_OR_KILL"), ("STOP", "DAY"),
+    ):  # fmt: skip
+        refused = {"symbol": "KO", "side": "BUY", "quantity": "1", "order_type": order_type,
+                   "time_in_force": tif, "limit_price": "1.00", "stop_price": "2.00",
+                   "expires_at": "2099-01-01T00:00:00Z"}  # fmt: skip
+        status, body = await _call(client, "POST", "/v1/accounts/19816/orders", json=[refused])
+        assert status == 400, body
+        message = body["error"]["message"]
+        assert f"{order_type} orders with time_in_force {tif}" in message
+        assert "MARKET with DAY, GOOD_TILL_CANCEL" in message  # says what it does take
+    _validate_all(sim)
+
+
+async def test_a_fill_or_kill_fills_whole_or_not_at_all(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    sim.add_position(19816, "KO", "100")
+    sim.config.fill_delay_s = 3600
+    sim.config.p_partial_fill = 1.0  # the market can fill only part of any order
+    orders = [
+        {"symbol": "KO", "side": "SELL", "quantity": "10", "order_type": "MARKET",
+         "time_in_force": tif}
+        for tif in ("FILL_OR_KILL", "IMMEDIATE_OR_CANCEL")
+    ]  # fmt: skip
+    _, body = await _call(client, "POST", "/v1/accounts/19816/orders", json=orders)
+    fok, ioc = (o["id"] for o in body["data"])
+    sim.fill_all()
+    _, fok_now = await _call(client, "GET", f"/v1/accounts/19816/orders/{fok}")
+    _, ioc_now = await _call(client, "GET", f"/v1/accounts/19816/orders/{ioc}")
+    assert (fok_now["data"]["status"], fok_now["data"]["filled_quantity"]) == ("CANCELED", "0")
+    assert (ioc_now["data"]["status"], ioc_now["data"]["filled_quantity"]) == ("CANCELED", "5")
+    assert sim.position_quantity(19816, "KO") == 95
+    _, fills = await _call(client, "GET", "/v1/accounts/19816/executions")
+    assert [(e["order_id"], e["quantity"]) for e in fills["data"]] == [(ioc, "5")]
+    _validate_all(sim)

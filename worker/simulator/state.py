@@ -140,7 +140,7 @@ class SimOrder:
     limit_price: str | None = None
     filled_quantity: Decimal = Decimal(0)
     fill_price: Decimal | None = None
-    ends: str | None = None  # "partial" or "reject": how the market treats it when it is due
+    ends: str | None = None  # "partial", "reject" or "kill": how the market treats it when due
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -501,6 +501,9 @@ class Book:
         order.updated_at = now
         if order.ends == "reject":
             order.status = "REJECTED"
+            return
+        if order.ends == "kill":  # a fill-or-kill the market could only fill partly
+            order.status = "CANCELED"
             return
         filled = order.quantity
         order.status = "FILLED"
