@@ -3,8 +3,12 @@ in the spec's shapes, and a server that shrugs off a client going away."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+import socket
+import struct
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,7 +18,7 @@ import pytest
 
 from tests.spec_errors import validate_error_reply
 from tests.spec_validation import validate_request, validate_response
-from worker.simulator import RecordedRequest, Simulator
+from worker.simulator import Faults, RecordedRequest, Simulator
 
 
 @pytest.fixture
@@ -314,3 +318,71 @@ async def test_a_fill_or_kill_fills_whole_or_not_at_all(
     _, fills = await _call(client, "GET", "/v1/accounts/19816/executions")
     assert [(e["order_id"], e["quantity"]) for e in fills["data"]] == [(ioc, "5")]
     _validate_all(sim)
+
+
+# A client that goes away.
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _killed_client(sim: Simulator, raw: bytes, *, reset: bool, read: int = 0) -> None:
+    """Send `raw`, read `read` bytes of the reply, then go away: RST when `reset`, else FIN."""
+    port = int(sim.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    writer.write(raw)
+    await writer.drain()
+    if read:
+        await reader.readexactly(read)
+    if reset:  # SO_LINGER 0: close() sends RST, as a killed process's socket may
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
+async def test_a_client_that_goes_away_leaves_no_traceback(
+    sim: Simulator, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sim.seed_book(1, 3000)  # a reply far larger than the client's receive buffer
+    sim.add_position(19816, "GOOG", "25")
+    key = sim.config.api_key
+    half_sent = (
+        f"POST /v1/accounts/19816/orders HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {key}"
+        '\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n[{"side": "SE'
+    ).encode()
+    listing = (
+        f"GET /v1/accounts/10001/positions HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {key}"
+        "\r\n\r\n"
+    ).encode()
+    hanging = listing.replace(b"/10001/positions", b"/19816/positions")
+    sim.config.faults = {"positions": Faults(p_hang_after=0.0)}
+
+    def went_away() -> int:
+        return sum("client went away" in r.getMessage() for r in caplog.records)
+
+    await _killed_client(sim, half_sent, reset=True)  # mid-body, reset
+    await _until(lambda: went_away() == 1, "the quiet line")
+    await _killed_client(sim, half_sent, reset=False)  # mid-body, closed
+    await _until(lambda: went_away() == 2, "the quiet line")
+    await _killed_client(sim, b"GET /v1/accounts/19816/posi", reset=True)  # mid-request-line
+    await _killed_client(sim, listing, reset=True, read=100)  # mid-reply
+    sim.config.faults = {"positions": Faults(p_hang_after=1.0, hang_s=0.3)}
+    await _killed_client(sim, hanging, reset=True)  # while the server holds the reply
+    await _until(lambda: sim.stats.by_route["positions"] == 2, "both listings")
+    await _until(lambda: sim.stats.in_flight == 0, "nothing in flight")
+    sim.config.faults = {}
+    status, _ = await _call(client, "GET", "/v1/accounts/19816/positions")
+    assert status == 200  # still serving
+    assert sim.stats.by_route["submit"] == 0  # a half-sent order is neither counted nor applied
+    assert sim.orders_of(19816) == []
+    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+    assert noisy == [], [r.getMessage() for r in noisy]
+    assert "Traceback" not in caplog.text
+    assert went_away() <= 4  # at most one quiet line per client that went away

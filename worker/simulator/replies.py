@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+_log = logging.getLogger("worker.simulator")
 
 
 class Dropped(web.Response):
@@ -70,3 +73,16 @@ async def envelope_for_unrouted(request: web.Request, handler: Handler) -> web.S
         )
     except web.HTTPNotFound:
         return error(404, f"No such route: {request.method} {request.path}")
+
+
+@web.middleware
+async def quiet_when_the_client_goes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A client that goes away mid-request (killed, timed out, reset) is normal for an API
+    server: one quiet line, never a traceback. The body is read whole first, so a request
+    whose body never arrived is neither counted nor applied."""
+    try:
+        await request.read()
+        return await handler(request)
+    except ConnectionResetError as exc:
+        _log.info("client went away during %s %s (%s)", request.method, request.path, exc)
+        return Dropped(status=499)

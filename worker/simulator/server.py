@@ -1,7 +1,8 @@
 """The simulator's HTTP face: the API's routes, envelope, auth, faults, and counts at the server.
 
-Every request is counted (in flight, per route, arrival time) before anything else happens, so
-tests can prove the worker's bounds from what the server saw. Faults are drawn from a seeded RNG.
+Every request is counted (in flight, per route, arrival time) once it has arrived whole, before
+anything else happens, so tests can prove the worker's bounds from what the server saw. Faults
+are drawn from a seeded RNG.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from worker.simulator.calendar import market_hours
 from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
 from worker.simulator.executions import ExecutionDesk
 from worker.simulator.orders import OrderDesk
-from worker.simulator.replies import Dropped, drop, envelope_for_unrouted, error, ok
+from worker.simulator.replies import (
+    Dropped,
+    drop,
+    envelope_for_unrouted,
+    error,
+    ok,
+    quiet_when_the_client_goes,
+)
 from worker.simulator.state import Book, SimAccount, SimOrder, api_time
 
 _STATUSES = {
@@ -131,7 +139,7 @@ class Simulator:
     # The HTTP app.
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[envelope_for_unrouted])
+        app = web.Application(middlewares=[quiet_when_the_client_goes, envelope_for_unrouted])
         add = app.router
         accounts = "/v1/accounts/{account_id}"
         add.add_get("/v1/clock", self._route("clock", self._clock, account=False))
