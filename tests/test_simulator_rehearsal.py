@@ -386,3 +386,56 @@ async def test_a_client_that_goes_away_leaves_no_traceback(
     assert noisy == [], [r.getMessage() for r in noisy]
     assert "Traceback" not in caplog.text
     assert went_away() <= 4  # at most one quiet line per client that went away
+
+
+# A rehearsal through the official SDK.
+
+
+async def test_a_rehearsal_through_the_official_sdk(sim: Simulator) -> None:
+    sdk = pytest.importorskip(
+        "clearstreet", reason="the official SDK (`clearstreet`, in the dev extra) is not installed"
+    )
+    sim.add_position(19816, "GOOG", "25", price="150.00")
+    sim.add_account(19817)
+    sim.config.fill_delay_s = 3600
+    async with sdk.AsyncClearStreet(
+        api_key=sim.config.api_key, base_url=sim.base_url, max_retries=0
+    ) as cs:
+        accounts = await cs.v1.accounts.get_accounts()
+        assert [a.id for a in accounts.data] == [19816, 19817]
+        assert (await cs.v1.accounts.get_account_by_id(19816)).data.id == 19816
+        balances = (await cs.v1.accounts.get_account_balances(19816)).data
+        assert balances.long_market_value == "3750.00"
+
+        # Open a position in an instrument the account does not hold, good till cancelled.
+        new = {"id": "rehearsal-nvda", "symbol": "NVDA", "side": "BUY", "quantity": "10",
+               "order_type": "MARKET", "time_in_force": "GOOD_TILL_CANCEL"}  # fmt: skip
+        [submitted] = (await cs.v1.orders.submit_orders(19816, orders=[new])).data
+        by_client_id = await cs.v1.orders.get_order_by_id("rehearsal-nvda", account_id=19816)
+        assert by_client_id.data.id == submitted.id
+        assert by_client_id.data.time_in_force == "GOOD_TILL_CANCEL"
+        sim.fill_all()
+        filled = (await cs.v1.orders.get_order_by_id(submitted.id, account_id=19816)).data
+        assert (filled.status, filled.filled_quantity) == ("FILLED", "10")
+        assert filled.average_fill_price is not None
+        [fill] = (await cs.v1.orders.get_executions(19816, order_ids=[submitted.id])).data
+        assert (fill.side, fill.quantity, fill.price) == ("BUY", "10", filled.average_fill_price)
+        positions = {
+            p.symbol: p.quantity for p in (await cs.v1.positions.get_positions(19816)).data
+        }
+        assert positions == {"GOOG": "25", "NVDA": "10"}
+
+        # Close both, as a desk would, and see the account flat.
+        for symbol in ("GOOG", "NVDA"):
+            await cs.v1.positions.close_position(symbol, account_id=19816, cancel_orders=True)
+        sim.fill_all()
+        assert (await cs.v1.positions.get_positions(19816)).data == []
+        executions = (await cs.v1.orders.get_executions(19816)).data
+        assert [e.side for e in executions] == ["SELL", "SELL", "BUY"]  # newest first
+        orders = (await cs.v1.orders.get_orders(19816)).data
+        assert len(orders) == 3
+        with pytest.raises(sdk.NotFoundError) as missing:
+            await cs.v1.orders.get_order_by_id("no-such-order", account_id=19816)
+        assert missing.value.body["error"]["code"] == 404  # the envelope, as the API sends it
+    assert sim.duplicate_closes() == []
+    assert _validate_all(sim) >= 14
