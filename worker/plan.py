@@ -5,6 +5,11 @@ always names the instrument by UUID. A position named twice is closed once. A na
 the account does not hold is already flat, once the API confirms it knows the instrument (a typo
 fails as "unknown instrument"): nothing is sent for it. An account that cannot be listed fails
 its own targets alone.
+
+An `exclude` entry that matches none of the account's positions is looked up the same way: one
+the API does not know is a typo that would close the position it was meant to keep, so the run
+is refused (`Plan.refusals`). One the API knows but the account does not hold excludes nothing
+and harms nothing: a desk may keep one exclude list for accounts that hold different things.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class Plan:
     settled: list[TargetResult] = field(default_factory=list)  # ended without a close
     # --at-close: where the day stands against the market-on-close cutoff (for the plan shown).
     moc_cutoff: str | None = None
+    # Entries that could mean something other than what they say (an unknown `exclude`): the
+    # run is refused, nothing sent. Each names the file and key.
+    refusals: list[str] = field(default_factory=list)
 
 
 async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
@@ -67,6 +75,7 @@ async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
     for part in plans:  # in the order the accounts were first named
         plan.targets.extend(part.targets)
         plan.settled.extend(part.settled)
+        plan.refusals.extend(part.refusals)
     return plan
 
 
@@ -77,6 +86,15 @@ async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]
         raise
     except ApiError as err:
         return Plan(settled=_unreadable(account_id, specs, err))
+    try:
+        refusals = await _unknown_excludes(reader, account_id, specs, positions)
+    except Unauthorized:
+        raise
+    except ApiError as err:
+        why = f"an 'exclude' entry could not be checked: {err}"
+        return Plan(settled=_unreadable(account_id, specs, err, why))
+    if refusals:
+        return Plan(refusals=refusals)
     plan = Plan()
     chosen: dict[tuple[int, str], Target] = {}
     not_held = _resolve_account(account_id, specs, positions, chosen, plan)
@@ -117,6 +135,33 @@ async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
         outcome=str(Outcome.ALREADY_FLAT),
         why="a known instrument the account does not hold",
     )
+
+
+async def _unknown_excludes(
+    reader: Reader, account_id: int, specs: Sequence[TargetSpec], positions: Sequence[Position]
+) -> list[str]:
+    """What each `exclude` entry the account's listing does not show names: a refusal for each
+    one the API does not know either. Raises the `ApiError` of a look-up that did not answer."""
+    listed = {p.symbol.upper() for p in positions} | {p.instrument_id.lower() for p in positions}
+    unmatched: dict[str, TargetSpec] = {}
+    for spec in specs:
+        for name in sorted(spec.exclude):
+            if name.upper() not in listed and name.lower() not in listed:
+                unmatched.setdefault(name, spec)
+
+    async def refusal(name: str, spec: TargetSpec) -> str | None:
+        try:
+            await reader.instrument(name)
+        except NotFound:
+            return (
+                f"{spec.source or f'account {account_id}'}.exclude: {name!r} names no"
+                f" instrument (account {account_id} does not hold it and the API does not know"
+                " it), so it would keep nothing open; correct it or remove it"
+            )
+        return None
+
+    found = await asyncio.gather(*(refusal(n, s) for n, s in unmatched.items()))
+    return [r for r in found if r is not None]
 
 
 def _resolve_account(
@@ -197,13 +242,16 @@ def _target(p: Position, named_as: str, cancel_orders: bool) -> Target:
     )
 
 
-def _unreadable(account_id: int, specs: Sequence[TargetSpec], err: ApiError) -> list[TargetResult]:
-    """An account that could not be listed: one failed result per named target, '*' for all."""
+def _unreadable(
+    account_id: int, specs: Sequence[TargetSpec], err: ApiError, why: str | None = None
+) -> list[TargetResult]:
+    """An account that could not be listed (or checked): one failed result per named target,
+    '*' for all."""
     names = list(dict.fromkeys(s.instrument or WHOLE_ACCOUNT for s in specs))
     failed = []
     for name in names:
         result = TargetResult(account_id, name).settle(
-            Outcome.FAILED, f"could not list the account's positions: {err}"
+            Outcome.FAILED, why or f"could not list the account's positions: {err}"
         )
         if err.request_id:
             result.request_ids.append(err.request_id)

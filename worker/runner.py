@@ -212,6 +212,9 @@ async def _plan(
     plan = await _until_stopped(make_plan(reader, request.specs), stop)
     if plan is None:
         return aborted("stop requested", unplanned(request.specs, "run stopped before any close"))
+    if plan.refusals:
+        why = "; ".join(plan.refusals) + "; nothing was sent"
+        return aborted(why, unplanned(request.specs, why), refused=True)
     plan.moc_cutoff = ready.cutoff_line()
     ceiling = settings.max_positions
     if ceiling is not None and len(plan.targets) > ceiling and not request.max_positions_override:
