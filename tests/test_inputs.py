@@ -310,3 +310,79 @@ def test_a_bad_environment_value_names_the_variable_not_the_value(
         load_settings({}, path)
     assert "many-secret" not in str(caught.value)
     assert load_settings({"concurrency": 5}, path).concurrency == 5
+
+
+def test_a_mistyped_environment_variable_is_refused_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LIQUIDATOR_CONCURENCY", "many-secret")
+    with pytest.raises(InputError) as caught:
+        load_settings({}, None)
+    assert str(caught.value) == (
+        "environment LIQUIDATOR_CONCURENCY: not a liquidator setting;"
+        " did you mean LIQUIDATOR_CONCURRENCY?"
+    )
+    monkeypatch.delenv("LIQUIDATOR_CONCURENCY")
+    monkeypatch.setenv("liquidator_colour", "blue")
+    with pytest.raises(InputError, match="environment liquidator_colour: not a liquidator"):
+        load_settings({}, None)
+
+
+def test_the_variables_that_are_not_settings_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.settings import NOT_SETTINGS
+
+    assert set(NOT_SETTINGS) == {"LIQUIDATOR_CONFIG", "LIQUIDATOR_TEST_PG_BIN"}
+    monkeypatch.setenv("LIQUIDATOR_TEST_PG_BIN", str(tmp_path))
+    monkeypatch.setenv("LIQUIDATOR_CONFIG", str(write(tmp_path, "s.toml", "concurrency = 3\n")))
+    monkeypatch.setenv("liquidator_rate_limit", "7")  # read case-insensitively, so known
+    settings = load_settings({}, None)
+    assert (settings.concurrency, settings.rate_limit) == (3, 7)
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        ("LIQUIDATOR_STATE_DIR", "", r"environment LIQUIDATOR_STATE_DIR: .*is empty"),
+        ("LIQUIDATOR_STATE_DIR", "  ", r"environment LIQUIDATOR_STATE_DIR: .*is empty"),
+        ("LIQUIDATOR_METRICS_FILE", "", r"environment LIQUIDATOR_METRICS_FILE: .*is empty"),
+        ("LIQUIDATOR_CONFIG", "", r"environment LIQUIDATOR_CONFIG: is empty"),
+    ],
+)
+def test_an_empty_path_setting_is_refused_not_taken_as_the_current_directory(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(InputError, match=message):
+        load_settings({}, None)
+
+
+def test_an_empty_path_in_the_settings_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"s\.toml: key 'state_dir': .*is empty"):
+        load_settings({}, write(tmp_path, "s.toml", "state_dir = ''\n"))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        ((), {"LIQUIDATOR_CONCURENCY": "4"}, "did you mean LIQUIDATOR_CONCURRENCY?"),
+        ((), {"LIQUIDATOR_STATE_DIR": ""}, "LIQUIDATOR_STATE_DIR: Value error, is empty"),
+        (("--state-dir", ""), {}, "argument --state-dir: is empty"),
+        (("--metrics-file", " "), {}, "argument --metrics-file: is empty"),
+    ],
+)
+async def test_a_mistyped_or_empty_setting_exits_2_with_nothing_sent(
+    sim: Simulator, tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    sim.add_account(20001)
+    sim.add_position(20001, "GOOG", "10")
+    environment = clean_env(
+        LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path), **env
+    )
+    code, out = await run_cli(
+        "run", "--yes", "--base-url", sim.base_url, "--account", "20001", *args, env=environment
+    )
+    assert code == 2, out
+    assert named in out
+    assert sim.stats.requests == 0

@@ -34,16 +34,23 @@ if TYPE_CHECKING:
     from worker.plan import Plan
     from worker.terminal import Terminal
 
-_SETTING_FLAGS: list[tuple[str, type, str]] = [
+def _path(text: str) -> Path:
+    """A path flag: an empty one would silently mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a path")
+    return Path(text)
+
+
+_SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--base-url", str, "API base URL (https://, or http:// on loopback)"),
     ("--concurrency", int, "requests in flight, at most"),
     ("--rate-limit", float, "requests per second, at most (0 = unlimited)"),
     ("--request-timeout", float, "seconds to wait for one reply"),
     ("--max-attempts", int, "tries per close and per read"),
-    ("--state-dir", Path, "where the run journal lives"),
+    ("--state-dir", _path, "where the run journal lives"),
     ("--log-level", str, "debug, info, warning or error"),
     ("--log-format", str, "auto, json or console"),
-    ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
+    ("--metrics-file", _path, "write Prometheus text metrics here at the end"),
     ("--close-via", str, "close_position (default) or submit_orders (client ids: exactly once)"),
     ("--at-close", bool, "market-on-close orders (AT_THE_CLOSE; implies submit_orders)"),
     ("--moc-cutoff", str, "the last moment for --at-close, before the close (default 10m)"),
@@ -86,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "journal", help="show today's jobs, intents and outcomes; `journal verify` checks it"
     )
     journal_p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
-    journal_p.add_argument("--state-dir", type=Path, help="where the SQLite journal lives")
+    journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
     journal_p.add_argument("--day", help="trading day YYYY-MM-DD (default: today, New York)")
