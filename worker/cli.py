@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from worker.plan import Plan
     from worker.terminal import Terminal
 
+
 def _path(text: str) -> Path:
     """A path flag: an empty one would silently mean the current directory."""
     if not text.strip():
