@@ -23,6 +23,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from worker import jsontext
 from worker.models import Order
+from worker.outcomes import Outcome
 from worker.secrets import secret_forms
 
 if TYPE_CHECKING:
@@ -289,10 +290,14 @@ def run_aborted(reason: str) -> None:
 
 
 def plan_ready(plan: Plan) -> None:
+    """`already_settled`: targets that ended at planning without a failure (already flat);
+    `failed`: those that failed there (each also named by a `close_failed`)."""
+    failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     log.info(
         PLAN_READY,
         positions=len(plan.targets),
-        already_settled=len(plan.settled),
+        already_settled=len(plan.settled) - failed,
+        failed=failed,
         accounts=len({t.account_id for t in plan.targets}),
     )
 

@@ -112,19 +112,13 @@ async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
         result.settle(Outcome.FAILED, f"unknown instrument {result.instrument!r}: {err}")
         if err.request_id:
             result.request_ids.append(err.request_id)
-        events.close_failed(
-            account_id=result.account_id,
-            instrument=result.instrument,
-            status=err.status,
-            error=result.error or "unknown instrument",
-            request_id=err.request_id,
-            attempts=0,
-        )
+        _said_failed(result, err)
         return
     except Unauthorized:
         raise
     except ApiError as err:
         result.settle(Outcome.FAILED, f"not held, and the instrument could not be checked: {err}")
+        _said_failed(result, err)
         return
     result.request_ids.append(reply.request_id)
     result.instrument_id, result.symbol = reply.data.id, reply.data.symbol
@@ -256,5 +250,18 @@ def _unreadable(
         if err.request_id:
             result.request_ids.append(err.request_id)
         result.attempts = 1
+        _said_failed(result, err)
         failed.append(result)
     return failed
+
+
+def _said_failed(result: TargetResult, err: ApiError) -> None:
+    """Every target that fails at planning is named in the stream, with why (no close sent)."""
+    events.close_failed(
+        account_id=result.account_id,
+        instrument=result.instrument,
+        status=err.status,
+        error=result.error or str(err),
+        request_id=err.request_id,
+        attempts=result.attempts,
+    )
