@@ -174,6 +174,7 @@ def _resolve_account(
         by_name[p.instrument_id.lower()] = p
         by_name.setdefault(p.symbol.upper(), p)
     flat_named: set[str] = set()
+    whole_account_closes: bool | None = None  # None: no whole-account entry with positions
     for spec in specs:
         if spec.instrument is None:
             _flat_of_whole_account(account_id, positions, flat_named, plan)
@@ -182,6 +183,9 @@ def _resolve_account(
                 if p.symbol.upper() in excluded or p.instrument_id.lower() in excluded:
                     continue
                 _choose(chosen, _target(p, p.symbol, spec.cancel_orders))
+                whole_account_closes = True
+            if open_positions and not whole_account_closes:
+                whole_account_closes = False
             continue
         found = by_name.get(spec.instrument.lower()) or by_name.get(spec.instrument.upper())
         if found is None:
@@ -190,6 +194,8 @@ def _resolve_account(
                 not_held.append(TargetResult(account_id, spec.instrument))
             continue
         _choose(chosen, _target(found, spec.instrument, spec.cancel_orders))
+    if whole_account_closes is False:
+        _all_excluded(account_id, plan)
     return not_held
 
 
@@ -211,6 +217,19 @@ def _flat_of_whole_account(
         plan.settled.append(
             TargetResult(account_id, WHOLE_ACCOUNT).settle(Outcome.ALREADY_FLAT, None)
         )
+
+
+def _all_excluded(account_id: int, plan: Plan) -> None:
+    """A whole account whose every open position is excluded: the target (the account less its
+    exclusions) holds nothing to close, so it is `already_flat` with nothing sent, and it shows
+    in the results like any other target instead of vanishing from them."""
+    plan.settled.append(TargetResult(account_id, WHOLE_ACCOUNT).settle(Outcome.ALREADY_FLAT))
+    events.target_settled(
+        account_id=account_id,
+        instrument=WHOLE_ACCOUNT,
+        outcome=str(Outcome.ALREADY_FLAT),
+        why="every open position in the account is excluded: nothing to close",
+    )
 
 
 def _choose(chosen: dict[tuple[int, str], Target], target: Target) -> None:
