@@ -173,11 +173,28 @@ async def test_terminal_close_order_is_one_compact_line(sim: Simulator, tmp_path
     assert sim.stats.by_route["close"] == 3
 
 
-async def test_terminal_summary_names_the_abort_reason(sim: Simulator, tmp_path: Path) -> None:
+async def test_terminal_declined_prompt_says_calmly_that_nothing_was_sent(
+    sim: Simulator, tmp_path: Path
+) -> None:
     seed_accounts(sim, 1, 2)
-    code, screen = await _at_terminal(sim, tmp_path, "--account", "20001", answer=b"no\n")
+    report = tmp_path / "report.json"
+    code, screen = await _at_terminal(
+        sim, tmp_path, "--account", "20001", "--report", str(report), answer=b"no\n"
+    )
     assert code == 3
-    assert "aborted: the operator declined" in screen
+    assert "not confirmed: nothing was sent" in screen
+    assert "error" not in screen.lower()
+    assert "aborted:" not in screen
+    assert "run_aborted" in screen  # the event is kept, at info level
+    assert json.loads(report.read_text())["aborted"] == "the operator declined"
+    assert sim.stats.by_route["close"] == 0
+
+
+async def test_terminal_dry_run_says_nothing_was_sent(sim: Simulator, tmp_path: Path) -> None:
+    seed_accounts(sim, 1, 2)
+    code, screen = await _at_terminal(sim, tmp_path, "--account", "20001", "--dry-run", answer=None)
+    assert code == 0, screen
+    assert "dry run: nothing was sent" in screen
     assert sim.stats.by_route["close"] == 0
 
 

@@ -293,6 +293,7 @@ async def _main(
                 seconds=(result.finished_at - result.started_at).total_seconds(),
                 aborted=result.aborted,
                 report_path=request.report_path,
+                dry_run=dry_run,
             )
         for line in result.write_failures:
             print(f"liquidator: {line}", file=sys.stderr)

@@ -285,8 +285,13 @@ def run_finished(
     )
 
 
-def run_aborted(reason: str) -> None:
-    log.error(RUN_ABORTED, reason=reason)
+def run_aborted(reason: str, *, declined: bool = False) -> None:
+    """`declined`: the operator answered no at the prompt, a choice rather than an error, so
+    the line is at info level."""
+    if declined:
+        log.info(RUN_ABORTED, reason=reason)
+    else:
+        log.error(RUN_ABORTED, reason=reason)
 
 
 def plan_ready(plan: Plan) -> None:

@@ -232,7 +232,10 @@ async def _confirm(request: RunRequest, plan: Plan, stop: asyncio.Event) -> Ende
     """None: go on and send. Otherwise the run ends here, nothing sent."""
     if request.confirm is not None and not await _unless_stopped(request.confirm(plan), stop):
         results = plan.settled + unsent(plan.targets, "not confirmed by the operator")
-        return aborted("stop requested" if stop.is_set() else "the operator declined", results)
+        if stop.is_set():
+            return aborted("stop requested", results)
+        events.run_aborted("the operator declined", declined=True)
+        return Ended(results, "the operator declined")
     if stop.is_set():
         results = plan.settled + unsent(plan.targets, "run stopped before any close")
         return aborted("stop requested", results)
