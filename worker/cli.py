@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import gc
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,16 @@ def _path(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: name a path")
     return Path(text)
+
+
+def _day(text: str) -> str:
+    """--day: a date as YYYY-MM-DD ('yesterday' would silently match no runs)."""
+    try:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) is None:
+            raise ValueError
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
 _SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
@@ -97,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
-    journal_p.add_argument("--day", help="trading day YYYY-MM-DD (default: today, New York)")
+    journal_p.add_argument(
+        "--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)"
+    )
     journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
