@@ -292,8 +292,8 @@ def _print(as_json: bool, doc: dict[str, Any]) -> int:
         console.print(runs)
         outcomes = {(o["account_id"], o["instrument_id"]): o for o in job["outcomes"]}
         positions = Table(title="intents and outcomes")
-        # `since` is where a look for the attempt's orders starts (the run's start at the
-        # server less RECONCILE_LOOKBACK), not when the attempt was sent: named so.
+        # `since` is where a look for the attempt's orders starts (RECONCILE_LOOKBACK or more
+        # before it was sent), not when it was sent: named so.
         columns = ("account", "instrument", "symbol", "attempt", "orders searched from", "result")
         for column in columns:
             positions.add_column(column)
