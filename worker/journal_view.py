@@ -19,8 +19,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from worker.errors import InputError
 from worker.journal_check import wal_problem
-from worker.journal_open import SQLITE_FILE
+from worker.journal_open import PG_DRIVER_HINT, SQLITE_FILE
 from worker.journal_schema import schema_probes
 from worker.settings import Settings
 
@@ -83,7 +84,12 @@ class _Reader:
         self._pg: Any = None
         self._db: sqlite3.Connection | None = None
         if settings.journal_url is not None:
-            import psycopg
+            try:
+                import psycopg
+            except ImportError as exc:
+                raise InputError(
+                    f"journal_url needs the PostgreSQL driver ({exc}): {PG_DRIVER_HINT}"
+                ) from None
 
             from worker.journal_pg import redact_url
 
