@@ -230,3 +230,26 @@ async def test_a_run_whose_close_reply_is_nested_too_deep_finds_its_order_and_en
     assert target.reconciled
     assert len(sim.closing_orders(19816, "GOOG")) == 1
     assert sim.position_quantity(19816, "GOOG") == 0
+
+
+async def test_every_target_failed_at_planning_is_named_in_the_stream_and_counted_apart(
+    sim: Simulator,
+) -> None:
+    sim.add_account(20001)
+    sim.add_position(20001, "AAPL", "10")
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
+    code, out = await run_cli(
+        "run", "--dry-run", "--log-format", "json", "--base-url", sim.base_url,
+        "--account", "20001", "--account", "99999", "--position", "99998:GOOG",
+        "--position", "20001:APPL", "--position", "20001:MSFT", env=env,
+    )  # fmt: skip
+    assert code == 1, out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    failed = {(e["account_id"], e["instrument"]): e for e in lines if e["event"] == "close_failed"}
+    assert set(failed) == {(99999, "*"), (99998, "GOOG"), (20001, "APPL")}
+    assert "could not list the account's positions" in failed[(99999, "*")]["error"]
+    assert failed[(99999, "*")]["status"] == 404
+    assert "unknown instrument 'APPL'" in failed[(20001, "APPL")]["error"]
+    [ready] = [e for e in lines if e["event"] == "plan_ready"]
+    assert (ready["positions"], ready["already_settled"], ready["failed"]) == (1, 1, 3)
+    assert sim.stats.by_route["close"] == 0

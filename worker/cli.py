@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import gc
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,16 +36,34 @@ if TYPE_CHECKING:
     from worker.plan import Plan
     from worker.terminal import Terminal
 
-_SETTING_FLAGS: list[tuple[str, type, str]] = [
+
+def _path(text: str) -> Path:
+    """A path flag: an empty one would silently mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a path")
+    return Path(text)
+
+
+def _day(text: str) -> str:
+    """--day: a date as YYYY-MM-DD ('yesterday' would silently match no runs)."""
+    try:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) is None:
+            raise ValueError
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+_SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--base-url", str, "API base URL (https://, or http:// on loopback)"),
     ("--concurrency", int, "requests in flight, at most"),
     ("--rate-limit", float, "requests per second, at most (0 = unlimited)"),
     ("--request-timeout", float, "seconds to wait for one reply"),
     ("--max-attempts", int, "tries per close and per read"),
-    ("--state-dir", Path, "where the run journal lives"),
+    ("--state-dir", _path, "where the run journal lives"),
     ("--log-level", str, "debug, info, warning or error"),
     ("--log-format", str, "auto, json or console"),
-    ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
+    ("--metrics-file", _path, "write Prometheus text metrics here at the end"),
     ("--close-via", str, "close_position (default) or submit_orders (client ids: exactly once)"),
     ("--at-close", bool, "market-on-close orders (AT_THE_CLOSE; implies submit_orders)"),
     ("--moc-cutoff", str, "the last moment for --at-close, before the close (default 10m)"),
@@ -110,10 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         " `journal last` prints the last run's report",
     )
     journal_p.add_argument("action", nargs="?", choices=["show", "verify", "last"], default="show")
-    journal_p.add_argument("--state-dir", type=Path, help="where the SQLite journal lives")
+    journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
-    journal_p.add_argument("--day", help="trading day YYYY-MM-DD (default: today, New York)")
+    journal_p.add_argument(
+        "--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)"
+    )
     journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
@@ -340,6 +361,7 @@ async def _main(
                 seconds=(result.finished_at - result.started_at).total_seconds(),
                 aborted=result.aborted,
                 report_path=request.report_path,
+                dry_run=dry_run,
             )
         for line in result.write_failures:
             print(f"liquidator: {line}", file=sys.stderr)

@@ -23,6 +23,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from worker import jsontext
 from worker.models import Order
+from worker.outcomes import Outcome
 from worker.secrets import secret_forms
 
 if TYPE_CHECKING:
@@ -292,15 +293,24 @@ def run_finished(
     )
 
 
-def run_aborted(reason: str) -> None:
-    log.error(RUN_ABORTED, reason=reason)
+def run_aborted(reason: str, *, declined: bool = False) -> None:
+    """`declined`: the operator answered no at the prompt, a choice rather than an error, so
+    the line is at info level."""
+    if declined:
+        log.info(RUN_ABORTED, reason=reason)
+    else:
+        log.error(RUN_ABORTED, reason=reason)
 
 
 def plan_ready(plan: Plan) -> None:
+    """`already_settled`: targets that ended at planning without a failure (already flat);
+    `failed`: those that failed there (each also named by a `close_failed`)."""
+    failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     log.info(
         PLAN_READY,
         positions=len(plan.targets),
-        already_settled=len(plan.settled),
+        already_settled=len(plan.settled) - failed,
+        failed=failed,
         accounts=len({t.account_id for t in plan.targets}),
     )
 

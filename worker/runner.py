@@ -212,6 +212,9 @@ async def _plan(
     plan = await _until_stopped(make_plan(reader, request.specs), stop)
     if plan is None:
         return aborted("stop requested", unplanned(request.specs, "run stopped before any close"))
+    if plan.refusals:
+        why = "; ".join(plan.refusals) + "; nothing was sent"
+        return aborted(why, unplanned(request.specs, why), refused=True)
     plan.moc_cutoff = ready.cutoff_line()
     ceiling = settings.max_positions
     if ceiling is not None and len(plan.targets) > ceiling and not request.max_positions_override:
@@ -229,7 +232,10 @@ async def _confirm(request: RunRequest, plan: Plan, stop: asyncio.Event) -> Ende
     """None: go on and send. Otherwise the run ends here, nothing sent."""
     if request.confirm is not None and not await _unless_stopped(request.confirm(plan), stop):
         results = plan.settled + unsent(plan.targets, "not confirmed by the operator")
-        return aborted("stop requested" if stop.is_set() else "the operator declined", results)
+        if stop.is_set():
+            return aborted("stop requested", results)
+        events.run_aborted("the operator declined", declined=True)
+        return Ended(results, "the operator declined")
     if stop.is_set():
         results = plan.settled + unsent(plan.targets, "run stopped before any close")
         return aborted("stop requested", results)

@@ -68,6 +68,7 @@ class Terminal:
         self._tally: dict[str, int] = defaultdict(int)
         # Each planned position's gross value (absolute market value), for "value closed".
         self._values: dict[tuple[int, str], Decimal] = {}
+        self._declined = False  # the operator answered no at the prompt
 
     def logger_factory(self, *args: Any) -> ConsoleLogger:
         return ConsoleLogger(self.console)
@@ -149,7 +150,9 @@ class Terminal:
         # A daemon thread, not the default executor: on Ctrl-C the run ends without waiting
         # for the operator to press Enter.
         threading.Thread(target=ask, name="confirm", daemon=True).start()
-        return (await answer).strip().lower() in ("y", "yes")
+        confirmed = (await answer).strip().lower() in ("y", "yes")
+        self._declined = not confirmed
+        return confirmed
 
     def advance(self, result: TargetResult) -> None:
         """Count one finished target; the bar appears with the first one, after the prompt."""
@@ -178,6 +181,7 @@ class Terminal:
         seconds: float | None = None,
         aborted: str | None = None,
         report_path: Path | None = None,
+        dry_run: bool = False,
     ) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -213,10 +217,14 @@ class Terminal:
             facts.insert(0, f"took {seconds:.1f} s")
         facts.append(f"report {report_path}" if report_path is not None else "no report file")
         self.console.print("; ".join(facts), soft_wrap=True)
-        if aborted is not None:
+        if self._declined:  # the operator's own choice: said plainly, not as an error
+            self.console.print("not confirmed: nothing was sent")
+        elif aborted is not None:
             self.console.print(
                 Text(f"aborted: {self._scrub(aborted)}", style="bold red"), soft_wrap=True
             )
+        if dry_run:
+            self.console.print("dry run: nothing was sent")
         self.console.print(f"exit code {exit_code}")
 
 
