@@ -19,6 +19,7 @@ from tests.support import (
     finish,
     seed_accounts,
     start_liquidator,
+    stopped_cleanly,
     until_closes_seen,
 )
 from worker.simulator import Faults, Simulator
@@ -167,3 +168,24 @@ async def test_no_terminal_and_no_yes_refuses_with_exit_2_and_sends_nothing(
     assert code == 2
     assert "--yes" in output
     assert sim.stats.requests == 0
+
+
+async def test_sighup_is_a_stop_like_sigterm_report_written_exit_3(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A closed terminal or session (SIGHUP) must not kill a run mid-flight: it stops in order,
+    as for SIGTERM, and every close the server saw is in the report."""
+    positions = seed_accounts(sim, 2, 100)
+    sim.config.fill_delay_s = 3600
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    report = tmp_path / "hup.json"
+    proc = await start_worker(sim, tmp_path, report, "--concurrency", "4")
+    await until_closes_seen(sim, 20)
+    proc.send_signal(signal.SIGHUP)
+    signalled = time.monotonic()
+    code, output = await finish(proc)
+    assert code == 3, output
+    assert time.monotonic() - signalled < 10
+    assert event_lines(output, "stop_requested")
+    outcomes = stopped_cleanly(report, sim, positions, why="stop requested")
+    assert outcomes["skipped"] > 0

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from worker.plan import Plan
     from worker.terminal import Terminal
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--base-url", str, "API base URL (https://, or http:// on loopback)"),
     ("--concurrency", int, "requests in flight, at most"),
@@ -300,13 +302,15 @@ def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], N
 
 @contextlib.asynccontextmanager
 async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
+    """SIGTERM, SIGINT and SIGHUP each ask for a stop: no new close, the report written, exit 3.
+    SIGHUP too: a closed terminal or ssh session must not kill a run between its closes."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         yield
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

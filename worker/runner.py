@@ -3,9 +3,9 @@ and follow (`worker.closing`), finish (report, metrics). Each stage returns its 
 run ended (`worker.run_end.Ended`); the command line maps what happened to an exit code.
 
 The orchestrator owns the pacer (in-flight and per-second bounds), the stop event and the run's
-counters. A stop request (SIGTERM, SIGINT) is an event, not an exception: no new close starts,
-requests in flight finish or time out, unknown outcomes are looked at while the grace period
-lasts, and the run ends aborted, with its report.
+counters. A stop request (SIGTERM, SIGINT, SIGHUP) is an event, not an exception: no new close
+starts, requests in flight finish or time out, unknown outcomes are looked at while the grace
+period lasts, and the run ends aborted, with its report.
 """
 
 from __future__ import annotations
