@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import (
     assert_exactly_once,
     event_lines,
@@ -189,3 +191,49 @@ async def test_sighup_is_a_stop_like_sigterm_report_written_exit_3(
     assert event_lines(output, "stop_requested")
     outcomes = stopped_cleanly(report, sim, positions, why="stop requested")
     assert outcomes["skipped"] > 0
+
+
+@pytest.mark.parametrize("closed", [("stdout",), ("stdout", "stderr")])
+async def test_a_closed_stdout_or_stderr_is_no_crash_the_run_finishes_and_reports(
+    sim: Simulator, tmp_path: Path, closed: tuple[str, ...]
+) -> None:
+    """`liquidator run … | head`: the reader goes away mid-run. The run goes on, follows its
+    closes, writes its report and exits as if nothing had happened to its output."""
+    positions = seed_accounts(sim, 2, 100)
+    sim.config.fill_delay_s = 0.05
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    report = tmp_path / "piped.json"
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", "--yes",
+        "--base-url", sim.base_url, "--account", "20001", "--account", "20002",
+        "--report", str(report), "--concurrency", "4",
+        stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+        env={
+            **os.environ,
+            "LIQUIDATOR_API_KEY": sim.config.api_key,
+            "LIQUIDATOR_STATE_DIR": str(tmp_path / "state"),
+            "LIQUIDATOR_LOG_FORMAT": "json",
+            "LIQUIDATOR_RATE_LIMIT": "0",
+            "LIQUIDATOR_FOLLOW_PAUSE": "0.05",
+        },
+    )  # fmt: skip
+    os.close(out_w)
+    os.close(err_w)
+    await until_closes_seen(sim, 20)
+    assert os.read(out_r, 4096)  # it was writing events; now its reader goes away
+    os.close(out_r)
+    if "stderr" in closed:
+        os.close(err_r)
+    code = await asyncio.wait_for(proc.wait(), 30)
+    errors = ""
+    if "stderr" not in closed:
+        errors = os.read(err_r, 65536).decode()
+        os.close(err_r)
+        assert "stdout closed" in errors
+    assert "Traceback" not in errors
+    assert code == 0, errors
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["closed"] == len(positions), doc["summary"]
+    assert_exactly_once(sim, positions)

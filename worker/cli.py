@@ -28,6 +28,7 @@ from worker.runner import RunRequest, run
 from worker.schedule import parse_duration
 from worker.secrets import Scrubber, check_key, secret_forms
 from worker.settings import Settings, load_settings
+from worker.stdio import guarded_stdio
 from worker.targets import TargetSpec, accounts_of, read_targets
 
 if TYPE_CHECKING:
@@ -145,6 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
     gc.enable()
+    # A closed stdout or stderr (`… | head`, a terminal that hung up) is not a crash: the run
+    # goes on, its report and journal written, its exit code its own.
+    with guarded_stdio():
+        return _command(argv)
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulator":
         from worker.simulate import serve_forever
