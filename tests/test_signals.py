@@ -237,3 +237,37 @@ async def test_a_closed_stdout_or_stderr_is_no_crash_the_run_finishes_and_report
     doc = json.loads(report.read_text())
     assert doc["summary"]["closed"] == len(positions), doc["summary"]
     assert_exactly_once(sim, positions)
+
+
+async def test_a_429_asking_for_an_hour_holds_the_run_only_as_long_as_the_cap_and_a_stop_reports(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """`Retry-After: 3600` mid-run, then SIGTERM: the stop is not blocked by the server's pause,
+    and the report says what the server did with the closes it had taken (filled: closed)."""
+    positions = seed_accounts(sim, 2, 60)
+    sim.config.fill_delay_s = 0.05
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    report = tmp_path / "held.json"
+    proc = await start_worker(sim, tmp_path, report, "--concurrency", "4")
+    await until_closes_seen(sim, 20)
+    sim.config.faults = {"close": Faults(p_429=1.0, retry_after_s=3600)}
+    deadline = time.monotonic() + 10
+    while sim.stats.faults_injected["429"] == 0:
+        assert time.monotonic() < deadline, "no 429 was ever answered"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # the worker now holds every send
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code, output = await finish(proc)
+    assert code == 3, output
+    assert time.monotonic() - signalled < 10
+    doc = json.loads(report.read_text())
+    assert "stop requested" in doc["aborted"]
+    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
+    taken = {(a, i) for a, i in positions if sim.closing_orders(a, i)}
+    assert len(taken) >= 20
+    # Each close the server took filled: closed, with its order; the rest were never applied
+    # (429) or never sent, and nothing the server holds is missing from the report.
+    assert {k for k, r in by_key.items() if r["outcome"] == "closed"} == taken
+    listed = {o["id"] for r in doc["results"] for o in r["orders"]}
+    assert {o["id"] for a, i in taken for o in sim.closing_orders(a, i)} <= listed

@@ -139,7 +139,13 @@ async def _session(
         settle_s=settings.reconcile_delay,
         sleep=stop_aware_sleep(stop),
     )
-    pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
+    pacer = Pacer(
+        settings.concurrency,
+        settings.rate_limit,
+        on_change=events.pace_changed,
+        retry_after_cap_s=policy.retry_after_cap_s,
+        stop=stop,  # ends a Retry-After hold: the last reads find out what the closes did
+    )
     key = settings.api_key.get_secret_value()
     async with open_session(settings.concurrency, settings.request_timeout, key) as session:
         api = TradingApi(session, settings.base_url, pacer)
