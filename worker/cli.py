@@ -239,8 +239,7 @@ def _writable_parent(path: Path, what: str) -> None:
 def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[TargetSpec]) -> None:
     if getattr(args, "report", None) is not None:
         _writable_parent(args.report, "--report")
-    if settings.metrics_file is not None:
-        _writable_parent(settings.metrics_file, "metrics_file")
+    # metrics_file is not checked here: metrics never stop a flatten (`worker.metrics`).
     if settings.allowed_accounts is not None:
         outside = [a for a in accounts_of(specs) if a not in settings.allowed_accounts]
         if outside:
@@ -296,7 +295,7 @@ async def _main(
                 aborted=result.aborted,
                 report_path=request.report_path,
             )
-        for line in result.write_failures:
+        for line in [*result.write_failures, *result.notices]:
             print(f"liquidator: {line}", file=sys.stderr)
         return int(result.exit_code)
 

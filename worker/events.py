@@ -52,6 +52,7 @@ RESIDUE_CLOSE = "residue_close"
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
 WRITE_FAILED = "write_failed"
+METRICS_UNAVAILABLE = "metrics_unavailable"  # the run goes on; its metrics will be missing
 CANCEL_REQUESTED = "cancel_requested"  # submit_orders: resting orders asked to cancel first
 ORDERS_CANCELED = "orders_canceled"  # ... and none of them is working any more
 MOC_CUTOFF = "moc_cutoff"  # --at-close: where the day stands against the cutoff
@@ -498,6 +499,12 @@ def orders_snapshot(*, account_id: int, orders: int, request_id: str | None) -> 
 
 def write_failed(*, what: str, path: str, error: str) -> None:
     log.error(WRITE_FAILED, what=what, path=path, error=error)
+
+
+def metrics_unavailable(*, path: str, error: str) -> None:
+    """At the start: the metrics file cannot be written. The run goes on, its exit code its
+    own; the write is still tried at the end (`write_failed` if it fails then)."""
+    log.warning(METRICS_UNAVAILABLE, path=path, error=error)
 
 
 def cancel_requested(

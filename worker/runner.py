@@ -32,6 +32,7 @@ from worker.finish import finish
 from worker.journal import Journal
 from worker.journal_open import open_journal
 from worker.journal_start import start_run
+from worker.metrics import unwritable as metrics_unwritable
 from worker.outcomes import TargetResult
 from worker.pace import Pacer
 from worker.plan import Plan, make_plan
@@ -79,6 +80,10 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         concurrency=settings.concurrency,
         rate_limit=settings.rate_limit,
     )
+    if settings.metrics_file is not None:
+        why = metrics_unwritable(settings.metrics_file)
+        if why is not None:  # a warning only: observability never stops a flatten
+            events.metrics_unavailable(path=str(settings.metrics_file), error=why)
     counters = RunCounters()  # the run's own: bumped where things happen, read here
     ended = await _journaled(settings, request, stop, run_id, started_at, counters)
     return finish(
