@@ -56,6 +56,11 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
 ]
 
 
+# `check` sends nothing, follows nothing, takes no lock and writes no metrics: these would do
+# nothing there. (Set in the settings file or the environment they are still validated.)
+_NOT_FOR_CHECK = frozenset({"--metrics-file", "--lock-wait", "--flat-timeout"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liquidator", description="Flatten Clear Street positions, each closed exactly once."
@@ -68,13 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (run_p, check_p):
         _add_target_flags(p)
         for flag, kind, text in _SETTING_FLAGS:
+            if p is check_p and flag in _NOT_FOR_CHECK:
+                continue
             if kind is bool:  # absent stays None, so the environment and file still apply
                 p.add_argument(flag, action="store_true", default=None, help=text)
             else:
                 p.add_argument(flag, type=kind, help=text)
     run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
     run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    run_p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
+    for p in (run_p, check_p):
+        p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     run_p.add_argument(
         "--force", action="store_true", help="close even above the max_positions ceiling"
     )
@@ -221,7 +229,7 @@ def _terminal(secrets: Sequence[str]) -> Terminal:
 
 def _settings(args: argparse.Namespace) -> Settings:
     cli: dict[str, Any] = {
-        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
         for flag, _, _ in _SETTING_FLAGS
     }
     return load_settings(cli, args.config)
@@ -285,6 +293,7 @@ async def _main(
             on_plan=_plan_shower(terminal, dry_run),
             on_result=terminal.advance if terminal is not None else None,
             before_close=before_close,
+            probe_journal=args.command == "check",
         )
         result = await run(settings, request, stop)
         if terminal is not None:

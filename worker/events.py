@@ -48,6 +48,7 @@ PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
+JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
 RESIDUE_CLOSE = "residue_close"
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
@@ -330,6 +331,11 @@ def market_closed(*, reason: str, request_id: str | None) -> None:
 
 def journal_opened(journal: str) -> None:
     log.info(JOURNAL_OPENED, journal=journal)
+
+
+def journal_checked(journal: str) -> None:
+    """`check`: the journal the run would use is reachable and usable (read only, no lock)."""
+    log.info(JOURNAL_CHECKED, journal=journal)
 
 
 def lock_waiting(*, journal: str, holder: str, wait_s: float) -> None:

@@ -87,7 +87,8 @@ def _write_outputs(
         ),
         (
             "metrics",
-            settings.metrics_file,
+            # A dry run (and `check`) flattened nothing: the metrics stay the last real run's.
+            None if dry_run else settings.metrics_file,
             lambda path: write_metrics(
                 path,
                 results=result.results,

@@ -31,6 +31,7 @@ from worker.exit_codes import exit_code
 from worker.finish import finish
 from worker.journal import Journal
 from worker.journal_open import open_journal
+from worker.journal_probe import journal_problems
 from worker.journal_start import start_run
 from worker.metrics import unwritable as metrics_unwritable
 from worker.outcomes import TargetResult
@@ -58,6 +59,8 @@ class RunRequest:
     on_plan: Callable[[Plan], None] | None = None
     on_result: Callable[[TargetResult], None] | None = None
     before_close: timedelta | None = None  # wait for today's close minus this, or skip
+    # `check`: a dry run that also looks at the journal the run would open (read only, no lock)
+    probe_journal: bool = False
 
 
 def stop_aware_sleep(stop: asyncio.Event) -> Sleep:
@@ -80,7 +83,7 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         concurrency=settings.concurrency,
         rate_limit=settings.rate_limit,
     )
-    if settings.metrics_file is not None:
+    if settings.metrics_file is not None and not request.dry_run:
         why = metrics_unwritable(settings.metrics_file)
         if why is not None:  # a warning only: observability never stops a flatten
             events.metrics_unavailable(path=str(settings.metrics_file), error=why)
@@ -108,6 +111,13 @@ async def _journaled(
 ) -> Ended:
     """Every stage, the journal held: opened, checked and locked before any request (a dry run
     sends nothing and takes no lock), closed, and the lock with it, on every path."""
+    if request.probe_journal:
+        name, problems = await asyncio.to_thread(journal_problems, settings)
+        if problems:  # the run would refuse (exit 2): so does the check
+            return aborted(
+                f"the journal would refuse the run: {'; '.join(problems)}", [], refused=True
+            )
+        events.journal_checked(name)
     try:
         journal = None if request.dry_run else await open_journal(settings, stop)
     except JournalRefused as err:  # a stop while waiting for the lock is an abort
