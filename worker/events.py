@@ -136,6 +136,13 @@ class CompactOrders:
         self._render = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
+        if event.get("event") == WAITING_FOR_CLOSE and "starts" in event:
+            clock = str(event.get("timestamp", ""))[11:19]
+            return (
+                f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
+                f" {event.get('starts_in')} (today's close {event.get('closes')},"
+                f" {event.get('day_type')})"
+            )
         if event.get("event") != CLOSE_ORDER:
             rendered = self._render(logger, name, event)
             return rendered if isinstance(rendered, str | bytes) else str(rendered)
@@ -316,13 +323,37 @@ def stop_requested(grace_s: float) -> None:
 def waiting_for_close(
     *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
 ) -> None:
+    """`--before-close`: the run waits until `start_at`. `starts` and `starts_in` say the same
+    for people ("15:45 ET", "5 h 30 m"); a terminal shows them as one sentence."""
     log.info(
         WAITING_FOR_CLOSE,
         day_type=day_type,
         regular_close=regular_close.isoformat(),
         start_at=start_at.isoformat(),
         wait_s=round(wait_s, 3),
+        starts=new_york_time(start_at),
+        closes=new_york_time(regular_close),
+        starts_in=duration_text(wait_s),
     )
+
+
+def new_york_time(moment: datetime) -> str:
+    """ "15:45 ET": the exchange's wall clock, as a desk says it."""
+    from zoneinfo import ZoneInfo
+
+    return f"{moment.astimezone(ZoneInfo('America/New_York')):%H:%M} ET"
+
+
+def duration_text(seconds: float) -> str:
+    """ "5 h 30 m", "12 m", "40 s": a wait, rounded to what a person reads."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} m"
+    if minutes:
+        return f"{minutes} m" if minutes >= 10 or not secs else f"{minutes} m {secs} s"
+    return f"{secs} s"
 
 
 def market_closed(*, reason: str, request_id: str | None) -> None:
