@@ -30,6 +30,7 @@ from worker.runner import RunRequest, run
 from worker.schedule import parse_duration
 from worker.secrets import Scrubber, check_key, secret_forms
 from worker.settings import Settings, load_settings
+from worker.stdio import guarded_stdio
 from worker.targets import TargetSpec, accounts_of, read_targets
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ def _day(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--base-url", str, "API base URL (https://, or http:// on loopback)"),
@@ -78,6 +81,11 @@ _VIEW_FLAGS = (
 )  # fmt: skip
 
 
+# `check` sends nothing, follows nothing, takes no lock and writes no metrics: these would do
+# nothing there. (Set in the settings file or the environment they are still validated.)
+_NOT_FOR_CHECK = frozenset({"--metrics-file", "--lock-wait", "--flat-timeout"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liquidator", description="Flatten Clear Street positions, each closed exactly once."
@@ -90,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (run_p, check_p):
         _add_target_flags(p)
         for flag, kind, text in _SETTING_FLAGS:
+            if p is check_p and flag in _NOT_FOR_CHECK:
+                continue
             if kind is bool:  # absent stays None, so the environment and file still apply
                 p.add_argument(flag, action="store_true", default=None, help=text)
             else:
@@ -112,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
     run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    run_p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
+    for p in (run_p, check_p):
+        p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     run_p.add_argument(
         "--force", action="store_true", help="close even above the max_positions ceiling"
     )
@@ -188,6 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
     gc.enable()
+    # A closed stdout or stderr (`… | head`, a terminal that hung up) is not a crash: the run
+    # goes on, its report and journal written, its exit code its own.
+    with guarded_stdio():
+        return _command(argv)
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulator":
         from worker.simulate import serve_forever
@@ -305,8 +323,7 @@ def _writable_parent(path: Path, what: str) -> None:
 def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[TargetSpec]) -> None:
     if getattr(args, "report", None) is not None:
         _writable_parent(args.report, "--report")
-    if settings.metrics_file is not None:
-        _writable_parent(settings.metrics_file, "metrics_file")
+    # metrics_file is not checked here: metrics never stop a flatten (`worker.metrics`).
     if settings.allowed_accounts is not None:
         outside = [a for a in accounts_of(specs) if a not in settings.allowed_accounts]
         if outside:
@@ -352,6 +369,7 @@ async def _main(
             on_plan=_plan_shower(terminal, dry_run),
             on_result=terminal.advance if terminal is not None else None,
             before_close=before_close,
+            probe_journal=args.command == "check",
         )
         result = await run(settings, request, stop)
         if terminal is not None:
@@ -363,7 +381,7 @@ async def _main(
                 report_path=request.report_path,
                 dry_run=dry_run,
             )
-        for line in result.write_failures:
+        for line in [*result.write_failures, *result.notices]:
             print(f"liquidator: {line}", file=sys.stderr)
         return int(result.exit_code)
 
@@ -392,13 +410,15 @@ def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], N
 
 @contextlib.asynccontextmanager
 async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
+    """SIGTERM, SIGINT and SIGHUP each ask for a stop: no new close, the report written, exit 3.
+    SIGHUP too: a closed terminal or ssh session must not kill a run between its closes."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         yield
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

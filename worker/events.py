@@ -49,10 +49,12 @@ PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
+JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
 RESIDUE_CLOSE = "residue_close"
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
 WRITE_FAILED = "write_failed"
+METRICS_UNAVAILABLE = "metrics_unavailable"  # the run goes on; its metrics will be missing
 CANCEL_REQUESTED = "cancel_requested"  # submit_orders: resting orders asked to cancel first
 ORDERS_CANCELED = "orders_canceled"  # ... and none of them is working any more
 MOC_CUTOFF = "moc_cutoff"  # --at-close: where the day stands against the cutoff
@@ -143,6 +145,13 @@ class CompactOrders:
         self._render = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
+        if event.get("event") == WAITING_FOR_CLOSE and "starts" in event:
+            clock = str(event.get("timestamp", ""))[11:19]
+            return (
+                f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
+                f" {event.get('starts_in')} (today's close {event.get('closes')},"
+                f" {event.get('day_type')})"
+            )
         if event.get("event") != CLOSE_ORDER:
             rendered = self._render(logger, name, event)
             return rendered if isinstance(rendered, str | bytes) else str(rendered)
@@ -332,13 +341,37 @@ def stop_requested(grace_s: float) -> None:
 def waiting_for_close(
     *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
 ) -> None:
+    """`--before-close`: the run waits until `start_at`. `starts` and `starts_in` say the same
+    for people ("15:45 ET", "5 h 30 m"); a terminal shows them as one sentence."""
     log.info(
         WAITING_FOR_CLOSE,
         day_type=day_type,
         regular_close=regular_close.isoformat(),
         start_at=start_at.isoformat(),
         wait_s=round(wait_s, 3),
+        starts=new_york_time(start_at),
+        closes=new_york_time(regular_close),
+        starts_in=duration_text(wait_s),
     )
+
+
+def new_york_time(moment: datetime) -> str:
+    """ "15:45 ET": the exchange's wall clock, as a desk says it."""
+    from zoneinfo import ZoneInfo
+
+    return f"{moment.astimezone(ZoneInfo('America/New_York')):%H:%M} ET"
+
+
+def duration_text(seconds: float) -> str:
+    """ "5 h 30 m", "12 m", "40 s": a wait, rounded to what a person reads."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} m"
+    if minutes:
+        return f"{minutes} m" if minutes >= 10 or not secs else f"{minutes} m {secs} s"
+    return f"{secs} s"
 
 
 def market_closed(*, reason: str, request_id: str | None) -> None:
@@ -347,6 +380,11 @@ def market_closed(*, reason: str, request_id: str | None) -> None:
 
 def journal_opened(journal: str) -> None:
     log.info(JOURNAL_OPENED, journal=journal)
+
+
+def journal_checked(journal: str) -> None:
+    """`check`: the journal the run would use is reachable and usable (read only, no lock)."""
+    log.info(JOURNAL_CHECKED, journal=journal)
 
 
 def lock_waiting(*, journal: str, holder: str, wait_s: float) -> None:
@@ -516,6 +554,12 @@ def orders_snapshot(*, account_id: int, orders: int, request_id: str | None) -> 
 
 def write_failed(*, what: str, path: str, error: str) -> None:
     log.error(WRITE_FAILED, what=what, path=path, error=error)
+
+
+def metrics_unavailable(*, path: str, error: str) -> None:
+    """At the start: the metrics file cannot be written. The run goes on, its exit code its
+    own; the write is still tried at the end (`write_failed` if it fails then)."""
+    log.warning(METRICS_UNAVAILABLE, path=path, error=error)
 
 
 def cancel_requested(

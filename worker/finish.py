@@ -1,5 +1,7 @@
 """A run's last stage: its result filled in from how it ended, the report and the metrics
-written (a failure of either is one line and exit 3), and `run_finished`."""
+written, and `run_finished`. A report that cannot be written is one line and exit 3; metrics
+that cannot be written are one line and leave the exit code as the flatten has it (the book is
+what the exit code tells; observability never turns a flat book into a failure)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ def finish(
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     scrub = Scrubber.for_key(key).text
-    result.write_failures = _write_outputs(settings, result, report_path, dry_run, scrub=scrub)
+    failures = _write_outputs(settings, result, report_path, dry_run, scrub=scrub)
+    result.write_failures = failures.pop("report", [])
+    result.notices = failures.pop("metrics", [])
     if not dry_run and not result.refused:
         _write_last_report(settings, result, scrub)
     events.run_finished(
@@ -90,9 +94,9 @@ def _write_outputs(
     dry_run: bool,
     *,
     scrub: Callable[[str], str],
-) -> list[str]:
-    """The report first, then the metrics; a failure of either is one line (returned) and
-    exit 3."""
+) -> dict[str, list[str]]:
+    """The report first, then the metrics; a failure of either is an event and one line,
+    returned under its name ("report", "metrics")."""
     code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
     writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
         (
@@ -112,7 +116,8 @@ def _write_outputs(
         ),
         (
             "metrics",
-            settings.metrics_file,
+            # A dry run (and `check`) flattened nothing: the metrics stay the last real run's.
+            None if dry_run else settings.metrics_file,
             lambda path: write_metrics(
                 path,
                 results=result.results,
@@ -124,7 +129,7 @@ def _write_outputs(
             ),
         ),
     ]
-    failures: list[str] = []
+    failures: dict[str, list[str]] = {}
     for what, path, write in writes:
         if path is None:
             continue
@@ -132,5 +137,7 @@ def _write_outputs(
             write(path)
         except OSError as err:
             events.write_failed(what=what, path=str(path), error=err.strerror or str(err))
-            failures.append(f"could not write the {what} {path}: {err.strerror or err}")
+            failures.setdefault(what, []).append(
+                f"could not write the {what} {path}: {err.strerror or err}"
+            )
     return failures

@@ -142,7 +142,7 @@ class Terminal:
         def ask() -> None:
             try:
                 text = self.console.input(question)
-            except (EOFError, KeyboardInterrupt):
+            except (EOFError, KeyboardInterrupt, OSError):  # OSError: the terminal hung up
                 text = ""
             with contextlib.suppress(RuntimeError):  # the run may be over (a stop) by now
                 loop.call_soon_threadsafe(deliver, text)
