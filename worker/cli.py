@@ -368,6 +368,7 @@ async def _main(
             max_positions_override=getattr(args, "force", False),
             on_plan=_plan_shower(terminal, dry_run),
             on_result=terminal.advance if terminal is not None else None,
+            on_waiting=terminal.waiting_for_fills if terminal is not None else None,
             before_close=before_close,
             probe_journal=args.command == "check",
         )

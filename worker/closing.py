@@ -95,10 +95,15 @@ async def close_and_follow(
     since: datetime,
     on_result: Callable[[TargetResult], None] | None,
     extra_s: float = 0.0,
+    close_at: datetime | None = None,
+    on_waiting: Callable[[int, datetime, float], None] | None = None,
 ) -> Ended:
     """The fan-out, and following each sent close to flat while the others are in flight.
 
     `extra_s`: following waits this much longer than FLAT_TIMEOUT (until the close, --at-close).
+    `close_at` (--at-close): today's close, when the resting orders fill. Once the fan-out is
+    over, what still rests is told (`waiting_for_fills`, and `on_waiting(orders, close_at,
+    seconds until then)`), so a long wait says what it waits for.
     """
     follow_since = min([since, *(p.since for p in ctx.priors.values())])
     stopped_by = FirstReason()
@@ -138,6 +143,15 @@ async def close_and_follow(
         await follower.finish()
         raise
     follower.all_sent()
+    resting = follower.working_orders() if close_at is not None else 0
+    if close_at is not None and resting:
+        wait_s = max(0.0, (close_at - ctx.server_now()).total_seconds())
+        events.waiting_for_fills(orders=resting, until=close_at, wait_s=wait_s)
+        if on_waiting is not None:
+            try:
+                on_waiting(resting, close_at, wait_s)
+            except Exception as bug:  # what a terminal shows never stops following
+                events.internal_error(bug)
     # Nothing is in flight any more: once a stop is requested, one more read decides.
     finishing = asyncio.ensure_future(follower.finish())
     stopped = asyncio.ensure_future(ctx.stopping.wait())

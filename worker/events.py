@@ -44,6 +44,7 @@ STOP_REQUESTED = "stop_requested"
 PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
+WAITING_FOR_FILLS = "waiting_for_fills"  # --at-close: the fan-out is over, the closes rest
 INTERNAL_ERROR = "internal_error"
 PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
@@ -151,6 +152,13 @@ class CompactOrders:
                 f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
                 f" {event.get('starts_in')} (today's close {event.get('closes')},"
                 f" {event.get('day_type')})"
+            )
+        if event.get("event") == WAITING_FOR_FILLS and "until_local" in event:
+            clock = str(event.get("timestamp", ""))[11:19]
+            return f"{clock} {WAITING_FOR_FILLS}: " + resting_text(
+                int(event.get("orders", 0)),
+                str(event["until_local"]),
+                float(event.get("wait_s", 0)),
             )
         if event.get("event") != CLOSE_ORDER:
             rendered = self._render(logger, name, event)
@@ -352,6 +360,31 @@ def waiting_for_close(
         starts=new_york_time(start_at),
         closes=new_york_time(regular_close),
         starts_in=duration_text(wait_s),
+    )
+
+
+def waiting_for_fills(*, orders: int, until: datetime, wait_s: float) -> None:
+    """--at-close: every close is sent and `orders` market-on-close orders rest at the server
+    until today's close, `until`; following waits for their fills. Emitted once, when the
+    fan-out is over. `until_local` and `until_in` say the same for people."""
+    log.info(
+        WAITING_FOR_FILLS,
+        orders=orders,
+        until=until.isoformat(),
+        wait_s=round(wait_s, 3),
+        until_local=new_york_time(until),
+        until_in=duration_text(wait_s),
+    )
+
+
+def resting_text(orders: int, until_local: str, wait_s: float) -> str:
+    """ "3 market-on-close orders resting; they fill at today's close, 16:00 ET (in 2 h 10 m)",
+    or "(due now)" once the close is reached and the fills are still to be read."""
+    noun = "order" if orders == 1 else "orders"
+    when = f"in {duration_text(wait_s)}" if wait_s >= 0.5 else "due now"
+    return (
+        f"{orders} market-on-close {noun} resting;"
+        f" {'it fills' if orders == 1 else 'they fill'} at today's close, {until_local} ({when})"
     )
 
 

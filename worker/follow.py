@@ -31,7 +31,7 @@ from worker.errors import (
     RateLimited,
     Unauthorized,
 )
-from worker.models import Order
+from worker.models import WORKING_STATUSES, Order
 from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
 from worker.reconcile import Step, follow_step
@@ -114,6 +114,17 @@ class Follower:
     def all_sent(self) -> None:
         """The fan-out is over: a pause under way ends now."""
         self._all_sent.set()
+
+    def working_orders(self) -> int:
+        """The orders of the targets still followed that were working when last read."""
+        return sum(
+            1
+            for pending in self._pending.values()
+            for followed in pending.values()
+            if not followed.watch_only
+            for order in followed.result.orders
+            if order.status in WORKING_STATUSES
+        )
 
     def last_look(self) -> None:
         """The run is stopping and nothing is in flight: read once more, then settle."""

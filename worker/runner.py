@@ -58,6 +58,8 @@ class RunRequest:
     max_positions_override: bool = False  # --force
     on_plan: Callable[[Plan], None] | None = None
     on_result: Callable[[TargetResult], None] | None = None
+    # --at-close, once every close is sent: (orders resting, today's close, seconds until it)
+    on_waiting: Callable[[int, datetime, float], None] | None = None
     before_close: timedelta | None = None  # wait for today's close minus this, or skip
     # `check`: a dry run that also looks at the journal the run would open (read only, no lock)
     probe_journal: bool = False
@@ -293,6 +295,8 @@ async def _close(
             since=since,
             on_result=on_result,
             extra_s=ready.until_close_s(),
+            close_at=None if ready.cutoff is None else ready.cutoff.regular_close,
+            on_waiting=request.on_waiting,
         )
     except JournalError as err:  # before any close (the fan-out stops on one itself)
         return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))

@@ -10,17 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -28,6 +32,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from worker.events import new_york_time, resting_text
 from worker.outcomes import Outcome
 from worker.plan import Plan
 from worker.report import TargetResult, summarize
@@ -58,6 +63,37 @@ class ConsoleLogger:
     log = debug = info = warning = error = critical = exception = fatal = msg
 
 
+class _EtaOrClose(ProgressColumn):
+    """The ETA; while market-on-close orders rest, the close they fill at ("ETA 16:00 ET"):
+    before it no fill comes, so an ETA from the pace of fills has nothing to go on."""
+
+    def __init__(self, close: Callable[[], str | None]) -> None:
+        super().__init__()
+        self._close = close
+        self._eta = TimeRemainingColumn()
+
+    def render(self, task: Task) -> Text:
+        close = self._close()
+        return Text.assemble("ETA ", close if close is not None else self._eta.render(task))
+
+
+class _Bar(Progress):
+    """The progress bar, and under it, while there is one, a line saying what the run waits
+    for (its own line: it is longer than a narrow terminal leaves beside the bar)."""
+
+    def __init__(
+        self, *columns: str | ProgressColumn, waiting: Callable[[], str | None], console: Console
+    ) -> None:
+        self._waiting = waiting  # first: the parent's constructor may render already
+        super().__init__(*columns, console=console)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        text = self._waiting()
+        if text is not None:
+            yield Text(text)
+
+
 class Terminal:
     def __init__(self, console: Console, scrub: Callable[[str], str] = str) -> None:
         self.console = console
@@ -69,6 +105,11 @@ class Terminal:
         # Each planned position's gross value (absolute market value), for "value closed".
         self._values: dict[tuple[int, str], Decimal] = {}
         self._declined = False  # the operator answered no at the prompt
+        # --at-close: orders resting until the close (less the results since), when it is
+        # (as "16:00 ET") and when that is on the monotonic clock.
+        self._resting = 0
+        self._close_local = ""
+        self._close_due = 0.0
 
     def logger_factory(self, *args: Any) -> ConsoleLogger:
         return ConsoleLogger(self.console)
@@ -156,22 +197,42 @@ class Terminal:
 
     def advance(self, result: TargetResult) -> None:
         """Count one finished target; the bar appears with the first one, after the prompt."""
+        progress = self._bar()
+        self._resting = max(0, self._resting - 1)  # a fill, while orders rest until the close
+        self._tally[str(result.outcome)] += 1
+        tally = " ".join(f"{k}={v}" for k, v in sorted(self._tally.items()))
+        progress.update(self._task, advance=1, tally=tally)
+
+    def waiting_for_fills(self, orders: int, close: datetime, wait_s: float) -> None:
+        """--at-close, every close sent: the bar says what rests and until when, not an ETA."""
+        self._resting = orders
+        self._close_local = new_york_time(close)
+        self._close_due = time.monotonic() + wait_s
+        self._bar().refresh()
+
+    def _waiting_text(self) -> str | None:
+        if self._resting <= 0:
+            return None
+        return resting_text(self._resting, self._close_local, self._close_due - time.monotonic())
+
+    def _close_time(self) -> str | None:
+        return self._close_local if self._resting > 0 else None
+
+    def _bar(self) -> Progress:
         if self._progress is None:
-            self._progress = Progress(
+            self._progress = _Bar(
                 TextColumn("closing"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[tally]}"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                _EtaOrClose(self._close_time),
+                waiting=self._waiting_text,
                 console=self.console,
             )
             self._task = self._progress.add_task("close", total=self._total, tally="")
             self._progress.start()
-        self._tally[str(result.outcome)] += 1
-        tally = " ".join(f"{k}={v}" for k, v in sorted(self._tally.items()))
-        self._progress.update(self._task, advance=1, tally=tally)
+        return self._progress
 
     def show_summary(
         self,
