@@ -251,7 +251,9 @@ async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
 ) -> None:
     positions = seed_accounts(sim, 2, 60)
     held = {(a, i): sim.position_quantity(a, i) for a, i in positions}
-    sim.config.fill_delay_s = 0.3
+    # Orders still work when the rerun plans (it starts a Python process: under load, a
+    # second or more), so the rerun meets the killed run's orders by their client ids.
+    sim.config.fill_delay_s = 2.0
     # Some submissions land only after the kill, while the rerun re-sends their ids.
     sim.config.faults = {"submit": Faults(latency_s=0.03, p_apply_late=0.2, apply_late_s=0.5)}
     env = {
@@ -278,7 +280,9 @@ async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
     sim.config.faults = {}
     code, output = await run_cli(*command[3:], "--report", str(tmp_path / "r.json"), env=env)
     assert code == 0, output
-    assert sim.stats.status_counts[409] > 0  # the killed run's ids, found again
+    # The killed run's ids, found again: adopted while they work, or refused (409) when the
+    # rerun re-sends one whose submission landed late.
+    assert sim.stats.status_counts[409] > 0 or '"order_adopted"' in output
     doc = json.loads((tmp_path / "r.json").read_text())
     closed_once(sim, doc, [(a, i, int(q)) for (a, i), q in held.items()], all_in=False)
 
