@@ -96,6 +96,9 @@ class SimConfig:
     partial_rest_status: str = "CANCELED"  # or EXPIRED
     p_reject_after_accept: float = 0.0  # accepted (PENDING_NEW), later REJECTED, nothing filled
     clock: Callable[[], float] = time.time
+    # Evidence attacks (issue 19): order timestamps (created_at) stamped this many seconds off
+    # the clock GET /v1/clock answers (negative: behind), as a separate order system's clock.
+    order_time_offset_s: float = 0.0
     known_symbols: set[str] = field(default_factory=set)  # instruments no account holds
 
 

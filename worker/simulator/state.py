@@ -420,5 +420,6 @@ class Book:
         position.quantity += filled if order.side == "BUY" else -filled
 
     def _remember(self, account: SimAccount, order: SimOrder) -> None:
+        order.created_at += self.config.order_time_offset_s  # the order system's own clock
         account.orders.append(order)
         account.orders_by_instrument.setdefault(order.instrument_id, []).append(order)
