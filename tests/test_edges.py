@@ -94,20 +94,57 @@ async def test_a_report_that_cannot_be_written_is_one_line_exit_3_and_the_metric
     assert sim.position_quantity(19816, "AAPL") == 0
 
 
-@pytest.mark.parametrize("where", ["--report", "--metrics-file"])
-async def test_an_output_path_that_is_a_directory_refuses_before_any_request(
-    sim: Simulator, tmp_path: Path, where: str
+async def test_a_report_path_that_is_a_directory_refuses_before_any_request(
+    sim: Simulator, tmp_path: Path
 ) -> None:
     sim.add_account(20001)
     sim.add_position(20001, "AAPL", "10")
     env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
     code, out = await run_cli(
         "run", "--yes", "--base-url", sim.base_url, "--account", "20001",
-        where, str(tmp_path), env=env,
+        "--report", str(tmp_path), env=env,
     )  # fmt: skip
     assert code == 2, out
     assert "directory" in out
     assert sim.stats.requests == 0
+
+
+@pytest.mark.parametrize("where", ["a-file/node-exporter/liquidator.prom", "."])
+async def test_metrics_that_cannot_be_written_never_stop_the_flatten_nor_change_its_exit_code(
+    sim: Simulator, tmp_path: Path, where: str
+) -> None:
+    """The shipped unit names node_exporter's textfile directory; a host without it must still
+    flatten: a warning before the first close, an error event at the end, exit 0 (the book is
+    flat), the report written."""
+    sim.add_account(20001)
+    sim.add_position(20001, "AAPL", "10")
+    sim.add_position(20001, "TSLA", "-5")
+    sim.config.fill_delay_s = 0.05
+    (tmp_path / "a-file").write_text("")  # the directory cannot be made (as on a read-only /var)
+    metrics = tmp_path / where
+    report = tmp_path / "r.json"
+    env = clean_env(
+        LIQUIDATOR_API_KEY=sim.config.api_key,
+        LIQUIDATOR_STATE_DIR=str(tmp_path / "state"),
+        LIQUIDATOR_LOG_FORMAT="json",
+        LIQUIDATOR_FOLLOW_PAUSE="0.02",
+    )
+    code, out = await run_cli(
+        "run", "--yes", "--base-url", sim.base_url, "--account", "20001",
+        "--report", str(report), "--metrics-file", str(metrics), env=env,
+    )  # fmt: skip
+    assert code == 0, out
+    assert sim.position_quantity(20001, "AAPL") == 0
+    assert sim.position_quantity(20001, "TSLA") == 0
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in lines]
+    assert names.index("metrics_unavailable") < names.index("close_order")
+    [failed] = [e for e in lines if e["event"] == "write_failed"]
+    assert failed["what"] == "metrics"
+    assert f"could not write the metrics {metrics}" in out  # the one line on stderr
+    doc = json.loads(report.read_text())
+    assert doc["exit_code"] == 0
+    assert doc["summary"]["closed"] == 2
 
 
 async def test_the_dry_run_report_carries_each_positions_side_and_quantity(
@@ -230,3 +267,26 @@ async def test_a_run_whose_close_reply_is_nested_too_deep_finds_its_order_and_en
     assert target.reconciled
     assert len(sim.closing_orders(19816, "GOOG")) == 1
     assert sim.position_quantity(19816, "GOOG") == 0
+
+
+async def test_every_target_failed_at_planning_is_named_in_the_stream_and_counted_apart(
+    sim: Simulator,
+) -> None:
+    sim.add_account(20001)
+    sim.add_position(20001, "AAPL", "10")
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key)
+    code, out = await run_cli(
+        "run", "--dry-run", "--log-format", "json", "--base-url", sim.base_url,
+        "--account", "20001", "--account", "99999", "--position", "99998:GOOG",
+        "--position", "20001:APPL", "--position", "20001:MSFT", env=env,
+    )  # fmt: skip
+    assert code == 1, out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    failed = {(e["account_id"], e["instrument"]): e for e in lines if e["event"] == "close_failed"}
+    assert set(failed) == {(99999, "*"), (99998, "GOOG"), (20001, "APPL")}
+    assert "could not list the account's positions" in failed[(99999, "*")]["error"]
+    assert failed[(99999, "*")]["status"] == 404
+    assert "unknown instrument 'APPL'" in failed[(20001, "APPL")]["error"]
+    [ready] = [e for e in lines if e["event"] == "plan_ready"]
+    assert (ready["positions"], ready["already_settled"], ready["failed"]) == (1, 1, 3)
+    assert sim.stats.by_route["close"] == 0

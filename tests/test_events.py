@@ -301,3 +301,36 @@ def test_the_console_form_writes_a_plain_traceback(tmp_path: Path) -> None:
     assert "Traceback (most recent call last):" in text
     assert "ValueError: boom" in text
     assert "╭" not in text  # (rich draws its tracebacks in a box)
+
+
+def _readme_row(event: str) -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith(f"| `{event}` |")]
+    return row
+
+
+async def test_the_cancel_events_carry_the_fields_the_readme_names(
+    sim: Simulator, settings_for: Any, captured: LogCapture
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "GOOG", "10")
+    sim.add_position(19816, "AAPL", "5")
+    sim.add_resting_order(19816, "GOOG", "SELL", "10", "999.00")
+    result = await run(
+        settings_for(sim, close_via="submit_orders", follow_pause=0.02, flat_timeout=3),
+        RunRequest(specs=[TargetSpec(19816, None)]),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.OK
+    common = {"event", "log_level", "run_id"}
+    [requested] = [e for e in captured.entries if e["event"] == events.CANCEL_REQUESTED]
+    # One cancel per account (in chunks): `instruments` counts the instruments it named.
+    assert set(requested) - common == {"account_id", "instruments", "orders", "request_id"}
+    assert (requested["instruments"], requested["orders"]) == (2, 1)
+    [canceled] = [e for e in captured.entries if e["event"] == events.ORDERS_CANCELED]
+    assert set(canceled) - common == {"account_id", "seconds", "polls"}
+    for event, entry in ((events.CANCEL_REQUESTED, requested), (events.ORDERS_CANCELED, canceled)):
+        row = _readme_row(event)
+        for key in set(entry) - common:
+            assert f"`{key}`" in row, (key, row)
+        assert "`instrument`" not in row, row

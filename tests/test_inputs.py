@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import clean_env, event_lines, run_cli
 from worker.errors import InputError
 from worker.settings import load_settings
+from worker.simulator import Simulator
 from worker.targets import read_targets
 
 
@@ -70,6 +72,18 @@ def test_command_line_targets() -> None:
         ("t.csv", "account_id,instrument\n1,\n", r"t\.csv:2: instrument is empty"),
         ("t.csv", "account_id,instrument\n", r"t\.csv: no target rows"),
         ("t.json", "{}", r"t\.json: unknown targets format"),
+        # An empty list is not "everything".
+        ("t.toml", "[[accounts]]\nid = 1\ninstruments = []\n",
+         r"t\.toml: accounts\[1\]\.instruments: the list is empty"),
+        ("t.toml", "[[accounts]]\nid = 1\nexclude = ['S\u0420Y']\n",  # Cyrillic Р
+         r"accounts\[1\]\.exclude: 'SРY' is not a symbol"),
+        ("t.toml", "[[accounts]]\nid = 1\nexclude = ['SPY;']\n", r"accounts\[1\]\.exclude: 'SPY;'"),
+        ("t.toml", "[[accounts]]\nid = 1\ninstruments = ['GOOG\u200b']\n",  # zero-width space
+         r"accounts\[1\]\.instruments: 'GOOG\\u200b' is not a symbol"),
+        ("t.csv", "account_id,instrument\n1000\u00b2,X\n", r"t\.csv:2: account_id: .*positive"),
+        ("t.csv", "account_id,instrument\n\uff11\uff10\uff10\uff10,X\n",
+         r"t\.csv:2: account_id: .*positive"),
+        ("t.csv", "account_id,instrument\n1000,G\u041eOG\n", r"t\.csv:2: instrument: 'GОOG'"),
     ],
 )  # fmt: skip
 def test_bad_targets_name_the_file_and_place(
@@ -77,6 +91,80 @@ def test_bad_targets_name_the_file_and_place(
 ) -> None:
     with pytest.raises(InputError, match=message):
         read_targets([write(tmp_path, name, text)])
+
+
+def _sent(sim: Simulator) -> int:
+    """Requests that change anything, counted at the server."""
+    return sum(sim.stats.by_route[r] for r in ("close", "submit", "cancel"))
+
+
+@pytest.mark.parametrize("typo", ["SPYY", "S0004.", "mangled-uuid"])
+async def test_an_exclude_that_names_no_instrument_refuses_the_run_before_any_close(
+    sim: Simulator, tmp_path: Path, typo: str
+) -> None:
+    sim.add_account(20001)
+    spy = sim.add_position(20001, "SPY", "100")
+    sim.add_position(20001, "AAPL", "10")
+    if typo == "mangled-uuid":
+        typo = spy[:-1] + ("0" if spy[-1] != "0" else "1")
+    targets = write(tmp_path, "t.toml", f'[[accounts]]\nid = 20001\nexclude = ["{typo}"]\n')
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
+    for command in (("run", "--yes"), ("check",)):
+        code, out = await run_cli(
+            *command, "--log-format", "json", "--base-url", sim.base_url,
+            "--targets", str(targets), env=env,
+        )  # fmt: skip
+        assert code == 2, out
+        [aborted] = event_lines(out, "run_aborted")
+        assert f"t.toml: accounts[1].exclude: '{typo}' names no instrument" in str(
+            aborted["reason"]
+        )
+        assert event_lines(out, "plan_ready") == []
+    assert _sent(sim) == 0
+    assert sim.position_quantity(20001, "SPY") == 100
+
+
+async def test_an_exclude_the_api_knows_but_the_account_does_not_hold_excludes_nothing(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.add_account(20001)
+    sim.add_position(20001, "SPY", "100")
+    sim.add_position(20001, "AAPL", "10")
+    targets = write(tmp_path, "t.toml", '[[accounts]]\nid = 20001\nexclude = ["spy", "MSFT"]\n')
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
+    code, out = await run_cli(
+        "run", "--yes", "--log-format", "json", "--base-url", sim.base_url,
+        "--targets", str(targets), env=env,
+    )  # fmt: skip
+    assert code == 0, out
+    assert sim.stats.by_route["instrument"] == 1  # MSFT looked up; SPY matched the listing
+    assert sim.position_quantity(20001, "SPY") == 100
+    assert sim.position_quantity(20001, "AAPL") == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "named"),
+    [
+        ("t.csv", "account_id,instrument\n1000\u00b2,GOOG\n", "t.csv:2: account_id"),
+        ("t.csv", "account_id,instrument\n\uff11\uff10\uff10\uff10,GOOG\n", "t.csv:2: account_id"),
+        ("t.toml", "[[accounts]]\nid = 1000\ninstruments = []\n", "accounts[1].instruments"),
+    ],
+)  # fmt: skip
+async def test_a_targets_file_that_could_mean_something_else_exits_2_with_nothing_sent(
+    sim: Simulator, tmp_path: Path, name: str, text: str, named: str
+) -> None:
+    sim.add_account(1000)
+    sim.add_position(1000, "GOOG", "10")
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    code, out = await run_cli(
+        "run", "--yes", "--base-url", sim.base_url, "--targets", str(path), env=env
+    )
+    assert code == 2, out
+    assert named in out
+    assert "Traceback" not in out
+    assert sim.stats.requests == 0
 
 
 def test_unreadable_targets_file_is_named(tmp_path: Path) -> None:
@@ -89,7 +177,9 @@ def test_no_targets_at_all_is_an_error() -> None:
         read_targets([])
 
 
-@pytest.mark.parametrize("raw", ["GOOG", "19816", "x:GOOG", "0:GOOG", "19816:"])
+@pytest.mark.parametrize(
+    "raw", ["GOOG", "19816", "x:GOOG", "0:GOOG", "19816:", "19816:G\u041eOG", "\uff11\uff19:GOOG"]
+)
 def test_bad_position_flags(raw: str) -> None:
     with pytest.raises(InputError, match="--position"):
         read_targets([], positions=[raw])
@@ -220,3 +310,79 @@ def test_a_bad_environment_value_names_the_variable_not_the_value(
         load_settings({}, path)
     assert "many-secret" not in str(caught.value)
     assert load_settings({"concurrency": 5}, path).concurrency == 5
+
+
+def test_a_mistyped_environment_variable_is_refused_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LIQUIDATOR_CONCURENCY", "many-secret")
+    with pytest.raises(InputError) as caught:
+        load_settings({}, None)
+    assert str(caught.value) == (
+        "environment LIQUIDATOR_CONCURENCY: not a liquidator setting;"
+        " did you mean LIQUIDATOR_CONCURRENCY?"
+    )
+    monkeypatch.delenv("LIQUIDATOR_CONCURENCY")
+    monkeypatch.setenv("liquidator_colour", "blue")
+    with pytest.raises(InputError, match="environment liquidator_colour: not a liquidator"):
+        load_settings({}, None)
+
+
+def test_the_variables_that_are_not_settings_are_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.settings import NOT_SETTINGS
+
+    assert set(NOT_SETTINGS) == {"LIQUIDATOR_CONFIG", "LIQUIDATOR_TEST_PG_BIN"}
+    monkeypatch.setenv("LIQUIDATOR_TEST_PG_BIN", str(tmp_path))
+    monkeypatch.setenv("LIQUIDATOR_CONFIG", str(write(tmp_path, "s.toml", "concurrency = 3\n")))
+    monkeypatch.setenv("liquidator_rate_limit", "7")  # read case-insensitively, so known
+    settings = load_settings({}, None)
+    assert (settings.concurrency, settings.rate_limit) == (3, 7)
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "message"),
+    [
+        ("LIQUIDATOR_STATE_DIR", "", r"environment LIQUIDATOR_STATE_DIR: .*is empty"),
+        ("LIQUIDATOR_STATE_DIR", "  ", r"environment LIQUIDATOR_STATE_DIR: .*is empty"),
+        ("LIQUIDATOR_METRICS_FILE", "", r"environment LIQUIDATOR_METRICS_FILE: .*is empty"),
+        ("LIQUIDATOR_CONFIG", "", r"environment LIQUIDATOR_CONFIG: is empty"),
+    ],
+)
+def test_an_empty_path_setting_is_refused_not_taken_as_the_current_directory(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(InputError, match=message):
+        load_settings({}, None)
+
+
+def test_an_empty_path_in_the_settings_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"s\.toml: key 'state_dir': .*is empty"):
+        load_settings({}, write(tmp_path, "s.toml", "state_dir = ''\n"))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        ((), {"LIQUIDATOR_CONCURENCY": "4"}, "did you mean LIQUIDATOR_CONCURRENCY?"),
+        ((), {"LIQUIDATOR_STATE_DIR": ""}, "LIQUIDATOR_STATE_DIR: Value error, is empty"),
+        (("--state-dir", ""), {}, "argument --state-dir: is empty"),
+        (("--metrics-file", " "), {}, "argument --metrics-file: is empty"),
+    ],
+)
+async def test_a_mistyped_or_empty_setting_exits_2_with_nothing_sent(
+    sim: Simulator, tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    sim.add_account(20001)
+    sim.add_position(20001, "GOOG", "10")
+    environment = clean_env(
+        LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path), **env
+    )
+    code, out = await run_cli(
+        "run", "--yes", "--base-url", sim.base_url, "--account", "20001", *args, env=environment
+    )
+    assert code == 2, out
+    assert named in out
+    assert sim.stats.requests == 0

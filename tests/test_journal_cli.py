@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import FAST_FOLLOW, seed_accounts
 from worker.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
@@ -200,6 +202,71 @@ async def test_a_postgresql_journal_without_its_driver_refuses_before_any_reques
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2, out
-    assert b"liquidator[postgres]" in out
+    # liquidator is not on a package index: the hint installs from the checkout.
+    assert b".venv/bin/pip install -e '.[postgres]'" in out
+    assert b"pip install 'liquidator[postgres]'" not in out
     assert b"hunter2" not in out
     assert sim.stats.requests == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", without_psycopg, "journal",
+        "--journal-url", "postgresql://liq:hunter2@127.0.0.1:1/journal",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, out
+    assert b".venv/bin/pip install -e '.[postgres]'" in out
+    assert b"hunter2" not in out
+
+
+async def test_journal_verify_where_there_is_no_journal_is_not_ok(tmp_path: Path) -> None:
+    typo = tmp_path / "typo"
+    code, out, err = await liquidator("journal", "verify", "--state-dir", str(typo))
+    assert code == 2, (out, err)
+    doc = json.loads(out)
+    assert (doc["ok"], doc["missing"]) == (False, True)
+    assert f"the directory {typo} does not exist" in doc["problems"][0]
+    assert not typo.exists()  # looking created nothing
+    typo.mkdir()
+    code, out, _ = await liquidator("journal", "verify", "--state-dir", str(typo))
+    assert code == 2
+    assert "no run has written one" in json.loads(out)["problems"][0]
+    code, out, err = await liquidator("journal", "--state-dir", str(tmp_path / "gone"))
+    assert code == 2
+    assert "no journal at" in err
+    assert "does not exist" in err
+
+
+async def test_journal_day_must_be_a_date(tmp_path: Path) -> None:
+    for day in ("yesterday", "2025-13-01", "20251003", "2025-1-3"):
+        code, out, err = await liquidator("journal", "--state-dir", str(tmp_path), "--day", day)
+        assert code == 2, (day, out)
+        assert "argument --day: expected a date as YYYY-MM-DD" in err
+
+
+def test_journal_table_names_the_search_start_for_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker import journal_view
+
+    monkeypatch.setenv("COLUMNS", "200")
+    journal_view._print(
+        False,
+        {
+            "journal": "j",
+            "trading_day": "2025-10-03",
+            "jobs": [
+                {
+                    "job": "x",
+                    "runs": [],
+                    "outcomes": [],
+                    "intents": [
+                        {"account_id": 1, "instrument_id": "i", "attempt": 1,
+                         "since": "2025-10-03T14:00:00+00:00", "result": "ok", "client_id": None}
+                    ],
+                }
+            ],
+        },
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "orders searched from" in out
+    assert "│ since" not in out

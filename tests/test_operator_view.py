@@ -173,11 +173,28 @@ async def test_terminal_close_order_is_one_compact_line(sim: Simulator, tmp_path
     assert sim.stats.by_route["close"] == 3
 
 
-async def test_terminal_summary_names_the_abort_reason(sim: Simulator, tmp_path: Path) -> None:
+async def test_terminal_declined_prompt_says_calmly_that_nothing_was_sent(
+    sim: Simulator, tmp_path: Path
+) -> None:
     seed_accounts(sim, 1, 2)
-    code, screen = await _at_terminal(sim, tmp_path, "--account", "20001", answer=b"no\n")
+    report = tmp_path / "report.json"
+    code, screen = await _at_terminal(
+        sim, tmp_path, "--account", "20001", "--report", str(report), answer=b"no\n"
+    )
     assert code == 3
-    assert "aborted: the operator declined" in screen
+    assert "not confirmed: nothing was sent" in screen
+    assert "error" not in screen.lower()
+    assert "aborted:" not in screen
+    assert "run_aborted" in screen  # the event is kept, at info level
+    assert json.loads(report.read_text())["aborted"] == "the operator declined"
+    assert sim.stats.by_route["close"] == 0
+
+
+async def test_terminal_dry_run_says_nothing_was_sent(sim: Simulator, tmp_path: Path) -> None:
+    seed_accounts(sim, 1, 2)
+    code, screen = await _at_terminal(sim, tmp_path, "--account", "20001", "--dry-run", answer=None)
+    assert code == 0, screen
+    assert "dry run: nothing was sent" in screen
     assert sim.stats.by_route["close"] == 0
 
 
@@ -221,3 +238,30 @@ async def test_a_rerun_on_a_flat_account_reports_it_flat_not_skipped(
     ]
     assert "nothing was planned" not in report.read_text()
     assert sim.stats.by_route["close"] == 3  # the rerun sent nothing
+
+
+async def test_a_whole_account_with_every_position_excluded_is_in_the_results_beside_others(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.add_account(20001)
+    sim.add_position(20001, "SPY", "100")
+    sim.add_account(20002)
+    sim.add_position(20002, "AAPL", "10")
+    targets = tmp_path / "t.toml"
+    targets.write_text('[[accounts]]\nid = 20001\nexclude = ["SPY"]\n\n[[accounts]]\nid = 20002\n')
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(tmp_path))
+    report = tmp_path / "report.json"
+    code, out = await run_cli(
+        "run", "--yes", "--log-format", "json", "--base-url", sim.base_url,
+        "--targets", str(targets), "--report", str(report), env=env,
+    )  # fmt: skip
+    assert code == 0, out
+    doc = json.loads(report.read_text())
+    by_target = {(r["account_id"], r["instrument"]): r["outcome"] for r in doc["results"]}
+    assert by_target == {(20001, "*"): "already_flat", (20002, "AAPL"): "closed"}
+    assert doc["summary"]["targets"] == 2
+    settled = [json.loads(line) for line in out.splitlines() if '"target_settled"' in line]
+    assert [(e["account_id"], e["instrument"]) for e in settled] == [(20001, "*")]
+    assert "excluded" in settled[0]["why"]
+    assert sim.position_quantity(20001, "SPY") == 100
+    assert sim.stats.by_route["close"] == 1

@@ -8,6 +8,7 @@ import pytest
 
 from worker.errors import RateLimited
 from worker.pace import Pacer
+from worker.policy import RETRY_AFTER_CAP_S, RetryPolicy
 
 
 class FakeClock:
@@ -102,6 +103,79 @@ async def test_retry_after_pauses_every_send_not_just_the_refused_one() -> None:
     async with pacer.slot():
         clock.sends.append(clock.now)
     assert clock.sends == [start + 0.75]
+
+
+async def test_a_huge_retry_after_holds_sends_only_as_long_as_the_retry_policy_waits() -> None:
+    # `Retry-After: 3600` must not park the run for an hour: capped as the policy caps a retry.
+    clock = FakeClock()
+    pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep)
+    with pytest.raises(RateLimited):
+        async with pacer.slot():
+            raise RateLimited("429", status=429, retry_after=3600)
+    start = clock.now
+    async with pacer.slot():
+        clock.sends.append(clock.now)
+    assert clock.sends == [start + RETRY_AFTER_CAP_S]
+    assert RetryPolicy().retry_after_cap_s == RETRY_AFTER_CAP_S  # one cap, the policy's
+
+
+async def test_the_pace_hold_takes_the_policys_cap_when_given_one() -> None:
+    clock = FakeClock()
+    pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep, retry_after_cap_s=5)
+    with pytest.raises(RateLimited):
+        async with pacer.slot():
+            raise RateLimited("429", status=429, retry_after=3600)
+    start = clock.now
+    async with pacer.slot():
+        clock.sends.append(clock.now)
+    assert clock.sends == [start + 5]
+
+
+async def test_senders_released_by_the_end_of_a_hold_go_out_one_spacing_apart() -> None:
+    clock = FakeClock()
+    pacer = Pacer(8, 10, clock=clock, sleep=clock.sleep)
+    with pytest.raises(RateLimited):
+        async with pacer.slot():
+            raise RateLimited("429", status=429, retry_after=2)
+
+    async def one() -> None:
+        async with pacer.slot():
+            clock.sends.append(clock.now)
+
+    await asyncio.gather(*(one() for _ in range(6)))
+    assert pacer.rate is not None
+    gaps = [b - a for a, b in zip(clock.sends, clock.sends[1:], strict=False)]
+    assert min(clock.sends) >= 1000.0 + 2
+    assert all(gap >= 1 / pacer.rate for gap in gaps), gaps
+
+
+async def test_a_stop_ends_a_retry_after_hold_at_once() -> None:
+    """After SIGTERM the run's last reads must go out (and find what the closes did), not sit
+    behind the server's pause until the stop deadline cuts them off."""
+    now = [0.0]
+    never = asyncio.Event()
+
+    async def sleep_forever(seconds: float) -> None:  # a hold that would not end by itself
+        await never.wait()
+
+    stop = asyncio.Event()
+    pacer = Pacer(4, 0, clock=lambda: now[0], sleep=sleep_forever, stop=stop)
+    with pytest.raises(RateLimited):
+        async with pacer.slot():
+            raise RateLimited("429", status=429, retry_after=20)
+    sent = asyncio.Event()
+
+    async def read_after_the_stop() -> None:
+        async with pacer.slot():
+            sent.set()
+
+    waiting = asyncio.create_task(read_after_the_stop())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not sent.is_set()  # held by the server's Retry-After
+    stop.set()
+    await asyncio.wait_for(waiting, 1.0)
+    assert sent.is_set()
 
 
 async def test_a_429_after_a_recovery_still_halves_the_pace() -> None:

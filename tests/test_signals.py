@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.support import (
     assert_exactly_once,
     event_lines,
@@ -19,6 +21,7 @@ from tests.support import (
     finish,
     seed_accounts,
     start_liquidator,
+    stopped_cleanly,
     until_closes_seen,
 )
 from worker.simulator import Faults, Simulator
@@ -167,3 +170,104 @@ async def test_no_terminal_and_no_yes_refuses_with_exit_2_and_sends_nothing(
     assert code == 2
     assert "--yes" in output
     assert sim.stats.requests == 0
+
+
+async def test_sighup_is_a_stop_like_sigterm_report_written_exit_3(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A closed terminal or session (SIGHUP) must not kill a run mid-flight: it stops in order,
+    as for SIGTERM, and every close the server saw is in the report."""
+    positions = seed_accounts(sim, 2, 100)
+    sim.config.fill_delay_s = 3600
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    report = tmp_path / "hup.json"
+    proc = await start_worker(sim, tmp_path, report, "--concurrency", "4")
+    await until_closes_seen(sim, 20)
+    proc.send_signal(signal.SIGHUP)
+    signalled = time.monotonic()
+    code, output = await finish(proc)
+    assert code == 3, output
+    assert time.monotonic() - signalled < 10
+    assert event_lines(output, "stop_requested")
+    outcomes = stopped_cleanly(report, sim, positions, why="stop requested")
+    assert outcomes["skipped"] > 0
+
+
+@pytest.mark.parametrize("closed", [("stdout",), ("stdout", "stderr")])
+async def test_a_closed_stdout_or_stderr_is_no_crash_the_run_finishes_and_reports(
+    sim: Simulator, tmp_path: Path, closed: tuple[str, ...]
+) -> None:
+    """`liquidator run … | head`: the reader goes away mid-run. The run goes on, follows its
+    closes, writes its report and exits as if nothing had happened to its output."""
+    positions = seed_accounts(sim, 2, 100)
+    sim.config.fill_delay_s = 0.05
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    report = tmp_path / "piped.json"
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", "--yes",
+        "--base-url", sim.base_url, "--account", "20001", "--account", "20002",
+        "--report", str(report), "--concurrency", "4",
+        stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w,
+        env={
+            **os.environ,
+            "LIQUIDATOR_API_KEY": sim.config.api_key,
+            "LIQUIDATOR_STATE_DIR": str(tmp_path / "state"),
+            "LIQUIDATOR_LOG_FORMAT": "json",
+            "LIQUIDATOR_RATE_LIMIT": "0",
+            "LIQUIDATOR_FOLLOW_PAUSE": "0.05",
+        },
+    )  # fmt: skip
+    os.close(out_w)
+    os.close(err_w)
+    await until_closes_seen(sim, 20)
+    assert os.read(out_r, 4096)  # it was writing events; now its reader goes away
+    os.close(out_r)
+    if "stderr" in closed:
+        os.close(err_r)
+    code = await asyncio.wait_for(proc.wait(), 30)
+    errors = ""
+    if "stderr" not in closed:
+        errors = os.read(err_r, 65536).decode()
+        os.close(err_r)
+        assert "stdout closed" in errors
+    assert "Traceback" not in errors
+    assert code == 0, errors
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["closed"] == len(positions), doc["summary"]
+    assert_exactly_once(sim, positions)
+
+
+async def test_a_429_asking_for_an_hour_holds_the_run_only_as_long_as_the_cap_and_a_stop_reports(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """`Retry-After: 3600` mid-run, then SIGTERM: the stop is not blocked by the server's pause,
+    and the report says what the server did with the closes it had taken (filled: closed)."""
+    positions = seed_accounts(sim, 2, 60)
+    sim.config.fill_delay_s = 0.05
+    sim.config.faults = {"close": Faults(latency_s=0.03)}
+    report = tmp_path / "held.json"
+    proc = await start_worker(sim, tmp_path, report, "--concurrency", "4")
+    await until_closes_seen(sim, 20)
+    sim.config.faults = {"close": Faults(p_429=1.0, retry_after_s=3600)}
+    deadline = time.monotonic() + 10
+    while sim.stats.faults_injected["429"] == 0:
+        assert time.monotonic() < deadline, "no 429 was ever answered"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)  # the worker now holds every send
+    proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    code, output = await finish(proc)
+    assert code == 3, output
+    assert time.monotonic() - signalled < 10
+    doc = json.loads(report.read_text())
+    assert "stop requested" in doc["aborted"]
+    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
+    taken = {(a, i) for a, i in positions if sim.closing_orders(a, i)}
+    assert len(taken) >= 20
+    # Each close the server took filled: closed, with its order; the rest were never applied
+    # (429) or never sent, and nothing the server holds is missing from the report.
+    assert {k for k, r in by_key.items() if r["outcome"] == "closed"} == taken
+    listed = {o["id"] for r in doc["results"] for o in r["orders"]}
+    assert {o["id"] for a, i in taken for o in sim.closing_orders(a, i)} <= listed

@@ -108,10 +108,11 @@ async def test_partial_fills_get_residue_closes_under_new_ids_for_what_is_left(
     closed_once(sim, doc, keys)  # each for what was left: the fills add up to what was held
 
 
-async def test_a_rerun_sends_the_journaled_ids_again_and_finds_them(
+async def test_a_rerun_adopts_the_journaled_ids_still_working(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
-    """A crash after the intents were committed: the rerun's same ids are 409, found, followed."""
+    """A crash after the intents were committed: the rerun finds the orders by their journaled
+    ids, still working, and follows them; it sends nothing (tests/test_adoption.py)."""
     keys = seed(sim, 71002, [25, -40, 15])
     sim.config.fill_delay_s = 0.5  # still working when the rerun plans
     settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
@@ -139,7 +140,8 @@ async def test_a_rerun_sends_the_journaled_ids_again_and_finds_them(
     )  # fmt: skip
     doc = json.loads((tmp_path / "r.json").read_text())
     assert result.exit_code == ExitCode.OK, doc["summary"]
-    assert sim.stats.status_counts[409] == len(keys)
+    assert sim.stats.status_counts[409] == 0  # not even sent again to be found
+    assert sim.stats.by_route["submit"] == len(keys)  # the killed run's, only
     assert sim.stats.by_route["orders"] >= 1
     closed_once(sim, doc, keys)
 

@@ -1,4 +1,5 @@
-"""The `liquidator` command: `run`, `check` and `simulator`. Flags and exit codes are a contract.
+"""The `liquidator` command: `run`, `check`, `status`, `cancel`, `journal` and `simulator`. Flags
+and exit codes are a contract.
 
 Everything that can be checked without the network is checked before the first request: a bad
 targets file, bad settings or a missing confirmation exit 2 with nothing sent.
@@ -11,10 +12,11 @@ import asyncio
 import contextlib
 import gc
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,22 +30,43 @@ from worker.runner import RunRequest, run
 from worker.schedule import parse_duration
 from worker.secrets import Scrubber, check_key, secret_forms
 from worker.settings import Settings, load_settings
+from worker.stdio import guarded_stdio
 from worker.targets import TargetSpec, accounts_of, read_targets
 
 if TYPE_CHECKING:
     from worker.plan import Plan
     from worker.terminal import Terminal
 
-_SETTING_FLAGS: list[tuple[str, type, str]] = [
+
+def _path(text: str) -> Path:
+    """A path flag: an empty one would silently mean the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a path")
+    return Path(text)
+
+
+def _day(text: str) -> str:
+    """--day: a date as YYYY-MM-DD ('yesterday' would silently match no runs)."""
+    try:
+        if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text) is None:
+            raise ValueError
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+_SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--base-url", str, "API base URL (https://, or http:// on loopback)"),
     ("--concurrency", int, "requests in flight, at most"),
     ("--rate-limit", float, "requests per second, at most (0 = unlimited)"),
     ("--request-timeout", float, "seconds to wait for one reply"),
     ("--max-attempts", int, "tries per close and per read"),
-    ("--state-dir", Path, "where the run journal lives"),
+    ("--state-dir", _path, "where the run journal lives"),
     ("--log-level", str, "debug, info, warning or error"),
     ("--log-format", str, "auto, json or console"),
-    ("--metrics-file", Path, "write Prometheus text metrics here at the end"),
+    ("--metrics-file", _path, "write Prometheus text metrics here at the end"),
     ("--close-via", str, "close_position (default) or submit_orders (client ids: exactly once)"),
     ("--at-close", bool, "market-on-close orders (AT_THE_CLOSE; implies submit_orders)"),
     ("--moc-cutoff", str, "the last moment for --at-close, before the close (default 10m)"),
@@ -51,6 +74,16 @@ _SETTING_FLAGS: list[tuple[str, type, str]] = [
     ("--journal-url", str, "postgresql://... : the journal in PostgreSQL, for several hosts"),
     ("--flat-timeout", float, "seconds to follow each close until its position reads flat"),
 ]
+
+_VIEW_FLAGS = (
+    "--base-url", "--concurrency", "--rate-limit", "--request-timeout", "--max-attempts",
+    "--log-level", "--log-format",
+)  # fmt: skip
+
+
+# `check` sends nothing, follows nothing, takes no lock and writes no metrics: these would do
+# nothing there. (Set in the settings file or the environment they are still validated.)
+_NOT_FOR_CHECK = frozenset({"--metrics-file", "--lock-wait", "--flat-timeout"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,13 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (run_p, check_p):
         _add_target_flags(p)
         for flag, kind, text in _SETTING_FLAGS:
+            if p is check_p and flag in _NOT_FOR_CHECK:
+                continue
             if kind is bool:  # absent stays None, so the environment and file still apply
                 p.add_argument(flag, action="store_true", default=None, help=text)
             else:
                 p.add_argument(flag, type=kind, help=text)
+    # status and cancel read the server (cancel also cancels): the settings that shape requests.
+    status_p = sub.add_parser(
+        "status", help="show the targets' open positions and working orders; sends nothing"
+    )
+    cancel_p = sub.add_parser(
+        "cancel", help="cancel the working orders on the targets' instruments, after a yes"
+    )
+    for p, flags in ((status_p, _VIEW_FLAGS), (cancel_p, (*_VIEW_FLAGS, "--flat-timeout"))):
+        _add_target_flags(p)
+        for flag, kind, text in _SETTING_FLAGS:
+            if flag in flags:
+                p.add_argument(flag, type=kind, help=text)
+    cancel_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    cancel_p.add_argument(
+        "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
+    )
     run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
     run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    run_p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
+    for p in (run_p, check_p):
+        p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     run_p.add_argument(
         "--force", action="store_true", help="close even above the max_positions ceiling"
     )
@@ -83,13 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     journal_p = sub.add_parser(
-        "journal", help="show today's jobs, intents and outcomes; `journal verify` checks it"
+        "journal",
+        help="show today's jobs, intents and outcomes; `journal verify` checks it;"
+        " `journal last` prints the last run's report",
     )
-    journal_p.add_argument("action", nargs="?", choices=["show", "verify"], default="show")
-    journal_p.add_argument("--state-dir", type=Path, help="where the SQLite journal lives")
+    journal_p.add_argument("action", nargs="?", choices=["show", "verify", "last"], default="show")
+    journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
-    journal_p.add_argument("--day", help="trading day YYYY-MM-DD (default: today, New York)")
+    journal_p.add_argument(
+        "--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)"
+    )
     journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
@@ -143,6 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
     gc.enable()
+    # A closed stdout or stderr (`… | head`, a terminal that hung up) is not a crash: the run
+    # goes on, its report and journal written, its exit code its own.
+    with guarded_stdio():
+        return _command(argv)
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "simulator":
         from worker.simulate import serve_forever
@@ -176,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger_factory=terminal.logger_factory if terminal is not None else None,
     )
     try:
+        if args.command in ("status", "cancel"):
+            return asyncio.run(_server_view(args, settings, specs, terminal))
         return asyncio.run(_main(args, settings, specs, terminal, before_close))
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
@@ -189,6 +254,8 @@ def _journal(args: argparse.Namespace) -> int:
         cli = {"state_dir": args.state_dir, "journal_url": args.journal_url}
         settings = load_settings(cli, args.config)
         as_json = args.json or not sys.stdout.isatty()
+        if args.action == "last":
+            return _last_report(settings, as_json)
         if args.action == "verify":
             return journal_view.verify(settings, as_json)
         return journal_view.show(settings, args.day, as_json)
@@ -198,6 +265,33 @@ def _journal(args: argparse.Namespace) -> int:
             message = message.replace(secret, "***")
         print(f"liquidator journal: {message}", file=sys.stderr)
         return int(ExitCode.INVALID)
+
+
+def _last_report(settings: Settings, as_json: bool) -> int:
+    """The report the last run (not a dry run) left in STATE_DIR: whole as JSON, or its head."""
+    import json
+
+    from worker.finish import last_report_path
+
+    path = last_report_path(settings)
+    if not path.is_file():
+        print(f"liquidator journal last: no run has left a report in {path}", file=sys.stderr)
+        return int(ExitCode.FAILED)
+    text = path.read_text(encoding="utf-8")
+    if as_json:
+        sys.stdout.write(text)
+        return int(ExitCode.OK)
+    doc = json.loads(text)
+    summary = ", ".join(f"{k} {v}" for k, v in doc["summary"].items() if v)
+    print(f"last run {doc['run_id']}: {doc['started_at']} .. {doc['finished_at']}")
+    print(f"exit code {doc['exit_code']}; {summary or 'no targets'}")
+    if doc["aborted"]:
+        print(f"aborted: {doc['aborted']}")
+    for r in doc["results"]:
+        if r["outcome"] not in ("closed", "already_flat"):
+            print(f"  {r['account_id']} {r['instrument']}: {r['outcome']} {r['error'] or ''}")
+    print(f"report: {path}")
+    return int(ExitCode.OK)
 
 
 def _terminal(secrets: Sequence[str]) -> Terminal:
@@ -211,7 +305,7 @@ def _terminal(secrets: Sequence[str]) -> Terminal:
 
 def _settings(args: argparse.Namespace) -> Settings:
     cli: dict[str, Any] = {
-        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"))
+        flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
         for flag, _, _ in _SETTING_FLAGS
     }
     return load_settings(cli, args.config)
@@ -229,8 +323,7 @@ def _writable_parent(path: Path, what: str) -> None:
 def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[TargetSpec]) -> None:
     if getattr(args, "report", None) is not None:
         _writable_parent(args.report, "--report")
-    if settings.metrics_file is not None:
-        _writable_parent(settings.metrics_file, "metrics_file")
+    # metrics_file is not checked here: metrics never stop a flatten (`worker.metrics`).
     if settings.allowed_accounts is not None:
         outside = [a for a in accounts_of(specs) if a not in settings.allowed_accounts]
         if outside:
@@ -246,7 +339,7 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
         )
     check_key(settings.api_key.get_secret_value())
     if (
-        args.command == "run"
+        args.command in ("run", "cancel")
         and not args.dry_run
         and not args.yes
         and not (sys.stdin.isatty() and sys.stdout.isatty())
@@ -276,6 +369,7 @@ async def _main(
             on_plan=_plan_shower(terminal, dry_run),
             on_result=terminal.advance if terminal is not None else None,
             before_close=before_close,
+            probe_journal=args.command == "check",
         )
         result = await run(settings, request, stop)
         if terminal is not None:
@@ -285,10 +379,26 @@ async def _main(
                 seconds=(result.finished_at - result.started_at).total_seconds(),
                 aborted=result.aborted,
                 report_path=request.report_path,
+                dry_run=dry_run,
             )
-        for line in result.write_failures:
+        for line in [*result.write_failures, *result.notices]:
             print(f"liquidator: {line}", file=sys.stderr)
         return int(result.exit_code)
+
+
+async def _server_view(
+    args: argparse.Namespace, settings: Settings, specs: list[TargetSpec], terminal: Terminal | None
+) -> int:
+    """`status` and `cancel`: what is open at the server for the targets."""
+    stop = asyncio.Event()
+    async with _stop_on_signals(stop), _maybe_simulated(args, settings, specs) as settings:
+        if args.command == "status":
+            from worker.status import status
+
+            return await status(settings, specs, stop, terminal)
+        from worker.cancel import cancel
+
+        return await cancel(settings, specs, stop, terminal, yes=args.yes, dry_run=args.dry_run)
 
 
 def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], None] | None:
@@ -300,13 +410,15 @@ def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], N
 
 @contextlib.asynccontextmanager
 async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
+    """SIGTERM, SIGINT and SIGHUP each ask for a stop: no new close, the report written, exit 3.
+    SIGHUP too: a closed terminal or ssh session must not kill a run between its closes."""
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         yield
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

@@ -1,5 +1,6 @@
 """Send a position its close, exactly once: the path from a target to its orders.
 
+    its own order still works? -> adopt it (`worker.adopt`): follow it, send nothing
     earlier run sent a close?  -> look first (unless it sent under a client id: resend it)
     resting orders to cancel?  -> the sender cancels them first (submit_orders)
     for each attempt (tenacity, at most MAX_ATTEMPTS):
@@ -25,6 +26,7 @@ from decimal import Decimal
 from tenacity import RetryCallState
 
 from worker import events
+from worker.adopt import Adopted
 from worker.api import TradingApi
 from worker.counters import RunCounters
 from worker.errors import (
@@ -79,6 +81,9 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
 
     A result returned without an outcome was sent a close, or found one: follow it to flat.
     """
+    adopted = ctx.sender.adopted(target)
+    if adopted is not None:
+        return _adopt(ctx, target, result, adopted)
     # Priors are keyed in lower case: UUIDs are case-insensitive, spelled as each listing likes.
     prior = ctx.priors.get((target.account_id, target.instrument_id.lower()))
     # An earlier run's submission is resumed by its client id (sent again: 409 is found).
@@ -94,6 +99,24 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
         if _settled_by(finding, ctx, target, result, why="an earlier run's close"):
             return result
     return await _close_with_retries(ctx, target, result)
+
+
+def _adopt(
+    ctx: CloseContext, target: Target, result: TargetResult, adopted: Adopted
+) -> TargetResult:
+    """The job's own orders still work at the server: they are this target's close."""
+    result.reconciled = True
+    result.fate = Fate.APPLIED
+    for order in adopted.orders:
+        result.note_order(order, own=False, adopted=True)
+        events.order_adopted(
+            order,
+            account_id=target.account_id,
+            instrument=target.instrument,
+            request_id=adopted.request_id,
+        )
+    record_orders(ctx, target, result, adopted.orders, adopted.request_id, reconciled=True)
+    return result
 
 
 async def _close_with_retries(

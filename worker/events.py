@@ -23,10 +23,11 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 from worker import jsontext
 from worker.models import Order
+from worker.outcomes import Outcome
 from worker.secrets import secret_forms
 
 if TYPE_CHECKING:
-    from worker.plan import Plan
+    from worker.plan import Plan, Target
 
 RUN_STARTED = "run_started"
 RUN_FINISHED = "run_finished"
@@ -48,6 +49,7 @@ PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
+JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
 RESIDUE_CLOSE = "residue_close"
 RESIDUE_CLOSE_SENT = "residue_close_sent"  # a residue close answered: its orders
 RESIDUE_CLOSE_FAILED = "residue_close_failed"  # unknown, refused, not sent, or nothing created
@@ -55,9 +57,18 @@ CLOSE_WAITS_FOR_ORDERS = "close_waits_for_orders"  # others' orders would close 
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
 WRITE_FAILED = "write_failed"
+METRICS_UNAVAILABLE = "metrics_unavailable"  # the run goes on; its metrics will be missing
 CANCEL_REQUESTED = "cancel_requested"  # submit_orders: resting orders asked to cancel first
 ORDERS_CANCELED = "orders_canceled"  # ... and none of them is working any more
 MOC_CUTOFF = "moc_cutoff"  # --at-close: where the day stands against the cutoff
+ORDER_ADOPTED = "order_adopted"  # a rerun follows the job's own working order, sends none
+STATUS_POSITION = "status_position"  # `liquidator status`: an open position of a target
+STATUS_ORDER = "status_order"  # ... a working order on a target's instrument
+STATUS_ACCOUNT = "status_account"  # ... what was read of one target account
+ORDER_CANCEL_REQUESTED = "order_cancel_requested"  # `liquidator cancel`: asked to cancel
+ORDER_CANCELED = "order_canceled"  # ... and no longer working (its final status)
+CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait ended
+ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -137,6 +148,13 @@ class CompactOrders:
         self._render = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
+        if event.get("event") == WAITING_FOR_CLOSE and "starts" in event:
+            clock = str(event.get("timestamp", ""))[11:19]
+            return (
+                f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
+                f" {event.get('starts_in')} (today's close {event.get('closes')},"
+                f" {event.get('day_type')})"
+            )
         if event.get("event") != CLOSE_ORDER:
             rendered = self._render(logger, name, event)
             return rendered if isinstance(rendered, str | bytes) else str(rendered)
@@ -287,15 +305,24 @@ def run_finished(
     )
 
 
-def run_aborted(reason: str) -> None:
-    log.error(RUN_ABORTED, reason=reason)
+def run_aborted(reason: str, *, declined: bool = False) -> None:
+    """`declined`: the operator answered no at the prompt, a choice rather than an error, so
+    the line is at info level."""
+    if declined:
+        log.info(RUN_ABORTED, reason=reason)
+    else:
+        log.error(RUN_ABORTED, reason=reason)
 
 
 def plan_ready(plan: Plan) -> None:
+    """`already_settled`: targets that ended at planning without a failure (already flat);
+    `failed`: those that failed there (each also named by a `close_failed`)."""
+    failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     log.info(
         PLAN_READY,
         positions=len(plan.targets),
-        already_settled=len(plan.settled),
+        already_settled=len(plan.settled) - failed,
+        failed=failed,
         accounts=len({t.account_id for t in plan.targets}),
     )
 
@@ -317,13 +344,37 @@ def stop_requested(grace_s: float) -> None:
 def waiting_for_close(
     *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
 ) -> None:
+    """`--before-close`: the run waits until `start_at`. `starts` and `starts_in` say the same
+    for people ("15:45 ET", "5 h 30 m"); a terminal shows them as one sentence."""
     log.info(
         WAITING_FOR_CLOSE,
         day_type=day_type,
         regular_close=regular_close.isoformat(),
         start_at=start_at.isoformat(),
         wait_s=round(wait_s, 3),
+        starts=new_york_time(start_at),
+        closes=new_york_time(regular_close),
+        starts_in=duration_text(wait_s),
     )
+
+
+def new_york_time(moment: datetime) -> str:
+    """ "15:45 ET": the exchange's wall clock, as a desk says it."""
+    from zoneinfo import ZoneInfo
+
+    return f"{moment.astimezone(ZoneInfo('America/New_York')):%H:%M} ET"
+
+
+def duration_text(seconds: float) -> str:
+    """ "5 h 30 m", "12 m", "40 s": a wait, rounded to what a person reads."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} m"
+    if minutes:
+        return f"{minutes} m" if minutes >= 10 or not secs else f"{minutes} m {secs} s"
+    return f"{secs} s"
 
 
 def market_closed(*, reason: str, request_id: str | None) -> None:
@@ -332,6 +383,11 @@ def market_closed(*, reason: str, request_id: str | None) -> None:
 
 def journal_opened(journal: str) -> None:
     log.info(JOURNAL_OPENED, journal=journal)
+
+
+def journal_checked(journal: str) -> None:
+    """`check`: the journal the run would use is reachable and usable (read only, no lock)."""
+    log.info(JOURNAL_CHECKED, journal=journal)
 
 
 def lock_waiting(*, journal: str, holder: str, wait_s: float) -> None:
@@ -560,6 +616,12 @@ def write_failed(*, what: str, path: str, error: str) -> None:
     log.error(WRITE_FAILED, what=what, path=path, error=error)
 
 
+def metrics_unavailable(*, path: str, error: str) -> None:
+    """At the start: the metrics file cannot be written. The run goes on, its exit code its
+    own; the write is still tried at the end (`write_failed` if it fails then)."""
+    log.warning(METRICS_UNAVAILABLE, path=path, error=error)
+
+
 def cancel_requested(
     *, account_id: int, instruments: int, orders: int, request_id: str | None
 ) -> None:
@@ -584,3 +646,98 @@ def moc_cutoff(*, passed: bool, cutoff: str | None, regular_close: str | None, r
     (log.warning if passed else log.info)(
         MOC_CUTOFF, passed=passed, cutoff=cutoff, regular_close=regular_close, reason=reason
     )
+
+
+def order_adopted(order: Order, *, account_id: int, instrument: str, request_id: str) -> None:
+    """A rerun found the job's own order still working (by its client id): it is followed as
+    this run's close, neither cancelled nor sent again."""
+    log.info(
+        ORDER_ADOPTED,
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=order.instrument_id,
+        order_id=order.id,
+        client_order_id=order.client_order_id,
+        side=order.side,
+        quantity=str(order.quantity),
+        filled_quantity=str(order.filled_quantity),
+        order_type=order.order_type,
+        time_in_force=order.time_in_force,
+        status=order.status,
+        request_id=request_id,
+    )
+
+
+def adoption_skipped(
+    *, account_id: int, reason: str, request_id: str | None, instrument: str | None = None
+) -> None:
+    """The job's working orders were not adopted: the account's could not be read, or they
+    would take the position past zero. Such orders are cancelled first, as any resting order."""
+    log.warning(
+        ADOPTION_SKIPPED,
+        **_target(account_id, instrument),
+        reason=reason,
+        request_id=request_id,
+    )
+
+
+def status_position(t: Target) -> None:
+    log.info(
+        STATUS_POSITION,
+        account_id=t.account_id,
+        instrument=t.instrument,
+        instrument_id=t.instrument_id,
+        symbol=t.symbol,
+        instrument_type=t.instrument_type,
+        side="LONG" if t.quantity > 0 else "SHORT",
+        quantity=str(t.quantity),
+        market_value=str(t.market_value),
+    )
+
+
+def _order_fields(order: Order) -> dict[str, Any]:
+    return {
+        "account_id": order.account_id,
+        "instrument_id": order.instrument_id,
+        "symbol": order.symbol,
+        "order_id": order.id,
+        "client_order_id": order.client_order_id,
+        "side": order.side,
+        "quantity": str(order.quantity),
+        "filled_quantity": str(order.filled_quantity),
+        "order_type": order.order_type,
+        "time_in_force": order.time_in_force,
+        "status": order.status,
+    }
+
+
+def status_order(order: Order, *, own: bool) -> None:
+    """`own`: the job's own order (a client id today's job derives), as a rerun would adopt."""
+    log.info(STATUS_ORDER, **_order_fields(order), own=own)
+
+
+def status_account(
+    *, account_id: int, positions: int, working_orders: int, own_orders: int, error: str | None
+) -> None:
+    (log.error if error else log.info)(
+        STATUS_ACCOUNT,
+        account_id=account_id,
+        positions=positions,
+        working_orders=working_orders,
+        own_orders=own_orders,
+        error=error,
+    )
+
+
+def order_cancel_requested(order: Order, *, own: bool, request_id: str) -> None:
+    """`liquidator cancel`: the server took the cancel (the order may fill until it ends)."""
+    log.info(ORDER_CANCEL_REQUESTED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def order_canceled(order: Order, *, own: bool, request_id: str) -> None:
+    """No longer working: `status` says how it ended (CANCELED, or FILLED before the cancel)."""
+    log.info(ORDER_CANCELED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def cancel_failed(order: Order, *, own: bool, error: str, request_id: str | None) -> None:
+    log.error(CANCEL_FAILED, **_order_fields(order), own=own, error=error, request_id=request_id)

@@ -16,8 +16,9 @@ class ExitCode(IntEnum):
     OK = 0  # every target closed (verified flat) or already flat (or a dry run succeeded)
     FAILED = 1  # at least one target failed or is not flat
     INVALID = 2  # invalid input or configuration, or the journal refused the run; nothing sent
-    # Credentials rejected, a termination signal, or the report or metrics could not be
-    # written; the report is still written when it can be.
+    # Credentials rejected, a termination signal, or the report could not be written; the
+    # report is still written when it can be. (Metrics that could not be written leave the
+    # code as the flatten has it: see worker.metrics.)
     ABORTED = 3
 
 

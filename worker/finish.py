@@ -1,5 +1,7 @@
 """A run's last stage: its result filled in from how it ended, the report and the metrics
-written (a failure of either is one line and exit 3), and `run_finished`."""
+written, and `run_finished`. A report that cannot be written is one line and exit 3; metrics
+that cannot be written are one line and leave the exit code as the flatten has it (the book is
+what the exit code tells; observability never turns a flat book into a failure)."""
 
 from __future__ import annotations
 
@@ -42,9 +44,12 @@ def finish(
         finished_at=datetime.now(UTC),
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
-    result.write_failures = _write_outputs(
-        settings, result, report_path, dry_run, scrub=Scrubber.for_key(key).text
-    )
+    scrub = Scrubber.for_key(key).text
+    failures = _write_outputs(settings, result, report_path, dry_run, scrub=scrub)
+    result.write_failures = failures.pop("report", [])
+    result.notices = failures.pop("metrics", [])
+    if not dry_run and not result.refused:
+        _write_last_report(settings, result, scrub)
     events.run_finished(
         exit_code=int(result.exit_code),
         aborted=result.aborted,
@@ -54,6 +59,34 @@ def finish(
     return result
 
 
+LAST_REPORT = "last-report.json"  # under STATE_DIR: the last run's report, with or without --report
+
+
+def last_report_path(settings: Settings) -> Path:
+    return settings.journal_dir / LAST_REPORT
+
+
+def _write_last_report(settings: Settings, result: RunResult, scrub: Callable[[str], str]) -> None:
+    """The report of every run that was not a dry run nor refused (a standby refused by the lock
+    must not hide the run that holds it), for `liquidator journal last`. A failure is an event
+    only: it neither changes the exit code nor stops anything."""
+    path = last_report_path(settings)
+    try:
+        write_report(
+            path,
+            run_id=result.run_id,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            dry_run=False,
+            results=result.results,
+            exit_code=int(result.exit_code),
+            aborted=result.aborted,
+            scrub=scrub,
+        )
+    except OSError as err:
+        events.write_failed(what="last report", path=str(path), error=err.strerror or str(err))
+
+
 def _write_outputs(
     settings: Settings,
     result: RunResult,
@@ -61,9 +94,9 @@ def _write_outputs(
     dry_run: bool,
     *,
     scrub: Callable[[str], str],
-) -> list[str]:
-    """The report first, then the metrics; a failure of either is one line (returned) and
-    exit 3."""
+) -> dict[str, list[str]]:
+    """The report first, then the metrics; a failure of either is an event and one line,
+    returned under its name ("report", "metrics")."""
     code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
     writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
         (
@@ -83,7 +116,8 @@ def _write_outputs(
         ),
         (
             "metrics",
-            settings.metrics_file,
+            # A dry run (and `check`) flattened nothing: the metrics stay the last real run's.
+            None if dry_run else settings.metrics_file,
             lambda path: write_metrics(
                 path,
                 results=result.results,
@@ -95,7 +129,7 @@ def _write_outputs(
             ),
         ),
     ]
-    failures: list[str] = []
+    failures: dict[str, list[str]] = {}
     for what, path, write in writes:
         if path is None:
             continue
@@ -103,5 +137,7 @@ def _write_outputs(
             write(path)
         except OSError as err:
             events.write_failed(what=what, path=str(path), error=err.strerror or str(err))
-            failures.append(f"could not write the {what} {path}: {err.strerror or err}")
+            failures.setdefault(what, []).append(
+                f"could not write the {what} {path}: {err.strerror or err}"
+            )
     return failures

@@ -18,6 +18,12 @@ from worker.settings import Settings
 
 SQLITE_FILE = "journal.sqlite3"
 LOCK_FILE = "journal.lock"
+# liquidator is installed from its checkout, not from a package index: say how to add the extra.
+PG_DRIVER_HINT = (
+    "install the PostgreSQL driver from the liquidator checkout: .venv/bin/pip install -e"
+    " '.[postgres]' (or <venv>/bin/pip install '/path/to/liquidator[postgres]' for the"
+    " virtual environment that runs it; liquidator is not on a package index)"
+)
 
 
 async def open_journal(settings: Settings, stop: asyncio.Event | None = None) -> Journal:
@@ -29,8 +35,7 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
             from worker.journal_pg import PgJournal
         except ImportError as exc:
             raise JournalRefused(
-                f"journal_url needs the PostgreSQL driver ({exc}): pip install"
-                " 'liquidator[postgres]'"
+                f"journal_url needs the PostgreSQL driver ({exc}): {PG_DRIVER_HINT}"
             ) from None
 
         journal: Journal = await PgJournal.open(

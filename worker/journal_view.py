@@ -2,7 +2,9 @@
 
 Read-only: neither takes the run's lock, so both work while a run is going on. A table on a
 terminal, JSON otherwise (or with --json). `verify` exits 0 when the journal is sound, 2 when
-it is damaged, naming the file and what is wrong.
+it is damaged, naming the file and what is wrong, and 2 when there is no journal there at all
+(a mistyped --state-dir is not a sound journal). `show` refuses a state directory that does
+not exist; one that exists without a journal has no runs recorded.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from worker.errors import InputError
 from worker.journal_check import wal_problem
-from worker.journal_open import SQLITE_FILE
+from worker.journal_open import PG_DRIVER_HINT, SQLITE_FILE
 from worker.journal_schema import schema_probes
 from worker.settings import Settings
 
@@ -81,7 +84,12 @@ class _Reader:
         self._pg: Any = None
         self._db: sqlite3.Connection | None = None
         if settings.journal_url is not None:
-            import psycopg
+            try:
+                import psycopg
+            except ImportError as exc:
+                raise InputError(
+                    f"journal_url needs the PostgreSQL driver ({exc}): {PG_DRIVER_HINT}"
+                ) from None
 
             from worker.journal_pg import redact_url
 
@@ -114,6 +122,12 @@ def show(settings: Settings, day: str | None, as_json: bool) -> int:
     reader = _Reader(settings)
     try:
         if reader._pg is None:
+            if not reader.path.parent.is_dir():
+                print(
+                    f"liquidator: no journal at {reader.path}: {_missing(reader.path)}",
+                    file=sys.stderr,
+                )
+                return 2
             if not reader.path.exists():
                 return _print(as_json, {"journal": reader.name, "trading_day": day, "jobs": []})
             problem = wal_problem(reader.path)
@@ -172,8 +186,10 @@ def verify(settings: Settings, as_json: bool) -> int:
     counts: dict[str, int] = {}
     try:
         if reader._pg is None:
+            if not reader.path.exists():
+                return _report_missing(as_json, reader.path)
             problems += _sqlite_file_problems(reader.path)
-            if not reader.path.exists() or problems:
+            if problems:
                 return _report(as_json, reader.name, problems, counts)
             reader.open_sqlite()
             found = [r[0] for r in reader.rows("PRAGMA integrity_check")]
@@ -197,6 +213,27 @@ def verify(settings: Settings, as_json: bool) -> int:
     finally:
         reader.close()
     return _report(as_json, reader.name, problems, counts)
+
+
+def _missing(path: Path) -> str:
+    """Why there is no journal file at `path`."""
+    if not path.parent.exists():
+        return f"the directory {path.parent} does not exist (check --state-dir or STATE_DIR)"
+    if not path.parent.is_dir():
+        return f"{path.parent} is not a directory (check --state-dir or STATE_DIR)"
+    return "no run has written one in this directory (check --state-dir or STATE_DIR)"
+
+
+def _report_missing(as_json: bool, path: Path) -> int:
+    """No journal is not a sound journal: exit 2, said apart from a damaged one."""
+    why = _missing(path)
+    if as_json:
+        doc = {"journal": str(path), "ok": False, "missing": True, "problems": [why]}
+        doc |= {"runs": None, "intents": None, "outcomes": None}
+        sys.stdout.buffer.write(orjson.dumps(doc) + b"\n")
+    else:
+        print(f"{path}: NO JOURNAL: {why}")
+    return 2
 
 
 def _sqlite_file_problems(path: Path) -> list[str]:
@@ -261,7 +298,10 @@ def _print(as_json: bool, doc: dict[str, Any]) -> int:
         console.print(runs)
         outcomes = {(o["account_id"], o["instrument_id"]): o for o in job["outcomes"]}
         positions = Table(title="intents and outcomes")
-        for column in ("account", "instrument", "symbol", "attempt", "since", "result"):
+        # `since` is where a look for the attempt's orders starts (RECONCILE_LOOKBACK or more
+        # before it was sent), not when it was sent: named so.
+        columns = ("account", "instrument", "symbol", "attempt", "orders searched from", "result")
+        for column in columns:
             positions.add_column(column)
         # submit_orders: the id each order went (or was about to go) under.
         client_ids = any(i["client_id"] for i in job["intents"])

@@ -11,10 +11,17 @@ so an alert on "no success today" keeps working.
 
 prometheus_client is imported when a run writes metrics, not at start-up (it costs ~60 ms there,
 on every run).
+
+Observability never stops a flatten: a metrics file that cannot be written is a warning before
+the first close (`unwritable`, event `metrics_unavailable`) and an error event at the end
+(`write_failed`), never a refusal and never a different exit code. The book's state is the exit
+code's; a missing metrics file shows as absent metrics, which the "no success today" alert
+covers with `absent()` (deploy/README.md).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from worker.outcomes import Outcome
@@ -81,6 +88,21 @@ def write_metrics(
             round(last_success, 3),
         )
     write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the metrics file cannot be written, or None: as far as can be told before writing."""
+    if path.is_dir():
+        return "is a directory; name a file"
+    # The write creates missing directories: what counts is the nearest one that exists.
+    nearest = path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        return f"{nearest} is not a directory"
+    if not os.access(nearest, os.W_OK | os.X_OK):  # also False on a read-only mount
+        return f"the directory {nearest} is not writable"
+    return None
 
 
 def _previous_success(path: Path) -> float | None:

@@ -52,9 +52,10 @@ class OrderSummary:
     filled_quantity: str = "0"
     own: bool = True  # in a close reply; False: found at the server (a look, or following)
     client_order_id: str = ""  # submit_orders: the id the worker derived (lq-...-gN)
+    adopted: bool = False  # the job's own order, left working by an earlier run and followed
 
     @classmethod
-    def of(cls, order: Order, *, own: bool = True) -> OrderSummary:
+    def of(cls, order: Order, *, own: bool = True, adopted: bool = False) -> OrderSummary:
         return cls(
             order.id,
             order.side,
@@ -64,6 +65,7 @@ class OrderSummary:
             sys.intern(str(order.filled_quantity)),
             own,
             order.client_order_id,
+            adopted,
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -75,6 +77,7 @@ class OrderSummary:
             "filled_quantity": self.filled_quantity,
             "own": self.own,
             "client_order_id": self.client_order_id,
+            "adopted": self.adopted,
         }
 
 
@@ -101,14 +104,14 @@ class TargetResult:
         self.error = error
         return self
 
-    def note_order(self, order: Order, *, own: bool) -> None:
+    def note_order(self, order: Order, *, own: bool, adopted: bool = False) -> None:
         """Add an order, or refresh the status of one already listed (own stays own)."""
         for known in self.orders:
             if known.id == order.id:
                 known.status, known.filled_quantity = order.status, str(order.filled_quantity)
                 known.own = known.own or own
                 return
-        self.orders.append(OrderSummary.of(order, own=own))
+        self.orders.append(OrderSummary.of(order, own=own, adopted=adopted))
 
     @property
     def extra_orders(self) -> bool:

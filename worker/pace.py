@@ -4,7 +4,10 @@ Every request the worker makes takes a `Pacer.slot()`. Sends are spaced evenly (
 one-second window at the server sees more than the configured rate. When the server answers 429 the
 pace halves for the whole run and then recovers additively (AIMD), so an unknown server limit is
 found without a storm of rejected calls; a 429's Retry-After pauses every send, not just the
-refused one, so the run does not keep knocking on a full window. This module never decides
+refused one, so the run does not keep knocking on a full window. That pause is capped as the
+retry policy caps its own waits (`RETRY_AFTER_CAP_S`): `Retry-After: 3600` must not park a run
+for an hour. A stop ends the pause at once (the spacing still holds): the run's last reads then
+find out what the server did with its closes, within STOP_GRACE. This module never decides
 whether a request is retried.
 """
 
@@ -16,6 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from worker.errors import RateLimited
+from worker.policy import RETRY_AFTER_CAP_S
 
 # Spacing is 2% wider than 1/rate: clock jitter and late wake-ups then cannot put rate+1 sends
 # into one second at the server.
@@ -39,8 +43,14 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_change: PaceListener | None = None,
+        retry_after_cap_s: float = RETRY_AFTER_CAP_S,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self._in_flight = asyncio.Semaphore(concurrency)
+        self._retry_after_cap_s = retry_after_cap_s
+        self._stop = stop
+        # Retry-After: no send before this (clock() time), unless a stop came.
+        self._hold_until = float("-inf")
         self._ceiling = rate_limit if rate_limit > 0 else None
         self.rate: float | None = self._ceiling  # current requests/second; None = unlimited
         self._clock = clock
@@ -58,6 +68,9 @@ class Pacer:
         return _Slot(self)
 
     async def _wait_for_turn(self) -> None:
+        # The hold first, then a turn in the spacing: senders released together by the end of
+        # a hold still go out one spacing apart.
+        await self._wait_out_hold()
         now = self._clock()
         send_at = max(now, self._next_send)
         if self.rate is not None:
@@ -69,10 +82,29 @@ class Pacer:
         while self._recent_sends[0] < now - 1.0:
             self._recent_sends.popleft()
 
+    async def _wait_out_hold(self) -> None:
+        """Until the server's Retry-After has passed, or a stop is requested."""
+        stop = self._stop
+        while stop is None or not stop.is_set():
+            left = self._hold_until - self._clock()
+            if left <= 0:
+                return
+            if stop is None:
+                await self._sleep(left)
+                continue
+            pause = asyncio.ensure_future(self._sleep(left))
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait((pause, stopped), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                pause.cancel()
+                stopped.cancel()
+
     def _slow_down(self, retry_after: float | None) -> None:
         now = self._clock()
         if retry_after:
-            self._next_send = max(self._next_send, now + retry_after)
+            hold = min(retry_after, self._retry_after_cap_s)
+            self._hold_until = max(self._hold_until, now + hold)
         # Measured from the last decrease: recoveries must not hold off the next one.
         if now - self._last_decrease < _DECREASE_COOLDOWN_S:
             return

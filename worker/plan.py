@@ -5,6 +5,11 @@ always names the instrument by UUID. A position named twice is closed once. A na
 the account does not hold is already flat, once the API confirms it knows the instrument (a typo
 fails as "unknown instrument"): nothing is sent for it. An account that cannot be listed fails
 its own targets alone.
+
+An `exclude` entry that matches none of the account's positions is looked up the same way: one
+the API does not know is a typo that would close the position it was meant to keep, so the run
+is refused (`Plan.refusals`). One the API knows but the account does not hold excludes nothing
+and harms nothing: a desk may keep one exclude list for accounts that hold different things.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ class Plan:
     settled: list[TargetResult] = field(default_factory=list)  # ended without a close
     # --at-close: where the day stands against the market-on-close cutoff (for the plan shown).
     moc_cutoff: str | None = None
+    # Entries that could mean something other than what they say (an unknown `exclude`): the
+    # run is refused, nothing sent. Each names the file and key.
+    refusals: list[str] = field(default_factory=list)
 
 
 async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
@@ -67,6 +75,7 @@ async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
     for part in plans:  # in the order the accounts were first named
         plan.targets.extend(part.targets)
         plan.settled.extend(part.settled)
+        plan.refusals.extend(part.refusals)
     return plan
 
 
@@ -77,6 +86,15 @@ async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]
         raise
     except ApiError as err:
         return Plan(settled=_unreadable(account_id, specs, err))
+    try:
+        refusals = await _unknown_excludes(reader, account_id, specs, positions)
+    except Unauthorized:
+        raise
+    except ApiError as err:
+        why = f"an 'exclude' entry could not be checked: {err}"
+        return Plan(settled=_unreadable(account_id, specs, err, why))
+    if refusals:
+        return Plan(refusals=refusals)
     plan = Plan()
     chosen: dict[tuple[int, str], Target] = {}
     not_held = _resolve_account(account_id, specs, positions, chosen, plan)
@@ -94,19 +112,13 @@ async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
         result.settle(Outcome.FAILED, f"unknown instrument {result.instrument!r}: {err}")
         if err.request_id:
             result.request_ids.append(err.request_id)
-        events.close_failed(
-            account_id=result.account_id,
-            instrument=result.instrument,
-            status=err.status,
-            error=result.error or "unknown instrument",
-            request_id=err.request_id,
-            attempts=0,
-        )
+        _said_failed(result, err)
         return
     except Unauthorized:
         raise
     except ApiError as err:
         result.settle(Outcome.FAILED, f"not held, and the instrument could not be checked: {err}")
+        _said_failed(result, err)
         return
     result.request_ids.append(reply.request_id)
     result.instrument_id, result.symbol = reply.data.id, reply.data.symbol
@@ -117,6 +129,33 @@ async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
         outcome=str(Outcome.ALREADY_FLAT),
         why="a known instrument the account does not hold",
     )
+
+
+async def _unknown_excludes(
+    reader: Reader, account_id: int, specs: Sequence[TargetSpec], positions: Sequence[Position]
+) -> list[str]:
+    """What each `exclude` entry the account's listing does not show names: a refusal for each
+    one the API does not know either. Raises the `ApiError` of a look-up that did not answer."""
+    listed = {p.symbol.upper() for p in positions} | {p.instrument_id.lower() for p in positions}
+    unmatched: dict[str, TargetSpec] = {}
+    for spec in specs:
+        for name in sorted(spec.exclude):
+            if name.upper() not in listed and name.lower() not in listed:
+                unmatched.setdefault(name, spec)
+
+    async def refusal(name: str, spec: TargetSpec) -> str | None:
+        try:
+            await reader.instrument(name)
+        except NotFound:
+            return (
+                f"{spec.source or f'account {account_id}'}.exclude: {name!r} names no"
+                f" instrument (account {account_id} does not hold it and the API does not know"
+                " it), so it would keep nothing open; correct it or remove it"
+            )
+        return None
+
+    found = await asyncio.gather(*(refusal(n, s) for n, s in unmatched.items()))
+    return [r for r in found if r is not None]
 
 
 def _resolve_account(
@@ -135,6 +174,7 @@ def _resolve_account(
         by_name[p.instrument_id.lower()] = p
         by_name.setdefault(p.symbol.upper(), p)
     flat_named: set[str] = set()
+    whole_account_closes: bool | None = None  # None: no whole-account entry with positions
     for spec in specs:
         if spec.instrument is None:
             _flat_of_whole_account(account_id, positions, flat_named, plan)
@@ -143,6 +183,9 @@ def _resolve_account(
                 if p.symbol.upper() in excluded or p.instrument_id.lower() in excluded:
                     continue
                 _choose(chosen, _target(p, p.symbol, spec.cancel_orders))
+                whole_account_closes = True
+            if open_positions and not whole_account_closes:
+                whole_account_closes = False
             continue
         found = by_name.get(spec.instrument.lower()) or by_name.get(spec.instrument.upper())
         if found is None:
@@ -151,6 +194,8 @@ def _resolve_account(
                 not_held.append(TargetResult(account_id, spec.instrument))
             continue
         _choose(chosen, _target(found, spec.instrument, spec.cancel_orders))
+    if whole_account_closes is False:
+        _all_excluded(account_id, plan)
     return not_held
 
 
@@ -172,6 +217,19 @@ def _flat_of_whole_account(
         plan.settled.append(
             TargetResult(account_id, WHOLE_ACCOUNT).settle(Outcome.ALREADY_FLAT, None)
         )
+
+
+def _all_excluded(account_id: int, plan: Plan) -> None:
+    """A whole account whose every open position is excluded: the target (the account less its
+    exclusions) holds nothing to close, so it is `already_flat` with nothing sent, and it shows
+    in the results like any other target instead of vanishing from them."""
+    plan.settled.append(TargetResult(account_id, WHOLE_ACCOUNT).settle(Outcome.ALREADY_FLAT))
+    events.target_settled(
+        account_id=account_id,
+        instrument=WHOLE_ACCOUNT,
+        outcome=str(Outcome.ALREADY_FLAT),
+        why="every open position in the account is excluded: nothing to close",
+    )
 
 
 def _choose(chosen: dict[tuple[int, str], Target], target: Target) -> None:
@@ -197,16 +255,32 @@ def _target(p: Position, named_as: str, cancel_orders: bool) -> Target:
     )
 
 
-def _unreadable(account_id: int, specs: Sequence[TargetSpec], err: ApiError) -> list[TargetResult]:
-    """An account that could not be listed: one failed result per named target, '*' for all."""
+def _unreadable(
+    account_id: int, specs: Sequence[TargetSpec], err: ApiError, why: str | None = None
+) -> list[TargetResult]:
+    """An account that could not be listed (or checked): one failed result per named target,
+    '*' for all."""
     names = list(dict.fromkeys(s.instrument or WHOLE_ACCOUNT for s in specs))
     failed = []
     for name in names:
         result = TargetResult(account_id, name).settle(
-            Outcome.FAILED, f"could not list the account's positions: {err}"
+            Outcome.FAILED, why or f"could not list the account's positions: {err}"
         )
         if err.request_id:
             result.request_ids.append(err.request_id)
         result.attempts = 1
+        _said_failed(result, err)
         failed.append(result)
     return failed
+
+
+def _said_failed(result: TargetResult, err: ApiError) -> None:
+    """Every target that fails at planning is named in the stream, with why (no close sent)."""
+    events.close_failed(
+        account_id=result.account_id,
+        instrument=result.instrument,
+        status=err.status,
+        error=result.error or str(err),
+        request_id=err.request_id,
+        attempts=result.attempts,
+    )

@@ -34,6 +34,9 @@ from worker.errors import (
 )
 
 T = TypeVar("T")
+# A server may ask for longer than we can wait at the end of the day (`Retry-After: 3600`);
+# beyond this a retry waits only this long, and the pace holds every send only this long.
+RETRY_AFTER_CAP_S = 30.0
 Sleep = Callable[[float], Awaitable[None]]
 RetryListener = Callable[[RetryCallState, float], None]
 """Called as (state, wait_seconds) before each retry wait: where retry events come from."""
@@ -83,9 +86,9 @@ class RetryPolicy:
     max_attempts: int = 8
     backoff_initial_s: float = 0.25
     backoff_max_s: float = 8.0
-    # A server may ask for longer than we can wait at the end of the day; beyond this we still
-    # wait only this long, and the pacer has already slowed the whole run down.
-    retry_after_cap_s: float = 30.0
+    # The pacer holds every send at most as long (`Pacer(retry_after_cap_s=...)`) and has slowed
+    # the whole run down meanwhile.
+    retry_after_cap_s: float = RETRY_AFTER_CAP_S
     # Before looking at what an unanswered close did, give a slow server time to finish applying
     # it: a look that comes too early can see "not done" and allow a second close.
     settle_s: float = 0.0

@@ -56,8 +56,9 @@ class Reader:
         )
 
     async def orders(
-        self, account_id: int, instrument_ids: Sequence[str], since: datetime
+        self, account_id: int, instrument_ids: Sequence[str], since: datetime | None
     ) -> tuple[list[Order], list[str]]:
+        """The account's orders (on these instruments), created from `since` (None: any time)."""
         return await self._all_pages(
             f"orders of account {account_id}",
             lambda token: self._api.get_orders(

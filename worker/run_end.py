@@ -53,6 +53,8 @@ class RunResult:
     aborted: str | None = None
     refused: bool = False
     write_failures: list[str] = field(default_factory=list)  # one line each, for stderr
+    # Lines for stderr that leave the exit code alone: the metrics file could not be written.
+    notices: list[str] = field(default_factory=list)
     retries: int = 0
     reconciliations: int = 0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -3,9 +3,9 @@ and follow (`worker.closing`), finish (report, metrics). Each stage returns its 
 run ended (`worker.run_end.Ended`); the command line maps what happened to an exit code.
 
 The orchestrator owns the pacer (in-flight and per-second bounds), the stop event and the run's
-counters. A stop request (SIGTERM, SIGINT) is an event, not an exception: no new close starts,
-requests in flight finish or time out, unknown outcomes are looked at while the grace period
-lasts, and the run ends aborted, with its report.
+counters. A stop request (SIGTERM, SIGINT, SIGHUP) is an event, not an exception: no new close
+starts, requests in flight finish or time out, unknown outcomes are looked at while the grace
+period lasts, and the run ends aborted, with its report.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from worker.exit_codes import exit_code
 from worker.finish import finish
 from worker.journal import Journal
 from worker.journal_open import open_journal
+from worker.journal_probe import journal_problems
 from worker.journal_start import start_run
+from worker.metrics import unwritable as metrics_unwritable
 from worker.outcomes import TargetResult
 from worker.pace import Pacer
 from worker.plan import Plan, make_plan
@@ -61,6 +63,8 @@ class RunRequest:
     # else. Windows and evidence run on the server's time and the monotonic clock (a test
     # steps this one to prove it).
     wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # `check`: a dry run that also looks at the journal the run would open (read only, no lock)
+    probe_journal: bool = False
 
 
 def stop_aware_sleep(stop: asyncio.Event) -> Sleep:
@@ -83,6 +87,10 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         concurrency=settings.concurrency,
         rate_limit=settings.rate_limit,
     )
+    if settings.metrics_file is not None and not request.dry_run:
+        why = metrics_unwritable(settings.metrics_file)
+        if why is not None:  # a warning only: observability never stops a flatten
+            events.metrics_unavailable(path=str(settings.metrics_file), error=why)
     counters = RunCounters()  # the run's own: bumped where things happen, read here
     ended = await _journaled(settings, request, stop, run_id, started_at, counters)
     return finish(
@@ -107,6 +115,13 @@ async def _journaled(
 ) -> Ended:
     """Every stage, the journal held: opened, checked and locked before any request (a dry run
     sends nothing and takes no lock), closed, and the lock with it, on every path."""
+    if request.probe_journal:
+        name, problems = await asyncio.to_thread(journal_problems, settings)
+        if problems:  # the run would refuse (exit 2): so does the check
+            return aborted(
+                f"the journal would refuse the run: {'; '.join(problems)}", [], refused=True
+            )
+        events.journal_checked(name)
     try:
         journal = None if request.dry_run else await open_journal(settings, stop)
     except JournalRefused as err:  # a stop while waiting for the lock is an abort
@@ -143,7 +158,13 @@ async def _session(
         settle_s=settings.reconcile_delay,
         sleep=stop_aware_sleep(stop),
     )
-    pacer = Pacer(settings.concurrency, settings.rate_limit, on_change=events.pace_changed)
+    pacer = Pacer(
+        settings.concurrency,
+        settings.rate_limit,
+        on_change=events.pace_changed,
+        retry_after_cap_s=policy.retry_after_cap_s,
+        stop=stop,  # ends a Retry-After hold: the last reads find out what the closes did
+    )
     key = settings.api_key.get_secret_value()
     async with open_session(settings.concurrency, settings.request_timeout, key) as session:
         api = TradingApi(session, settings.base_url, pacer)
@@ -217,6 +238,9 @@ async def _plan(
     plan = await _until_stopped(make_plan(reader, request.specs), stop)
     if plan is None:
         return aborted("stop requested", unplanned(request.specs, "run stopped before any close"))
+    if plan.refusals:
+        why = "; ".join(plan.refusals) + "; nothing was sent"
+        return aborted(why, unplanned(request.specs, why), refused=True)
     plan.moc_cutoff = ready.cutoff_line()
     ceiling = settings.max_positions
     if ceiling is not None and len(plan.targets) > ceiling and not request.max_positions_override:
@@ -234,7 +258,10 @@ async def _confirm(request: RunRequest, plan: Plan, stop: asyncio.Event) -> Ende
     """None: go on and send. Otherwise the run ends here, nothing sent."""
     if request.confirm is not None and not await _unless_stopped(request.confirm(plan), stop):
         results = plan.settled + unsent(plan.targets, "not confirmed by the operator")
-        return aborted("stop requested" if stop.is_set() else "the operator declined", results)
+        if stop.is_set():
+            return aborted("stop requested", results)
+        events.run_aborted("the operator declined", declined=True)
+        return Ended(results, "the operator declined")
     if stop.is_set():
         results = plan.settled + unsent(plan.targets, "run stopped before any close")
         return aborted("stop requested", results)

@@ -15,6 +15,7 @@ is flat (`worker.follow`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from worker import events
+from worker.adopt import Adopted, find_own_working, own_client_ids
 from worker.api import Reply, Side, TimeInForce, TradingApi
 from worker.client_ids import client_order_id
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, StillWorking, Unauthorized
@@ -83,6 +85,10 @@ class Sender(Protocol):
         """`order`, listed on the target's instrument, belongs to this run's closes."""
         ...
 
+    def adopted(self, target: Target) -> Adopted | None:
+        """The job's own orders an earlier run left working for `target`: followed, not sent."""
+        ...
+
 
 class ClosePositionSender:
     """close_position: the default mode, as before issue 11."""
@@ -130,6 +136,9 @@ class ClosePositionSender:
     def recognises(self, order: Order, target: Target) -> bool:
         return order.id not in (self._preexisting_of(target.account_id) or ())
 
+    def adopted(self, target: Target) -> Adopted | None:
+        return None  # no client ids: an earlier run's close is found by a look (evidence)
+
     def _preexisting_of(self, account_id: int) -> Collection[str] | None:
         return self._preexisting.get(account_id)
 
@@ -172,6 +181,8 @@ class SubmitOrdersSender:
         self._not_to_send: dict[Key, ApiError] = {}
         self._sleep = sleep
         self._clock = clock
+        # The job's own orders earlier runs left working, by position (`worker.adopt`).
+        self._adopted: dict[Key, Adopted] = {}
 
     def client_id(self, target: Target, result: TargetResult) -> tuple[str, int]:
         """The same id until its order is seen at the server; then a new generation.
@@ -189,22 +200,36 @@ class SubmitOrdersSender:
         return current, generation
 
     async def before_fan_out(self, targets: Sequence[Target], stopping: asyncio.Event) -> None:
-        """cancel_orders: cancel the targets' open orders, then wait until none is working.
+        """Adopt the job's own working orders; cancel_orders: cancel the targets' other open
+        orders, then wait until none of those is working.
 
         One cancel per account and CANCEL_CHUNK instruments (`instrument_ids` takes a list),
-        not one per close: a request per close would double the run's requests. A target whose
-        orders could not be cancelled, or still work when the wait ends, is not sent (`prepare`).
+        not one per close: a request per close would double the run's requests. On an
+        instrument with an adopted order, the others are cancelled one by one, by id. A target
+        whose orders could not be cancelled, or still work when the wait ends, is not sent
+        (`prepare`).
         """
+        own_ids = own_client_ids(self._job, targets, self._generation)
+        if own_ids:
+            self._adopted = await find_own_working(self._reader, self._api, own_ids)
         by_account: dict[int, list[Target]] = {}
+        keeping: dict[int, list[Target]] = {}  # instruments with an adopted order
         for t in targets:
             if t.cancel_orders:
-                by_account.setdefault(t.account_id, []).append(t)
+                adopted = (t.account_id, t.instrument_id.lower()) in self._adopted
+                (keeping if adopted else by_account).setdefault(t.account_id, []).append(t)
         chunks = [
             batch[start : start + CANCEL_CHUNK]
             for batch in by_account.values()
             for start in range(0, len(batch), CANCEL_CHUNK)
         ]
-        await asyncio.gather(*(self._cancel_chunk(chunk, stopping) for chunk in chunks))
+        await asyncio.gather(
+            *(self._cancel_chunk(chunk, stopping) for chunk in chunks),
+            *(self._cancel_others(batch, stopping) for batch in keeping.values()),
+        )
+
+    def adopted(self, target: Target) -> Adopted | None:
+        return self._adopted.get((target.account_id, target.instrument_id.lower()))
 
     async def prepare(self, target: Target) -> None:
         refusal = self._not_to_send.get((target.account_id, target.instrument_id))
@@ -238,6 +263,52 @@ class SubmitOrdersSender:
         )
         if reply.data:
             await self._until_not_working(account_id, reply.data, stopping)
+
+    async def _cancel_others(self, targets: list[Target], stopping: asyncio.Event) -> None:
+        """Cancel, one by one, the working orders on these instruments that are not the job's."""
+        account_id = targets[0].account_id
+        by_iid = {t.instrument_id.lower(): t for t in targets}
+        try:
+            listed, request_ids = await self._reader.orders(account_id, list(by_iid), None)
+        except Unauthorized:
+            raise
+        except ApiError as err:
+            for t in targets:
+                self._not_to_send[(account_id, t.instrument_id)] = err
+            return
+        others = [
+            o
+            for o in listed
+            if o.working
+            and (o.instrument_id or "").lower() in by_iid
+            and not self.recognises(o, by_iid[(o.instrument_id or "").lower()])
+        ]
+        cancelled: list[Order] = []
+        request_id = request_ids[-1] if request_ids else None
+        for o in others:
+            try:
+                reply = await self._reader.retried(
+                    f"cancel order {o.id} of account {account_id}",
+                    functools.partial(self._api.cancel_open_order, account_id, o.id),
+                )
+            except NotFound:  # no longer open: nothing to cancel
+                continue
+            except Unauthorized:
+                raise
+            except ApiError as err:
+                t = by_iid[(o.instrument_id or "").lower()]
+                self._not_to_send[(account_id, t.instrument_id)] = err
+                continue
+            cancelled.append(reply.data)
+            request_id = reply.request_id
+        events.cancel_requested(
+            account_id=account_id,
+            instruments=len(targets),
+            orders=len(cancelled),
+            request_id=request_id,
+        )
+        if cancelled:
+            await self._until_not_working(account_id, cancelled, stopping)
 
     async def _until_not_working(
         self, account_id: int, cancelled: list[Order], stopping: asyncio.Event

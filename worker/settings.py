@@ -7,6 +7,7 @@ This is the only module that reads the environment. The API key is a `SecretStr`
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
@@ -38,6 +39,12 @@ from pydantic_settings import (
 from worker.errors import InputError
 
 ENV_PREFIX = "LIQUIDATOR_"
+# `LIQUIDATOR_*` variables that are read but are not settings; any other name that is not a
+# setting is a typo, refused by name rather than ignored.
+NOT_SETTINGS = {
+    ENV_PREFIX + "CONFIG": "the settings file",
+    ENV_PREFIX + "TEST_PG_BIN": "the test suite's PostgreSQL binaries (tests/pg_cluster.py)",
+}
 CREDENTIAL_NAME = "clearstreet-api-key"
 JOURNAL_URL_CREDENTIAL = "liquidator-journal-url"
 
@@ -150,6 +157,14 @@ class Settings(BaseSettings):
         if not text or "" in items:
             raise ValueError("expected account ids separated by commas, e.g. 10001,10002")
         return items
+
+    @field_validator("state_dir", "metrics_file", mode="before")
+    @classmethod
+    def _path_given(cls, value: object) -> object:
+        """An empty path would silently mean the current directory."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is empty: name a path (empty would mean the current directory)")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -268,7 +283,12 @@ def _with_file(file_source: _SettingsFile) -> type[Settings]:
 def load_settings(cli: Mapping[str, Any], config_file: Path | None) -> Settings:
     """Build the settings, or raise `InputError` naming the file and key at fault."""
     env = os.environ
-    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+    _refuse_unknown_variables(env)
+    if config_file is None and (ENV_PREFIX + "CONFIG") in env:
+        if not env[ENV_PREFIX + "CONFIG"].strip():
+            raise InputError(
+                f"environment {ENV_PREFIX}CONFIG: is empty; name the settings file or unset it"
+            )
         config_file = Path(env[ENV_PREFIX + "CONFIG"])
     overrides = {k: v for k, v in cli.items() if v is not None}
     settings_class: type[Settings] = Settings
@@ -316,6 +336,19 @@ def _credential(env: Mapping[str, str], name: str) -> str | None:
     except OSError:
         return None
     return key or None
+
+
+def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
+    """A `LIQUIDATOR_*` variable that names no setting is a typo (`LIQUIDATOR_CONCURENCY`):
+    refused, naming it and the closest known name, never its value (it may be a key)."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | set(NOT_SETTINGS)
+    for name in sorted(env):
+        upper = name.upper()  # pydantic-settings reads these names case-insensitively
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        closest = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.6)
+        hint = f"did you mean {closest[0]}?" if closest else "see README, Configuration"
+        raise InputError(f"environment {name}: not a liquidator setting; {hint}")
 
 
 def _refuse_unknown_keys(path: Path, file_values: Mapping[str, Any]) -> None:

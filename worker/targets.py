@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ from worker.errors import InputError
 
 WHOLE_ACCOUNT = "*"
 _ACCOUNT_KEYS = {"id", "instruments", "exclude", "cancel_orders"}
+# What an instrument name can hold: an equity symbol (BRK.B, BRK/B, BF-B), an OSI option symbol
+# (its root padded with spaces) or a UUID. ASCII only: a lookalike letter (Cyrillic 'А') or a
+# full-width digit would match nothing at the server, and in `exclude` protect nothing.
+_INSTRUMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9./ -]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,7 @@ def read_targets(
         specs.append(
             TargetSpec(
                 _account_id(account, where),
-                None if name == WHOLE_ACCOUNT else name,
+                None if name == WHOLE_ACCOUNT else _instrument_name(name, where),
                 source="--position",
             )
         )
@@ -100,6 +105,12 @@ def _from_toml(path: Path, text: str) -> list[TargetSpec]:
             raise InputError(f"{where}.cancel_orders: expected true or false")
         exclude = frozenset(_names(table.get("exclude", []), f"{where}.exclude"))
         instruments = _names(table.get("instruments", []), f"{where}.instruments")
+        if "instruments" in table and not instruments:
+            # A generated file with nothing in it must not flatten the whole account.
+            raise InputError(
+                f"{where}.instruments: the list is empty; name the instruments, or leave the"
+                " key out to close every position in the account"
+            )
         if instruments and exclude:
             raise InputError(f"{where}: 'exclude' applies only to a whole account (no instruments)")
         if not instruments:
@@ -127,7 +138,10 @@ def _from_csv(path: Path, text: str) -> list[TargetSpec]:
         name = row[1].strip()
         if not name:
             raise InputError(f"{where}: instrument is empty (use * for the whole account)")
-        specs.append(TargetSpec(account_id, None if name == WHOLE_ACCOUNT else name, source=where))
+        instrument = (
+            None if name == WHOLE_ACCOUNT else _instrument_name(name, f"{where}: instrument")
+        )
+        specs.append(TargetSpec(account_id, instrument, source=where))
     if not specs:
         raise InputError(f"{path}: no target rows after the header")
     return specs
@@ -138,7 +152,9 @@ def _account_id(value: Any, where: str) -> int:
         raise InputError(f"{where}: account id must be a positive integer, got {value!r}")
     if isinstance(value, str):
         value = value.strip()
-        if not value.isdigit():
+        # ASCII digits only: str.isdigit() also takes '²' (int() then fails) and full-width
+        # digits (which int() reads as if they were ASCII).
+        if not (value.isascii() and value.isdigit()):
             raise InputError(f"{where}: account id must be a positive integer, got {value!r}")
         value = int(value)
     if not isinstance(value, int) or value <= 0 or value >= 2**63:
@@ -153,8 +169,18 @@ def _names(value: Any, where: str) -> list[str]:
     for item in value:
         if not isinstance(item, str) or not item.strip() or item.strip() == WHOLE_ACCOUNT:
             raise InputError(f"{where}: {item!r} is not a symbol or instrument UUID")
-        names.append(item.strip())
+        names.append(_instrument_name(item.strip(), where))
     return names
+
+
+def _instrument_name(name: str, where: str) -> str:
+    """`name`, if it can be a symbol, an OSI symbol or a UUID; else the entry is refused."""
+    if _INSTRUMENT_NAME.fullmatch(name) is None:
+        raise InputError(
+            f"{where}: {name!r} is not a symbol, OSI symbol or instrument UUID (ASCII letters,"
+            " digits, '.', '/', '-' and spaces)"
+        )
+    return name
 
 
 def accounts_of(specs: Iterable[TargetSpec]) -> list[int]:

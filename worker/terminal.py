@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -31,6 +31,9 @@ from rich.text import Text
 from worker.outcomes import Outcome
 from worker.plan import Plan
 from worker.report import TargetResult, summarize
+
+if TYPE_CHECKING:
+    from worker.server_view import AccountView
 
 PLAN_ROWS_SHOWN = 40
 _OUTCOME_STYLE = {
@@ -65,6 +68,7 @@ class Terminal:
         self._tally: dict[str, int] = defaultdict(int)
         # Each planned position's gross value (absolute market value), for "value closed".
         self._values: dict[tuple[int, str], Decimal] = {}
+        self._declined = False  # the operator answered no at the prompt
 
     def logger_factory(self, *args: Any) -> ConsoleLogger:
         return ConsoleLogger(self.console)
@@ -124,6 +128,10 @@ class Terminal:
         if not plan.targets:
             return True
         question = f"Send {len(plan.targets)} closing market orders? Type 'yes' to proceed: "
+        return await self.ask_yes(question)
+
+    async def ask_yes(self, question: str) -> bool:
+        """True when the operator answers y or yes."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[str] = loop.create_future()
 
@@ -134,7 +142,7 @@ class Terminal:
         def ask() -> None:
             try:
                 text = self.console.input(question)
-            except (EOFError, KeyboardInterrupt):
+            except (EOFError, KeyboardInterrupt, OSError):  # OSError: the terminal hung up
                 text = ""
             with contextlib.suppress(RuntimeError):  # the run may be over (a stop) by now
                 loop.call_soon_threadsafe(deliver, text)
@@ -142,7 +150,9 @@ class Terminal:
         # A daemon thread, not the default executor: on Ctrl-C the run ends without waiting
         # for the operator to press Enter.
         threading.Thread(target=ask, name="confirm", daemon=True).start()
-        return (await answer).strip().lower() in ("y", "yes")
+        confirmed = (await answer).strip().lower() in ("y", "yes")
+        self._declined = not confirmed
+        return confirmed
 
     def advance(self, result: TargetResult) -> None:
         """Count one finished target; the bar appears with the first one, after the prompt."""
@@ -171,6 +181,7 @@ class Terminal:
         seconds: float | None = None,
         aborted: str | None = None,
         report_path: Path | None = None,
+        dry_run: bool = False,
     ) -> None:
         if self._progress is not None:
             self._progress.stop()
@@ -206,8 +217,68 @@ class Terminal:
             facts.insert(0, f"took {seconds:.1f} s")
         facts.append(f"report {report_path}" if report_path is not None else "no report file")
         self.console.print("; ".join(facts), soft_wrap=True)
-        if aborted is not None:
+        if self._declined:  # the operator's own choice: said plainly, not as an error
+            self.console.print("not confirmed: nothing was sent")
+        elif aborted is not None:
             self.console.print(
                 Text(f"aborted: {self._scrub(aborted)}", style="bold red"), soft_wrap=True
             )
+        if dry_run:
+            self.console.print("dry run: nothing was sent")
         self.console.print(f"exit code {exit_code}")
+
+
+def orders_table(title: str, view: AccountView) -> Table:
+    """Working orders: id, client id, side, quantity, type, time in force, status, own."""
+    table = Table(title=title, title_justify="left")
+    for column in ("order id", "client id", "symbol", "side"):
+        table.add_column(column, overflow="fold")
+    table.add_column("quantity", justify="right")
+    for column in ("filled", "type", "tif", "status", "own"):
+        table.add_column(column, justify="right" if column == "filled" else "left")
+    for o in view.orders:
+        table.add_row(
+            o.id,
+            o.client_order_id,
+            o.symbol or o.instrument_id or "",
+            Text(o.side, style="red" if o.side.startswith("SELL") else "green"),
+            f"{o.quantity:,}",
+            f"{o.filled_quantity:,}",
+            o.order_type,
+            o.time_in_force or "",
+            o.status,
+            "job" if o.id in view.own else "",
+        )
+    return table
+
+
+def show_status(console: Console, views: list[AccountView]) -> None:
+    """`liquidator status`: per account, its open positions, then its working orders."""
+    for view in views:
+        if view.error is not None:
+            console.print(f"[bold red]Account {view.account_id}: {view.error}[/]", soft_wrap=True)
+            continue
+        positions = Table(
+            title=f"Account {view.account_id}: {len(view.positions)} open position(s)",
+            title_justify="left",
+        )
+        for column in ("symbol", "type", "side"):
+            positions.add_column(column)
+        positions.add_column("quantity", justify="right")
+        positions.add_column("market value", justify="right", no_wrap=True)
+        for t in view.positions:
+            positions.add_row(
+                t.symbol,
+                t.instrument_type,
+                "LONG" if t.quantity > 0 else "SHORT",
+                f"{t.quantity:,}",
+                f"{t.market_value:,.2f}",
+            )
+        console.print(positions)
+        title = f"Account {view.account_id}: {len(view.orders)} working order(s)"
+        if view.own:
+            title += f", {len(view.own)} the job's own"
+        if view.orders:
+            console.print(orders_table(title, view))
+        else:
+            console.print(title)

@@ -1,9 +1,10 @@
 """The built-in simulator of the Clear Street Trading API: how people try, demo and rehearse.
 
-An aiohttp.web app answering, in the official spec's shapes, the routes the worker uses
-(clock, market hours, accounts, positions with pagination, orders with filters, close-position
-creating market orders that fill after a delay), seeded with accounts and positions and able to
-inject faults on request. Never pointed at anything but loopback.
+An aiohttp.web app answering, in the official spec's shapes, the routes the worker and the
+official SDK use (clock, market hours, accounts and balances, positions with pagination, orders
+with filters, one order, executions, order entry, close-position creating market orders that
+fill after a delay), seeded with accounts and positions and able to inject faults on request.
+Never pointed at anything but loopback. docs/simulator.md describes it.
 """
 
 from worker.simulator.config import (

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-# "submit" is POST .../orders (submit_orders); "cancel" is both DELETE .../orders routes.
+# "submit" is POST .../orders (submit_orders); "cancel" is both DELETE .../orders routes;
+# "accounts" is GET /v1/accounts (the list); "order" is GET .../orders/{order_id}.
 ROUTES = (
     "close", "positions", "orders", "clock", "market_hours", "account", "submit", "cancel",
-    "instrument",
+    "instrument", "accounts", "balances", "executions", "order",
 )  # fmt: skip
 
 

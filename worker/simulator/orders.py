@@ -2,9 +2,11 @@
 
 A client `id` is unique per account: a submission reusing one (or naming one twice) is refused
 with 409 and creates nothing, so a re-sent submission can never make a second order. A batch is
-checked whole before anything is booked. DAY market orders fill `fill_delay_s` after they are
-accepted, as closes do; AT_THE_CLOSE orders rest (NEW) until today's simulated regular close
-(the calendar's, early closes included) and fill then. Limit orders rest and never fill.
+checked whole before anything is booked. Market orders (DAY, GOOD_TILL_CANCEL,
+IMMEDIATE_OR_CANCEL, FILL_OR_KILL) fill `fill_delay_s` after they are accepted, as closes do;
+AT_THE_CLOSE orders rest (NEW) until today's simulated regular close (the calendar's, early
+closes included) and fill then. Limit orders rest and never fill. Any instrument the simulator
+knows can be traded: an order in one the account does not hold opens a position.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ _TIMES_IN_FORCE = {
     "DAY", "GOOD_TILL_CANCEL", "IMMEDIATE_OR_CANCEL", "FILL_OR_KILL", "GOOD_TILL_DATE",
     "AT_THE_OPENING", "AT_THE_CLOSE",
 }  # fmt: skip
-_SIMULATED_TIF = {"DAY", "AT_THE_CLOSE"}
+# What the simulator models, by order type. GOOD_TILL_CANCEL behaves as DAY (no day ends in
+# the simulator); IMMEDIATE_OR_CANCEL and FILL_OR_KILL need a price to cross, so only MARKET:
+# an IOC's unfilled rest ends as a partial fill's does, a FOK that would fill partly fills
+# nothing and ends CANCELED. GOOD_TILL_DATE, AT_THE_OPENING and the stop types are refused.
+_SIMULATED_TIF = {
+    "MARKET": ("DAY", "GOOD_TILL_CANCEL", "IMMEDIATE_OR_CANCEL", "FILL_OR_KILL", "AT_THE_CLOSE"),
+    "LIMIT": ("DAY", "GOOD_TILL_CANCEL", "AT_THE_CLOSE"),
+}
+_SIMULATED_TEXT = "; ".join(f"{t} with {', '.join(tifs)}" for t, tifs in _SIMULATED_TIF.items())
 _REQUIRED = ("side", "quantity", "order_type", "time_in_force")
 _INSTRUMENT_TYPES = {"COMMON_STOCK", "INDEX", "OPTION", "CASH"}
 _CANCEL_TYPES = _ORDER_TYPES | {"OTHER"}
@@ -124,6 +134,17 @@ class OrderDesk:
                 return ok(self._cancel(account, order))
         return error(404, f"Order {wanted} not found for account {account.id}")
 
+    async def get_one(self, request: web.Request, account: SimAccount | None) -> web.Response:
+        """`get_order_by_id`: by `id` whatever its status; by `client_order_id` only while the
+        order is open (it may still fill), as the spec says."""
+        assert account is not None
+        wanted = request.match_info["order_id"]
+        self.book.apply_fills(account)
+        for order in account.orders:
+            if order.id == wanted or (order.client_order_id == wanted and order.status in LIVE):
+                return ok(order.to_api())
+        return error(404, f"Order {wanted} not found for account {account.id}")
+
     # Checks, in the order a real gateway would make them: shape, then identity, then risk.
 
     def _check(
@@ -154,13 +175,19 @@ class OrderDesk:
             quantity = None
         if quantity is None or not quantity.is_finite() or quantity <= 0:
             return error(400, "Order quantity must be greater than zero")
-        if order_type not in ("MARKET", "LIMIT") or tif not in _SIMULATED_TIF:
-            return error(400, f"{where}: the simulator takes MARKET or LIMIT, DAY or AT_THE_CLOSE")
+        if tif not in _SIMULATED_TIF.get(order_type, ()):
+            return error(
+                400,
+                f"{where}: the simulator does not model {order_type} orders with time_in_force"
+                f" {tif}; it takes {_SIMULATED_TEXT}",
+            )
         limit = item.get("limit_price")
         if order_type == "LIMIT" and not isinstance(limit, str):
             return error(400, f"{where}.limit_price is required for LIMIT orders")
         name = item.get("instrument_id") or item.get("symbol")
-        iid = account.resolve(name) if isinstance(name, str) else None
+        if not isinstance(name, str) or not name:
+            return error(400, f"{where}: either `symbol` or `instrument_id` must be provided")
+        iid = self.book.tradable(account, name)  # any instrument the simulator knows
         if iid is None:
             return error(400, f"{where}: unknown instrument {name!r}")
         fill_at = self.config.clock() + self.config.fill_delay_s
@@ -211,13 +238,13 @@ class OrderDesk:
             item.side,
             item.quantity,
             item.order_type,
-            "PENDING_NEW" if item.tif == "DAY" else "NEW",
+            "NEW" if item.tif == "AT_THE_CLOSE" else "PENDING_NEW",
             now,
             now,
             is_close=closes and item.order_type == "MARKET",
             limit_price=item.limit_price,
             # Market conditions (partial fills, rejects) as for close_position's orders.
-            ends=self.book.market_draw() if item.order_type == "MARKET" else None,
+            ends=_ends(self.book.market_draw(), item.tif) if item.order_type == "MARKET" else None,
             time_in_force=item.tif,
         )
         resting = item.order_type == "LIMIT"
@@ -233,6 +260,11 @@ class OrderDesk:
         body = order.to_api()
         body["status"] = "PENDING_CANCEL"
         return body
+
+
+def _ends(drawn: str | None, tif: str) -> str | None:
+    """How the market treats the order: a fill-or-kill that would fill partly is killed."""
+    return "kill" if drawn == "partial" and tif == "FILL_OR_KILL" else drawn
 
 
 def _regular_close(config: SimConfig) -> float | None:

@@ -1,7 +1,8 @@
 """The simulator's HTTP face: the API's routes, envelope, auth, faults, and counts at the server.
 
-Every request is counted (in flight, per route, arrival time) before anything else happens, so
-tests can prove the worker's bounds from what the server saw. Faults are drawn from a seeded RNG.
+Every request is counted (in flight, per route, arrival time) once it has arrived whole, before
+anything else happens, so tests can prove the worker's bounds from what the server saw. Faults
+are drawn from a seeded RNG.
 """
 
 from __future__ import annotations
@@ -20,10 +21,19 @@ from typing import Any
 
 from aiohttp import web
 
+from worker.simulator.accounts import AccountDesk
 from worker.simulator.calendar import market_hours
 from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
+from worker.simulator.executions import ExecutionDesk
 from worker.simulator.orders import OrderDesk
-from worker.simulator.replies import Dropped, drop, error, ok
+from worker.simulator.replies import (
+    Dropped,
+    drop,
+    envelope_for_unrouted,
+    error,
+    ok,
+    quiet_when_the_client_goes,
+)
 from worker.simulator.state import Book, SimAccount, SimOrder, api_time
 
 _STATUSES = {
@@ -53,6 +63,8 @@ class Simulator:
         self.add_resting_order = self.book.add_resting_order
         self.seed_book = self.book.seed_book
         self.desk = OrderDesk(self.book, self.config)  # submit_orders and the cancels
+        self.account_desk = AccountDesk(self.book, self.config, self._list_page)
+        self.execution_desk = ExecutionDesk(self.book, self._list_page)
 
     # Introspection: counts observed at the server.
 
@@ -127,7 +139,7 @@ class Simulator:
     # The HTTP app.
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[quiet_when_the_client_goes, envelope_for_unrouted])
         add = app.router
         accounts = "/v1/accounts/{account_id}"
         add.add_get("/v1/clock", self._route("clock", self._clock, account=False))
@@ -139,7 +151,7 @@ class Simulator:
             "/v1/instruments/{instrument_id}",
             self._route("instrument", self._instrument, account=False),
         )
-        add.add_get(accounts, self._route("account", self._account))
+        add.add_get(accounts, self._route("account", self.account_desk.account))
         add.add_get(f"{accounts}/positions", self._route("positions", self._positions))
         add.add_get(f"{accounts}/orders", self._route("orders", self._orders))
         add.add_delete(f"{accounts}/positions", self._route("close", self._close_all))
@@ -150,11 +162,30 @@ class Simulator:
             f"{accounts}/orders/{{order_id}}", self._route("cancel", self.desk.cancel_one)
         )
 
+        self._add_rehearsal_routes(add)
+
         async def shutting_down(_: web.Application) -> None:
             self._shutting_down.set()  # ends hanging replies, so shutdown is prompt
 
         app.on_shutdown.append(shutting_down)
         return app
+
+    def _add_rehearsal_routes(self, add: web.UrlDispatcher) -> None:
+        """The reads the official SDK offers beside the worker's own: the account list,
+        balances, executions, one order by id or client id."""
+        accounts = "/v1/accounts/{account_id}"
+        add.add_get(
+            "/v1/accounts", self._route("accounts", self.account_desk.list_accounts, account=False)
+        )
+        add.add_get(f"{accounts}/balances", self._route("balances", self.account_desk.balances))
+        add.add_get(
+            f"{accounts}/executions",
+            self._route("executions", self.execution_desk.list_executions),
+        )
+        add.add_get(f"{accounts}/orders/{{order_id}}", self._route("order", self.desk.get_one))
+
+    def _list_page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
+        return self._page(request, items, positions_bugs=False)
 
     def _route(
         self, route: str, handler: Handler, *, account: bool = True
@@ -280,27 +311,6 @@ class Simulator:
 
     async def _clock(self, request: web.Request, _: SimAccount | None) -> web.Response:
         return ok({"clock": api_time(self.config.clock())})
-
-    async def _account(self, request: web.Request, account: SimAccount | None) -> web.Response:
-        assert account is not None
-        return ok(
-            {
-                "id": account.id,
-                "account_holder_entity_id": 987654321,
-                "full_name": f"Simulated account {account.id}",
-                "short_name": f"SIM-{account.id}",
-                "status": "ACTIVE",
-                "type": "CUSTOMER",
-                "subtype": "MARGIN",
-                "open_date": "2023-01-15",
-                "close_date": None,
-                "options_level": 1,
-                "country_of_tax_residency": "US",
-                "date_of_birth": None,
-                "mailing_address": None,
-                "phone_number": None,
-            }
-        )
 
     async def _positions(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None

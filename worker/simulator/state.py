@@ -40,6 +40,53 @@ def decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
 
 
+def listing_price(seed: int, symbol: str) -> Decimal:
+    """A seeded price for an instrument no account held: stable per seed and symbol."""
+    rng = random.Random(f"{seed}:{symbol.upper()}")
+    return Decimal(f"{rng.uniform(10, 600):.2f}")
+
+
+def contract_size(instrument_type: str) -> int:
+    """Units per quantity: an option contract is 100 shares."""
+    return 100 if instrument_type == "OPTION" else 1
+
+
+@dataclass(slots=True)
+class SimExecution:
+    """One fill of an order, as `get_executions` reports it."""
+
+    id: str
+    order_id: str
+    instrument_id: str
+    symbol: str
+    instrument_type: str
+    side: str
+    quantity: Decimal
+    price: Decimal
+    transaction_time: float
+    seq: int  # orders fills made in the same instant
+    underlying: str | None = None
+
+    def cash_flow(self) -> Decimal:
+        """What the fill did to the account's cash: a sale adds, a purchase takes away."""
+        notional = self.quantity * self.price * contract_size(self.instrument_type)
+        return -notional if self.side == "BUY" else notional
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "instrument_id": self.instrument_id,
+            "symbol": self.symbol,
+            "side": self.side,
+            "quantity": decimal_text(self.quantity),
+            "price": f"{self.price:.2f}",
+            "transaction_time": api_time(self.transaction_time),
+            "underlying_instrument_id": self.underlying,
+            "venue": "XNMS",
+        }
+
+
 @dataclass(slots=True)
 class SimPosition:
     account_id: int
@@ -93,7 +140,7 @@ class SimOrder:
     limit_price: str | None = None
     filled_quantity: Decimal = Decimal(0)
     fill_price: Decimal | None = None
-    ends: str | None = None  # "partial" or "reject": how the market treats it when it is due
+    ends: str | None = None  # "partial", "reject" or "kill": how the market treats it when due
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -130,6 +177,7 @@ class SimAccount:
     orders_by_instrument: dict[str, list[SimOrder]] = field(default_factory=dict)
     due_fills: list[tuple[float, int, SimOrder]] = field(default_factory=list)  # a heap
     due_cancels: list[tuple[float, int, SimOrder]] = field(default_factory=list)  # a heap
+    executions: list[SimExecution] = field(default_factory=list)  # oldest first
 
     def resolve(self, name: str) -> str | None:
         """A symbol or UUID to the instrument_id this account knows it by."""
@@ -312,6 +360,50 @@ class Book:
                 return _instrument(name, symbol)
         return None
 
+    def tradable(self, account: SimAccount, name: str) -> str | None:
+        """The account's instrument_id for `name`, for order entry: what it holds, or any
+        instrument of the simulator's universe (held by another account, a listed ticker, a
+        `known_symbols` entry), which it then holds flat so an order can open a position.
+        None for an instrument the simulator does not know."""
+        iid = account.resolve(name)
+        if iid is not None:
+            return iid
+        for other in self.accounts.values():
+            held_id = other.resolve(name)
+            if held_id is not None:
+                held = other.positions[held_id]
+                return self._hold_flat(
+                    account, held_id, held.symbol, held.instrument_type, held.price, held.underlying
+                )
+        found = self.instrument(name)
+        if found is None:
+            return None
+        symbol = found["symbol"]
+        return self._hold_flat(
+            account,
+            found["id"],
+            symbol,
+            "COMMON_STOCK",
+            listing_price(self.config.seed, symbol),
+            None,
+        )
+
+    def _hold_flat(
+        self,
+        account: SimAccount,
+        iid: str,
+        symbol: str,
+        instrument_type: str,
+        price: Decimal,
+        underlying: str | None,
+    ) -> str:
+        # seeded_sign 0: the first fill gives the position its side (see _fill).
+        account.positions[iid] = SimPosition(
+            account.id, iid, symbol, instrument_type, Decimal(0), price, 0, underlying
+        )
+        account.by_symbol[symbol.upper()] = iid
+        return iid
+
     def open_positions(self, account: SimAccount) -> list[SimPosition]:
         self.apply_fills(account)
         return [p for p in account.positions.values() if p.quantity != 0]
@@ -410,6 +502,9 @@ class Book:
         if order.ends == "reject":
             order.status = "REJECTED"
             return
+        if order.ends == "kill":  # a fill-or-kill the market could only fill partly
+            order.status = "CANCELED"
+            return
         filled = order.quantity
         order.status = "FILLED"
         if order.ends == "partial" and order.quantity > 1:
@@ -418,6 +513,32 @@ class Book:
             order.status = self.config.partial_rest_status
         order.filled_quantity, order.fill_price = filled, position.price
         position.quantity += filled if order.side == "BUY" else -filled
+        if position.seeded_sign == 0:  # opened from flat: this fill decides its side
+            position.seeded_sign = 1 if position.quantity > 0 else -1
+        self._record_execution(account, order, position, filled, now)
+
+    def _record_execution(
+        self,
+        account: SimAccount,
+        order: SimOrder,
+        position: SimPosition,
+        filled: Decimal,
+        now: float,
+    ) -> None:
+        execution = SimExecution(
+            str(uuid.uuid4()),
+            order.id,
+            order.instrument_id,
+            order.symbol,
+            order.instrument_type,
+            order.side,
+            filled,
+            position.price,
+            now,
+            next(self._fill_seq),
+            position.underlying,
+        )
+        account.executions.append(execution)
 
     def _remember(self, account: SimAccount, order: SimOrder) -> None:
         order.created_at += self.config.order_time_offset_s  # the order system's own clock

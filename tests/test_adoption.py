@@ -1,0 +1,164 @@
+"""A rerun adopts the job's own working orders (its client ids, in its journal) and follows them.
+
+Counted at the simulator: no cancel and no new order for what the job already has working, each
+position closed once, nothing filled twice, none crossing zero; orders on the instrument that are
+not the job's are still cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.support import FAST_FOLLOW, api_for
+from worker.api import Side
+from worker.client_ids import client_order_id
+from worker.journal import Journal
+from worker.journal_keys import job_key
+from worker.runner import ExitCode, RunRequest, RunResult, run
+from worker.settings import Settings
+from worker.simulator import SimConfig, Simulator
+from worker.targets import TargetSpec
+
+
+def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str, int]]:
+    sim.add_account(account)
+    return [(account, sim.add_position(account, f"S{k}", str(q)), q) for k, q in enumerate(sizes)]
+
+
+def closed_once_at_the_server(sim: Simulator, keys: list[tuple[int, str, int]]) -> None:
+    for account, iid, held in keys:
+        assert sim.position_quantity(account, iid) == 0
+        orders = sim.closing_orders(account, iid)
+        assert len(orders) == 1, orders  # one closing order, ever
+        assert sum(Decimal(o["filled_quantity"]) for o in orders) == abs(held)
+    assert sim.flipped_positions() == []
+
+
+async def run_once(
+    settings: Settings, specs: list[TargetSpec], report: Path, stop: asyncio.Event | None = None
+) -> tuple[RunResult, dict[str, Any]]:
+    result = await run(
+        settings, RunRequest(specs=specs, report_path=report), stop or asyncio.Event()
+    )
+    return result, json.loads(await asyncio.to_thread(report.read_text))
+
+
+async def stop_when(sim: Simulator, stop: asyncio.Event, submits: int) -> None:
+    deadline = time.monotonic() + 20
+    while sim.stats.by_route["submit"] < submits:
+        assert time.monotonic() < deadline, "the first run never sent its orders"
+        await asyncio.sleep(0.005)
+    stop.set()
+
+
+@pytest.fixture
+def sim_config() -> SimConfig:
+    # The simulated regular close 2 s from now: market-on-close orders rest until then.
+    return SimConfig(regular_close_at=datetime.now(UTC) + timedelta(seconds=2), fill_delay_s=0.01)
+
+
+async def test_a_stopped_market_on_close_run_rerun_adopts_its_resting_orders(
+    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+) -> None:
+    keys = seed(sim, 72001, [20, -35, 15, 40, -10, 25])
+    settings = settings_for(sim, **FAST_FOLLOW, at_close=True, moc_cutoff="0.3s", stop_grace=0.2)
+    specs = [TargetSpec(72001, None)]
+    stop = asyncio.Event()
+    stopper = asyncio.create_task(stop_when(sim, stop, len(keys)))
+    first, doc = await run_once(settings, specs, tmp_path / "first.json", stop)
+    await stopper
+    assert first.exit_code == ExitCode.ABORTED, doc["summary"]
+    assert sim.stats.by_route["submit"] == len(keys)
+    resting = [o for a, i, _ in keys for o in sim.closing_orders(a, i) if o["status"] == "NEW"]
+    assert len(resting) == len(keys)  # every market-on-close order rests at the server
+
+    before = dict(sim.stats.by_route)
+    second, doc = await run_once(settings, specs, tmp_path / "second.json")
+    assert second.exit_code == ExitCode.OK, doc
+    assert sim.stats.by_route["cancel"] == before.get("cancel", 0)  # none of its own cancelled
+    assert sim.stats.by_route["submit"] == before["submit"]  # and nothing sent again
+    closed_once_at_the_server(sim, keys)
+    adopted = [e for e in captured.entries if e["event"] == "order_adopted"]
+    assert {e["order_id"] for e in adopted} == {o["id"] for o in resting}
+    assert all(e["time_in_force"] == "AT_THE_CLOSE" for e in adopted)
+    assert not [e for e in captured.entries if e["event"] == "residue_close"]
+    for r in doc["results"]:
+        assert r["outcome"] == "closed", r
+        [order] = r["orders"]  # the adopted order is the target's order, in the report
+        assert order["adopted"] is True
+        assert order["status"] == "FILLED"
+
+
+async def killed_run(
+    sim: Simulator, settings: Settings, keys: list[tuple[int, str, int]]
+) -> dict[tuple[int, str], str]:
+    """A run as it stood when killed: intents and client ids committed, orders sent and still
+    working at the server. Returns each position's order id."""
+    day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date().isoformat()
+    job = job_key(settings.base_url, day)
+    journal = Journal.in_dir(settings.journal_dir)
+    journal.start_run(
+        run_id="killed", job=job, base_url=settings.base_url, trading_day=day,
+        started_at=datetime.now(UTC), dry_run=False,
+    )  # fmt: skip
+    ids = {}
+    async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
+        for account, iid, held in keys:
+            cid = client_order_id(job, account, iid, 0)
+            await journal.intent("killed", account, iid, 1, datetime.now(UTC), client_id=cid)
+            side: Side = "SELL" if held > 0 else "BUY"
+            reply = await api.submit_order(
+                account, client_id=cid, instrument_id=iid, side=side, quantity=Decimal(abs(held))
+            )
+            ids[(account, iid)] = reply.data.id
+    journal.close()
+    return ids
+
+
+async def test_a_killed_submit_orders_run_rerun_adopts_its_own_and_cancels_the_others(
+    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+) -> None:
+    keys = seed(sim, 72002, [25, -40, 15, 30])
+    sim.config.fill_delay_s = 0.6  # still working when the rerun plans
+    settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
+    own = await killed_run(sim, settings, keys)
+    # Another participant's resting orders: on an instrument the job has an order working on,
+    # and on one it does not (the job's order there was cancelled at the desk).
+    a0, (a3, i3, _) = keys[0][0], keys[3]
+    other_on_adopted = sim.add_resting_order(a0, "S0", "BUY", "5", "1.00")
+    sim.cancel_order(a3, own[(a3, i3)])
+    other_elsewhere = sim.add_resting_order(a3, "S3", "BUY", "5", "1.00")
+    submits_before = sim.stats.by_route["submit"]
+
+    result, doc = await run_once(settings, [TargetSpec(72002, None)], tmp_path / "r.json")
+    assert result.exit_code == ExitCode.OK, doc
+    statuses = {o["id"]: o["status"] for o in sim.orders_of(72002)}
+    assert statuses[other_on_adopted] == "CANCELED"
+    assert statuses[other_elsewhere] == "CANCELED"
+    for key in keys[:3]:
+        assert statuses[own[key[:2]]] == "FILLED"  # adopted, never cancelled
+    adopted = {e["order_id"] for e in captured.entries if e["event"] == "order_adopted"}
+    assert adopted == {own[k[:2]] for k in keys[:3]}
+    # Only the position whose own order was cancelled at the desk is sent a close (a new
+    # generation: the old id is taken); the adopted ones are not sent again, not even as a 409.
+    assert sim.stats.by_route["submit"] - submits_before in (1, 2)
+    assert sim.stats.status_counts[409] <= 1
+    for account, iid, held in keys:
+        assert sim.position_quantity(account, iid) == 0
+        filled = [o for o in sim.closing_orders(account, iid) if o["status"] == "FILLED"]
+        assert sum(Decimal(o["filled_quantity"]) for o in filled) == abs(held)
+        assert len(filled) == 1
+    assert sim.flipped_positions() == []
+    by_iid = {r["instrument_id"]: r for r in doc["results"]}
+    for account, iid, _ in keys[:3]:
+        assert [o["id"] for o in by_iid[iid]["orders"]] == [own[(account, iid)]]
+        assert by_iid[iid]["outcome"] == "closed"
