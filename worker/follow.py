@@ -364,9 +364,12 @@ class Follower:
             and position == followed.position_ref
         ):
             return False
-        if not any(o.status in WORKING_STATUSES for o in followed.result.orders):
-            # Only with every order of the job final: a read beside one still working may
-            # already show a fill the orders listing did not (it fills between the reads).
+        if followed.unresolved is None and not any(
+            o.status in WORKING_STATUSES for o in followed.result.orders
+        ):
+            # Only with every order of the job known and final: a read beside one still
+            # working, or beside a close whose reply was lost and whose order is not yet found,
+            # may already show a fill the job does not know of (it fills between the reads).
             followed.position_ref, followed.fills_ref = position, fills
         return True
 
