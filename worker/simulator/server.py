@@ -114,6 +114,15 @@ class Simulator:
                     flipped.append((account.id, p.instrument_id))
         return flipped
 
+    def crossed_zero(self) -> list[tuple[int, str]]:
+        """Positions a fill ever took past zero, even if a later one brought them back."""
+        crossed = []
+        for account in self.book.accounts.values():
+            self.book.apply_fills(account)
+            crossed.extend((account.id, p.instrument_id) for p in account.positions.values()
+                           if p.crossed_zero)  # fmt: skip
+        return crossed
+
     def fill_all(self) -> None:
         self.book.fill_all()
 

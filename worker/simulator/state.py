@@ -97,6 +97,7 @@ class SimPosition:
     price: Decimal
     seeded_sign: int
     underlying: str | None = None
+    crossed_zero: bool = False  # a fill ever took it past zero, whatever it ended at
 
     def to_api(self, quantity: Decimal | None = None) -> dict[str, Any]:
         """As the positions listing shows it; `quantity`: as it stood earlier (a lag)."""
@@ -562,6 +563,8 @@ class Book:
         position.quantity += filled if order.side == "BUY" else -filled
         if position.seeded_sign == 0:  # opened from flat: this fill decides its side
             position.seeded_sign = 1 if position.quantity > 0 else -1
+        elif position.quantity * position.seeded_sign < 0:
+            position.crossed_zero = True
         self._record_execution(account, order, position, filled, now)
 
     def _record_execution(
