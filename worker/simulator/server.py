@@ -116,7 +116,7 @@ class Simulator:
 
     def crossed_zero(self) -> list[tuple[int, str]]:
         """Positions a fill ever took past zero, even if a later one brought them back."""
-        crossed = []
+        crossed: list[tuple[int, str]] = []
         for account in self.book.accounts.values():
             self.book.apply_fills(account)
             crossed.extend((account.id, p.instrument_id) for p in account.positions.values()
