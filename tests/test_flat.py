@@ -403,7 +403,9 @@ class VirtualFollowing:
         self._gated = gated
         self._held = held
         ctx = SimpleNamespace(
-            reader=SimpleNamespace(orders=self._orders, positions=self._positions),
+            reader=SimpleNamespace(
+                orders=self._orders, working_orders=self._orders, positions=self._positions
+            ),
             stopping=asyncio.Event(),
             sender=SimpleNamespace(recognises=lambda order, target: False),
         )

@@ -170,6 +170,7 @@ class TradingApi:
         instrument_ids: Sequence[str] = (),
         order_ids: Sequence[str] = (),
         since: datetime | None = None,
+        statuses: Sequence[str] = (),
         page_token: str | None = None,
         page_size: int = 1000,
     ) -> Reply[list[Order]]:
@@ -182,6 +183,8 @@ class TradingApi:
             params["instrument_ids"] = ",".join(instrument_ids)
         if order_ids:
             params["order_ids"] = ",".join(order_ids)
+        if statuses:
+            params["status"] = ",".join(statuses)
         if since is not None:
             params["from"] = since.isoformat().replace("+00:00", "Z")
         raw = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)

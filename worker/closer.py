@@ -43,7 +43,7 @@ from worker.outcomes import Fate, Outcome, TargetResult
 from worker.plan import Target
 from worker.policy import RetryPolicy, aborts_run, looks_after_last, needs_look_before_resend
 from worker.reads import Reader
-from worker.reconcile import Finding, Verdict, look
+from worker.reconcile import Finding, Verdict, closing_side, look
 from worker.senders import Sender
 
 
@@ -68,6 +68,9 @@ class CloseContext:
     # no order found at the server counts as evidence of a close.
     preexisting: dict[int, frozenset[str]] = field(default_factory=dict)
     counters: RunCounters = field(default_factory=RunCounters)  # the run's, for its metrics
+    # Per account, the orders that could still fill before the fan-out, of any age: others'
+    # orders on a target's closing side are counted before its close is sized.
+    working_before: dict[int, list[Order]] = field(default_factory=dict)
 
     def preexisting_of(self, account_id: int) -> frozenset[str] | None:
         return self.preexisting.get(account_id)
@@ -150,6 +153,9 @@ async def _close_with_retries(
             return _stopped(result)
         if result.attempts == 0:
             await ctx.sender.prepare(target)  # e.g. its resting orders would not cancel
+            reference = _after_others_orders(ctx, target, reference)
+            if reference == 0:
+                return result  # nothing sent: following waits for those orders, then decides
         try:
             sent = await send_one_close(ctx, target, result, since, reference)
         except OutcomeUnknown as err:
@@ -245,6 +251,38 @@ def next_intent(ctx: CloseContext, target: Target, result: TargetResult, since: 
     return Intent(
         target.account_id, target.instrument_id, result.attempts + 1, since, client_id, generation
     )
+
+
+def _after_others_orders(ctx: CloseContext, target: Target, position: Decimal) -> Decimal:
+    """The position a first close may be sized for, once others' orders still working on its
+    closing side (left alone: cancel_orders off) are counted; 0 sends nothing now.
+
+    close_position cannot be sized (the server closes all): it waits for them. A submission is
+    sized for what they leave. Following reads the rest once they are final.
+    """
+    if target.cancel_orders or position == 0:
+        return position
+    side = closing_side(position)
+    closing = [
+        o
+        for o in ctx.working_before.get(target.account_id, [])
+        if o.working
+        and o.side.startswith(side)
+        and (o.instrument_id or "").lower() == target.instrument_id.lower()
+    ]
+    if not closing:
+        return position
+    pending = sum((o.quantity - o.filled_quantity for o in closing), Decimal(0))
+    left = Decimal(0)
+    if ctx.sender.idempotent and pending < abs(position):
+        left = position - pending if position > 0 else position + pending
+    events.close_waits_for_orders(
+        account_id=target.account_id,
+        instrument=target.instrument,
+        orders=[o.id for o in closing],
+        quantity=str(left),
+    )
+    return left
 
 
 def _fate_of(err: ApiError) -> Fate:

@@ -35,29 +35,34 @@ from worker.settings import Settings
 
 async def orders_snapshot(
     reader: Reader, targets: Sequence[Target], since: datetime
-) -> dict[int, frozenset[str]]:
-    """Each account's orders before the fan-out: evidence that a later order is not one of them.
+) -> tuple[dict[int, frozenset[str]], dict[int, list[Order]]]:
+    """Each account's orders before the fan-out: evidence that a later order is not one of them
+    (those created since `since`, by the server's time, and every order that can still fill, of
+    any age); and, per account, those that can still fill (others' orders a close must count).
 
     An account whose orders cannot be read gets no entry: no order found later is taken for its
     close, and its closes are still sent.
     """
     accounts = list(dict.fromkeys(t.account_id for t in targets))
 
-    async def one(account_id: int) -> tuple[int, frozenset[str] | None]:
+    async def one(account_id: int) -> tuple[int, list[Order] | None, list[Order]]:
         try:
-            orders, request_ids = await reader.orders(account_id, (), since)
+            recent, request_ids = await reader.orders(account_id, (), since)
+            working, _ = await reader.working_orders(account_id, ())
         except Unauthorized:
             raise
         except ApiError as err:
             events.orders_snapshot(account_id=account_id, orders=-1, request_id=err.request_id)
-            return account_id, None
-        events.orders_snapshot(
-            account_id=account_id, orders=len(orders), request_id=request_ids[-1]
-        )
-        return account_id, frozenset(o.id for o in orders)
+            return account_id, None, []
+        both = {o.id: o for o in [*recent, *working]}
+        events.orders_snapshot(account_id=account_id, orders=len(both), request_id=request_ids[-1])
+        return account_id, list(both.values()), [o for o in working if o.working]
 
     snapshots = await asyncio.gather(*(one(a) for a in accounts))
-    return {a: ids for a, ids in snapshots if ids is not None}
+    preexisting = {
+        a: frozenset(o.id for o in listed) for a, listed, _ in snapshots if listed is not None
+    }
+    return preexisting, {a: working for a, _, working in snapshots if working}
 
 
 def choose_sender(

@@ -52,6 +52,9 @@ LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
 JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
 RESIDUE_CLOSE = "residue_close"
+RESIDUE_CLOSE_SENT = "residue_close_sent"  # a residue close answered: its orders
+RESIDUE_CLOSE_FAILED = "residue_close_failed"  # unknown, refused, not sent, or nothing created
+CLOSE_WAITS_FOR_ORDERS = "close_waits_for_orders"  # others' orders would close it first
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
 WRITE_FAILED = "write_failed"
@@ -561,6 +564,63 @@ def residue_close(
         **_target(account_id, instrument),
         remaining_quantity=remaining_quantity,
         residue=residue,
+    )
+
+
+def residue_close_sent(
+    *,
+    residue: int,
+    orders: list[str],
+    request_id: str | None,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """A residue close was answered with its orders."""
+    log.info(
+        RESIDUE_CLOSE_SENT,
+        **_target(account_id, instrument),
+        residue=residue,
+        orders=orders,
+        request_id=request_id,
+    )
+
+
+def residue_close_failed(
+    *,
+    residue: int,
+    outcome: str,
+    error: str,
+    request_id: str | None,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """A residue close got no answer that shows its orders. `outcome`: unknown (it may yet
+    apply), refused, not_sent, or nothing_created (a look proved it changed nothing: it no
+    longer counts against MAX_RESIDUE_CLOSES)."""
+    log.warning(
+        RESIDUE_CLOSE_FAILED,
+        **_target(account_id, instrument),
+        residue=residue,
+        outcome=outcome,
+        error=error,
+        request_id=request_id,
+    )
+
+
+def close_waits_for_orders(
+    *,
+    orders: list[str],
+    quantity: str,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """Working orders of others on the closing side (cancel_orders off) were counted before the
+    close was sized: `quantity` is what is sent now (0: nothing until they are final)."""
+    log.warning(
+        CLOSE_WAITS_FOR_ORDERS,
+        **_target(account_id, instrument),
+        orders=orders,
+        quantity=quantity,
     )
 
 

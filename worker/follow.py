@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -52,9 +52,25 @@ class _Followed:
     result: TargetResult
     deadline: float  # monotonic
     quiet_until: float = 0.0  # no residue close before this (after an unknown outcome)
-    # A target that failed with its last close's fate unknown: watched to report what the
-    # server did (flat: closed), never sent a residue close; its failure stands otherwise.
+    # A target that failed with its last close's fate unknown: followed to report what the
+    # server did (flat: closed); read open with nothing working, it gets a residue close like
+    # any other; its failure stands if it never reads flat.
     watch_only: bool = False
+    # The last position read that agreed with the job's fills (at first, the position the
+    # first close was sized for), and the job's signed fills when it was read. A later read
+    # that still shows it after more of the job's fills are known is stale: read again.
+    position_ref: Decimal | None = None
+    fills_ref: Decimal = Decimal(0)
+    # A close sent with its outcome unknown and its order not yet found: the position it was
+    # sent for. Nothing is decided for the target until its order is found, or a look after
+    # quiet_until shows nothing was created.
+    unresolved: Decimal | None = None
+    unresolved_residue: bool = False  # ... and it was a residue close (it counts until then)
+    # The last read left the target undecided (a listing stale): at its deadline it is read once
+    # more before it is called not flat.
+    undecided: bool = False
+    last_chance: bool = False
+    last_read: bool = False  # the one more read at the deadline has been granted
 
 
 @dataclass(frozen=True)
@@ -99,12 +115,19 @@ class Follower:
         A result that already failed (its last close's fate unknown) is only watched.
         """
         pending = self._pending.setdefault(target.account_id, {})
-        pending[target.instrument_id] = _Followed(
+        watch_only = result.outcome is Outcome.FAILED
+        followed = _Followed(
             target,
             result,
             self._clock() + self._settings.timeout_s,
-            watch_only=result.outcome is Outcome.FAILED,
+            watch_only=watch_only,
+            position_ref=sized_for(result, target),
         )
+        if watch_only or (result.fate is Fate.UNKNOWN and not result.orders):
+            # Its last close may have landed unseen: find it, or prove it did nothing, first.
+            followed.unresolved = followed.position_ref or target.quantity
+            followed.quiet_until = self._clock() + self._ctx.policy.settle_s
+        pending[target.instrument_id] = followed
         task = self._tasks.get(target.account_id)
         if task is None or task.done():
             self._tasks[target.account_id] = asyncio.create_task(
@@ -203,6 +226,9 @@ class Follower:
                 )
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
+                    if followed.undecided and not followed.last_read:
+                        followed.last_read = True  # its read was behind: one more, in grace
+                        continue
                     self._not_flat(followed, "the run stopped before the position read flat")
             self._expire(pending, "")
             # Pauses grow while nothing settles (slow fills); a poll that settled some, or
@@ -234,19 +260,39 @@ class Follower:
     async def _read(
         self, account_id: int, instrument_ids: Sequence[str]
     ) -> tuple[dict[str, Decimal], dict[str, list[Order]], str]:
-        """Positions and orders of these instruments, and the orders listing's request_id."""
+        """Positions and orders of these instruments, and the orders listing's request_id.
+
+        Orders come from up to three listings, merged by id: every order that can still fill, of
+        any age (by status); the job's own orders not read final there, by their ids (and the
+        client id a close whose reply was lost went under); and, while such a close is not
+        found, those created since the run began (by the server's time).
+        """
         positions: dict[str, Decimal] = {}
         request_id = ""
         orders: dict[str, list[Order]] = {}
         reader = self._ctx.reader
+        pending = self._pending.get(account_id, {})
         for start in range(0, len(instrument_ids), CHUNK):
             chunk = instrument_ids[start : start + CHUNK]
             # Orders first: an order read as done had filled before the positions were read,
             # so a position read open beside it is truly open (the other way round, a fill
             # between the reads looks like a residue that is not there).
-            found, request_ids = await reader.orders(account_id, chunk, self._since)
+            followed = [pending[iid] for iid in chunk if iid in pending]
+            listed_orders, request_ids = await reader.working_orders(account_id, chunk)
             request_id = request_ids[-1]
-            for o in found:
+            if any(f.unresolved is not None for f in followed):
+                # A close whose reply was lost may have filled already: the recent ones too.
+                recent, _ = await reader.orders(account_id, chunk, self._since)
+                listed_orders = [*listed_orders, *recent]
+            seen = {o.id for o in listed_orders}
+            wanted = [i for i in self._ids_to_read(followed) if i not in seen]
+            for first in range(0, len(wanted), CHUNK):
+                by_id, _ = await reader.orders_by_id(account_id, wanted[first : first + CHUNK])
+                listed_orders = [*listed_orders, *by_id]
+            merged: dict[str, Order] = {}
+            for o in listed_orders:
+                merged[o.id] = _fresher(merged.get(o.id), o)
+            for o in merged.values():
                 # UUIDs are case-insensitive: a listing may spell one unlike the plan did.
                 orders.setdefault((o.instrument_id or "").lower(), []).append(o)
             listed, _ = await reader.positions(account_id, chunk)
@@ -255,11 +301,24 @@ class Follower:
                 positions[iid] = positions.get(iid, Decimal(0)) + p.quantity
         return positions, orders, request_id
 
+    def _ids_to_read(self, followed: Iterable[_Followed]) -> list[str]:
+        """The job's orders not yet read final, and the client id a lost reply went under."""
+        ids: list[str] = []
+        for f in followed:
+            ids.extend(o.id for o in f.result.orders if o.status in WORKING_STATUSES)
+            if f.unresolved is not None:
+                named = self._ctx.sender.client_id(f.target, f.result)
+                if named is not None:
+                    ids.append(named[0])
+        return list(dict.fromkeys(ids))
+
     async def _decide(
         self, followed: _Followed, position: Decimal, orders: list[Order], request_id: str
     ) -> None:
         target, result = followed.target, followed.result
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
+        shown = {o.id for o in orders}
+        known_before = len(result.orders)
         for order in orders:
             # The run's orders: by evidence (close_position), by client id (submit_orders).
             if order.id in listed:
@@ -268,47 +327,120 @@ class Follower:
                 # Found late: listed, journaled and logged like every order of the run.
                 record_orders(self._ctx, target, result, [order], request_id, reconciled=True)
         result.remaining_quantity = str(position)
+        if len(result.orders) > known_before and followed.unresolved is not None:
+            followed.unresolved = None  # the close whose reply was lost is found
+        followed.undecided = True
+        # An order of the job's that no listing shows, though not read final: the listings
+        # are behind it (a lag), not the truth. Nothing is decided on them.
+        if any(o.status in WORKING_STATUSES and o.id not in shown for o in result.orders):
+            return
+        if not self._position_agrees(followed, position):
+            return  # the positions listing does not yet show a fill the job knows of
+        now = self._clock()
+        working = any(o.working for o in orders)
+        if followed.unresolved is not None:
+            if working or now < followed.quiet_until:
+                return
+            if position == 0:
+                if not followed.last_chance:
+                    followed.last_chance = True  # one more read may still list its order
+                    return
+                followed.undecided = False
+                self._flat(followed, by_unfound_close=True)
+                return
+            if position != followed.unresolved:
+                return  # moved, and no order of the job's found to say why: read again
+            self._nothing_created(followed)  # provably did nothing: it does not count
+        followed.undecided = False
         stopping = self._ctx.stopping.is_set()
         step = follow_step(
             position,
             orders,
             residue_sent=result.residue_closes,
             max_residue=self._settings.max_residue,
-            may_send=not stopping
-            and not followed.watch_only
-            and self._clock() >= followed.quiet_until,
+            may_send=not stopping and now >= followed.quiet_until,
         )
         if step is Step.FLAT:
             self._flat(followed)
-        elif followed.watch_only and not any(o.working for o in orders):
-            self._leave_failed(followed)  # open, and nothing of it can still fill
         elif step is Step.RESIDUE:
             await self._residue(followed, position)
+
+    def _position_agrees(self, followed: _Followed, position: Decimal) -> bool:
+        """Whether the position read shows the job's fills: a read unchanged since before a fill
+        the job knows of is stale. One that agrees becomes the reference for the next."""
+        fills = job_fills(followed.result)
+        if (
+            followed.position_ref is not None
+            and fills != followed.fills_ref
+            and position == followed.position_ref
+        ):
+            return False
+        if followed.unresolved is None and not any(
+            o.status in WORKING_STATUSES for o in followed.result.orders
+        ):
+            # Only with every order of the job known and final: a read beside one still
+            # working, or beside a close whose reply was lost and whose order is not yet found,
+            # may already show a fill the job does not know of (it fills between the reads).
+            followed.position_ref, followed.fills_ref = position, fills
+        return True
+
+    def _nothing_created(self, followed: _Followed) -> None:
+        """The close whose outcome was unknown created no order: it changed nothing."""
+        target, result = followed.target, followed.result
+        followed.unresolved = None
+        if followed.unresolved_residue:
+            followed.unresolved_residue = False
+            result.residue_closes -= 1
+        events.residue_close_failed(
+            account_id=target.account_id,
+            instrument=target.instrument,
+            residue=result.residue_closes + 1,
+            outcome="nothing_created",
+            error="no order of the close was found, nothing works and the position is unchanged",
+            request_id=result.request_ids[-1] if result.request_ids else None,
+        )
 
     async def _residue(self, followed: _Followed, position: Decimal) -> None:
         target, result = followed.target, followed.result
         result.residue_closes += 1
+        residue = result.residue_closes
         events.residue_close(
             account_id=target.account_id,
             instrument=target.instrument,
             remaining_quantity=str(position),
-            residue=result.residue_closes,
+            residue=residue,
         )
+
+        def failed(outcome: str, err: BaseException, request_id: str | None = None) -> None:
+            events.residue_close_failed(
+                account_id=target.account_id,
+                instrument=target.instrument,
+                residue=residue,
+                outcome=outcome,
+                error=str(err),
+                request_id=request_id,
+            )
+
         try:
             sent = await self._within_grace(self._send_close(target, result, position))
-        except CutOff:
+        except CutOff as err:
             # A stop came and its grace ran out with the reply still pending: the close may
             # yet be applied (its intent is journaled; the next run looks before sending).
             result.fate = Fate.UNKNOWN
+            failed("unknown", err)
             return
         except Unauthorized:
             raise
-        except OutcomeUnknown:
-            # It may yet appear: no further residue close until a slow server had time to apply.
+        except OutcomeUnknown as err:
+            # It may yet appear: nothing more is decided for the target until its order is
+            # found, or a look after a slow server had time to apply shows it created none.
             followed.quiet_until = self._clock() + self._ctx.policy.settle_s
+            followed.unresolved, followed.unresolved_residue = position, True
+            failed("unknown", err, err.request_id)
             return
         except JournalError as err:
             result.residue_closes -= 1  # its intent is not on disk, so it was not sent
+            failed("not_sent", err)
             if self._on_abort is not None:
                 self._on_abort(str(err))
             self._ctx.stopping.set()  # no close may be sent without its intent
@@ -316,6 +448,7 @@ class Follower:
         except ApiError as err:
             if isinstance(err, NotSent | RateLimited):
                 result.residue_closes -= 1  # provably changed nothing: it does not count
+            failed("not_sent" if isinstance(err, NotSent) else "refused", err, err.request_id)
             events.close_retry(
                 account_id=target.account_id,
                 instrument=target.instrument,
@@ -327,6 +460,15 @@ class Follower:
             return
         if sent is None:
             result.residue_closes -= 1
+            return
+        followed.position_ref, followed.fills_ref = position, job_fills(result)
+        events.residue_close_sent(
+            account_id=target.account_id,
+            instrument=target.instrument,
+            residue=residue,
+            orders=[o.id for o in sent],
+            request_id=result.request_ids[-1] if result.request_ids else None,
+        )
 
     async def _within_grace(self, call: Awaitable[T]) -> T:
         """The call's result; `CutOff` when a stop's grace ends first. As the fan-out's closes,
@@ -345,12 +487,25 @@ class Follower:
         self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
         self._report(followed.result)
 
-    def _flat(self, followed: _Followed) -> None:
+    def _flat(self, followed: _Followed, *, by_unfound_close: bool = False) -> None:
         result = followed.result
         self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
         result.remaining_quantity = None
         if any(Decimal(o.filled_quantity) != 0 for o in result.orders):
             result.settle(Outcome.CLOSED)
+        elif by_unfound_close:
+            # Flat after a close of the job's whose reply was lost and whose order no listing
+            # showed: not `already_flat` (the job sent a close), and said so.
+            result.settle(
+                Outcome.CLOSED,
+                "read flat after a close whose reply was lost; its order was not listed",
+            )
+            events.target_settled(
+                account_id=result.account_id,
+                instrument=result.instrument,
+                outcome=str(Outcome.CLOSED),
+                why="read flat after a close whose reply was lost; its order was not listed",
+            )
         else:  # flat, and no order of this run filled: it was not this run that closed it
             result.settle(Outcome.ALREADY_FLAT)
             events.target_settled(
@@ -389,6 +544,10 @@ class Follower:
         stopped = self._ctx.stopping.is_set() and now >= self._next_deadline(pending)
         for followed in list(pending.values()):
             if stopped or now >= followed.deadline:
+                if followed.undecided and not followed.last_read:
+                    # Its last read was behind (a listing lagging): one more before not flat.
+                    followed.last_read = True
+                    continue
                 reason = why or (
                     "the run stopped before the position read flat"
                     if stopped
@@ -412,3 +571,35 @@ class Follower:
             error=result.error or why,
         )
         self._report(result)
+
+
+def job_fills(result: TargetResult) -> Decimal:
+    """What the job's orders have filled, signed as it moves the position (a sell is minus)."""
+    return sum(
+        (
+            Decimal(o.filled_quantity) * (-1 if o.side.startswith("SELL") else 1)
+            for o in result.orders
+        ),
+        Decimal(0),
+    )
+
+
+def sized_for(result: TargetResult, target: Target) -> Decimal:
+    """The position the target's first close was sized for: its order's side and quantity (the
+    server sizes close_position), or the plan's when no order of it is known."""
+    for o in result.orders:
+        if o.own:
+            quantity = Decimal(o.quantity)
+            return quantity if o.side.startswith("SELL") else -quantity
+    return target.quantity
+
+
+def _fresher(known: Order | None, other: Order) -> Order:
+    """Of two listings of one order, the one further along (final, or more filled)."""
+    if known is None:
+        return other
+    if known.working and not other.working:
+        return other
+    if other.working == known.working and other.filled_quantity > known.filled_quantity:
+        return other
+    return known

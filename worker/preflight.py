@@ -1,14 +1,16 @@
-"""Before the plan: the key checked against the server's clock (learning its offset from ours),
-then, with `--before-close`, the wait for today's close window, and with `--at-close`, today's
-market-on-close cutoff. Nothing here changes anything."""
+"""Before the plan: the key checked against the server's clock (its time read once, carried on
+by the monotonic clock, never by the local wall clock), then, with `--before-close`, the wait for
+today's close window, and with `--at-close`, today's market-on-close cutoff. Nothing here changes
+anything."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from worker import events
 from worker.api import TradingApi
@@ -28,7 +30,7 @@ KEY_CHECK_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class Ready:
-    """The key works and it is time: the server's clock, as ours plus the offset measured;
+    """The key works and it is time: the server's clock (as read, plus monotonic time since);
     with --at-close, today's cutoff (not passed, or passed for a dry run)."""
 
     server_now: Callable[[], datetime]
@@ -58,16 +60,19 @@ async def preflight(
     before_close: timedelta | None,
     dry_run: bool,
     stop: asyncio.Event,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Ready | Ended:
     check = Reader(api, dataclasses.replace(policy, max_attempts=KEY_CHECK_ATTEMPTS))
     try:
         clock = await check.clock()
     except ApiError as err:
         return aborted(f"the API did not accept the key or could not be reached: {err}", [])
-    offset = clock.data - datetime.now(UTC)
+    # The server's time as read, carried forward by the monotonic clock: a step of the local
+    # wall clock (NTP, a resumed VM) moves no window and no evidence of the worker's.
+    server_at, read_at = clock.data, monotonic()
 
     def server_now() -> datetime:
-        return datetime.now(UTC) + offset
+        return server_at + timedelta(seconds=monotonic() - read_at)
 
     if before_close is not None:
         timing = await wait_for_close_window(reader, before_close, server_now, stop, policy.sleep)

@@ -16,10 +16,11 @@ from tenacity import RetryCallState
 from worker import events
 from worker.api import Reply, TradingApi
 from worker.counters import RunCounters
-from worker.models import Instrument, MarketHours, Order, Position
+from worker.models import WORKING_STATUSES, Instrument, MarketHours, Order, Position
 from worker.policy import RetryPolicy
 
 T = TypeVar("T")
+WORKING_ORDER_STATUSES = tuple(sorted(WORKING_STATUSES))
 MAX_PAGES = 1000  # 1,000 pages of 1,000: far beyond any real account
 
 
@@ -66,6 +67,35 @@ class Reader:
                 since=since,
                 page_token=token,
                 page_size=self._page_size,
+            ),
+            key=lambda o: o.id,
+        )
+
+    async def working_orders(
+        self, account_id: int, instrument_ids: Sequence[str]
+    ) -> tuple[list[Order], list[str]]:
+        """Every order on these instruments (all, if none named) that can still fill, of any
+        age: listed by status, never bounded by time."""
+        return await self._all_pages(
+            f"working orders of account {account_id}",
+            lambda token: self._api.get_orders(
+                account_id,
+                instrument_ids=instrument_ids,
+                statuses=WORKING_ORDER_STATUSES,
+                page_token=token,
+                page_size=self._page_size,
+            ),
+            key=lambda o: o.id,
+        )
+
+    async def orders_by_id(
+        self, account_id: int, order_ids: Sequence[str]
+    ) -> tuple[list[Order], list[str]]:
+        """These orders (by their ids), whenever they were created."""
+        return await self._all_pages(
+            f"orders of account {account_id} by id",
+            lambda token: self._api.get_orders(
+                account_id, order_ids=order_ids, page_token=token, page_size=self._page_size
             ),
             key=lambda o: o.id,
         )

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -61,6 +61,10 @@ class RunRequest:
     # --at-close, once every close is sent: (orders resting, today's close, seconds until it)
     on_waiting: Callable[[int, datetime, float], None] | None = None
     before_close: timedelta | None = None  # wait for today's close minus this, or skip
+    # The local wall clock: what the journal and the report are stamped with, and nothing
+    # else. Windows and evidence run on the server's time and the monotonic clock (a test
+    # steps this one to prove it).
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # `check`: a dry run that also looks at the journal the run would open (read only, no lock)
     probe_journal: bool = False
 
@@ -77,7 +81,7 @@ def stop_aware_sleep(stop: asyncio.Event) -> Sleep:
 
 
 async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> RunResult:
-    run_id, started_at = uuid.uuid4().hex, datetime.now(UTC)
+    run_id, started_at = uuid.uuid4().hex, request.wall_clock()
     events.bind_run(run_id)
     events.run_started(
         base_url=settings.base_url,
@@ -195,13 +199,13 @@ async def _session(
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = ready.server_now() - lookback
             try:
-                # Evidence for close_position only: submit_orders knows its orders by client id.
-                # Cut short by a stop: nothing is sent then, so no evidence is needed.
-                preexisting = (
-                    await _until_stopped(orders_snapshot(reader, plan.targets, since), stop) or {}
-                    if settings.close_via == "close_position"
-                    else {}
-                )
+                # Evidence for close_position (submit_orders knows its orders by client id), and
+                # in both modes the orders of others that can still fill, counted before a close
+                # is sized. Cut short by a stop: nothing is sent then, so none is needed.
+                snapshot = await _until_stopped(orders_snapshot(reader, plan.targets, since), stop)
+                preexisting, working_before = snapshot or ({}, {})
+                if settings.close_via != "close_position":
+                    preexisting = {}
             except Unauthorized as err:
                 why = f"credentials rejected: {err}"
                 return aborted(why, plan.settled + unsent(plan.targets, f"not sent: {why}"))
@@ -220,6 +224,7 @@ async def _session(
                 priors=journaled.priors,
                 sender=sender,
                 preexisting=preexisting,
+                working_before=working_before,
                 counters=counters,
             )
             return await _close(ctx, settings, request, plan, since, ready)
@@ -310,7 +315,7 @@ async def _close(
         if ctx.stopping.is_set():
             ended = ended.unless_aborted("stop requested")
         code = exit_code(ended.results, aborted=ended.aborted)
-        ctx.journal.finish_run(ctx.run_id, datetime.now(UTC), code)
+        ctx.journal.finish_run(ctx.run_id, request.wall_clock(), code)
     except JournalError as err:  # the closes were sent; the report still says what happened
         ended = ended.unless_aborted(str(err))
     return ended

@@ -11,6 +11,7 @@ from worker.simulator.config import (
     UNKNOWN_OUTCOMES_30,
     Faults,
     RecordedRequest,
+    SimClock,
     SimConfig,
     SimStats,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "UNKNOWN_OUTCOMES_30",
     "Faults",
     "RecordedRequest",
+    "SimClock",
     "SimConfig",
     "SimStats",
     "Simulator",

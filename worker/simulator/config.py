@@ -96,8 +96,41 @@ class SimConfig:
     partial_fill_fraction: float = 0.5
     partial_rest_status: str = "CANCELED"  # or EXPIRED
     p_reject_after_accept: float = 0.0  # accepted (PENDING_NEW), later REJECTED, nothing filled
+    # The simulator's time (epoch seconds): GET /v1/clock, order and fill timestamps, fill
+    # delays, the listing lags below. A `SimClock` is the server's own clock, apart from the
+    # host's (a test can step the host's clock and not the server's) and advanced at will.
     clock: Callable[[], float] = time.time
+    # Evidence attacks (issue 19): order timestamps (created_at) stamped this many seconds off
+    # the clock GET /v1/clock answers (negative: behind), as a separate order system's clock.
+    order_time_offset_s: float = 0.0
+    # GET .../orders (every filter, `order_ids` included) leaves an order out until this many
+    # seconds (simulator time) after its creation: a listing behind order entry. One order by
+    # id or client id (GET .../orders/{order_id}) and order entry's own replies are current.
+    orders_listing_lag_s: float = 0.0
+    # GET .../positions shows each position as it stood this many seconds (simulator time) ago:
+    # fills younger than that are not in it yet (a position they opened is not listed, one
+    # they closed still is). Order entry and closes act on the current position.
+    positions_listing_lag_s: float = 0.0
     known_symbols: set[str] = field(default_factory=set)  # instruments no account holds
+
+
+class SimClock:
+    """The simulator's own clock: the host's time when made, then carried by the monotonic
+    clock (a step of the host's wall clock does not move it) times `speed`, plus whatever
+    `advance` added. `SimConfig(clock=SimClock(speed=10))` makes a fill delay of 10 s take 1 s."""
+
+    def __init__(self, *, speed: float = 1.0, start: float | None = None) -> None:
+        self.speed = speed
+        self._start = time.time() if start is None else start
+        self._started = time.monotonic()
+        self._advanced = 0.0
+
+    def __call__(self) -> float:
+        return self._start + (time.monotonic() - self._started) * self.speed + self._advanced
+
+    def advance(self, seconds: float) -> None:
+        """Move the server's time forward at once (fills and lags come due accordingly)."""
+        self._advanced += seconds
 
 
 @dataclass

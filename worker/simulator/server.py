@@ -114,6 +114,15 @@ class Simulator:
                     flipped.append((account.id, p.instrument_id))
         return flipped
 
+    def crossed_zero(self) -> list[tuple[int, str]]:
+        """Positions a fill ever took past zero, even if a later one brought them back."""
+        crossed: list[tuple[int, str]] = []
+        for account in self.book.accounts.values():
+            self.book.apply_fills(account)
+            crossed.extend((account.id, p.instrument_id) for p in account.positions.values()
+                           if p.crossed_zero)  # fmt: skip
+        return crossed
+
     def fill_all(self) -> None:
         self.book.fill_all()
 
@@ -314,11 +323,11 @@ class Simulator:
 
     async def _positions(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None
-        positions = self.book.open_positions(account)
+        positions = self.book.listed_positions(account)
         wanted = {w.lower() for w in _csv(request.query.get("instrument_ids"))}
         if wanted:  # UUIDs are case-insensitive
-            positions = [p for p in positions if p.instrument_id.lower() in wanted]
-        response = self._page(request, [p.to_api() for p in positions], positions_bugs=True)
+            positions = [p for p in positions if p["instrument_id"].lower() in wanted]
+        response = self._page(request, positions, positions_bugs=True)
         if not wanted:
             for action in self._after_listing.pop(account.id, []):
                 action()
@@ -334,11 +343,12 @@ class Simulator:
         assert account is not None
         self.book.apply_fills(account)
         q = request.query
-        orders: list[SimOrder] = account.orders
+        orders: list[SimOrder] = self.book.listed_orders(account, account.orders)
         instruments = _csv(q.get("instrument_ids"))
         if instruments:
             ids = {account.resolve(i) or i for i in instruments}
             orders = [o for rid in ids for o in account.orders_by_instrument.get(rid, [])]
+            orders = self.book.listed_orders(account, orders)
             orders.sort(key=lambda o: o.created_at)
         statuses = _csv(q.get("status"))
         if statuses - _STATUSES:

@@ -97,18 +97,21 @@ class SimPosition:
     price: Decimal
     seeded_sign: int
     underlying: str | None = None
+    crossed_zero: bool = False  # a fill ever took it past zero, whatever it ended at
 
-    def to_api(self) -> dict[str, Any]:
-        value = self.quantity * self.price * (100 if self.instrument_type == "OPTION" else 1)
+    def to_api(self, quantity: Decimal | None = None) -> dict[str, Any]:
+        """As the positions listing shows it; `quantity`: as it stood earlier (a lag)."""
+        held = self.quantity if quantity is None else quantity
+        value = held * self.price * (100 if self.instrument_type == "OPTION" else 1)
         body: dict[str, Any] = {
             "account_id": self.account_id,
             "instrument_id": self.instrument_id,
             "symbol": self.symbol,
             "instrument_type": self.instrument_type,
-            "quantity": decimal_text(self.quantity),
-            "available_quantity": decimal_text(abs(self.quantity)),
+            "quantity": decimal_text(held),
+            "available_quantity": decimal_text(abs(held)),
             "market_value": f"{value:.2f}",
-            "position_type": "LONG" if self.quantity > 0 else "SHORT",
+            "position_type": "LONG" if held > 0 else "SHORT",
             "avg_price": f"{self.price:.2f}",
             "instrument_price": f"{self.price:.2f}",
             "closing_price": f"{self.price:.2f}",
@@ -141,6 +144,9 @@ class SimOrder:
     filled_quantity: Decimal = Decimal(0)
     fill_price: Decimal | None = None
     ends: str | None = None  # "partial", "reject" or "kill": how the market treats it when due
+    # When the simulator booked it, by its clock (created_at may be stamped otherwise, or in the
+    # past for an order placed before the run): what the orders listing's lag counts from.
+    entered_at: float = 0.0
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -249,11 +255,19 @@ class Book:
         return iid
 
     def add_resting_order(
-        self, account_id: int, symbol: str, side: str, quantity: str, limit_price: str
+        self,
+        account_id: int,
+        symbol: str,
+        side: str,
+        quantity: str,
+        limit_price: str,
+        *,
+        created_ago_s: float = 0.0,
     ) -> str:
+        """A limit order resting on the book, placed `created_ago_s` before now."""
         account = self.add_account(account_id)
         iid = account.resolve(symbol) or instrument_uuid(symbol)
-        now = self.config.clock()
+        now = self.config.clock() - created_ago_s
         order = SimOrder(
             str(uuid.uuid4()),
             f"resting-{uuid.uuid4().hex[:8]}",
@@ -283,16 +297,20 @@ class Book:
         order_type: str = "MARKET",
         limit_price: str | None = None,
         fill_after_s: float | None = None,
+        created_ago_s: float = 0.0,
     ) -> str:
         """Another participant's order on the account's instrument (a trader at the desk).
 
-        It fills after `fill_after_s` (default: the fill delay for a market order; a limit order
-        without one rests), moving the position: reducing, flipping or growing it.
+        It fills after `fill_after_s` from now (default: the fill delay for a market order; a
+        limit order without one rests), moving the position: reducing, flipping or growing it.
+        `created_ago_s`: placed that long before now (created_at in the past), e.g. resting
+        since before the run began.
         """
         account = self.add_account(account_id)
         iid = account.resolve(instrument) or instrument_uuid(instrument)
         position = account.positions[iid]
         now = self.config.clock()
+        created = now - created_ago_s
         order = SimOrder(
             str(uuid.uuid4()),
             f"desk-{uuid.uuid4().hex[:8]}",
@@ -304,8 +322,8 @@ class Book:
             Decimal(quantity),
             order_type,
             "NEW",
-            now,
-            now,
+            created,
+            created,
             is_close=False,
             limit_price=limit_price,
         )
@@ -407,6 +425,36 @@ class Book:
     def open_positions(self, account: SimAccount) -> list[SimPosition]:
         self.apply_fills(account)
         return [p for p in account.positions.values() if p.quantity != 0]
+
+    def listed_positions(self, account: SimAccount) -> list[dict[str, Any]]:
+        """The positions listing: open positions as they stood `positions_listing_lag_s` ago
+        (the fills since then taken back), in the API's shape."""
+        self.apply_fills(account)
+        lag = self.config.positions_listing_lag_s
+        if lag <= 0:
+            return [p.to_api() for p in account.positions.values() if p.quantity != 0]
+        as_of = self.config.clock() - lag
+        since: dict[str, Decimal] = {}
+        for execution in reversed(account.executions):  # newest first
+            if execution.transaction_time <= as_of:
+                break
+            signed = execution.quantity if execution.side == "BUY" else -execution.quantity
+            since[execution.instrument_id] = since.get(execution.instrument_id, Decimal(0)) + signed
+        listed = []
+        for p in account.positions.values():
+            then = p.quantity - since.get(p.instrument_id, Decimal(0))
+            if then != 0:
+                listed.append(p.to_api(then))
+        return listed
+
+    def listed_orders(self, account: SimAccount, orders: list[SimOrder]) -> list[SimOrder]:
+        """What the orders listing shows of `orders`: none younger than `orders_listing_lag_s`
+        (by the simulator's clock, whatever the order's own timestamp says)."""
+        lag = self.config.orders_listing_lag_s
+        if lag <= 0:
+            return orders
+        as_of = self.config.clock() - lag
+        return [o for o in orders if o.entered_at <= as_of]
 
     def pending_close(self, account: SimAccount, instrument: str) -> SimOrder | None:
         iid = account.resolve(instrument)
@@ -515,6 +563,8 @@ class Book:
         position.quantity += filled if order.side == "BUY" else -filled
         if position.seeded_sign == 0:  # opened from flat: this fill decides its side
             position.seeded_sign = 1 if position.quantity > 0 else -1
+        elif position.quantity * position.seeded_sign < 0:
+            position.crossed_zero = True
         self._record_execution(account, order, position, filled, now)
 
     def _record_execution(
@@ -541,5 +591,7 @@ class Book:
         account.executions.append(execution)
 
     def _remember(self, account: SimAccount, order: SimOrder) -> None:
+        order.entered_at = min(order.created_at, self.config.clock())
+        order.created_at += self.config.order_time_offset_s  # the order system's own clock
         account.orders.append(order)
         account.orders_by_instrument.setdefault(order.instrument_id, []).append(order)
