@@ -41,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from worker.errors import JournalError, JournalRefused
+from worker.errors import JournalError, JournalRefused, LockLost
 from worker.journal_check import wal_problem
 from worker.journal_schema import SCHEMA, TABLES, schema_probes, split_intents
 from worker.models import Order
@@ -58,6 +58,10 @@ ROWS_PER_STATEMENT = 200  # rows per INSERT statement (10 columns: 2,000 of SQLi
 # sends nothing it could not commit now, beyond this margin: a standby that took over waits
 # REQUEST_TIMEOUT + RECONCILE_DELAY before it looks, and that wait must cover every send.
 AHEAD_FRESH_S = 0.25
+# A lock check is good for a send that goes out this soon after the check was asked for; a host
+# paused in between (SIGSTOP, a VM stopped) asks again when it resumes. A run that takes over
+# adds it to the wait for the requests a lost host may still have had in flight.
+LOCK_FRESH_S = 0.25
 
 _PRIORS = (
     "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
@@ -175,6 +179,16 @@ class Journal:
         if not unfinished:
             return 0.0
         return max(0.0, in_flight_s - (time.monotonic() - self._taken_over_at))
+
+    async def still_locked(self) -> None:
+        """Return if this run still holds the journal's lock; raise `LockLost` otherwise.
+
+        Awaited right before each request that changes something goes out (after its slot and
+        its pace). SQLite's lock is a `flock` held as long as this process keeps the journal
+        open, so only a closed journal has lost it.
+        """
+        if self._closed:
+            raise LockLost(f"the journal {self.name} is closed: nothing more is sent")
 
     def _init_group_commit(self, release: Callable[[], None] | None) -> None:
         self._release = release  # drops the run's lock on this journal

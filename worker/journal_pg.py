@@ -19,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from worker.errors import JournalRefused
-from worker.journal import Journal
+from worker.errors import JournalRefused, LockLost
+from worker.journal import LOCK_FRESH_S, Journal
 from worker.journal_lock import UNNAMED, Holder, acquire
 from worker.journal_schema import SCHEMA, TABLES, schema_probes, split_intents
 
@@ -39,6 +40,12 @@ _SCHEMA_LOCK = 0x6C697175  # a transaction lock so two hosts never create the ta
 _HOLDER_NOW = (
     "SELECT h.host, h.pid, h.since FROM journal_holders h WHERE h.lock_key = %s AND h.backend_pid"
     " IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
+)
+# This session holds the run's advisory lock (a bigint key shows as classid/objid halves).
+_LOCK_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND pid = pg_backend_pid() AND classid::bigint = %s AND objid::bigint = %s"
+    " AND objsubid = 1)"
 )
 # A host whose database goes quiet gives up instead of hanging: keepalives notice a dead peer,
 # tcp_user_timeout bounds a send that is never acknowledged.
@@ -69,11 +76,63 @@ class PgJournal(Journal):
 
     _mark = "%s"
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], name: str, key: int) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        name: str,
+        key: int,
+        *,
+        timeout_s: float = 5.0,
+    ) -> None:
         self.name = name
         self._conn = conn
         self._key = key
+        self._timeout_s = timeout_s
+        # The lock check in progress (when it was asked for, and its answer): every send that
+        # arrives while it runs shares it, so a busy fan-out costs one query per round trip.
+        self._check: tuple[float, asyncio.Future[bool]] | None = None
         self._init_group_commit(None)
+
+    async def still_locked(self) -> None:
+        """Ask the database whether this session still holds the run's advisory lock.
+
+        A session that ended (terminated, the server restarted, the network gone) has lost it,
+        and a standby may hold it now: nothing more may be sent. An answer older than
+        LOCK_FRESH_S when the send would go out (this host was paused meanwhile) is asked again.
+        """
+        await super().still_locked()
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._check is None or self._check[1].done():
+                check = loop.run_in_executor(self._thread, self._lock_held)
+                check.add_done_callback(lambda c: c.cancelled() or c.exception())
+                self._check = (time.monotonic(), check)
+            asked_at, check = self._check
+            try:
+                held = await asyncio.wait_for(asyncio.shield(check), self._timeout_s)
+            except TimeoutError:
+                raise LockLost(
+                    f"the journal {self.name} did not confirm this run's lock within"
+                    f" {self._timeout_s:g} s (journal_timeout): nothing more is sent"
+                ) from None
+            except Exception as exc:
+                raise LockLost(
+                    f"the journal {self.name} could not confirm this run's lock ({exc}): nothing"
+                    " more is sent"
+                ) from None
+            if not held:
+                raise LockLost(
+                    f"this run no longer holds the lock on the journal {self.name}: nothing more"
+                    " is sent"
+                )
+            if time.monotonic() - asked_at <= LOCK_FRESH_S:
+                return
+
+    def _lock_held(self) -> bool:
+        high, low = (self._key >> 32) & 0xFFFFFFFF, self._key & 0xFFFFFFFF
+        with self._store_lock:
+            row = self._conn.execute(_LOCK_HELD.encode(), (high, low)).fetchone()
+        return bool(row and row[0])
 
     @classmethod
     async def open(

@@ -1,0 +1,90 @@
+"""Taking a job over from a run that died or lost its lock, counted at the simulator.
+
+A rerun on the same state directory and a standby host on PostgreSQL wait out the dead run's
+requests before they look; a host that lost its PostgreSQL session sends nothing more, however
+its sends were queued (docs/journal.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tests.support import (
+    FAST_FOLLOW,
+    end_journal_sessions,
+    fill_after_the_plan,
+    journal_lock_holders,
+    seed_accounts,
+    serving,
+    until_lock_taken_by_another,
+)
+from worker.runner import ExitCode, RunRequest, run
+from worker.simulator import SimConfig, Simulator
+from worker.targets import TargetSpec
+
+BOTH = [TargetSpec(20001, None), TargetSpec(20002, None)]
+# Short, so that waiting out a dead run's requests takes a moment.
+TAKEOVER = {"request_timeout": 1.0, "reconcile_delay": 0.2, "lock_wait": 30.0, **FAST_FOLLOW}
+
+
+def is_close(request: web.Request) -> bool:
+    return request.method == "DELETE" and "/positions/" in request.path
+
+
+def assert_closed_once(sim: Simulator, positions: list[tuple[int, str]]) -> None:
+    """Counted at the server: no position closed twice or crossing zero."""
+    sim.fill_all()
+    assert sim.duplicate_closes() == []
+    assert sim.flipped_positions() == []
+    assert [len(sim.closing_orders(a, i)) for a, i in positions] == [1] * len(positions)
+
+
+async def test_a_host_whose_sends_wait_behind_its_pace_sends_none_after_losing_its_session(
+    settings_for: Any, pg_url: str
+) -> None:
+    """Host A (RATE_LIMIT 2) has committed the intents of the closes queued behind its pace
+    when its session ends; standby B (RATE_LIMIT 20) takes over. Every close A still had queued
+    must stay on A: none reaches the server while B waits out A's requests."""
+    sim = Simulator(SimConfig(fill_delay_s=3600))  # A's orders still work when B looks
+    positions = seed_accounts(sim, 2, 12)
+    arrivals: list[float] = []  # monotonic, each close as the server receives it
+    first_close = asyncio.Event()
+    taken_at: list[float] = []  # when B held the lock
+
+    @web.middleware
+    async def end_a_session_at_its_third_close(
+        request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        if is_close(request):
+            arrivals.append(time.monotonic())
+            first_close.set()
+            if len(arrivals) == 3:
+                [lost] = await asyncio.to_thread(journal_lock_holders, pg_url)
+                await asyncio.to_thread(end_journal_sessions, pg_url)
+                taken_at.append(await until_lock_taken_by_another(pg_url, lost))
+                fill_after_the_plan(sim, [20001, 20002], 0.3)  # as B follows
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = sim.app()
+    app.middlewares.append(end_a_session_at_its_third_close)
+    async with serving(app) as base_url:
+        common = {"base_url": base_url, "api_key": sim.config.api_key, "journal_url": pg_url}
+        # Every target of A is in flight or queued behind its pace, its intent committed ahead.
+        host_a = settings_for(**common, **TAKEOVER, concurrency=32, rate_limit=2)
+        host_b = settings_for(**common, **TAKEOVER, concurrency=8, rate_limit=20)
+        a = asyncio.create_task(run(host_a, RunRequest(specs=BOTH), asyncio.Event()))
+        await first_close.wait()
+        b = asyncio.create_task(run(host_b, RunRequest(specs=BOTH), asyncio.Event()))
+        result_a, result_b = await asyncio.wait_for(asyncio.gather(a, b), 60)
+    [taken] = taken_at
+    # B sends nothing before REQUEST_TIMEOUT + RECONCILE_DELAY after it took the lock: any close
+    # arriving then is one A sent without its lock.
+    quiet_until = taken + TAKEOVER["request_timeout"] + TAKEOVER["reconcile_delay"]
+    assert [t for t in arrivals if taken + 0.05 < t < quiet_until] == []
+    assert result_a.exit_code == ExitCode.ABORTED
+    assert result_b.exit_code == ExitCode.OK, result_b
+    assert_closed_once(sim, positions)
