@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from tests.support import (
     journal_lock_holders,
     seed_accounts,
     serving,
+    start_liquidator,
     until_lock_taken_by_another,
 )
 from worker.runner import ExitCode, RunRequest, run
@@ -87,4 +89,56 @@ async def test_a_host_whose_sends_wait_behind_its_pace_sends_none_after_losing_i
     assert [t for t in arrivals if taken + 0.05 < t < quiet_until] == []
     assert result_a.exit_code == ExitCode.ABORTED
     assert result_b.exit_code == ExitCode.OK, result_b
+    assert_closed_once(sim, positions)
+
+
+async def test_a_rerun_at_once_waits_out_the_closes_the_killed_run_left_at_the_gateway(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    """The run is killed while its closes wait at the gateway (applied there a moment later,
+    within REQUEST_TIMEOUT), and rerun at once on the same state directory. The rerun finds
+    the lock free; it must still wait them out before it looks, or it closes them twice."""
+    sim = Simulator(SimConfig(fill_delay_s=1.0))  # a close still works when the next comes
+    positions = seed_accounts(sim, 2, 3)
+    held = asyncio.Event()  # every close of the killed run is at the gateway
+    arrived = 0
+    kept: set[asyncio.Task[web.StreamResponse]] = set()
+
+    @web.middleware
+    async def the_gateway_holds_closes(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal arrived
+        if not is_close(request) or arrived >= len(positions):
+            response: web.StreamResponse = await handler(request)
+            return response
+        arrived += 1  # one of the killed run's closes
+        await request.read()  # all of it is here: the gateway has the request
+
+        async def apply_later() -> web.StreamResponse:
+            await asyncio.sleep(0.7)
+            return await handler(request)
+
+        # Applied 0.7 s on, whether or not the client is still there to hear the reply.
+        applying = asyncio.create_task(apply_later())
+        kept.add(applying)
+        if arrived == len(positions):
+            held.set()
+        return await asyncio.shield(applying)
+
+    app = sim.app()
+    app.middlewares.append(the_gateway_holds_closes)
+    state = tmp_path / "state"
+    async with serving(app) as base_url:
+        killed = await start_liquidator(
+            sim, state, tmp_path / "killed.json", base_url=base_url,
+            LIQUIDATOR_REQUEST_TIMEOUT="1", LIQUIDATOR_RECONCILE_DELAY="0.2",
+        )  # fmt: skip
+        await asyncio.wait_for(held.wait(), 30)
+        killed.kill()  # its lock goes with it; its run never finishes
+        await killed.wait()
+        settings = settings_for(
+            base_url=base_url, api_key=sim.config.api_key, state_dir=state, **TAKEOVER
+        )
+        rerun = await asyncio.wait_for(run(settings, RunRequest(specs=BOTH), asyncio.Event()), 30)
+        await asyncio.gather(*kept, return_exceptions=True)
+    assert rerun.exit_code == ExitCode.OK, rerun
     assert_closed_once(sim, positions)

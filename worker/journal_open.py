@@ -61,7 +61,7 @@ async def _open_sqlite(settings: Settings, stop: asyncio.Event | None) -> Journa
     path = directory / SQLITE_FILE
     lock = FileLock(directory / LOCK_FILE)
     try:
-        waited = await acquire(
+        await acquire(
             lock.try_acquire,
             lock.holder,
             what=f"the journal {path}",
@@ -69,7 +69,7 @@ async def _open_sqlite(settings: Settings, stop: asyncio.Event | None) -> Journa
             stop=stop,
         )
         journal = Journal(path, release=lock.release)  # checked once the lock is ours
-        journal.took_over(waited)
+        journal.lock_taken()
         return journal
     except BaseException:
         lock.release()

@@ -47,6 +47,15 @@ _LOCK_HELD = (
     " AND pid = pg_backend_pid() AND classid::bigint = %s AND objid::bigint = %s"
     " AND objsubid = 1)"
 )
+# The run's last write, in the database's time; and how long ago earlier runs of a job wrote.
+_CLOCK_NOW = (
+    b"INSERT INTO run_clock (run_id, last_at) VALUES (%s, clock_timestamp()::text)"
+    b" ON CONFLICT (run_id) DO UPDATE SET last_at = EXCLUDED.last_at"
+)
+_SINCE_LAST_WRITE = (
+    b"SELECT EXTRACT(EPOCH FROM clock_timestamp() - MAX(c.last_at::timestamptz))::float8"
+    b" FROM run_clock c JOIN runs r ON r.run_id = c.run_id WHERE r.job = %s AND r.run_id != %s"
+)
 # A host whose database goes quiet gives up instead of hanging: keepalives notice a dead peer,
 # tcp_user_timeout bounds a send that is never acknowledged.
 _CONNECT: dict[str, str | int] = {
@@ -128,6 +137,11 @@ class PgJournal(Journal):
             if time.monotonic() - asked_at <= LOCK_FRESH_S:
                 return
 
+    def _since_last_write(self, job: str, current_run: str) -> float | None:
+        with self._store_lock:
+            row = self._conn.execute(_SINCE_LAST_WRITE, (job, current_run)).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
+
     def _lock_held(self) -> bool:
         high, low = (self._key >> 32) & 0xFFFFFFFF, self._key & 0xFFFFFFFF
         with self._store_lock:
@@ -146,7 +160,7 @@ class PgJournal(Journal):
         journal = cls(conn, name, lock_key(scope))
         try:
             journal._create_schema()
-            waited = await acquire(
+            await acquire(
                 journal._try_lock,
                 journal._holder,
                 what=f"the journal {name} for {scope}",
@@ -154,7 +168,7 @@ class PgJournal(Journal):
                 stop=stop,
             )
             journal._say_who_holds(scope)
-            journal.took_over(waited)
+            journal.lock_taken()
         except psycopg.Error as exc:
             conn.close()
             raise JournalRefused(f"the journal {name} could not be opened: {exc}") from None
@@ -222,6 +236,8 @@ class PgJournal(Journal):
                     cur.executemany(self._statements["client_ids"].encode(), client_ids)
             for sql, rows in records.items():
                 cur.executemany(sql.encode(), rows)
+            for run_id in self._writers(intents, records):
+                cur.execute(_CLOCK_NOW, (run_id,))
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return self._conn.execute(_pg(sql), params).fetchall()
