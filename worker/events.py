@@ -48,6 +48,7 @@ PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
+JOURNAL_RECONNECTED = "journal_reconnected"  # PostgreSQL: a lost session replaced, lock re-taken
 RESIDUE_CLOSE = "residue_close"
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
@@ -337,6 +338,10 @@ def lock_waiting(*, journal: str, holder: str, wait_s: float) -> None:
 
 def lock_acquired(*, journal: str, holder: str) -> None:
     log.info(LOCK_ACQUIRED, journal=journal, holder=holder)
+
+
+def journal_reconnected(*, journal: str, attempts: int, seconds: float) -> None:
+    log.warning(JOURNAL_RECONNECTED, journal=journal, attempts=attempts, seconds=seconds)
 
 
 def pagination_stopped(*, what: str, reason: str, pages: int, items: int) -> None:

@@ -37,6 +37,7 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
             settings.journal_url.get_secret_value(),
             scope=canonical_origin(settings.base_url),
             lock_wait=settings.lock_wait,
+            timeout_s=settings.journal_timeout,
             stop=stop,
         )
     else:
