@@ -142,3 +142,107 @@ async def test_a_rerun_at_once_waits_out_the_closes_the_killed_run_left_at_the_g
         await asyncio.gather(*kept, return_exceptions=True)
     assert rerun.exit_code == ExitCode.OK, rerun
     assert_closed_once(sim, positions)
+
+
+async def test_postgresql_restarting_mid_run_the_standby_waits_and_every_position_closes_once(
+    settings_for: Any, pg_cluster: Any, pg_url: str
+) -> None:
+    """`pg_ctl restart -m fast` after 50 of 400 closes. The active host reconnects and goes on,
+    or the standby (which keeps waiting through the restart) takes the lock first and the
+    active host stops; either way nothing is left open and nothing is closed twice."""
+    from tests.pg_cluster import restart, server_bin
+
+    bindir = server_bin()
+    assert bindir is not None
+    sim = Simulator(SimConfig(fill_delay_s=0.5))  # working while the other host could send
+    positions = seed_accounts(sim, 2, 200)
+    closes = 0
+    first_close, restarted = asyncio.Event(), asyncio.Event()
+
+    @web.middleware
+    async def restart_at_the_fiftieth_close(
+        request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        nonlocal closes
+        if is_close(request):
+            closes += 1
+            first_close.set()
+            if closes == 50:
+                await asyncio.to_thread(restart, bindir, pg_cluster)
+                restarted.set()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = sim.app()
+    app.middlewares.append(restart_at_the_fiftieth_close)
+    async with serving(app) as base_url:
+        common = {"base_url": base_url, "api_key": sim.config.api_key, "journal_url": pg_url}
+        host = settings_for(**common, **TAKEOVER, concurrency=8)
+        active = asyncio.create_task(run(host, RunRequest(specs=BOTH), asyncio.Event()))
+        await first_close.wait()
+        standby = asyncio.create_task(run(host, RunRequest(specs=BOTH), asyncio.Event()))
+        result_a, result_b = await asyncio.wait_for(asyncio.gather(active, standby), 90)
+    assert restarted.is_set()
+    assert result_a.exit_code in (ExitCode.OK, ExitCode.ABORTED), result_a
+    assert result_b.exit_code == ExitCode.OK, result_b  # it waited, then finished the job
+    if result_a.exit_code == ExitCode.ABORTED:
+        assert result_a.aborted is not None
+        assert "lock" in result_a.aborted
+    assert_closed_once(sim, positions)
+    assert all(sim.position_quantity(a, i) == 0 for a, i in positions)
+
+
+JOURNAL_TABLES = "runs, targets, attempts, attempt_results, orders, client_ids, journal_holders"
+
+
+async def test_a_journal_table_locked_by_another_session_a_stop_is_honoured_within_stop_grace(
+    settings_for: Any, tmp_path: Path, pg_url: str
+) -> None:
+    """Another session takes ACCESS EXCLUSIVE locks on the journal's tables mid-run and keeps
+    them. The run's journal calls give up after JOURNAL_TIMEOUT; a stop requested then ends
+    the run within STOP_GRACE, with its report written."""
+    import psycopg
+
+    sim = Simulator(SimConfig(fill_delay_s=3600))
+    positions = seed_accounts(sim, 2, 60)
+    stop = asyncio.Event()
+    stopped_at: list[float] = []
+    closes = 0
+
+    @web.middleware
+    async def lock_the_tables_at_the_tenth_close(
+        request: web.Request, handler: Any
+    ) -> web.StreamResponse:
+        nonlocal closes
+        if is_close(request):
+            closes += 1
+            if closes == 10:
+                await asyncio.to_thread(
+                    blocker.execute,
+                    f"LOCK TABLE {JOURNAL_TABLES} IN ACCESS EXCLUSIVE MODE".encode(),
+                )
+                stop.set()  # SIGTERM
+                stopped_at.append(time.monotonic())
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = sim.app()
+    app.middlewares.append(lock_the_tables_at_the_tenth_close)
+    report = tmp_path / "r.json"
+    with psycopg.connect(pg_url) as blocker:  # its transaction stays open: the locks stay
+        async with serving(app) as base_url:
+            settings = settings_for(
+                base_url=base_url, api_key=sim.config.api_key, journal_url=pg_url,
+                concurrency=4, stop_grace=2.0, journal_timeout=0.5, **FAST_FOLLOW,
+            )  # fmt: skip
+            result = await asyncio.wait_for(
+                run(settings, RunRequest(specs=BOTH, report_path=report), stop), 30
+            )
+            ended_at = time.monotonic()
+        blocker.rollback()
+    [stopped] = stopped_at
+    assert ended_at - stopped <= 2.0  # STOP_GRACE
+    assert result.exit_code == ExitCode.ABORTED
+    assert report.exists()
+    sent = sum(len(sim.closing_orders(a, i)) for a, i in positions)
+    assert sent == sum(r.attempts > 0 for r in result.results)
