@@ -24,7 +24,7 @@ from tests.support import (
     until_lock_taken_by_another,
 )
 from worker.runner import ExitCode, RunRequest, run
-from worker.simulator import SimConfig, Simulator
+from worker.simulator import Faults, SimConfig, Simulator
 from worker.targets import TargetSpec
 
 BOTH = [TargetSpec(20001, None), TargetSpec(20002, None)]
@@ -246,3 +246,47 @@ async def test_a_journal_table_locked_by_another_session_a_stop_is_honoured_with
     assert report.exists()
     sent = sum(len(sim.closing_orders(a, i)) for a, i in positions)
     assert sent == sum(r.attempts > 0 for r in result.results)
+
+
+async def test_a_paused_host_whose_session_ended_sends_nothing_when_it_resumes(
+    sim: Simulator, tmp_path: Path, pg_url: str
+) -> None:
+    """Two hosts on PostgreSQL: A is paused (SIGSTOP) after its first closes and its session
+    ended; B takes over; A resumes. A sends nothing more: no close reaches the server while B
+    waits out A's requests, none is filled twice or crosses zero, and B exits 0."""
+    import signal
+
+    from tests.support import finish, start_liquidator, until_closes_seen
+    from tests.test_journal_postgres import read_until_event
+
+    positions = seed_accounts(sim, 2, 100)
+    sim.config.fill_delay_s = 3600  # A's orders still work when B looks
+    sim.config.faults = {"close": Faults(latency_s=0.04)}
+    hosts = {
+        "LIQUIDATOR_JOURNAL_URL": pg_url,
+        "LIQUIDATOR_LOCK_WAIT": "30",
+        "LIQUIDATOR_REQUEST_TIMEOUT": "1",
+        "LIQUIDATOR_RECONCILE_DELAY": "0.2",
+    }
+    a = await start_liquidator(
+        sim, tmp_path / "a", tmp_path / "a.json", "--concurrency", "4", **hosts
+    )
+    await until_closes_seen(sim, 10)
+    b = await start_liquidator(
+        sim, tmp_path / "b", tmp_path / "b.json", "--concurrency", "8", **hosts
+    )
+    await read_until_event(b, "lock_waiting")
+    a.send_signal(signal.SIGSTOP)
+    [lost] = await asyncio.to_thread(journal_lock_holders, pg_url)
+    await asyncio.to_thread(end_journal_sessions, pg_url)
+    taken = await until_lock_taken_by_another(pg_url, lost)
+    closes_when_taken = sim.stats.by_route["close"]
+    fill_after_the_plan(sim, [20001, 20002], 0.5)  # A's orders fill as B follows
+    a.send_signal(signal.SIGCONT)
+    # B sends nothing before REQUEST_TIMEOUT + RECONCILE_DELAY after it took the lock.
+    await asyncio.sleep(taken + 1.1 - time.monotonic())
+    assert sim.stats.by_route["close"] == closes_when_taken  # nothing from A after resuming
+    (code_a, out_a), (code_b, out_b) = await asyncio.gather(finish(a, 60), finish(b, 60))
+    assert code_a == 3, out_a
+    assert code_b == 0, out_b
+    assert_closed_once(sim, positions)
