@@ -64,10 +64,10 @@ async def test_a_host_whose_sends_wait_behind_its_pace_sends_none_after_losing_i
             arrivals.append(time.monotonic())
             first_close.set()
             if len(arrivals) == 3:
+                fill_after_the_plan(sim, [20001, 20002], 0.3)  # as B follows (B lists later)
                 [lost] = await asyncio.to_thread(journal_lock_holders, pg_url)
                 await asyncio.to_thread(end_journal_sessions, pg_url)
                 taken_at.append(await until_lock_taken_by_another(pg_url, lost))
-                fill_after_the_plan(sim, [20001, 20002], 0.3)  # as B follows
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -76,7 +76,7 @@ async def test_a_host_whose_sends_wait_behind_its_pace_sends_none_after_losing_i
     async with serving(app) as base_url:
         common = {"base_url": base_url, "api_key": sim.config.api_key, "journal_url": pg_url}
         # Every target of A is in flight or queued behind its pace, its intent committed ahead.
-        host_a = settings_for(**common, **TAKEOVER, concurrency=32, rate_limit=2)
+        host_a = settings_for(**common, **TAKEOVER, concurrency=32, rate_limit=2, stop_grace=1)
         host_b = settings_for(**common, **TAKEOVER, concurrency=8, rate_limit=20)
         a = asyncio.create_task(run(host_a, RunRequest(specs=BOTH), asyncio.Event()))
         await first_close.wait()
@@ -277,11 +277,12 @@ async def test_a_paused_host_whose_session_ended_sends_nothing_when_it_resumes(
     )
     await read_until_event(b, "lock_waiting")
     a.send_signal(signal.SIGSTOP)
+    # A's orders fill as B follows (B lists the accounts only once it holds the lock).
+    fill_after_the_plan(sim, [20001, 20002], 0.5)
     [lost] = await asyncio.to_thread(journal_lock_holders, pg_url)
     await asyncio.to_thread(end_journal_sessions, pg_url)
     taken = await until_lock_taken_by_another(pg_url, lost)
     closes_when_taken = sim.stats.by_route["close"]
-    fill_after_the_plan(sim, [20001, 20002], 0.5)  # A's orders fill as B follows
     a.send_signal(signal.SIGCONT)
     # B sends nothing before REQUEST_TIMEOUT + RECONCILE_DELAY after it took the lock.
     await asyncio.sleep(taken + 1.1 - time.monotonic())
