@@ -115,7 +115,8 @@ async def test_a_rerun_at_once_waits_out_the_closes_the_killed_run_left_at_the_g
 
         async def apply_later() -> web.StreamResponse:
             await asyncio.sleep(0.7)
-            return await handler(request)
+            applied: web.StreamResponse = await handler(request)
+            return applied
 
         # Applied 0.7 s on, whether or not the client is still there to hear the reply.
         applying = asyncio.create_task(apply_later())
