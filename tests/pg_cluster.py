@@ -87,3 +87,15 @@ def running_cluster(bindir: Path) -> Iterator[Cluster]:
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def restart(bindir: Path, cluster: Cluster) -> None:
+    """`pg_ctl restart -m fast`: every session ends; the server is back when this returns."""
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data, log = cluster.directory / "data", cluster.directory / "server.log"
+    subprocess.run(
+        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-m", "fast",
+         "-w", "restart"],
+        capture_output=True,
+        check=True,
+    )  # fmt: skip

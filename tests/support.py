@@ -278,3 +278,34 @@ def the_truth(sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str]]) 
         assert result["extra_orders"] is (filled > 1)
     assert sim.flipped_positions() == []
     assert doc["summary"]["extra_orders"] == sum(r["extra_orders"] for r in doc["results"])
+
+
+def end_journal_sessions(pg_url: str) -> None:
+    """The database ends every session that holds a journal lock (pg_terminate_backend)."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(b"SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
+
+
+def journal_lock_holders(pg_url: str) -> list[int]:
+    """The backend pids holding an advisory lock named in journal_holders, as the server says."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        rows = admin.execute(
+            b"SELECT h.backend_pid FROM journal_holders h JOIN pg_locks l ON l.pid = h.backend_pid"
+            b" WHERE l.locktype = 'advisory' AND l.granted"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+async def until_lock_taken_by_another(pg_url: str, lost: int, limit_s: float = 20) -> float:
+    """Wait until a session other than `lost` holds the journal lock; when (monotonic)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        holders = await asyncio.to_thread(journal_lock_holders, pg_url)
+        if any(pid != lost for pid in holders):
+            return time.monotonic()
+        assert time.monotonic() < deadline, "the standby never took the lock"
+        await asyncio.sleep(0.01)

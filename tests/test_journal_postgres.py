@@ -16,16 +16,19 @@ import pytest
 
 from tests.support import (
     assert_exactly_once,
+    end_journal_sessions,
     event_lines,
     fill_after_the_plan,
     finish,
+    journal_lock_holders,
     seed_accounts,
     start_liquidator,
     until_closes_seen,
 )
-from worker.errors import JournalError, JournalRefused
+from worker.errors import JournalError, JournalRefused, LockLost
 from worker.journal import Intent
-from worker.journal_pg import PgJournal, redact_url
+from worker.journal_keys import canonical_origin
+from worker.journal_pg import PgJournal, lock_key, redact_url
 from worker.simulator import Faults, Simulator
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
@@ -91,25 +94,46 @@ async def test_a_second_host_is_refused_naming_the_holder_then_takes_over(pg_url
     second.close()
 
 
-async def test_a_host_whose_session_is_lost_commits_no_more_intents(pg_url: str) -> None:
+async def test_a_host_whose_session_is_lost_commits_no_more_intents_once_another_held_the_lock(
+    pg_url: str,
+) -> None:
     journal = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
     journal.start_run(
         run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
     )
     await journal.intent("r1", 7, "before", 1, T0)
-    with psycopg.connect(pg_url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(backend_pid) FROM journal_holders"
-        )  # the database drops the session, and with it the lock
-    with pytest.raises(JournalError):
+    end_journal_sessions(pg_url)  # the database drops the session, and with it the lock
+    standby = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=5)  # the lock is free
+    with pytest.raises(JournalError, match="another run holds its lock now"):
         await journal.intent("r1", 7, "after", 1, T0)
     with pytest.raises(JournalError):
-        await journal.intent("r1", 7, "later", 1, T0)  # it never comes back on a new session
-    standby = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=5)  # the lock is free
+        await journal.intent("r1", 7, "later", 1, T0)  # it never comes back
     assert set(standby.priors("j", "r2")) == {(7, "before")}
-    standby.close()
+    standby.close()  # the lock is free again, but another run held it: still nothing
+    with pytest.raises(JournalError):
+        await journal.intent("r1", 7, "last", 1, T0)
+    with pytest.raises(LockLost):
+        await journal.still_locked()
     with pytest.raises(JournalError):
         journal.close()
+
+
+async def test_a_session_lost_while_no_other_run_took_the_lock_is_replaced(pg_url: str) -> None:
+    journal = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
+    journal.start_run(
+        run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
+    )
+    [first] = journal_lock_holders(pg_url)
+    end_journal_sessions(pg_url)
+    await journal.intent("r1", 7, "after", 1, T0)  # on a new session, the lock re-taken
+    await journal.still_locked()
+    [second] = journal_lock_holders(pg_url)
+    assert second != first
+    with pytest.raises(JournalRefused):  # held again: a second host is refused
+        await PgJournal.open(pg_url, scope=SCOPE, lock_wait=0)
+    journal.finish_run("r1", T0, 0)
+    journal.close()
+    assert count(pg_url, "SELECT COUNT(*) FROM attempts WHERE instrument_id = 'after'") == 1
 
 
 def test_a_url_password_never_shows_in_messages() -> None:
@@ -210,7 +234,9 @@ async def killed_mid_run_then_standby_finishes(
     touched: Any = found["positions_touched"]
     assert touched >= 60
     settle_s: Any = found["settle_s"]
-    assert 0 < settle_s <= 1.2  # waited out the dead host's closes in flight
+    # Waited out the dead host's closes in flight: REQUEST_TIMEOUT + RECONCILE_DELAY +
+    # LOCK_FRESH_S from the takeover.
+    assert 0 < settle_s <= 1.45
     assert_exactly_once(sim, positions)  # every position flat, each closed by one order
 
 
@@ -236,8 +262,9 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
         if request.method == "DELETE":
             closes_seen.append(request.path.rsplit("/", 1)[-1].lower())
             if len(closes_seen) == 4:
-                with psycopg.connect(pg_url, autocommit=True) as admin:
-                    admin.execute("SELECT pg_terminate_backend(backend_pid) FROM journal_holders")
+                end_journal_sessions(pg_url)
+                # Another host takes the lock at once: the run cannot re-take it.
+                other_host.execute(b"SELECT pg_advisory_lock(%s)", (key,))
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -245,14 +272,16 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
     app.middlewares.append(database_lost_after_four_closes)
     report = tmp_path / "r.json"
     async with serving(app) as base_url:
+        key = lock_key(canonical_origin(base_url))
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, concurrency=2, journal_url=pg_url
         )
-        result = await run(
-            settings,
-            RunRequest(specs=[TargetSpec(50001, None)], report_path=report),
-            asyncio.Event(),
-        )
+        with psycopg.connect(pg_url, autocommit=True) as other_host:
+            result = await run(
+                settings,
+                RunRequest(specs=[TargetSpec(50001, None)], report_path=report),
+                asyncio.Event(),
+            )
     assert result.exit_code == ExitCode.ABORTED
     outcomes = stopped_cleanly(report, sim, keys, why="journal")
     # Only the closes whose intents were committed before the session was lost went out.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,11 +115,24 @@ def open_session(
 class TradingApi:
     """The endpoints the worker uses. Every request takes a slot from the pacer."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, pacer: Pacer) -> None:
-        """`session` comes from `open_session`, which carries the key and disables re-sends."""
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        pacer: Pacer,
+        *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`session` comes from `open_session`, which carries the key and disables re-sends.
+
+        `before_send`: awaited right before every request that changes something (not GETs),
+        once it has its slot and its pace; it raises to keep the request from going out (the
+        journal's lock check, `Journal.still_locked`).
+        """
         self._session = session
         self._base = base_url.rstrip("/")
         self._pacer = pacer
+        self._before_send = before_send
         # A server may echo the key back (in a message, a page, a header): it is scrubbed from
         # every reply and error here, before any of it reaches an error, a result or a report.
         bearer = session.headers.get("Authorization", "")
@@ -303,6 +316,8 @@ class TradingApi:
                 # Waiting for a slot can take a while; the caller may have stopped meanwhile.
                 if unless is not None and unless.is_set():
                     raise NotSent(f"{method} {path}: not sent, stopped while waiting to send")
+                if self._before_send is not None and method != "GET":
+                    await self._before_send()  # e.g. the run still holds the journal's lock
                 return await self._send(method, path, params, body)
         except ApiError as err:
             # Also what aiohttp said about a malformed reply; a reply's body is scrubbed in _send.

@@ -32,6 +32,7 @@ from worker.counters import RunCounters
 from worker.errors import (
     ApiError,
     LiquidatorError,
+    LockLost,
     NotSent,
     OutcomeUnknown,
     RateLimited,
@@ -209,6 +210,9 @@ async def send_one_close(
     attempt = result.attempts = intent.attempt
     try:
         sent = await ctx.sender.send(target, intent.client_id, position, ctx.stopping)
+    except LockLost:
+        result.attempts -= 1  # it never left this host
+        raise
     except ApiError as err:
         if isinstance(err, NotSent) and ctx.stopping.is_set():
             result.attempts -= 1  # it never left this host

@@ -4,6 +4,7 @@
     ├── InputError                  bad targets or settings; nothing was sent (exit 2)
     │   └── JournalRefused          the journal is held by another run, damaged or unusable
     ├── JournalError                an intent could not be committed; no further close is sent
+    │   └── LockLost                the run no longer holds the journal's lock; nothing more is sent
     └── ApiError                    a request to the API did not give the expected answer
         ├── NotSent                 provably never reached the server (connection refused, DNS)
         ├── RateLimited             429: the server refused it; safe to send again after retry_after
@@ -42,6 +43,11 @@ class JournalRefused(InputError):
 
 class JournalError(LiquidatorError):
     """The journal could not commit an intent: no further close may be sent."""
+
+
+class LockLost(JournalError):
+    """The run no longer holds (or could not confirm it holds) the journal's lock, found just
+    before a request went out: that request was not sent, and no other may be."""
 
 
 class ApiError(LiquidatorError):

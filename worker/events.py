@@ -51,6 +51,7 @@ LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
 JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
+JOURNAL_RECONNECTED = "journal_reconnected"  # PostgreSQL: a lost session replaced, lock re-taken
 RESIDUE_CLOSE = "residue_close"
 RESIDUE_CLOSE_SENT = "residue_close_sent"  # a residue close answered: its orders
 RESIDUE_CLOSE_FAILED = "residue_close_failed"  # unknown, refused, not sent, or nothing created
@@ -429,6 +430,10 @@ def lock_waiting(*, journal: str, holder: str, wait_s: float) -> None:
 
 def lock_acquired(*, journal: str, holder: str) -> None:
     log.info(LOCK_ACQUIRED, journal=journal, holder=holder)
+
+
+def journal_reconnected(*, journal: str, attempts: int, seconds: float) -> None:
+    log.warning(JOURNAL_RECONNECTED, journal=journal, attempts=attempts, seconds=seconds)
 
 
 def pagination_stopped(*, what: str, reason: str, pages: int, items: int) -> None:

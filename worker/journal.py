@@ -36,12 +36,12 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from worker.errors import JournalError, JournalRefused
+from worker.errors import JournalError, JournalRefused, LockLost
 from worker.journal_check import wal_problem
 from worker.journal_schema import SCHEMA, TABLES, schema_probes, split_intents
 from worker.models import Order
@@ -58,6 +58,10 @@ ROWS_PER_STATEMENT = 200  # rows per INSERT statement (10 columns: 2,000 of SQLi
 # sends nothing it could not commit now, beyond this margin: a standby that took over waits
 # REQUEST_TIMEOUT + RECONCILE_DELAY before it looks, and that wait must cover every send.
 AHEAD_FRESH_S = 0.25
+# A lock check is good for a send that goes out this soon after the check was asked for; a host
+# paused in between (SIGSTOP, a VM stopped) asks again when it resumes. A run that takes over
+# adds it to the wait for the requests a lost host may still have had in flight.
+LOCK_FRESH_S = 0.25
 
 _PRIORS = (
     "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
@@ -71,6 +75,11 @@ _GENERATIONS = (
     " GROUP BY c.account_id, c.instrument_id"
 )
 _UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
+_LAST_WRITES = (
+    "SELECT c.last_at FROM run_clock c JOIN runs r ON r.run_id = c.run_id"
+    " WHERE r.job = ? AND r.run_id != ?"
+)
+_CLOCK_UPSERT = "INSERT OR REPLACE INTO run_clock (run_id, last_at) VALUES (?, ?)"
 _JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
 _REKEY = "UPDATE runs SET job = ? WHERE job = ? AND base_url = ? AND trading_day = ?"
 
@@ -121,7 +130,8 @@ class Journal:
 
     name: str
     _mark = "?"  # the store's parameter mark
-    _taken_over_at: float | None  # when this run got the lock after waiting for another
+    _locked_at: float  # when this run got the lock (monotonic)
+    _now: Callable[[], datetime]  # SQLite's time for `run_clock` (see `use_clock`)
 
     def __init__(self, path: Path, *, release: Callable[[], None] | None = None) -> None:
         self.path = path
@@ -153,32 +163,63 @@ class Journal:
     def in_dir(cls, state_dir: Path) -> Journal:
         return cls(state_dir / "journal.sqlite3")
 
-    def took_over(self, waited: bool) -> None:
-        """Note that this run got the lock only after waiting for another run to let go."""
-        if waited:
-            self._taken_over_at = time.monotonic()
+    def lock_taken(self) -> None:
+        """Note when this run got the journal's lock (whether or not it waited for it)."""
+        self._locked_at = time.monotonic()
+
+    def use_clock(self, now: Callable[[], datetime]) -> None:
+        """The time SQLite records a run's last write in: the API server's, as the run reads it
+        (PostgreSQL records its own)."""
+        self._now = now
 
     def settle_after_takeover(self, job: str, current_run: str, in_flight_s: float) -> float:
-        """Seconds still to wait before looking at positions an earlier run meant to close.
+        """Seconds still to wait before looking at positions earlier runs meant to close.
 
-        A run that took the lock from another may have done so the moment that run died or lost
-        its database session, with closes still in flight (a live host finishes its requests,
-        up to REQUEST_TIMEOUT). Its looks wait that out, counted from the takeover. A run that
-        found the journal free, or whose earlier runs all finished, waits nothing.
+        An earlier run's request may still be in flight, or be applied late by a gateway, for
+        `in_flight_s` (REQUEST_TIMEOUT + RECONCILE_DELAY) after it went out, plus LOCK_FRESH_S
+        (a send goes out at most that long after its lock check). It went out no later than:
+        - that run's last intent or its end, in the journal's time (`run_clock`), for a run
+          that finished;
+        - for a run that never finished (killed, or a host that lost its session), its last
+          lock check, which was before this run got the lock: the wait counts from then too,
+          whether or not this run waited for the lock (a close can wait behind its pace long
+          after its intent).
         """
-        if self._taken_over_at is None:
-            return 0.0
+        span = in_flight_s + LOCK_FRESH_S
         try:
+            elapsed = self._since_last_write(job, current_run)
             unfinished = self._query(_UNFINISHED, (job, current_run))
         except Exception as exc:
             raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
-        if not unfinished:
-            return 0.0
-        return max(0.0, in_flight_s - (time.monotonic() - self._taken_over_at))
+        wait = 0.0 if elapsed is None else span - elapsed
+        if unfinished:
+            wait = max(wait, span - (time.monotonic() - self._locked_at))
+        return min(span, max(0.0, wait))
+
+    def _since_last_write(self, job: str, current_run: str) -> float | None:
+        """Seconds since earlier runs of the job last wrote (`run_clock`), in the journal's
+        time; None when none did. A later time than now counts as now."""
+        stamps = [
+            datetime.fromisoformat(at) for (at,) in self._query(_LAST_WRITES, (job, current_run))
+        ]
+        if not stamps:
+            return None
+        return max(0.0, (self._now() - max(stamps)).total_seconds())
+
+    async def still_locked(self) -> None:
+        """Return if this run still holds the journal's lock; raise `LockLost` otherwise.
+
+        Awaited right before each request that changes something goes out (after its slot and
+        its pace). SQLite's lock is a `flock` held as long as this process keeps the journal
+        open, so only a closed journal has lost it.
+        """
+        if self._closed:
+            raise LockLost(f"the journal {self.name} is closed: nothing more is sent")
 
     def _init_group_commit(self, release: Callable[[], None] | None) -> None:
         self._release = release  # drops the run's lock on this journal
-        self._taken_over_at = None
+        self._locked_at = time.monotonic()
+        self._now = partial(datetime.now, UTC)
         self._intents: list[Sequence[Any]] = []
         self._records: dict[str, list[Sequence[Any]]] = {}
         self._failed: str | None = None  # why the journal stopped accepting commits
@@ -512,8 +553,17 @@ class Journal:
                 _insert_rows(db, self._statements["client_ids"], client_ids)
             for sql, rows in records.items():
                 _insert_rows(db, sql, rows)
+            stamp = self._now().isoformat()
+            for run_id in self._writers(intents, records):
+                db.execute(_CLOCK_UPSERT, (run_id, stamp))
         # Into the main file (fsync'd), and the log emptied: see the module docstring.
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _writers(
+        self, intents: Sequence[Sequence[Any]], records: dict[str, list[Sequence[Any]]]
+    ) -> set[str]:
+        """The runs whose intents or end this commit writes: their `run_clock` moves on."""
+        return {row[0] for row in intents} | {row[2] for row in records.get(self._finish, ())}
 
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._store_lock:

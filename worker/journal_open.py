@@ -42,6 +42,7 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
             settings.journal_url.get_secret_value(),
             scope=canonical_origin(settings.base_url),
             lock_wait=settings.lock_wait,
+            timeout_s=settings.journal_timeout,
             stop=stop,
         )
     else:
@@ -66,7 +67,7 @@ async def _open_sqlite(settings: Settings, stop: asyncio.Event | None) -> Journa
     path = directory / SQLITE_FILE
     lock = FileLock(directory / LOCK_FILE)
     try:
-        waited = await acquire(
+        await acquire(
             lock.try_acquire,
             lock.holder,
             what=f"the journal {path}",
@@ -74,7 +75,7 @@ async def _open_sqlite(settings: Settings, stop: asyncio.Event | None) -> Journa
             stop=stop,
         )
         journal = Journal(path, release=lock.release)  # checked once the lock is ours
-        journal.took_over(waited)
+        journal.lock_taken()
         return journal
     except BaseException:
         lock.release()

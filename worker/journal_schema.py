@@ -33,7 +33,12 @@ CREATE TABLE IF NOT EXISTS client_ids (
     run_id TEXT NOT NULL, account_id BIGINT NOT NULL, instrument_id TEXT NOT NULL,
     attempt INTEGER NOT NULL, client_id TEXT NOT NULL, generation INTEGER NOT NULL,
     PRIMARY KEY (run_id, account_id, instrument_id, attempt));
+CREATE TABLE IF NOT EXISTS run_clock (
+    run_id TEXT PRIMARY KEY, last_at TEXT NOT NULL);
 """
+# `run_clock`: when each run last committed an intent, or its end, in the journal's time
+# (PostgreSQL's clock; with SQLite, the API server's clock as the run measured it). A run that
+# takes a job over waits out the requests that may still be in flight from then.
 
 # Each table the journal writes: its key columns, then the others (the order of the values).
 TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {

@@ -41,6 +41,7 @@ async def start_run(
     """Today's job and the earlier runs' closes in it (after waiting out a run taken over
     from); this run's start recorded under it."""
     try:
+        journal.use_clock(ready.server_now)  # SQLite's time for `run_clock`
         trading_day = ready.server_now().astimezone(MARKET_TZ).date().isoformat()
         job = job_key(settings.base_url, trading_day)
         priors = journal.priors(job, run_id)

@@ -169,7 +169,9 @@ async def _session(
     )
     key = settings.api_key.get_secret_value()
     async with open_session(settings.concurrency, settings.request_timeout, key) as session:
-        api = TradingApi(session, settings.base_url, pacer)
+        # No request that changes anything goes out unless the run still holds the journal's lock.
+        lock_check = journal.still_locked if journal is not None else None
+        api = TradingApi(session, settings.base_url, pacer, before_send=lock_check)
         reader = Reader(api, policy, counters=counters)
         try:
             ready = await preflight(

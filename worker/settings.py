@@ -135,6 +135,13 @@ class Settings(BaseSettings):
     lock_wait: float = Field(
         0.0, ge=0, le=86400, description="Seconds to wait for another run's journal lock."
     )
+    journal_timeout: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="Seconds a PostgreSQL journal call may take (statement and lock timeouts),"
+        " the lock check before a send may wait, and a lost session is retried.",
+    )
     journal_url: SecretStr | None = Field(
         None, description="postgresql://... puts the journal in PostgreSQL (several hosts)."
     )
