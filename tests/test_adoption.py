@@ -128,7 +128,8 @@ async def test_a_killed_submit_orders_run_rerun_adopts_its_own_and_cancels_the_o
     sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
 ) -> None:
     keys = seed(sim, 72002, [25, -40, 15, 30])
-    sim.config.fill_delay_s = 0.6  # still working when the rerun plans
+    # Still working when the rerun adopts, after it waited out the killed run (settle_s).
+    sim.config.fill_delay_s = 2.5
     settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
     own = await killed_run(sim, settings, keys)
     # Another participant's resting orders: on an instrument the job has an order working on,

@@ -114,7 +114,8 @@ async def test_a_rerun_adopts_the_journaled_ids_still_working(
     """A crash after the intents were committed: the rerun finds the orders by their journaled
     ids, still working, and follows them; it sends nothing (tests/test_adoption.py)."""
     keys = seed(sim, 71002, [25, -40, 15])
-    sim.config.fill_delay_s = 0.5  # still working when the rerun plans
+    # Still working when the rerun adopts, after it waited out the killed run (settle_s).
+    sim.config.fill_delay_s = 2.5
     settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
     # The first run, as it stood when killed: intents committed, orders sent, none answered.
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
