@@ -112,6 +112,25 @@ class SimConfig:
     # they closed still is). Order entry and closes act on the current position.
     positions_listing_lag_s: float = 0.0
     known_symbols: set[str] = field(default_factory=set)  # instruments no account holds
+    # Batches of order entry (POST .../orders). The spec gives no batch limit and does not say
+    # whether a batch is all-or-nothing; these make the server answer each way a real one may
+    # (docs/simulator.md, "Batches"). The defaults: any size, checked whole, booked whole.
+    max_batch: int = 0  # more orders than this in one request are refused; 0 = no limit
+    max_batch_status: int = 413  # the status of that refusal: 413 or 400
+    # Orders on these instruments (symbol or instrument id) are refused by the trading engine
+    # (422 naming the order), so a test can aim a refusal at one order of a batch.
+    refuse_instruments: set[str] = field(default_factory=set)
+    # True: one order refused by the engine (refuse_instruments, the risk checks) refuses the
+    # whole batch and books nothing. False: the rest is booked, and the refused order is booked
+    # REJECTED with the engine's message in its `details`, in the reply in its place.
+    batch_atomic: bool = True
+    # Partial acceptance: orders of an accepted batch left out of the reply and not created,
+    # no reason given. Every nth order of a batch (1-based; 0 = none) and/or each order with
+    # this probability (seeded). drop_again: an order (by client id) dropped once is dropped
+    # on every re-send too; otherwise a re-send of it is always booked.
+    drop_every_nth: int = 0
+    p_drop_from_batch: float = 0.0
+    drop_again: bool = False
 
 
 class SimClock:
@@ -157,3 +176,12 @@ class SimStats:
     max_in_flight: int = 0
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() per request
     faults_injected: Counter[str] = field(default_factory=Counter)
+    # Order entry: the number of orders in each POST .../orders whose body was an array, in
+    # arrival order, whatever the answer; and the client ids (None: an order sent without one)
+    # the server left out of an accepted batch.
+    submit_batch_sizes: list[int] = field(default_factory=list)
+    orders_dropped: list[str | None] = field(default_factory=list)
+
+    def batch_size_counts(self) -> Counter[int]:
+        """How many submit requests carried each number of orders."""
+        return Counter(self.submit_batch_sizes)

@@ -1,8 +1,10 @@
 """The simulator's order entry: submit_orders, cancel_all_open_orders and cancel_open_order.
 
 A client `id` is unique per account: a submission reusing one (or naming one twice) is refused
-with 409 and creates nothing, so a re-sent submission can never make a second order. A batch is
-checked whole before anything is booked. Market orders (DAY, GOOD_TILL_CANCEL,
+with 409 naming every such order, and creates nothing, so a re-sent submission can never make a
+second order. A batch is checked whole before anything is booked; how the server treats a batch
+(its size limit, one refused order, orders left out of the reply) follows the batch settings of
+`SimConfig` (docs/simulator.md, "Batches"). Market orders (DAY, GOOD_TILL_CANCEL,
 IMMEDIATE_OR_CANCEL, FILL_OR_KILL) fill `fill_delay_s` after they are accepted, as closes do;
 AT_THE_CLOSE orders rest (NEW) until today's simulated regular close (the calendar's, early
 closes included) and fill then. Limit orders rest and never fill. Any instrument the simulator
@@ -11,6 +13,8 @@ knows can be traded: an order in one the account does not hold opens a position.
 
 from __future__ import annotations
 
+import json
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from worker.simulator.calendar import market_hours
-from worker.simulator.config import SimConfig
+from worker.simulator.config import SimConfig, SimStats
 from worker.simulator.replies import error, ok
 from worker.simulator.state import LIVE, WORKING, Book, SimAccount, SimOrder, decimal_text
 
@@ -51,10 +55,13 @@ class SubmittedOrder(SimOrder):
     """An order from submit_orders: it carries its own time in force."""
 
     time_in_force: str = "DAY"
+    reject_details: list[str] | None = None  # why the engine rejected it (Order.details)
 
     def to_api(self) -> dict[str, Any]:
         body = SimOrder.to_api(self)
         body["time_in_force"] = self.time_in_force
+        if self.reject_details is not None:
+            body["details"] = self.reject_details
         return body
 
 
@@ -75,9 +82,12 @@ class _Checked:
 class OrderDesk:
     """The three order-entry handlers, over the simulator's book."""
 
-    def __init__(self, book: Book, config: SimConfig) -> None:
+    def __init__(self, book: Book, config: SimConfig, stats: SimStats | None = None) -> None:
         self.book = book
         self.config = config
+        self.stats = stats or SimStats()
+        self._drop_rng = random.Random(config.seed * 7927 + 3)
+        self._dropped: set[tuple[int, str]] = set()  # (account, client id) left out once
 
     async def submit(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None
@@ -87,16 +97,60 @@ class OrderDesk:
             return error(400, f"Failed to parse the request body as JSON: {exc}")
         if not isinstance(body, list) or not body:
             return _unprocessable("expected a non-empty array of orders")
+        self.stats.submit_batch_sizes.append(len(body))
+        limit = self.config.max_batch
+        if limit and len(body) > limit:
+            return error(
+                self.config.max_batch_status,
+                f"Too many orders in one request: {len(body)}; at most {limit} are accepted",
+                details=[{"type": "BATCH_TOO_LARGE", "max_orders": limit, "orders": len(body)}],
+            )
         self.book.apply_fills(account)
         checked: list[_Checked] = []
+        refused: dict[int, str] = {}  # by index: the engine's refusal, booked REJECTED
         for index, item in enumerate(body):
             problem = self._check(account, index, item, checked)
             if isinstance(problem, web.Response):
-                return problem
+                if problem.status == 409:
+                    return _duplicates(account, body)
+                return _naming(problem, index, item)
+            refusal = self._restricted(account, problem) or self._risk(account, problem)
+            if refusal is not None:
+                if self.config.batch_atomic:
+                    return _naming(refusal, index, item)
+                refused[index] = _message(refusal)
             checked.append(problem)
         now = self.config.clock()
-        orders = [self._book_order(account, item, now) for item in checked]
+        orders = []
+        for index, item in enumerate(checked):
+            if index in refused:
+                orders.append(self._book_rejected(account, item, now, refused[index]))
+            elif self._left_out(account, index, item):
+                self.stats.orders_dropped.append(item.client_id)
+            else:
+                orders.append(self._book_order(account, item, now))
         return ok([o.to_api() for o in orders])
+
+    def _left_out(self, account: SimAccount, index: int, order: _Checked) -> bool:
+        """Whether the server leaves this accepted order out (partial acceptance): every
+        `drop_every_nth` order of the batch, or by chance; an order left out once is left out
+        again on a re-send when `drop_again`, and never otherwise."""
+        key = None if order.client_id is None else (account.id, order.client_id)
+        if key is not None and key in self._dropped:
+            return self.config.drop_again
+        nth, p = self.config.drop_every_nth, self.config.p_drop_from_batch
+        left_out = (nth > 0 and (index + 1) % nth == 0) or (p > 0 and self._drop_rng.random() < p)
+        if left_out and key is not None:
+            self._dropped.add(key)
+        return left_out
+
+    def _restricted(self, account: SimAccount, order: _Checked) -> web.Response | None:
+        """The trading engine's refusal of an instrument in `refuse_instruments`."""
+        names = {name.upper() for name in self.config.refuse_instruments}
+        symbol = account.positions[order.iid].symbol
+        if order.iid.upper() in names or symbol.upper() in names:
+            return error(422, f"Order rejected by the trading engine: {symbol} is not tradable")
+        return None
 
     async def cancel_all(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None
@@ -202,8 +256,7 @@ class OrderDesk:
             or any(o.client_order_id == client_id for o in account.orders)
         ):
             return error(409, f"Duplicate order id {client_id!r} for account {account.id}")
-        checked = _Checked(client_id, iid, side, quantity, order_type, tif, limit, fill_at)
-        return self._risk(account, checked) or checked
+        return _Checked(client_id, iid, side, quantity, order_type, tif, limit, fill_at)
 
     def _risk(self, account: SimAccount, order: _Checked) -> web.Response | None:
         position = account.positions[order.iid]
@@ -251,6 +304,33 @@ class OrderDesk:
         self.book.add_order(account, order, None if resting else item.fill_at)
         return order
 
+    def _book_rejected(
+        self, account: SimAccount, item: _Checked, now: float, reason: str
+    ) -> SubmittedOrder:
+        """An order the engine refused in a batch booked whole (`batch_atomic=False`): it
+        exists, REJECTED with the engine's message, and never fills."""
+        position = account.positions[item.iid]
+        order = SubmittedOrder(
+            str(uuid.uuid4()),
+            item.client_id or str(uuid.uuid4()),
+            account.id,
+            item.iid,
+            position.symbol,
+            position.instrument_type,
+            item.side,
+            item.quantity,
+            item.order_type,
+            "REJECTED",
+            now,
+            now,
+            is_close=False,
+            limit_price=item.limit_price,
+            time_in_force=item.tif,
+            reject_details=[reason],
+        )
+        self.book.add_order(account, order, None)
+        return order
+
     def _cancel(self, account: SimAccount, order: SimOrder) -> dict[str, Any]:
         """Cancel now, or after `cancel_linger_s`; the reply shows PENDING_CANCEL (the spec's)."""
         if self.config.cancel_linger_s > 0:
@@ -271,6 +351,47 @@ def _regular_close(config: SimConfig) -> float | None:
     """Today's regular close by the simulator's calendar, as epoch seconds; None on a holiday."""
     regular = market_hours(config, None)["today_sessions"].get("regular")
     return datetime.fromisoformat(regular["close"]).timestamp() if regular else None
+
+
+def _message(refusal: web.Response) -> str:
+    """A refusal's message with its details' descriptions: what a REJECTED order carries."""
+    assert isinstance(refusal.body, bytes)
+    problem = json.loads(refusal.body)["error"]
+    described = [d["description"] for d in problem.get("details", []) if "description" in d]
+    return "; ".join([problem["message"], *described])
+
+
+def _naming(refusal: web.Response, index: int, item: Any) -> web.Response:
+    """The refusal of a batch, its details naming the order it is about (index in the batch,
+    client id), so a client can tell which order to take out of the batch."""
+    assert isinstance(refusal.body, bytes)
+    problem = json.loads(refusal.body)["error"]
+    client_id = item.get("id") if isinstance(item, dict) else None
+    named = {
+        "type": "BATCH_ORDER",
+        "index": index,
+        "client_order_id": client_id if isinstance(client_id, str) else None,
+    }
+    details = [*problem.get("details", []), named]
+    return error(refusal.status, problem["message"], details=details)
+
+
+def _duplicates(account: SimAccount, body: list[Any]) -> web.Response:
+    """409 naming every order of the batch whose client id the account holds already or the
+    batch names twice (after the first), by index and client id."""
+    held = {o.client_order_id for o in account.orders}
+    seen: set[str] = set()
+    named: list[dict[str, Any]] = []
+    for index, item in enumerate(body):
+        client_id = item.get("id") if isinstance(item, dict) else None
+        if not isinstance(client_id, str):
+            continue
+        if client_id in held or client_id in seen:
+            named.append({"type": "DUPLICATE_ID", "index": index, "client_order_id": client_id})
+        seen.add(client_id)
+    ids = list(dict.fromkeys(d["client_order_id"] for d in named))
+    which = f"id {ids[0]!r}" if len(ids) == 1 else f"ids {', '.join(map(repr, ids))}"
+    return error(409, f"Duplicate order {which} for account {account.id}", details=named)
 
 
 def _unprocessable(what: str) -> web.Response:

@@ -62,7 +62,7 @@ class Simulator:
         self.add_position = self.book.add_position
         self.add_resting_order = self.book.add_resting_order
         self.seed_book = self.book.seed_book
-        self.desk = OrderDesk(self.book, self.config)  # submit_orders and the cancels
+        self.desk = OrderDesk(self.book, self.config, self.stats)  # submit_orders and the cancels
         self.account_desk = AccountDesk(self.book, self.config, self._list_page)
         self.execution_desk = ExecutionDesk(self.book, self._list_page)
 
