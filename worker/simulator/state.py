@@ -43,6 +43,13 @@ def decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
 
 
+def average_text(value: Decimal) -> str:
+    """An average fill price as the reply shows it: cents, or as many places as it needs up
+    to six (fills across levels), so quantity × average is what the executions paid."""
+    exact = value.quantize(Decimal("0.000001"))
+    return f"{exact:.2f}" if exact == exact.quantize(Decimal("0.01")) else f"{exact.normalize():f}"
+
+
 def listing_price(seed: int, symbol: str) -> Decimal:
     """A seeded price for an instrument no account held: stable per seed and symbol."""
     rng = random.Random(f"{seed}:{symbol.upper()}")
@@ -169,7 +176,9 @@ class SimOrder:
             "leaves_quantity": decimal_text(
                 Decimal(0) if self.status not in WORKING else self.quantity - self.filled_quantity
             ),
-            "average_fill_price": None if self.fill_price is None else f"{self.fill_price:.2f}",
+            "average_fill_price": None
+            if self.fill_price is None
+            else average_text(self.fill_price),
             "limit_price": self.limit_price,
             "stop_price": None,
             "created_at": api_time(self.created_at),
