@@ -241,7 +241,7 @@ class Book:
         )
         # Orders waiting on the market, by account: limit orders not yet marketable, and
         # market orders on a halted instrument. Looked at whenever the account is touched.
-        self._waiting: dict[int, list[SimOrder]] = {}
+        self._waiting: dict[int, dict[str, SimOrder]] = {}
 
     # Seeding.
 
@@ -639,9 +639,7 @@ class Book:
         if order.status == "PENDING_CANCEL":
             return  # its cancel is under way: it ends CANCELED, with what it filled
         order.status = "PARTIALLY_FILLED" if order.filled_quantity else "NEW"
-        waiting = self._waiting.setdefault(account.id, [])
-        if order not in waiting:
-            waiting.append(order)
+        self._waiting.setdefault(account.id, {})[order.id] = order
 
     def _meet_market(self, account: SimAccount) -> None:
         """Orders waiting on the market meet it again: the quote may have moved through a
@@ -649,9 +647,9 @@ class Book:
         waiting = self._waiting.get(account.id)
         if not waiting:
             return
-        self._waiting[account.id] = []
+        self._waiting[account.id] = {}
         now = self.config.clock()
-        for order in waiting:
+        for order in waiting.values():
             if order.status in ("NEW", "PARTIALLY_FILLED"):
                 self._fill(account, order, now)  # waits again when it still cannot fill
 
