@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from worker.simulator.market import MarketConfig
+
 # "submit" is POST .../orders (submit_orders); "cancel" is both DELETE .../orders routes;
-# "accounts" is GET /v1/accounts (the list); "order" is GET .../orders/{order_id}.
+# "accounts" is GET /v1/accounts (the list); "order" is GET .../orders/{order_id}; "snapshot" is
+# GET /v1/market-data/snapshot; "replace" is PATCH .../orders/{order_id} (replace_order).
 ROUTES = (
     "close", "positions", "orders", "clock", "market_hours", "account", "submit", "cancel",
-    "instrument", "accounts", "balances", "executions", "order",
+    "instrument", "accounts", "balances", "executions", "order", "snapshot", "replace",
 )  # fmt: skip
 
 
@@ -96,6 +99,8 @@ class SimConfig:
     partial_fill_fraction: float = 0.5
     partial_rest_status: str = "CANCELED"  # or EXPIRED
     p_reject_after_accept: float = 0.0  # accepted (PENDING_NEW), later REJECTED, nothing filled
+    # Quotes, the book and its depth, halts (market.py; docs/simulator.md has the table).
+    market: MarketConfig = field(default_factory=MarketConfig)
     # The simulator's time (epoch seconds): GET /v1/clock, order and fill timestamps, fill
     # delays, the listing lags below. A `SimClock` is the server's own clock, apart from the
     # host's (a test can step the host's clock and not the server's) and advanced at will.

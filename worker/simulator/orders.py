@@ -7,8 +7,9 @@ second order. A batch is checked whole before anything is booked; how the server
 `SimConfig` (docs/simulator.md, "Batches"). Market orders (DAY, GOOD_TILL_CANCEL,
 IMMEDIATE_OR_CANCEL, FILL_OR_KILL) fill `fill_delay_s` after they are accepted, as closes do;
 AT_THE_CLOSE orders rest (NEW) until today's simulated regular close (the calendar's, early
-closes included) and fill then. Limit orders rest and never fill. Any instrument the simulator
-knows can be traded: an order in one the account does not hold opens a position.
+closes included) and fill then. Limit orders fill when marketable on an instrument with a book
+(market.py) and rest otherwise; without a book they rest and never fill. Any instrument the
+simulator knows can be traded: an order in one the account does not hold opens a position.
 """
 
 from __future__ import annotations
@@ -300,7 +301,10 @@ class OrderDesk:
             ends=_ends(self.book.market_draw(), item.tif) if item.order_type == "MARKET" else None,
             time_in_force=item.tif,
         )
-        resting = item.order_type == "LIMIT"
+        # A limit order meets the market only where there is a book; elsewhere it rests.
+        resting = item.order_type == "LIMIT" and not self.book.prices_limits(
+            position.symbol, item.tif
+        )
         self.book.add_order(account, order, None if resting else item.fill_at)
         return order
 

@@ -26,6 +26,7 @@ from worker.simulator.calendar import market_hours
 from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
 from worker.simulator.executions import ExecutionDesk
 from worker.simulator.orders import OrderDesk
+from worker.simulator.replace import ReplaceDesk
 from worker.simulator.replies import (
     Dropped,
     drop,
@@ -34,6 +35,7 @@ from worker.simulator.replies import (
     ok,
     quiet_when_the_client_goes,
 )
+from worker.simulator.snapshots import SnapshotDesk
 from worker.simulator.state import Book, SimAccount, SimOrder, api_time
 
 _STATUSES = {
@@ -65,6 +67,9 @@ class Simulator:
         self.desk = OrderDesk(self.book, self.config, self.stats)  # submit_orders and the cancels
         self.account_desk = AccountDesk(self.book, self.config, self._list_page)
         self.execution_desk = ExecutionDesk(self.book, self._list_page)
+        self.market = self.book.market  # quotes and books: move, halt, resume, book
+        self.replace_desk = ReplaceDesk(self.book, self.config)
+        self.snapshot_desk = SnapshotDesk(self.book)
 
     # Introspection: counts observed at the server.
 
@@ -172,6 +177,7 @@ class Simulator:
         )
 
         self._add_rehearsal_routes(add)
+        self._add_price_routes(add)
 
         async def shutting_down(_: web.Application) -> None:
             self._shutting_down.set()  # ends hanging replies, so shutdown is prompt
@@ -192,6 +198,17 @@ class Simulator:
             self._route("executions", self.execution_desk.list_executions),
         )
         add.add_get(f"{accounts}/orders/{{order_id}}", self._route("order", self.desk.get_one))
+
+    def _add_price_routes(self, add: web.UrlDispatcher) -> None:
+        """Quotes and re-pricing: get_snapshots and replace_order."""
+        add.add_get(
+            "/v1/market-data/snapshot",
+            self._route("snapshot", self.snapshot_desk.snapshots, account=False),
+        )
+        add.add_patch(
+            "/v1/accounts/{account_id}/orders/{order_id}",
+            self._route("replace", self.replace_desk.replace),
+        )
 
     def _list_page(self, request: web.Request, items: list[dict[str, Any]]) -> web.Response:
         return self._page(request, items, positions_bugs=False)

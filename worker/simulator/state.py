@@ -3,6 +3,8 @@
 Market orders fill `fill_delay_s` after creation, applied lazily whenever an account is touched,
 so 100,000 working orders cost no timers. A fill moves the position by the order's signed
 quantity: a duplicate close that fills flips the position, which is what the tests look for.
+Prices come from the market (market.py): the seeded price, or the levels of a book with depth,
+one execution per level taken.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from worker.simulator.config import SimConfig
+from worker.simulator.market import Market
 
 _NAMESPACE = uuid.UUID("6f1c9a52-2f0e-4a8e-9d59-8e7f1b1a0c11")
 _TICKERS = [
@@ -38,6 +41,13 @@ def api_time(epoch: float) -> str:
 
 def decimal_text(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+
+
+def average_text(value: Decimal) -> str:
+    """An average fill price as the reply shows it: cents, or as many places as it needs up
+    to six (fills across levels), so quantity × average is what the executions paid."""
+    exact = value.quantize(Decimal("0.000001"))
+    return f"{exact:.2f}" if exact == exact.quantize(Decimal("0.01")) else f"{exact.normalize():f}"
 
 
 def listing_price(seed: int, symbol: str) -> Decimal:
@@ -166,7 +176,9 @@ class SimOrder:
             "leaves_quantity": decimal_text(
                 Decimal(0) if self.status not in WORKING else self.quantity - self.filled_quantity
             ),
-            "average_fill_price": None if self.fill_price is None else f"{self.fill_price:.2f}",
+            "average_fill_price": None
+            if self.fill_price is None
+            else average_text(self.fill_price),
             "limit_price": self.limit_price,
             "stop_price": None,
             "created_at": api_time(self.created_at),
@@ -221,6 +233,15 @@ class Book:
         self._close_count = itertools.count(1)
         self._fill_seq = itertools.count()
         self._market = random.Random(config.seed * 7919 + 1)
+        self.market = Market(
+            lambda: self.config.market,
+            lambda: self.config.clock(),
+            lambda: self.config.seed,
+            self._seeded_price,
+        )
+        # Orders waiting on the market, by account: limit orders not yet marketable, and
+        # market orders on a halted instrument. Looked at whenever the account is touched.
+        self._waiting: dict[int, dict[str, SimOrder]] = {}
 
     # Seeding.
 
@@ -422,6 +443,15 @@ class Book:
         account.by_symbol[symbol.upper()] = iid
         return iid
 
+    def _seeded_price(self, instrument_id: str, symbol: str) -> Decimal:
+        """The price the market centres an instrument on: what an account holds it at (the
+        first that does), else its seeded listing price."""
+        for account in self.accounts.values():
+            position = account.positions.get(instrument_id)
+            if position is not None:
+                return position.price
+        return listing_price(self.config.seed, symbol)
+
     def open_positions(self, account: SimAccount) -> list[SimPosition]:
         self.apply_fills(account)
         return [p for p in account.positions.values() if p.quantity != 0]
@@ -515,6 +545,7 @@ class Book:
                 _, _, order = heapq.heappop(cancels)
                 if order.status == "PENDING_CANCEL":
                     order.status, order.updated_at = "CANCELED", now
+        self._meet_market(account)
 
     def cancel_later(self, account: SimAccount, order: SimOrder) -> None:
         """PENDING_CANCEL for `cancel_linger_s`, then CANCELED (unless it filled meanwhile)."""
@@ -542,6 +573,17 @@ class Book:
             return "reject"
         return None
 
+    def prices_limits(self, symbol: str, time_in_force: str) -> bool:
+        """Whether a limit order in `symbol` meets the market (a book with depth): then it
+        fills when marketable, as a market order would, and rests otherwise. Without a book
+        (and at the close) a limit order rests and never fills."""
+        return time_in_force != "AT_THE_CLOSE" and self.market.has_book(symbol)
+
+    def match_now(self, account: SimAccount, order: SimOrder) -> None:
+        """Meet the market at once (a replace that may have made the order marketable)."""
+        if order.status in ("NEW", "PARTIALLY_FILLED"):
+            self._fill(account, order, self.config.clock())
+
     def _fill(self, account: SimAccount, order: SimOrder, now: float) -> None:
         if order.status not in LIVE:
             return  # cancelled before it could fill
@@ -553,19 +595,86 @@ class Book:
         if order.ends == "kill":  # a fill-or-kill the market could only fill partly
             order.status = "CANCELED"
             return
-        filled = order.quantity
-        order.status = "FILLED"
+        if self.market.halted(position.symbol):
+            if order.order_type == "MARKET" and self.config.market.halted_orders == "reject":
+                order.status = "REJECTED"
+            else:
+                self._wait(account, order)
+            return
+        if order.order_type == "LIMIT" and self.market.has_book(position.symbol):
+            self._fill_limit(account, order, position, now)
+            return
+        # A market order; or a limit order without a book, which is only ever due when a test
+        # scheduled its fill (another participant's), and then fills at the seeded price.
+        wanted = order.quantity - order.filled_quantity
         if order.ends == "partial" and order.quantity > 1:
             fraction = Decimal(str(self.config.partial_fill_fraction))
-            filled = max(Decimal(1), (order.quantity * fraction).to_integral_value())
-            order.status = self.config.partial_rest_status
-        order.filled_quantity, order.fill_price = filled, position.price
+            wanted = max(Decimal(1), (order.quantity * fraction).to_integral_value())
+        if self.market.has_book(position.symbol):
+            fills = self.market.take(order.instrument_id, position.symbol, order.side, wanted, None)
+        else:
+            fills = [(position.price, wanted)]
+            self.market.traded(order.instrument_id, position.symbol, position.price, wanted)
+        for price, quantity in fills:
+            self._apply_fill(account, order, position, quantity, price, now)
+        # The rest of a market order the market could not fill (a partial fill, a book run
+        # dry) ends; it never rests.
+        whole = order.filled_quantity == order.quantity
+        order.status = "FILLED" if whole else self.config.partial_rest_status
+
+    def _fill_limit(
+        self, account: SimAccount, order: SimOrder, position: SimPosition, now: float
+    ) -> None:
+        """Take what the book has at or better than the limit; the rest rests."""
+        assert order.limit_price is not None
+        left = order.quantity - order.filled_quantity
+        limit = Decimal(order.limit_price)
+        fills = self.market.take(order.instrument_id, position.symbol, order.side, left, limit)
+        for price, quantity in fills:
+            self._apply_fill(account, order, position, quantity, price, now)
+        if order.filled_quantity >= order.quantity:
+            order.status = "FILLED"
+        else:
+            self._wait(account, order)
+
+    def _wait(self, account: SimAccount, order: SimOrder) -> None:
+        if order.status == "PENDING_CANCEL":
+            return  # its cancel is under way: it ends CANCELED, with what it filled
+        order.status = "PARTIALLY_FILLED" if order.filled_quantity else "NEW"
+        self._waiting.setdefault(account.id, {})[order.id] = order
+
+    def _meet_market(self, account: SimAccount) -> None:
+        """Orders waiting on the market meet it again: the quote may have moved through a
+        limit, the book refilled, a halt ended."""
+        waiting = self._waiting.get(account.id)
+        if not waiting:
+            return
+        self._waiting[account.id] = {}
+        now = self.config.clock()
+        for order in waiting.values():
+            if order.status in ("NEW", "PARTIALLY_FILLED"):
+                self._fill(account, order, now)  # waits again when it still cannot fill
+
+    def _apply_fill(
+        self,
+        account: SimAccount,
+        order: SimOrder,
+        position: SimPosition,
+        filled: Decimal,
+        price: Decimal,
+        now: float,
+    ) -> None:
+        """One fill at one price: the order's average, the position, one execution."""
+        before = order.filled_quantity
+        order.filled_quantity = before + filled
+        paid = (order.fill_price or Decimal(0)) * before + price * filled
+        order.fill_price = paid / order.filled_quantity
         position.quantity += filled if order.side == "BUY" else -filled
         if position.seeded_sign == 0:  # opened from flat: this fill decides its side
             position.seeded_sign = 1 if position.quantity > 0 else -1
         elif position.quantity * position.seeded_sign < 0:
             position.crossed_zero = True
-        self._record_execution(account, order, position, filled, now)
+        self._record_execution(account, order, position, filled, price, now)
 
     def _record_execution(
         self,
@@ -573,6 +682,7 @@ class Book:
         order: SimOrder,
         position: SimPosition,
         filled: Decimal,
+        price: Decimal,
         now: float,
     ) -> None:
         execution = SimExecution(
@@ -583,7 +693,7 @@ class Book:
             order.instrument_type,
             order.side,
             filled,
-            position.price,
+            price,
             now,
             next(self._fill_seq),
             position.underlying,
