@@ -15,12 +15,12 @@ from aiohttp import web
 from structlog.testing import LogCapture
 
 from tests.support import API_KEY, envelope, serving, stopped_cleanly
-from worker import events
-from worker.models import Outcome
-from worker.report import TargetResult, write_report
-from worker.runner import ExitCode, RunRequest, run
+from worker.api.models import Outcome
+from worker.inputs.targets import TargetSpec, read_targets
+from worker.output import events
+from worker.output.report import TargetResult, write_report
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
-from worker.targets import TargetSpec, read_targets
 
 
 def closing_orders_by_position(sim: Simulator, keys: list[tuple[int, str]]) -> Counter[int]:

@@ -1,0 +1,168 @@
+"""What a target ended as: the outcome vocabulary, the fate of its last request, the result type.
+
+This is the one home of a target's outcome. The closer, the follower and the planner settle a
+`TargetResult` through it; `output.report` only renders it. `closed` means the position was read
+flat at the server after the worker's close, with the orders that did it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.api.models import Order
+
+FILLED = frozenset({"FILLED", "DONE_FOR_DAY"})
+# The side that closes a position, by the planned position's side (`TargetResult.side`).
+_CLOSING_SIDE = {"LONG": "SELL", "SHORT": "BUY"}
+
+
+class Outcome(StrEnum):
+    CLOSED = "closed"  # read flat at the server after the worker's close
+    ALREADY_FLAT = "already_flat"  # held nothing; nothing was sent
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    NOT_FLAT = "not_flat"  # still open when FLAT_TIMEOUT (or the stop) came
+    MARKET_CLOSED = "market_closed"  # the run was skipped: the market is closed
+
+
+class Fate(StrEnum):
+    """What is known of the last close request sent for a target."""
+
+    NOT_SENT = "not_sent"  # nothing left this host
+    REFUSED = "refused"  # the server said no, and did nothing
+    UNKNOWN = "unknown"  # it may or may not have been applied
+    APPLIED = "applied"  # a reply, or an order found with evidence, says it was
+
+
+@dataclass(slots=True)
+class OrderSummary:
+    """What the report keeps of an order: small, because a run may hold 100,000 of them."""
+
+    id: str
+    side: str
+    quantity: str
+    status: str
+    filled_quantity: str = "0"
+    own: bool = True  # in a close reply; False: found at the server (a look, or following)
+    client_order_id: str = ""  # submit_orders: the id the worker derived (lq-...-gN)
+    adopted: bool = False  # the job's own order, left working by an earlier run and followed
+
+    @classmethod
+    def of(cls, order: Order, *, own: bool = True, adopted: bool = False) -> OrderSummary:
+        return cls(
+            order.id,
+            order.side,
+            # Interned: a run holds one per order, and few distinct quantities.
+            sys.intern(str(order.quantity)),
+            order.status,
+            sys.intern(str(order.filled_quantity)),
+            own,
+            order.client_order_id,
+            adopted,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "side": self.side,
+            "quantity": self.quantity,
+            "status": self.status,
+            "filled_quantity": self.filled_quantity,
+            "own": self.own,
+            "client_order_id": self.client_order_id,
+            "adopted": self.adopted,
+        }
+
+
+@dataclass(slots=True)
+class TargetResult:
+    account_id: int
+    instrument: str  # as named: a symbol, a UUID, or "*" for an account that could not be read
+    instrument_id: str | None = None
+    symbol: str | None = None
+    outcome: Outcome | None = None
+    orders: list[OrderSummary] = field(default_factory=list)
+    request_ids: list[str] = field(default_factory=list)
+    attempts: int = 0
+    error: str | None = None
+    reconciled: bool = False
+    fate: Fate = Fate.NOT_SENT
+    side: str | None = None  # the planned position's side: LONG or SHORT
+    quantity: str | None = None  # the planned position's signed quantity
+    remaining_quantity: str | None = None  # at the last read, when not flat
+    residue_closes: int = 0
+
+    def settle(self, outcome: Outcome, error: str | None = None) -> TargetResult:
+        self.outcome = outcome
+        self.error = error
+        return self
+
+    def note_order(self, order: Order, *, own: bool, adopted: bool = False) -> None:
+        """Add an order, or refresh the status of one already listed (own stays own)."""
+        for known in self.orders:
+            if known.id == order.id:
+                known.status, known.filled_quantity = order.status, str(order.filled_quantity)
+                known.own = known.own or own
+                return
+        self.orders.append(OrderSummary.of(order, own=own, adopted=adopted))
+
+    @property
+    def extra_orders(self) -> bool:
+        """More than one closing order filled: a double close, shown, never hidden.
+
+        A closing order is on a side the worker closed this position on: the side of its own
+        orders, or, with none of its own listed (all found by look-ups), the plan's closing
+        side. So a close applied late, found beside the re-send, counts; a desk's order on the
+        other side (buying into the long being sold) is listed but closes nothing of ours.
+        """
+        if len(self.orders) < 2:  # (most targets: asked for every result, several times)
+            return False
+        sides = {o.side for o in self.orders if o.own}
+        if not sides and self.side in _CLOSING_SIDE:
+            sides = {_CLOSING_SIDE[self.side]}
+        closing = [o for o in self.orders if not sides or o.side in sides]  # no side known: all
+        return sum(o.status in FILLED for o in closing) > 1
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.remaining_quantity is None else Decimal(self.remaining_quantity)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "instrument": self.instrument,
+            "instrument_id": self.instrument_id,
+            "symbol": self.symbol,
+            "outcome": str(self.outcome) if self.outcome else None,
+            "fate": str(self.fate),
+            "side": self.side,
+            "quantity": self.quantity,
+            "remaining_quantity": self.remaining_quantity,
+            "orders": [o.as_json() for o in self.orders],
+            "extra_orders": self.extra_orders,
+            "residue_closes": self.residue_closes,
+            "request_ids": self.request_ids,
+            "attempts": self.attempts,
+            "error": self.error,
+            "reconciled": self.reconciled,
+        }
+
+
+def summarize(results: Iterable[TargetResult]) -> dict[str, int]:
+    """Targets by outcome (every outcome, zeros included), and how many had extra orders."""
+    counts: Counter[str] = Counter()
+    extra = 0
+    for r in results:
+        counts[str(r.outcome)] += 1
+        extra += r.extra_orders
+    summary = {"targets": sum(counts.values())}
+    summary.update({str(o): counts.get(str(o), 0) for o in Outcome})
+    summary["extra_orders"] = extra
+    return summary
