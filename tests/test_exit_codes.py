@@ -10,7 +10,7 @@ from worker.run.ended import RunResult
 
 
 def ended(*outcomes: Outcome) -> list[TargetResult]:
-    return [TargetResult(1, f"I{n}").settle(o) for n, o in enumerate(outcomes)]
+    return [TargetResult(1, f"I{n}", outcome=o) for n, o in enumerate(outcomes)]
 
 
 @pytest.mark.parametrize(

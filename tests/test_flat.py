@@ -392,7 +392,7 @@ class VirtualFollowing:
 
     def __init__(self, filled_from: int, gated: int = 0, held: int = 0) -> None:
         from worker.closing.follow import Follower, FollowSettings
-        from worker.run.plan import Target
+        from worker.closing.target import Target
 
         self.now = 0.0
         self.reads: list[float] = []  # when each read began, in virtual seconds

@@ -15,13 +15,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
-from worker.api.models import Outcome
 from worker.errors import JournalError
 from worker.inputs.targets import TargetSpec
 from worker.journal.schema import SCHEMA as _SCHEMA
 from worker.journal.store import RECORD_BATCH, Intent, Journal
 from worker.output.metrics import write_metrics
 from worker.output.report import TargetResult
+from worker.output.results import Outcome
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 
@@ -181,7 +181,7 @@ def test_outcomes_are_committed_in_batches_not_held_until_the_end(
 
     seen = []
     for n in range(7):
-        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}").settle(Outcome.CLOSED)
+        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}", outcome=Outcome.CLOSED)
         journal.outcome("r1", result, "10")
         seen.append(committed_outcomes())
     assert seen == [0, 0, 3, 3, 3, 6, 6]
@@ -266,8 +266,8 @@ async def test_a_flush_that_fails_fails_the_closes_waiting_for_their_commit(
 def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Path) -> None:
     path = tmp_path / "liquidator.prom"
     results = [
-        TargetResult(1, "A").settle(Outcome.CLOSED),
-        TargetResult(1, "B").settle(Outcome.FAILED, "x"),
+        TargetResult(1, "A", outcome=Outcome.CLOSED),
+        TargetResult(1, "B", outcome=Outcome.FAILED, error="x"),
     ]
     for outcomes, exit_code, finished_at in ((results[:1], 0, 1000.0), (results, 1, 2000.0)):
         write_metrics(
@@ -299,7 +299,7 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
 def write_failed_run(path: Path) -> None:
     write_metrics(
         path,
-        results=[TargetResult(1, "A").settle(Outcome.FAILED, "x")],
+        results=[TargetResult(1, "A", outcome=Outcome.FAILED, error="x")],
         retries=0,
         reconciliations=0,
         duration_s=0.25,
@@ -435,7 +435,7 @@ async def test_outcomes_riding_along_with_intents_never_force_a_commit_of_their_
     monkeypatch.setattr("worker.journal.store.RECORD_BATCH", 2)
     journal, statements = run_r1(tmp_path)
     for n in range(6):
-        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}").settle(Outcome.CLOSED)
+        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}", outcome=Outcome.CLOSED)
         journal.outcome("r1", result, "10")
         if n % 2:
             await journal.intent("r1", 1, f"i{n}", 1, T0)  # takes the two queued along

@@ -11,10 +11,6 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from worker.output.results import (
-    Outcome as Outcome,  # re-exported: its home is worker.output.results
-)
-
 # Orders in these states can still fill: a close is underway and must not be sent again.
 WORKING_STATUSES = frozenset(
     {

@@ -407,7 +407,22 @@ def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], N
     """A table for people; for a dry run read by a program, one event per position."""
     if terminal is not None:
         return terminal.show_plan
-    return events.plan_positions if dry_run else None
+    return _plan_events if dry_run else None
+
+
+def _plan_events(plan: Plan) -> None:
+    """One `plan_position` event per position a run would close."""
+    for t in plan.targets:
+        events.plan_position(
+            account_id=t.account_id,
+            instrument=t.instrument,
+            instrument_id=t.instrument_id,
+            symbol=t.symbol,
+            instrument_type=t.instrument_type,
+            side=t.closing_side,
+            quantity=str(abs(t.quantity)),
+            market_value=str(t.market_value),
+        )
 
 
 @contextlib.asynccontextmanager

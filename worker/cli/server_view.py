@@ -21,12 +21,13 @@ from worker.api.pace import Pacer
 from worker.api.policy import RetryPolicy
 from worker.api.reads import Reader
 from worker.closing.client_ids import client_order_id
+from worker.closing.target import Target
 from worker.errors import ApiError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec, accounts_of
 from worker.journal.keys import job_key
 from worker.output.results import Outcome
-from worker.run.plan import Target, make_plan
+from worker.run.plan import make_plan
 from worker.run.runner import stop_aware_sleep
 
 MARKET_TZ = ZoneInfo("America/New_York")  # a trading day, and so a job, is New York's

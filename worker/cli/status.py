@@ -44,7 +44,16 @@ async def status(
 def emit(views: Sequence[AccountView]) -> None:
     for view in views:
         for t in view.positions:
-            events.status_position(t)
+            events.status_position(
+                account_id=t.account_id,
+                instrument=t.instrument,
+                instrument_id=t.instrument_id,
+                symbol=t.symbol,
+                instrument_type=t.instrument_type,
+                side="LONG" if t.quantity > 0 else "SHORT",
+                quantity=str(t.quantity),
+                market_value=str(t.market_value),
+            )
         for o in view.orders:
             events.status_order(o, own=o.id in view.own)
         events.status_account(

@@ -19,7 +19,7 @@ from enum import Enum
 
 from worker.api.models import Order
 from worker.api.reads import Reader
-from worker.run.plan import Target
+from worker.closing.target import Target
 
 
 class Verdict(Enum):

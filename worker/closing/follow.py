@@ -21,9 +21,11 @@ from decimal import Decimal
 from typing import TypeVar
 
 from worker.api.models import WORKING_STATUSES, Order
+from worker.closing import target as life
 from worker.closing.evidence import Step, follow_step
-from worker.closing.send import CloseContext, record_orders
+from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
+from worker.closing.target import Next, Target
 from worker.errors import (
     ApiError,
     JournalError,
@@ -33,8 +35,7 @@ from worker.errors import (
     Unauthorized,
 )
 from worker.output import events
-from worker.output.results import Fate, Outcome, TargetResult
-from worker.run.plan import Target
+from worker.output.results import Fate, TargetResult
 
 # A residue close: send one close for `target`'s position as just read (signed) now. Raises
 # `ApiError`; None if nothing was sent.
@@ -109,13 +110,13 @@ class Follower:
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
         self._all_sent = asyncio.Event()  # the fan-out is over
 
-    def follow(self, target: Target, result: TargetResult) -> None:
+    def follow(self, target: Target, result: TargetResult, step: Next = Next.FOLLOW) -> None:
         """Hand over a target that was sent a close (or found one); its result has no outcome.
 
-        A result that already failed (its last close's fate unknown) is only watched.
+        `Next.WATCH`: it already failed (its last close's fate unknown), and is only watched.
         """
         pending = self._pending.setdefault(target.account_id, {})
-        watch_only = result.outcome is Outcome.FAILED
+        watch_only = step is Next.WATCH
         followed = _Followed(
             target,
             result,
@@ -322,11 +323,19 @@ class Follower:
         for order in orders:
             # The run's orders: by evidence (close_position), by client id (submit_orders).
             if order.id in listed:
-                result.note_order(order, own=False)  # its status, refreshed
+                life.note_order(result, order, own=False)  # its status, refreshed
             elif self._ctx.sender.recognises(order, target):
                 # Found late: listed, journaled and logged like every order of the run.
-                record_orders(self._ctx, target, result, [order], request_id, reconciled=True)
-        result.remaining_quantity = str(position)
+                life.record_orders(
+                    self._ctx.journal,
+                    self._ctx.run_id,
+                    target,
+                    result,
+                    [order],
+                    request_id,
+                    reconciled=True,
+                )
+        life.position_read(result, position)
         if len(result.orders) > known_before and followed.unresolved is not None:
             followed.unresolved = None  # the close whose reply was lost is found
         followed.undecided = True
@@ -390,7 +399,7 @@ class Follower:
         followed.unresolved = None
         if followed.unresolved_residue:
             followed.unresolved_residue = False
-            result.residue_closes -= 1
+            life.residue_uncounted(result)
         events.residue_close_failed(
             account_id=target.account_id,
             instrument=target.instrument,
@@ -402,8 +411,7 @@ class Follower:
 
     async def _residue(self, followed: _Followed, position: Decimal) -> None:
         target, result = followed.target, followed.result
-        result.residue_closes += 1
-        residue = result.residue_closes
+        residue = life.residue_begun(result)
         events.residue_close(
             account_id=target.account_id,
             instrument=target.instrument,
@@ -426,7 +434,7 @@ class Follower:
         except CutOff as err:
             # A stop came and its grace ran out with the reply still pending: the close may
             # yet be applied (its intent is journaled; the next run looks before sending).
-            result.fate = Fate.UNKNOWN
+            life.residue_unknown(result)
             failed("unknown", err)
             return
         except Unauthorized:
@@ -439,7 +447,7 @@ class Follower:
             failed("unknown", err, err.request_id)
             return
         except JournalError as err:
-            result.residue_closes -= 1  # its intent is not on disk, so it was not sent
+            life.residue_uncounted(result)  # its intent is not on disk, so it was not sent
             failed("not_sent", err)
             if self._on_abort is not None:
                 self._on_abort(str(err))
@@ -447,7 +455,7 @@ class Follower:
             return
         except ApiError as err:
             if isinstance(err, NotSent | RateLimited):
-                result.residue_closes -= 1  # provably changed nothing: it does not count
+                life.residue_uncounted(result)  # provably changed nothing: it does not count
             failed("not_sent" if isinstance(err, NotSent) else "refused", err, err.request_id)
             events.close_retry(
                 account_id=target.account_id,
@@ -459,7 +467,7 @@ class Follower:
             )
             return
         if sent is None:
-            result.residue_closes -= 1
+            life.residue_uncounted(result)
             return
         followed.position_ref, followed.fills_ref = position, job_fills(result)
         events.residue_close_sent(
@@ -488,33 +496,9 @@ class Follower:
         self._report(followed.result)
 
     def _flat(self, followed: _Followed, *, by_unfound_close: bool = False) -> None:
-        result = followed.result
         self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
-        result.remaining_quantity = None
-        if any(Decimal(o.filled_quantity) != 0 for o in result.orders):
-            result.settle(Outcome.CLOSED)
-        elif by_unfound_close:
-            # Flat after a close of the job's whose reply was lost and whose order no listing
-            # showed: not `already_flat` (the job sent a close), and said so.
-            result.settle(
-                Outcome.CLOSED,
-                "read flat after a close whose reply was lost; its order was not listed",
-            )
-            events.target_settled(
-                account_id=result.account_id,
-                instrument=result.instrument,
-                outcome=str(Outcome.CLOSED),
-                why="read flat after a close whose reply was lost; its order was not listed",
-            )
-        else:  # flat, and no order of this run filled: it was not this run that closed it
-            result.settle(Outcome.ALREADY_FLAT)
-            events.target_settled(
-                account_id=result.account_id,
-                instrument=result.instrument,
-                outcome=str(Outcome.ALREADY_FLAT),
-                why="read flat after the close was refused or found nothing to close",
-            )
-        self._report(result)
+        life.flat(followed.result, by_unfound_close=by_unfound_close)
+        self._report(followed.result)
 
     def _report(self, result: TargetResult) -> None:
         """Tell the caller a result is final. A fault there stops the run, not following."""
@@ -556,21 +540,9 @@ class Follower:
                 self._not_flat(followed, reason)
 
     def _not_flat(self, followed: _Followed, why: str) -> None:
-        result = followed.result
         self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
-        statuses = ", ".join(f"{o.id} {o.status}" for o in result.orders) or "no orders"
-        remaining = result.remaining_quantity or "unknown"
-        earlier = f"; before: {result.error}" if followed.watch_only and result.error else ""
-        result.settle(
-            Outcome.NOT_FLAT, f"{why}; remaining {remaining}; orders: {statuses}{earlier}"
-        )
-        events.target_not_flat(
-            account_id=result.account_id,
-            instrument=result.instrument,
-            remaining_quantity=result.remaining_quantity,
-            error=result.error or why,
-        )
-        self._report(result)
+        life.not_flat(followed.result, why, watched=followed.watch_only)
+        self._report(followed.result)
 
 
 def job_fills(result: TargetResult) -> Decimal:

@@ -30,11 +30,11 @@ from worker.api.reads import Reader
 from worker.closing.adopt import Adopted, find_own_working, own_client_ids
 from worker.closing.client_ids import client_order_id
 from worker.closing.evidence import Finding, Verdict, closing_side, look
+from worker.closing.target import Target
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, StillWorking, Unauthorized
 from worker.journal.store import Prior
 from worker.output import events
 from worker.output.results import TargetResult
-from worker.run.plan import Target
 
 Key = tuple[int, str]  # (account_id, instrument_id)
 CANCEL_CHUNK = 100  # instrument_ids per cancel request: ~3.7 kB of query string

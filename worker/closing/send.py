@@ -25,27 +25,24 @@ from decimal import Decimal
 
 from tenacity import RetryCallState
 
-from worker.api.client import TradingApi
 from worker.api.models import Order
 from worker.api.policy import RetryPolicy, aborts_run, looks_after_last, needs_look_before_resend
 from worker.api.reads import Reader
-from worker.closing.adopt import Adopted
+from worker.closing import target as life
 from worker.closing.evidence import Finding, Verdict, closing_side, look
 from worker.closing.modes import Sender
+from worker.closing.target import Next, Target
 from worker.errors import (
     ApiError,
     LiquidatorError,
     LockLost,
     NotSent,
     OutcomeUnknown,
-    RateLimited,
-    Rejected,
 )
 from worker.journal.store import Intent, Journal, Prior
 from worker.output import events
 from worker.output.counters import RunCounters
-from worker.output.results import Fate, Outcome, TargetResult
-from worker.run.plan import Target
+from worker.output.results import TargetResult
 
 
 class _FateNotEstablished(LiquidatorError):
@@ -55,7 +52,6 @@ class _FateNotEstablished(LiquidatorError):
 @dataclass(frozen=True)
 class CloseContext:
     run_id: str
-    api: TradingApi
     reader: Reader
     policy: RetryPolicy
     journal: Journal
@@ -64,27 +60,20 @@ class CloseContext:
     lookback: timedelta  # how far before an attempt its orders may be stamped (clock skew)
     priors: dict[tuple[int, str], Prior]
     sender: Sender
-    # Ids of the orders each account held before the fan-out (created within `lookback`):
-    # none of them can be a close this run sent. Absent: the snapshot could not be read, and
-    # no order found at the server counts as evidence of a close.
-    preexisting: dict[int, frozenset[str]] = field(default_factory=dict)
     counters: RunCounters = field(default_factory=RunCounters)  # the run's, for its metrics
     # Per account, the orders that could still fill before the fan-out, of any age: others'
     # orders on a target's closing side are counted before its close is sized.
     working_before: dict[int, list[Order]] = field(default_factory=dict)
 
-    def preexisting_of(self, account_id: int) -> frozenset[str] | None:
-        return self.preexisting.get(account_id)
 
-
-async def close_target(ctx: CloseContext, target: Target, result: TargetResult) -> TargetResult:
-    """Fill in `result` (made by the caller, so it survives cancellation) and return it.
-
-    A result returned without an outcome was sent a close, or found one: follow it to flat.
-    """
+async def close_target(ctx: CloseContext, target: Target, result: TargetResult) -> Next:
+    """Fill in `result` (made by the caller, so it survives cancellation); return what is next
+    for it: settled, followed to flat (a close was sent or found), or watched."""
     adopted = ctx.sender.adopted(target)
     if adopted is not None:
-        return _adopt(ctx, target, result, adopted)
+        return life.adopted(
+            ctx.journal, ctx.run_id, target, result, adopted.orders, adopted.request_id
+        )
     # Priors are keyed in lower case: UUIDs are case-insensitive, spelled as each listing likes.
     prior = ctx.priors.get((target.account_id, target.instrument_id.lower()))
     # An earlier run's submission is resumed by its client id (sent again: 409 is found).
@@ -96,33 +85,14 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
                 ctx.reader, target, prior.since, reference=target.quantity, preexisting=()
             )
         except ApiError as err:
-            return _failed(result, f"an earlier run sent a close; could not check it: {err}")
-        if _settled_by(finding, ctx, target, result, why="an earlier run's close"):
-            return result
+            return life.failed(result, f"an earlier run sent a close; could not check it: {err}")
+        step = _settled_by(finding, ctx, target, result, why="an earlier run's close")
+        if step is not None:
+            return step
     return await _close_with_retries(ctx, target, result)
 
 
-def _adopt(
-    ctx: CloseContext, target: Target, result: TargetResult, adopted: Adopted
-) -> TargetResult:
-    """The job's own orders still work at the server: they are this target's close."""
-    result.reconciled = True
-    result.fate = Fate.APPLIED
-    for order in adopted.orders:
-        result.note_order(order, own=False, adopted=True)
-        events.order_adopted(
-            order,
-            account_id=target.account_id,
-            instrument=target.instrument,
-            request_id=adopted.request_id,
-        )
-    record_orders(ctx, target, result, adopted.orders, adopted.request_id, reconciled=True)
-    return result
-
-
-async def _close_with_retries(
-    ctx: CloseContext, target: Target, result: TargetResult
-) -> TargetResult:
+async def _close_with_retries(ctx: CloseContext, target: Target, result: TargetResult) -> Next:
     since = ctx.server_now() - ctx.lookback
     unknown: OutcomeUnknown | None = None
     # The position as it stood when the last attempt was sent: what its close must match.
@@ -140,35 +110,36 @@ async def _close_with_retries(
             request_id=err.request_id if isinstance(err, ApiError) else None,
         )
 
-    async def attempt() -> TargetResult:
+    async def attempt() -> Next:
         """One try. After an unknown outcome it looks before it may send again."""
         nonlocal unknown, reference
         if unknown is not None and needs_look_before_resend(unknown, idempotent=idempotent):
             finding = await _look(ctx, target, result, since, reference)
-            if _settled_by(finding, ctx, target, result, why="a look after an unanswered close"):
-                return result
+            step = _settled_by(finding, ctx, target, result, why="a look after an unanswered close")
+            if step is not None:
+                return step
             unknown = None
             if finding.position is not None:
                 reference = finding.position  # closed as it is now, never by a stale side
         if ctx.stopping.is_set():
-            return _stopped(result)
+            return life.stopped(result)
         if result.attempts == 0:
             await ctx.sender.prepare(target)  # e.g. its resting orders would not cancel
             reference = _after_others_orders(ctx, target, reference)
             if reference == 0:
-                return result  # nothing sent: following waits for those orders, then decides
+                return Next.FOLLOW  # nothing sent: following waits for those orders, then decides
         try:
             sent = await send_one_close(ctx, target, result, since, reference)
         except OutcomeUnknown as err:
             unknown = err
             raise
-        return result if sent is not None else _stopped(result)
+        return Next.FOLLOW if sent is not None else life.stopped(result)
 
     idempotent = ctx.sender.idempotent
     try:
         return await ctx.policy.close(attempt, on_retry, idempotent=idempotent)
     except _FateNotEstablished as err:
-        return _failed(result, str(err))
+        return life.failed(result, str(err))
     except ApiError as err:
         if aborts_run(err):
             raise
@@ -177,20 +148,21 @@ async def _close_with_retries(
 
 async def _after_last_error(
     ctx: CloseContext, target: Target, result: TargetResult, since: datetime, err: ApiError
-) -> TargetResult:
+) -> Next:
     """Attempts are over: `worker.api.policy` says whether one more look decides the target."""
     if not looks_after_last(err):
-        return _failed(result, str(err), err)
+        return life.failed(result, str(err), err)
     await ctx.policy.before_last_look(err, idempotent=ctx.sender.idempotent)
     try:
         finding = await _look(ctx, target, result, since, target.quantity)
     except _FateNotEstablished as look_err:
-        return _failed(result, str(look_err), err)
-    if _settled_by(finding, ctx, target, result, why="a look after the last attempt"):
-        return result
+        return life.failed(result, str(look_err), err)
+    step = _settled_by(finding, ctx, target, result, why="a look after the last attempt")
+    if step is not None:
+        return step
     if not isinstance(err, OutcomeUnknown):
-        return _failed(result, f"refused, and the position is still open: {err}", err)
-    return _failed(result, f"not closed after {result.attempts} attempts: {err}", err)
+        return life.failed(result, f"refused, and the position is still open: {err}", err)
+    return life.failed(result, f"not closed after {result.attempts} attempts: {err}", err)
 
 
 async def send_one_close(
@@ -207,43 +179,21 @@ async def send_one_close(
     """
     intent = next_intent(ctx, target, result, since)
     await ctx.journal.record_intent(ctx.run_id, intent)
-    attempt = result.attempts = intent.attempt
+    life.sending(result, intent.attempt)
     try:
         sent = await ctx.sender.send(target, intent.client_id, position, ctx.stopping)
     except LockLost:
-        result.attempts -= 1  # it never left this host
+        life.not_sent(result)  # it never left this host
         raise
     except ApiError as err:
         if isinstance(err, NotSent) and ctx.stopping.is_set():
-            result.attempts -= 1  # it never left this host
-            result.fate = Fate.NOT_SENT
-            ctx.journal.attempt_result(
-                ctx.run_id, target.account_id, target.instrument_id, attempt, None, "stopped"
-            )
+            life.stopped_unsent(ctx.journal, ctx.run_id, target, result)
             return None
-        result.fate = _fate_of(err)
-        if err.request_id:
-            result.request_ids.append(err.request_id)
-        ctx.journal.attempt_result(
-            ctx.run_id,
-            target.account_id,
-            target.instrument_id,
-            attempt,
-            err.request_id,
-            type(err).__name__,
-        )
+        life.send_failed(ctx.journal, ctx.run_id, target, result, err)
         raise
-    result.request_ids.append(sent.request_id)
-    result.fate = Fate.APPLIED
-    ctx.journal.attempt_result(
-        ctx.run_id,
-        target.account_id,
-        target.instrument_id,
-        attempt,
-        sent.request_id,
-        "found" if sent.found else "ok",
+    life.sent(
+        ctx.journal, ctx.run_id, target, result, sent.orders, sent.request_id, found=sent.found
     )
-    record_orders(ctx, target, result, sent.orders, sent.request_id, reconciled=sent.found)
     return sent.orders
 
 
@@ -289,14 +239,6 @@ def _after_others_orders(ctx: CloseContext, target: Target, position: Decimal) -
     return left
 
 
-def _fate_of(err: ApiError) -> Fate:
-    if isinstance(err, NotSent):
-        return Fate.NOT_SENT
-    if isinstance(err, RateLimited | Rejected):
-        return Fate.REFUSED
-    return Fate.UNKNOWN
-
-
 async def _look(
     ctx: CloseContext, target: Target, result: TargetResult, since: datetime, reference: Decimal
 ) -> Finding:
@@ -314,86 +256,18 @@ async def _look(
 
 def _settled_by(
     finding: Finding, ctx: CloseContext, target: Target, result: TargetResult, *, why: str
-) -> bool:
-    """True when the look ends this target's sending: following takes it from here.
+) -> Next | None:
+    """What is next when the look ends this target's sending; None: sending goes on.
 
     A look before this run sent anything that finds the position flat settles it here.
     """
-    result.request_ids.append(finding.request_id)
+    life.looked(result, finding.request_id)
     if finding.verdict is Verdict.CLOSED:
-        result.reconciled = True
-        result.fate = Fate.APPLIED
-        record_orders(ctx, target, result, finding.orders, finding.request_id, reconciled=True)
-        return True
+        return life.found(
+            ctx.journal, ctx.run_id, target, result, finding.orders, finding.request_id
+        )
     if finding.verdict is Verdict.BUSY:
-        result.reconciled = True
-        return True  # nothing is sent while an order can still fill; following decides
+        return life.busy(result)  # nothing is sent while an order can still fill
     if finding.verdict is Verdict.FLAT:
-        result.reconciled = True
-        if result.attempts > 0:
-            return True  # flat after this run's close: following confirms it and lists orders
-        result.settle(Outcome.ALREADY_FLAT)
-        events.target_settled(
-            account_id=target.account_id,
-            instrument=target.instrument,
-            outcome=str(Outcome.ALREADY_FLAT),
-            why=f"{why}: no closing order, position flat",
-        )
-        return True
-    return False
-
-
-def record_orders(
-    ctx: CloseContext,
-    target: Target,
-    result: TargetResult,
-    orders: list[Order],
-    request_id: str,
-    *,
-    reconciled: bool,
-) -> None:
-    for order in orders:
-        # A reply may echo another instrument's order (a mixed-up reply): journaled and
-        # logged below, but not this target's close.
-        if (
-            order.instrument_id is None
-            or order.instrument_id.lower() == target.instrument_id.lower()
-        ):
-            result.note_order(order, own=not reconciled)
-    ctx.journal.orders(
-        ctx.run_id,
-        target.account_id,
-        target.instrument_id,
-        orders,
-        request_id,
-        reconciled=reconciled,
-    )
-    for order in orders:
-        events.close_order(
-            order,
-            account_id=target.account_id,
-            instrument_id=target.instrument_id,
-            request_id=request_id,
-            attempt=result.attempts,
-            reconciled=reconciled,
-        )
-
-
-def _stopped(result: TargetResult) -> TargetResult:
-    if result.attempts == 0:
-        return result.settle(Outcome.SKIPPED, "run stopped before this target was sent")
-    return _failed(result, "run stopped before the close could be sent again")
-
-
-def _failed(result: TargetResult, error: str, err: ApiError | None = None) -> TargetResult:
-    result.settle(Outcome.FAILED, error)
-    events.close_failed(
-        account_id=result.account_id,
-        instrument=result.instrument,
-        status=err.status if err is not None else None,
-        error=error,
-        request_id=(err.request_id if err is not None else None)
-        or (result.request_ids[-1] if result.request_ids else None),
-        attempts=result.attempts,
-    )
-    return result
+        return life.read_flat(result, why)
+    return None

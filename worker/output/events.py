@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -24,10 +24,6 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from worker.api.models import Order
 from worker.inputs.secrets import secret_forms
 from worker.output import jsonbytes
-from worker.output.results import Outcome
-
-if TYPE_CHECKING:
-    from worker.run.plan import Plan, Target
 
 RUN_STARTED = "run_started"
 RUN_FINISHED = "run_finished"
@@ -323,16 +319,15 @@ def run_aborted(reason: str, *, declined: bool = False) -> None:
         log.error(RUN_ABORTED, reason=reason)
 
 
-def plan_ready(plan: Plan) -> None:
+def plan_ready(*, positions: int, already_settled: int, failed: int, accounts: int) -> None:
     """`already_settled`: targets that ended at planning without a failure (already flat);
     `failed`: those that failed there (each also named by a `close_failed`)."""
-    failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     log.info(
         PLAN_READY,
-        positions=len(plan.targets),
-        already_settled=len(plan.settled) - failed,
+        positions=positions,
+        already_settled=already_settled,
         failed=failed,
-        accounts=len({t.account_id for t in plan.targets}),
+        accounts=accounts,
     )
 
 
@@ -531,20 +526,29 @@ def pace_changed(old: float | None, new: float, reason: str) -> None:
     )
 
 
-def plan_positions(plan: Plan) -> None:
-    """One event per position a run would close: a dry run's plan, for anyone reading JSON."""
-    for t in plan.targets:
-        log.info(
-            PLAN_POSITION,
-            account_id=t.account_id,
-            instrument=t.instrument,
-            instrument_id=t.instrument_id,
-            symbol=t.symbol,
-            instrument_type=t.instrument_type,
-            side=t.closing_side,
-            quantity=str(abs(t.quantity)),
-            market_value=str(t.market_value),
-        )
+def plan_position(
+    *,
+    account_id: int,
+    instrument: str,
+    instrument_id: str,
+    symbol: str,
+    instrument_type: str,
+    side: str,
+    quantity: str,
+    market_value: str,
+) -> None:
+    """A position a run would close: a dry run's plan, for anyone reading JSON."""
+    log.info(
+        PLAN_POSITION,
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=instrument_id,
+        symbol=symbol,
+        instrument_type=instrument_type,
+        side=side,
+        quantity=quantity,
+        market_value=market_value,
+    )
 
 
 def internal_error(err: BaseException) -> None:
@@ -719,17 +723,27 @@ def adoption_skipped(
     )
 
 
-def status_position(t: Target) -> None:
+def status_position(
+    *,
+    account_id: int,
+    instrument: str,
+    instrument_id: str,
+    symbol: str,
+    instrument_type: str,
+    side: str,
+    quantity: str,
+    market_value: str,
+) -> None:
     log.info(
         STATUS_POSITION,
-        account_id=t.account_id,
-        instrument=t.instrument,
-        instrument_id=t.instrument_id,
-        symbol=t.symbol,
-        instrument_type=t.instrument_type,
-        side="LONG" if t.quantity > 0 else "SHORT",
-        quantity=str(t.quantity),
-        market_value=str(t.market_value),
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=instrument_id,
+        symbol=symbol,
+        instrument_type=instrument_type,
+        side=side,
+        quantity=quantity,
+        market_value=market_value,
     )
 
 

@@ -1,22 +1,18 @@
 """What a target ended as: the outcome vocabulary, the fate of its last request, the result type.
 
-This is the one home of a target's outcome. The closer, the follower and the planner settle a
-`TargetResult` through it; `output.report` only renders it. `closed` means the position was read
+Plain data, rendered by the report, metrics and terminal. Only `worker.closing.target` writes a
+`TargetResult`'s fields; nothing here decides an outcome. `closed` means the position was read
 flat at the server after the worker's close, with the orders that did it.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from worker.api.models import Order
+from typing import Any
 
 FILLED = frozenset({"FILLED", "DONE_FOR_DAY"})
 # The side that closes a position, by the planned position's side (`TargetResult.side`).
@@ -54,20 +50,6 @@ class OrderSummary:
     client_order_id: str = ""  # submit_orders: the id the worker derived (lq-...-gN)
     adopted: bool = False  # the job's own order, left working by an earlier run and followed
 
-    @classmethod
-    def of(cls, order: Order, *, own: bool = True, adopted: bool = False) -> OrderSummary:
-        return cls(
-            order.id,
-            order.side,
-            # Interned: a run holds one per order, and few distinct quantities.
-            sys.intern(str(order.quantity)),
-            order.status,
-            sys.intern(str(order.filled_quantity)),
-            own,
-            order.client_order_id,
-            adopted,
-        )
-
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -98,20 +80,6 @@ class TargetResult:
     quantity: str | None = None  # the planned position's signed quantity
     remaining_quantity: str | None = None  # at the last read, when not flat
     residue_closes: int = 0
-
-    def settle(self, outcome: Outcome, error: str | None = None) -> TargetResult:
-        self.outcome = outcome
-        self.error = error
-        return self
-
-    def note_order(self, order: Order, *, own: bool, adopted: bool = False) -> None:
-        """Add an order, or refresh the status of one already listed (own stays own)."""
-        for known in self.orders:
-            if known.id == order.id:
-                known.status, known.filled_quantity = order.status, str(order.filled_quantity)
-                known.own = known.own or own
-                return
-        self.orders.append(OrderSummary.of(order, own=own, adopted=adopted))
 
     @property
     def extra_orders(self) -> bool:

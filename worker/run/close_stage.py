@@ -23,6 +23,7 @@ from worker.closing.modes import (
     submit_generations,
 )
 from worker.closing.send import CloseContext, send_one_close
+from worker.closing.target import Target
 from worker.errors import ApiError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.journal.store import Prior
@@ -30,7 +31,6 @@ from worker.output import events
 from worker.output.results import TargetResult
 from worker.run.ended import Ended, FirstReason
 from worker.run.fanout import fan_out
-from worker.run.plan import Target
 
 
 async def orders_snapshot(

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from worker.closing import target as life
+from worker.closing.target import Target
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec
 from worker.output import events
 from worker.output.exit_codes import ExitCode, exit_code
 from worker.output.results import Outcome, TargetResult
-from worker.run.plan import Target
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,16 @@ def unplanned(
 ) -> list[TargetResult]:
     """One result per named target (skipped, or market_closed), for runs ended before planning."""
     names = dict.fromkeys((s.account_id, s.instrument or WHOLE_ACCOUNT) for s in specs)
-    return [TargetResult(a, i).settle(outcome, why) for a, i in names]
+    results = [TargetResult(a, i) for a, i in names]
+    settle = life.market_closed if outcome is Outcome.MARKET_CLOSED else life.skipped
+    for result in results:
+        settle(result, why)
+    return results
 
 
 def unsent(targets: Sequence[Target], why: str) -> list[TargetResult]:
-    return [t.result().settle(Outcome.SKIPPED, why) for t in targets]
+    """One skipped result per planned target, for runs ended before the fan-out."""
+    results = [t.result() for t in targets]
+    for result in results:
+        life.skipped(result, why)
+    return results

@@ -13,14 +13,13 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from worker.closing import target as life
 from worker.closing.send import CloseContext, close_target
+from worker.closing.target import NOT_STARTED, Next, Target
 from worker.errors import JournalError, Unauthorized
 from worker.output import events
-from worker.output.results import Fate, Outcome, TargetResult
+from worker.output.results import TargetResult
 from worker.run.intents_ahead import IntentsAhead
-from worker.run.plan import Target
-
-NOT_STARTED = "run stopped before this target was sent"
 
 
 async def fan_out(
@@ -31,13 +30,13 @@ async def fan_out(
     grace_s: float,
     on_result: Callable[[TargetResult], None] | None = None,
     on_abort: Callable[[str], None] | None = None,
-    follow: Callable[[Target, TargetResult], None] | None = None,
+    follow: Callable[[Target, TargetResult, Next], None] | None = None,
 ) -> list[TargetResult]:
     """Close every target; one result each, in the targets' order.
 
-    A target sent a close (or found one) is handed to `follow` with no outcome yet; following
-    settles it. So is a failed one whose last close may have been applied, to be watched.
-    Without `follow` (tests of the fan-out alone) it is left without an outcome.
+    Each target's close returns what is next for it (`Next`); one to follow or watch is handed
+    to `follow`, which settles it. Without `follow` (tests of the fan-out alone) it is left
+    without an outcome.
     """
     stop = ctx.stopping
     results = [t.result() for t in targets]
@@ -49,31 +48,32 @@ async def fan_out(
     async def worker() -> None:
         # The shared iterator hands each index to exactly one worker: no await between next()s.
         for i in queue:
+            step = Next.SETTLED
             if stop.is_set():
-                results[i].settle(Outcome.SKIPPED, NOT_STARTED)
+                life.skipped(results[i])
             else:
                 started[i] = True
                 try:
                     await ahead.ready(i)
                     with events.bound_target(targets[i].account_id, targets[i].instrument):
-                        await close_target(ctx, targets[i], results[i])
+                        step = await close_target(ctx, targets[i], results[i])
                 except Unauthorized as err:
-                    results[i].settle(Outcome.FAILED, f"credentials rejected: {err}")
+                    step = life.failed(results[i], f"credentials rejected: {err}")
                     if on_abort is not None:
                         on_abort(f"credentials rejected mid-run: {err}")
                     stop.set()
                 except JournalError as err:
                     # Its intent is not on disk, so this attempt was not sent; no other may be.
-                    _unrecorded(results[i], err)
+                    step = _unrecorded(results[i], err)
                     if on_abort is not None:
                         on_abort(str(err))
                     stop.set()
                 except asyncio.CancelledError:
                     _cancelled(results[i])
                     raise
-                if follow is not None and _to_follow(results[i]):
+                if follow is not None and step is not Next.SETTLED:
                     handed[i] = True
-                    follow(targets[i], results[i])
+                    follow(targets[i], results[i], step)
                     continue
             if on_result is not None:
                 on_result(results[i])
@@ -109,44 +109,21 @@ async def fan_out(
         if started[i] and not handed[i]:
             _cancelled(result)
         elif result.outcome is None:  # the queue never reached it before the cancel
-            result.settle(Outcome.SKIPPED, NOT_STARTED)
+            life.skipped(result)
     return results
 
 
-def _to_follow(result: TargetResult) -> bool:
-    """Sent a close or found one; or failed while its last close may yet have been applied
-    (following then only watches, to report what the server did, and never sends)."""
-    if result.outcome is None:
-        return True
-    return result.outcome is Outcome.FAILED and result.attempts > 0 and result.fate is Fate.UNKNOWN
-
-
-def _cancelled(result: TargetResult) -> None:
+def _cancelled(result: TargetResult) -> Next:
     """A target cut off by the stop deadline: skipped if nothing was sent, else unknown."""
-    _cut_off(
+    return life.cut_off(
         result,
         not_sent=NOT_STARTED,
         unknown="the run stopped while this close was unanswered or being checked",
     )
 
 
-def _unrecorded(result: TargetResult, err: JournalError) -> None:
+def _unrecorded(result: TargetResult, err: JournalError) -> Next:
     """A target whose next send the journal could not record: that send never happened."""
-    _cut_off(
+    return life.cut_off(
         result, not_sent=f"not sent: {err}", unknown=f"an earlier attempt was sent, then {err}"
-    )
-
-
-def _cut_off(result: TargetResult, *, not_sent: str, unknown: str) -> None:
-    """Settle a target that did not finish: skipped if nothing was sent, else outcome unknown."""
-    if result.outcome is not None:
-        return
-    if result.attempts == 0:
-        result.settle(Outcome.SKIPPED, not_sent)
-        return
-    result.fate = Fate.UNKNOWN
-    result.settle(
-        Outcome.FAILED,
-        f"outcome unknown: {unknown}"
-        f" (request_ids: {', '.join(result.request_ids) or 'none'}); the next run checks it",
     )

@@ -21,8 +21,8 @@ import asyncio
 from collections.abc import Sequence
 
 from worker.closing.send import CloseContext, next_intent
+from worker.closing.target import Target
 from worker.output.results import TargetResult
-from worker.run.plan import Target
 
 
 class IntentsAhead:

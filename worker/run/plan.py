@@ -16,42 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from worker.api.models import Position
 from worker.api.reads import Reader
+from worker.closing import target as life
+from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
-from worker.output import events
-from worker.output.report import TargetResult
-from worker.output.results import Outcome
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One open position to close."""
-
-    account_id: int
-    instrument: str  # as the operator named it, or the symbol when it came from a whole account
-    instrument_id: str
-    symbol: str
-    instrument_type: str
-    quantity: Decimal  # signed: long > 0, short < 0
-    market_value: Decimal
-    cancel_orders: bool
-
-    @property
-    def closing_side(self) -> str:
-        return "SELL" if self.quantity > 0 else "BUY"
-
-    def result(self) -> TargetResult:
-        result = TargetResult(self.account_id, self.instrument, self.instrument_id, self.symbol)
-        result.side = "LONG" if self.quantity > 0 else "SHORT"
-        result.quantity = sys.intern(str(self.quantity))  # one per target, few distinct
-        return result
+from worker.output.results import TargetResult
 
 
 @dataclass(slots=True)
@@ -109,25 +83,19 @@ async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
     try:
         reply = await reader.instrument(result.instrument)
     except NotFound as err:
-        result.settle(Outcome.FAILED, f"unknown instrument {result.instrument!r}: {err}")
-        if err.request_id:
-            result.request_ids.append(err.request_id)
-        _said_failed(result, err)
+        life.unknown_instrument(result, err)
         return
     except Unauthorized:
         raise
     except ApiError as err:
-        result.settle(Outcome.FAILED, f"not held, and the instrument could not be checked: {err}")
-        _said_failed(result, err)
+        life.failed(result, f"not held, and the instrument could not be checked: {err}", err)
         return
-    result.request_ids.append(reply.request_id)
-    result.instrument_id, result.symbol = reply.data.id, reply.data.symbol
-    result.settle(Outcome.ALREADY_FLAT)
-    events.target_settled(
-        account_id=result.account_id,
-        instrument=result.instrument,
-        outcome=str(Outcome.ALREADY_FLAT),
-        why="a known instrument the account does not hold",
+    life.planned_flat(
+        result,
+        "a known instrument the account does not hold",
+        request_id=reply.request_id,
+        instrument_id=reply.data.id,
+        symbol=reply.data.symbol,
     )
 
 
@@ -212,24 +180,21 @@ def _flat_of_whole_account(
             continue
         flat_named |= {p.symbol.upper(), p.instrument_id.upper()}
         result = TargetResult(account_id, p.symbol, p.instrument_id, p.symbol)
-        plan.settled.append(result.settle(Outcome.ALREADY_FLAT, None))
+        life.planned_flat(result)
+        plan.settled.append(result)
     if not positions:
-        plan.settled.append(
-            TargetResult(account_id, WHOLE_ACCOUNT).settle(Outcome.ALREADY_FLAT, None)
-        )
+        result = TargetResult(account_id, WHOLE_ACCOUNT)
+        life.planned_flat(result)
+        plan.settled.append(result)
 
 
 def _all_excluded(account_id: int, plan: Plan) -> None:
     """A whole account whose every open position is excluded: the target (the account less its
     exclusions) holds nothing to close, so it is `already_flat` with nothing sent, and it shows
     in the results like any other target instead of vanishing from them."""
-    plan.settled.append(TargetResult(account_id, WHOLE_ACCOUNT).settle(Outcome.ALREADY_FLAT))
-    events.target_settled(
-        account_id=account_id,
-        instrument=WHOLE_ACCOUNT,
-        outcome=str(Outcome.ALREADY_FLAT),
-        why="every open position in the account is excluded: nothing to close",
-    )
+    result = TargetResult(account_id, WHOLE_ACCOUNT)
+    life.planned_flat(result, "every open position in the account is excluded: nothing to close")
+    plan.settled.append(result)
 
 
 def _choose(chosen: dict[tuple[int, str], Target], target: Target) -> None:
@@ -261,26 +226,7 @@ def _unreadable(
     """An account that could not be listed (or checked): one failed result per named target,
     '*' for all."""
     names = list(dict.fromkeys(s.instrument or WHOLE_ACCOUNT for s in specs))
-    failed = []
-    for name in names:
-        result = TargetResult(account_id, name).settle(
-            Outcome.FAILED, why or f"could not list the account's positions: {err}"
-        )
-        if err.request_id:
-            result.request_ids.append(err.request_id)
-        result.attempts = 1
-        _said_failed(result, err)
-        failed.append(result)
+    failed = [TargetResult(account_id, name) for name in names]
+    for result in failed:
+        life.unreadable(result, err, why)
     return failed
-
-
-def _said_failed(result: TargetResult, err: ApiError) -> None:
-    """Every target that fails at planning is named in the stream, with why (no close sent)."""
-    events.close_failed(
-        account_id=result.account_id,
-        instrument=result.instrument,
-        status=err.status,
-        error=result.error or str(err),
-        request_id=err.request_id,
-        attempts=result.attempts,
-    )

@@ -36,7 +36,7 @@ from worker.output.counters import RunCounters
 from worker.output.exit_codes import ExitCode as ExitCode  # re-exported; its home is exit_codes
 from worker.output.exit_codes import exit_code
 from worker.output.metrics import unwritable as metrics_unwritable
-from worker.output.results import TargetResult
+from worker.output.results import Outcome, TargetResult
 from worker.run.close_stage import choose_sender, close_and_follow, orders_snapshot
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
@@ -216,7 +216,6 @@ async def _session(
             )
             ctx = CloseContext(
                 run_id=run_id,
-                api=api,
                 reader=reader,
                 policy=policy,
                 journal=journal,
@@ -225,7 +224,6 @@ async def _session(
                 lookback=lookback,
                 priors=journaled.priors,
                 sender=sender,
-                preexisting=preexisting,
                 working_before=working_before,
                 counters=counters,
             )
@@ -252,7 +250,13 @@ async def _plan(
             f"the targets resolve to {len(plan.targets)} positions, above max_positions"
             f" ({ceiling}); re-run with --force to close them all"
         )
-    events.plan_ready(plan)
+    failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
+    events.plan_ready(
+        positions=len(plan.targets),
+        already_settled=len(plan.settled) - failed,
+        failed=failed,
+        accounts=len({t.account_id for t in plan.targets}),
+    )
     if request.on_plan is not None:
         request.on_plan(plan)
     return plan
