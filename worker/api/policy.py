@@ -130,32 +130,11 @@ class RetryPolicy:
         *,
         idempotent: bool = False,
     ) -> T:
-        """Call `attempt` until it returns, or raises what `for_closes` does not retry.
-
-        The first try runs bare, and a first try that fails is handed to tenacity as its attempt
-        1, so every retry, wait and stop is tenacity's exactly as if it had run the first try.
-        Why: almost every close succeeds at once, and tenacity's per-call state (coroutine
-        checks through `inspect`, statistics, futures) costs ~0.05 ms of CPU a close, a sixth of
-        the worker's own; measured in this session, 5,000 closes (bench/run.py workload) used
-        ~0.25 s more CPU with every close inside `async for`.
-        """
-        try:
-            return await attempt()
-        except Exception as err:
-            if not retries_close(err) or self.max_attempts <= 1:
-                raise
-            first_failure: Exception | None = err
-
-        async def replay_first_failure_then_attempt() -> T:
-            nonlocal first_failure
-            if first_failure is not None:
-                err, first_failure = first_failure, None
-                raise err
-            return await attempt()
-
+        """Call `attempt` until it returns, or raises what `for_closes` does not retry: every
+        try, wait and stop is tenacity's, decided by the named predicates above."""
         async for trying in self.for_closes(on_retry, idempotent=idempotent):
             with trying:
-                return await replay_first_failure_then_attempt()
+                return await attempt()
         raise AssertionError("tenacity stops by raising (reraise=True)")  # pragma: no cover
 
     def for_reads(self, on_retry: RetryListener | None = None) -> AsyncRetrying:
