@@ -21,11 +21,11 @@ from rich.console import Console
 
 from tests.support import FAST_FOLLOW, api_for, clean_env, run_cli, seed_accounts
 from worker.api.client import Side
+from worker.cli.terminal import Terminal
 from worker.closing.client_ids import SHAPE, client_order_id
 from worker.inputs.targets import TargetSpec
 from worker.journal.keys import job_key
 from worker.journal.store import Journal
-from worker.output.terminal import Terminal
 from worker.run.runner import ExitCode, RunRequest, RunResult, run
 from worker.simulator import Faults, SimConfig, Simulator
 from worker.simulator.config import UNKNOWN_OUTCOMES_30

@@ -32,7 +32,7 @@ from worker.output.exit_codes import ExitCode
 from worker.run.runner import stop_aware_sleep
 
 if TYPE_CHECKING:
-    from worker.output.terminal import Terminal
+    from worker.cli.terminal import Terminal
 
 IDS_PER_READ = 100  # order ids per `order_ids` filter
 
@@ -80,7 +80,7 @@ async def cancel(
 
 
 def _show(terminal: Terminal, views: Sequence[AccountView], dry_run: bool) -> None:
-    from worker.output.terminal import orders_table
+    from worker.cli.terminal import orders_table
 
     for view in views:
         if view.error is not None:

@@ -35,7 +35,7 @@ from worker.run.runner import RunRequest, run
 from worker.run.schedule import parse_duration
 
 if TYPE_CHECKING:
-    from worker.output.terminal import Terminal
+    from worker.cli.terminal import Terminal
     from worker.run.plan import Plan
 
 
@@ -299,7 +299,7 @@ def _terminal(secrets: Sequence[str]) -> Terminal:
     # Imported here: rich costs start-up time that unattended runs should not pay.
     from rich.console import Console
 
-    from worker.output.terminal import Terminal
+    from worker.cli.terminal import Terminal
 
     return Terminal(Console(), scrub=Scrubber(secrets).text)
 

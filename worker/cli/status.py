@@ -20,7 +20,7 @@ from worker.output import events
 from worker.output.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    from worker.output.terminal import Terminal
+    from worker.cli.terminal import Terminal
 
 
 async def status(
@@ -33,7 +33,7 @@ async def status(
             events.run_aborted(f"credentials rejected: {err}")
             return int(ExitCode.ABORTED)
     if terminal is not None:
-        from worker.output.terminal import show_status
+        from worker.cli.terminal import show_status
 
         show_status(terminal.console, views)
     else:

@@ -16,14 +16,43 @@ import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Literal, TextIO
+from decimal import Decimal
+from typing import Any, BinaryIO, Literal, Protocol, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from worker.api.models import Order
 from worker.inputs.secrets import secret_forms
 from worker.output import jsonbytes
+
+
+class Order(Protocol):
+    """What an order event reads of an order (`worker.api.models.Order` has it): events take
+    values, never the API's types."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def client_order_id(self) -> str: ...
+    @property
+    def account_id(self) -> int: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def order_type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def filled_quantity(self) -> Decimal: ...
+    @property
+    def symbol(self) -> str | None: ...
+    @property
+    def instrument_id(self) -> str | None: ...
+    @property
+    def time_in_force(self) -> str | None: ...
+
 
 RUN_STARTED = "run_started"
 RUN_FINISHED = "run_finished"
