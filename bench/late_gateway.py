@@ -18,10 +18,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from worker.runner import RunRequest, run
-from worker.settings import load_settings
+from worker.inputs.settings import load_settings
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator, serve
-from worker.targets import TargetSpec
 
 ACCOUNT = 70001
 

@@ -12,8 +12,8 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from worker import events
-from worker.settings import Settings, load_settings
+from worker.inputs.settings import Settings, load_settings
+from worker.output import events
 from worker.simulator import SimConfig, Simulator, serve
 
 

@@ -19,11 +19,11 @@ from typing import Any
 
 from aiohttp import web
 
-from worker.api import TradingApi, open_session
-from worker.pace import Pacer
-from worker.runner import RunRequest, RunResult, run
+from worker.api.client import TradingApi, open_session
+from worker.api.pace import Pacer
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import Simulator
-from worker.targets import TargetSpec
 
 API_KEY = "test-key.test-secret"
 

@@ -19,14 +19,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.support import FAST_FOLLOW, api_for
-from worker.api import Side
-from worker.client_ids import client_order_id
-from worker.journal import Journal
-from worker.journal_keys import job_key
-from worker.runner import ExitCode, RunRequest, RunResult, run
-from worker.settings import Settings
+from worker.api.client import Side
+from worker.closing.client_ids import client_order_id
+from worker.inputs.settings import Settings
+from worker.inputs.targets import TargetSpec
+from worker.journal.keys import job_key
+from worker.journal.store import Journal
+from worker.run.runner import ExitCode, RunRequest, RunResult, run
 from worker.simulator import SimConfig, Simulator
-from worker.targets import TargetSpec
 
 
 def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str, int]]:

@@ -14,9 +14,9 @@ import pytest
 from aiohttp import web
 
 from tests.support import FAST_FOLLOW, liquidate, seed, serving, the_truth
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
-from worker.targets import TargetSpec
 
 
 def _upper_ids(node: Any) -> Any:

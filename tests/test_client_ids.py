@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from worker.client_ids import MAX_LENGTH, SHAPE, client_order_id
+from worker.closing.client_ids import MAX_LENGTH, SHAPE, client_order_id
 
 IID = "c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa"
 OTHER_IID = "d4d5d6d7-e4e5-f4f5-a4a5-a6a7a8a9aaab"
@@ -25,7 +25,7 @@ def test_the_id_fits_the_spec_and_has_the_documented_shape() -> None:
 def test_the_same_inputs_give_the_same_id_in_another_process() -> None:
     here = client_order_id("job-a", 19816, IID, 1)
     code = (
-        "from worker.client_ids import client_order_id;"
+        "from worker.closing.client_ids import client_order_id;"
         f"print(client_order_id('job-a', 19816, {IID!r}, 1))"
     )
     there = subprocess.run(

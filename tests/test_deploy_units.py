@@ -120,7 +120,7 @@ def test_service_gets_its_key_as_a_credential_and_stops_inside_systemds_patience
 def test_two_host_drop_in_hands_over_the_journal_url_and_stands_by_long_enough(
     installable: Path,
 ) -> None:
-    from worker.settings import JOURNAL_URL_CREDENTIAL
+    from worker.inputs.settings import JOURNAL_URL_CREDENTIAL
 
     drop_in = unit("liquidator-journal.conf")
     [credential] = drop_in["LoadCredential"]
@@ -145,7 +145,7 @@ def test_two_host_drop_in_hands_over_the_journal_url_and_stands_by_long_enough(
 
 
 def test_market_on_close_drop_in_submits_before_the_cutoff_and_verifies(installable: Path) -> None:
-    from worker.settings import load_settings
+    from worker.inputs.settings import load_settings
 
     drop_in = unit("liquidator-moc.conf")
     assert drop_in["ExecStart"][0] == ""  # clears the unit's own before adding its own

@@ -14,13 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
 from tests.support import api_for, clean_env, run_cli, serving
-from worker import events
-from worker.api import MAX_REPLY_BYTES
+from worker.api.client import MAX_REPLY_BYTES
 from worker.errors import OutcomeUnknown
-from worker.outcomes import Fate, Outcome
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.output import events
+from worker.output.results import Fate, Outcome
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
-from worker.targets import TargetSpec
 
 CLOSE_PATH = "/v1/accounts/19816/positions/GOOG"
 

@@ -15,12 +15,12 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from worker import events
+from worker.api.models import Order
 from worker.errors import OutcomeUnknown
-from worker.models import Order
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.output import events
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
-from worker.targets import TargetSpec
 
 KEY = "key-id.very-secret-part"
 

@@ -12,9 +12,9 @@ import pytest
 import time_machine
 
 from tests.support import assert_exactly_once, liquidate, seed, the_truth
-from worker.runner import ExitCode
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import ExitCode
 from worker.simulator import Faults, SimClock, SimConfig, Simulator, serve
-from worker.targets import TargetSpec
 
 BOTH_MODES = pytest.mark.parametrize("close_via", ["close_position", "submit_orders"])
 

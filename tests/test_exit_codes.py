@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from worker.exit_codes import ExitCode, exit_code
-from worker.outcomes import Outcome, TargetResult
-from worker.run_end import RunResult
+from worker.output.exit_codes import ExitCode, exit_code
+from worker.output.results import Outcome, TargetResult
+from worker.run.ended import RunResult
 
 
 def ended(*outcomes: Outcome) -> list[TargetResult]:
-    return [TargetResult(1, f"I{n}").settle(o) for n, o in enumerate(outcomes)]
+    return [TargetResult(1, f"I{n}", outcome=o) for n, o in enumerate(outcomes)]
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,11 @@ from typing import Any
 from structlog.testing import LogCapture
 
 from tests.support import assert_exactly_once, seed_accounts
-from worker import events
-from worker.outcomes import Fate, Outcome
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.output import events
+from worker.output.results import Fate, Outcome
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import UNKNOWN_OUTCOMES_30, Faults, Simulator
-from worker.targets import TargetSpec
 
 
 async def test_1000_positions_under_30pct_unknown_outcomes_503s_and_a_rate_limit(

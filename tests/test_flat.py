@@ -21,11 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
 from tests.support import FAST_FOLLOW, liquidate, order, seed, serving, the_truth
-from worker import events
-from worker.models import Order
-from worker.runner import ExitCode, RunRequest, run
+from worker.api.models import Order
+from worker.inputs.targets import TargetSpec
+from worker.output import events
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
-from worker.targets import TargetSpec
 
 
 @pytest.mark.parametrize("rest", ["CANCELED", "EXPIRED"])
@@ -102,7 +102,7 @@ async def test_once_every_close_is_sent_following_reads_at_once(
     sim.config.fill_delay_s = 0  # filled by the time anyone reads
     # Pauses far longer than this test may take: the fan-out's end cuts the one under way, and
     # the read goes at once (a wait of SETTLE_S first would time the test out).
-    monkeypatch.setattr("worker.follow.SETTLE_S", 60.0)
+    monkeypatch.setattr("worker.closing.follow.SETTLE_S", 60.0)
     result, doc = await asyncio.wait_for(
         liquidate(
             sim,
@@ -391,8 +391,8 @@ class VirtualFollowing:
     something cuts it."""
 
     def __init__(self, filled_from: int, gated: int = 0, held: int = 0) -> None:
-        from worker.follow import Follower, FollowSettings
-        from worker.plan import Target
+        from worker.closing.follow import Follower, FollowSettings
+        from worker.closing.target import Target
 
         self.now = 0.0
         self.reads: list[float] = []  # when each read began, in virtual seconds
@@ -458,7 +458,7 @@ async def test_a_fan_out_that_ends_during_a_read_is_followed_by_a_read_at_once()
 
 
 async def test_a_fill_not_landed_at_the_fan_outs_end_is_read_again_settle_s_later() -> None:
-    from worker.follow import SETTLE_S
+    from worker.closing.follow import SETTLE_S
 
     following = VirtualFollowing(filled_from=3, held=1)
     await asyncio.wait_for(following.pausing.wait(), 5)

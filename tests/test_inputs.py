@@ -9,9 +9,9 @@ import pytest
 
 from tests.support import clean_env, event_lines, run_cli
 from worker.errors import InputError
-from worker.settings import load_settings
+from worker.inputs.settings import load_settings
+from worker.inputs.targets import read_targets
 from worker.simulator import Simulator
-from worker.targets import read_targets
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -331,7 +331,7 @@ def test_a_mistyped_environment_variable_is_refused_with_the_closest_name(
 def test_the_variables_that_are_not_settings_are_accepted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker.settings import NOT_SETTINGS
+    from worker.inputs.settings import NOT_SETTINGS
 
     assert set(NOT_SETTINGS) == {"LIQUIDATOR_CONFIG", "LIQUIDATOR_TEST_PG_BIN"}
     monkeypatch.setenv("LIQUIDATOR_TEST_PG_BIN", str(tmp_path))

@@ -16,14 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
 from worker.errors import JournalError
-from worker.journal import RECORD_BATCH, Intent, Journal
-from worker.journal_schema import SCHEMA as _SCHEMA
-from worker.metrics import write_metrics
-from worker.models import Outcome
-from worker.report import TargetResult
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.journal.schema import SCHEMA as _SCHEMA
+from worker.journal.store import RECORD_BATCH, Intent, Journal
+from worker.output.metrics import write_metrics
+from worker.output.report import TargetResult
+from worker.output.results import Outcome
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
-from worker.targets import TargetSpec
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 
@@ -149,10 +149,12 @@ async def test_an_intent_recorded_ahead_is_used_only_fresh_and_only_while_the_jo
     journal, statements = run_r1(tmp_path)
     await journal.intents_ahead("r1", [Intent(1, f"i{n}", 1, T0) for n in range(3)])
     assert statements.count("COMMIT") == 1
-    monkeypatch.setattr("worker.journal.AHEAD_FRESH_S", 0.0)  # every ahead intent is stale now
+    monkeypatch.setattr(
+        "worker.journal.store.AHEAD_FRESH_S", 0.0
+    )  # every ahead intent is stale now
     await journal.intent("r1", 1, "i0", 1, T0)
     assert statements.count("COMMIT") == 2  # committed again, not taken from ahead
-    monkeypatch.setattr("worker.journal.AHEAD_FRESH_S", 60.0)
+    monkeypatch.setattr("worker.journal.store.AHEAD_FRESH_S", 60.0)
     # The store refuses every commit from here (a full disk, a lost database session).
     with sqlite3.connect(journal.path) as other:
         other.execute(
@@ -170,7 +172,7 @@ async def test_an_intent_recorded_ahead_is_used_only_fresh_and_only_while_the_jo
 def test_outcomes_are_committed_in_batches_not_held_until_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("worker.journal.OUTCOME_BATCH", 3)
+    monkeypatch.setattr("worker.journal.store.OUTCOME_BATCH", 3)
     journal, _ = run_r1(tmp_path)
 
     def committed_outcomes() -> int:
@@ -179,7 +181,7 @@ def test_outcomes_are_committed_in_batches_not_held_until_the_end(
 
     seen = []
     for n in range(7):
-        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}").settle(Outcome.CLOSED)
+        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}", outcome=Outcome.CLOSED)
         journal.outcome("r1", result, "10")
         seen.append(committed_outcomes())
     assert seen == [0, 0, 3, 3, 3, 6, 6]
@@ -264,8 +266,8 @@ async def test_a_flush_that_fails_fails_the_closes_waiting_for_their_commit(
 def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Path) -> None:
     path = tmp_path / "liquidator.prom"
     results = [
-        TargetResult(1, "A").settle(Outcome.CLOSED),
-        TargetResult(1, "B").settle(Outcome.FAILED, "x"),
+        TargetResult(1, "A", outcome=Outcome.CLOSED),
+        TargetResult(1, "B", outcome=Outcome.FAILED, error="x"),
     ]
     for outcomes, exit_code, finished_at in ((results[:1], 0, 1000.0), (results, 1, 2000.0)):
         write_metrics(
@@ -297,7 +299,7 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
 def write_failed_run(path: Path) -> None:
     write_metrics(
         path,
-        results=[TargetResult(1, "A").settle(Outcome.FAILED, "x")],
+        results=[TargetResult(1, "A", outcome=Outcome.FAILED, error="x")],
         retries=0,
         reconciliations=0,
         duration_s=0.25,
@@ -396,7 +398,7 @@ async def test_outcomes_are_recorded_as_targets_settle_and_each_target_once(
     commits of later closes' intents; the journal ends with each target's outcome as reported."""
     from tests.support import liquidate, seed
 
-    monkeypatch.setattr("worker.journal.RECORD_BATCH", 1)  # each commit takes what is queued
+    monkeypatch.setattr("worker.journal.store.RECORD_BATCH", 1)  # each commit takes what is queued
     sim.config.fill_delay_s = 0
     sim.config.faults = {"close": Faults(latency_s=0.02)}  # the second account takes a while
     early = seed(sim, 71001, [10])
@@ -429,11 +431,11 @@ async def test_outcomes_riding_along_with_intents_never_force_a_commit_of_their_
 ) -> None:
     """During the fan-out the intent commits take the outcomes queued: none waits for a batch
     of outcomes to be committed on the event loop. After a close, the journal refuses."""
-    monkeypatch.setattr("worker.journal.OUTCOME_BATCH", 3)
-    monkeypatch.setattr("worker.journal.RECORD_BATCH", 2)
+    monkeypatch.setattr("worker.journal.store.OUTCOME_BATCH", 3)
+    monkeypatch.setattr("worker.journal.store.RECORD_BATCH", 2)
     journal, statements = run_r1(tmp_path)
     for n in range(6):
-        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}").settle(Outcome.CLOSED)
+        result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}", outcome=Outcome.CLOSED)
         journal.outcome("r1", result, "10")
         if n % 2:
             await journal.intent("r1", 1, f"i{n}", 1, T0)  # takes the two queued along

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from tests.support import FAST_FOLLOW, seed_accounts
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
-from worker.targets import TargetSpec
 
 
 async def liquidator(*args: str) -> tuple[int, str, str]:
@@ -90,7 +90,7 @@ async def test_journal_shows_the_client_id_each_submission_went_under(
         }
         assert sent_under == {order["client_order_id"]}
     # The table (on a terminal) gets a column for them, whole; close_position's has none.
-    from worker.journal_view import _print
+    from worker.journal.view import _print
 
     capsys.readouterr()
     monkeypatch.setenv("COLUMNS", "240")
@@ -188,7 +188,7 @@ async def test_a_postgresql_journal_without_its_driver_refuses_before_any_reques
 ) -> None:
     seed_accounts(sim, 1, 2)
     without_psycopg = (
-        "import sys; sys.modules['psycopg'] = None; from worker.cli import main;"
+        "import sys; sys.modules['psycopg'] = None; from worker.cli.main import main;"
         " sys.exit(main(sys.argv[1:]))"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIQUIDATOR_")}
@@ -246,7 +246,7 @@ async def test_journal_day_must_be_a_date(tmp_path: Path) -> None:
 def test_journal_table_names_the_search_start_for_what_it_is(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from worker import journal_view
+    from worker.journal import view as journal_view
 
     monkeypatch.setenv("COLUMNS", "200")
     journal_view._print(

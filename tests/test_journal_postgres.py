@@ -26,9 +26,9 @@ from tests.support import (
     until_closes_seen,
 )
 from worker.errors import JournalError, JournalRefused, LockLost
-from worker.journal import Intent
-from worker.journal_keys import canonical_origin
-from worker.journal_pg import PgJournal, lock_key, redact_url
+from worker.journal.keys import canonical_origin
+from worker.journal.postgres import PgJournal, lock_key, redact_url
+from worker.journal.store import Intent
 from worker.simulator import Faults, Simulator
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
@@ -246,9 +246,9 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
     from aiohttp import web
 
     from tests.support import serving, stopped_cleanly
-    from worker.runner import ExitCode, RunRequest, run
+    from worker.inputs.targets import TargetSpec
+    from worker.run.runner import ExitCode, RunRequest, run
     from worker.simulator import SimConfig
-    from worker.targets import TargetSpec
 
     sim = Simulator(SimConfig(fill_delay_s=3600))
     sim.add_account(50001)
@@ -377,9 +377,9 @@ async def test_a_stop_mid_block_keeps_the_sent_intents_withdraws_the_rest_then_c
     from aiohttp import web
 
     from tests.support import FAST_FOLLOW, serving
-    from worker.runner import ExitCode, RunRequest, run
+    from worker.inputs.targets import TargetSpec
+    from worker.run.runner import ExitCode, RunRequest, run
     from worker.simulator import SimConfig
-    from worker.targets import TargetSpec
 
     sim = Simulator(SimConfig(fill_delay_s=3600))
     sim.add_account(50001)

@@ -20,9 +20,9 @@ from tests.support import (
     start_liquidator,
     until_closes_seen,
 )
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
-from worker.targets import TargetSpec
 
 
 async def start_run(
@@ -161,7 +161,7 @@ async def test_a_dry_run_takes_no_lock(sim: Simulator, tmp_path: Path) -> None:
     seed_accounts(sim, 2, 2)
     state = tmp_path / "state"
     state.mkdir()
-    from worker.journal_lock import FileLock
+    from worker.journal.lock import FileLock
 
     held = FileLock(state / "journal.lock")
     assert held.try_acquire()
@@ -191,7 +191,7 @@ async def test_previous_run_found_counts_only_this_runs_targets(
 async def test_sigterm_while_standing_by_aborts_with_exit_3_and_sends_nothing(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
-    from worker.journal_lock import FileLock
+    from worker.journal.lock import FileLock
 
     seed_accounts(sim, 1, 3)
     (tmp_path / "state").mkdir()

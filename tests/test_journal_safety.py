@@ -17,15 +17,15 @@ import pytest
 from structlog.testing import LogCapture
 
 from tests.support import FAST_FOLLOW, assert_exactly_once, seed_accounts
-from worker import events
 from worker.errors import JournalRefused
-from worker.journal import Journal
-from worker.journal_check import wal_problem
-from worker.journal_keys import canonical_origin, job_key, journal_url_secrets
-from worker.journal_lock import UNNAMED, FileLock, acquire
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.journal.files import wal_problem
+from worker.journal.keys import canonical_origin, job_key, journal_url_secrets
+from worker.journal.lock import UNNAMED, FileLock, acquire
+from worker.journal.store import Journal
+from worker.output import events
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
-from worker.targets import TargetSpec
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 
@@ -212,7 +212,7 @@ def test_the_journal_url_comes_from_a_systemd_credential_and_is_checked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from worker.errors import InputError
-    from worker.settings import JOURNAL_URL_CREDENTIAL, load_settings
+    from worker.inputs.settings import JOURNAL_URL_CREDENTIAL, load_settings
 
     for key in [k for k in os.environ if k.startswith("LIQUIDATOR_")]:
         monkeypatch.delenv(key)
@@ -234,7 +234,7 @@ def test_the_journal_url_comes_from_a_systemd_credential_and_is_checked(
 async def test_runs_recorded_under_the_url_as_typed_are_found_after_an_upgrade(
     settings_for: Any, tmp_path: Path
 ) -> None:
-    from worker.journal_open import open_journal
+    from worker.journal.open import open_journal
 
     old = Journal.in_dir(tmp_path / "state")  # as an earlier version keyed its jobs
     old.start_run(

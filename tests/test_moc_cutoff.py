@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.support import RecordedSleeps, api_for
+from worker.api.policy import RetryPolicy
+from worker.api.reads import Reader
 from worker.errors import InputError
-from worker.policy import RetryPolicy
-from worker.reads import Reader
-from worker.schedule import MocCutoff, moc_cutoff, read_moc_cutoff
-from worker.settings import load_settings
+from worker.inputs.settings import load_settings
+from worker.run.schedule import MocCutoff, moc_cutoff, read_moc_cutoff
 from worker.simulator import SimConfig, Simulator
 
 NEW_YORK = ZoneInfo("America/New_York")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import clean_env, read_screen, run_cli, seed_accounts
+from worker.inputs.targets import read_targets
 from worker.simulator import Simulator
-from worker.targets import read_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "targets.example.toml"
@@ -63,7 +63,7 @@ async def test_target_flags_have_help_text() -> None:
 
 
 def test_the_simulators_example_holdings_are_what_the_example_targets_name() -> None:
-    from worker.simulate import EXAMPLE_HOLDINGS
+    from worker.cli.simulator import EXAMPLE_HOLDINGS
 
     named = {(s.account_id, s.instrument) for s in read_targets([EXAMPLE], [], []) if s.instrument}
     assert named == {(s.account_id, s.instrument) for s in EXAMPLE_HOLDINGS}

@@ -19,8 +19,8 @@ import pytest
 from tests.spec_errors import validate_error_reply
 from tests.spec_validation import validate_request, validate_response
 from tests.support import api_for
-from worker.api import TradingApi
-from worker.client_ids import client_order_id
+from worker.api.client import TradingApi
+from worker.closing.client_ids import client_order_id
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, RateLimited, Rejected
 from worker.simulator import Faults, SimConfig, Simulator
 

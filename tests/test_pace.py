@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from worker.api.pace import Pacer
+from worker.api.policy import RETRY_AFTER_CAP_S, RetryPolicy
 from worker.errors import RateLimited
-from worker.pace import Pacer
-from worker.policy import RETRY_AFTER_CAP_S, RetryPolicy
 
 
 class FakeClock:

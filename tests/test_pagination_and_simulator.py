@@ -8,9 +8,9 @@ import aiohttp
 from structlog.testing import LogCapture
 
 from tests.support import RecordedSleeps, api_for
-from worker import events
-from worker.policy import RetryPolicy
-from worker.reads import Reader
+from worker.api.policy import RetryPolicy
+from worker.api.reads import Reader
+from worker.output import events
 from worker.simulator import Simulator
 
 

@@ -8,6 +8,15 @@ import pytest
 from tenacity import RetryCallState
 
 from tests.support import RecordedSleeps
+from worker.api.policy import (
+    RetryPolicy,
+    aborts_run,
+    is_retryable_read,
+    is_safe_to_resend,
+    looks_after_last,
+    needs_look_before_resend,
+    retries_close,
+)
 from worker.errors import (
     ApiError,
     Conflict,
@@ -20,15 +29,6 @@ from worker.errors import (
     ResendRefused,
     StillWorking,
     Unauthorized,
-)
-from worker.policy import (
-    RetryPolicy,
-    aborts_run,
-    is_retryable_read,
-    is_safe_to_resend,
-    looks_after_last,
-    needs_look_before_resend,
-    retries_close,
 )
 
 #                  error                                     resend  look   read   abort

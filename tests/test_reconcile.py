@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from tests.support import order
-from worker.models import Order
-from worker.reconcile import Step, follow_step, is_our_close
+from worker.api.models import Order
+from worker.closing.evidence import Step, follow_step, is_our_close
 
 IID = "c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa"
 SINCE = datetime(2025, 10, 3, 14, 0, tzinfo=UTC)

@@ -15,12 +15,12 @@ from aiohttp import web
 from structlog.testing import LogCapture
 
 from tests.support import API_KEY, envelope, serving, stopped_cleanly
-from worker import events
-from worker.models import Outcome
-from worker.report import TargetResult, write_report
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec, read_targets
+from worker.output import events
+from worker.output.report import TargetResult, write_report
+from worker.output.results import Outcome
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
-from worker.targets import TargetSpec, read_targets
 
 
 def closing_orders_by_position(sim: Simulator, keys: list[tuple[int, str]]) -> Counter[int]:
@@ -319,7 +319,7 @@ async def test_a_journal_that_cannot_be_read_refuses_before_any_request_and_repo
 
 def test_the_report_keeps_a_result_whose_error_has_a_lone_surrogate(tmp_path: Path) -> None:
     message = json.loads('"HTTP 422: rejected \\ud800"')  # a server's message, as decoded
-    failed = TargetResult(19816, "GOOG").settle(Outcome.FAILED, message)
+    failed = TargetResult(19816, "GOOG", outcome=Outcome.FAILED, error=message)
     report = tmp_path / "r.json"
     write_report(
         report,

@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from tests.support import RecordedSleeps, api_for, envelope, serving
+from worker.api.policy import RetryPolicy
+from worker.api.reads import Reader
 from worker.errors import InputError
-from worker.policy import RetryPolicy
-from worker.reads import Reader
-from worker.schedule import Go, parse_duration, wait_for_close_window
+from worker.run.schedule import Go, parse_duration, wait_for_close_window
 
 NOW = datetime(2025, 11, 28, 17, 0, tzinfo=UTC)  # 12:00 in New York, day after Thanksgiving
 

@@ -21,11 +21,12 @@ import structlog
 from aiohttp import web
 
 from tests.support import clean_env, run_cli, serving
-from worker import cli, events
-from worker.report import TargetResult
-from worker.runner import ExitCode, RunRequest, run
-from worker.secrets import secret_forms
-from worker.targets import TargetSpec
+from worker.cli import main as cli
+from worker.inputs.secrets import secret_forms
+from worker.inputs.targets import TargetSpec
+from worker.output import events
+from worker.output.report import TargetResult
+from worker.run.runner import ExitCode, RunRequest, run
 
 KEY_ID = "ak-7Qm2"
 SECRET = "sk-Zq9vR2xWp7LtY4"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.spec_validation import load_spec, validate_request, validate_response
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
-from worker.targets import TargetSpec
 
 
 async def test_every_request_of_a_run_with_looks_and_timing_matches_the_spec(

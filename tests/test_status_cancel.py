@@ -17,8 +17,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tests.support import api_for, clean_env, event_lines, read_screen, run_cli
-from worker.client_ids import client_order_id
-from worker.journal_keys import job_key
+from worker.closing.client_ids import client_order_id
+from worker.journal.keys import job_key
 from worker.simulator import Simulator
 
 CHANGES = ("close", "submit", "cancel")  # the routes that change anything at the server

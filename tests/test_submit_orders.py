@@ -20,15 +20,15 @@ import pytest
 from rich.console import Console
 
 from tests.support import FAST_FOLLOW, api_for, clean_env, run_cli, seed_accounts
-from worker.api import Side
-from worker.client_ids import SHAPE, client_order_id
-from worker.journal import Journal
-from worker.journal_keys import job_key
-from worker.runner import ExitCode, RunRequest, RunResult, run
+from worker.api.client import Side
+from worker.cli.terminal import Terminal
+from worker.closing.client_ids import SHAPE, client_order_id
+from worker.inputs.targets import TargetSpec
+from worker.journal.keys import job_key
+from worker.journal.store import Journal
+from worker.run.runner import ExitCode, RunRequest, RunResult, run
 from worker.simulator import Faults, SimConfig, Simulator
 from worker.simulator.config import UNKNOWN_OUTCOMES_30
-from worker.targets import TargetSpec
-from worker.terminal import Terminal
 
 CHANGES = ("close", "submit", "cancel")  # the routes that change anything at the server
 
@@ -297,7 +297,7 @@ async def test_the_journal_commits_each_client_id_with_its_intent_and_priors_exp
     if backend == "sqlite":
         journal = Journal.in_dir(tmp_path)
     else:
-        from worker.journal_pg import PgJournal
+        from worker.journal.postgres import PgJournal
 
         journal = await PgJournal.open(request.getfixturevalue("pg_url"), scope="s", lock_wait=0)
     journal.start_run(

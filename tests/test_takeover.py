@@ -23,9 +23,9 @@ from tests.support import (
     start_liquidator,
     until_lock_taken_by_another,
 )
-from worker.runner import ExitCode, RunRequest, run
+from worker.inputs.targets import TargetSpec
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
-from worker.targets import TargetSpec
 
 BOTH = [TargetSpec(20001, None), TargetSpec(20002, None)]
 # Short, so that waiting out a dead run's requests takes a moment.

@@ -22,7 +22,7 @@ from tests.support import (
     seed_accounts,
     start_liquidator,
 )
-from worker.events import duration_text, resting_text
+from worker.output.events import duration_text, resting_text
 from worker.simulator import Simulator
 
 

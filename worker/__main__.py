@@ -2,7 +2,7 @@
 
 Start-up imports build a few hundred thousand long-lived objects (aiohttp, pydantic's schemas);
 the collector's passes over them find nothing and cost ~25 ms of CPU, a tenth of start-up.
-Collection is off until `worker.cli.main` has frozen them and turned it back on.
+Collection is off until `worker.cli.main.main` has frozen them and turned it back on.
 
 structlog imports rich, when it is installed, only to choose the console renderer's default
 traceback format: ~30 ms of every start-up, for a default the worker never uses
@@ -22,7 +22,7 @@ if "structlog" not in sys.modules and "rich" not in sys.modules:
     finally:
         del sys.modules["rich"]
 
-from worker.cli import main  # noqa: E402  (after gc.disable(), on purpose)
+from worker.cli.main import main  # noqa: E402  (after gc.disable(), on purpose)
 
 
 def run() -> None:

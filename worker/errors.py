@@ -19,8 +19,8 @@
         └── StillWorking            cancelled resting orders kept working past the wait; the
                                     close was not submitted
 
-`worker.api` translates aiohttp, timeout and JSON errors into this tree, and nothing else does.
-`worker.policy` decides from these types alone what may be retried and what must be looked at first.
+`api.client` translates aiohttp, timeout and JSON errors into this tree, and nothing else does.
+`api.policy` decides from these types alone what may be retried and what must be looked at first.
 """
 
 from __future__ import annotations

@@ -1,0 +1,118 @@
+"""Shapes of what the API returns (pydantic, checked at the HTTP boundary) and enums used inside.
+
+Quantities and prices stay `Decimal`: the API sends them as strings and so do our reports.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+# Orders in these states can still fill: a close is underway and must not be sent again.
+WORKING_STATUSES = frozenset(
+    {
+        "PENDING_NEW",
+        "NEW",
+        "PARTIALLY_FILLED",
+        "PENDING_CANCEL",
+        "PENDING_REPLACE",
+        "REPLACED",
+        "SUSPENDED",
+        "CALCULATED",
+        "STOPPED",
+        "OTHER",
+    }
+)
+# Orders in these states will never fill further: a close that ended here left the rest open.
+DEAD_STATUSES = frozenset({"CANCELED", "REJECTED", "EXPIRED"})
+
+
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Order(_ApiModel):
+    id: str
+    client_order_id: str
+    account_id: int
+    side: str
+    quantity: Decimal
+    order_type: str
+    status: str
+    filled_quantity: Decimal
+    created_at: datetime
+    symbol: str | None = None
+    instrument_id: str | None = None
+    time_in_force: str | None = None
+
+    @property
+    def working(self) -> bool:
+        return self.status in WORKING_STATUSES
+
+    @property
+    def dead(self) -> bool:
+        return self.status in DEAD_STATUSES
+
+
+class Position(_ApiModel):
+    account_id: int
+    instrument_id: str
+    symbol: str
+    instrument_type: str
+    quantity: Decimal
+    market_value: Decimal
+    position_type: str
+
+    @property
+    def closing_side(self) -> str:
+        """The side a close sends: selling a long, buying back a short."""
+        return "SELL" if self.quantity > 0 else "BUY"
+
+
+T = TypeVar("T")
+
+
+class Metadata(_ApiModel):
+    request_id: str
+    next_page_token: str | None = None
+
+
+class Envelope(_ApiModel, Generic[T]):
+    """Every 2xx reply: `data`, and `metadata.request_id`."""
+
+    data: T
+    metadata: Metadata
+
+
+class Instrument(_ApiModel):
+    id: str
+    symbol: str
+
+
+class Clock(_ApiModel):
+    clock: datetime
+
+
+class SessionTimes(_ApiModel):
+    open: datetime
+    close: datetime
+
+
+class TradingSessions(_ApiModel):
+    regular: SessionTimes | None = None
+
+
+class MarketStatus(_ApiModel):
+    day_type: str
+    is_open: bool
+
+
+class MarketHours(_ApiModel):
+    date: str
+    timezone: str
+    current_time: datetime
+    status: MarketStatus
+    today_sessions: TradingSessions

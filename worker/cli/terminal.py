@@ -1,0 +1,345 @@
+"""What an operator at a terminal sees: the plan, a confirmation prompt, progress, a summary.
+
+Used for people: when stdout is a terminal, with `--log-format console` (even into a pipe), and
+for `check` unless `--log-format json`. Events are then printed through the same rich console,
+above the progress bar, so the two never tear each other apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from worker.output.events import new_york_time, resting_text
+from worker.output.report import TargetResult, summarize
+from worker.output.results import Outcome
+from worker.run.plan import Plan
+
+if TYPE_CHECKING:
+    from worker.cli.server_view import AccountView
+
+PLAN_ROWS_SHOWN = 40
+_OUTCOME_STYLE = {
+    Outcome.CLOSED: "green",
+    Outcome.ALREADY_FLAT: "cyan",
+    Outcome.FAILED: "bold red",
+    Outcome.SKIPPED: "yellow",
+    Outcome.NOT_FLAT: "bold red",
+    Outcome.MARKET_CLOSED: "yellow",
+}
+
+
+class ConsoleLogger:
+    """A structlog logger that prints rendered events through the rich console."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def msg(self, message: str) -> None:
+        self._console.print(Text.from_ansi(message), soft_wrap=True)
+
+    log = debug = info = warning = error = critical = exception = fatal = msg
+
+
+class _EtaOrClose(ProgressColumn):
+    """The ETA; while market-on-close orders rest, the close they fill at ("ETA 16:00 ET"):
+    before it no fill comes, so an ETA from the pace of fills has nothing to go on."""
+
+    def __init__(self, close: Callable[[], str | None]) -> None:
+        super().__init__()
+        self._close = close
+        self._eta = TimeRemainingColumn()
+
+    def render(self, task: Task) -> Text:
+        close = self._close()
+        return Text.assemble("ETA ", close if close is not None else self._eta.render(task))
+
+
+class _Bar(Progress):
+    """The progress bar, and under it, while there is one, a line saying what the run waits
+    for (its own line: it is longer than a narrow terminal leaves beside the bar)."""
+
+    def __init__(
+        self, *columns: str | ProgressColumn, waiting: Callable[[], str | None], console: Console
+    ) -> None:
+        self._waiting = waiting  # first: the parent's constructor may render already
+        super().__init__(*columns, console=console)
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield from super().get_renderables()
+        text = self._waiting()
+        if text is not None:
+            yield Text(text)
+
+
+class Terminal:
+    def __init__(self, console: Console, scrub: Callable[[str], str] = str) -> None:
+        self.console = console
+        self._scrub = scrub  # what it prints directly (not through events) holds no secret
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._total = 0
+        self._tally: dict[str, int] = defaultdict(int)
+        # Each planned position's gross value (absolute market value), for "value closed".
+        self._values: dict[tuple[int, str], Decimal] = {}
+        self._declined = False  # the operator answered no at the prompt
+        # --at-close: orders resting until the close (less the results since), when it is
+        # (as "16:00 ET") and when that is on the monotonic clock.
+        self._resting = 0
+        self._close_local = ""
+        self._close_due = 0.0
+
+    def logger_factory(self, *args: Any) -> ConsoleLogger:
+        return ConsoleLogger(self.console)
+
+    def show_plan(self, plan: Plan) -> None:
+        self._total = len(plan.targets)
+        self._values = {(t.account_id, t.instrument_id): abs(t.market_value) for t in plan.targets}
+        table = Table(title=f"Plan: {len(plan.targets)} positions to close", title_justify="left")
+        table.add_column("account", justify="right")
+        table.add_column("symbol")
+        table.add_column("type")
+        table.add_column("side sent")
+        table.add_column("quantity", justify="right")
+        sides: dict[str, Decimal] = defaultdict(Decimal)
+        for t in plan.targets:
+            sides[t.closing_side] += abs(t.market_value)
+        gross = f"{sum(sides.values(), Decimal(0)):,.2f}"
+        shown = plan.targets[:PLAN_ROWS_SHOWN]
+        # Never cut: on a narrow terminal the other columns wrap, the values keep every digit.
+        widest = max([len(gross), *(len(f"{t.market_value:,.2f}") for t in shown)])
+        table.add_column("market value", justify="right", no_wrap=True, min_width=widest)
+        for t in shown:
+            table.add_row(
+                str(t.account_id),
+                t.symbol,
+                t.instrument_type,
+                Text(t.closing_side, style="red" if t.closing_side == "SELL" else "green"),
+                f"{abs(t.quantity):,}",
+                f"{t.market_value:,.2f}",
+            )
+        hidden = len(plan.targets) - PLAN_ROWS_SHOWN
+        if hidden > 0:
+            table.add_row("…", f"and {hidden} more", "", "", "", "")
+        table.add_section()
+        table.add_row("gross", "", "", "", "", gross)
+        self.console.print(table)
+        if plan.moc_cutoff is not None:
+            self.console.print(f"Market-on-close: {plan.moc_cutoff}", soft_wrap=True)
+        # The totals on a line of their own, wrapped by the terminal rather than cut by the table.
+        sells = sum(1 for t in plan.targets if t.closing_side == "SELL")
+        self.console.print(
+            f"Gross market value (absolute values summed): {gross}"
+            f" — SELL {sides['SELL']:,.2f}, BUY {sides['BUY']:,.2f};"
+            f" {sells} SELL / {len(plan.targets) - sells} BUY"
+            f" over {len({t.account_id for t in plan.targets})} account(s)",
+            soft_wrap=True,
+        )
+        if plan.settled:
+            flat = sum(1 for r in plan.settled if r.outcome is Outcome.ALREADY_FLAT)
+            failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
+            self.console.print(
+                f"Also: {flat} target(s) already flat, {failed} target(s) failed"
+                " at planning (see events)."
+            )
+
+    async def confirm(self, plan: Plan) -> bool:
+        if not plan.targets:
+            return True
+        question = f"Send {len(plan.targets)} closing market orders? Type 'yes' to proceed: "
+        return await self.ask_yes(question)
+
+    async def ask_yes(self, question: str) -> bool:
+        """True when the operator answers y or yes."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+
+        def deliver(text: str) -> None:
+            if not answer.done():
+                answer.set_result(text)
+
+        def ask() -> None:
+            try:
+                text = self.console.input(question)
+            except (EOFError, KeyboardInterrupt, OSError):  # OSError: the terminal hung up
+                text = ""
+            with contextlib.suppress(RuntimeError):  # the run may be over (a stop) by now
+                loop.call_soon_threadsafe(deliver, text)
+
+        # A daemon thread, not the default executor: on Ctrl-C the run ends without waiting
+        # for the operator to press Enter.
+        threading.Thread(target=ask, name="confirm", daemon=True).start()
+        confirmed = (await answer).strip().lower() in ("y", "yes")
+        self._declined = not confirmed
+        return confirmed
+
+    def advance(self, result: TargetResult) -> None:
+        """Count one finished target; the bar appears with the first one, after the prompt."""
+        progress = self._bar()
+        self._resting = max(0, self._resting - 1)  # a fill, while orders rest until the close
+        self._tally[str(result.outcome)] += 1
+        tally = " ".join(f"{k}={v}" for k, v in sorted(self._tally.items()))
+        progress.update(self._task, advance=1, tally=tally)
+
+    def waiting_for_fills(self, orders: int, close: datetime, wait_s: float) -> None:
+        """--at-close, every close sent: the bar says what rests and until when, not an ETA."""
+        self._resting = orders
+        self._close_local = new_york_time(close)
+        self._close_due = time.monotonic() + wait_s
+        self._bar().refresh()
+
+    def _waiting_text(self) -> str | None:
+        if self._resting <= 0:
+            return None
+        return resting_text(self._resting, self._close_local, self._close_due - time.monotonic())
+
+    def _close_time(self) -> str | None:
+        return self._close_local if self._resting > 0 else None
+
+    def _bar(self) -> Progress:
+        if self._progress is None:
+            self._progress = _Bar(
+                TextColumn("closing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[tally]}"),
+                TimeElapsedColumn(),
+                _EtaOrClose(self._close_time),
+                waiting=self._waiting_text,
+                console=self.console,
+            )
+            self._task = self._progress.add_task("close", total=self._total, tally="")
+            self._progress.start()
+        return self._progress
+
+    def show_summary(
+        self,
+        results: list[TargetResult],
+        exit_code: int,
+        *,
+        seconds: float | None = None,
+        aborted: str | None = None,
+        report_path: Path | None = None,
+        dry_run: bool = False,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        counts = summarize(results)
+        table = Table(title="Summary", title_justify="left")
+        table.add_column("outcome")
+        table.add_column("targets", justify="right")
+        for outcome in Outcome:
+            table.add_row(
+                Text(str(outcome), style=_OUTCOME_STYLE[outcome]), str(counts[str(outcome)])
+            )
+        table.add_section()
+        table.add_row("total", str(counts["targets"]))
+        self.console.print(table)
+        failed = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT)]
+        if failed:
+            rows = Table(title="Failed targets", title_justify="left")
+            for col in ("account", "instrument", "attempts", "error"):
+                rows.add_column(col)
+            for r in failed[:PLAN_ROWS_SHOWN]:
+                rows.add_row(
+                    str(r.account_id), r.instrument, str(r.attempts), self._scrub(r.error or "")
+                )
+            self.console.print(rows)
+        closed = [r for r in results if r.outcome is Outcome.CLOSED]
+        value = sum(
+            (self._values.get((r.account_id, r.instrument_id or ""), Decimal(0)) for r in closed),
+            Decimal(0),
+        )
+        facts = [f"value closed {value:,.2f} gross ({len(closed)} position(s))"]
+        if seconds is not None:
+            facts.insert(0, f"took {seconds:.1f} s")
+        facts.append(f"report {report_path}" if report_path is not None else "no report file")
+        self.console.print("; ".join(facts), soft_wrap=True)
+        if self._declined:  # the operator's own choice: said plainly, not as an error
+            self.console.print("not confirmed: nothing was sent")
+        elif aborted is not None:
+            self.console.print(
+                Text(f"aborted: {self._scrub(aborted)}", style="bold red"), soft_wrap=True
+            )
+        if dry_run:
+            self.console.print("dry run: nothing was sent")
+        self.console.print(f"exit code {exit_code}")
+
+
+def orders_table(title: str, view: AccountView) -> Table:
+    """Working orders: id, client id, side, quantity, type, time in force, status, own."""
+    table = Table(title=title, title_justify="left")
+    for column in ("order id", "client id", "symbol", "side"):
+        table.add_column(column, overflow="fold")
+    table.add_column("quantity", justify="right")
+    for column in ("filled", "type", "tif", "status", "own"):
+        table.add_column(column, justify="right" if column == "filled" else "left")
+    for o in view.orders:
+        table.add_row(
+            o.id,
+            o.client_order_id,
+            o.symbol or o.instrument_id or "",
+            Text(o.side, style="red" if o.side.startswith("SELL") else "green"),
+            f"{o.quantity:,}",
+            f"{o.filled_quantity:,}",
+            o.order_type,
+            o.time_in_force or "",
+            o.status,
+            "job" if o.id in view.own else "",
+        )
+    return table
+
+
+def show_status(console: Console, views: list[AccountView]) -> None:
+    """`liquidator status`: per account, its open positions, then its working orders."""
+    for view in views:
+        if view.error is not None:
+            console.print(f"[bold red]Account {view.account_id}: {view.error}[/]", soft_wrap=True)
+            continue
+        positions = Table(
+            title=f"Account {view.account_id}: {len(view.positions)} open position(s)",
+            title_justify="left",
+        )
+        for column in ("symbol", "type", "side"):
+            positions.add_column(column)
+        positions.add_column("quantity", justify="right")
+        positions.add_column("market value", justify="right", no_wrap=True)
+        for t in view.positions:
+            positions.add_row(
+                t.symbol,
+                t.instrument_type,
+                "LONG" if t.quantity > 0 else "SHORT",
+                f"{t.quantity:,}",
+                f"{t.market_value:,.2f}",
+            )
+        console.print(positions)
+        title = f"Account {view.account_id}: {len(view.orders)} working order(s)"
+        if view.own:
+            title += f", {len(view.own)} the job's own"
+        if view.orders:
+            console.print(orders_table(title, view))
+        else:
+            console.print(title)

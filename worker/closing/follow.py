@@ -1,0 +1,577 @@
+"""Follow every sent close until its position reads zero at the server, or FLAT_TIMEOUT passes.
+
+One task per account, started by the first target handed over, so following overlaps the
+fan-out. Each poll reads the account's orders since the run began and its positions, filtered to
+the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s` while
+nothing settles. Once every close is sent, a pause under way ends at once: the run's end waits
+on that poll. If it finds fills still on their way, the next poll comes SETTLE_S later, and the
+pauses grow from there as before.
+`closing.evidence.follow_step` decides per target: flat, wait, or a residue close for the rest
+(sent through the same journaled step as every close). It never sends while stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import TypeVar
+
+from worker.api.models import WORKING_STATUSES, Order
+from worker.closing import target as life
+from worker.closing.evidence import Step, follow_step
+from worker.closing.send import CloseContext
+from worker.closing.stop import CutOff, before
+from worker.closing.target import Next, Target
+from worker.errors import (
+    ApiError,
+    JournalError,
+    NotSent,
+    OutcomeUnknown,
+    RateLimited,
+    Unauthorized,
+)
+from worker.output import events
+from worker.output.results import Fate, TargetResult
+
+# A residue close: send one close for `target`'s position as just read (signed) now. Raises
+# `ApiError`; None if nothing was sent.
+SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | None]]
+T = TypeVar("T")
+CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
+# The fan-out's end cuts a pause under way: the run's end waits on that poll. A fill it finds
+# still on its way is read again this much later (then pauses double while nothing settles).
+SETTLE_S = 0.05
+
+
+@dataclass(slots=True)
+class _Followed:
+    target: Target
+    result: TargetResult
+    deadline: float  # monotonic
+    quiet_until: float = 0.0  # no residue close before this (after an unknown outcome)
+    # A target that failed with its last close's fate unknown: followed to report what the
+    # server did (flat: closed); read open with nothing working, it gets a residue close like
+    # any other; its failure stands if it never reads flat.
+    watch_only: bool = False
+    # The last position read that agreed with the job's fills (at first, the position the
+    # first close was sized for), and the job's signed fills when it was read. A later read
+    # that still shows it after more of the job's fills are known is stale: read again.
+    position_ref: Decimal | None = None
+    fills_ref: Decimal = Decimal(0)
+    # A close sent with its outcome unknown and its order not yet found: the position it was
+    # sent for. Nothing is decided for the target until its order is found, or a look after
+    # quiet_until shows nothing was created.
+    unresolved: Decimal | None = None
+    unresolved_residue: bool = False  # ... and it was a residue close (it counts until then)
+    # The last read left the target undecided (a listing stale): at its deadline it is read once
+    # more before it is called not flat.
+    undecided: bool = False
+    last_chance: bool = False
+    last_read: bool = False  # the one more read at the deadline has been granted
+
+
+@dataclass(frozen=True)
+class FollowSettings:
+    timeout_s: float = 120.0
+    first_pause_s: float = 0.2
+    max_pause_s: float = 2.0
+    max_residue: int = 2
+    grace_s: float = 8.0  # after a stop request, how long following may still read
+
+
+class Follower:
+    def __init__(
+        self,
+        ctx: CloseContext,
+        settings: FollowSettings,
+        *,
+        since: datetime,
+        send_close: SendClose,
+        on_result: Callable[[TargetResult], None] | None = None,
+        on_abort: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._ctx = ctx
+        self._settings = settings
+        self._since = since
+        self._send_close = send_close
+        self._on_result = on_result
+        self._on_abort = on_abort
+        self._clock = clock
+        self._sleep = sleep
+        self._pending: dict[int, dict[str, _Followed]] = {}
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stop_deadline: float | None = None
+        self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
+        self._all_sent = asyncio.Event()  # the fan-out is over
+
+    def follow(self, target: Target, result: TargetResult, step: Next = Next.FOLLOW) -> None:
+        """Hand over a target that was sent a close (or found one); its result has no outcome.
+
+        `Next.WATCH`: it already failed (its last close's fate unknown), and is only watched.
+        """
+        pending = self._pending.setdefault(target.account_id, {})
+        watch_only = step is Next.WATCH
+        followed = _Followed(
+            target,
+            result,
+            self._clock() + self._settings.timeout_s,
+            watch_only=watch_only,
+            position_ref=sized_for(result, target),
+        )
+        if watch_only or (result.fate is Fate.UNKNOWN and not result.orders):
+            # Its last close may have landed unseen: find it, or prove it did nothing, first.
+            followed.unresolved = followed.position_ref or target.quantity
+            followed.quiet_until = self._clock() + self._ctx.policy.settle_s
+        pending[target.instrument_id] = followed
+        task = self._tasks.get(target.account_id)
+        if task is None or task.done():
+            self._tasks[target.account_id] = asyncio.create_task(
+                self._follow_account(target.account_id)
+            )
+
+    def all_sent(self) -> None:
+        """The fan-out is over: a pause under way ends now."""
+        self._all_sent.set()
+
+    def working_orders(self) -> int:
+        """The orders of the targets still followed that were working when last read."""
+        return sum(
+            1
+            for pending in self._pending.values()
+            for followed in pending.values()
+            if not followed.watch_only
+            for order in followed.result.orders
+            if order.status in WORKING_STATUSES
+        )
+
+    def last_look(self) -> None:
+        """The run is stopping and nothing is in flight: read once more, then settle."""
+        self._last_look.set()
+
+    def abandon(self) -> None:
+        """End following now (the run itself failed); `finish` then settles what is left."""
+        for task in self._tasks.values():
+            task.cancel()
+
+    async def finish(self) -> None:
+        """Wait until every followed target has an outcome. Cancelling ends following at once."""
+        try:
+            while any(not t.done() for t in self._tasks.values()):
+                await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            for account_id, task in self._tasks.items():
+                bug = None if task.cancelled() else task.exception()
+                if isinstance(bug, Unauthorized):
+                    if self._on_abort is not None:
+                        self._on_abort(f"credentials rejected mid-run: {bug}")
+                elif bug is not None:
+                    events.internal_error(bug)
+                    if self._on_abort is not None:
+                        self._on_abort(f"internal error: {type(bug).__name__}: {bug}")
+                for followed in list(self._pending.get(account_id, {}).values()):
+                    self._not_flat(followed, "following was cut off before the position read flat")
+
+    async def _follow_account(self, account_id: int) -> None:
+        pending = self._pending[account_id]
+        pause = self._settings.first_pause_s
+        ended = False  # the fan-out was over when the last read began
+        while pending:
+            # The fan-out's end cuts a pause short, or, if it came during the last read (or
+            # before this follower's first), skips the next: the run's end waits on this read.
+            cut = not ended and self._all_sent.is_set() and not self._last_look.is_set()
+            if not cut and not self._last_look.is_set():
+                wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
+                cut = not await self._pause(wait) and not self._last_look.is_set()
+            ended = self._all_sent.is_set()
+            final = self._last_look.is_set()
+            before = len(pending)
+            read = list(pending)  # targets handed over during the read wait for the next one
+            try:
+                positions, orders, request_id = await self._within_grace(
+                    self._read(account_id, read)
+                )
+            except CutOff:
+                for followed in [pending[iid] for iid in read if iid in pending]:
+                    if followed.watch_only:
+                        self._leave_failed(followed)
+                    else:
+                        self._not_flat(followed, "the run stopped before the position read flat")
+                self._expire(pending, "")
+                continue
+            except Unauthorized:
+                raise
+            except ApiError as err:
+                for iid in read:
+                    if iid in pending and pending[iid].watch_only:
+                        self._leave_failed(pending[iid])  # no better than the closer's look
+                    elif iid in pending and final:
+                        self._not_flat(pending[iid], f"the last read failed: {err}")
+                self._expire(pending, f"the account could not be read: {err}")
+                continue
+            for iid in read:
+                followed = pending[iid]
+                await self._decide(
+                    followed,
+                    positions.get(iid.lower(), Decimal(0)),
+                    orders.get(iid.lower(), []),
+                    request_id,
+                )
+            if final:
+                for followed in [pending[iid] for iid in read if iid in pending]:
+                    if followed.undecided and not followed.last_read:
+                        followed.last_read = True  # its read was behind: one more, in grace
+                        continue
+                    self._not_flat(followed, "the run stopped before the position read flat")
+            self._expire(pending, "")
+            # Pauses grow while nothing settles (slow fills); a poll that settled some, or
+            # found new targets handed over meanwhile, is followed promptly by the next one.
+            # Read at once after the fan-out, the last fills get one more read SETTLE_S on.
+            settled = len(pending) < before or len(pending) > len(read)
+            if settled:
+                pause = self._settings.first_pause_s
+            elif cut:
+                pause = min(SETTLE_S, self._settings.first_pause_s)
+            else:
+                pause = min(pause * 2, self._settings.max_pause_s)
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep between polls; False when the last look or the fan-out's end cut it short."""
+        told = [self._last_look]
+        if not self._all_sent.is_set():  # (once over, it cuts nothing more)
+            told.append(self._all_sent)
+        sleeping = asyncio.ensure_future(self._sleep(seconds))
+        waits = [asyncio.ensure_future(event.wait()) for event in told]
+        try:
+            await asyncio.wait({sleeping, *waits}, return_when=asyncio.FIRST_COMPLETED)
+            return not any(event.is_set() for event in told)
+        finally:
+            sleeping.cancel()
+            for wait in waits:
+                wait.cancel()
+
+    async def _read(
+        self, account_id: int, instrument_ids: Sequence[str]
+    ) -> tuple[dict[str, Decimal], dict[str, list[Order]], str]:
+        """Positions and orders of these instruments, and the orders listing's request_id.
+
+        Orders come from up to three listings, merged by id: every order that can still fill, of
+        any age (by status); the job's own orders not read final there, by their ids (and the
+        client id a close whose reply was lost went under); and, while such a close is not
+        found, those created since the run began (by the server's time).
+        """
+        positions: dict[str, Decimal] = {}
+        request_id = ""
+        orders: dict[str, list[Order]] = {}
+        reader = self._ctx.reader
+        pending = self._pending.get(account_id, {})
+        for start in range(0, len(instrument_ids), CHUNK):
+            chunk = instrument_ids[start : start + CHUNK]
+            # Orders first: an order read as done had filled before the positions were read,
+            # so a position read open beside it is truly open (the other way round, a fill
+            # between the reads looks like a residue that is not there).
+            followed = [pending[iid] for iid in chunk if iid in pending]
+            listed_orders, request_ids = await reader.working_orders(account_id, chunk)
+            request_id = request_ids[-1]
+            if any(f.unresolved is not None for f in followed):
+                # A close whose reply was lost may have filled already: the recent ones too.
+                recent, _ = await reader.orders(account_id, chunk, self._since)
+                listed_orders = [*listed_orders, *recent]
+            seen = {o.id for o in listed_orders}
+            wanted = [i for i in self._ids_to_read(followed) if i not in seen]
+            for first in range(0, len(wanted), CHUNK):
+                by_id, _ = await reader.orders_by_id(account_id, wanted[first : first + CHUNK])
+                listed_orders = [*listed_orders, *by_id]
+            merged: dict[str, Order] = {}
+            for o in listed_orders:
+                merged[o.id] = _fresher(merged.get(o.id), o)
+            for o in merged.values():
+                # UUIDs are case-insensitive: a listing may spell one unlike the plan did.
+                orders.setdefault((o.instrument_id or "").lower(), []).append(o)
+            listed, _ = await reader.positions(account_id, chunk)
+            for p in listed:
+                iid = p.instrument_id.lower()
+                positions[iid] = positions.get(iid, Decimal(0)) + p.quantity
+        return positions, orders, request_id
+
+    def _ids_to_read(self, followed: Iterable[_Followed]) -> list[str]:
+        """The job's orders not yet read final, and the client id a lost reply went under."""
+        ids: list[str] = []
+        for f in followed:
+            ids.extend(o.id for o in f.result.orders if o.status in WORKING_STATUSES)
+            if f.unresolved is not None:
+                named = self._ctx.sender.client_id(f.target, f.result)
+                if named is not None:
+                    ids.append(named[0])
+        return list(dict.fromkeys(ids))
+
+    async def _decide(
+        self, followed: _Followed, position: Decimal, orders: list[Order], request_id: str
+    ) -> None:
+        target, result = followed.target, followed.result
+        listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
+        shown = {o.id for o in orders}
+        known_before = len(result.orders)
+        for order in orders:
+            # The run's orders: by evidence (close_position), by client id (submit_orders).
+            if order.id in listed:
+                life.note_order(result, order, own=False)  # its status, refreshed
+            elif self._ctx.sender.recognises(order, target):
+                # Found late: listed, journaled and logged like every order of the run.
+                life.record_orders(
+                    self._ctx.journal,
+                    self._ctx.run_id,
+                    target,
+                    result,
+                    [order],
+                    request_id,
+                    reconciled=True,
+                )
+        life.position_read(result, position)
+        if len(result.orders) > known_before and followed.unresolved is not None:
+            followed.unresolved = None  # the close whose reply was lost is found
+        followed.undecided = True
+        # An order of the job's that no listing shows, though not read final: the listings
+        # are behind it (a lag), not the truth. Nothing is decided on them.
+        if any(o.status in WORKING_STATUSES and o.id not in shown for o in result.orders):
+            return
+        if not self._position_agrees(followed, position):
+            return  # the positions listing does not yet show a fill the job knows of
+        now = self._clock()
+        working = any(o.working for o in orders)
+        if followed.unresolved is not None:
+            if working or now < followed.quiet_until:
+                return
+            if position == 0:
+                if not followed.last_chance:
+                    followed.last_chance = True  # one more read may still list its order
+                    return
+                followed.undecided = False
+                self._flat(followed, by_unfound_close=True)
+                return
+            if position != followed.unresolved:
+                return  # moved, and no order of the job's found to say why: read again
+            self._nothing_created(followed)  # provably did nothing: it does not count
+        followed.undecided = False
+        stopping = self._ctx.stopping.is_set()
+        step = follow_step(
+            position,
+            orders,
+            residue_sent=result.residue_closes,
+            max_residue=self._settings.max_residue,
+            may_send=not stopping and now >= followed.quiet_until,
+        )
+        if step is Step.FLAT:
+            self._flat(followed)
+        elif step is Step.RESIDUE:
+            await self._residue(followed, position)
+
+    def _position_agrees(self, followed: _Followed, position: Decimal) -> bool:
+        """Whether the position read shows the job's fills: a read unchanged since before a fill
+        the job knows of is stale. One that agrees becomes the reference for the next."""
+        fills = job_fills(followed.result)
+        if (
+            followed.position_ref is not None
+            and fills != followed.fills_ref
+            and position == followed.position_ref
+        ):
+            return False
+        if followed.unresolved is None and not any(
+            o.status in WORKING_STATUSES for o in followed.result.orders
+        ):
+            # Only with every order of the job known and final: a read beside one still
+            # working, or beside a close whose reply was lost and whose order is not yet found,
+            # may already show a fill the job does not know of (it fills between the reads).
+            followed.position_ref, followed.fills_ref = position, fills
+        return True
+
+    def _nothing_created(self, followed: _Followed) -> None:
+        """The close whose outcome was unknown created no order: it changed nothing."""
+        target, result = followed.target, followed.result
+        followed.unresolved = None
+        if followed.unresolved_residue:
+            followed.unresolved_residue = False
+            life.residue_uncounted(result)
+        events.residue_close_failed(
+            account_id=target.account_id,
+            instrument=target.instrument,
+            residue=result.residue_closes + 1,
+            outcome="nothing_created",
+            error="no order of the close was found, nothing works and the position is unchanged",
+            request_id=result.request_ids[-1] if result.request_ids else None,
+        )
+
+    async def _residue(self, followed: _Followed, position: Decimal) -> None:
+        target, result = followed.target, followed.result
+        residue = life.residue_begun(result)
+        events.residue_close(
+            account_id=target.account_id,
+            instrument=target.instrument,
+            remaining_quantity=str(position),
+            residue=residue,
+        )
+
+        def failed(outcome: str, err: BaseException, request_id: str | None = None) -> None:
+            events.residue_close_failed(
+                account_id=target.account_id,
+                instrument=target.instrument,
+                residue=residue,
+                outcome=outcome,
+                error=str(err),
+                request_id=request_id,
+            )
+
+        try:
+            sent = await self._within_grace(self._send_close(target, result, position))
+        except CutOff as err:
+            # A stop came and its grace ran out with the reply still pending: the close may
+            # yet be applied (its intent is journaled; the next run looks before sending).
+            life.residue_unknown(result)
+            failed("unknown", err)
+            return
+        except Unauthorized:
+            raise
+        except OutcomeUnknown as err:
+            # It may yet appear: nothing more is decided for the target until its order is
+            # found, or a look after a slow server had time to apply shows it created none.
+            followed.quiet_until = self._clock() + self._ctx.policy.settle_s
+            followed.unresolved, followed.unresolved_residue = position, True
+            failed("unknown", err, err.request_id)
+            return
+        except JournalError as err:
+            life.residue_uncounted(result)  # its intent is not on disk, so it was not sent
+            failed("not_sent", err)
+            if self._on_abort is not None:
+                self._on_abort(str(err))
+            self._ctx.stopping.set()  # no close may be sent without its intent
+            return
+        except ApiError as err:
+            if isinstance(err, NotSent | RateLimited):
+                life.residue_uncounted(result)  # provably changed nothing: it does not count
+            failed("not_sent" if isinstance(err, NotSent) else "refused", err, err.request_id)
+            events.close_retry(
+                account_id=target.account_id,
+                instrument=target.instrument,
+                attempt=result.attempts,
+                reason=f"residue close: {err}",
+                wait_s=0.0,
+                request_id=err.request_id,
+            )
+            return
+        if sent is None:
+            life.residue_uncounted(result)
+            return
+        followed.position_ref, followed.fills_ref = position, job_fills(result)
+        events.residue_close_sent(
+            account_id=target.account_id,
+            instrument=target.instrument,
+            residue=residue,
+            orders=[o.id for o in sent],
+            request_id=result.request_ids[-1] if result.request_ids else None,
+        )
+
+    async def _within_grace(self, call: Awaitable[T]) -> T:
+        """The call's result; `CutOff` when a stop's grace ends first. As the fan-out's closes,
+        a residue close or a read in flight (retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT)
+        is not waited for past STOP_GRACE."""
+        return await before(call, self._grace_after_stop())
+
+    async def _grace_after_stop(self) -> None:
+        await self._ctx.stopping.wait()
+        if self._stop_deadline is None:
+            self._stop_deadline = self._clock() + self._settings.grace_s
+        await self._sleep(max(0.0, self._stop_deadline - self._clock()))
+
+    def _leave_failed(self, followed: _Followed) -> None:
+        """A watched target keeps the failure the closer gave it, now with what was read."""
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        self._report(followed.result)
+
+    def _flat(self, followed: _Followed, *, by_unfound_close: bool = False) -> None:
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        life.flat(followed.result, by_unfound_close=by_unfound_close)
+        self._report(followed.result)
+
+    def _report(self, result: TargetResult) -> None:
+        """Tell the caller a result is final. A fault there stops the run, not following."""
+        if self._on_result is None:
+            return
+        try:
+            self._on_result(result)
+        except Exception as bug:
+            events.internal_error(bug)
+            if self._on_abort is not None:
+                self._on_abort(f"internal error: {type(bug).__name__}: {bug}")
+            self._ctx.stopping.set()
+
+    def _next_deadline(self, pending: dict[str, _Followed]) -> float:
+        soonest = min(f.deadline for f in pending.values())
+        if self._ctx.stopping.is_set():
+            if self._stop_deadline is None:
+                self._stop_deadline = self._clock() + self._settings.grace_s
+            soonest = min(soonest, self._stop_deadline)
+        return soonest
+
+    def _expire(self, pending: dict[str, _Followed], why: str) -> None:
+        """Settle every target whose time is up as not flat."""
+        if not pending:
+            return
+        now = self._clock()
+        stopped = self._ctx.stopping.is_set() and now >= self._next_deadline(pending)
+        for followed in list(pending.values()):
+            if stopped or now >= followed.deadline:
+                if followed.undecided and not followed.last_read:
+                    # Its last read was behind (a listing lagging): one more before not flat.
+                    followed.last_read = True
+                    continue
+                reason = why or (
+                    "the run stopped before the position read flat"
+                    if stopped
+                    else f"still open after {self._settings.timeout_s:g} s (FLAT_TIMEOUT)"
+                )
+                self._not_flat(followed, reason)
+
+    def _not_flat(self, followed: _Followed, why: str) -> None:
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        life.not_flat(followed.result, why, watched=followed.watch_only)
+        self._report(followed.result)
+
+
+def job_fills(result: TargetResult) -> Decimal:
+    """What the job's orders have filled, signed as it moves the position (a sell is minus)."""
+    return sum(
+        (
+            Decimal(o.filled_quantity) * (-1 if o.side.startswith("SELL") else 1)
+            for o in result.orders
+        ),
+        Decimal(0),
+    )
+
+
+def sized_for(result: TargetResult, target: Target) -> Decimal:
+    """The position the target's first close was sized for: its order's side and quantity (the
+    server sizes close_position), or the plan's when no order of it is known."""
+    for o in result.orders:
+        if o.own:
+            quantity = Decimal(o.quantity)
+            return quantity if o.side.startswith("SELL") else -quantity
+    return target.quantity
+
+
+def _fresher(known: Order | None, other: Order) -> Order:
+    """Of two listings of one order, the one further along (final, or more filled)."""
+    if known is None:
+        return other
+    if known.working and not other.working:
+        return other
+    if other.working == known.working and other.filled_quantity > known.filled_quantity:
+        return other
+    return known

@@ -1,0 +1,87 @@
+"""The API key's secret forms, a check of its shape, and scrubbing them out of text.
+
+A key is `<id>.<secret>`. Three forms of it must never reach an output: the key, its secret part
+alone, and the `Bearer <key>` header value. `api.client` scrubs what the server sends back, before
+any of it becomes an error message or an excerpt; the events' Redactor and the report writer
+scrub again, as a second guard. Nothing here ever puts the key into a message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from worker.errors import ApiError, InputError
+
+REDACTED = "[REDACTED]"
+
+
+def check_key(key: str) -> None:
+    """Raise `InputError` unless `key` is `<id>.<secret>`; the message never holds the key."""
+    shape = "expected <id>.<secret>"
+    if not key:
+        raise InputError(f"the API key is empty ({shape})")
+    if any(c.isspace() for c in key):
+        raise InputError(f"the API key contains whitespace ({shape})")
+    key_id, dot, secret = key.partition(".")
+    if not dot:
+        raise InputError(f"the API key has no '.' ({shape})")
+    if not key_id or not secret:
+        raise InputError(f"the API key has an empty {'id' if not key_id else 'secret'} ({shape})")
+
+
+def secret_forms(key: str) -> tuple[str, ...]:
+    """The key, its secret part and its bearer header value; longest first, none empty."""
+    if not key:
+        return ()
+    forms = {key, f"Bearer {key}"}
+    secret = key.partition(".")[2]
+    if secret:
+        forms.add(secret)
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+class Scrubber:
+    """Replace every secret form in text or bytes, as written plainly or inside a JSON string."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        texts: set[str] = set()
+        for secret in secrets:
+            if secret:
+                texts |= {
+                    secret,
+                    json.dumps(secret)[1:-1],
+                    json.dumps(secret, ensure_ascii=False)[1:-1],
+                }
+        # Longest first, so a secret inside a longer form leaves no partial leftovers.
+        self._texts = sorted(texts, key=len, reverse=True)
+        self._bytes = [t.encode("utf-8", "surrogatepass") for t in self._texts]
+
+    @classmethod
+    def for_key(cls, key: str) -> Scrubber:
+        return cls(secret_forms(key))
+
+    def __bool__(self) -> bool:
+        return bool(self._texts)
+
+    def text(self, value: str) -> str:
+        for form in self._texts:
+            if form in value:
+                value = value.replace(form, REDACTED)
+        return value
+
+    def raw(self, value: bytes) -> bytes:
+        for form in self._bytes:
+            if form in value:
+                value = value.replace(form, REDACTED.encode())
+        return value
+
+    def error(self, err: ApiError) -> ApiError:
+        """The same error, its server-provided parts scrubbed (in place)."""
+        err.message = self.text(err.message)
+        err.args = (err.message,)
+        if err.excerpt is not None:
+            err.excerpt = self.text(err.excerpt)
+        if err.request_id is not None:
+            err.request_id = self.text(err.request_id)
+        return err

@@ -1,0 +1,824 @@
+"""Every event the worker emits, by name and fields, in one place: a public contract.
+
+Operators script against these names; add fields and events, never rename. Events are JSON lines
+on stdout (a readable console form on a terminal). Every event is built by a function here, so
+a grep finds every emitter. `run_id` is bound once per run, and a target's `account_id` and
+`instrument` around its close (`bound_target`), through contextvars. A redaction step replaces
+any secret that slips into a line, as a second guard.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, BinaryIO, Literal, Protocol, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from worker.inputs.secrets import secret_forms
+from worker.output import jsonbytes
+
+
+class Order(Protocol):
+    """What an order event reads of an order (`worker.api.models.Order` has it): events take
+    values, never the API's types."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def client_order_id(self) -> str: ...
+    @property
+    def account_id(self) -> int: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def order_type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def filled_quantity(self) -> Decimal: ...
+    @property
+    def symbol(self) -> str | None: ...
+    @property
+    def instrument_id(self) -> str | None: ...
+    @property
+    def time_in_force(self) -> str | None: ...
+
+
+RUN_STARTED = "run_started"
+RUN_FINISHED = "run_finished"
+RUN_ABORTED = "run_aborted"
+PLAN_READY = "plan_ready"
+CLOSE_ORDER = "close_order"
+CLOSE_RETRY = "close_retry"
+CLOSE_FAILED = "close_failed"
+TARGET_SETTLED = "target_settled"
+READ_RETRY = "read_retry"
+PAGINATION_STOPPED = "pagination_stopped"
+PACE_CHANGED = "pace_changed"
+STOP_REQUESTED = "stop_requested"
+PREVIOUS_RUN_FOUND = "previous_run_found"
+MARKET_CLOSED = "market_closed"
+WAITING_FOR_CLOSE = "waiting_for_close"
+WAITING_FOR_FILLS = "waiting_for_fills"  # --at-close: the fan-out is over, the closes rest
+INTERNAL_ERROR = "internal_error"
+PLAN_POSITION = "plan_position"
+LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
+LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
+JOURNAL_OPENED = "journal_opened"
+JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
+JOURNAL_RECONNECTED = "journal_reconnected"  # PostgreSQL: a lost session replaced, lock re-taken
+RESIDUE_CLOSE = "residue_close"
+RESIDUE_CLOSE_SENT = "residue_close_sent"  # a residue close answered: its orders
+RESIDUE_CLOSE_FAILED = "residue_close_failed"  # unknown, refused, not sent, or nothing created
+CLOSE_WAITS_FOR_ORDERS = "close_waits_for_orders"  # others' orders would close it first
+TARGET_NOT_FLAT = "target_not_flat"
+ORDERS_SNAPSHOT = "orders_snapshot"
+WRITE_FAILED = "write_failed"
+METRICS_UNAVAILABLE = "metrics_unavailable"  # the run goes on; its metrics will be missing
+CANCEL_REQUESTED = "cancel_requested"  # submit_orders: resting orders asked to cancel first
+ORDERS_CANCELED = "orders_canceled"  # ... and none of them is working any more
+MOC_CUTOFF = "moc_cutoff"  # --at-close: where the day stands against the cutoff
+ORDER_ADOPTED = "order_adopted"  # a rerun follows the job's own working order, sends none
+STATUS_POSITION = "status_position"  # `liquidator status`: an open position of a target
+STATUS_ORDER = "status_order"  # ... a working order on a target's instrument
+STATUS_ACCOUNT = "status_account"  # ... what was read of one target account
+ORDER_CANCEL_REQUESTED = "order_cancel_requested"  # `liquidator cancel`: asked to cancel
+ORDER_CANCELED = "order_canceled"  # ... and no longer working (its final status)
+CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait ended
+ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
+
+REDACTED = "[REDACTED]"
+_REDACTED_BYTES = REDACTED.encode()
+
+# Every emitter looks this up at call time. `configure` replaces the lazy proxy with a logger
+# resolved once, so an event does not re-resolve the configuration (a hot path: 100k orders).
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger("liquidator")
+
+
+class Redactor:
+    """Wrap a renderer: replace every occurrence of a secret in the finished line.
+
+    One substring search per secret per line finds a secret however it got there (a value, a
+    nested header, an exception's text), in the forms a JSON or console line writes it in.
+    """
+
+    def __init__(self, renderer: Processor, secrets: Iterable[str]) -> None:
+        self._render = renderer
+        # Each key also as its secret part alone and as its `Bearer <key>` header value.
+        forms = {form for s in secrets for f in secret_forms(s) for form in _written_forms(f)}
+        self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
+        self._byte_forms = [f.encode("utf-8", "surrogatepass") for f in self._forms]
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
+        rendered = self._render(logger, name, event)
+        if isinstance(rendered, bytes):
+            return self.redact_bytes(rendered)
+        line = str(rendered)
+        for form in self._forms:
+            if form in line:
+                line = line.replace(form, REDACTED)
+        return line
+
+    def redact_bytes(self, rendered: bytes) -> bytes:
+        for byte_form in self._byte_forms:
+            if byte_form in rendered:
+                rendered = rendered.replace(byte_form, _REDACTED_BYTES)
+        return rendered
+
+
+class _OrderLines:
+    """`close_order` as a JSON line, without structlog's generic pipeline.
+
+    One line per order is the fan-out's hottest path after the request itself: through the
+    pipeline it cost ~50 µs of CPU per order inside a run, about a quarter of what the worker
+    adds to a close (bench/run.py; README "Performance"). The line is the pipeline's, key for
+    key (the event's fields, `event`, the bound contextvars, `level`, `timestamp`), redacted by
+    the same Redactor and written by a BytesLogger on the same stream (structlog gives both
+    writers one lock per file); test_events compares the two.
+    """
+
+    def __init__(self, logger: structlog.BytesLogger, redactor: Redactor) -> None:
+        self._logger = logger
+        self._redactor = redactor
+
+    def emit(self, fields: MutableMapping[str, Any]) -> None:
+        fields["event"] = CLOSE_ORDER
+        for key, value in structlog.contextvars.get_contextvars().items():
+            fields.setdefault(key, value)
+        fields["level"] = "info"
+        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line = jsonbytes.dumps(fields, repr)  # (repr: as structlog's JSONRenderer falls back)
+        self._logger.msg(self._redactor.redact_bytes(line))
+
+
+_order_lines: _OrderLines | None = None  # set by `configure` for the JSON form
+
+
+class CompactOrders:
+    """For people: a `close_order` as one short line; every other event as the renderer has it.
+
+    Thousands of orders in the full form (~330 characters each) flood a terminal; the JSON
+    form (`--log-format json`) keeps every field.
+    """
+
+    def __init__(self, renderer: Processor) -> None:
+        self._render = renderer
+
+    def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
+        if event.get("event") == WAITING_FOR_CLOSE and "starts" in event:
+            clock = str(event.get("timestamp", ""))[11:19]
+            return (
+                f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
+                f" {event.get('starts_in')} (today's close {event.get('closes')},"
+                f" {event.get('day_type')})"
+            )
+        if event.get("event") == WAITING_FOR_FILLS and "until_local" in event:
+            clock = str(event.get("timestamp", ""))[11:19]
+            return f"{clock} {WAITING_FOR_FILLS}: " + resting_text(
+                int(event.get("orders", 0)),
+                str(event["until_local"]),
+                float(event.get("wait_s", 0)),
+            )
+        if event.get("event") != CLOSE_ORDER:
+            rendered = self._render(logger, name, event)
+            return rendered if isinstance(rendered, str | bytes) else str(rendered)
+        clock = str(event.get("timestamp", ""))[11:19]  # HH:MM:SS of the ISO timestamp
+        order_id = str(event.get("order_id", ""))[:8]
+        line = (
+            f"{clock} {CLOSE_ORDER} {event.get('account_id')} {event.get('symbol')}"
+            f" {event.get('side')} {event.get('quantity')} {event.get('status')} {order_id}"
+        )
+        if event.get("attempt", 1) != 1:
+            line += f" attempt {event.get('attempt')}"
+        if event.get("reconciled"):
+            line += " (found by a look-up)"
+        return line
+
+
+def _written_forms(secret: str) -> set[str]:
+    """Every way a line can spell `secret`: as is, or inside a repr (an exception's text, in
+    double or in single quotes), each also as JSON writes it (escaped quotes and backslashes;
+    non-ASCII escaped or not)."""
+    forms: set[str] = set()
+    # repr quotes with ' and escapes ' inside, unless the text has ' and no ": the secret's
+    # spelling depends on the text around it, so take it in both kinds of company.
+    in_single_quotes, in_double_quotes = repr(secret + '"')[1:-2], repr(secret + "'")[1:-2]
+    for text in (secret, in_single_quotes, in_double_quotes):
+        forms.add(text)
+        forms.add(json.dumps(text)[1:-1])
+        forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
+        forms.add(jsonbytes.dumps(text).decode()[1:-1])
+    return forms
+
+
+def _json_bytes(value: Any, **kw: Any) -> bytes:
+    return jsonbytes.dumps(value, kw.get("default"))
+
+
+def _json_text(value: Any, **kw: Any) -> str:
+    """For a text-only stream (tests' StringIO): the same JSON as the bytes path."""
+    return jsonbytes.dumps(value, kw.get("default")).decode()
+
+
+def configure(
+    *,
+    level: str = "info",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+    logger_factory: Callable[..., Any] | None = None,
+) -> None:
+    """Configure structlog once, at program start. A terminal gets the readable form."""
+    global _order_lines
+    out = stream if stream is not None else sys.stdout
+    console = fmt == "console" or (fmt == "auto" and (out.isatty() or logger_factory is not None))
+    binary: BinaryIO | None = getattr(out, "buffer", None)
+    renderer: Processor
+    bytes_logger: structlog.BytesLogger | None = None
+    if console:
+        renderer = CompactOrders(
+            structlog.dev.ConsoleRenderer(
+                colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+            )
+        )
+    elif binary is not None:  # structlog's advice for speed: orjson straight to bytes
+        renderer = structlog.processors.JSONRenderer(_json_bytes)
+        if logger_factory is None:
+            bytes_logger = structlog.BytesLogger(binary)
+            logger_factory = structlog.BytesLoggerFactory(file=binary)
+    else:
+        renderer = structlog.processors.JSONRenderer(_json_text)
+    redactor = Redactor(renderer, secrets)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redactor,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=logger_factory or structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    global log
+    log = structlog.get_logger("liquidator").bind()
+    # close_order's fast path: the JSON form on a byte stream, at a level that lets info through.
+    _order_lines = None
+    if bytes_logger is not None and log.is_enabled_for(logging.INFO):
+        _order_lines = _OrderLines(bytes_logger, redactor)
+
+
+def unconfigure() -> None:
+    """Back to structlog's defaults and a lazy logger (for tests that capture events)."""
+    global log, _order_lines
+    _order_lines = None
+    structlog.reset_defaults()
+    log = structlog.get_logger("liquidator")
+
+
+def bind_run(run_id: str) -> None:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(run_id=run_id)
+
+
+class bound_target:
+    """Every event emitted inside (in this task) carries the target's `account_id` and
+    `instrument`, unless its emitter passes them. Tasks started inside inherit them: start a
+    task that serves other targets outside. (structlog's `bound_contextvars`, without its copy
+    of the whole context on the way in: this wraps every close.)"""
+
+    __slots__ = ("_fields", "_tokens")
+
+    def __init__(self, account_id: int, instrument: str) -> None:
+        self._fields = {"account_id": account_id, "instrument": instrument}
+        self._tokens: Mapping[str, contextvars.Token[Any]] = {}
+
+    def __enter__(self) -> None:
+        self._tokens = structlog.contextvars.bind_contextvars(**self._fields)
+
+    def __exit__(self, *exc_info: object) -> None:
+        structlog.contextvars.reset_contextvars(**self._tokens)
+
+
+def _target(account_id: int | None, instrument: str | None = None) -> dict[str, Any]:
+    """A target's fields passed by hand; those left out come from `bound_target`."""
+    fields: dict[str, Any] = {}
+    if account_id is not None:
+        fields["account_id"] = account_id
+    if instrument is not None:
+        fields["instrument"] = instrument
+    return fields
+
+
+def run_started(*, base_url: str, dry_run: bool, concurrency: int, rate_limit: float) -> None:
+    log.info(
+        RUN_STARTED,
+        base_url=base_url,
+        dry_run=dry_run,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+    )
+
+
+def run_finished(
+    *, exit_code: int, aborted: str | None, seconds: float, summary: Mapping[str, int]
+) -> None:
+    """`summary`: targets by outcome, as `worker.output.results.summarize` counts them."""
+    log.info(
+        RUN_FINISHED, exit_code=exit_code, aborted=aborted, seconds=round(seconds, 3), **summary
+    )
+
+
+def run_aborted(reason: str, *, declined: bool = False) -> None:
+    """`declined`: the operator answered no at the prompt, a choice rather than an error, so
+    the line is at info level."""
+    if declined:
+        log.info(RUN_ABORTED, reason=reason)
+    else:
+        log.error(RUN_ABORTED, reason=reason)
+
+
+def plan_ready(*, positions: int, already_settled: int, failed: int, accounts: int) -> None:
+    """`already_settled`: targets that ended at planning without a failure (already flat);
+    `failed`: those that failed there (each also named by a `close_failed`)."""
+    log.info(
+        PLAN_READY,
+        positions=positions,
+        already_settled=already_settled,
+        failed=failed,
+        accounts=accounts,
+    )
+
+
+def previous_run_found(*, job: str, positions_touched: int, settle_s: float) -> None:
+    """An earlier run today sent closes for this run's targets: they are looked at first."""
+    log.info(
+        PREVIOUS_RUN_FOUND,
+        job=job,
+        positions_touched=positions_touched,
+        settle_s=round(settle_s, 3),
+    )
+
+
+def stop_requested(grace_s: float) -> None:
+    log.warning(STOP_REQUESTED, grace_s=grace_s)
+
+
+def waiting_for_close(
+    *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
+) -> None:
+    """`--before-close`: the run waits until `start_at`. `starts` and `starts_in` say the same
+    for people ("15:45 ET", "5 h 30 m"); a terminal shows them as one sentence."""
+    log.info(
+        WAITING_FOR_CLOSE,
+        day_type=day_type,
+        regular_close=regular_close.isoformat(),
+        start_at=start_at.isoformat(),
+        wait_s=round(wait_s, 3),
+        starts=new_york_time(start_at),
+        closes=new_york_time(regular_close),
+        starts_in=duration_text(wait_s),
+    )
+
+
+def waiting_for_fills(*, orders: int, until: datetime, wait_s: float) -> None:
+    """--at-close: every close is sent and `orders` market-on-close orders rest at the server
+    until today's close, `until`; following waits for their fills. Emitted once, when the
+    fan-out is over. `until_local` and `until_in` say the same for people."""
+    log.info(
+        WAITING_FOR_FILLS,
+        orders=orders,
+        until=until.isoformat(),
+        wait_s=round(wait_s, 3),
+        until_local=new_york_time(until),
+        until_in=duration_text(wait_s),
+    )
+
+
+def resting_text(orders: int, until_local: str, wait_s: float) -> str:
+    """ "3 market-on-close orders resting; they fill at today's close, 16:00 ET (in 2 h 10 m)",
+    or "(due now)" once the close is reached and the fills are still to be read."""
+    noun = "order" if orders == 1 else "orders"
+    when = f"in {duration_text(wait_s)}" if wait_s >= 0.5 else "due now"
+    return (
+        f"{orders} market-on-close {noun} resting;"
+        f" {'it fills' if orders == 1 else 'they fill'} at today's close, {until_local} ({when})"
+    )
+
+
+def new_york_time(moment: datetime) -> str:
+    """ "15:45 ET": the exchange's wall clock, as a desk says it."""
+    from zoneinfo import ZoneInfo
+
+    return f"{moment.astimezone(ZoneInfo('America/New_York')):%H:%M} ET"
+
+
+def duration_text(seconds: float) -> str:
+    """ "5 h 30 m", "12 m", "40 s": a wait, rounded to what a person reads."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} m"
+    if minutes:
+        return f"{minutes} m" if minutes >= 10 or not secs else f"{minutes} m {secs} s"
+    return f"{secs} s"
+
+
+def market_closed(*, reason: str, request_id: str | None) -> None:
+    log.info(MARKET_CLOSED, reason=reason, request_id=request_id)
+
+
+def journal_opened(journal: str) -> None:
+    log.info(JOURNAL_OPENED, journal=journal)
+
+
+def journal_checked(journal: str) -> None:
+    """`check`: the journal the run would use is reachable and usable (read only, no lock)."""
+    log.info(JOURNAL_CHECKED, journal=journal)
+
+
+def lock_waiting(*, journal: str, holder: str, wait_s: float) -> None:
+    log.warning(LOCK_WAITING, journal=journal, holder=holder, wait_s=wait_s)
+
+
+def lock_acquired(*, journal: str, holder: str) -> None:
+    log.info(LOCK_ACQUIRED, journal=journal, holder=holder)
+
+
+def journal_reconnected(*, journal: str, attempts: int, seconds: float) -> None:
+    log.warning(JOURNAL_RECONNECTED, journal=journal, attempts=attempts, seconds=seconds)
+
+
+def pagination_stopped(*, what: str, reason: str, pages: int, items: int) -> None:
+    log.warning(PAGINATION_STOPPED, what=what, reason=reason, pages=pages, items=items)
+
+
+def close_order(
+    order: Order,
+    *,
+    instrument_id: str,
+    request_id: str,
+    attempt: int,
+    reconciled: bool = False,
+    account_id: int | None = None,
+) -> None:
+    """`account_id` (and `instrument`) from `bound_target` when not passed."""
+    fields: MutableMapping[str, Any] = {
+        **_target(account_id),
+        "instrument_id": order.instrument_id or instrument_id,
+        "symbol": order.symbol,
+        "order_id": order.id,
+        "client_order_id": order.client_order_id,
+        "side": order.side,
+        "quantity": str(order.quantity),
+        "order_type": order.order_type,
+        "status": order.status,
+        "request_id": request_id,
+        "attempt": attempt,
+    }
+    if order.time_in_force is not None:
+        fields["time_in_force"] = order.time_in_force
+    if reconciled:
+        fields["reconciled"] = True
+    if _order_lines is not None:
+        _order_lines.emit(fields)
+    else:
+        log.info(CLOSE_ORDER, **fields)
+
+
+def close_retry(
+    *,
+    attempt: int,
+    reason: str,
+    wait_s: float,
+    request_id: str | None,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    log.warning(
+        CLOSE_RETRY,
+        **_target(account_id, instrument),
+        attempt=attempt,
+        reason=reason,
+        wait_s=round(wait_s, 3),
+        request_id=request_id,
+    )
+
+
+def close_failed(
+    *,
+    status: int | None,
+    error: str,
+    request_id: str | None,
+    attempts: int,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    log.error(
+        CLOSE_FAILED,
+        **_target(account_id, instrument),
+        status=status,
+        error=error,
+        request_id=request_id,
+        attempts=attempts,
+    )
+
+
+def target_settled(
+    *, outcome: str, why: str, account_id: int | None = None, instrument: str | None = None
+) -> None:
+    """A target that ended without a close order of its own: flat, skipped, or reconciled."""
+    log.info(TARGET_SETTLED, **_target(account_id, instrument), outcome=outcome, why=why)
+
+
+def read_retry(*, what: str, attempt: int, reason: str, wait_s: float) -> None:
+    log.warning(READ_RETRY, what=what, attempt=attempt, reason=reason, wait_s=round(wait_s, 3))
+
+
+def pace_changed(old: float | None, new: float, reason: str) -> None:
+    log.warning(
+        PACE_CHANGED,
+        old_rate=None if old is None else round(old, 2),
+        new_rate=round(new, 2),
+        reason=reason,
+    )
+
+
+def plan_position(
+    *,
+    account_id: int,
+    instrument: str,
+    instrument_id: str,
+    symbol: str,
+    instrument_type: str,
+    side: str,
+    quantity: str,
+    market_value: str,
+) -> None:
+    """A position a run would close: a dry run's plan, for anyone reading JSON."""
+    log.info(
+        PLAN_POSITION,
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=instrument_id,
+        symbol=symbol,
+        instrument_type=instrument_type,
+        side=side,
+        quantity=quantity,
+        market_value=market_value,
+    )
+
+
+def internal_error(err: BaseException) -> None:
+    """A fault in the worker itself (not a target's outcome); the run stops as for SIGTERM."""
+    log.error(
+        INTERNAL_ERROR,
+        error=f"{type(err).__name__}: {err}",
+        traceback="".join(traceback.format_exception(err)),
+    )
+
+
+def residue_close(
+    *,
+    remaining_quantity: str,
+    residue: int,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """A close for what is left: the position is open and no order on it can still fill."""
+    log.warning(
+        RESIDUE_CLOSE,
+        **_target(account_id, instrument),
+        remaining_quantity=remaining_quantity,
+        residue=residue,
+    )
+
+
+def residue_close_sent(
+    *,
+    residue: int,
+    orders: list[str],
+    request_id: str | None,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """A residue close was answered with its orders."""
+    log.info(
+        RESIDUE_CLOSE_SENT,
+        **_target(account_id, instrument),
+        residue=residue,
+        orders=orders,
+        request_id=request_id,
+    )
+
+
+def residue_close_failed(
+    *,
+    residue: int,
+    outcome: str,
+    error: str,
+    request_id: str | None,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """A residue close got no answer that shows its orders. `outcome`: unknown (it may yet
+    apply), refused, not_sent, or nothing_created (a look proved it changed nothing: it no
+    longer counts against MAX_RESIDUE_CLOSES)."""
+    log.warning(
+        RESIDUE_CLOSE_FAILED,
+        **_target(account_id, instrument),
+        residue=residue,
+        outcome=outcome,
+        error=error,
+        request_id=request_id,
+    )
+
+
+def close_waits_for_orders(
+    *,
+    orders: list[str],
+    quantity: str,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """Working orders of others on the closing side (cancel_orders off) were counted before the
+    close was sized: `quantity` is what is sent now (0: nothing until they are final)."""
+    log.warning(
+        CLOSE_WAITS_FOR_ORDERS,
+        **_target(account_id, instrument),
+        orders=orders,
+        quantity=quantity,
+    )
+
+
+def target_not_flat(
+    *,
+    remaining_quantity: str | None,
+    error: str,
+    account_id: int | None = None,
+    instrument: str | None = None,
+) -> None:
+    """Following ended (FLAT_TIMEOUT, or a stop) with the position still open or unread."""
+    log.error(
+        TARGET_NOT_FLAT,
+        **_target(account_id, instrument),
+        remaining_quantity=remaining_quantity,
+        error=error,
+    )
+
+
+def orders_snapshot(*, account_id: int, orders: int, request_id: str | None) -> None:
+    """The orders an account held before the fan-out: none of them is a close of this run."""
+    log.info(ORDERS_SNAPSHOT, account_id=account_id, orders=orders, request_id=request_id)
+
+
+def write_failed(*, what: str, path: str, error: str) -> None:
+    log.error(WRITE_FAILED, what=what, path=path, error=error)
+
+
+def metrics_unavailable(*, path: str, error: str) -> None:
+    """At the start: the metrics file cannot be written. The run goes on, its exit code its
+    own; the write is still tried at the end (`write_failed` if it fails then)."""
+    log.warning(METRICS_UNAVAILABLE, path=path, error=error)
+
+
+def cancel_requested(
+    *, account_id: int, instruments: int, orders: int, request_id: str | None
+) -> None:
+    """submit_orders with cancel_orders: the open orders on `instruments` of the account's
+    targets were asked to cancel (`orders` 0: there were none, the server answered 404)."""
+    log.info(
+        CANCEL_REQUESTED,
+        account_id=account_id,
+        instruments=instruments,
+        orders=orders,
+        request_id=request_id,
+    )
+
+
+def orders_canceled(*, account_id: int, seconds: float, polls: int) -> None:
+    """None of the cancelled orders is working any more: the closes may be submitted."""
+    log.info(ORDERS_CANCELED, account_id=account_id, seconds=round(seconds, 3), polls=polls)
+
+
+def moc_cutoff(*, passed: bool, cutoff: str | None, regular_close: str | None, reason: str) -> None:
+    """--at-close: whether today's market-on-close cutoff has passed (then nothing is sent)."""
+    (log.warning if passed else log.info)(
+        MOC_CUTOFF, passed=passed, cutoff=cutoff, regular_close=regular_close, reason=reason
+    )
+
+
+def order_adopted(order: Order, *, account_id: int, instrument: str, request_id: str) -> None:
+    """A rerun found the job's own order still working (by its client id): it is followed as
+    this run's close, neither cancelled nor sent again."""
+    log.info(
+        ORDER_ADOPTED,
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=order.instrument_id,
+        order_id=order.id,
+        client_order_id=order.client_order_id,
+        side=order.side,
+        quantity=str(order.quantity),
+        filled_quantity=str(order.filled_quantity),
+        order_type=order.order_type,
+        time_in_force=order.time_in_force,
+        status=order.status,
+        request_id=request_id,
+    )
+
+
+def adoption_skipped(
+    *, account_id: int, reason: str, request_id: str | None, instrument: str | None = None
+) -> None:
+    """The job's working orders were not adopted: the account's could not be read, or they
+    would take the position past zero. Such orders are cancelled first, as any resting order."""
+    log.warning(
+        ADOPTION_SKIPPED,
+        **_target(account_id, instrument),
+        reason=reason,
+        request_id=request_id,
+    )
+
+
+def status_position(
+    *,
+    account_id: int,
+    instrument: str,
+    instrument_id: str,
+    symbol: str,
+    instrument_type: str,
+    side: str,
+    quantity: str,
+    market_value: str,
+) -> None:
+    log.info(
+        STATUS_POSITION,
+        account_id=account_id,
+        instrument=instrument,
+        instrument_id=instrument_id,
+        symbol=symbol,
+        instrument_type=instrument_type,
+        side=side,
+        quantity=quantity,
+        market_value=market_value,
+    )
+
+
+def _order_fields(order: Order) -> dict[str, Any]:
+    return {
+        "account_id": order.account_id,
+        "instrument_id": order.instrument_id,
+        "symbol": order.symbol,
+        "order_id": order.id,
+        "client_order_id": order.client_order_id,
+        "side": order.side,
+        "quantity": str(order.quantity),
+        "filled_quantity": str(order.filled_quantity),
+        "order_type": order.order_type,
+        "time_in_force": order.time_in_force,
+        "status": order.status,
+    }
+
+
+def status_order(order: Order, *, own: bool) -> None:
+    """`own`: the job's own order (a client id today's job derives), as a rerun would adopt."""
+    log.info(STATUS_ORDER, **_order_fields(order), own=own)
+
+
+def status_account(
+    *, account_id: int, positions: int, working_orders: int, own_orders: int, error: str | None
+) -> None:
+    (log.error if error else log.info)(
+        STATUS_ACCOUNT,
+        account_id=account_id,
+        positions=positions,
+        working_orders=working_orders,
+        own_orders=own_orders,
+        error=error,
+    )
+
+
+def order_cancel_requested(order: Order, *, own: bool, request_id: str) -> None:
+    """`liquidator cancel`: the server took the cancel (the order may fill until it ends)."""
+    log.info(ORDER_CANCEL_REQUESTED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def order_canceled(order: Order, *, own: bool, request_id: str) -> None:
+    """No longer working: `status` says how it ended (CANCELED, or FILLED before the cancel)."""
+    log.info(ORDER_CANCELED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def cancel_failed(order: Order, *, own: bool, error: str, request_id: str | None) -> None:
+    log.error(CANCEL_FAILED, **_order_fields(order), own=own, error=error, request_id=request_id)

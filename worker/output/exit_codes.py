@@ -1,0 +1,38 @@
+"""The command line's exit codes, and the one mapping from what a run did to its code.
+
+The runner reports what happened (outcomes, an abort's reason, a refusal); the command line
+turns that into its exit code here, and so does the report's `exit_code` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import IntEnum
+
+from worker.output.results import Outcome, TargetResult
+
+
+class ExitCode(IntEnum):
+    OK = 0  # every target closed (verified flat) or already flat (or a dry run succeeded)
+    FAILED = 1  # at least one target failed or is not flat
+    INVALID = 2  # invalid input or configuration, or the journal refused the run; nothing sent
+    # Credentials rejected, a termination signal, or the report could not be written; the
+    # report is still written when it can be. (Metrics that could not be written leave the
+    # code as the flatten has it: see worker.output.metrics.)
+    ABORTED = 3
+
+
+def exit_code(
+    results: Iterable[TargetResult],
+    *,
+    aborted: str | None,
+    refused: bool = False,
+    write_failed: bool = False,
+) -> ExitCode:
+    if refused:
+        return ExitCode.INVALID
+    if aborted is not None or write_failed:
+        return ExitCode.ABORTED
+    if any(r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT) for r in results):
+        return ExitCode.FAILED
+    return ExitCode.OK

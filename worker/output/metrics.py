@@ -1,0 +1,118 @@
+"""Prometheus text metrics for node_exporter's textfile collector, written at the end of a run.
+
+Every metric describes the last run, so every one is a gauge, the `*_total` names included:
+`liquidator_retries_total` and `liquidator_reconciliations_total` are per-run values (a
+prometheus_client Counter would rename them and carry `_created`; their names predate this and
+stay). The text comes from prometheus_client (a registry of the run's own); the file is replaced
+atomically with mode 0644, set before the rename, since node_exporter reads it as another user
+(`write_to_textfile` would leave the umask's mode: 0600 under the unit's `UMask=0077`).
+The last successful run's timestamp is carried over from the previous file when this run failed,
+so an alert on "no success today" keeps working.
+
+prometheus_client is imported when a run writes metrics, not at start-up (it costs ~60 ms there,
+on every run).
+
+Observability never stops a flatten: a metrics file that cannot be written is a warning before
+the first close (`unwritable`, event `metrics_unavailable`) and an error event at the end
+(`write_failed`), never a refusal and never a different exit code. The book's state is the exit
+code's; a missing metrics file shows as absent metrics, which the "no success today" alert
+covers with `absent()` (deploy/README.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from worker.output.report import TargetResult, summarize, write_atomically
+from worker.output.results import Outcome
+
+_LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
+
+
+def write_metrics(
+    path: Path,
+    *,
+    results: list[TargetResult],
+    retries: int,
+    reconciliations: int,
+    duration_s: float,
+    exit_code: int,
+    finished_at: float,
+) -> None:
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    counts = summarize(results)
+    # A run skipped because the market is closed flattened nothing: it is no success.
+    succeeded = exit_code == 0 and counts[str(Outcome.MARKET_CLOSED)] == 0
+    last_success = finished_at if succeeded else _previous_success(path)
+    registry = CollectorRegistry()  # the run's own, not the process-wide default
+
+    def gauge(name: str, documentation: str, value: float) -> None:
+        Gauge(name, documentation, registry=registry).set(value)
+
+    positions = Gauge(
+        "liquidator_positions",
+        "Targets of the last run, by outcome.",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome in Outcome:  # every outcome, zeros included, so absent means "no run"
+        positions.labels(outcome=str(outcome)).set(counts[str(outcome)])
+    gauge(
+        "liquidator_extra_orders",
+        "Targets with more than one filled closing order.",
+        counts["extra_orders"],
+    )
+    gauge("liquidator_retries_total", "Requests retried in the last run.", retries)
+    gauge(
+        "liquidator_reconciliations_total",
+        "Looks at orders/positions after unknown outcomes in the last run.",
+        reconciliations,
+    )
+    gauge("liquidator_run_duration_seconds", "Wall time of the last run.", round(duration_s, 3))
+    gauge(
+        "liquidator_last_exit_code",
+        "Exit code of the last run: 0 ok, 1 failed, 3 aborted.",
+        exit_code,
+    )
+    gauge(
+        "liquidator_last_run_timestamp_seconds",
+        "When the last run finished (Unix time).",
+        round(finished_at, 3),
+    )
+    if last_success is not None:
+        gauge(
+            _LAST_SUCCESS,
+            "When the last run that closed everything finished.",
+            round(last_success, 3),
+        )
+    write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why the metrics file cannot be written, or None: as far as can be told before writing."""
+    if path.is_dir():
+        return "is a directory; name a file"
+    # The write creates missing directories: what counts is the nearest one that exists.
+    nearest = path.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        return f"{nearest} is not a directory"
+    if not os.access(nearest, os.W_OK | os.X_OK):  # also False on a read-only mount
+        return f"the directory {nearest} is not writable"
+    return None
+
+
+def _previous_success(path: Path) -> float | None:
+    """The last success recorded in the previous file; none if it is missing or unparsable."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        for family in text_string_to_metric_families(path.read_text(encoding="utf-8")):
+            if family.name == _LAST_SUCCESS and family.samples:
+                return float(family.samples[0].value)
+    except (OSError, ValueError):  # ValueError: not UTF-8, or not Prometheus text
+        return None
+    return None

@@ -1,0 +1,171 @@
+"""The fan-out and following, as one stage of a run: the close mode chosen (CLOSE_VIA), each
+account's orders read first (the snapshot), every close sent (`worker.run.fanout`), every sent close
+followed to flat (`worker.closing.follow`). It returns every target's result and the first reason it
+stopped the run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from worker.api.client import TradingApi
+from worker.api.models import Order
+from worker.api.policy import Sleep
+from worker.api.reads import Reader
+from worker.closing.follow import Follower, FollowSettings
+from worker.closing.modes import (
+    CancelWait,
+    ClosePositionSender,
+    Sender,
+    SubmitOrdersSender,
+    submit_generations,
+)
+from worker.closing.send import CloseContext, send_one_close
+from worker.closing.target import Target
+from worker.errors import ApiError, Unauthorized
+from worker.inputs.settings import Settings
+from worker.journal.store import Prior
+from worker.output import events
+from worker.output.results import TargetResult
+from worker.run.ended import Ended, FirstReason
+from worker.run.fanout import fan_out
+
+
+async def orders_snapshot(
+    reader: Reader, targets: Sequence[Target], since: datetime
+) -> tuple[dict[int, frozenset[str]], dict[int, list[Order]]]:
+    """Each account's orders before the fan-out: evidence that a later order is not one of them
+    (those created since `since`, by the server's time, and every order that can still fill, of
+    any age); and, per account, those that can still fill (others' orders a close must count).
+
+    An account whose orders cannot be read gets no entry: no order found later is taken for its
+    close, and its closes are still sent.
+    """
+    accounts = list(dict.fromkeys(t.account_id for t in targets))
+
+    async def one(account_id: int) -> tuple[int, list[Order] | None, list[Order]]:
+        try:
+            recent, request_ids = await reader.orders(account_id, (), since)
+            working, _ = await reader.working_orders(account_id, ())
+        except Unauthorized:
+            raise
+        except ApiError as err:
+            events.orders_snapshot(account_id=account_id, orders=-1, request_id=err.request_id)
+            return account_id, None, []
+        both = {o.id: o for o in [*recent, *working]}
+        events.orders_snapshot(account_id=account_id, orders=len(both), request_id=request_ids[-1])
+        return account_id, list(both.values()), [o for o in working if o.working]
+
+    snapshots = await asyncio.gather(*(one(a) for a in accounts))
+    preexisting = {
+        a: frozenset(o.id for o in listed) for a, listed, _ in snapshots if listed is not None
+    }
+    return preexisting, {a: working for a, _, working in snapshots if working}
+
+
+def choose_sender(
+    settings: Settings,
+    api: TradingApi,
+    reader: Reader,
+    job: str,
+    priors: Mapping[tuple[int, str], Prior],
+    preexisting: Mapping[int, frozenset[str]],
+    sleep: Sleep,
+) -> Sender:
+    """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
+    if settings.close_via == "close_position":
+        return ClosePositionSender(api, reader, preexisting)
+    return SubmitOrdersSender(
+        api,
+        reader,
+        job=job,
+        time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
+        generations=submit_generations(priors),
+        cancel_wait=CancelWait(
+            timeout_s=settings.flat_timeout,
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+        ),
+        sleep=sleep,
+    )
+
+
+async def close_and_follow(
+    ctx: CloseContext,
+    settings: Settings,
+    targets: Sequence[Target],
+    *,
+    since: datetime,
+    on_result: Callable[[TargetResult], None] | None,
+    extra_s: float = 0.0,
+    close_at: datetime | None = None,
+    on_waiting: Callable[[int, datetime, float], None] | None = None,
+) -> Ended:
+    """The fan-out, and following each sent close to flat while the others are in flight.
+
+    `extra_s`: following waits this much longer than FLAT_TIMEOUT (until the close, --at-close).
+    `close_at` (--at-close): today's close, when the resting orders fill. Once the fan-out is
+    over, what still rests is told (`waiting_for_fills`, and `on_waiting(orders, close_at,
+    seconds until then)`), so a long wait says what it waits for.
+    """
+    follow_since = min([since, *(p.since for p in ctx.priors.values())])
+    stopped_by = FirstReason()
+
+    async def send_residue(
+        target: Target, result: TargetResult, position: Decimal
+    ) -> list[Order] | None:
+        since = ctx.server_now() - ctx.lookback
+        return await send_one_close(ctx, target, result, since, position)
+
+    follower = Follower(
+        ctx,
+        FollowSettings(
+            timeout_s=settings.flat_timeout + extra_s,
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+            max_residue=settings.max_residue_closes,
+            grace_s=settings.stop_grace,
+        ),
+        since=follow_since,
+        send_close=send_residue,
+        on_result=on_result,
+        on_abort=stopped_by,
+    )
+    try:
+        results = await fan_out(
+            ctx,
+            targets,
+            workers=2 * settings.concurrency,
+            grace_s=settings.stop_grace,
+            on_result=on_result,
+            on_abort=stopped_by,
+            follow=follower.follow,
+        )
+    except BaseException:
+        follower.abandon()
+        await follower.finish()
+        raise
+    follower.all_sent()
+    resting = follower.working_orders() if close_at is not None else 0
+    if close_at is not None and resting:
+        wait_s = max(0.0, (close_at - ctx.server_now()).total_seconds())
+        events.waiting_for_fills(orders=resting, until=close_at, wait_s=wait_s)
+        if on_waiting is not None:
+            try:
+                on_waiting(resting, close_at, wait_s)
+            except Exception as bug:  # what a terminal shows never stops following
+                events.internal_error(bug)
+    # Nothing is in flight any more: once a stop is requested, one more read decides.
+    finishing = asyncio.ensure_future(follower.finish())
+    stopped = asyncio.ensure_future(ctx.stopping.wait())
+    try:
+        await asyncio.wait({finishing, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not finishing.done():
+            follower.last_look()
+        await finishing
+    finally:
+        stopped.cancel()
+        finishing.cancel()
+    return Ended(results, stopped_by.reason)

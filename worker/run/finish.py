@@ -1,0 +1,143 @@
+"""A run's last stage: its result filled in from how it ended, the report and the metrics
+written, and `run_finished`. A report that cannot be written is one line and exit 3; metrics
+that cannot be written are one line and leave the exit code as the flatten has it (the book is
+what the exit code tells; observability never turns a flat book into a failure)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from worker.inputs.secrets import Scrubber
+from worker.inputs.settings import Settings
+from worker.inputs.targets import TargetSpec
+from worker.output import events
+from worker.output.counters import RunCounters
+from worker.output.exit_codes import exit_code
+from worker.output.metrics import write_metrics
+from worker.output.report import write_report
+from worker.output.results import summarize
+from worker.run.ended import Ended, RunResult, unplanned
+
+
+def finish(
+    settings: Settings,
+    run_id: str,
+    started_at: datetime,
+    ended: Ended,
+    counters: RunCounters,
+    *,
+    specs: Sequence[TargetSpec],
+    report_path: Path | None,
+    dry_run: bool,
+) -> RunResult:
+    """The run's result, from how it ended; its report and metrics written."""
+    result = RunResult(
+        run_id,
+        results=ended.results or unplanned(specs, ended.aborted or "nothing was planned"),
+        aborted=ended.aborted,
+        refused=ended.refused,
+        retries=counters.retries,
+        reconciliations=counters.looks,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+    )
+    key = settings.api_key.get_secret_value() if settings.api_key else ""
+    scrub = Scrubber.for_key(key).text
+    failures = _write_outputs(settings, result, report_path, dry_run, scrub=scrub)
+    result.write_failures = failures.pop("report", [])
+    result.notices = failures.pop("metrics", [])
+    if not dry_run and not result.refused:
+        _write_last_report(settings, result, scrub)
+    events.run_finished(
+        exit_code=int(result.exit_code),
+        aborted=result.aborted,
+        seconds=(result.finished_at - result.started_at).total_seconds(),
+        summary=summarize(result.results),
+    )
+    return result
+
+
+LAST_REPORT = "last-report.json"  # under STATE_DIR: the last run's report, with or without --report
+
+
+def last_report_path(settings: Settings) -> Path:
+    return settings.journal_dir / LAST_REPORT
+
+
+def _write_last_report(settings: Settings, result: RunResult, scrub: Callable[[str], str]) -> None:
+    """The report of every run that was not a dry run nor refused (a standby refused by the lock
+    must not hide the run that holds it), for `liquidator journal last`. A failure is an event
+    only: it neither changes the exit code nor stops anything."""
+    path = last_report_path(settings)
+    try:
+        write_report(
+            path,
+            run_id=result.run_id,
+            started_at=result.started_at,
+            finished_at=result.finished_at,
+            dry_run=False,
+            results=result.results,
+            exit_code=int(result.exit_code),
+            aborted=result.aborted,
+            scrub=scrub,
+        )
+    except OSError as err:
+        events.write_failed(what="last report", path=str(path), error=err.strerror or str(err))
+
+
+def _write_outputs(
+    settings: Settings,
+    result: RunResult,
+    report_path: Path | None,
+    dry_run: bool,
+    *,
+    scrub: Callable[[str], str],
+) -> dict[str, list[str]]:
+    """The report first, then the metrics; a failure of either is an event and one line,
+    returned under its name ("report", "metrics")."""
+    code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
+    writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
+        (
+            "report",
+            report_path,
+            lambda path: write_report(
+                path,
+                run_id=result.run_id,
+                started_at=result.started_at,
+                finished_at=result.finished_at,
+                dry_run=dry_run,
+                results=result.results,
+                exit_code=code,
+                aborted=result.aborted,
+                scrub=scrub,
+            ),
+        ),
+        (
+            "metrics",
+            # A dry run (and `check`) flattened nothing: the metrics stay the last real run's.
+            None if dry_run else settings.metrics_file,
+            lambda path: write_metrics(
+                path,
+                results=result.results,
+                retries=result.retries,
+                reconciliations=result.reconciliations,
+                duration_s=(result.finished_at - result.started_at).total_seconds(),
+                exit_code=code,
+                finished_at=result.finished_at.timestamp(),
+            ),
+        ),
+    ]
+    failures: dict[str, list[str]] = {}
+    for what, path, write in writes:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as err:
+            events.write_failed(what=what, path=str(path), error=err.strerror or str(err))
+            failures.setdefault(what, []).append(
+                f"could not write the {what} {path}: {err.strerror or err}"
+            )
+    return failures

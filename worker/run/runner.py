@@ -1,0 +1,340 @@
+"""One run, as its stages: preflight (key, clock, close window), plan, confirm, journal, fan-out
+and follow (`run.close_stage`), finish (report, metrics). Each stage returns its value, or how the
+run ended (`worker.run.ended.Ended`); the command line maps what happened to an exit code.
+
+The orchestrator owns the pacer (in-flight and per-second bounds), the stop event and the run's
+counters. A stop request (SIGTERM, SIGINT, SIGHUP) is an event, not an exception: no new close
+starts, requests in flight finish or time out, unknown outcomes are looked at while the grace
+period lasts, and the run ends aborted, with its report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from worker.api.client import TradingApi, open_session
+from worker.api.pace import Pacer
+from worker.api.policy import RetryPolicy, Sleep
+from worker.api.reads import Reader
+from worker.closing.send import CloseContext
+from worker.closing.stop import CutOff, before
+from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
+from worker.inputs.settings import Settings
+from worker.inputs.targets import TargetSpec
+from worker.journal.open import open_journal
+from worker.journal.probe import journal_problems
+from worker.journal.store import Journal
+from worker.output import events
+from worker.output.counters import RunCounters
+from worker.output.exit_codes import ExitCode as ExitCode  # re-exported; its home is exit_codes
+from worker.output.exit_codes import exit_code
+from worker.output.metrics import unwritable as metrics_unwritable
+from worker.output.results import Outcome, TargetResult
+from worker.run.close_stage import choose_sender, close_and_follow, orders_snapshot
+from worker.run.ended import Ended, aborted, unplanned, unsent
+from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
+from worker.run.finish import finish
+from worker.run.journal_entry import start_run
+from worker.run.plan import Plan, make_plan
+from worker.run.preflight import Ready, preflight
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunRequest:
+    specs: list[TargetSpec]
+    dry_run: bool = False
+    report_path: Path | None = None
+    # Asked with the plan before any close is sent; False ends the run with nothing sent.
+    confirm: Callable[[Plan], Awaitable[bool]] | None = None
+    max_positions_override: bool = False  # --force
+    on_plan: Callable[[Plan], None] | None = None
+    on_result: Callable[[TargetResult], None] | None = None
+    # --at-close, once every close is sent: (orders resting, today's close, seconds until it)
+    on_waiting: Callable[[int, datetime, float], None] | None = None
+    before_close: timedelta | None = None  # wait for today's close minus this, or skip
+    # The local wall clock: what the journal and the report are stamped with, and nothing
+    # else. Windows and evidence run on the server's time and the monotonic clock (a test
+    # steps this one to prove it).
+    wall_clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # `check`: a dry run that also looks at the journal the run would open (read only, no lock)
+    probe_journal: bool = False
+
+
+def stop_aware_sleep(stop: asyncio.Event) -> Sleep:
+    """A retry wait that ends early when a stop is requested."""
+
+    async def sleep(seconds: float) -> None:
+        if seconds > 0 and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+    return sleep
+
+
+async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> RunResult:
+    run_id, started_at = uuid.uuid4().hex, request.wall_clock()
+    events.bind_run(run_id)
+    events.run_started(
+        base_url=settings.base_url,
+        dry_run=request.dry_run,
+        concurrency=settings.concurrency,
+        rate_limit=settings.rate_limit,
+    )
+    if settings.metrics_file is not None and not request.dry_run:
+        why = metrics_unwritable(settings.metrics_file)
+        if why is not None:  # a warning only: observability never stops a flatten
+            events.metrics_unavailable(path=str(settings.metrics_file), error=why)
+    counters = RunCounters()  # the run's own: bumped where things happen, read here
+    ended = await _journaled(settings, request, stop, run_id, started_at, counters)
+    return finish(
+        settings,
+        run_id,
+        started_at,
+        ended,
+        counters,
+        specs=request.specs,
+        report_path=request.report_path,
+        dry_run=request.dry_run,
+    )
+
+
+async def _journaled(
+    settings: Settings,
+    request: RunRequest,
+    stop: asyncio.Event,
+    run_id: str,
+    started_at: datetime,
+    counters: RunCounters,
+) -> Ended:
+    """Every stage, the journal held: opened, checked and locked before any request (a dry run
+    sends nothing and takes no lock), closed, and the lock with it, on every path."""
+    if request.probe_journal:
+        name, problems = await asyncio.to_thread(journal_problems, settings)
+        if problems:  # the run would refuse (exit 2): so does the check
+            return aborted(
+                f"the journal would refuse the run: {'; '.join(problems)}", [], refused=True
+            )
+        events.journal_checked(name)
+    try:
+        journal = None if request.dry_run else await open_journal(settings, stop)
+    except JournalRefused as err:  # a stop while waiting for the lock is an abort
+        return aborted(str(err), [], refused=not stop.is_set())
+    try:
+        ended = await _session(settings, request, stop, run_id, started_at, counters, journal)
+    except BaseException:
+        if journal is not None:
+            with contextlib.suppress(JournalError):
+                journal.close()
+        raise
+    if journal is not None:
+        try:
+            journal.close()
+        except JournalError as err:
+            ended = ended.unless_aborted(str(err))
+    return ended
+
+
+async def _session(
+    settings: Settings,
+    request: RunRequest,
+    stop: asyncio.Event,
+    run_id: str,
+    started_at: datetime,
+    counters: RunCounters,
+    journal: Journal | None,
+) -> Ended:
+    assert settings.api_key is not None, "the CLI refuses to run without a key"
+    policy = RetryPolicy(
+        max_attempts=settings.max_attempts,
+        backoff_initial_s=settings.retry_backoff,
+        backoff_max_s=settings.retry_backoff_max,
+        settle_s=settings.reconcile_delay,
+        sleep=stop_aware_sleep(stop),
+    )
+    pacer = Pacer(
+        settings.concurrency,
+        settings.rate_limit,
+        on_change=events.pace_changed,
+        retry_after_cap_s=policy.retry_after_cap_s,
+        stop=stop,  # ends a Retry-After hold: the last reads find out what the closes did
+    )
+    key = settings.api_key.get_secret_value()
+    async with open_session(settings.concurrency, settings.request_timeout, key) as session:
+        # No request that changes anything goes out unless the run still holds the journal's lock.
+        lock_check = journal.still_locked if journal is not None else None
+        api = TradingApi(session, settings.base_url, pacer, before_send=lock_check)
+        reader = Reader(api, policy, counters=counters)
+        try:
+            ready = await preflight(
+                api,
+                reader,
+                policy,
+                settings,
+                specs=request.specs,
+                before_close=request.before_close,
+                dry_run=request.dry_run,
+                stop=stop,
+            )
+            if isinstance(ready, Ended):
+                return ready
+            plan = await _plan(settings, request, reader, ready, stop)
+            if isinstance(plan, Ended):
+                return plan
+            if request.dry_run:
+                return Ended(plan.settled + unsent(plan.targets, "dry run: nothing sent"))
+            declined = await _confirm(request, plan, stop)
+            if declined is not None:
+                return declined
+            assert journal is not None, "every run that sends opens the journal first"
+            journaled = await start_run(settings, journal, run_id, started_at, ready, policy, plan)
+            if isinstance(journaled, Ended):
+                return journaled
+            lookback = timedelta(seconds=settings.reconcile_lookback)
+            since = ready.server_now() - lookback
+            try:
+                # Evidence for close_position (submit_orders knows its orders by client id), and
+                # in both modes the orders of others that can still fill, counted before a close
+                # is sized. Cut short by a stop: nothing is sent then, so none is needed.
+                snapshot = await _until_stopped(orders_snapshot(reader, plan.targets, since), stop)
+                preexisting, working_before = snapshot or ({}, {})
+                if settings.close_via != "close_position":
+                    preexisting = {}
+            except Unauthorized as err:
+                why = f"credentials rejected: {err}"
+                return aborted(why, plan.settled + unsent(plan.targets, f"not sent: {why}"))
+            sender = choose_sender(
+                settings, api, reader, journaled.job, journaled.priors, preexisting, policy.sleep
+            )
+            ctx = CloseContext(
+                run_id=run_id,
+                reader=reader,
+                policy=policy,
+                journal=journal,
+                stopping=stop,
+                server_now=ready.server_now,
+                lookback=lookback,
+                priors=journaled.priors,
+                sender=sender,
+                working_before=working_before,
+                counters=counters,
+            )
+            return await _close(ctx, settings, request, plan, since, ready)
+        except Unauthorized as err:
+            return aborted(f"credentials rejected: {err}", [])
+
+
+async def _plan(
+    settings: Settings, request: RunRequest, reader: Reader, ready: Ready, stop: asyncio.Event
+) -> Plan | Ended:
+    """Raises `InputError` above the MAX_POSITIONS ceiling without --force."""
+    # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
+    plan = await _until_stopped(make_plan(reader, request.specs), stop)
+    if plan is None:
+        return aborted("stop requested", unplanned(request.specs, "run stopped before any close"))
+    if plan.refusals:
+        why = "; ".join(plan.refusals) + "; nothing was sent"
+        return aborted(why, unplanned(request.specs, why), refused=True)
+    plan.moc_cutoff = ready.cutoff_line()
+    ceiling = settings.max_positions
+    if ceiling is not None and len(plan.targets) > ceiling and not request.max_positions_override:
+        raise InputError(
+            f"the targets resolve to {len(plan.targets)} positions, above max_positions"
+            f" ({ceiling}); re-run with --force to close them all"
+        )
+    failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
+    events.plan_ready(
+        positions=len(plan.targets),
+        already_settled=len(plan.settled) - failed,
+        failed=failed,
+        accounts=len({t.account_id for t in plan.targets}),
+    )
+    if request.on_plan is not None:
+        request.on_plan(plan)
+    return plan
+
+
+async def _confirm(request: RunRequest, plan: Plan, stop: asyncio.Event) -> Ended | None:
+    """None: go on and send. Otherwise the run ends here, nothing sent."""
+    if request.confirm is not None and not await _unless_stopped(request.confirm(plan), stop):
+        results = plan.settled + unsent(plan.targets, "not confirmed by the operator")
+        if stop.is_set():
+            return aborted("stop requested", results)
+        events.run_aborted("the operator declined", declined=True)
+        return Ended(results, "the operator declined")
+    if stop.is_set():
+        results = plan.settled + unsent(plan.targets, "run stopped before any close")
+        return aborted("stop requested", results)
+    return None
+
+
+async def _close(
+    ctx: CloseContext,
+    settings: Settings,
+    request: RunRequest,
+    plan: Plan,
+    since: datetime,
+    ready: Ready,
+) -> Ended:
+    """Fan out and follow, recording each target's outcome as it settles, then the run's end."""
+    recorded = 0  # outcomes queued as their targets settled
+
+    def on_result(result: TargetResult) -> None:
+        # Queued now, it rides along with the fan-out's commits: the run's end commits only
+        # the last few. (A journal that fails here fails the next commit too, which reports it.)
+        nonlocal recorded
+        with contextlib.suppress(JournalError):
+            ctx.journal.outcome(ctx.run_id, result, result.quantity)
+        recorded += 1
+        if request.on_result is not None:
+            request.on_result(result)
+
+    try:
+        await ctx.sender.before_fan_out(plan.targets, ctx.stopping)
+        closed = await close_and_follow(
+            ctx,
+            settings,
+            plan.targets,
+            since=since,
+            on_result=on_result,
+            extra_s=ready.until_close_s(),
+            close_at=None if ready.cutoff is None else ready.cutoff.regular_close,
+            on_waiting=request.on_waiting,
+        )
+    except JournalError as err:  # before any close (the fan-out stops on one itself)
+        return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))
+    ended = Ended(plan.settled + closed.results, closed.aborted)
+    try:
+        # A stop cuts targets off without an on_result: then every outcome is queued again
+        # (an upsert each), rather than keeping which were (~8 MB for 100,000 targets).
+        if ctx.stopping.is_set() or closed.aborted or recorded != len(closed.results):
+            for target_result in closed.results:
+                ctx.journal.outcome(ctx.run_id, target_result, target_result.quantity)
+        if ctx.stopping.is_set():
+            ended = ended.unless_aborted("stop requested")
+        code = exit_code(ended.results, aborted=ended.aborted)
+        ctx.journal.finish_run(ctx.run_id, request.wall_clock(), code)
+    except JournalError as err:  # the closes were sent; the report still says what happened
+        ended = ended.unless_aborted(str(err))
+    return ended
+
+
+async def _until_stopped(call: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """The call's result, or None as soon as a stop is requested (the call is cancelled)."""
+    try:
+        return await before(call, stop.wait())
+    except CutOff:
+        return None
+
+
+async def _unless_stopped(question: Awaitable[bool], stop: asyncio.Event) -> bool:
+    """The answer, or False as soon as a stop is requested."""
+    return bool(await _until_stopped(question, stop))
