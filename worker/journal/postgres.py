@@ -1,17 +1,9 @@
-"""The journal in PostgreSQL, so that two hosts on one timer flatten once.
+"""The journal's store in PostgreSQL (`PgStore`), so that two hosts on one timer flatten once.
 
-The run's lock is a session advisory lock on the job's scope, taken on the one connection that
-also commits every intent. The scope is the API's canonical origin without the trading date: two
-hosts whose clocks straddle midnight in New York must still contend for one lock. While that
-session lives no other host can take the lock; if the host dies (killed, or its database session
-lost) PostgreSQL releases the lock and a standby waiting up to LOCK_WAIT takes over, looking up
-first every position an intent names. A host that loses its connection cannot commit an intent,
-and an intent that cannot commit is never sent; psycopg never reconnects on its own, so a commit
-cannot land on a new session that does not hold the lock.
-
-`PgStore` is the `Store` (`worker.journal.backend`) under the run's `Journal`: the group commit,
-the statements' shape and the reads are the journal's. PostgreSQL's default `synchronous_commit=on`
-makes each commit durable before it returns.
+The run's lock is a session advisory lock on the job's scope, taken on the one connection that also
+commits every intent; a host that loses that session reconnects only to take the lock again when
+no other run held it meanwhile, and otherwise sends nothing more. It never commits an intent on a
+session that does not hold the lock.
 """
 
 from __future__ import annotations
