@@ -2,7 +2,7 @@
 
 Start-up is kept short: the garbage collector stays off until `worker.cli.main.main` has frozen
 the objects imports build, and structlog's import is kept from loading rich just to pick a
-traceback format the worker never uses (bench/README.md, "Start-up").
+traceback format the worker never uses (bench/README.md, "Start-up and the journal's fixed costs").
 """
 
 import gc

@@ -27,6 +27,7 @@ def write_metrics(
     exit_code: int,
     finished_at: float,
 ) -> None:
+    # Imported here, not at start-up: only a run that writes metrics pays for it.
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     counts = summarize(results)
@@ -51,6 +52,7 @@ def write_metrics(
         "Targets with more than one filled closing order.",
         counts["extra_orders"],
     )
+    # Per-run values under public `_total` names: a Counter would rename them and add `_created`.
     gauge("liquidator_retries_total", "Requests retried in the last run.", retries)
     gauge(
         "liquidator_reconciliations_total",
@@ -74,6 +76,7 @@ def write_metrics(
             "When the last run that closed everything finished.",
             round(last_success, 3),
         )
+    # node_exporter reads it as another user; the unit's UMask=0077 would leave 0600.
     write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
 
 
