@@ -1,13 +1,8 @@
 """`python -m worker`, and the `liquidator` command (`run`).
 
-Start-up imports build a few hundred thousand long-lived objects (aiohttp, pydantic's schemas);
-the collector's passes over them find nothing and cost ~25 ms of CPU, a tenth of start-up.
-Collection is off until `worker.cli.main.main` has frozen them and turned it back on.
-
-structlog imports rich, when it is installed, only to choose the console renderer's default
-traceback format: ~30 ms of every start-up, for a default the worker never uses
-(`events.configure` names its own). rich is hidden from that one import; the terminal views
-import it as usual.
+Start-up is kept short: the garbage collector stays off until `worker.cli.main.main` has frozen
+the objects imports build, and structlog's import is kept from loading rich just to pick a
+traceback format the worker never uses (bench/README.md, "Start-up and the journal's fixed costs").
 """
 
 import gc

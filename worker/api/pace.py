@@ -1,14 +1,8 @@
 """How fast requests may go: a bound on requests in flight and on requests per second.
 
-Every request the worker makes takes a `Pacer.slot()`. Sends are spaced evenly (no bursts), so no
-one-second window at the server sees more than the configured rate. When the server answers 429 the
-pace halves for the whole run and then recovers additively (AIMD), so an unknown server limit is
-found without a storm of rejected calls; a 429's Retry-After pauses every send, not just the
-refused one, so the run does not keep knocking on a full window. That pause is capped as the
-retry policy caps its own waits (`RETRY_AFTER_CAP_S`): `Retry-After: 3600` must not park a run
-for an hour. A stop ends the pause at once (the spacing still holds): the run's last reads then
-find out what the server did with its closes, within STOP_GRACE. This module never decides
-whether a request is retried.
+Every request takes a `Pacer.slot()`: sends are spaced evenly, a 429 halves the pace for the whole
+run (recovering additively) and its capped Retry-After pauses every send, and a stop ends that
+pause at once. This module never decides whether a request is retried.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """When to retry, and when to look before retrying: decided from the typed error alone.
 
-A close through close_position is not idempotent. It is re-sent directly only when the failed
-request provably had no effect (429, or never sent). When its fate is unknown the closer must look
-at the account before any new send; `needs_look_before_resend` says so. A submission under a client
-id is idempotent: the server refuses a second order with the same id (409, `Conflict`), so after an
-unknown outcome the same id is sent again at once. After the last attempt `looks_after_last`
-decides whether one more look settles the target. Reads are safe to repeat on any transient error.
+A close through close_position is re-sent directly only when the failed request provably had no
+effect; when its fate is unknown the account is looked at first (`needs_look_before_resend`),
+while a submission under a client id is sent again under the same id. This module never sends a
+request or reads a clock.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """What is open at the server for the targets: positions and working orders, read, never changed.
 
-`liquidator status` shows it and `liquidator cancel` acts on its orders. The targets mean what
-they mean for `run`: an account (less its `exclude`) or named positions. An account's working
-orders count when they are on an instrument a target names, or anywhere in a whole-account target
-except an excluded instrument. An order is the job's own (`own`) when its client id is one today's
-job derives for its account and instrument (`closing.client_ids`): only the job sends under those.
+`liquidator status` shows it and `liquidator cancel` acts on its orders; targets mean what they
+mean for `run`, and an order is the job's own (`own`) when its client id is one today's job
+derives (`worker.closing.client_ids`). Nothing here sends a change.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """`liquidator status`: per target account, its open positions and working orders. Sends nothing.
 
-On a terminal, a table per account; otherwise (or with `--log-format json`) one
-`status_position` event per position and one `status_order` per working order, then a
-`status_account` per account. Exit 0 when every account was read, 1 when one could not be,
-3 when the key was refused.
+A table per account on a terminal, otherwise `status_position`, `status_order` and
+`status_account` events; exit 0 when every account was read, 1 when one could not be, 3 when the
+key was refused.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """What an operator at a terminal sees: the plan, a confirmation prompt, progress, a summary.
 
-Used for people: when stdout is a terminal, with `--log-format console` (even into a pipe), and
-for `check` unless `--log-format json`. Events are then printed through the same rich console,
-above the progress bar, so the two never tear each other apart.
+Events are printed through the same rich console as the progress bar, so the two never tear each
+other apart. It renders only: it never decides what a run does.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """A target and the one owner of its result: every change to a `TargetResult` is made here.
 
-Each transition (planned flat, unknown instrument, unreadable, sent, found, refused, unknown,
-adopted, flat, not flat, skipped, cut off) sets outcome, fate and error together, emits its
-event, queues its journal record, and returns what happens next (`Next`) for the caller to
-pass on. Nothing here sends a request or decides whether to retry; no other module may assign
-a result's fields.
+Each transition sets outcome, fate and error together, emits its event, queues its journal record
+and returns what happens next (`Next`) for the caller to pass on. Nothing here sends a request or
+decides whether to retry, and no other module assigns a result's fields.
 """
 
 from __future__ import annotations

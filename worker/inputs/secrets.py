@@ -1,9 +1,8 @@
 """The API key's secret forms, a check of its shape, and scrubbing them out of text.
 
-A key is `<id>.<secret>`. Three forms of it must never reach an output: the key, its secret part
-alone, and the `Bearer <key>` header value. `api.client` scrubs what the server sends back, before
-any of it becomes an error message or an excerpt; the events' Redactor and the report writer
-scrub again, as a second guard. Nothing here ever puts the key into a message.
+Three forms of a key `<id>.<secret>` must never reach an output: the key, its secret part, and the
+`Bearer <key>` header value; `api.client`, the events' Redactor and the report writer scrub them
+with what is here. Nothing here ever puts the key into a message.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Settings: one frozen value object, built once at start and passed down.
 
-Precedence: command line > environment (`LIQUIDATOR_*`) > settings file (TOML, read by
-pydantic-settings' `TomlConfigSettingsSource`) > defaults.
-This is the only module that reads the environment. The API key is a `SecretStr` everywhere.
+Precedence: command line > environment (`LIQUIDATOR_*`) > settings file (TOML) > defaults. This is
+the only module that reads the environment, and the API key stays a `SecretStr` everywhere.
 """
 
 from __future__ import annotations

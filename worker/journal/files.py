@@ -1,9 +1,8 @@
 """Checks of the SQLite journal's files, made before SQLite opens them.
 
-SQLite treats a write-ahead log whose header does not check out as empty and carries on: every
-commit that lived only there is forgotten without a word. The journal checkpoints each commit
-into the main file, so an intent a close waited for is never only in the log; a damaged log is
-still refused here, loudly, and never handed to SQLite to shrug off.
+SQLite treats a write-ahead log whose header does not check out as empty and forgets what lived
+only there; this refuses such a log loudly. It never hands a damaged log to SQLite and never
+changes a file.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """What identifies a job in the journal: the API's canonical origin and the trading date.
 
-An earlier run's intents must be found however the base URL was spelled, so the key never uses
-the URL as typed: scheme and host are lower-cased, the default port and trailing slashes
-dropped, and every loopback spelling (`localhost`, `127.0.0.1`, `[::1]`) is one host.
-Within a job, intents are keyed by account and instrument UUID (symbols resolve to it).
+An earlier run's intents must be found however the base URL was spelled, so the key never uses the
+URL as typed (scheme and host lower-cased, default port and trailing slashes dropped, every
+loopback spelling one host).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """One run per journal at a time: an exclusive lock held for the run's whole life.
 
-A second run waits up to LOCK_WAIT for it, then refuses (exit 2) naming the holder: host, pid
-and since when. The lock is the operating system's (`flock` on a file beside the SQLite
-journal; a session advisory lock in PostgreSQL), so a killed holder releases it at once.
+A second run waits up to LOCK_WAIT, then refuses (exit 2) naming the holder. The lock is the
+operating system's or the database's (`flock`; a PostgreSQL session advisory lock), so a killed
+holder releases it at once and no lock outlives its process.
 """
 
 from __future__ import annotations

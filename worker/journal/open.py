@@ -13,6 +13,7 @@ from worker.errors import JournalRefused
 from worker.inputs.settings import Settings
 from worker.journal.keys import canonical_origin, job_key
 from worker.journal.lock import FileLock, acquire
+from worker.journal.sqlite import SqliteStore
 from worker.journal.store import Journal
 from worker.output import events
 
@@ -74,7 +75,7 @@ async def _open_sqlite(settings: Settings, stop: asyncio.Event | None) -> Journa
             wait_s=settings.lock_wait,
             stop=stop,
         )
-        journal = Journal(path, release=lock.release)  # checked once the lock is ours
+        journal = Journal(SqliteStore(path, release=lock.release))  # checked once the lock is ours
         journal.lock_taken()
         return journal
     except BaseException:

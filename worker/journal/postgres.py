@@ -1,17 +1,9 @@
-"""The journal in PostgreSQL, so that two hosts on one timer flatten once.
+"""The journal's store in PostgreSQL (`PgStore`), so that two hosts on one timer flatten once.
 
-The run's lock is a session advisory lock on the job's scope, taken on the one connection that
-also commits every intent. The scope is the API's canonical origin without the trading date: two
-hosts whose clocks straddle midnight in New York must still contend for one lock. While that
-session lives no other host can take the lock; if the host dies (killed, or its database session
-lost) PostgreSQL releases the lock and a standby waiting up to LOCK_WAIT takes over, looking up
-first every position an intent names. A host that loses its connection cannot commit an intent,
-and an intent that cannot commit is never sent; psycopg never reconnects on its own, so a commit
-cannot land on a new session that does not hold the lock.
-
-The group commit, the statements' shape and the reads are `worker.journal.store.Journal`'s; this
-module supplies the store underneath. PostgreSQL's default `synchronous_commit=on` makes each
-commit durable before it returns.
+The run's lock is a session advisory lock on the job's scope, taken on the one connection that also
+commits every intent; a host that loses that session reconnects only to take the lock again when
+no other run held it meanwhile, and otherwise sends nothing more. It never commits an intent on a
+session that does not hold the lock.
 """
 
 from __future__ import annotations
@@ -21,17 +13,21 @@ import contextlib
 import hashlib
 import math
 import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection
+from concurrent.futures import Executor
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
 from worker.errors import JournalRefused, LockLost
+from worker.journal.backend import LOCK_FRESH_S, Batch, Row
 from worker.journal.lock import UNNAMED, Holder, acquire
-from worker.journal.schema import SCHEMA, TABLES, schema_probes, split_intents
-from worker.journal.store import LOCK_FRESH_S, Journal
+from worker.journal.schema import SCHEMA, TABLES, schema_probes
+from worker.journal.store import Journal
 from worker.output import events
 
 _HOLDERS = """
@@ -45,7 +41,7 @@ _HOLDER_NOW = (
     " IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
 )
 T = TypeVar("T")
-RECONNECT_FIRST_S = 0.5  # a lost session's first reconnect waits this: see `PgJournal._reconnect`
+RECONNECT_FIRST_S = 0.5  # a lost session's first reconnect waits this: see `PgStore._reconnect`
 RECONNECT_MAX_S = 2.0
 _HOLDER_ROW = b"SELECT host, pid, since FROM journal_holders WHERE lock_key = %s"
 _HOLDER_SESSION = b"UPDATE journal_holders SET backend_pid = pg_backend_pid() WHERE lock_key = %s"
@@ -87,10 +83,30 @@ def lock_key(scope: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class PgJournal(Journal):
-    """The journal on one PostgreSQL session that holds the run's advisory lock."""
+class PgJournal:
+    """How a run opens its journal in PostgreSQL: a `Journal` over a `PgStore`."""
 
-    _mark = "%s"
+    @staticmethod
+    async def open(
+        url: str,
+        *,
+        scope: str,
+        lock_wait: float,
+        timeout_s: float = 3.0,
+        stop: asyncio.Event | None = None,
+    ) -> Journal:
+        store = await PgStore.open(
+            url, scope=scope, lock_wait=lock_wait, timeout_s=timeout_s, stop=stop
+        )
+        journal = Journal(store)
+        journal.lock_taken()
+        return journal
+
+
+class PgStore:
+    """The journal's store on one PostgreSQL session that holds the run's advisory lock."""
+
+    mark = "%s"
 
     def __init__(
         self,
@@ -107,10 +123,10 @@ class PgJournal(Journal):
         self._key = key
         self._timeout_s = timeout_s
         self._me: Holder | None = None  # as this run named itself in journal_holders
+        self._store_lock = threading.Lock()  # one transaction at a time, whichever thread
         # The lock check in progress (when it was asked for, and its answer): every send that
         # arrives while it runs shares it, so a busy fan-out costs one query per round trip.
         self._check: tuple[float, asyncio.Future[bool]] | None = None
-        self._init_group_commit(None)
 
     @classmethod
     async def open(
@@ -121,49 +137,49 @@ class PgJournal(Journal):
         lock_wait: float,
         timeout_s: float = 3.0,
         stop: asyncio.Event | None = None,
-    ) -> PgJournal:
+    ) -> PgStore:
+        """Connect, create or check the tables, and take the scope's lock (waiting up to
+        `lock_wait`); refuses (`JournalRefused`) when it cannot."""
         name = redact_url(url)
         conninfo = _conninfo(url, timeout_s)
         try:
             conn = psycopg.connect(conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise JournalRefused(f"journal_url: cannot connect to {name}: {exc}") from None
-        journal = cls(conn, name, lock_key(scope), conninfo=conninfo, timeout_s=timeout_s)
+        store = cls(conn, name, lock_key(scope), conninfo=conninfo, timeout_s=timeout_s)
         try:
-            journal._create_schema()
+            store._create_schema()
             await acquire(
-                journal._try_lock_standing_by,
-                journal._holder,
+                store._try_lock_standing_by,
+                store._holder,
                 what=f"the journal {name} for {scope}",
                 wait_s=lock_wait,
                 stop=stop,
             )
-            journal._say_who_holds(scope)
-            journal.lock_taken()
+            store._say_who_holds(scope)
         except psycopg.Error as exc:
-            journal._conn.close()
+            store._conn.close()
             raise JournalRefused(f"the journal {name} could not be opened: {exc}") from None
         except BaseException:
-            journal._conn.close()
+            store._conn.close()
             raise
-        return journal
+        return store
 
-    async def still_locked(self) -> None:
+    async def still_locked(self, thread: Executor) -> None:
         """Ask the database whether this session still holds the run's advisory lock.
 
         A session that ended (terminated, the server restarted, the network gone) has lost it,
         and a standby may hold it now: the check reconnects and re-takes the lock only if no
         other run held it meanwhile (`_reconnect`), or nothing more is sent. An answer older
         than LOCK_FRESH_S when the send would go out (this host was paused meanwhile) is asked
-        again.
+        again. The query runs in `thread`, the journal's commit thread.
         """
-        await super().still_locked()
         loop = asyncio.get_running_loop()
         # A statement that times out, then a reconnect that gives up: each JOURNAL_TIMEOUT.
         wait_s = 2 * self._timeout_s
         while True:
             if self._check is None or self._check[1].done():
-                check = loop.run_in_executor(self._thread, self._lock_held)
+                check = loop.run_in_executor(thread, self._lock_held)
                 check.add_done_callback(lambda c: c.cancelled() or c.exception())
                 self._check = (time.monotonic(), check)
             asked_at, check = self._check
@@ -189,7 +205,7 @@ class PgJournal(Journal):
             if time.monotonic() - asked_at <= LOCK_FRESH_S:
                 return
 
-    def _since_last_write(self, job: str, current_run: str) -> float | None:
+    def since_last_write(self, job: str, current_run: str) -> float | None:
         with self._store_lock:
             row = self._on_session(
                 lambda: self._conn.execute(_SINCE_LAST_WRITE, (job, current_run)).fetchone()
@@ -327,9 +343,9 @@ class PgJournal(Journal):
             (self._key, scope, me.host, me.pid, me.since),
         )
 
-    # The store. Called with _store_lock held (see Journal).
+    # The store (`worker.journal.backend.Store`).
 
-    def _upsert(self, table: str) -> str:
+    def upsert(self, table: str) -> str:
         keys, others = TABLES[table]
         columns = ", ".join(keys + others)
         marks = ", ".join(["%s"] * len(keys + others))
@@ -339,36 +355,34 @@ class PgJournal(Journal):
             f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         )
 
-    def _write(
-        self, intents: Sequence[Sequence[Any]], records: dict[str, list[Sequence[Any]]]
-    ) -> None:
-        self._on_session(lambda: self._write_once(intents, records))
+    def write(self, batch: Batch, stamped: Collection[str]) -> None:
+        with self._store_lock:
+            self._on_session(lambda: self._write_once(batch, stamped))
 
-    def _write_once(
-        self, intents: Sequence[Sequence[Any]], records: dict[str, list[Sequence[Any]]]
-    ) -> None:
+    def _write_once(self, batch: Batch, stamped: Collection[str]) -> None:
         with self._conn.transaction(), self._conn.cursor() as cur:
-            if intents:
-                attempts, client_ids = split_intents(intents)
-                cur.executemany(self._statements["attempts"].encode(), attempts)
-                if client_ids:
-                    cur.executemany(self._statements["client_ids"].encode(), client_ids)
-            for sql, rows in records.items():
-                cur.executemany(sql.encode(), rows)
-            for run_id in self._writers(intents, records):
+            for sql, rows in batch:
+                if rows:
+                    cur.executemany(sql.encode(), rows)
+            for run_id in stamped:
                 cur.execute(_CLOCK_NOW, (run_id,))
 
-    def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self._on_session(lambda: self._conn.execute(_pg(sql), params).fetchall())
+    def read(self, sql: str, params: Row) -> list[tuple[Any, ...]]:
+        with self._store_lock:
+            return self._on_session(lambda: self._conn.execute(_pg(sql), params).fetchall())
 
-    def _execute(self, sql: str, params: Sequence[Any]) -> None:
+    def execute(self, sql: str, params: Row) -> None:
         def once() -> None:
             with self._conn.transaction():
                 self._conn.execute(_pg(sql), params)
 
-        self._on_session(once)
+        with self._store_lock:
+            self._on_session(once)
 
-    def _disconnect(self) -> None:
+    def use_clock(self, now: Callable[[], datetime]) -> None:
+        """PostgreSQL stamps `run_clock` with its own clock."""
+
+    def close(self) -> None:
         self._conn.close()  # the session ends, and with it the advisory lock
 
 

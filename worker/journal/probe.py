@@ -1,11 +1,8 @@
-"""`liquidator check`: would the run be able to open the journal it would use? Read only.
+"""`liquidator check`: would the run be able to open the journal it would use?
 
-A check that passes must not be followed by a run that refuses (exit 2) because its journal is
-unreachable. So check looks at the same journal the run would open: the SQLite file under
-STATE_DIR (its directory writable, or creatable; an existing file readable and sound), or the
-PostgreSQL database of JOURNAL_URL (reachable, its tables as this version writes them or
-creatable by this user, writable). It creates nothing, writes nothing and takes no lock: a
-check beside a running flatten must not make that run (or the next) wait or refuse.
+It looks at the same journal the run would open (the SQLite file under STATE_DIR, or JOURNAL_URL's
+database), so a passing check is not followed by a run that refuses. It creates nothing, writes
+nothing and takes no lock.
 """
 
 from __future__ import annotations

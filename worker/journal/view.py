@@ -1,10 +1,7 @@
 """`liquidator journal` (today's jobs, intents and outcomes) and `liquidator journal verify`.
 
-Read-only: neither takes the run's lock, so both work while a run is going on. A table on a
-terminal, JSON otherwise (or with --json). `verify` exits 0 when the journal is sound, 2 when
-it is damaged, naming the file and what is wrong, and 2 when there is no journal there at all
-(a mistyped --state-dir is not a sound journal). `show` refuses a state directory that does
-not exist; one that exists without a journal has no runs recorded.
+Read-only and lock-free, so both work while a run is going on; `verify` exits 0 when the journal
+is sound and 2 when it is damaged or missing, naming the file and what is wrong.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""What a run counts for its metrics. The runner makes one per run and passes it down; each
-count is bumped where the thing happens, and only the runner reads the totals."""
+"""What a run counts for its metrics and its result. The runner makes one per run and passes it
+down; each count is bumped where the thing happens, and the run's last stage (`run.finish`) reads
+the totals. Nothing here decides anything from a count.
+"""
 
 from __future__ import annotations
 

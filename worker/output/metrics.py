@@ -1,22 +1,9 @@
 """Prometheus text metrics for node_exporter's textfile collector, written at the end of a run.
 
-Every metric describes the last run, so every one is a gauge, the `*_total` names included:
-`liquidator_retries_total` and `liquidator_reconciliations_total` are per-run values (a
-prometheus_client Counter would rename them and carry `_created`; their names predate this and
-stay). The text comes from prometheus_client (a registry of the run's own); the file is replaced
-atomically with mode 0644, set before the rename, since node_exporter reads it as another user
-(`write_to_textfile` would leave the umask's mode: 0600 under the unit's `UMask=0077`).
-The last successful run's timestamp is carried over from the previous file when this run failed,
-so an alert on "no success today" keeps working.
-
-prometheus_client is imported when a run writes metrics, not at start-up (it costs ~60 ms there,
-on every run).
-
-Observability never stops a flatten: a metrics file that cannot be written is a warning before
-the first close (`unwritable`, event `metrics_unavailable`) and an error event at the end
-(`write_failed`), never a refusal and never a different exit code. The book's state is the exit
-code's; a missing metrics file shows as absent metrics, which the "no success today" alert
-covers with `absent()` (deploy/README.md).
+Every metric describes the last run, so every one is a gauge (the `*_total` names included); the
+file is replaced atomically with mode 0644, and the last success's timestamp carries over a failed
+run. Metrics never stop a flatten nor change its exit code: a file that cannot be written is a
+warning and an error event.
 """
 
 from __future__ import annotations
@@ -40,6 +27,7 @@ def write_metrics(
     exit_code: int,
     finished_at: float,
 ) -> None:
+    # Imported here, not at start-up: only a run that writes metrics pays for it.
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
     counts = summarize(results)
@@ -64,6 +52,7 @@ def write_metrics(
         "Targets with more than one filled closing order.",
         counts["extra_orders"],
     )
+    # Per-run values under public `_total` names: a Counter would rename them and add `_created`.
     gauge("liquidator_retries_total", "Requests retried in the last run.", retries)
     gauge(
         "liquidator_reconciliations_total",
@@ -87,6 +76,7 @@ def write_metrics(
             "When the last run that closed everything finished.",
             round(last_success, 3),
         )
+    # node_exporter reads it as another user; the unit's UMask=0077 would leave 0600.
     write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
 
 

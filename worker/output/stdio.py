@@ -1,12 +1,8 @@
 """stdout and stderr that cannot stop a run: a reader that goes away is not a crash.
 
-`liquidator run … | head` closes the pipe after ten lines; a terminal or ssh session that hangs
-up turns writes into EIO. Either way the next event would raise (BrokenPipeError, OSError) in
-the middle of the fan-out, and closes already sent would be left unfollowed and unreported. The
-run's truth lives in its journal and its report, not in its output: so a write that fails is
-dropped, the stream's descriptor is pointed at /dev/null (the interpreter's last flush at exit
-then succeeds too, and the exit code stays the run's), and one line says so on the other stream
-when that one still works.
+A write that fails (a closed pipe, a hung-up terminal) is dropped, the stream is pointed at
+/dev/null and one line says so on the other stream. The run's truth lives in its journal and
+report, so output never raises into the fan-out.
 """
 
 from __future__ import annotations

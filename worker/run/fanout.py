@@ -1,10 +1,8 @@
 """The fan-out: a bounded pool of workers closing targets, and the stop deadline.
 
-Each target is handed to exactly one worker. Once a stop is requested no worker starts a new
-target; those still running get `grace_s` to finish (their requests in flight end or time out,
-unknown outcomes are looked at), then they are cancelled and reported as unknown, never lost.
-A worker that dies of an unexpected error stops the run the same way, so every target still
-ends with an outcome and the report is written.
+Each target goes to exactly one worker; once a stop is requested no new target starts, and those
+running get `grace_s` before they are cancelled and reported as unknown. A target is never lost:
+every one ends with an outcome, even when a worker dies.
 """
 
 from __future__ import annotations

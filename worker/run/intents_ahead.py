@@ -1,18 +1,9 @@
 """Intents recorded ahead of the fan-out: each target's first close journaled a block at a time.
 
-No close is sent before its intent is committed (`worker.journal.store`). Committed as each close
-reaches the wire, that is a commit every few closes, in the journal's thread, competing with the
-fan-out for the CPU. Here a block of targets' first intents is committed in one go before the
-workers reach it, the next block's commit overlapping this block's sends, so
-`Journal.intent` finds them already on disk. Re-sends and residue closes record theirs as before.
-
-What it costs in safety: nothing. A crash leaves intents for up to two blocks of closes that
-were never sent; the next run looks before closing those positions, as it does for every intent
-(a look that finds no close and an open position sends one). A run that ends in order
-withdraws the intents it never used (`Journal.finish_run`). An intent recorded ahead is used
-only within AHEAD_FRESH_S of its commit and while the journal works: a host that lost its
-journal (with PostgreSQL, its session and the lock) sends nothing it could not commit now, so a
-standby that took over and waited out the requests in flight finds every close it must see.
+A block's intents are committed in one go before the workers reach it, so `Journal.intent` finds
+them on disk; re-sends and residue closes record their own. An intent recorded ahead is used only
+within AHEAD_FRESH_S of its commit and while the journal works, and a run that ends in order
+withdraws those it never used.
 """
 
 from __future__ import annotations

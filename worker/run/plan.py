@@ -1,15 +1,9 @@
 """Turn target specs into the positions to close: list each account once, resolve, deduplicate.
 
-Instruments are resolved by symbol or UUID against the account's positions, so the close path
-always names the instrument by UUID. A position named twice is closed once. A named instrument
-the account does not hold is already flat, once the API confirms it knows the instrument (a typo
-fails as "unknown instrument"): nothing is sent for it. An account that cannot be listed fails
-its own targets alone.
-
-An `exclude` entry that matches none of the account's positions is looked up the same way: one
-the API does not know is a typo that would close the position it was meant to keep, so the run
-is refused (`Plan.refusals`). One the API knows but the account does not hold excludes nothing
-and harms nothing: a desk may keep one exclude list for accounts that hold different things.
+Instruments are resolved to their UUID against the account's positions, a position named twice is
+closed once, and a named instrument the account does not hold is already flat once the API knows
+it. An `exclude` the API does not know refuses the run: it never closes a position it was told to
+keep.
 """
 
 from __future__ import annotations

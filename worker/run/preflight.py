@@ -1,7 +1,7 @@
-"""Before the plan: the key checked against the server's clock (its time read once, carried on
-by the monotonic clock, never by the local wall clock), then, with `--before-close`, the wait for
-today's close window, and with `--at-close`, today's market-on-close cutoff. Nothing here changes
-anything."""
+"""Before the plan: the key checked against the server's clock, then the wait for today's close
+window (`--before-close`) or the market-on-close cutoff (`--at-close`). Time comes from the server,
+carried on by the monotonic clock, never from the local wall clock; nothing here changes anything.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,9 @@
-"""One run, as its stages: preflight (key, clock, close window), plan, confirm, journal, fan-out
-and follow (`run.close_stage`), finish (report, metrics). Each stage returns its value, or how the
-run ended (`worker.run.ended.Ended`); the command line maps what happened to an exit code.
+"""One run, as its stages: preflight, plan, confirm, journal, fan-out and follow
+(`run.close_stage`), finish. Each stage returns its value or how the run ended
+(`worker.run.ended.Ended`).
 
-The orchestrator owns the pacer (in-flight and per-second bounds), the stop event and the run's
-counters. A stop request (SIGTERM, SIGINT, SIGHUP) is an event, not an exception: no new close
-starts, requests in flight finish or time out, unknown outcomes are looked at while the grace
-period lasts, and the run ends aborted, with its report.
+The orchestrator owns the pacer, the stop event and the run's counters; a stop request is an
+event, never an exception thrown into a stage.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
 """Accounts as the simulator answers them: the list (`get_accounts`), one account, balances.
 
-An account's balances are derived from its book, so they move with its fills: cash starts at
-`STARTING_CASH` and each execution moves it by its notional (a sell adds, a buy takes away),
-market values are the positions at their prices. Fills happen at the position's own price, so
-equity does not move and there is no P&L. Margin is Reg T with a 2x multiplier and no margin
-details; `buying_power` is `SimConfig.buying_power` when set (the risk check's figure).
+Balances are derived from the account's book and move with its fills (Reg T, 2x, no P&L since
+fills happen at the position's own price). Nothing here books an order.
 """
 
 from __future__ import annotations

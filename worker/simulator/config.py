@@ -105,7 +105,7 @@ class SimConfig:
     # delays, the listing lags below. A `SimClock` is the server's own clock, apart from the
     # host's (a test can step the host's clock and not the server's) and advanced at will.
     clock: Callable[[], float] = time.time
-    # Evidence attacks (issue 19): order timestamps (created_at) stamped this many seconds off
+    # Evidence attacks: order timestamps (created_at) stamped this many seconds off
     # the clock GET /v1/clock answers (negative: behind), as a separate order system's clock.
     order_time_offset_s: float = 0.0
     # GET .../orders (every filter, `order_ids` included) leaves an order out until this many

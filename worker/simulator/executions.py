@@ -1,9 +1,6 @@
 """`get_executions`: an account's fills, newest first, with the spec's filters and pagination.
 
-Every fill the book makes (a close, an order from order entry, another participant's order)
-is one execution at the price it filled at: the position's seeded price, or with a book with
-depth one execution per level taken, at that level's price (market.py). A partial fill is the
-executions of the part filled.
+Every fill the book makes is one execution at its price (one per book level taken). Read only.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
-"""The simulator's market: a quote and a book with depth per instrument, the fills it gives.
+"""The simulator's market: a quote and a book with depth per instrument, and the fills it gives.
 
-Each instrument's book is centred on its seeded price (a `Liquidity.price`, else the price an
-account holds it at, else the seeded listing price) with `spread_bps` between the best bid and
-ask and `depth` levels a side, `level_step_bps` apart, each of about `level_size` shares
-(seeded). A market order walks the other side level by level; a limit order takes only the
-levels at or better than its limit. What is taken is gone until the book refills (`refill_s`;
-None: never, a thin book). With `depth` 0 (the default) there is a quote but no book: fills are
-at the position's seeded price, as the simulator has always filled. The market is the rest of
-the world: the simulator's own resting limit orders are not levels of it.
+Each book is centred on the instrument's seeded price with `spread_bps` between best bid and ask and
+`depth` levels a side; what an order takes is gone until the book refills. With `depth` 0 there is
+a quote but no book and fills are at the position's seeded price.
 """
 
 from __future__ import annotations

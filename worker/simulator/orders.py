@@ -1,15 +1,8 @@
 """The simulator's order entry: submit_orders, cancel_all_open_orders and cancel_open_order.
 
-A client `id` is unique per account: a submission reusing one (or naming one twice) is refused
-with 409 naming every such order, and creates nothing, so a re-sent submission can never make a
-second order. A batch is checked whole before anything is booked; how the server treats a batch
-(its size limit, one refused order, orders left out of the reply) follows the batch settings of
-`SimConfig` (docs/simulator.md, "Batches"). Market orders (DAY, GOOD_TILL_CANCEL,
-IMMEDIATE_OR_CANCEL, FILL_OR_KILL) fill `fill_delay_s` after they are accepted, as closes do;
-AT_THE_CLOSE orders rest (NEW) until today's simulated regular close (the calendar's, early
-closes included) and fill then. Limit orders fill when marketable on an instrument with a book
-(market.py) and rest otherwise; without a book they rest and never fill. Any instrument the
-simulator knows can be traded: an order in one the account does not hold opens a position.
+A client `id` is unique per account: a submission reusing one is refused with 409 and creates
+nothing, so a re-sent submission never makes a second order. A batch is checked whole before
+anything is booked (`SimConfig`'s batch settings, docs/simulator.md).
 """
 
 from __future__ import annotations

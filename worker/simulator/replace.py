@@ -1,11 +1,7 @@
 """`replace_order`: PATCH /v1/accounts/{account_id}/orders/{order_id} (ReplaceOrderRequest).
 
-The simulator models a new `limit_price` (limit orders) and a new `quantity` (above what has
-filled); at least one, as the spec says. The order keeps its id. A limit order the replace
-makes marketable meets the book at once; the reply is the Order, its status PENDING_REPLACE
-while it still works (the spec's example), else where the replace left it (FILLED). An order
-that is no longer open cannot be replaced: 400 when named by its id, 404 by a client id (a
-client id names an order only while it is open), as for an unknown order.
+A new `limit_price` or `quantity` (above what has filled) on an open order, which keeps its id; an
+order no longer open is never replaced (400 by its id, 404 by a client id).
 """
 
 from __future__ import annotations

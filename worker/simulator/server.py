@@ -1,8 +1,7 @@
 """The simulator's HTTP face: the API's routes, envelope, auth, faults, and counts at the server.
 
-Every request is counted (in flight, per route, arrival time) once it has arrived whole, before
-anything else happens, so tests can prove the worker's bounds from what the server saw. Faults
-are drawn from a seeded RNG.
+Every request is counted once it has arrived whole, before anything else happens, so tests can
+prove the worker's bounds from what the server saw. Faults are drawn from a seeded RNG.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """`get_snapshots`: GET /v1/market-data/snapshot, one MarketDataSnapshot per instrument asked.
 
-The quote is the book's best bid and ask with their sizes (market.py); a halted instrument has
-no quote (`last_quote` null), a side the book has run out of is null (one-sided, no midpoint).
-The spec's SnapshotQuote carries no time; the simulator adds `last_quote.timestamp` (when the
-quote was made, RFC 3339 with nanoseconds), which a client must treat as optional.
+The quote is the book's best bid and ask (none for a halted instrument, a null side for an empty
+one); `last_quote.timestamp` is the simulator's addition, which a client must treat as optional.
 """
 
 from __future__ import annotations

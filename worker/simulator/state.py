@@ -1,10 +1,8 @@
 """The simulator's book: accounts, positions, orders, and fills, in the API's shapes.
 
 Market orders fill `fill_delay_s` after creation, applied lazily whenever an account is touched,
-so 100,000 working orders cost no timers. A fill moves the position by the order's signed
-quantity: a duplicate close that fills flips the position, which is what the tests look for.
-Prices come from the market (market.py): the seeded price, or the levels of a book with depth,
-one execution per level taken.
+so many working orders cost no timers. A duplicate close that fills flips the position: that is
+what the tests look for.
 """
 
 from __future__ import annotations
