@@ -291,9 +291,8 @@ async def test_a_target_failed_with_unknown_outcome_read_half_open_gets_its_resi
         async def the_look_cannot_read() -> None:
             await until(lambda: sim.stats.by_route["close"] >= 1)
             sim.config.p_partial_fill = 0.0
-            sim.config.faults = {"orders": Faults(p_503=1.0, retry_after_s=0)}
-            await until(lambda: sim.stats.faults_injected["503"] >= 2)
-            sim.config.faults = {}
+            # The look's two tries fail (MAX_ATTEMPTS 2); following's reads then succeed.
+            sim.config.faults = {"orders": Faults(p_503=1.0, retry_after_s=0, max_faults=2)}
 
         gateway = asyncio.create_task(the_look_cannot_read())
         result, doc = await liquidate(

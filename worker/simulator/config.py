@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,9 +40,20 @@ class Faults:
     # than the client's timeout), as if a queue held it.
     p_apply_late: float = 0.0
     apply_late_s: float = 2.0
+    # At most this many faults from this set, so a test can say "the next two
+    # reads fail" without racing the client to switch the faults off.
+    max_faults: float = math.inf
+    drawn: int = field(default=0, init=False, repr=False)
 
     def draw(self, roll: float) -> str | None:
         """The fault for a uniform roll in [0, 1), or None."""
+        if self.drawn >= self.max_faults:
+            return None
+        fault = self._draw(roll)
+        self.drawn += fault is not None
+        return fault
+
+    def _draw(self, roll: float) -> str | None:
         for name, p in (
             ("429", self.p_429),
             ("503", self.p_503),
