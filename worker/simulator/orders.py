@@ -280,7 +280,6 @@ class OrderDesk:
 
     def _book_order(self, account: SimAccount, item: _Checked, now: float) -> SubmittedOrder:
         position = account.positions[item.iid]
-        closes = position.quantity != 0 and (item.side == "BUY") == (position.quantity < 0)
         order = SubmittedOrder(
             str(uuid.uuid4()),
             item.client_id or str(uuid.uuid4()),
@@ -294,7 +293,10 @@ class OrderDesk:
             "NEW" if item.tif == "AT_THE_CLOSE" else "PENDING_NEW",
             now,
             now,
-            is_close=closes and item.order_type == "MARKET",
+            # Every market order entered through the API counts as a close (the worker is
+            # the API's only client in tests; others trade through `add_participant_order`):
+            # one booked on a flat position, or past zero, is the double close a test must see.
+            is_close=item.order_type == "MARKET",
             limit_price=item.limit_price,
             # Market conditions (partial fills, rejects) as for close_position's orders.
             ends=_ends(self.book.market_draw(), item.tif) if item.order_type == "MARKET" else None,
