@@ -1,13 +1,32 @@
-"""Reviewer's throwaway attack tests (not for merge). Counted at the server."""
+"""REVIEW-19's attacks, rebuilt as tests and counted at the server: no position crosses zero, one
+closing order per position unless a residue is due, nothing reported flat while open, every
+order the server holds for the position in the report, and the exit code."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support import liquidate, seed
+from worker.exit_codes import ExitCode
 from worker.simulator import SimClock, SimConfig, Simulator, serve
 from worker.targets import TargetSpec
+
+
+def truthful(sim: Simulator, doc: dict[str, Any], account: int, iid: str) -> None:
+    """Server truth against the report, for one position."""
+    [r] = doc["results"]
+    held = sim.position_quantity(account, iid)
+    if r["outcome"] in ("closed", "already_flat"):
+        assert held == 0, r
+    else:
+        assert r["remaining_quantity"] in (str(held), None), r
+    at_server = {o["id"] for o in sim.closing_orders(account, iid)}
+    assert at_server <= {o["id"] for o in r["orders"]}, "an order the report does not show"
+    assert sim.crossed_zero() == []
+    assert sim.flipped_positions() == []
 
 
 async def test_attack_stale_positions_with_others_resting_order_submit_orders(
@@ -35,13 +54,33 @@ async def test_attack_stale_positions_with_others_resting_order_submit_orders(
     sim.fill_all()
     closes = sim.closing_orders(account, iid)
     print("closing orders at server:", [(o["side"], o["quantity"], o["status"]) for o in closes])
-    print("all orders:", [(o["client_order_id"], o["side"], o["quantity"], o["status"], o["filled_quantity"]) for o in sim.orders_of(account)])
-    print("report orders:", [(o["id"][:8], o.get("side"), o.get("quantity"), o.get("status")) for o in doc["results"][0]["orders"]])
+    print(
+        "all orders:",
+        [
+            (o["client_order_id"], o["side"], o["quantity"], o["status"], o["filled_quantity"])
+            for o in sim.orders_of(account)
+        ],
+    )
+    print(
+        "report orders:",
+        [
+            (o["id"][:8], o.get("side"), o.get("quantity"), o.get("status"))
+            for o in doc["results"][0]["orders"]
+        ],
+    )
     print("position at server:", sim.position_quantity(account, iid))
     print("crossed zero:", sim.crossed_zero())
-    print("report:", [(r["outcome"], r.get("remaining_quantity")) for r in doc["results"]], "exit", result.exit_code)
-    assert sim.crossed_zero() == []
+    print(
+        "report:",
+        [(r["outcome"], r.get("remaining_quantity")) for r in doc["results"]],
+        "exit",
+        result.exit_code,
+    )
+    truthful(sim, doc, account, iid)
     assert sim.position_quantity(account, iid) == 0
+    assert len(closes) == 1  # SELL 70; the desk's 30 did the rest: no residue was due
+    assert doc["results"][0]["outcome"] == "closed"
+    assert result.exit_code == ExitCode.OK
 
 
 async def test_attack_unknown_outcome_look_uses_time_window_close_position(
@@ -67,14 +106,20 @@ async def test_attack_unknown_outcome_look_uses_time_window_close_position(
 
         async def heal() -> None:
             import asyncio
+
             while sim.stats.by_route["close"] < 1:  # noqa: ASYNC110
                 await asyncio.sleep(0.002)
             sim.config.faults = {}
 
         import asyncio
+
         healer = asyncio.create_task(heal())
         result, doc = await liquidate(
-            sim, settings_for, tmp_path, [TargetSpec(account, None, cancel_orders=False)], reconcile_delay=0.05
+            sim,
+            settings_for,
+            tmp_path,
+            [TargetSpec(account, None, cancel_orders=False)],
+            reconcile_delay=0.05,
         )
         healer.cancel()
     finally:
@@ -83,11 +128,21 @@ async def test_attack_unknown_outcome_look_uses_time_window_close_position(
     print("close requests:", sim.stats.by_route["close"])
     print("all orders:", [(o["side"], o["quantity"], o["status"]) for o in sim.orders_of(account)])
     print("position at server:", sim.position_quantity(account, iid))
-    print("report:", [(r["outcome"], r.get("remaining_quantity"), r.get("error")) for r in doc["results"]])
-    assert sim.crossed_zero() == []
+    print(
+        "report:",
+        [(r["outcome"], r.get("remaining_quantity"), r.get("error")) for r in doc["results"]],
+    )
+    truthful(sim, doc, account, iid)
     assert sim.duplicate_closes() == []
+    assert sim.stats.by_route["close"] == 1  # the look saw the working close: none re-sent
+    assert sim.position_quantity(account, iid) == 0
+    assert result.exit_code == ExitCode.OK
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 3 not fixed: the first submission is sized from the plan's positions read",
+)
 async def test_attack_plan_sized_from_stale_positions_submit_orders(
     settings_for: Any, tmp_path: Path
 ) -> None:
@@ -109,10 +164,22 @@ async def test_attack_plan_sized_from_stale_positions_submit_orders(
     finally:
         await runner.cleanup()
     sim.fill_all()
-    print("all orders:", [(o["client_order_id"], o["side"], o["quantity"], o["status"]) for o in sim.orders_of(account)])
+    print(
+        "all orders:",
+        [
+            (o["client_order_id"], o["side"], o["quantity"], o["status"])
+            for o in sim.orders_of(account)
+        ],
+    )
     print("position at server:", sim.position_quantity(account, iid))
-    print("report:", [(r["outcome"], r.get("remaining_quantity")) for r in doc["results"]], result.exit_code)
-    assert sim.crossed_zero() == []
+    print(
+        "report:",
+        [(r["outcome"], r.get("remaining_quantity")) for r in doc["results"]],
+        result.exit_code,
+    )
+    truthful(sim, doc, account, iid)
+    assert sim.position_quantity(account, iid) == 0
+    assert result.exit_code == ExitCode.OK
 
 
 async def test_attack_rerun_after_partial_fill_submit_orders(
@@ -129,22 +196,48 @@ async def test_attack_rerun_after_partial_fill_submit_orders(
         keys = seed(sim, 64004, [100])
         [(account, iid)] = keys
         r1, d1 = await liquidate(
-            sim, settings_for, tmp_path, [TargetSpec(account, None)],
-            close_via="submit_orders", max_residue_closes=0,
+            sim,
+            settings_for,
+            tmp_path,
+            [TargetSpec(account, None)],
+            close_via="submit_orders",
+            max_residue_closes=0,
         )
-        print("run 1:", [(r["outcome"], r.get("remaining_quantity")) for r in d1["results"]], r1.exit_code)
+        print(
+            "run 1:",
+            [(r["outcome"], r.get("remaining_quantity")) for r in d1["results"]],
+            r1.exit_code,
+        )
         sim.config.p_partial_fill = 0.0
         r2, d2 = await liquidate(
-            sim, settings_for, tmp_path, [TargetSpec(account, None)],
-            close_via="submit_orders", flat_timeout=1.5,
+            sim,
+            settings_for,
+            tmp_path,
+            [TargetSpec(account, None)],
+            close_via="submit_orders",
+            flat_timeout=1.5,
         )
     finally:
         await runner.cleanup()
     sim.fill_all()
-    print("all orders:", [(o["client_order_id"], o["side"], o["quantity"], o["status"], o["filled_quantity"]) for o in sim.orders_of(account)])
+    print(
+        "all orders:",
+        [
+            (o["client_order_id"], o["side"], o["quantity"], o["status"], o["filled_quantity"])
+            for o in sim.orders_of(account)
+        ],
+    )
     print("position at server:", sim.position_quantity(account, iid))
-    print("run 2:", [(r["outcome"], r.get("remaining_quantity"), r.get("error")) for r in d2["results"]], r2.exit_code)
+    print(
+        "run 2:",
+        [(r["outcome"], r.get("remaining_quantity"), r.get("error")) for r in d2["results"]],
+        r2.exit_code,
+    )
     assert sim.position_quantity(account, iid) == 0
+    truthful(sim, d2, account, iid)
+    assert d2["results"][0]["outcome"] == "closed"
+    assert d2["results"][0]["residue_closes"] == 1  # the 50 left, under the next generation
+    assert r2.exit_code == ExitCode.OK
 
 
 async def test_a_market_order_that_flips_a_flat_position_counts_as_a_close() -> None:

@@ -97,7 +97,7 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
             )
         except ApiError as err:
             return _failed(result, f"an earlier run sent a close; could not check it: {err}")
-        if _settled_by(finding, ctx, target, result, why="an earlier run's close"):
+        if _settled_by(finding, ctx, target, result, why="an earlier run's close", prior=True):
             return result
     return await _close_with_retries(ctx, target, result)
 
@@ -243,7 +243,12 @@ async def send_one_close(
         sent.request_id,
         "found" if sent.found else "ok",
     )
-    record_orders(ctx, target, result, sent.orders, sent.request_id, reconciled=sent.found)
+    # A 409 on this run's first send of the target: the order under that id was created by an
+    # earlier run, before this run's plan read the position.
+    prior = sent.found and attempt == 1
+    record_orders(
+        ctx, target, result, sent.orders, sent.request_id, reconciled=sent.found, prior=prior
+    )
     return sent.orders
 
 
@@ -313,7 +318,13 @@ async def _look(
 
 
 def _settled_by(
-    finding: Finding, ctx: CloseContext, target: Target, result: TargetResult, *, why: str
+    finding: Finding,
+    ctx: CloseContext,
+    target: Target,
+    result: TargetResult,
+    *,
+    why: str,
+    prior: bool = False,
 ) -> bool:
     """True when the look ends this target's sending: following takes it from here.
 
@@ -323,7 +334,9 @@ def _settled_by(
     if finding.verdict is Verdict.CLOSED:
         result.reconciled = True
         result.fate = Fate.APPLIED
-        record_orders(ctx, target, result, finding.orders, finding.request_id, reconciled=True)
+        record_orders(
+            ctx, target, result, finding.orders, finding.request_id, reconciled=True, prior=prior
+        )
         return True
     if finding.verdict is Verdict.BUSY:
         result.reconciled = True
@@ -351,6 +364,7 @@ def record_orders(
     request_id: str,
     *,
     reconciled: bool,
+    prior: bool = False,
 ) -> None:
     for order in orders:
         # A reply may echo another instrument's order (a mixed-up reply): journaled and
@@ -359,7 +373,7 @@ def record_orders(
             order.instrument_id is None
             or order.instrument_id.lower() == target.instrument_id.lower()
         ):
-            result.note_order(order, own=not reconciled)
+            result.note_order(order, own=not reconciled, prior=prior)
     ctx.journal.orders(
         ctx.run_id,
         target.account_id,

@@ -53,6 +53,9 @@ class OrderSummary:
     own: bool = True  # in a close reply; False: found at the server (a look, or following)
     client_order_id: str = ""  # submit_orders: the id the worker derived (lq-...-gN)
     adopted: bool = False  # the job's own order, left working by an earlier run and followed
+    # Created before this run sent anything for the target (an earlier run's, found by a look,
+    # a 409 on the first send, or adopted): its fills so far are in the plan's positions read.
+    prior: bool = False
 
     @classmethod
     def of(cls, order: Order, *, own: bool = True, adopted: bool = False) -> OrderSummary:
@@ -104,14 +107,18 @@ class TargetResult:
         self.error = error
         return self
 
-    def note_order(self, order: Order, *, own: bool, adopted: bool = False) -> None:
+    def note_order(
+        self, order: Order, *, own: bool, adopted: bool = False, prior: bool = False
+    ) -> None:
         """Add an order, or refresh the status of one already listed (own stays own)."""
         for known in self.orders:
             if known.id == order.id:
                 known.status, known.filled_quantity = order.status, str(order.filled_quantity)
                 known.own = known.own or own
                 return
-        self.orders.append(OrderSummary.of(order, own=own, adopted=adopted))
+        summary = OrderSummary.of(order, own=own, adopted=adopted)
+        summary.prior = prior or adopted
+        self.orders.append(summary)
 
     @property
     def extra_orders(self) -> bool:
