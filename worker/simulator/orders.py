@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from worker.client_ids import PREFIX as CLIENT_ID_PREFIX
 from worker.simulator.calendar import market_hours
 from worker.simulator.config import SimConfig, SimStats
 from worker.simulator.replies import error, ok
@@ -280,6 +281,11 @@ class OrderDesk:
 
     def _book_order(self, account: SimAccount, item: _Checked, now: float) -> SubmittedOrder:
         position = account.positions[item.iid]
+        reduces = position.quantity != 0 and (item.side == "BUY") == (position.quantity < 0)
+        # The worker's orders (its client ids) count as closes wherever they land: one booked on
+        # a flat position, or past zero, is the double close a test must see. Others' orders
+        # (a desk opening a position through the API) count only when they reduce one.
+        workers = (item.client_id or "").startswith(CLIENT_ID_PREFIX)
         order = SubmittedOrder(
             str(uuid.uuid4()),
             item.client_id or str(uuid.uuid4()),
@@ -293,10 +299,7 @@ class OrderDesk:
             "NEW" if item.tif == "AT_THE_CLOSE" else "PENDING_NEW",
             now,
             now,
-            # Every market order entered through the API counts as a close (the worker is
-            # the API's only client in tests; others trade through `add_participant_order`):
-            # one booked on a flat position, or past zero, is the double close a test must see.
-            is_close=item.order_type == "MARKET",
+            is_close=item.order_type == "MARKET" and (reduces or workers),
             limit_price=item.limit_price,
             # Market conditions (partial fills, rejects) as for close_position's orders.
             ends=_ends(self.book.market_draw(), item.tif) if item.order_type == "MARKET" else None,
