@@ -407,7 +407,8 @@ class VirtualFollowing:
                 orders=self._orders, working_orders=self._orders, positions=self._positions
             ),
             stopping=asyncio.Event(),
-            sender=SimpleNamespace(recognises=lambda order, target: False),
+            sender=SimpleNamespace(recognises=lambda order, target: False, idempotent=False),
+            working_before={},
         )
         self.follower = Follower(
             ctx,  # type: ignore[arg-type]

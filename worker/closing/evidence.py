@@ -3,8 +3,9 @@
 Decisions only, from what the account's listings showed; `look` is the one read it makes.
 
 An order found at the server is the worker's close only with evidence: it did not exist in the
-orders snapshot taken before the fan-out, it was created after the attempt began, it is a market
-order closing the position as it stood when the attempt was sent, and its quantity matches.
+orders snapshot taken before the fan-out (its identity, not its timestamp: order timestamps may
+run behind the server's clock), it is a market order closing the position as it stood when the
+attempt was sent, and its quantity matches.
 Without evidence nothing settles the target as closed: no close is sent while any order on the
 instrument can still fill, and the position's state decides (`follow_step`).
 """
@@ -46,7 +47,6 @@ def is_our_close(
     *,
     instrument_id: str,
     reference: Decimal,
-    since: datetime,
     preexisting: Collection[str] | None,
 ) -> bool:
     """Evidence that `order` is the close sent while the position stood at `reference`.
@@ -61,7 +61,6 @@ def is_our_close(
         and order.side == closing_side(reference)
         and order.quantity == abs(reference)
         and not order.dead
-        and order.created_at >= since
         and (order.instrument_id is None or order.instrument_id.lower() == instrument_id.lower())
     )
 
@@ -74,10 +73,16 @@ async def look(
     reference: Decimal,
     preexisting: Collection[str] | None,
 ) -> Finding:
-    """What an unanswered close did. Raises `ApiError` when the reads fail even after retries."""
-    orders, order_request_ids = await reader.orders(
-        target.account_id, [target.instrument_id], since
-    )
+    """What an unanswered close did. Raises `ApiError` when the reads fail even after retries.
+
+    Every order on the instrument that can still fill is listed by status (any age, whatever its
+    timestamp says), and the instrument's orders without a time bound (a close that filled
+    already): one not in the snapshot is told apart by identity, never by a window on the
+    local or the order's clock. `since` is kept for callers; it bounds nothing here.
+    """
+    working, _ = await reader.working_orders(target.account_id, [target.instrument_id])
+    listed, order_request_ids = await reader.orders(target.account_id, [target.instrument_id], None)
+    orders = list({o.id: o for o in [*listed, *working]}.values())
     ours = [
         o
         for o in orders
@@ -85,7 +90,6 @@ async def look(
             o,
             instrument_id=target.instrument_id,
             reference=reference,
-            since=since,
             preexisting=preexisting,
         )
     ]

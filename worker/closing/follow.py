@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
@@ -57,11 +57,19 @@ class _Followed:
     # server did (flat: closed); read open with nothing working, it gets a residue close like
     # any other; its failure stands if it never reads flat.
     watch_only: bool = False
-    # The last position read that agreed with the job's fills (at first, the position the
-    # first close was sized for), and the job's signed fills when it was read. A later read
-    # that still shows it after more of the job's fills are known is stale: read again.
-    position_ref: Decimal | None = None
+    # What the position must read: `position_ref` (the plan's read; with close_position, the
+    # position the server sized the first close for) plus the signed fills of the job's orders
+    # since `fills_ref`, plus those of others' orders on the instrument since `others_ref`. A
+    # read that is anything else is a lagging listing or a fill nobody can explain: nothing is
+    # decided on it (a residue sized from it could flip the position); it is read again.
+    position_ref: Decimal = Decimal(0)
     fills_ref: Decimal = Decimal(0)
+    # Others' orders on the instrument, by id: their signed fills when first known (the
+    # reference), and as last read. Each is read by id until a listing shows it final.
+    others_ref: dict[str, Decimal] = field(default_factory=dict)
+    others_now: dict[str, Decimal] = field(default_factory=dict)
+    others_done: set[str] = field(default_factory=set)
+    anchored: bool = False  # the reference is the run's first close as the server sized it
     # A close sent with its outcome unknown and its order not yet found: the position it was
     # sent for. Nothing is decided for the target until its order is found, or a look after
     # quiet_until shows nothing was created.
@@ -122,8 +130,17 @@ class Follower:
             result,
             self._clock() + self._settings.timeout_s,
             watch_only=watch_only,
-            position_ref=sized_for(result, target),
+            position_ref=target.quantity,
+            # An earlier run's orders (found by a look, a 409 on the first send, or adopted)
+            # filled so far before the plan read the position: those fills are in it.
+            fills_ref=job_fills(result, prior_only=True),
         )
+        # Others' orders on the instrument that could still fill before the fan-out: their
+        # fills from then on move the position too (counted, cancel_orders off).
+        for o in self._ctx.working_before.get(target.account_id, []):
+            if (o.instrument_id or "").lower() == target.instrument_id.lower():
+                followed.others_ref[o.id] = followed.others_now[o.id] = _signed_fill(o)
+        self._anchor(followed)
         if watch_only or (result.fate is Fate.UNKNOWN and not result.orders):
             # Its last close may have landed unseen: find it, or prove it did nothing, first.
             followed.unresolved = followed.position_ref or target.quantity
@@ -264,9 +281,10 @@ class Follower:
         """Positions and orders of these instruments, and the orders listing's request_id.
 
         Orders come from up to three listings, merged by id: every order that can still fill, of
-        any age (by status); the job's own orders not read final there, by their ids (and the
-        client id a close whose reply was lost went under); and, while such a close is not
-        found, those created since the run began (by the server's time).
+        any age (by status); the job's own orders and the others' orders counted in the expected
+        position not read final there, by their ids (and the client id a close whose reply was
+        lost went under); and, while such a close is not found, every order on the instruments
+        (no time bound).
         """
         positions: dict[str, Decimal] = {}
         request_id = ""
@@ -282,8 +300,10 @@ class Follower:
             listed_orders, request_ids = await reader.working_orders(account_id, chunk)
             request_id = request_ids[-1]
             if any(f.unresolved is not None for f in followed):
-                # A close whose reply was lost may have filled already: the recent ones too.
-                recent, _ = await reader.orders(account_id, chunk, self._since)
+                # A close whose reply was lost may have filled already: the instruments' final
+                # orders too. Not bounded by time (order timestamps may run behind the server's
+                # clock): which are the job's is told by identity (`recognises`).
+                recent, _ = await reader.orders(account_id, chunk, None)
                 listed_orders = [*listed_orders, *recent]
             seen = {o.id for o in listed_orders}
             wanted = [i for i in self._ids_to_read(followed) if i not in seen]
@@ -307,6 +327,8 @@ class Follower:
         ids: list[str] = []
         for f in followed:
             ids.extend(o.id for o in f.result.orders if o.status in WORKING_STATUSES)
+            # Others' orders counted in the expected position: their fills, to the last one.
+            ids.extend(i for i in f.others_now if i not in f.others_done)
             if f.unresolved is not None:
                 named = self._ctx.sender.client_id(f.target, f.result)
                 if named is not None:
@@ -335,6 +357,9 @@ class Follower:
                     request_id,
                     reconciled=True,
                 )
+            else:
+                self._note_other(followed, order)
+        self._anchor(followed)
         life.position_read(result, position)
         if len(result.orders) > known_before and followed.unresolved is not None:
             followed.unresolved = None  # the close whose reply was lost is found
@@ -343,10 +368,15 @@ class Follower:
         # are behind it (a lag), not the truth. Nothing is decided on them.
         if any(o.status in WORKING_STATUSES and o.id not in shown for o in result.orders):
             return
-        if not self._position_agrees(followed, position):
-            return  # the positions listing does not yet show a fill the job knows of
+        if any(i not in shown and i not in followed.others_done for i in followed.others_now):
+            return  # an order counted in the expected position was not read: read again
         now = self._clock()
         working = any(o.working for o in orders)
+        if followed.unresolved is None and not self._explained(followed, position):
+            # A lagging positions listing, or a fill the job cannot explain: a residue sized
+            # from it could flip the position. Read again (at the deadline once more, then
+            # not_flat with what was read).
+            return
         if followed.unresolved is not None:
             if working or now < followed.quiet_until:
                 return
@@ -374,24 +404,50 @@ class Follower:
         elif step is Step.RESIDUE:
             await self._residue(followed, position)
 
-    def _position_agrees(self, followed: _Followed, position: Decimal) -> bool:
-        """Whether the position read shows the job's fills: a read unchanged since before a fill
-        the job knows of is stale. One that agrees becomes the reference for the next."""
-        fills = job_fills(followed.result)
-        if (
-            followed.position_ref is not None
-            and fills != followed.fills_ref
-            and position == followed.position_ref
-        ):
-            return False
-        if followed.unresolved is None and not any(
-            o.status in WORKING_STATUSES for o in followed.result.orders
-        ):
-            # Only with every order of the job known and final: a read beside one still
-            # working, or beside a close whose reply was lost and whose order is not yet found,
-            # may already show a fill the job does not know of (it fills between the reads).
-            followed.position_ref, followed.fills_ref = position, fills
-        return True
+    def _explained(self, followed: _Followed, position: Decimal) -> bool:
+        """Whether the read is what the fills known predict. An earlier run's order found
+        already filled may have filled before the plan's read or after it (the two are not
+        ordered by anything the worker can read): either prediction is taken."""
+        expected = self._expected(followed)
+        return position in (expected, expected + followed.fills_ref)
+
+    def _expected(self, followed: _Followed) -> Decimal:
+        """The position the reference and every fill known since predict."""
+        others = sum(
+            (
+                now - followed.others_ref.get(i, Decimal(0))
+                for i, now in followed.others_now.items()
+            ),
+            Decimal(0),
+        )
+        return followed.position_ref + job_fills(followed.result) - followed.fills_ref + others
+
+    def _anchor(self, followed: _Followed) -> None:
+        """close_position: the server sized the run's first close for the position as it stood
+        then, a better reference than the plan's read (others may have traded in between). From
+        there only the fills that came after it count."""
+        if followed.anchored or self._ctx.sender.idempotent:
+            return
+        first = next((o for o in followed.result.orders if not o.prior), None)
+        if first is None:
+            return
+        followed.anchored = True
+        quantity = Decimal(first.quantity)
+        followed.position_ref = quantity if first.side.startswith("SELL") else -quantity
+        followed.fills_ref = job_fills(followed.result, prior_only=True)
+        followed.others_ref.update(followed.others_now)
+
+    def _note_other(self, followed: _Followed, order: Order) -> None:
+        """Another's order on the instrument: counted from the fills it had when first seen
+        (earlier fills are in the reference, or the reads will not agree), read by id until
+        final. One first seen final has nothing left to move."""
+        if order.id not in followed.others_now:
+            if not order.working:
+                return
+            followed.others_ref[order.id] = _signed_fill(order)
+        followed.others_now[order.id] = _signed_fill(order)
+        if not order.working:
+            followed.others_done.add(order.id)
 
     def _nothing_created(self, followed: _Followed) -> None:
         """The close whose outcome was unknown created no order: it changed nothing."""
@@ -469,7 +525,8 @@ class Follower:
         if sent is None:
             life.residue_uncounted(result)
             return
-        followed.position_ref, followed.fills_ref = position, job_fills(result)
+        # The residue's order is the job's: its fills, the reply's included, move the expected
+        # position as they come (the reference stays where it was).
         events.residue_close_sent(
             account_id=target.account_id,
             instrument=target.instrument,
@@ -545,25 +602,21 @@ class Follower:
         self._report(followed.result)
 
 
-def job_fills(result: TargetResult) -> Decimal:
-    """What the job's orders have filled, signed as it moves the position (a sell is minus)."""
+def job_fills(result: TargetResult, *, prior_only: bool = False) -> Decimal:
+    """What the job's orders have filled, signed as it moves the position (a sell is minus);
+    `prior_only`: only the orders created before this run sent anything for the target."""
     return sum(
         (
             Decimal(o.filled_quantity) * (-1 if o.side.startswith("SELL") else 1)
             for o in result.orders
+            if o.prior or not prior_only
         ),
         Decimal(0),
     )
 
 
-def sized_for(result: TargetResult, target: Target) -> Decimal:
-    """The position the target's first close was sized for: its order's side and quantity (the
-    server sizes close_position), or the plan's when no order of it is known."""
-    for o in result.orders:
-        if o.own:
-            quantity = Decimal(o.quantity)
-            return quantity if o.side.startswith("SELL") else -quantity
-    return target.quantity
+def _signed_fill(order: Order) -> Decimal:
+    return order.filled_quantity * (-1 if order.side.startswith("SELL") else 1)
 
 
 def _fresher(known: Order | None, other: Order) -> Order:

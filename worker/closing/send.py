@@ -86,7 +86,7 @@ async def close_target(ctx: CloseContext, target: Target, result: TargetResult) 
             )
         except ApiError as err:
             return life.failed(result, f"an earlier run sent a close; could not check it: {err}")
-        step = _settled_by(finding, ctx, target, result, why="an earlier run's close")
+        step = _settled_by(finding, ctx, target, result, why="an earlier run's close", prior=True)
         if step is not None:
             return step
     return await _close_with_retries(ctx, target, result)
@@ -191,8 +191,17 @@ async def send_one_close(
             return None
         life.send_failed(ctx.journal, ctx.run_id, target, result, err)
         raise
+    # A 409 on this run's first send of the target: the order under that id was created by an
+    # earlier run, before this run's plan read the position.
     life.sent(
-        ctx.journal, ctx.run_id, target, result, sent.orders, sent.request_id, found=sent.found
+        ctx.journal,
+        ctx.run_id,
+        target,
+        result,
+        sent.orders,
+        sent.request_id,
+        found=sent.found,
+        prior=sent.found and result.attempts == 1,
     )
     return sent.orders
 
@@ -255,7 +264,13 @@ async def _look(
 
 
 def _settled_by(
-    finding: Finding, ctx: CloseContext, target: Target, result: TargetResult, *, why: str
+    finding: Finding,
+    ctx: CloseContext,
+    target: Target,
+    result: TargetResult,
+    *,
+    why: str,
+    prior: bool = False,
 ) -> Next | None:
     """What is next when the look ends this target's sending; None: sending goes on.
 
@@ -264,7 +279,13 @@ def _settled_by(
     life.looked(result, finding.request_id)
     if finding.verdict is Verdict.CLOSED:
         return life.found(
-            ctx.journal, ctx.run_id, target, result, finding.orders, finding.request_id
+            ctx.journal,
+            ctx.run_id,
+            target,
+            result,
+            finding.orders,
+            finding.request_id,
+            prior=prior,
         )
     if finding.verdict is Verdict.BUSY:
         return life.busy(result)  # nothing is sent while an order can still fill

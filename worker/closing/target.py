@@ -87,8 +87,13 @@ class Target:
 # -- orders --------------------------------------------------------------------------------
 
 
-def note_order(result: TargetResult, order: Order, *, own: bool, adopted: bool = False) -> None:
-    """Add an order, or refresh the status of one already listed (own stays own)."""
+def note_order(
+    result: TargetResult, order: Order, *, own: bool, adopted: bool = False, prior: bool = False
+) -> None:
+    """Add an order, or refresh the status of one already listed (own stays own).
+
+    `prior`: created before this run sent anything for the target (an earlier run's, found by a
+    look, a 409 on the first send, or adopted), so its fills so far are in the plan's read."""
     for known in result.orders:
         if known.id == order.id:
             known.status, known.filled_quantity = order.status, str(order.filled_quantity)
@@ -105,6 +110,7 @@ def note_order(result: TargetResult, order: Order, *, own: bool, adopted: bool =
             own,
             order.client_order_id,
             adopted,
+            prior or adopted,
         )
     )
 
@@ -118,6 +124,7 @@ def record_orders(
     request_id: str,
     *,
     reconciled: bool,
+    prior: bool = False,
 ) -> None:
     """Orders of a close (in its reply, or found): listed, journaled, and logged."""
     for order in orders:
@@ -127,7 +134,7 @@ def record_orders(
             order.instrument_id is None
             or order.instrument_id.lower() == target.instrument_id.lower()
         ):
-            note_order(result, order, own=not reconciled)
+            note_order(result, order, own=not reconciled, prior=prior)
     journal.orders(
         run_id, target.account_id, target.instrument_id, orders, request_id, reconciled=reconciled
     )
@@ -209,6 +216,7 @@ def sent(
     request_id: str,
     *,
     found: bool,
+    prior: bool = False,
 ) -> Next:
     """The close was applied (its reply, or its client id's order found): follow it to flat."""
     result.request_ids.append(request_id)
@@ -221,7 +229,9 @@ def sent(
         request_id,
         "found" if found else "ok",
     )
-    record_orders(journal, run_id, target, result, orders, request_id, reconciled=found)
+    record_orders(
+        journal, run_id, target, result, orders, request_id, reconciled=found, prior=prior
+    )
     return Next.FOLLOW
 
 
@@ -293,11 +303,13 @@ def found(
     result: TargetResult,
     orders: Sequence[Order],
     request_id: str,
+    *,
+    prior: bool = False,
 ) -> Next:
     """A look found the close (evidence it is ours): no re-send, follow it."""
     result.reconciled = True
     result.fate = Fate.APPLIED
-    record_orders(journal, run_id, target, result, orders, request_id, reconciled=True)
+    record_orders(journal, run_id, target, result, orders, request_id, reconciled=True, prior=prior)
     return Next.FOLLOW
 
 

@@ -49,6 +49,9 @@ class OrderSummary:
     own: bool = True  # in a close reply; False: found at the server (a look, or following)
     client_order_id: str = ""  # submit_orders: the id the worker derived (lq-...-gN)
     adopted: bool = False  # the job's own order, left working by an earlier run and followed
+    # Created before this run sent anything for the target (an earlier run's, found by a look,
+    # a 409 on the first send, or adopted): its fills so far are in the plan's positions read.
+    prior: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
