@@ -258,7 +258,7 @@ async def test_a_paused_host_whose_session_ended_sends_nothing_when_it_resumes(
     import signal
 
     from tests.support import finish, start_liquidator, until_closes_seen
-    from tests.test_journal_postgres import read_until_event
+    from tests.journal.test_journal_postgres import read_until_event
 
     positions = seed_accounts(sim, 2, 100)
     sim.config.fill_delay_s = 3600  # A's orders still work when B looks

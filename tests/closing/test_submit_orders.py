@@ -112,7 +112,7 @@ async def test_a_rerun_adopts_the_journaled_ids_still_working(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     """A crash after the intents were committed: the rerun finds the orders by their journaled
-    ids, still working, and follows them; it sends nothing (tests/test_adoption.py)."""
+    ids, still working, and follows them; it sends nothing (tests/scenarios/test_adoption.py)."""
     keys = seed(sim, 71002, [25, -40, 15])
     # Still working when the rerun adopts, after it waited out the killed run (settle_s).
     sim.config.fill_delay_s = 2.5
