@@ -17,6 +17,19 @@ from worker.output import events
 from worker.simulator import SimConfig, Simulator, serve
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test, and every process it starts, gets a throwaway HOME and XDG_STATE_HOME and no
+    state directory from the outer environment: a run without --state-dir journals in there,
+    never in the user's ~/.local/state/liquidator."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    for name in ("STATE_DIRECTORY", "LIQUIDATOR_STATE_DIR", "LIQUIDATOR_JOURNAL_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
 @pytest.fixture
 def sim_config() -> SimConfig:
     """Override in a test module to seed faults; the default is a well-behaved API."""

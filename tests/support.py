@@ -12,8 +12,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from aiohttp import web
 
 from worker.api.client import TradingApi, open_session
 from worker.api.pace import Pacer
+from worker.closing.client_ids import SHAPE
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import Simulator
@@ -98,6 +101,26 @@ class RecordedSleeps:
         self.waits.append(seconds)
 
 
+class FakeClock:
+    """A clock the test moves, in epoch seconds: a simulator's or a pacer's `clock`. Its
+    `sleep` moves it instead of waiting, so an injected wait takes no real time."""
+
+    def __init__(self, at: datetime | float = 1000.0) -> None:
+        self.now = at.timestamp() if isinstance(at, datetime) else at
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def set(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+    async def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -152,15 +175,6 @@ def seed_accounts(sim: Simulator, accounts: int, per_account: int) -> list[tuple
     return positions
 
 
-def assert_exactly_once(sim: Simulator, positions: list[tuple[int, str]]) -> None:
-    """Counted at the server: one closing order per position, none doubled, none flipped."""
-    sim.fill_all()
-    assert sim.duplicate_closes() == []
-    assert sim.flipped_positions() == []
-    counts = [len(sim.closing_orders(a, i)) for a, i in positions]
-    assert counts == [1] * len(positions)
-
-
 async def until_closes_seen(sim: Simulator, count: int, limit_s: float = 20) -> None:
     deadline = time.monotonic() + limit_s
     while sim.stats.by_route["close"] < count:
@@ -172,6 +186,19 @@ async def finish(proc: asyncio.subprocess.Process, limit_s: float = 30) -> tuple
     out, err = await asyncio.wait_for(proc.communicate(), limit_s)
     assert proc.returncode is not None
     return proc.returncode, out.decode() + err.decode()
+
+
+async def read_until_event(proc: asyncio.subprocess.Process, name: str) -> str:
+    """The lines a process printed up to and including its first `name` event."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 20
+    while f'"event":"{name}"' not in (lines[-1] if lines else ""):
+        assert time.monotonic() < deadline, f"never saw {name}: {''.join(lines)}"
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line, f"ended before {name}: {''.join(lines)}"
+        lines.append(line)
+    return "".join(lines)
 
 
 def event_lines(output: str, name: str) -> list[dict[str, object]]:
@@ -239,9 +266,24 @@ async def start_liquidator(
 FAST_FOLLOW = {"flat_timeout": 3.0, "follow_pause": 0.02, "follow_pause_max": 0.1}
 
 
-def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str]]:
+# A position as the tests name it, and with the quantity it held when seeded.
+Key = tuple[int, str]
+Held = tuple[int, str, int]
+
+
+def seed(sim: Simulator, account: int, sizes: list[int], *, prefix: str = "P") -> list[Key]:
+    """`account` holding one position per size (negative: short): (account, instrument id)."""
     sim.add_account(account)
-    return [(account, sim.add_position(account, f"P{k}", str(q))) for k, q in enumerate(sizes)]
+    return [
+        (account, sim.add_position(account, f"{prefix}{k}", str(q))) for k, q in enumerate(sizes)
+    ]
+
+
+def seed_held(sim: Simulator, account: int, sizes: list[int], *, prefix: str = "S") -> list[Held]:
+    """As `seed`, each with the quantity it held: (account, instrument id, quantity)."""
+    return [
+        (a, i, q) for (a, i), q in zip(seed(sim, account, sizes, prefix=prefix), sizes, strict=True)
+    ]
 
 
 async def liquidate(
@@ -251,6 +293,7 @@ async def liquidate(
     specs: list[TargetSpec],
     **overrides: Any,
 ) -> tuple[RunResult, dict[str, Any]]:
+    """One run in this process with FAST_FOLLOW (and `overrides`): its result and its report."""
     report = tmp_path / "report.json"
     result = await run(
         settings_for(sim, **{**FAST_FOLLOW, **overrides}),
@@ -260,24 +303,65 @@ async def liquidate(
     return result, json.loads(report.read_text())
 
 
-def the_truth(sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str]]) -> None:
-    """What "Done when" asks, counted at the server."""
-    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
-    for account, iid in keys:
-        result = by_key[(account, iid)]
+def the_truth(
+    sim: Simulator,
+    doc: dict[str, Any] | None,
+    keys: Sequence[Key | Held],
+    *,
+    fill_first: bool = False,
+    one_order: bool = False,
+    flat: bool = False,
+    client_ids: bool = False,
+    all_in: bool = True,
+) -> None:
+    """The one server-truth check: what "Done when" asks, counted at the server.
+
+    Always: no position flipped. With held quantities (`seed_held`): what filled is exactly
+    what was held (nothing sold twice). With the report (`doc`): each target's outcome agrees
+    with the server (closed or already flat: flat; else not_flat with what is still held),
+    every closing order at the server is in the report, and extra_orders is true exactly when
+    more than one closing order filled. Options: `fill_first` fills what still works before
+    counting; `one_order`: one closing order per position, ever, none a duplicate; `flat`:
+    every position flat (and, with the report, closed); `client_ids`: each order under its
+    own well-formed client id; `all_in` False: a rerun's report holds only what was still
+    open when it planned."""
+    if fill_first:
+        sim.fill_all()
+    if one_order:
+        assert sim.duplicate_closes() == []
+        counts = [len(sim.closing_orders(key[0], key[1])) for key in keys]
+        assert counts == [1] * len(keys), counts
+    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]} if doc else {}
+    for key in keys:
+        account, iid = key[0], key[1]
         held = sim.position_quantity(account, iid)
+        server_orders = {o["id"]: o for o in sim.closing_orders(account, iid)}
+        if flat:
+            assert held == 0, by_key.get((account, iid))
+        for quantity in key[2:]:
+            filled = sum(Decimal(o["filled_quantity"]) for o in server_orders.values())
+            assert filled == abs(quantity), list(server_orders.values())
+        if client_ids:
+            ids = [o["client_order_id"] for o in server_orders.values()]
+            assert len(ids) == len(set(ids)), ids
+            assert all(SHAPE.match(i) for i in ids), ids
+        if doc is None or (not all_in and (account, iid) not in by_key):
+            continue
+        result = by_key[(account, iid)]
+        if flat:
+            assert result["outcome"] == "closed", result
         if result["outcome"] in ("closed", "already_flat"):
             assert held == 0, f"{result['outcome']} while {held} is open: {result}"
         else:
             assert result["outcome"] == "not_flat", result
             assert result["remaining_quantity"] == str(held)
-        server_orders = {o["id"]: o for o in sim.closing_orders(account, iid)}
         listed = {o["id"] for o in result["orders"]}
         assert set(server_orders) <= listed, "a closing order the report does not show"
-        filled = sum(o["status"] == "FILLED" for o in server_orders.values())
-        assert result["extra_orders"] is (filled > 1)
+        filled_orders = sum(o["status"] == "FILLED" for o in server_orders.values())
+        assert result["extra_orders"] is (filled_orders > 1)
     assert sim.flipped_positions() == []
-    assert doc["summary"]["extra_orders"] == sum(r["extra_orders"] for r in doc["results"])
+    if doc is not None:
+        assert doc["summary"]["extra_orders"] == sum(r["extra_orders"] for r in doc["results"])
 
 
 def end_journal_sessions(pg_url: str) -> None:

@@ -21,6 +21,7 @@ from tests.support import (
     seed_accounts,
     serving,
     start_liquidator,
+    the_truth,
     until_lock_taken_by_another,
 )
 from worker.inputs.targets import TargetSpec
@@ -34,14 +35,6 @@ TAKEOVER = {"request_timeout": 1.0, "reconcile_delay": 0.2, "lock_wait": 30.0, *
 
 def is_close(request: web.Request) -> bool:
     return request.method == "DELETE" and "/positions/" in request.path
-
-
-def assert_closed_once(sim: Simulator, positions: list[tuple[int, str]]) -> None:
-    """Counted at the server: no position closed twice or crossing zero."""
-    sim.fill_all()
-    assert sim.duplicate_closes() == []
-    assert sim.flipped_positions() == []
-    assert [len(sim.closing_orders(a, i)) for a, i in positions] == [1] * len(positions)
 
 
 async def test_a_host_whose_sends_wait_behind_its_pace_sends_none_after_losing_its_session(
@@ -89,7 +82,7 @@ async def test_a_host_whose_sends_wait_behind_its_pace_sends_none_after_losing_i
     assert [t for t in arrivals if taken + 0.05 < t < quiet_until] == []
     assert result_a.exit_code == ExitCode.ABORTED
     assert result_b.exit_code == ExitCode.OK, result_b
-    assert_closed_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_a_rerun_at_once_waits_out_the_closes_the_killed_run_left_at_the_gateway(
@@ -142,7 +135,7 @@ async def test_a_rerun_at_once_waits_out_the_closes_the_killed_run_left_at_the_g
         rerun = await asyncio.wait_for(run(settings, RunRequest(specs=BOTH), asyncio.Event()), 30)
         await asyncio.gather(*kept, return_exceptions=True)
     assert rerun.exit_code == ExitCode.OK, rerun
-    assert_closed_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_postgresql_restarting_mid_run_the_standby_waits_and_every_position_closes_once(
@@ -189,7 +182,7 @@ async def test_postgresql_restarting_mid_run_the_standby_waits_and_every_positio
     if result_a.exit_code == ExitCode.ABORTED:
         assert result_a.aborted is not None
         assert "lock" in result_a.aborted
-    assert_closed_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
     assert all(sim.position_quantity(a, i) == 0 for a, i in positions)
 
 
@@ -257,8 +250,7 @@ async def test_a_paused_host_whose_session_ended_sends_nothing_when_it_resumes(
     waits out A's requests, none is filled twice or crosses zero, and B exits 0."""
     import signal
 
-    from tests.support import finish, start_liquidator, until_closes_seen
-    from tests.test_journal_postgres import read_until_event
+    from tests.support import finish, read_until_event, start_liquidator, until_closes_seen
 
     positions = seed_accounts(sim, 2, 100)
     sim.config.fill_delay_s = 3600  # A's orders still work when B looks
@@ -291,4 +283,4 @@ async def test_a_paused_host_whose_session_ended_sends_nothing_when_it_resumes(
     (code_a, out_a), (code_b, out_b) = await asyncio.gather(finish(a, 60), finish(b, 60))
     assert code_a == 3, out_a
     assert code_b == 0, out_b
-    assert_closed_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)

@@ -279,7 +279,7 @@ def test_the_command_starts_without_rich_in_structlog_and_the_terminal_still_has
         "import rich.console\n"
         "print('rich' in sys.modules)\n"
     )
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
@@ -305,7 +305,7 @@ def test_the_console_form_writes_a_plain_traceback(tmp_path: Path) -> None:
 
 def _readme_row(event: str) -> str:
     """The event's row in docs/events.md, where every event's fields are listed."""
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
     [row] = [line for line in doc.splitlines() if line.startswith(f"| `{event}` |")]
     return row
 

@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support import FAST_FOLLOW, api_for
+from tests.support import FAST_FOLLOW, api_for, the_truth
+from tests.support import seed_held as seed
 from worker.api.client import Side
 from worker.closing.client_ids import client_order_id
 from worker.inputs.settings import Settings
@@ -27,20 +28,6 @@ from worker.journal.keys import job_key
 from worker.journal.store import Journal
 from worker.run.runner import ExitCode, RunRequest, RunResult, run
 from worker.simulator import SimConfig, Simulator
-
-
-def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str, int]]:
-    sim.add_account(account)
-    return [(account, sim.add_position(account, f"S{k}", str(q)), q) for k, q in enumerate(sizes)]
-
-
-def closed_once_at_the_server(sim: Simulator, keys: list[tuple[int, str, int]]) -> None:
-    for account, iid, held in keys:
-        assert sim.position_quantity(account, iid) == 0
-        orders = sim.closing_orders(account, iid)
-        assert len(orders) == 1, orders  # one closing order, ever
-        assert sum(Decimal(o["filled_quantity"]) for o in orders) == abs(held)
-    assert sim.flipped_positions() == []
 
 
 async def run_once(
@@ -86,7 +73,7 @@ async def test_a_stopped_market_on_close_run_rerun_adopts_its_resting_orders(
     assert second.exit_code == ExitCode.OK, doc
     assert sim.stats.by_route["cancel"] == before.get("cancel", 0)  # none of its own cancelled
     assert sim.stats.by_route["submit"] == before["submit"]  # and nothing sent again
-    closed_once_at_the_server(sim, keys)
+    the_truth(sim, None, keys, flat=True, one_order=True)
     adopted = [e for e in captured.entries if e["event"] == "order_adopted"]
     assert {e["order_id"] for e in adopted} == {o["id"] for o in resting}
     assert all(e["time_in_force"] == "AT_THE_CLOSE" for e in adopted)

@@ -7,6 +7,7 @@ what filled, flips, and the requests that change anything.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -19,54 +20,31 @@ from zoneinfo import ZoneInfo
 import pytest
 from rich.console import Console
 
-from tests.support import FAST_FOLLOW, api_for, clean_env, run_cli, seed_accounts
+from tests.support import (
+    FAST_FOLLOW,
+    api_for,
+    clean_env,
+    run_cli,
+    seed_accounts,
+    the_truth,
+)
+from tests.support import liquidate as liquidate_with
+from tests.support import seed_held as seed
 from worker.api.client import Side
 from worker.cli.terminal import Terminal
-from worker.closing.client_ids import SHAPE, client_order_id
+from worker.closing.client_ids import client_order_id
 from worker.inputs.targets import TargetSpec
 from worker.journal.keys import job_key
 from worker.journal.store import Journal
-from worker.run.runner import ExitCode, RunRequest, RunResult, run
+from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 from worker.simulator.config import UNKNOWN_OUTCOMES_30
 
 CHANGES = ("close", "submit", "cancel")  # the routes that change anything at the server
 
 
-def seed(sim: Simulator, account: int, sizes: list[int]) -> list[tuple[int, str, int]]:
-    sim.add_account(account)
-    return [(account, sim.add_position(account, f"S{k}", str(q)), q) for k, q in enumerate(sizes)]
-
-
-async def liquidate(
-    sim: Simulator, settings_for: Any, tmp_path: Path, specs: list[TargetSpec], **overrides: Any
-) -> tuple[RunResult, dict[str, Any]]:
-    report = tmp_path / "report.json"
-    settings = settings_for(sim, **{**FAST_FOLLOW, "close_via": "submit_orders", **overrides})
-    result = await run(settings, RunRequest(specs=specs, report_path=report), asyncio.Event())
-    return result, json.loads(report.read_text())
-
-
-def closed_once(
-    sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, str, int]], *, all_in: bool = True
-) -> None:
-    """Flat, nothing sold twice (what filled is exactly what was held), none flipped, every
-    order in the report, each client id one order. `all_in` False: a rerun's report holds only
-    what was still open when it planned."""
-    by_key = {(r["account_id"], r["instrument_id"]): r for r in doc["results"]}
-    for account, iid, held in keys:
-        assert sim.position_quantity(account, iid) == 0, by_key.get((account, iid))
-        orders = sim.closing_orders(account, iid)
-        assert sum(Decimal(o["filled_quantity"]) for o in orders) == abs(held), orders
-        ids = [o["client_order_id"] for o in orders]
-        assert len(ids) == len(set(ids)), ids
-        assert all(SHAPE.match(i) for i in ids), ids
-        if not all_in and (account, iid) not in by_key:
-            continue
-        listed = {o["id"] for o in by_key[(account, iid)]["orders"]}
-        assert {o["id"] for o in orders} <= listed, "an order the report does not show"
-        assert by_key[(account, iid)]["outcome"] == "closed"
-    assert sim.flipped_positions() == []
+# Every close here goes through submit_orders, unless a test says otherwise.
+liquidate = functools.partial(liquidate_with, close_via="submit_orders")
 
 
 async def test_unknown_outcomes_503s_and_a_late_gateway_end_flat_each_closed_once(
@@ -86,7 +64,7 @@ async def test_unknown_outcomes_503s_and_a_late_gateway_end_flat_each_closed_onc
     assert sim.stats.faults_injected["apply_late"] > 0
     assert sim.stats.status_counts[409] > 0  # re-sent ids refused: found, never created twice
     assert sim.stats.by_route["close"] == 0  # submit_orders only
-    closed_once(sim, doc, keys)
+    the_truth(sim, doc, keys, flat=True, client_ids=True)
 
 
 async def test_partial_fills_get_residue_closes_under_new_ids_for_what_is_left(
@@ -105,14 +83,16 @@ async def test_partial_fills_get_residue_closes_under_new_ids_for_what_is_left(
         for o in sim.closing_orders(account, iid)
     ]
     assert max(generations) >= 1  # some residue closes went out, each under a new id
-    closed_once(sim, doc, keys)  # each for what was left: the fills add up to what was held
+    the_truth(
+        sim, doc, keys, flat=True, client_ids=True
+    )  # each for what was left: the fills add up to what was held
 
 
 async def test_a_rerun_adopts_the_journaled_ids_still_working(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     """A crash after the intents were committed: the rerun finds the orders by their journaled
-    ids, still working, and follows them; it sends nothing (tests/test_adoption.py)."""
+    ids, still working, and follows them; it sends nothing (tests/scenarios/test_adoption.py)."""
     keys = seed(sim, 71002, [25, -40, 15])
     # Still working when the rerun adopts, after it waited out the killed run (settle_s).
     sim.config.fill_delay_s = 2.5
@@ -144,7 +124,7 @@ async def test_a_rerun_adopts_the_journaled_ids_still_working(
     assert sim.stats.status_counts[409] == 0  # not even sent again to be found
     assert sim.stats.by_route["submit"] == len(keys)  # the killed run's, only
     assert sim.stats.by_route["orders"] >= 1
-    closed_once(sim, doc, keys)
+    the_truth(sim, doc, keys, flat=True, client_ids=True)
 
 
 async def test_resting_orders_are_cancelled_and_waited_for_before_the_submission(
@@ -163,7 +143,7 @@ async def test_resting_orders_are_cancelled_and_waited_for_before_the_submission
     assert sim.stats.status_counts[400] == 0  # never refused: it waited for the cancel
     assert sim.stats.by_route["cancel"] == 1
     assert sim.stats.by_route["submit"] == 1
-    closed_once(sim, doc, keys)
+    the_truth(sim, doc, keys, flat=True, client_ids=True)
 
 
 async def test_a_self_match_refusal_fails_the_target_with_the_servers_reason(
@@ -199,7 +179,7 @@ async def test_at_close_before_the_cutoff_sends_moc_orders_that_fill_at_the_clos
     assert time.time() - started >= 0.5  # flat only after the simulated close
     for account, iid, _ in keys:
         assert {o["time_in_force"] for o in sim.closing_orders(account, iid)} == {"AT_THE_CLOSE"}
-    closed_once(sim, doc, keys)
+    the_truth(sim, doc, keys, flat=True, client_ids=True)
 
 
 async def test_at_close_after_the_cutoff_exits_2_and_changes_nothing(
@@ -285,7 +265,14 @@ async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
     # rerun re-sends one whose submission landed late.
     assert sim.stats.status_counts[409] > 0 or '"order_adopted"' in output
     doc = json.loads((tmp_path / "r.json").read_text())
-    closed_once(sim, doc, [(a, i, int(q)) for (a, i), q in held.items()], all_in=False)
+    the_truth(
+        sim,
+        doc,
+        [(a, i, int(q)) for (a, i), q in held.items()],
+        flat=True,
+        client_ids=True,
+        all_in=False,
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -14,13 +14,13 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tests.support import (
-    assert_exactly_once,
     clean_env,
     event_lines,
     finish,
     read_screen,
     seed_accounts,
     start_liquidator,
+    the_truth,
 )
 from worker.output.events import duration_text, resting_text
 from worker.simulator import Simulator
@@ -129,7 +129,7 @@ async def test_at_close_says_what_it_waits_for_and_until_when_not_a_stuck_eta(
         os.close(main)
     assert proc.returncode == 0, text[-3000:]
     assert "-:--:--" not in text  # no bar stuck without an estimate
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
     assert {o["time_in_force"] for a, i in positions for o in sim.closing_orders(a, i)} == {
         "AT_THE_CLOSE"
     }

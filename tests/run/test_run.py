@@ -291,7 +291,10 @@ async def test_a_journal_that_fails_mid_run_stops_every_later_close_and_the_repo
 
     assert result.exit_code == ExitCode.ABORTED
     outcomes = stopped_cleanly(report, sim, keys, why="journal")
-    assert 4 <= outcomes["not_flat"] < 40  # sent; their orders never fill in this test
+    # Sent (their orders never fill here): at least the four before the failure, and those whose
+    # intents were committed ahead before it. How many is up to the race between the journal's
+    # commit thread and the fan-out's sends (4 to 12 seen): a bound, not one number.
+    assert 4 <= outcomes["not_flat"] < 40
 
 
 async def test_a_journal_that_cannot_be_read_refuses_before_any_request_and_reports(

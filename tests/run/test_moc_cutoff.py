@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support import RecordedSleeps, api_for
+from tests.support import FakeClock, RecordedSleeps, api_for
 from worker.api.policy import RetryPolicy
 from worker.api.reads import Reader
 from worker.errors import InputError
@@ -24,20 +24,9 @@ NEW_YORK = ZoneInfo("America/New_York")
 DAY = (2026, 11, 24)  # a Tuesday
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def at(self, hour: int, minute: int, second: int = 0) -> None:
-        self.now = datetime(*DAY, hour, minute, second, tzinfo=NEW_YORK).timestamp()
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(0.0)
 
 
 @pytest.fixture
@@ -45,8 +34,8 @@ def sim_config(clock: FakeClock) -> SimConfig:
     return SimConfig(clock=clock)
 
 
-def ny(hour: int, minute: int) -> datetime:
-    return datetime(*DAY, hour, minute, tzinfo=NEW_YORK)
+def ny(hour: int, minute: int, second: int = 0) -> datetime:
+    return datetime(*DAY, hour, minute, second, tzinfo=NEW_YORK)
 
 
 async def cutoff_now(sim: Simulator, before: timedelta = timedelta(minutes=10)) -> MocCutoff:
@@ -78,7 +67,7 @@ async def test_the_cutoff_follows_the_calendars_close(
     cutoff: tuple[int, int],
 ) -> None:
     sim.config.market_day = day_type
-    clock.at(*at)
+    clock.set(ny(*at))
     state = await cutoff_now(sim)
     assert state.passed is passed, state.reason
     assert state.cutoff == ny(*cutoff)
@@ -91,7 +80,7 @@ async def test_a_day_without_a_session_has_no_cutoff_to_meet(
     sim: Simulator, clock: FakeClock, day_type: str
 ) -> None:
     sim.config.market_day = day_type
-    clock.at(10, 0)
+    clock.set(ny(10, 0))
     state = await cutoff_now(sim)
     assert state == MocCutoff(True, None, None, state.reason)
     assert day_type.lower() in state.reason
@@ -99,14 +88,14 @@ async def test_a_day_without_a_session_has_no_cutoff_to_meet(
 
 async def test_a_longer_cutoff_and_a_moved_close(sim: Simulator, clock: FakeClock) -> None:
     sim.config.regular_close_at = ny(14, 30)  # e.g. a halt-shortened session
-    clock.at(14, 0)
+    clock.set(ny(14, 0))
     assert (await cutoff_now(sim, timedelta(minutes=20))).cutoff == ny(14, 10)
     assert (await cutoff_now(sim, timedelta(minutes=20))).passed is False
     assert (await cutoff_now(sim, timedelta(minutes=45))).passed is True
 
 
 async def test_read_moc_cutoff_reads_the_calendar_once(sim: Simulator, clock: FakeClock) -> None:
-    clock.at(15, 0)
+    clock.set(ny(15, 0))
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
         reader = Reader(api, RetryPolicy(sleep=RecordedSleeps()))
         state = await read_moc_cutoff(reader, lambda: ny(15, 45), timedelta(minutes=10))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.support import clean_env, run_cli
 
-README = Path(__file__).resolve().parents[1] / "deploy" / "README.md"
+README = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
 
 
 def drill_commands() -> tuple[list[str], list[str]]:

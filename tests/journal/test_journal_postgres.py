@@ -15,14 +15,15 @@ import psycopg
 import pytest
 
 from tests.support import (
-    assert_exactly_once,
     end_journal_sessions,
     event_lines,
     fill_after_the_plan,
     finish,
     journal_lock_holders,
+    read_until_event,
     seed_accounts,
     start_liquidator,
+    the_truth,
     until_closes_seen,
 )
 from worker.errors import JournalError, JournalRefused, LockLost
@@ -159,19 +160,6 @@ async def start_host(
     )
 
 
-async def read_until_event(proc: asyncio.subprocess.Process, name: str) -> str:
-    """The lines a process printed up to and including its first `name` event."""
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 20
-    while f'"event":"{name}"' not in (lines[-1] if lines else ""):
-        assert time.monotonic() < deadline, f"never saw {name}: {''.join(lines)}"
-        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
-        assert line, f"ended before {name}: {''.join(lines)}"
-        lines.append(line)
-    return "".join(lines)
-
-
 async def test_two_hosts_at_once_on_one_postgresql_journal_one_flattens(
     sim: Simulator, tmp_path: Path, pg_url: str
 ) -> None:
@@ -191,7 +179,7 @@ async def test_two_hosts_at_once_on_one_postgresql_journal_one_flattens(
     # The standby sent nothing: it found each position flat, or its close already working.
     assert sent == [0, len(positions)]
     assert sim.stats.by_route["close"] == len(positions)
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_the_active_host_killed_mid_run_the_standby_finishes_once(
@@ -237,7 +225,8 @@ async def killed_mid_run_then_standby_finishes(
     # Waited out the dead host's closes in flight: REQUEST_TIMEOUT + RECONCILE_DELAY +
     # LOCK_FRESH_S from the takeover.
     assert 0 < settle_s <= 1.45
-    assert_exactly_once(sim, positions)  # every position flat, each closed by one order
+    # every position flat, each closed by one order
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_the_server(
@@ -291,6 +280,7 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
     assert len(closes_seen) == len(set(closes_seen)) == outcomes["closed"] + outcomes["not_flat"]
     # First intents are committed a block (the fan-out's 4 workers) at a time, one block ahead
     # of the block being sent: the loss stops every close beyond those blocks.
+    # How many is up to the race between the commit thread and the sends: a bound.
     assert 4 <= len(closes_seen) <= 4 * 4
     assert outcomes["skipped"] == 40 - len(closes_seen)
 
@@ -436,4 +426,4 @@ async def test_a_stop_mid_block_keeps_the_sent_intents_withdraws_the_rest_then_c
     assert sim.flipped_positions() == []
     assert all(sim.position_quantity(a, i) == 0 for a, i in keys)
     if close_via == "close_position":
-        assert_exactly_once(sim, keys)
+        the_truth(sim, None, keys, fill_first=True, one_order=True)

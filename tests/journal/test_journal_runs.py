@@ -12,12 +12,12 @@ from typing import Any
 from structlog.testing import LogCapture
 
 from tests.support import (
-    assert_exactly_once,
     event_lines,
     fill_after_the_plan,
     finish,
     seed_accounts,
     start_liquidator,
+    the_truth,
     until_closes_seen,
 )
 from worker.inputs.targets import TargetSpec
@@ -49,7 +49,7 @@ async def test_two_runs_at_once_on_one_journal_one_closes_the_other_exits_2(
     assert doc["exit_code"] == 2
     assert doc["summary"]["closed"] == 0
     assert event_lines(refused, "run_finished")[0]["exit_code"] == 2
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
     assert sim.stats.by_route["close"] == len(positions)
 
 
@@ -80,7 +80,7 @@ async def test_a_waiting_run_goes_after_the_first_and_closes_nothing_twice(
     # waits REQUEST_TIMEOUT + RECONCILE_DELAY + LOCK_FRESH_S from the first run's end.
     settle_s: Any = found["settle_s"]
     assert 0 < settle_s <= 1.45
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_crash_then_a_rerun_with_the_url_spelled_differently_closes_nothing_twice(
@@ -105,7 +105,7 @@ async def test_crash_then_a_rerun_with_the_url_spelled_differently_closes_nothin
     [found] = event_lines(output, "previous_run_found")
     assert isinstance(found["positions_touched"], int)
     assert found["positions_touched"] >= 40
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_a_damaged_log_after_a_crash_refuses_the_rerun_and_nothing_is_lost(
@@ -136,7 +136,7 @@ async def test_a_damaged_log_after_a_crash_refuses_the_rerun_and_nothing_is_lost
     fill_after_the_plan(sim, [20001, 20002])  # the killed run's orders, while the rerun follows
     code, output = await finish(await start_run(sim, state, tmp_path / "rerun.json"))
     assert code == 0, output
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_an_unusable_state_dir_exits_2_before_any_request_with_report_and_finish(
@@ -185,7 +185,7 @@ async def test_previous_run_found_counts_only_this_runs_targets(
     [found] = [e for e in captured.entries if e["event"] == "previous_run_found"]
     assert found["positions_touched"] == 6  # account 20001's, not the twelve the journal knows
     assert all(r.reconciled for r in rerun.results)
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_sigterm_while_standing_by_aborts_with_exit_3_and_sends_nothing(

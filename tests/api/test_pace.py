@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
+from tests.support import FakeClock
 from worker.api.pace import Pacer
 from worker.api.policy import RETRY_AFTER_CAP_S, RetryPolicy
 from worker.errors import RateLimited
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sends: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 async def test_sends_are_spaced_so_no_second_holds_more_than_the_rate() -> None:
     clock = FakeClock()
+    sends: list[float] = []
     pacer = Pacer(8, 50, clock=clock, sleep=clock.sleep)
 
     async def one() -> None:
         async with pacer.slot():
-            clock.sends.append(clock.now)
+            sends.append(clock.now)
 
     for _ in range(200):
         await one()
-    sends = sorted(clock.sends)
+    sends = sorted(sends)
     most_in_a_second = max(sum(1 for t in sends if start <= t < start + 1.0) for start in sends)
     assert most_in_a_second <= 50
     assert sends[-1] - sends[0] < 200 / 50 * 1.05  # and not much slower than the rate
@@ -95,44 +86,48 @@ async def test_in_flight_never_exceeds_the_concurrency() -> None:
 
 async def test_retry_after_pauses_every_send_not_just_the_refused_one() -> None:
     clock = FakeClock()
+    sends: list[float] = []
     pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep)
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=0.75)
     start = clock.now
     async with pacer.slot():
-        clock.sends.append(clock.now)
-    assert clock.sends == [start + 0.75]
+        sends.append(clock.now)
+    assert sends == [start + 0.75]
 
 
 async def test_a_huge_retry_after_holds_sends_only_as_long_as_the_retry_policy_waits() -> None:
     # `Retry-After: 3600` must not park the run for an hour: capped as the policy caps a retry.
     clock = FakeClock()
+    sends: list[float] = []
     pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep)
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=3600)
     start = clock.now
     async with pacer.slot():
-        clock.sends.append(clock.now)
-    assert clock.sends == [start + RETRY_AFTER_CAP_S]
+        sends.append(clock.now)
+    assert sends == [start + RETRY_AFTER_CAP_S]
     assert RetryPolicy().retry_after_cap_s == RETRY_AFTER_CAP_S  # one cap, the policy's
 
 
 async def test_the_pace_hold_takes_the_policys_cap_when_given_one() -> None:
     clock = FakeClock()
+    sends: list[float] = []
     pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep, retry_after_cap_s=5)
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=3600)
     start = clock.now
     async with pacer.slot():
-        clock.sends.append(clock.now)
-    assert clock.sends == [start + 5]
+        sends.append(clock.now)
+    assert sends == [start + 5]
 
 
 async def test_senders_released_by_the_end_of_a_hold_go_out_one_spacing_apart() -> None:
     clock = FakeClock()
+    sends: list[float] = []
     pacer = Pacer(8, 10, clock=clock, sleep=clock.sleep)
     with pytest.raises(RateLimited):
         async with pacer.slot():
@@ -140,12 +135,12 @@ async def test_senders_released_by_the_end_of_a_hold_go_out_one_spacing_apart() 
 
     async def one() -> None:
         async with pacer.slot():
-            clock.sends.append(clock.now)
+            sends.append(clock.now)
 
     await asyncio.gather(*(one() for _ in range(6)))
     assert pacer.rate is not None
-    gaps = [b - a for a, b in zip(clock.sends, clock.sends[1:], strict=False)]
-    assert min(clock.sends) >= 1000.0 + 2
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    assert min(sends) >= 1000.0 + 2
     assert all(gap >= 1 / pacer.rate for gap in gaps), gaps
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_timer_fires_on_weekdays_in_new_york_time_and_never_catches_up() -> None
 def test_the_metrics_directory_is_optional_for_the_unit() -> None:
     """A host without node_exporter's textfile directory still flattens: the unit marks the
     path optional ('-'), and the worker treats metrics it cannot write as a warning
-    (tests/test_edges.py runs that case)."""
+    (tests/scenarios/test_edges.py runs that case)."""
     service = unit("liquidator.service")
     [exec_start] = service["ExecStart"]
     metrics = re.search(r"--metrics-file (\S+)", exec_start)

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.support import (
-    assert_exactly_once,
     event_lines,
     fill_after_the_plan,
     finish,
     seed_accounts,
     start_liquidator,
     stopped_cleanly,
+    the_truth,
     until_closes_seen,
 )
 from worker.simulator import Faults, Simulator
@@ -81,7 +81,7 @@ async def test_sigterm_stops_with_exit_3_then_the_rerun_closes_the_rest_once(
     rerun = tmp_path / "second.json"
     code, output = await finish(await start_worker(sim, tmp_path, rerun))
     assert code == 0, output
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
     [found] = event_lines(output, "previous_run_found")
     assert found["positions_touched"] == len(intents)
     second = json.loads(rerun.read_text())
@@ -123,7 +123,7 @@ async def test_sigterm_with_closes_hanging_still_exits_3_inside_10s_on_defaults(
     sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     code, output = await finish(await start_worker(sim, tmp_path, tmp_path / "again.json"))
     assert code == 0, output
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_sigkill_mid_run_then_rerun_closes_nothing_twice(
@@ -145,7 +145,7 @@ async def test_sigkill_mid_run_then_rerun_closes_nothing_twice(
     sim.config.fill_delay_s = 0.05  # and the rerun's own closes
     code, output = await finish(await start_worker(sim, tmp_path, tmp_path / "rerun.json"))
     assert code == 0, output
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_no_terminal_and_no_yes_refuses_with_exit_2_and_sends_nothing(
@@ -236,7 +236,7 @@ async def test_a_closed_stdout_or_stderr_is_no_crash_the_run_finishes_and_report
     assert code == 0, errors
     doc = json.loads(report.read_text())
     assert doc["summary"]["closed"] == len(positions), doc["summary"]
-    assert_exactly_once(sim, positions)
+    the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
 async def test_a_429_asking_for_an_hour_holds_the_run_only_as_long_as_the_cap_and_a_stop_reports(

@@ -17,7 +17,7 @@ from tests.support import clean_env, read_screen, run_cli, seed_accounts
 from worker.inputs.targets import read_targets
 from worker.simulator import Simulator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "targets.example.toml"
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from tests.spec_errors import validate_error_reply
 from tests.spec_validation import validate_request, validate_response
-from tests.support import api_for
+from tests.support import FakeClock, api_for
 from worker.api.client import TradingApi
 from worker.closing.client_ids import client_order_id
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, RateLimited, Rejected
@@ -32,19 +32,6 @@ SPEC_STATUSES = {
     "cancel": {200, 400, 403, 404, 500},
     "orders": {200, 403, 500},
 }
-
-
-class FakeClock:
-    """The simulator's clock, moved by the test: fills and the calendar follow it."""
-
-    def __init__(self, at: datetime) -> None:
-        self.now = at.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""worker/api: the HTTP client, its envelope and errors, pacing, the retry policy, paged reads."""

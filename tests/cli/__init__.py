@@ -1,0 +1,1 @@
+"""worker/cli: the commands as an operator runs them, as whole processes."""

@@ -1,0 +1,1 @@
+"""worker/closing: one target's life: its transitions, client ids, evidence, close modes."""

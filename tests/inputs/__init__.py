@@ -1,0 +1,1 @@
+"""worker/inputs: targets and settings, and the clear error each bad input gets."""

@@ -1,0 +1,1 @@
+"""worker/output: events, exit codes, and secrets kept out of every output."""

@@ -1,0 +1,1 @@
+"""worker/simulator: the built-in simulator's answers, over real loopback HTTP."""
