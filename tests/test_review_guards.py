@@ -12,12 +12,16 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.support import clean_env, event_lines, run_cli
 from worker.api import TradingApi, open_session
 from worker.errors import LockLost, NotSent
+from worker.journal_lock import FileLock, Holder
+from worker.journal_open import LOCK_FILE
 from worker.journal_pg import LOCK_STALE_ANSWERS, PgJournal
 from worker.pace import Pacer
 from worker.simulator import Simulator
@@ -166,3 +170,39 @@ async def test_lock_checks_that_keep_answering_too_late_stop_the_run_instead_of_
         journal.close()
     assert sim.stats.by_route.get("close", 0) == 0
     assert sim.closing_orders(30001, "SPY") == []
+
+
+# `liquidator cancel` while a run holds the journal.
+
+
+async def test_cancel_refuses_while_a_run_holds_the_journal_and_cancels_with_force(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A run waiting for the close holds the journal's lock, its market-on-close order resting:
+    `cancel --yes` refuses (exit 2, naming the holder) and sends nothing; `--force` cancels."""
+    sim.add_position(30001, "SPY", "100")
+    resting = sim.add_resting_order(30001, "SPY", "SELL", "100", "1.00")
+    state = tmp_path / "state"
+    state.mkdir()
+    run_lock = FileLock(state / LOCK_FILE)  # what a run on this state directory holds
+    assert run_lock.try_acquire()
+    env = clean_env(
+        LIQUIDATOR_API_KEY=sim.config.api_key, STATE_DIRECTORY=str(state), LIQUIDATOR_RATE_LIMIT="0"
+    )
+    args = ("cancel", "--yes", "--base-url", sim.base_url, "--position", "30001:SPY",
+            "--log-format", "json")  # fmt: skip
+    try:
+        code, out = await run_cli(*args, env=env)
+        assert code == 2, out
+        [aborted] = event_lines(out, "run_aborted")
+        assert str(Holder.me().pid) in str(aborted["reason"]), aborted
+        assert "--force" in str(aborted["reason"])
+        assert sim.stats.by_route["cancel"] == 0
+        assert {o["id"]: o["status"] for o in sim.orders_of(30001)}[resting] == "NEW"
+
+        code, out = await run_cli(*args, "--force", env=env)
+        assert code == 0, out
+        assert sim.stats.by_route["cancel"] == 1
+        assert {o["id"]: o["status"] for o in sim.orders_of(30001)}[resting] == "CANCELED"
+    finally:
+        run_lock.release()
