@@ -319,6 +319,10 @@ class TradingApi:
                     raise NotSent(f"{method} {path}: not sent, stopped while waiting to send")
                 if self._before_send is not None and method != "GET":
                     await self._before_send()  # e.g. the run still holds the journal's lock
+                    # The check can take a while (a database round trip, a reconnect): a stop
+                    # that came meanwhile must still keep the request from going out.
+                    if unless is not None and unless.is_set():
+                        raise NotSent(f"{method} {path}: not sent, stopped while checking the lock")
                 return await self._send(method, path, params, body)
         except ApiError as err:
             # Also what aiohttp said about a malformed reply; a reply's body is scrubbed in _send.
