@@ -57,7 +57,7 @@ async def _run(
     return int(result.exit_code), {r["symbol"]: r for r in doc["results"]}, plans
 
 
-GUARDS = {"max_quote_age_s": 60, "max_notional": 20_000}
+GUARDS: dict[str, Any] = {"max_quote_age_s": 60, "max_notional": 20_000}
 
 
 async def test_each_guard_holds_its_target_unsent_and_says_why(
