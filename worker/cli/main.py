@@ -131,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (run_p, check_p):
         p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     run_p.add_argument(
-        "--force", action="store_true", help="close even above the max_positions ceiling"
+        "--force",
+        action="store_true",
+        help="close even above the max_positions ceiling and past the price guards (this run)",
     )
     run_p.add_argument(
         "--before-close",
