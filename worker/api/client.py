@@ -21,7 +21,15 @@ import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
 from worker import __version__
-from worker.api.models import Clock, Envelope, Instrument, MarketHours, Order, Position
+from worker.api.models import (
+    Clock,
+    Envelope,
+    Instrument,
+    MarketDataSnapshot,
+    MarketHours,
+    Order,
+    Position,
+)
 from worker.api.pace import Pacer
 from worker.errors import (
     ApiError,
@@ -49,6 +57,7 @@ _POSITIONS = TypeAdapter(Envelope[list[Position]])
 _MARKET_HOURS = TypeAdapter(Envelope[list[MarketHours]])
 _CLOCK = TypeAdapter(Envelope[Clock])
 _INSTRUMENT = TypeAdapter(Envelope[Instrument])
+_SNAPSHOTS = TypeAdapter(Envelope[list[MarketDataSnapshot]])
 _EXCERPT_CHARS = 200
 # A reply above this is refused without being read whole: no list the worker asks for comes near
 # it (1,000 orders are ~0.8 MB), and a 300 MB body must not cost the run its memory.
@@ -333,6 +342,12 @@ class TradingApi:
         raw = await self._call("GET", f"/v1/instruments/{quote(instrument, safe='')}")
         return _parse(_INSTRUMENT, raw)
 
+    async def get_snapshots(self, instrument_ids: Sequence[str]) -> Reply[list[MarketDataSnapshot]]:
+        """Market data snapshots (the last quote) of these instruments, by UUID or symbol."""
+        params = {"instrument_ids": ",".join(instrument_ids)}
+        raw = await self._call("GET", "/v1/market-data/snapshot", params=params)
+        return _parse(_SNAPSHOTS, raw)
+
     async def get_clock(self) -> Reply[datetime]:
         reply = _parse(_CLOCK, await self._call("GET", "/v1/clock"))
         return Reply(reply.data.clock, reply.request_id)
@@ -366,6 +381,10 @@ class TradingApi:
                     raise NotSent(f"{method} {path}: not sent, stopped while waiting to send")
                 if self._before_send is not None and method != "GET":
                     await self._before_send()  # e.g. the run still holds the journal's lock
+                    # The check can take a while (a database round trip, a reconnect): a stop
+                    # that came meanwhile must still keep the request from going out.
+                    if unless is not None and unless.is_set():
+                        raise NotSent(f"{method} {path}: not sent, stopped while checking the lock")
                 return await self._send(method, path, params, body)
         except ApiError as err:
             # Also what aiohttp said about a malformed reply; a reply's body is scrubbed in _send.

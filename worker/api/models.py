@@ -48,6 +48,7 @@ class Order(_ApiModel):
     instrument_id: str | None = None
     time_in_force: str | None = None
     details: list[str] | None = None  # execution, rejection or cancellation details
+    average_fill_price: Decimal | None = None  # volume-weighted over its fills; null before one
 
     @property
     def working(self) -> bool:
@@ -91,6 +92,24 @@ class Envelope(_ApiModel, Generic[T]):
 class Instrument(_ApiModel):
     id: str
     symbol: str
+
+
+class SnapshotQuote(_ApiModel):
+    """`last_quote` of a snapshot: a side is null when the quote is one-sided. `timestamp` is
+    not in the spec (the simulator adds it): optional, None when the server gives none."""
+
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    bid_size: int | None = None
+    ask_size: int | None = None
+    midpoint: Decimal | None = None
+    timestamp: datetime | None = None
+
+
+class MarketDataSnapshot(_ApiModel):
+    instrument_id: str
+    symbol: str
+    last_quote: SnapshotQuote | None = None
 
 
 class Clock(_ApiModel):

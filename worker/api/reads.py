@@ -14,7 +14,14 @@ from typing import TypeVar
 from tenacity import RetryCallState
 
 from worker.api.client import Reply, TradingApi
-from worker.api.models import WORKING_STATUSES, Instrument, MarketHours, Order, Position
+from worker.api.models import (
+    WORKING_STATUSES,
+    Instrument,
+    MarketDataSnapshot,
+    MarketHours,
+    Order,
+    Position,
+)
 from worker.api.policy import RetryPolicy
 from worker.output import events
 from worker.output.counters import RunCounters
@@ -103,6 +110,13 @@ class Reader:
     async def instrument(self, name: str) -> Reply[Instrument]:
         """Raises `NotFound` when the API does not know the instrument."""
         return await self.retried(f"instrument {name}", lambda: self._api.get_instrument(name))
+
+    async def snapshots(self, instrument_ids: Sequence[str]) -> Reply[list[MarketDataSnapshot]]:
+        """The market data snapshots of these instruments (one request: the caller batches)."""
+        return await self.retried(
+            f"snapshots of {len(instrument_ids)} instrument(s)",
+            lambda: self._api.get_snapshots(instrument_ids),
+        )
 
     async def clock(self) -> Reply[datetime]:
         return await self.retried("clock", self._api.get_clock)

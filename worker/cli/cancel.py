@@ -7,16 +7,24 @@ still fill while its cancel is pending, and that is said (`order_canceled` with 
 
 Exit 0: every listed order ended not working (nothing listed counts). 1: an order could not be
 cancelled or still worked when the wait (FLAT_TIMEOUT) ended, or an account could not be read.
-2: no terminal to confirm on and no --yes (nothing sent). 3: the operator declined, a stop
-(SIGTERM, SIGINT) came, or the key was refused.
+2: no terminal to confirm on and no --yes, or a run holds the journal's lock and --force was
+not given (nothing sent). 3: the operator declined, a stop (SIGTERM, SIGINT) came, or the key
+was refused.
+
+A run that holds the journal's lock (the same state directory, or the same JOURNAL_URL and API)
+may have orders resting at the server, market-on-close orders waiting for the close among them:
+cancelling them would undo that run's flatten while it believes them working. So `cancel`
+takes the journal's lock for as long as it cancels, and refuses, naming the holder, when a run
+holds it; `--force` cancels all the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from worker.api.client import TradingApi
@@ -24,9 +32,12 @@ from worker.api.models import Order
 from worker.api.reads import Reader
 from worker.cli.server_view import AccountView, connected, read_view
 from worker.cli.status import emit
-from worker.errors import ApiError, NotFound, Unauthorized
+from worker.errors import ApiError, JournalRefused, NotFound, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
+from worker.journal.keys import canonical_origin
+from worker.journal.lock import FileLock
+from worker.journal.open import LOCK_FILE
 from worker.output import events
 from worker.output.exit_codes import ExitCode
 from worker.run.runner import stop_aware_sleep
@@ -38,6 +49,66 @@ IDS_PER_READ = 100  # order ids per `order_ids` filter
 
 
 async def cancel(
+    settings: Settings,
+    specs: Sequence[TargetSpec],
+    stop: asyncio.Event,
+    terminal: Terminal | None,
+    *,
+    yes: bool,
+    dry_run: bool,
+    force: bool = False,
+) -> int:
+    if dry_run or force:
+        return await _cancel(settings, specs, stop, terminal, yes=yes, dry_run=dry_run)
+    try:
+        async with _no_run_holds_the_journal(settings):
+            return await _cancel(settings, specs, stop, terminal, yes=yes, dry_run=dry_run)
+    except JournalRefused as err:
+        events.run_aborted(f"{err}; nothing was cancelled")
+        return int(ExitCode.INVALID)
+
+
+@contextlib.asynccontextmanager
+async def _no_run_holds_the_journal(settings: Settings) -> AsyncIterator[None]:
+    """Hold the journal's lock while cancelling, so no run is flattening meanwhile; raise
+    `JournalRefused` naming the holder when a run holds it. A state directory that does not
+    exist holds no journal, and is not created."""
+    holder = "a run holds"
+    refusal = (
+        "; cancelling now would cancel that run's own working orders (market-on-close orders"
+        " included). Let it finish or stop it, or pass --force to cancel all the same"
+    )
+    if settings.journal_url is not None:
+        from worker.journal.postgres import PgJournal  # psycopg only for a PostgreSQL journal
+
+        try:
+            journal = await PgJournal.open(
+                settings.journal_url.get_secret_value(),
+                scope=canonical_origin(settings.base_url),
+                lock_wait=0,
+                timeout_s=settings.journal_timeout,
+            )
+        except JournalRefused as err:
+            raise JournalRefused(f"{holder} the journal: {err}{refusal}") from None
+        try:
+            yield
+        finally:
+            journal.close()
+        return
+    directory = settings.journal_dir
+    if not directory.is_dir():
+        yield
+        return
+    lock = FileLock(directory / LOCK_FILE)
+    try:
+        if not lock.try_acquire():
+            raise JournalRefused(f"{holder} the journal in {directory} ({lock.holder()}){refusal}")
+        yield
+    finally:
+        lock.release()
+
+
+async def _cancel(
     settings: Settings,
     specs: Sequence[TargetSpec],
     stop: asyncio.Event,

@@ -122,12 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     cancel_p.add_argument(
         "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
     )
+    cancel_p.add_argument(
+        "--force",
+        action="store_true",
+        help="cancel even while a run holds the journal's lock (its own orders included)",
+    )
     run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
     run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     for p in (run_p, check_p):
         p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     run_p.add_argument(
-        "--force", action="store_true", help="close even above the max_positions ceiling"
+        "--force",
+        action="store_true",
+        help="close even above the max_positions ceiling and past the price guards (this run)",
     )
     run_p.add_argument(
         "--before-close",
@@ -401,7 +408,9 @@ async def _server_view(
             return await status(settings, specs, stop, terminal)
         from worker.cli.cancel import cancel
 
-        return await cancel(settings, specs, stop, terminal, yes=args.yes, dry_run=args.dry_run)
+        return await cancel(
+            settings, specs, stop, terminal, yes=args.yes, dry_run=args.dry_run, force=args.force
+        )
 
 
 def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], None] | None:

@@ -33,7 +33,7 @@ from rich.text import Text
 
 from worker.output.events import new_york_time, resting_text
 from worker.output.report import TargetResult, summarize
-from worker.output.results import Outcome
+from worker.output.results import Outcome, cost_summary
 from worker.run.plan import Plan
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ _OUTCOME_STYLE = {
     Outcome.SKIPPED: "yellow",
     Outcome.NOT_FLAT: "bold red",
     Outcome.MARKET_CLOSED: "yellow",
+    Outcome.GUARDED: "bold magenta",
 }
 
 
@@ -163,6 +164,18 @@ class Terminal:
                 f"Also: {flat} target(s) already flat, {failed} target(s) failed"
                 " at planning (see events)."
             )
+        if plan.guarded:
+            held = Table(
+                title=f"Held by a guard, NOT sent: {len(plan.guarded)} (--force sends them)",
+                title_justify="left",
+            )
+            for col in ("account", "instrument", "why"):
+                held.add_column(col, overflow="fold")
+            for r in plan.guarded[:PLAN_ROWS_SHOWN]:
+                held.add_row(str(r.account_id), r.instrument, self._scrub(r.error or ""))
+            if len(plan.guarded) > PLAN_ROWS_SHOWN:
+                held.add_row("…", f"and {len(plan.guarded) - PLAN_ROWS_SHOWN} more", "")
+            self.console.print(held)
 
     async def confirm(self, plan: Plan) -> bool:
         if not plan.targets:
@@ -257,9 +270,11 @@ class Terminal:
         table.add_section()
         table.add_row("total", str(counts["targets"]))
         self.console.print(table)
-        failed = [r for r in results if r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT)]
+        failed = [
+            r for r in results if r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT, Outcome.GUARDED)
+        ]
         if failed:
-            rows = Table(title="Failed targets", title_justify="left")
+            rows = Table(title="Failed, not flat or guarded targets", title_justify="left")
             for col in ("account", "instrument", "attempts", "error"):
                 rows.add_column(col)
             for r in failed[:PLAN_ROWS_SHOWN]:
@@ -277,6 +292,7 @@ class Terminal:
             facts.insert(0, f"took {seconds:.1f} s")
         facts.append(f"report {report_path}" if report_path is not None else "no report file")
         self.console.print("; ".join(facts), soft_wrap=True)
+        self._show_costs(results)
         if self._declined:  # the operator's own choice: said plainly, not as an error
             self.console.print("not confirmed: nothing was sent")
         elif aborted is not None:
@@ -286,6 +302,37 @@ class Terminal:
         if dry_run:
             self.console.print("dry run: nothing was sent")
         self.console.print(f"exit code {exit_code}")
+
+    def _show_costs(self, results: list[TargetResult]) -> None:
+        """What the fills cost against the arrival midpoints: in all, then per account, each
+        with its worst target (docs/prices.md)."""
+        costs = cost_summary(results)
+        if not costs["cost_by_account"]:
+            return
+        lines = [_cost_line("all accounts", costs)]
+        if len(costs["cost_by_account"]) > 1:
+            lines += [
+                _cost_line(f"account {a}", c)
+                for a, c in list(costs["cost_by_account"].items())[:PLAN_ROWS_SHOWN]
+            ]
+        for line in lines:
+            self.console.print(line, soft_wrap=True)
+
+
+def _cost_line(who: str, costs: dict[str, Any]) -> str:
+    """One line: gross value filled, cost vs arrival (and bps), the worst target."""
+    cost = costs["cost"]
+    text = f"Cost, {who}: filled {Decimal(costs['gross_value_closed']):,.2f} gross;"
+    if cost is None:
+        return text + " cost unknown (no arrival price)"
+    text += f" cost {Decimal(cost):,.2f} vs arrival midpoint ({costs['cost_bps']} bps)"
+    worst = costs["worst_cost"]
+    if worst is not None:
+        text += (
+            f"; worst {worst['instrument']} (account {worst['account_id']})"
+            f" {Decimal(worst['cost']):,.2f} ({worst['cost_bps']} bps)"
+        )
+    return text
 
 
 def orders_table(title: str, view: AccountView) -> Table:

@@ -17,7 +17,7 @@ from typing import Protocol
 from worker.api.models import Order
 from worker.errors import ApiError, NotSent, RateLimited, Rejected
 from worker.output import events
-from worker.output.results import Fate, OrderSummary, Outcome, TargetResult
+from worker.output.results import Arrival, Fate, OrderSummary, Outcome, TargetResult
 
 NOT_STARTED = "run stopped before this target was sent"
 
@@ -67,6 +67,7 @@ class Target:
     quantity: Decimal  # signed: long > 0, short < 0
     market_value: Decimal
     cancel_orders: bool
+    arrival: Arrival | None = None  # the instrument's quote read before the first close
 
     @property
     def closing_side(self) -> str:
@@ -81,6 +82,7 @@ class Target:
             self.symbol,
             side="LONG" if self.quantity > 0 else "SHORT",
             quantity=sys.intern(str(self.quantity)),  # one per target, few distinct
+            arrival=self.arrival,
         )
 
 
@@ -98,6 +100,8 @@ def note_order(
         if known.id == order.id:
             known.status, known.filled_quantity = order.status, str(order.filled_quantity)
             known.own = known.own or own
+            if order.average_fill_price is not None:
+                known.average_fill_price = str(order.average_fill_price)
             return
     result.orders.append(
         OrderSummary(
@@ -111,6 +115,7 @@ def note_order(
             order.client_order_id,
             adopted,
             prior or adopted,
+            None if order.average_fill_price is None else str(order.average_fill_price),
         )
     )
 
@@ -146,6 +151,7 @@ def record_orders(
             request_id=request_id,
             attempt=result.attempts,
             reconciled=reconciled,
+            arrival=result.price_fields(),
         )
 
 
@@ -181,6 +187,12 @@ def unreadable(result: TargetResult, err: ApiError, why: str | None = None) -> N
         result.request_ids.append(err.request_id)
     result.attempts = 1
     return failed(result, why or f"could not list the account's positions: {err}", err)
+
+
+def guarded(result: TargetResult, why: str) -> Next:
+    """A guard refused to send a blind market order for it (no quote, a wide spread, an old
+    quote, a notional above the cap): nothing sent, the book not flat, the reason said."""
+    return _settle(result, Outcome.GUARDED, why, why=why)
 
 
 def skipped(result: TargetResult, why: str = NOT_STARTED) -> Next:
@@ -434,14 +446,62 @@ def not_flat(result: TargetResult, why: str, *, watched: bool = False) -> Next:
 def _settle(
     result: TargetResult, outcome: Outcome, error: str | None, *, why: str | None = None
 ) -> Next:
-    """The one place an outcome is set; `why`: said as `target_settled` (the one emitter)."""
+    """The one place an outcome is set; `why`: said as `target_settled` (the one emitter).
+    A target whose closing orders filled is priced here, and says so (`target_cost`)."""
     result.outcome = outcome
     result.error = error
+    _price(result)
     if why is not None:
         events.target_settled(
             account_id=result.account_id,
             instrument=result.instrument,
             outcome=str(outcome),
             why=why,
+            prices=result.price_fields(),
+        )
+    if result.filled_quantity is not None:
+        events.target_cost(
+            account_id=result.account_id,
+            instrument=result.instrument,
+            outcome=str(outcome),
+            prices=result.price_fields(),
         )
     return Next.SETTLED
+
+
+_PRICE_PLACES = Decimal("0.000001")
+_BPS_PLACES = Decimal("0.01")
+
+
+def _price(result: TargetResult) -> None:
+    """The volume-weighted fill of the orders that closed it (its closing side's filled
+    orders), and what that cost against the arrival midpoint: (mid - avg) x qty for a sell,
+    (avg - mid) x qty for a buy, so positive is money given up; bps of mid x qty. Left None
+    without fills, and the average (and cost) None when a filled order has no price."""
+    closing = _CLOSING_SIDES.get(result.side or "")
+    filled = [
+        o
+        for o in result.orders
+        if Decimal(o.filled_quantity) != 0 and (closing is None or o.side == closing)
+    ]
+    if not filled:
+        return
+    quantity = sum((abs(Decimal(o.filled_quantity)) for o in filled), Decimal(0))
+    result.filled_quantity = str(quantity)
+    if any(o.average_fill_price is None for o in filled):
+        return
+    paid = sum(
+        (abs(Decimal(o.filled_quantity)) * Decimal(o.average_fill_price or 0) for o in filled),
+        Decimal(0),
+    )
+    result.average_fill_price = format((paid / quantity).quantize(_PRICE_PLACES).normalize(), "f")
+    mid = result.arrival.midpoint if result.arrival is not None else None
+    if mid is None or not mid:
+        return
+    at_arrival = mid * quantity
+    cost = at_arrival - paid if filled[0].side == "SELL" else paid - at_arrival
+    result.cost = format(cost, "f")
+    result.cost_bps = str((cost / at_arrival * 10_000).quantize(_BPS_PLACES))
+
+
+_CLOSING_SIDES = {"LONG": "SELL", "SHORT": "BUY"}

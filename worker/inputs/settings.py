@@ -13,6 +13,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
+from decimal import Decimal
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -124,6 +125,19 @@ class Settings(BaseSettings):
     allowed_accounts: Annotated[tuple[int, ...] | None, NoDecode] = None
     max_positions: int | None = Field(None, ge=1)
     metrics_file: Path | None = None
+    # Guards before a blind market order (docs/prices.md); --force overrides them per run.
+    require_quote: bool = Field(
+        True, description="Hold a target whose instrument has no two-sided quote (halted)."
+    )
+    max_quote_age_s: float | None = Field(
+        None, gt=0, description="Hold a target whose quote is older than this (when timed)."
+    )
+    max_spread_bps: float | None = Field(
+        500.0, gt=0, description="Hold a target whose quote's spread is wider than this."
+    )
+    max_notional: Decimal | None = Field(
+        None, gt=0, description="Hold a target whose position is worth more than this."
+    )
     # Issue 11:
     # how a close is sent, whether as a market-on-close order, and the cutoff for that.
     close_via: Literal["close_position", "submit_orders"] = "close_position"
@@ -169,6 +183,14 @@ class Settings(BaseSettings):
         if not text or "" in items:
             raise ValueError("expected account ids separated by commas, e.g. 10001,10002")
         return items
+
+    @field_validator("max_quote_age_s", "max_spread_bps", "max_notional", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        """`off` turns a guard with a default off (`LIQUIDATOR_MAX_SPREAD_BPS=off`)."""
+        if isinstance(value, str) and value.strip().lower() in ("off", "none"):
+            return None
+        return value
 
     @field_validator("state_dir", "metrics_file", mode="before")
     @classmethod

@@ -41,6 +41,9 @@ _HOLDER_NOW = (
     " IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)"
 )
 T = TypeVar("T")
+# Lock checks answered too late in a row (each older than LOCK_FRESH_S when it arrived) before
+# the run stops: a host that cannot get a fresh answer does not know it still holds the lock.
+LOCK_STALE_ANSWERS = 3
 RECONNECT_FIRST_S = 0.5  # a lost session's first reconnect waits this: see `PgStore._reconnect`
 RECONNECT_MAX_S = 2.0
 _HOLDER_ROW = b"SELECT host, pid, since FROM journal_holders WHERE lock_key = %s"
@@ -124,9 +127,10 @@ class PgStore:
         self._timeout_s = timeout_s
         self._me: Holder | None = None  # as this run named itself in journal_holders
         self._store_lock = threading.Lock()  # one transaction at a time, whichever thread
-        # The lock check in progress (when it was asked for, and its answer): every send that
-        # arrives while it runs shares it, so a busy fan-out costs one query per round trip.
-        self._check: tuple[float, asyncio.Future[bool]] | None = None
+        # The lock check in progress (whether the lock is held, and when its query started):
+        # every send that arrives while it runs shares it, so a busy fan-out costs one query
+        # per round trip.
+        self._check: asyncio.Future[tuple[bool, float]] | None = None
 
     @classmethod
     async def open(
@@ -170,21 +174,26 @@ class PgStore:
 
         A session that ended (terminated, the server restarted, the network gone) has lost it,
         and a standby may hold it now: the check reconnects and re-takes the lock only if no
-        other run held it meanwhile (`_reconnect`), or nothing more is sent. An answer older
-        than LOCK_FRESH_S when the send would go out (this host was paused meanwhile) is asked
-        again. The query runs in `thread`, the journal's commit thread.
+        other run held it meanwhile (`_reconnect`), or nothing more is sent.
+
+        An answer counts from when its query started on the database, not from when it was
+        asked for: a check queued behind a slow group commit is as fresh as the query. An
+        answer older than LOCK_FRESH_S by the time the send would go out (this host paused or
+        too busy meanwhile) is asked again, at most LOCK_STALE_ANSWERS times in a row; then
+        whether the lock is still held is unknown and nothing more is sent (`LockLost`). The query
+        runs in `thread`, the journal's commit thread.
         """
         loop = asyncio.get_running_loop()
         # A statement that times out, then a reconnect that gives up: each JOURNAL_TIMEOUT.
         wait_s = 2 * self._timeout_s
+        stale = 0
         while True:
-            if self._check is None or self._check[1].done():
-                check = loop.run_in_executor(thread, self._lock_held)
-                check.add_done_callback(lambda c: c.cancelled() or c.exception())
-                self._check = (time.monotonic(), check)
-            asked_at, check = self._check
+            if self._check is None or self._check.done():
+                self._check = loop.run_in_executor(thread, self._lock_held)
+                self._check.add_done_callback(lambda c: c.cancelled() or c.exception())
+            check = self._check
             try:
-                held = await asyncio.wait_for(asyncio.shield(check), wait_s)
+                held, ran_at = await asyncio.wait_for(asyncio.shield(check), wait_s)
             except TimeoutError:
                 raise LockLost(
                     f"the journal {self.name} did not confirm this run's lock within"
@@ -202,8 +211,17 @@ class PgStore:
                     f"this run no longer holds the lock on the journal {self.name}: nothing more"
                     " is sent"
                 )
-            if time.monotonic() - asked_at <= LOCK_FRESH_S:
+            age = time.monotonic() - ran_at
+            if age <= LOCK_FRESH_S:
                 return
+            stale += 1
+            if stale >= LOCK_STALE_ANSWERS:
+                raise LockLost(
+                    f"the journal {self.name} confirmed this run's lock {stale} times in a row,"
+                    f" each answer older than {LOCK_FRESH_S:g} s (the last {age:.3f} s) by the"
+                    " time the request would go out (this host paused or overloaded): whether"
+                    " the run still holds the lock is unknown, nothing more is sent"
+                )
 
     def since_last_write(self, job: str, current_run: str) -> float | None:
         with self._store_lock:
@@ -212,13 +230,18 @@ class PgStore:
             )
         return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
-    def _lock_held(self) -> bool:
+    def _lock_held(self) -> tuple[bool, float]:
+        """Whether this session holds the run's lock, and when (monotonic) the query that
+        answered started: after any commit queued ahead of it and any reconnect."""
         high, low = (self._key >> 32) & 0xFFFFFFFF, self._key & 0xFFFFFFFF
+
+        def ask() -> tuple[bool, float]:
+            started = time.monotonic()
+            row = self._conn.execute(_LOCK_HELD.encode(), (high, low)).fetchone()
+            return bool(row and row[0]), started
+
         with self._store_lock:
-            row = self._on_session(
-                lambda: self._conn.execute(_LOCK_HELD.encode(), (high, low)).fetchone()
-            )
-        return bool(row and row[0])
+            return self._on_session(ask)
 
     # A lost session. Called with _store_lock held (or before the run starts).
 

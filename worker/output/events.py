@@ -52,6 +52,8 @@ class Order(Protocol):
     def instrument_id(self) -> str | None: ...
     @property
     def time_in_force(self) -> str | None: ...
+    @property
+    def average_fill_price(self) -> Decimal | None: ...
 
 
 RUN_STARTED = "run_started"
@@ -62,6 +64,9 @@ CLOSE_ORDER = "close_order"
 CLOSE_RETRY = "close_retry"
 CLOSE_FAILED = "close_failed"
 TARGET_SETTLED = "target_settled"
+TARGET_COST = "target_cost"  # a target whose closing orders filled: its fill price and cost
+QUOTES_UNAVAILABLE = "quotes_unavailable"  # snapshots not read: those targets have no arrival price
+GUARD_OVERRIDDEN = "guard_overridden"  # --force: a target a guard would have held is sent
 READ_RETRY = "read_retry"
 PAGINATION_STOPPED = "pagination_stopped"
 PACE_CHANGED = "pace_changed"
@@ -333,11 +338,22 @@ def run_started(*, base_url: str, dry_run: bool, concurrency: int, rate_limit: f
 
 
 def run_finished(
-    *, exit_code: int, aborted: str | None, seconds: float, summary: Mapping[str, int]
+    *,
+    exit_code: int,
+    aborted: str | None,
+    seconds: float,
+    summary: Mapping[str, int],
+    costs: Mapping[str, Any] | None = None,
 ) -> None:
-    """`summary`: targets by outcome, as `worker.output.results.summarize` counts them."""
+    """`summary`: targets by outcome, as `worker.output.results.summarize` counts them;
+    `costs`: `worker.output.results.cost_summary` (gross value closed, cost, the worst)."""
     log.info(
-        RUN_FINISHED, exit_code=exit_code, aborted=aborted, seconds=round(seconds, 3), **summary
+        RUN_FINISHED,
+        exit_code=exit_code,
+        aborted=aborted,
+        seconds=round(seconds, 3),
+        **summary,
+        **(costs or {}),
     )
 
 
@@ -350,15 +366,19 @@ def run_aborted(reason: str, *, declined: bool = False) -> None:
         log.error(RUN_ABORTED, reason=reason)
 
 
-def plan_ready(*, positions: int, already_settled: int, failed: int, accounts: int) -> None:
+def plan_ready(
+    *, positions: int, already_settled: int, failed: int, accounts: int, guarded: int = 0
+) -> None:
     """`already_settled`: targets that ended at planning without a failure (already flat);
-    `failed`: those that failed there (each also named by a `close_failed`)."""
+    `failed`: those that failed there (each also named by a `close_failed`); `guarded`: those
+    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why)."""
     log.info(
         PLAN_READY,
         positions=positions,
         already_settled=already_settled,
         failed=failed,
         accounts=accounts,
+        guarded=guarded,
     )
 
 
@@ -474,8 +494,10 @@ def close_order(
     attempt: int,
     reconciled: bool = False,
     account_id: int | None = None,
+    arrival: Mapping[str, Any] | None = None,
 ) -> None:
-    """`account_id` (and `instrument`) from `bound_target` when not passed."""
+    """`account_id` (and `instrument`) from `bound_target` when not passed. `arrival`: the
+    target's price fields (`TargetResult.price_fields`): its arrival quote."""
     fields: MutableMapping[str, Any] = {
         **_target(account_id),
         "instrument_id": order.instrument_id or instrument_id,
@@ -493,6 +515,14 @@ def close_order(
         fields["time_in_force"] = order.time_in_force
     if reconciled:
         fields["reconciled"] = True
+    fields["average_fill_price"] = (
+        None if order.average_fill_price is None else str(order.average_fill_price)
+    )
+    if arrival is not None:
+        for name in ("arrival_bid", "arrival_ask", "arrival_midpoint", "arrival_age_s"):
+            fields[name] = arrival.get(name)
+        if "price_note" in arrival:
+            fields["price_note"] = arrival["price_note"]
     if _order_lines is not None:
         _order_lines.emit(fields)
     else:
@@ -538,10 +568,40 @@ def close_failed(
 
 
 def target_settled(
-    *, outcome: str, why: str, account_id: int | None = None, instrument: str | None = None
+    *,
+    outcome: str,
+    why: str,
+    account_id: int | None = None,
+    instrument: str | None = None,
+    prices: Mapping[str, Any] | None = None,
 ) -> None:
-    """A target that ended without a close order of its own: flat, skipped, or reconciled."""
-    log.info(TARGET_SETTLED, **_target(account_id, instrument), outcome=outcome, why=why)
+    """A target that ended without a close order of its own: flat, skipped, guarded, or
+    reconciled. `prices`: its price fields (`TargetResult.price_fields`)."""
+    log.info(
+        TARGET_SETTLED,
+        **_target(account_id, instrument),
+        outcome=outcome,
+        why=why,
+        **(prices or {}),
+    )
+
+
+def target_cost(
+    *, outcome: str, prices: Mapping[str, Any], account_id: int, instrument: str
+) -> None:
+    """A target whose closing orders filled: its arrival quote, average fill and cost."""
+    log.info(TARGET_COST, **_target(account_id, instrument), outcome=outcome, **prices)
+
+
+def quotes_unavailable(*, instruments: int, error: str) -> None:
+    """Snapshots that could not be read: these instruments have no arrival price, and the
+    guards that need a quote cannot judge them (docs/prices.md)."""
+    log.warning(QUOTES_UNAVAILABLE, instruments=instruments, error=error)
+
+
+def guard_overridden(*, account_id: int, instrument: str, why: str) -> None:
+    """--force: a target a guard would have held is sent anyway."""
+    log.warning(GUARD_OVERRIDDEN, account_id=account_id, instrument=instrument, why=why)
 
 
 def read_retry(*, what: str, attempt: int, reason: str, wait_s: float) -> None:

@@ -14,7 +14,7 @@ from worker.output.results import Outcome, TargetResult
 
 class ExitCode(IntEnum):
     OK = 0  # every target closed (verified flat) or already flat (or a dry run succeeded)
-    FAILED = 1  # at least one target failed or is not flat
+    FAILED = 1  # at least one target failed, is not flat, or was held by a guard (not sent)
     INVALID = 2  # invalid input or configuration, or the journal refused the run; nothing sent
     # Credentials rejected, a termination signal, or the report could not be written; the
     # report is still written when it can be. (Metrics that could not be written leave the
@@ -33,6 +33,6 @@ def exit_code(
         return ExitCode.INVALID
     if aborted is not None or write_failed:
         return ExitCode.ABORTED
-    if any(r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT) for r in results):
+    if any(r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT, Outcome.GUARDED) for r in results):
         return ExitCode.FAILED
     return ExitCode.OK

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from worker.output.report import TargetResult, summarize, write_atomically
-from worker.output.results import Outcome
+from worker.output.results import Outcome, cost_summary
 
 _LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
 
@@ -52,6 +53,7 @@ def write_metrics(
         "Targets with more than one filled closing order.",
         counts["extra_orders"],
     )
+    _cost_gauges(registry, results)
     # Per-run values under public `_total` names: a Counter would rename them and add `_created`.
     gauge("liquidator_retries_total", "Requests retried in the last run.", retries)
     gauge(
@@ -78,6 +80,28 @@ def write_metrics(
         )
     # node_exporter reads it as another user; the unit's UMask=0077 would leave 0600.
     write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
+
+
+def _cost_gauges(registry: Any, results: list[TargetResult]) -> None:
+    """What the fills were worth and cost against the arrival midpoints, in all (`account`
+    "all") and per account, with the worst target's cost: only what is known is set."""
+    from prometheus_client import Gauge
+
+    names = {
+        "gross_value_closed": ("liquidator_gross_value_closed", "Gross value filled (currency)."),
+        "cost": ("liquidator_cost", "Cost of the fills against the arrival midpoint (currency)."),
+        "cost_bps": ("liquidator_cost_bps", "That cost in bps of the fills at arrival."),
+        "worst_cost": ("liquidator_worst_cost", "The costliest target's cost (currency)."),
+    }
+    gauges = {k: Gauge(n, d, ["account"], registry=registry) for k, (n, d) in names.items()}
+    costs = cost_summary(results)
+    for account, tally in [("all", costs), *costs["cost_by_account"].items()]:
+        for key, gauge in gauges.items():
+            value = tally[key]
+            if isinstance(value, dict):  # the worst target: its cost
+                value = value["cost"]
+            if value is not None:
+                gauge.labels(account=account).set(float(value))
 
 
 def unwritable(path: Path) -> str | None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from worker.output import jsonbytes
-from worker.output.results import OrderSummary, TargetResult, summarize
+from worker.output.results import OrderSummary, TargetResult, cost_summary, summarize
 
 __all__ = ["OrderSummary", "TargetResult", "summarize", "write_atomically", "write_report"]
 
@@ -41,7 +41,7 @@ def write_report(
         "dry_run": dry_run,
         "exit_code": exit_code,
         "aborted": aborted,
-        "summary": summarize(results),
+        "summary": {**summarize(results), **cost_summary(results)},
     }
 
     # One result per line, written a chunk at a time as it is rendered: a 100,000-target report

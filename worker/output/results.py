@@ -26,6 +26,7 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
     NOT_FLAT = "not_flat"  # still open when FLAT_TIMEOUT (or the stop) came
     MARKET_CLOSED = "market_closed"  # the run was skipped: the market is closed
+    GUARDED = "guarded"  # not sent: a guard refused its blind market order (the reason in error)
 
 
 class Fate(StrEnum):
@@ -52,6 +53,7 @@ class OrderSummary:
     # Created before this run sent anything for the target (an earlier run's, found by a look,
     # a 409 on the first send, or adopted): its fills so far are in the plan's positions read.
     prior: bool = False
+    average_fill_price: str | None = None  # as the server last gave it; None before a fill
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,7 +65,26 @@ class OrderSummary:
             "own": self.own,
             "client_order_id": self.client_order_id,
             "adopted": self.adopted,
+            "average_fill_price": self.average_fill_price,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """The instrument's quote read before the first close: what a target's cost is measured
+    against. One per instrument, shared by its targets. A side is None when the quote is
+    one-sided; `age_s` is None when the server gives no quote time."""
+
+    bid: Decimal | None
+    ask: Decimal | None
+    midpoint: Decimal | None
+    age_s: float | None
+
+    @property
+    def spread_bps(self) -> Decimal | None:
+        if self.bid is None or self.ask is None or not self.midpoint:
+            return None
+        return (self.ask - self.bid) / self.midpoint * 10_000
 
 
 @dataclass(slots=True)
@@ -83,6 +104,14 @@ class TargetResult:
     quantity: str | None = None  # the planned position's signed quantity
     remaining_quantity: str | None = None  # at the last read, when not flat
     residue_closes: int = 0
+    # Prices (see docs/prices.md): the arrival quote (None: no arrival price), and, once
+    # settled with fills, the volume-weighted fill of its closing orders and the cost of that
+    # against the arrival midpoint (positive: money given up). Decimal strings.
+    arrival: Arrival | None = None
+    filled_quantity: str | None = None
+    average_fill_price: str | None = None
+    cost: str | None = None
+    cost_bps: str | None = None
 
     @property
     def extra_orders(self) -> bool:
@@ -123,6 +152,89 @@ class TargetResult:
             "attempts": self.attempts,
             "error": self.error,
             "reconciled": self.reconciled,
+            **self.price_fields(),
+        }
+
+    def price_fields(self) -> dict[str, Any]:
+        """The arrival quote and the cost, as the report and the events show them."""
+        a = self.arrival
+        fields: dict[str, Any] = {
+            "arrival_bid": _text(a.bid) if a else None,
+            "arrival_ask": _text(a.ask) if a else None,
+            "arrival_midpoint": _text(a.midpoint) if a else None,
+            "arrival_age_s": None if a is None or a.age_s is None else round(a.age_s, 3),
+            "filled_quantity": self.filled_quantity,
+            "average_fill_price": self.average_fill_price,
+            "cost": self.cost,
+            "cost_bps": self.cost_bps,
+        }
+        if a is None or a.midpoint is None:
+            fields["price_note"] = NO_ARRIVAL_PRICE
+        return fields
+
+
+NO_ARRIVAL_PRICE = "no arrival price"
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def cost_summary(results: Iterable[TargetResult]) -> dict[str, Any]:
+    """What the run's fills were worth and what they cost against the arrival midpoints, in
+    all and per account, with the worst target: Decimal strings (None: nothing priced).
+
+    `gross_value_closed`: the sum of each target's filled quantity x its average fill price,
+    priced or not; `cost`: the sum over the targets with an arrival midpoint; `cost_bps`: that
+    cost over the value of the same fills at their arrival midpoints."""
+    total = _Tally()
+    by_account: dict[int, _Tally] = {}
+    for r in results:
+        if r.average_fill_price is None or r.filled_quantity is None:
+            continue
+        tally = by_account.setdefault(r.account_id, _Tally())
+        for t in (total, tally):
+            t.add(r)
+    return {
+        **total.as_json(),
+        "cost_by_account": {str(a): t.as_json() for a, t in by_account.items()},
+    }
+
+
+@dataclass(slots=True)
+class _Tally:
+    gross: Decimal = Decimal(0)
+    cost: Decimal | None = None
+    at_arrival: Decimal = Decimal(0)  # the priced fills' value at their arrival midpoints
+    worst: TargetResult | None = None
+
+    def add(self, r: TargetResult) -> None:
+        filled = abs(Decimal(r.filled_quantity or 0))
+        self.gross += filled * Decimal(r.average_fill_price or 0)
+        if r.cost is None or r.arrival is None or r.arrival.midpoint is None:
+            return
+        self.cost = (self.cost or Decimal(0)) + Decimal(r.cost)
+        self.at_arrival += filled * r.arrival.midpoint
+        if self.worst is None or Decimal(r.cost) > Decimal(self.worst.cost or 0):
+            self.worst = r
+
+    def as_json(self) -> dict[str, Any]:
+        bps = None
+        if self.cost is not None and self.at_arrival:
+            bps = str((self.cost / self.at_arrival * 10_000).quantize(Decimal("0.01")))
+        worst = self.worst
+        return {
+            "gross_value_closed": str(self.gross.quantize(Decimal("0.01"))),
+            "cost": None if self.cost is None else str(self.cost.quantize(Decimal("0.01"))),
+            "cost_bps": bps,
+            "worst_cost": None
+            if worst is None
+            else {
+                "account_id": worst.account_id,
+                "instrument": worst.instrument,
+                "cost": worst.cost,
+                "cost_bps": worst.cost_bps,
+            },
         }
 
 

@@ -17,7 +17,7 @@ from worker.output.counters import RunCounters
 from worker.output.exit_codes import exit_code
 from worker.output.metrics import write_metrics
 from worker.output.report import write_report
-from worker.output.results import summarize
+from worker.output.results import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
 
 
@@ -55,6 +55,7 @@ def finish(
         aborted=result.aborted,
         seconds=(result.finished_at - result.started_at).total_seconds(),
         summary=summarize(result.results),
+        costs=cost_summary(result.results),
     )
     return result
 

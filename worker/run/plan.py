@@ -31,6 +31,8 @@ class Plan:
     # Entries that could mean something other than what they say (an unknown `exclude`): the
     # run is refused, nothing sent. Each names the file and key.
     refusals: list[str] = field(default_factory=list)
+    # Held back by a guard (also in `settled`, outcome `guarded`): shown before the prompt.
+    guarded: list[TargetResult] = field(default_factory=list)
 
 
 async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:

@@ -42,6 +42,7 @@ from worker.run.finish import finish
 from worker.run.journal_entry import start_run
 from worker.run.plan import Plan, make_plan
 from worker.run.preflight import Ready, preflight
+from worker.run.prices import apply_guards, guards_of, priced, read_quotes
 
 T = TypeVar("T")
 
@@ -53,7 +54,7 @@ class RunRequest:
     report_path: Path | None = None
     # Asked with the plan before any close is sent; False ends the run with nothing sent.
     confirm: Callable[[Plan], Awaitable[bool]] | None = None
-    max_positions_override: bool = False  # --force
+    max_positions_override: bool = False  # --force: also overrides the price guards
     on_plan: Callable[[Plan], None] | None = None
     on_result: Callable[[TargetResult], None] | None = None
     # --at-close, once every close is sent: (orders resting, today's close, seconds until it)
@@ -257,12 +258,29 @@ async def _plan(
             f"the targets resolve to {len(plan.targets)} positions, above max_positions"
             f" ({ceiling}); re-run with --force to close them all"
         )
+    if plan.targets:
+        # The arrival quotes, before the first close; the guards hold back blind orders.
+        quotes = await _until_stopped(
+            read_quotes(reader, [t.instrument_id for t in plan.targets], ready.server_now), stop
+        )
+        if quotes is None:
+            return aborted(
+                "stop requested", unplanned(request.specs, "run stopped before any close")
+            )
+        plan.targets, plan.guarded = apply_guards(
+            priced(plan.targets, quotes),
+            quotes,
+            guards_of(settings),
+            force=request.max_positions_override,
+        )
+        plan.settled.extend(plan.guarded)
     failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     events.plan_ready(
         positions=len(plan.targets),
-        already_settled=len(plan.settled) - failed,
+        already_settled=len(plan.settled) - failed - len(plan.guarded),
         failed=failed,
         accounts=len({t.account_id for t in plan.targets}),
+        guarded=len(plan.guarded),
     )
     if request.on_plan is not None:
         request.on_plan(plan)

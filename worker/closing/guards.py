@@ -1,0 +1,91 @@
+"""Guards before a blind market order: policy only, on the quote read before the first close.
+
+A guard holds a target back (outcome `guarded`, nothing sent) when the market it would be sent
+into says a market order is blind: no two-sided quote (halted, or no market), a quote older than
+MAX_QUOTE_AGE_S, a spread wider than MAX_SPREAD_BPS, or a position worth more than MAX_NOTIONAL.
+A quote that could not be read at all is as blind as no quote: with REQUIRE_QUOTE it is held too
+(docs/prices.md says why); `--force` sends it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from worker.closing.target import Target
+from worker.output.results import Arrival
+
+
+@dataclass(frozen=True, slots=True)
+class Guards:
+    require_quote: bool = True
+    max_quote_age_s: float | None = None
+    max_spread_bps: float | None = 500.0
+    max_notional: Decimal | None = None
+
+
+def held_because(target: Target, guards: Guards, *, quote_read: bool) -> str | None:
+    """Why this target must not be sent as a market order, or None. `quote_read`: its
+    instrument's snapshot was answered (with or without a quote)."""
+    quote = target.arrival
+    if guards.require_quote:
+        if not quote_read:
+            return (
+                f"the quote for {target.symbol} could not be read (market data unavailable):"
+                " REQUIRE_QUOTE"
+            )
+        if quote is None:
+            return f"no quote for {target.symbol} (halted, or no market): REQUIRE_QUOTE"
+        if quote.bid is None or quote.ask is None:
+            side = "bid" if quote.bid is None else "ask"
+            return (
+                f"one-sided quote for {target.symbol} (no {side}; bid {_show(quote.bid)},"
+                f" ask {_show(quote.ask)}): REQUIRE_QUOTE"
+            )
+    if quote is not None:
+        why = _quote_problem(target.symbol, quote, guards)
+        if why is not None:
+            return why
+    if guards.max_notional is not None:
+        notional = notional_of(target)
+        if notional > guards.max_notional:
+            return (
+                f"notional {notional:.2f} of {target.symbol} ({target.quantity} shares) is above"
+                f" MAX_NOTIONAL {guards.max_notional}"
+            )
+    return None
+
+
+def notional_of(target: Target) -> Decimal:
+    """What the position is worth: at the arrival midpoint when quoted, else its market value."""
+    mid = target.arrival.midpoint if target.arrival is not None else None
+    if mid:
+        return abs(target.quantity) * mid
+    return abs(target.market_value)
+
+
+def _quote_problem(symbol: str, quote: Arrival, guards: Guards) -> str | None:
+    if (
+        guards.max_quote_age_s is not None
+        and quote.age_s is not None
+        and quote.age_s > guards.max_quote_age_s
+    ):
+        return (
+            f"quote for {symbol} is {quote.age_s:.1f}s old (bid {_show(quote.bid)}, ask"
+            f" {_show(quote.ask)}), older than MAX_QUOTE_AGE_S {guards.max_quote_age_s:g}"
+        )
+    spread = quote.spread_bps
+    if (
+        guards.max_spread_bps is not None
+        and spread is not None
+        and spread > Decimal(str(guards.max_spread_bps))
+    ):
+        return (
+            f"spread of {symbol} is {spread:.1f} bps (bid {quote.bid}, ask {quote.ask}), wider"
+            f" than MAX_SPREAD_BPS {guards.max_spread_bps:g}"
+        )
+    return None
+
+
+def _show(price: Decimal | None) -> str:
+    return "none" if price is None else str(price)
