@@ -91,7 +91,7 @@ class Sender(Protocol):
 
 
 class ClosePositionSender:
-    """close_position: the default mode, as before issue 11."""
+    """close_position: the default mode; the server sizes the close and picks its side."""
 
     idempotent = False
 
