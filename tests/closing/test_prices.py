@@ -106,17 +106,11 @@ async def test_snapshots_are_read_a_hundred_instruments_a_request(
 async def test_a_target_without_a_quote_still_closes_with_null_prices(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
-    # The snapshot endpoint never answers: no arrival price. REQUIRE_QUOTE off, it closes at
-    # market all the same (on by default it is held: test_guards).
+    # The snapshot endpoint never answers: no arrival price, and nothing for a guard to judge.
     sim.config.faults["snapshot"] = Faults(p_503=1.0, retry_after_s=0.0)
     held = seed_held(sim, 31004, [70])
     result, doc = await liquidate(
-        sim,
-        settings_for,
-        tmp_path,
-        [TargetSpec(31004, None)],
-        max_attempts=2,
-        require_quote=False,
+        sim, settings_for, tmp_path, [TargetSpec(31004, None)], max_attempts=2
     )
     assert result.exit_code == 0, doc
     (r,) = doc["results"]

@@ -150,3 +150,63 @@ async def test_a_killed_submit_orders_run_rerun_adopts_its_own_and_cancels_the_o
     for account, iid, _ in keys[:3]:
         assert [o["id"] for o in by_iid[iid]["orders"]] == [own[(account, iid)]]
         assert by_iid[iid]["outcome"] == "closed"
+
+
+async def test_a_rerun_does_not_adopt_what_others_working_orders_would_over_close(
+    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+) -> None:
+    # Long 100: the killed run's SELL 100 still works, and a trader placed a SELL 50 between
+    # the runs. cancel_orders off leaves the trader's order alone: adopting the job's order as
+    # it is would sell 150 of 100.
+    keys = seed(sim, 72003, [100])
+    [(account, iid, _)] = keys
+    sim.config.fill_delay_s = 5.0  # the killed run's order still works when the rerun reads
+    settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
+    own = (await killed_run(sim, settings, keys))[(account, iid)]
+    sim.config.fill_delay_s = 0.05  # the rerun's own closes fill at once
+    # Fills after the rerun waited out the killed run (settle_s) and read the orders.
+    desk = sim.add_participant_order(account, iid, "SELL", "50", fill_after_s=2.0)
+
+    specs = [TargetSpec(account, None, cancel_orders=False)]
+    result, doc = await run_once(settings, specs, tmp_path / "r.json")
+
+    sim.fill_all()
+    assert sim.crossed_zero() == []
+    assert sim.position_quantity(account, iid) == 0, doc
+    statuses = {o["id"]: o for o in sim.orders_of(account)}
+    assert statuses[desk]["status"] == "FILLED"  # the trader's order was left to fill
+    assert statuses[own]["status"] == "CANCELED"  # the job's was not adopted
+    sold = sum(Decimal(o["filled_quantity"]) for o in statuses.values())
+    assert sold == 100  # what filled adds up to what was held
+    assert not [e for e in captured.entries if e["event"] == "order_adopted"]
+    [skipped] = [e for e in captured.entries if e["event"] == "adoption_skipped"]
+    assert desk in skipped["reason"]
+    assert result.exit_code == ExitCode.OK, doc
+
+
+async def test_a_lagging_orders_listing_does_not_defeat_adoption(
+    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+) -> None:
+    keys = seed(sim, 72004, [25, -40, 15])
+    sim.config.fill_delay_s = 2.5  # still working when the rerun adopts
+    settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
+    own = await killed_run(sim, settings, keys)
+    # The orders listing (every filter) shows none of them while the rerun waits out the killed
+    # run and reads them (settle_s, ~1.3 s); one order by its client id is current. Following
+    # sees them listed by the time they fill.
+    sim.config.orders_listing_lag_s = 2.4
+    before = dict(sim.stats.by_route)
+
+    result, doc = await run_once(settings, [TargetSpec(72004, None)], tmp_path / "r.json")
+
+    assert sim.stats.by_route["cancel"] == before.get("cancel", 0)  # none of its own cancelled
+    assert sim.stats.by_route["submit"] == before["submit"]  # and nothing sent again
+    statuses = {o["id"]: o["status"] for o in sim.orders_of(72004)}
+    assert {statuses[own[k[:2]]] for k in keys} == {"FILLED"}
+    adopted = {e["order_id"] for e in captured.entries if e["event"] == "order_adopted"}
+    assert adopted == set(own.values())
+    # One look-up per id the listing did not show, no more.
+    assert sim.stats.by_route["order"] - before.get("order", 0) == len(keys)
+    the_truth(sim, None, keys, flat=True, one_order=True)
+    assert sim.crossed_zero() == []
+    assert result.exit_code == ExitCode.OK, [(r["outcome"], r["error"]) for r in doc["results"]]

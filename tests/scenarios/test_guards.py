@@ -15,7 +15,7 @@ from worker.inputs.targets import TargetSpec
 from worker.output.exit_codes import ExitCode
 from worker.run.plan import Plan
 from worker.run.runner import RunRequest, run
-from worker.simulator import Faults, SimConfig, Simulator
+from worker.simulator import SimConfig, Simulator
 from worker.simulator.market import Liquidity, MarketConfig
 
 ACCOUNT = 32001
@@ -137,32 +137,6 @@ async def test_defaults_hold_a_halted_and_a_wide_instrument_only(
     assert outcomes == {
         "S0": "guarded",
         "S1": "guarded",
-        "S2": "closed",
-        "S3": "closed",
-        "S4": "closed",
-    }
-
-
-async def test_quotes_that_cannot_be_read_hold_every_target_unless_forced(
-    sim: Simulator, settings_for: Any, tmp_path: Path
-) -> None:
-    """A market-data outage is as blind as a halt: REQUIRE_QUOTE holds what it cannot judge."""
-    seed_held(sim, ACCOUNT, [100, 100, 100, 250, 100])
-    sim.config.faults["snapshot"] = Faults(p_503=1.0, retry_after_s=0.0)
-    code, by_symbol, _ = await _run(sim, settings_for, tmp_path, max_attempts=2)
-    assert code == ExitCode.FAILED
-    assert {r["outcome"] for r in by_symbol.values()} == {"guarded"}
-    assert all("could not be read" in r["error"] for r in by_symbol.values())
-    assert sim.stats.by_route["close"] == 0
-    assert sim.stats.by_route["submit"] == 0
-
-    # --force sends them blind: S0 is halted, so its order rests in the halt (what the guard
-    # was for); the others close.
-    _, by_symbol, _ = await _run(sim, settings_for, tmp_path, force=True, max_attempts=2)
-    outcomes = {s: r["outcome"] for s, r in by_symbol.items()}
-    assert outcomes == {
-        "S0": "not_flat",
-        "S1": "closed",
         "S2": "closed",
         "S3": "closed",
         "S4": "closed",

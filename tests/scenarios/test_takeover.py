@@ -258,7 +258,10 @@ async def test_a_paused_host_whose_session_ended_sends_nothing_when_it_resumes(
     hosts = {
         "LIQUIDATOR_JOURNAL_URL": pg_url,
         "LIQUIDATOR_LOCK_WAIT": "30",
-        "LIQUIDATOR_REQUEST_TIMEOUT": "1",
+        # B waits REQUEST_TIMEOUT + RECONCILE_DELAY + a margin (2.45 s) after it takes the lock:
+        # well past the 1.1 s this test watches after it sees the lock taken, which under load
+        # can be late by a few tenths.
+        "LIQUIDATOR_REQUEST_TIMEOUT": "2",
         "LIQUIDATOR_RECONCILE_DELAY": "0.2",
     }
     a = await start_liquidator(

@@ -322,6 +322,13 @@ class TradingApi:
         raw = await self._call("DELETE", f"/v1/accounts/{account_id}/orders/{order_id}")
         return _parse(_ORDER, raw)
 
+    async def get_order(self, account_id: int, order_id: str) -> Reply[Order]:
+        """One order (get_order_by_id), named by its `id` whatever its status, or by its client
+        id while it is open. Current even when the orders listing lags; `NotFound` (404): no
+        such order, or, by client id, none open under it."""
+        path = f"/v1/accounts/{account_id}/orders/{quote(order_id, safe='')}"
+        return _parse(_ORDER, await self._call("GET", path))
+
     async def orders_by_client_id(
         self, account_id: int, client_ids: Sequence[str]
     ) -> Reply[list[Order]]:

@@ -1,13 +1,12 @@
 """Follow every sent close until its position reads zero at the server, or FLAT_TIMEOUT passes.
 
-One task per account, started by the first target handed over, so following overlaps the
-fan-out. Each poll reads the account's orders since the run began and its positions, filtered to
-the instruments still open, with pauses that grow from `first_pause_s` to `max_pause_s` while
-nothing settles. Once every close is sent, a pause under way ends at once: the run's end waits
-on that poll. If it finds fills still on their way, the next poll comes SETTLE_S later, and the
-pauses grow from there as before.
-`closing.evidence.follow_step` decides per target: flat, wait, or a residue close for the rest
-(sent through the same journaled step as every close). It never sends while stopping.
+One task per account polls the working orders on its open instruments (by status, any age), the
+job's own orders by id, and the positions of the instruments where no order works (while one
+does, nothing is decided from the position, and under a rate limit a read costs as much as an
+order); a read is acted on only when it agrees with the fills
+the job knows of (a listing behind them is read again). `closing.evidence.follow_step` decides
+per target: flat, wait, or a residue close through the same journaled step as every close; it
+never sends while stopping.
 """
 
 from __future__ import annotations

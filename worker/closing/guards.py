@@ -3,8 +3,8 @@
 A guard holds a target back (outcome `guarded`, nothing sent) when the market it would be sent
 into says a market order is blind: no two-sided quote (halted, or no market), a quote older than
 MAX_QUOTE_AGE_S, a spread wider than MAX_SPREAD_BPS, or a position worth more than MAX_NOTIONAL.
-A quote that could not be read at all is as blind as no quote: with REQUIRE_QUOTE it is held too
-(docs/prices.md says why); `--force` sends it.
+A quote that could not be read at all cannot be judged: that target has no arrival price and is
+not held (docs/prices.md says why).
 """
 
 from __future__ import annotations
@@ -28,12 +28,7 @@ def held_because(target: Target, guards: Guards, *, quote_read: bool) -> str | N
     """Why this target must not be sent as a market order, or None. `quote_read`: its
     instrument's snapshot was answered (with or without a quote)."""
     quote = target.arrival
-    if guards.require_quote:
-        if not quote_read:
-            return (
-                f"the quote for {target.symbol} could not be read (market data unavailable):"
-                " REQUIRE_QUOTE"
-            )
+    if quote_read and guards.require_quote:
         if quote is None:
             return f"no quote for {target.symbol} (halted, or no market): REQUIRE_QUOTE"
         if quote.bid is None or quote.ask is None:

@@ -27,7 +27,7 @@ from worker.api.client import NewOrder, Reply, Side, TimeInForce, TradingApi
 from worker.api.models import Order
 from worker.api.policy import Sleep
 from worker.api.reads import Reader
-from worker.closing.adopt import Adopted, find_own_working, own_client_ids
+from worker.closing.adopt import Adopted, OwnWorking, find_own_working, own_client_ids
 from worker.closing.batch import Batcher
 from worker.closing.client_ids import client_order_id
 from worker.closing.evidence import Finding, Verdict, closing_side, look
@@ -92,7 +92,7 @@ class Sender(Protocol):
 
 
 class ClosePositionSender:
-    """close_position: the default mode, as before issue 11."""
+    """close_position: the default mode; the server sizes the close and picks its side."""
 
     idempotent = False
 
@@ -224,8 +224,8 @@ class SubmitOrdersSender:
         (`prepare`).
         """
         own_ids = own_client_ids(self._job, targets, self._generation)
-        if own_ids:
-            self._adopted = await find_own_working(self._reader, self._api, own_ids)
+        own = await find_own_working(self._reader, self._api, own_ids) if own_ids else OwnWorking()
+        self._adopted = own.adopted
         by_account: dict[int, list[Target]] = {}
         keeping: dict[int, list[Target]] = {}  # instruments with an adopted order
         to_cancel = self._accounts_to_cancel(targets)
@@ -241,6 +241,10 @@ class SubmitOrdersSender:
         await asyncio.gather(
             *(self._cancel_chunk(chunk, stopping) for chunk in chunks),
             *(self._cancel_others(batch, stopping) for batch in keeping.values()),
+            *(
+                self._cancel_each(a, orders, stopping, instruments=len({t for t, _ in orders}))
+                for a, orders in own.to_cancel.items()
+            ),
         )
 
     def _accounts_to_cancel(self, targets: Sequence[Target]) -> set[int]:
@@ -310,15 +314,29 @@ class SubmitOrdersSender:
                 self._not_to_send[(account_id, t.instrument_id)] = err
             return
         others = [
-            o
+            (by_iid[(o.instrument_id or "").lower()], o)
             for o in listed
             if o.working
             and (o.instrument_id or "").lower() in by_iid
             and not self.recognises(o, by_iid[(o.instrument_id or "").lower()])
         ]
-        cancelled: list[Order] = []
         request_id = request_ids[-1] if request_ids else None
-        for o in others:
+        await self._cancel_each(
+            account_id, others, stopping, instruments=len(targets), request_id=request_id
+        )
+
+    async def _cancel_each(
+        self,
+        account_id: int,
+        orders: list[tuple[Target, Order]],
+        stopping: asyncio.Event,
+        *,
+        instruments: int,
+        request_id: str | None = None,
+    ) -> None:
+        """Cancel these orders one by one, by id, and wait until none of them is working."""
+        cancelled: list[Order] = []
+        for t, o in orders:
             try:
                 reply = await self._reader.retried(
                     f"cancel order {o.id} of account {account_id}",
@@ -329,14 +347,13 @@ class SubmitOrdersSender:
             except Unauthorized:
                 raise
             except ApiError as err:
-                t = by_iid[(o.instrument_id or "").lower()]
                 self._not_to_send[(account_id, t.instrument_id)] = err
                 continue
             cancelled.append(reply.data)
             request_id = reply.request_id
         events.cancel_requested(
             account_id=account_id,
-            instruments=len(targets),
+            instruments=instruments,
             orders=len(cancelled),
             request_id=request_id,
         )

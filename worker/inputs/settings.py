@@ -138,8 +138,7 @@ class Settings(BaseSettings):
     max_notional: Decimal | None = Field(
         None, gt=0, description="Hold a target whose position is worth more than this."
     )
-    # Issue 11:
-    # how a close is sent, whether as a market-on-close order, and the cutoff for that.
+    # How a close is sent, whether as a market-on-close order, and the cutoff for that.
     close_via: Literal["close_position", "submit_orders"] = "close_position"
     at_close: bool = False
     # 100: an account of up to 100 positions is closed in one request; the lookups a batch may
