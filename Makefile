@@ -27,11 +27,13 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-# Not part of `make test`: it takes a minute and measures this machine, not correctness.
+# Not part of `make test`: it takes minutes (bench/rate_limited.py's close_position alone about
+# five, at 20 requests a second) and measures this machine, not correctness.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/pace.py
+	$(BIN)/python bench/rate_limited.py
 
 test: lint typecheck pytest
 

@@ -61,6 +61,7 @@ class ApiError(LiquidatorError):
         request_id: str | None = None,
         excerpt: str | None = None,
         retry_after: float | None = None,
+        details: list[dict[str, object]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -69,6 +70,9 @@ class ApiError(LiquidatorError):
         self.excerpt = excerpt
         # Seconds the server asked us to wait (Retry-After), when it said.
         self.retry_after = retry_after
+        # The error envelope's `details` objects, when it gave any (which order of a batch a
+        # refusal is about, a batch's size limit): read by `worker.closing.batch`.
+        self.details = details or []
 
     def __str__(self) -> str:
         parts = [self.message]

@@ -50,7 +50,10 @@ liquidate = functools.partial(liquidate_with, close_via="submit_orders")
 async def test_unknown_outcomes_503s_and_a_late_gateway_end_flat_each_closed_once(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
-    """The issue's "done when", scaled down: fills 0.2 s, timeout 0.1 s, late by 0.3 s."""
+    """The issue's "done when", scaled down: fills 0.2 s, timeout 0.1 s, late by 0.3 s.
+
+    One order a request (BATCH_SIZE 1), so the faults meet many sends; batches meet the same
+    faults in tests/scenarios/test_batch_faults.py."""
     keys = seed(sim, 71001, [10 + k if k % 3 else -(10 + k) for k in range(40)])
     sim.config.fill_delay_s = 0.2
     submit = Faults(**UNKNOWN_OUTCOMES_30, p_503=0.1, p_apply_late=0.2, apply_late_s=0.3)
@@ -58,7 +61,7 @@ async def test_unknown_outcomes_503s_and_a_late_gateway_end_flat_each_closed_onc
     sim.config.faults = {"submit": submit}
     result, doc = await liquidate(
         sim, settings_for, tmp_path, [TargetSpec(71001, None)],
-        request_timeout=0.1, max_attempts=16,
+        request_timeout=0.1, max_attempts=16, batch_size=1,
     )  # fmt: skip
     assert result.exit_code == ExitCode.OK, doc["summary"]
     assert sim.stats.faults_injected["apply_late"] > 0
@@ -244,6 +247,8 @@ async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
         "LIQUIDATOR_LOG_FORMAT": "json",
         "LIQUIDATOR_RATE_LIMIT": "0",
         "LIQUIDATOR_REQUEST_TIMEOUT": "0.2",
+        # Batches of 7: the kill comes between batches and in the middle of one.
+        "LIQUIDATOR_BATCH_SIZE": "7",
     }
     command = (
         sys.executable, "-m", "worker", "run", "--yes", "--close-via", "submit_orders",
@@ -253,7 +258,7 @@ async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
         *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
     )
     deadline = time.monotonic() + 20
-    while sim.stats.by_route["submit"] < 40:
+    while sum(sim.stats.submit_batch_sizes) < 40:  # orders read by the server
         assert time.monotonic() < deadline, "the first run never got going"
         await asyncio.sleep(0.01)
     first.kill()

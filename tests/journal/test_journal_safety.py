@@ -286,7 +286,10 @@ async def test_a_journal_failing_mid_block_then_a_rerun_closes_each_once(
             " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
         db.commit()
-    settings = settings_for(sim, concurrency=2, close_via=close_via, **FAST_FOLLOW)
+    # Blocks of first intents are as large as the fan-out: 2 x concurrency closes, or with
+    # batches concurrency x batch_size: 4 either way here, so the store fails in the third
+    # block, after the first blocks' closes went out (two blocks may share one commit).
+    settings = settings_for(sim, concurrency=2, close_via=close_via, batch_size=2, **FAST_FOLLOW)
     whole_account = [TargetSpec(20001, None)]
     first = await run(
         settings, RunRequest(specs=whole_account, report_path=tmp_path / "1.json"), asyncio.Event()
@@ -305,6 +308,7 @@ async def test_a_journal_failing_mid_block_then_a_rerun_closes_each_once(
     if close_via == "submit_orders":
         used = {o["client_order_id"] for a, i in positions for o in sim.closing_orders(a, i)}
         assert used <= client_ids
+        assert max(sim.stats.submit_batch_sizes) > 1, "the orders went out in batches"
     sim.fill_due_in(0.3)
     sim.config.fill_delay_s = 0.05
     second = await run(

@@ -74,6 +74,16 @@ _CLOSE_BODY = {
 
 
 @dataclass(frozen=True, slots=True)
+class NewOrder:
+    """One market order of a batch (`submit_orders`)."""
+
+    client_id: str
+    instrument_id: str
+    side: Side
+    quantity: Decimal  # positive
+
+
+@dataclass(frozen=True, slots=True)
 class Reply(Generic[T]):
     data: T
     request_id: str
@@ -254,6 +264,43 @@ class TradingApi:
             )
         return Reply(reply.data[0], reply.request_id)
 
+    async def submit_orders(
+        self,
+        account_id: int,
+        orders: Sequence[NewOrder],
+        *,
+        time_in_force: TimeInForce = "DAY",
+        unless: asyncio.Event | None = None,
+    ) -> Reply[list[Order]]:
+        """POST market orders in one request, each under its own client `id` (a batch).
+
+        The reply is returned as the server gave it: the spec says nothing about a batch's
+        limits or atomicity, so what a short or mixed reply means is decided by the caller
+        (`worker.closing.batch`). If `unless` is set by the time a request slot is free,
+        nothing is sent (`NotSent`).
+        """
+        if not orders:
+            raise ValueError("a batch needs at least one order")
+        body = [
+            {
+                "id": o.client_id,
+                "instrument_id": o.instrument_id,
+                "side": o.side,
+                "quantity": _decimal_text(o.quantity),
+                "order_type": "MARKET",
+                "time_in_force": time_in_force,
+            }
+            for o in orders
+        ]
+        for o in orders:
+            if o.quantity <= 0:
+                raise ValueError(f"an order's quantity must be positive, not {o.quantity}")
+        payload = aiohttp.BytesPayload(jsonbytes.dumps(body), content_type="application/json")
+        raw = await self._call(
+            "POST", f"/v1/accounts/{account_id}/orders", body=payload, unless=unless
+        )
+        return _parse(_ORDERS, raw)
+
     async def cancel_open_orders(
         self, account_id: int, instrument_ids: Sequence[str]
     ) -> Reply[list[Order]]:
@@ -392,6 +439,7 @@ class TradingApi:
             "request_id": request_id,
             "excerpt": None if envelope else _excerpt(raw),
             "retry_after": retry_after,
+            "details": _error_details(envelope),
         }
         if status == 429:
             raise RateLimited(message, **kw)
@@ -490,6 +538,14 @@ def _error_reasons(error: Mapping[str, Any]) -> str:
         if isinstance(d, dict) and isinstance(d.get("description"), str)
     ]
     return f" ({'; '.join(reasons)})" if reasons else ""
+
+
+def _error_details(envelope: Mapping[str, Any] | None) -> list[dict[str, object]]:
+    error = envelope.get("error") if envelope else None
+    details = error.get("details") if isinstance(error, dict) else None
+    if not isinstance(details, list):
+        return []
+    return [d for d in details[:1000] if isinstance(d, dict)]
 
 
 def _retry_after(value: str | None) -> float | None:

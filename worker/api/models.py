@@ -47,6 +47,7 @@ class Order(_ApiModel):
     symbol: str | None = None
     instrument_id: str | None = None
     time_in_force: str | None = None
+    details: list[str] | None = None  # execution, rejection or cancellation details
     average_fill_price: Decimal | None = None  # volume-weighted over its fills; null before one
 
     @property

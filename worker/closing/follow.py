@@ -1,7 +1,9 @@
 """Follow every sent close until its position reads zero at the server, or FLAT_TIMEOUT passes.
 
 One task per account polls the working orders on its open instruments (by status, any age), the
-job's own orders by id, and the positions; a read is acted on only when it agrees with the fills
+job's own orders by id, and the positions of the instruments where no order works (while one
+does, nothing is decided from the position, and under a rate limit a read costs as much as an
+order); a read is acted on only when it agrees with the fills
 the job knows of (a listing behind them is read again). `closing.evidence.follow_step` decides
 per target: flat, wait, or a residue close through the same journaled step as every close; it
 never sends while stopping.
@@ -210,8 +212,8 @@ class Follower:
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
             try:
-                positions, orders, request_id = await self._within_grace(
-                    self._read(account_id, read)
+                positions, positioned, orders, request_id = await self._within_grace(
+                    self._read(account_id, read, final=final)
                 )
             except CutOff:
                 for followed in [pending[iid] for iid in read if iid in pending]:
@@ -233,12 +235,8 @@ class Follower:
                 continue
             for iid in read:
                 followed = pending[iid]
-                await self._decide(
-                    followed,
-                    positions.get(iid.lower(), Decimal(0)),
-                    orders.get(iid.lower(), []),
-                    request_id,
-                )
+                position = positions.get(iid.lower(), Decimal(0)) if iid in positioned else None
+                await self._decide(followed, position, orders.get(iid.lower(), []), request_id)
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
                     if followed.undecided and not followed.last_read:
@@ -273,9 +271,14 @@ class Follower:
                 wait.cancel()
 
     async def _read(
-        self, account_id: int, instrument_ids: Sequence[str]
-    ) -> tuple[dict[str, Decimal], dict[str, list[Order]], str]:
-        """Positions and orders of these instruments, and the orders listing's request_id.
+        self, account_id: int, instrument_ids: Sequence[str], *, final: bool = False
+    ) -> tuple[dict[str, Decimal], set[str], dict[str, list[Order]], str]:
+        """Positions and orders of these instruments, the instruments whose positions were read,
+        and the orders listing's request_id.
+
+        Under a rate limit a read costs as much as an order, so positions are read only for
+        the instruments that need them (`_needs_position`): while an order on an instrument is
+        working, nothing is decided from its position.
 
         Orders come from up to three listings, merged by id: every order that can still fill, of
         any age (by status); the job's own orders and the others' orders counted in the expected
@@ -284,6 +287,7 @@ class Follower:
         (no time bound).
         """
         positions: dict[str, Decimal] = {}
+        positioned: set[str] = set()
         request_id = ""
         orders: dict[str, list[Order]] = {}
         reader = self._ctx.reader
@@ -313,11 +317,34 @@ class Follower:
             for o in merged.values():
                 # UUIDs are case-insensitive: a listing may spell one unlike the plan did.
                 orders.setdefault((o.instrument_id or "").lower(), []).append(o)
-            listed, _ = await reader.positions(account_id, chunk)
+            needed = [
+                iid
+                for iid in chunk
+                if iid not in pending
+                or self._needs_position(pending[iid], orders.get(iid.lower(), []), final)
+            ]
+            if not needed:
+                continue
+            listed, _ = await reader.positions(account_id, needed)
+            positioned.update(needed)
             for p in listed:
                 iid = p.instrument_id.lower()
                 positions[iid] = positions.get(iid, Decimal(0)) + p.quantity
-        return positions, orders, request_id
+        return positions, positioned, orders, request_id
+
+    def _needs_position(self, followed: _Followed, orders: Sequence[Order], final: bool) -> bool:
+        """Whether a poll must read the target's position: when no order on the instrument is
+        working (flat, a residue, or a lagging listing is decided from it); when a close's
+        outcome is unknown or the target is only watched (the position is the proof); and on
+        the last read before a stop or FLAT_TIMEOUT settles it, so its report carries what the
+        position read."""
+        if final or followed.watch_only or followed.unresolved is not None:
+            return True
+        if self._ctx.stopping.is_set():
+            return True
+        if self._clock() >= followed.deadline - self._settings.max_pause_s:
+            return True
+        return not any(o.working for o in orders)
 
     def _ids_to_read(self, followed: Iterable[_Followed]) -> list[str]:
         """The job's orders not yet read final, and the client id a lost reply went under."""
@@ -333,8 +360,10 @@ class Follower:
         return list(dict.fromkeys(ids))
 
     async def _decide(
-        self, followed: _Followed, position: Decimal, orders: list[Order], request_id: str
+        self, followed: _Followed, position: Decimal | None, orders: list[Order], request_id: str
     ) -> None:
+        """Take in what one poll read for the target; `position` None: not read (an order on
+        the instrument is working, so it waits whatever the position)."""
         target, result = followed.target, followed.result
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
         shown = {o.id for o in orders}
@@ -360,6 +389,8 @@ class Follower:
         life.position_read(result, position)
         if len(result.orders) > known_before and followed.unresolved is not None:
             followed.unresolved = None  # the close whose reply was lost is found
+        if position is None:
+            return
         followed.undecided = True
         # An order of the job's that no listing shows, though not read final: the listings
         # are behind it (a lag), not the truth. Nothing is decided on them.

@@ -23,11 +23,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from worker.api.client import Reply, Side, TimeInForce, TradingApi
+from worker.api.client import NewOrder, Reply, Side, TimeInForce, TradingApi
 from worker.api.models import Order
 from worker.api.policy import Sleep
 from worker.api.reads import Reader
 from worker.closing.adopt import Adopted, OwnWorking, find_own_working, own_client_ids
+from worker.closing.batch import Batcher
 from worker.closing.client_ids import client_order_id
 from worker.closing.evidence import Finding, Verdict, closing_side, look
 from worker.closing.target import Target
@@ -168,8 +169,21 @@ class SubmitOrdersSender:
         cancel_wait: CancelWait,
         sleep: Sleep,
         clock: Callable[[], float] = time.monotonic,
+        batch_size: int = 1,
+        working_before: Mapping[int, Sequence[Order]] | None = None,
+        read_accounts: Collection[int] | None = None,
     ) -> None:
         self._api = api
+        # BATCH_SIZE above 1: the account's orders go out together (`worker.closing.batch`).
+        self._batcher = (
+            Batcher(api, reader, size=batch_size, time_in_force=time_in_force)
+            if batch_size > 1
+            else None
+        )
+        # Per account, the orders that could still fill when the run read them (None: not
+        # read): an account with none on a target's instrument has nothing to cancel.
+        self._working_before = working_before
+        self._read_accounts = set(read_accounts or ())
         self._reader = reader
         self._job = job
         self._tif: TimeInForce = time_in_force
@@ -214,8 +228,9 @@ class SubmitOrdersSender:
         self._adopted = own.adopted
         by_account: dict[int, list[Target]] = {}
         keeping: dict[int, list[Target]] = {}  # instruments with an adopted order
+        to_cancel = self._accounts_to_cancel(targets)
         for t in targets:
-            if t.cancel_orders:
+            if t.cancel_orders and t.account_id in to_cancel:
                 adopted = (t.account_id, t.instrument_id.lower()) in self._adopted
                 (keeping if adopted else by_account).setdefault(t.account_id, []).append(t)
         chunks = [
@@ -231,6 +246,24 @@ class SubmitOrdersSender:
                 for a, orders in own.to_cancel.items()
             ),
         )
+
+    def _accounts_to_cancel(self, targets: Sequence[Target]) -> set[int]:
+        """The accounts where a cancel may find something: those whose snapshot shows a
+        working order on a target's instrument, and those the snapshot could not read.
+
+        Every request counts under a rate limit: a cancel where nothing works is one wasted.
+        """
+        accounts = {t.account_id for t in targets}
+        if self._working_before is None:  # no snapshot was given: cancel everywhere
+            return accounts
+        wanted = accounts - self._read_accounts  # unread: whether anything works is unknown
+        for t in targets:
+            if any(
+                o.working and (o.instrument_id or "").lower() == t.instrument_id.lower()
+                for o in self._working_before.get(t.account_id, ())
+            ):
+                wanted.add(t.account_id)
+        return wanted
 
     def adopted(self, target: Target) -> Adopted | None:
         return self._adopted.get((target.account_id, target.instrument_id.lower()))
@@ -372,6 +405,8 @@ class SubmitOrdersSender:
         assert client_id is not None, "every submission goes under a client id"
         if position == 0:
             raise ValueError("a submission needs an open position")
+        if self._batcher is not None:
+            return await self._send_in_batch(target, client_id, position, unless)
         try:
             reply: Reply[Order] = await self._api.submit_order(
                 target.account_id,
@@ -393,6 +428,15 @@ class SubmitOrdersSender:
                 ) from None
             return Sent(found.data, found.request_id, found=True)
         return Sent([reply.data], reply.request_id)
+
+    async def _send_in_batch(
+        self, target: Target, client_id: str, position: Decimal, unless: asyncio.Event
+    ) -> Sent:
+        """The same order as `send`'s, sent with the account's others (`worker.closing.batch`)."""
+        assert self._batcher is not None
+        order = NewOrder(client_id, target.instrument_id, _closing_side(position), abs(position))
+        submitted = await self._batcher.submit(target.account_id, order, target.instrument, unless)
+        return Sent([submitted.order], submitted.request_id, found=submitted.found)
 
     async def look(
         self, target: Target, result: TargetResult, since: datetime, reference: Decimal

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     # How a close is sent, whether as a market-on-close order, and the cutoff for that.
     close_via: Literal["close_position", "submit_orders"] = "close_position"
     at_close: bool = False
+    # 100: an account of up to 100 positions is closed in one request; the lookups a batch may
+    # need (its client ids) fit one ~3.7 kB query string; a server that takes fewer says so
+    # (413), and the worker splits and remembers (docs/request-budget.md).
+    batch_size: int = Field(
+        100, ge=1, le=1000, description="submit_orders: closing orders per request, at most."
+    )
     moc_cutoff: timedelta = Field(
         timedelta(minutes=10), description="How long before today's regular close MOC stops."
     )

@@ -101,6 +101,8 @@ ORDER_CANCEL_REQUESTED = "order_cancel_requested"  # `liquidator cancel`: asked 
 ORDER_CANCELED = "order_canceled"  # ... and no longer working (its final status)
 CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait ended
 ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
+BATCH_SUBMITTED = "batch_submitted"  # submit_orders: one POST of an account's orders answered
+BATCH_SIZE_LOWERED = "batch_size_lowered"  # the server refused a batch as too large
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -765,6 +767,22 @@ def cancel_requested(
         orders=orders,
         request_id=request_id,
     )
+
+
+def batch_submitted(*, account_id: int, orders: int, listed: int, request_id: str) -> None:
+    """One POST of `orders` closing orders was answered 2xx, its reply listing `listed`."""
+    log.info(
+        BATCH_SUBMITTED,
+        account_id=account_id,
+        orders=orders,
+        listed=listed,
+        request_id=request_id,
+    )
+
+
+def batch_size_lowered(*, size: int, was: int, request_id: str | None) -> None:
+    """A batch was refused as too large: batches are at most `size` orders for the run."""
+    log.warning(BATCH_SIZE_LOWERED, size=size, was=was, request_id=request_id)
 
 
 def orders_canceled(*, account_id: int, seconds: float, polls: int) -> None:

@@ -6,7 +6,7 @@ stopped the run."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -73,6 +73,8 @@ def choose_sender(
     priors: Mapping[tuple[int, str], Prior],
     preexisting: Mapping[int, frozenset[str]],
     sleep: Sleep,
+    working_before: Mapping[int, Sequence[Order]] | None = None,
+    read_accounts: Collection[int] | None = None,
 ) -> Sender:
     """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
     if settings.close_via == "close_position":
@@ -89,7 +91,19 @@ def choose_sender(
             max_pause_s=settings.follow_pause_max,
         ),
         sleep=sleep,
+        batch_size=settings.batch_size,
+        working_before=working_before,
+        read_accounts=read_accounts,
     )
+
+
+def fan_out_workers(settings: Settings, targets: int) -> int:
+    """Closes in flight at once: twice the requests in flight, or, when orders go out in
+    batches, enough that every request can carry a full batch (the workers only wait)."""
+    workers = 2 * settings.concurrency
+    if settings.close_via == "submit_orders" and settings.batch_size > 1:
+        workers = max(workers, settings.concurrency * settings.batch_size)
+    return max(1, min(workers, targets))
 
 
 async def close_and_follow(
@@ -137,7 +151,7 @@ async def close_and_follow(
         results = await fan_out(
             ctx,
             targets,
-            workers=2 * settings.concurrency,
+            workers=fan_out_workers(settings, len(targets)),
             grace_s=settings.stop_grace,
             on_result=on_result,
             on_abort=stopped_by,

@@ -205,13 +205,22 @@ async def _session(
                 # is sized. Cut short by a stop: nothing is sent then, so none is needed.
                 snapshot = await _until_stopped(orders_snapshot(reader, plan.targets, since), stop)
                 preexisting, working_before = snapshot or ({}, {})
+                read_accounts = set(preexisting) if snapshot is not None else set()
                 if settings.close_via != "close_position":
                     preexisting = {}
             except Unauthorized as err:
                 why = f"credentials rejected: {err}"
                 return aborted(why, plan.settled + unsent(plan.targets, f"not sent: {why}"))
             sender = choose_sender(
-                settings, api, reader, journaled.job, journaled.priors, preexisting, policy.sleep
+                settings,
+                api,
+                reader,
+                journaled.job,
+                journaled.priors,
+                preexisting,
+                policy.sleep,
+                working_before=working_before,
+                read_accounts=read_accounts,
             )
             ctx = CloseContext(
                 run_id=run_id,
