@@ -611,8 +611,11 @@ class Book:
         if self.market.has_book(position.symbol):
             fills = self.market.take(order.instrument_id, position.symbol, order.side, wanted, None)
         else:
-            fills = [(position.price, wanted)]
-            self.market.traded(order.instrument_id, position.symbol, position.price, wanted)
+            # No book: the fill is at the price the instrument is quoted around, the same for
+            # every account (an account's position price is only where it was bought).
+            price = self.market.book(order.instrument_id, position.symbol).reference
+            fills = [(price, wanted)]
+            self.market.traded(order.instrument_id, position.symbol, price, wanted)
         for price, quantity in fills:
             self._apply_fill(account, order, position, quantity, price, now)
         # The rest of a market order the market could not fill (a partial fill, a book run
