@@ -142,13 +142,13 @@ def test_close_order_on_its_fast_path_is_the_pipelines_line_key_for_key() -> Non
     events.bind_run("run-123")
     echoed = an_order(symbol=f"echo {KEY}", time_in_force="DAY")  # a server that echoes
     try:
-        assert events._order_lines is not None
+        assert events._info_lines is not None
         with events.bound_target(7, "GOOG"):
             events.close_order(echoed, instrument_id="inst-1", request_id="r", attempt=1)
-            fast = events._order_lines
-            events._order_lines = None  # the same event through structlog's pipeline
+            fast = events._info_lines
+            events._info_lines = None  # the same event through structlog's pipeline
             events.close_order(echoed, instrument_id="inst-1", request_id="r", attempt=1)
-            events._order_lines = fast
+            events._info_lines = fast
         events.close_order(
             an_order(), instrument_id="inst-1", request_id="r", attempt=2, account_id=8
         )
@@ -335,3 +335,30 @@ async def test_the_cancel_events_carry_the_fields_the_readme_names(
         for key in set(entry) - common:
             assert f"`{key}`" in row, (key, row)
         assert "`instrument`" not in row, row
+
+
+def test_target_cost_on_its_fast_path_is_the_pipelines_line_key_for_key() -> None:
+    out = Output(binary=True)
+    events.configure(level="info", fmt="json", secrets=[KEY], stream=out.stream)
+    events.bind_run("run-123")
+    prices = {"arrival_bid": "1.5", "cost": "0.00", "price_note": f"echo {KEY}"}
+    try:
+        assert events._info_lines is not None
+        events.target_cost(outcome="closed", prices=prices, account_id=7, instrument="GOOG")
+        fast = events._info_lines
+        events._info_lines = None  # the same event through structlog's pipeline
+        events.target_cost(outcome="closed", prices=prices, account_id=7, instrument="GOOG")
+        events._info_lines = fast
+    finally:
+        events.unconfigure()
+        structlog.contextvars.clear_contextvars()
+    fast_line, pipeline_line = lines(out)
+    assert list(fast_line) == list(pipeline_line)  # the same keys, in the same order
+    assert {**fast_line, "timestamp": 0} == {**pipeline_line, "timestamp": 0}
+    assert fast_line["event"] == "target_cost"
+    assert fast_line["price_note"] == f"echo {events.REDACTED}"
+    assert (fast_line["run_id"], fast_line["account_id"], fast_line["level"]) == (
+        "run-123",
+        7,
+        "info",
+    )

@@ -151,7 +151,7 @@ def record_orders(
             request_id=request_id,
             attempt=result.attempts,
             reconciled=reconciled,
-            arrival=result.price_fields(),
+            arrival=result.quote_fields(),
         )
 
 

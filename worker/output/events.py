@@ -143,23 +143,23 @@ class Redactor:
         return rendered
 
 
-class _OrderLines:
-    """`close_order` as a JSON line, without structlog's generic pipeline.
+class _InfoLines:
+    """An info event as a JSON line, without structlog's generic pipeline: `close_order` and
+    `target_cost`, one line each per target, the fan-out's hottest path after the request.
 
-    One line per order is the fan-out's hottest path after the request itself: through the
-    pipeline it cost ~50 µs of CPU per order inside a run, about a quarter of what the worker
-    adds to a close (bench/run.py; README "Performance"). The line is the pipeline's, key for
-    key (the event's fields, `event`, the bound contextvars, `level`, `timestamp`), redacted by
-    the same Redactor and written by a BytesLogger on the same stream (structlog gives both
-    writers one lock per file); test_events compares the two.
+    Through the pipeline a line cost ~50 µs of CPU inside a run (bench/run.py; bench/README.md).
+    The line is the pipeline's, key for key (the event's fields, `event`, the bound
+    contextvars, `level`, `timestamp`), redacted by the same Redactor and written by a
+    BytesLogger on the same stream (structlog gives both writers one lock per file);
+    test_events compares the two.
     """
 
     def __init__(self, logger: structlog.BytesLogger, redactor: Redactor) -> None:
         self._logger = logger
         self._redactor = redactor
 
-    def emit(self, fields: MutableMapping[str, Any]) -> None:
-        fields["event"] = CLOSE_ORDER
+    def emit(self, event: str, fields: MutableMapping[str, Any]) -> None:
+        fields["event"] = event
         for key, value in structlog.contextvars.get_contextvars().items():
             fields.setdefault(key, value)
         fields["level"] = "info"
@@ -168,7 +168,7 @@ class _OrderLines:
         self._logger.msg(self._redactor.redact_bytes(line))
 
 
-_order_lines: _OrderLines | None = None  # set by `configure` for the JSON form
+_info_lines: _InfoLines | None = None  # set by `configure` for the JSON form
 
 
 class CompactOrders:
@@ -246,7 +246,7 @@ def configure(
     logger_factory: Callable[..., Any] | None = None,
 ) -> None:
     """Configure structlog once, at program start. A terminal gets the readable form."""
-    global _order_lines
+    global _info_lines
     out = stream if stream is not None else sys.stdout
     console = fmt == "console" or (fmt == "auto" and (out.isatty() or logger_factory is not None))
     binary: BinaryIO | None = getattr(out, "buffer", None)
@@ -279,16 +279,16 @@ def configure(
     )
     global log
     log = structlog.get_logger("liquidator").bind()
-    # close_order's fast path: the JSON form on a byte stream, at a level that lets info through.
-    _order_lines = None
+    # The fast path: the JSON form on a byte stream, at a level that lets info through.
+    _info_lines = None
     if bytes_logger is not None and log.is_enabled_for(logging.INFO):
-        _order_lines = _OrderLines(bytes_logger, redactor)
+        _info_lines = _InfoLines(bytes_logger, redactor)
 
 
 def unconfigure() -> None:
     """Back to structlog's defaults and a lazy logger (for tests that capture events)."""
-    global log, _order_lines
-    _order_lines = None
+    global log, _info_lines
+    _info_lines = None
     structlog.reset_defaults()
     log = structlog.get_logger("liquidator")
 
@@ -497,7 +497,7 @@ def close_order(
     arrival: Mapping[str, Any] | None = None,
 ) -> None:
     """`account_id` (and `instrument`) from `bound_target` when not passed. `arrival`: the
-    target's price fields (`TargetResult.price_fields`): its arrival quote."""
+    target's arrival quote as the report shows it (`TargetResult.quote_fields`)."""
     fields: MutableMapping[str, Any] = {
         **_target(account_id),
         "instrument_id": order.instrument_id or instrument_id,
@@ -523,8 +523,8 @@ def close_order(
             fields[name] = arrival.get(name)
         if "price_note" in arrival:
             fields["price_note"] = arrival["price_note"]
-    if _order_lines is not None:
-        _order_lines.emit(fields)
+    if _info_lines is not None:
+        _info_lines.emit(CLOSE_ORDER, fields)
     else:
         log.info(CLOSE_ORDER, **fields)
 
@@ -590,7 +590,11 @@ def target_cost(
     *, outcome: str, prices: Mapping[str, Any], account_id: int, instrument: str
 ) -> None:
     """A target whose closing orders filled: its arrival quote, average fill and cost."""
-    log.info(TARGET_COST, **_target(account_id, instrument), outcome=outcome, **prices)
+    fields = {"account_id": account_id, "instrument": instrument, "outcome": outcome, **prices}
+    if _info_lines is not None:
+        _info_lines.emit(TARGET_COST, fields)
+    else:
+        log.info(TARGET_COST, **fields)
 
 
 def quotes_unavailable(*, instruments: int, error: str) -> None:

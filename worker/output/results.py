@@ -79,6 +79,20 @@ class Arrival:
     ask: Decimal | None
     midpoint: Decimal | None
     age_s: float | None
+    # The quote as every event and the report show it (`arrival_*`, and `price_note` without a
+    # midpoint): rendered once per instrument, not once per order and target. Read only.
+    shown: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        shown: dict[str, Any] = {
+            "arrival_bid": _text(self.bid),
+            "arrival_ask": _text(self.ask),
+            "arrival_midpoint": _text(self.midpoint),
+            "arrival_age_s": None if self.age_s is None else round(self.age_s, 3),
+        }
+        if self.midpoint is None:
+            shown["price_note"] = NO_ARRIVAL_PRICE
+        object.__setattr__(self, "shown", shown)
 
     @property
     def spread_bps(self) -> Decimal | None:
@@ -157,23 +171,34 @@ class TargetResult:
 
     def price_fields(self) -> dict[str, Any]:
         """The arrival quote and the cost, as the report and the events show them."""
-        a = self.arrival
+        quote = self.quote_fields()
         fields: dict[str, Any] = {
-            "arrival_bid": _text(a.bid) if a else None,
-            "arrival_ask": _text(a.ask) if a else None,
-            "arrival_midpoint": _text(a.midpoint) if a else None,
-            "arrival_age_s": None if a is None or a.age_s is None else round(a.age_s, 3),
+            "arrival_bid": quote["arrival_bid"],
+            "arrival_ask": quote["arrival_ask"],
+            "arrival_midpoint": quote["arrival_midpoint"],
+            "arrival_age_s": quote["arrival_age_s"],
             "filled_quantity": self.filled_quantity,
             "average_fill_price": self.average_fill_price,
             "cost": self.cost,
             "cost_bps": self.cost_bps,
         }
-        if a is None or a.midpoint is None:
-            fields["price_note"] = NO_ARRIVAL_PRICE
+        if "price_note" in quote:
+            fields["price_note"] = quote["price_note"]
         return fields
+
+    def quote_fields(self) -> dict[str, Any]:
+        """The arrival quote alone, as `price_fields` shows it (`close_order`'s). Read only."""
+        return _NO_QUOTE if self.arrival is None else self.arrival.shown
 
 
 NO_ARRIVAL_PRICE = "no arrival price"
+_NO_QUOTE: dict[str, Any] = {
+    "arrival_bid": None,
+    "arrival_ask": None,
+    "arrival_midpoint": None,
+    "arrival_age_s": None,
+    "price_note": NO_ARRIVAL_PRICE,
+}
 
 
 def _text(value: Decimal | None) -> str | None:
