@@ -362,3 +362,48 @@ def test_target_cost_on_its_fast_path_is_the_pipelines_line_key_for_key() -> Non
         7,
         "info",
     )
+
+
+class Writes(io.RawIOBase):
+    """A file that keeps each write it is given, as the system calls a real file would take."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.calls.append(bytes(data))
+        return len(data)
+
+
+@pytest.mark.parametrize("buffer_size", [1, 1 << 16])  # 1: as stdout under PYTHONUNBUFFERED
+async def test_a_rounds_fast_lines_go_out_in_one_write_in_order_with_the_pipelines(
+    buffer_size: int,
+) -> None:
+    raw = Writes()
+    out = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=buffer_size))
+    events.configure(level="info", fmt="json", stream=out)
+    try:
+        for n in range(5):
+            events.close_order(
+                an_order(id=f"ord-{n}"), instrument_id="i", request_id="r", attempt=1
+            )
+        assert raw.calls == []  # held until the loop's round is done
+        await asyncio.sleep(0)
+        assert len(raw.calls) == 1
+        events.close_order(an_order(id="ord-5"), instrument_id="i", request_id="r", attempt=1)
+        events.close_retry(  # the pipeline's line flushes at once, the held one before it
+            account_id=1, instrument="GOOG", attempt=2, reason="429", wait_s=0.5, request_id="r"
+        )
+        assert len(raw.calls) == 2
+        events.close_order(an_order(id="ord-6"), instrument_id="i", request_id="r", attempt=1)
+    finally:
+        events.unconfigure()  # writes out what is held
+    written = [json.loads(line) for line in b"".join(raw.calls).splitlines()]
+    assert [(e["event"], e.get("order_id")) for e in written] == [
+        *[("close_order", f"ord-{n}") for n in range(6)],
+        ("close_retry", None),
+        ("close_order", "ord-6"),
+    ]
