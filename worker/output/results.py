@@ -82,8 +82,15 @@ class Arrival:
     # The quote as every event and the report show it (`arrival_*`, and `price_note` without a
     # midpoint): rendered once per instrument, not once per order and target. Read only.
     shown: dict[str, Any] = field(init=False, repr=False, compare=False)
+    # (ask - bid) / midpoint in bps; None when one-sided or without a midpoint. Once per
+    # instrument too: the guards ask it of every target.
+    spread_bps: Decimal | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        spread = None
+        if self.bid is not None and self.ask is not None and self.midpoint:
+            spread = (self.ask - self.bid) / self.midpoint * 10_000
+        object.__setattr__(self, "spread_bps", spread)
         shown: dict[str, Any] = {
             "arrival_bid": _text(self.bid),
             "arrival_ask": _text(self.ask),
@@ -93,12 +100,6 @@ class Arrival:
         if self.midpoint is None:
             shown["price_note"] = NO_ARRIVAL_PRICE
         object.__setattr__(self, "shown", shown)
-
-    @property
-    def spread_bps(self) -> Decimal | None:
-        if self.bid is None or self.ask is None or not self.midpoint:
-            return None
-        return (self.ask - self.bid) / self.midpoint * 10_000
 
 
 @dataclass(slots=True)
