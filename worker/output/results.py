@@ -218,9 +218,17 @@ def cost_summary(results: Iterable[TargetResult]) -> dict[str, Any]:
     for r in results:
         if r.average_fill_price is None or r.filled_quantity is None:
             continue
-        tally = by_account.setdefault(r.account_id, _Tally())
-        for t in (total, tally):
-            t.add(r)
+        # Each figure read once, for the run's tally and the account's.
+        filled = abs(Decimal(r.filled_quantity))
+        gross = filled * Decimal(r.average_fill_price)
+        cost = at_arrival = None
+        if r.cost is not None and r.arrival is not None and r.arrival.midpoint is not None:
+            cost, at_arrival = Decimal(r.cost), filled * r.arrival.midpoint
+        tally = by_account.get(r.account_id)
+        if tally is None:
+            tally = by_account[r.account_id] = _Tally()
+        total.add(r, gross, cost, at_arrival)
+        tally.add(r, gross, cost, at_arrival)
     return {
         **total.as_json(),
         "cost_by_account": {str(a): t.as_json() for a, t in by_account.items()},
@@ -233,16 +241,19 @@ class _Tally:
     cost: Decimal | None = None
     at_arrival: Decimal = Decimal(0)  # the priced fills' value at their arrival midpoints
     worst: TargetResult | None = None
+    worst_cost: Decimal = Decimal(0)  # the worst's cost
 
-    def add(self, r: TargetResult) -> None:
-        filled = abs(Decimal(r.filled_quantity or 0))
-        self.gross += filled * Decimal(r.average_fill_price or 0)
-        if r.cost is None or r.arrival is None or r.arrival.midpoint is None:
+    def add(
+        self, r: TargetResult, gross: Decimal, cost: Decimal | None, at_arrival: Decimal | None
+    ) -> None:
+        """`r`'s fills: worth `gross`; `cost` (None: not priced) against `at_arrival`."""
+        self.gross += gross
+        if cost is None or at_arrival is None:
             return
-        self.cost = (self.cost or Decimal(0)) + Decimal(r.cost)
-        self.at_arrival += filled * r.arrival.midpoint
-        if self.worst is None or Decimal(r.cost) > Decimal(self.worst.cost or 0):
-            self.worst = r
+        self.cost = (self.cost or Decimal(0)) + cost
+        self.at_arrival += at_arrival
+        if self.worst is None or cost > self.worst_cost:
+            self.worst, self.worst_cost = r, cost
 
     def as_json(self) -> dict[str, Any]:
         bps = None
