@@ -407,3 +407,25 @@ async def test_a_rounds_fast_lines_go_out_in_one_write_in_order_with_the_pipelin
         ("close_retry", None),
         ("close_order", "ord-6"),
     ]
+
+
+def test_a_line_held_when_its_loop_stopped_still_goes_out_at_exit() -> None:
+    code = (
+        "import asyncio\n"
+        "from tests.output.test_events import an_order\n"
+        "from worker.output import events\n"
+        "events.configure(level='info', fmt='json')\n"
+        "loop = asyncio.new_event_loop()\n"
+        "order = an_order()\n"
+        "emit = lambda: events.close_order(order, instrument_id='i', request_id='r', attempt=1)\n"
+        "loop.call_soon(emit)\n"
+        "loop.call_soon(loop.stop)  # the round ends, and the loop with it\n"
+        "loop.run_forever()\n"
+        "loop.close()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    [line] = [json.loads(text) for text in done.stdout.splitlines()]
+    assert (line["event"], line["order_id"]) == ("close_order", "ord-1")

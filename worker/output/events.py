@@ -10,6 +10,8 @@ any secret that slips into a line, as a second guard.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import contextvars
 import json
 import logging
@@ -231,6 +233,14 @@ class _InfoLines:
 
 
 _info_lines: _InfoLines | None = None  # set by `configure` for the JSON form
+
+
+@atexit.register
+def _write_held_lines() -> None:
+    """A loop closed before its round ended leaves lines held: they go out at exit."""
+    if _info_lines is not None:
+        with contextlib.suppress(OSError, ValueError):  # (a stream already closed)
+            _info_lines.close()
 
 
 class CompactOrders:
