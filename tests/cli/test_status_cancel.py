@@ -208,6 +208,22 @@ async def test_the_last_runs_report_is_kept_without_report_and_journal_last_prin
     assert (tmp_path / "state" / "last-report.json").is_file()
 
 
+async def test_the_last_report_is_the_report_byte_for_byte_when_one_is_written(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.add_account(ACCOUNT)
+    sim.add_position(ACCOUNT, "S0", "30")
+    env = env_for(sim, tmp_path)
+    base = ("--base-url", sim.base_url, "--account", str(ACCOUNT), "--log-format", "json")
+    last = tmp_path / "state" / "last-report.json"
+    report = tmp_path / "r.json"
+    code, out = await run_cli("run", "--yes", *base, "--report", str(report), env=env)
+    assert code == 0, out
+    assert last.read_bytes() == report.read_bytes()
+    assert json.loads(last.read_text())["exit_code"] == 0
+    assert oct(last.stat().st_mode & 0o777) == oct(0o600)
+
+
 async def test_journal_last_with_no_run_says_so(tmp_path: Path) -> None:
     code, out = await run_cli("journal", "last", env=clean_env(STATE_DIRECTORY=str(tmp_path)))
     assert code == 1

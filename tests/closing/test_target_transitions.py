@@ -3,6 +3,7 @@ sets, the event it emits, the journal record it queues, and what it says happens
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from worker.api.models import Order
 from worker.closing import target as life
 from worker.closing.target import Next, Target
 from worker.errors import NotFound, NotSent, OutcomeUnknown, RateLimited, Rejected
-from worker.output.results import Fate, Outcome, TargetResult
+from worker.output.results import Arrival, Fate, Outcome, TargetResult
 
 TARGET = Target(
     account_id=7,
@@ -225,3 +226,16 @@ def test_residue_closes_count_only_what_may_have_changed_the_position() -> None:
     assert result.remaining_quantity == "40"
     life.flat(result)
     assert result.remaining_quantity is None
+
+
+def test_with_arrival_is_replace_of_every_field() -> None:
+    """`with_arrival` names the fields by hand: each one must come through, a new one too."""
+    first = Arrival(Decimal("1.00"), Decimal("1.02"), Decimal("1.01"), 0.5)
+    # Every field unlike its default, so a field left out would show.
+    values = {f.name: getattr(TARGET, f.name) for f in dataclasses.fields(Target)}
+    values.update(cancel_orders=True, arrival=first)
+    target = Target(**values)
+    second = Arrival(Decimal(2), None, None, None)
+    assert target.with_arrival(second) == dataclasses.replace(target, arrival=second)
+    assert target.with_arrival(None) == dataclasses.replace(target, arrival=None)
+    assert target.with_arrival(second).arrival is second

@@ -142,13 +142,13 @@ def test_close_order_on_its_fast_path_is_the_pipelines_line_key_for_key() -> Non
     events.bind_run("run-123")
     echoed = an_order(symbol=f"echo {KEY}", time_in_force="DAY")  # a server that echoes
     try:
-        assert events._order_lines is not None
+        assert events._info_lines is not None
         with events.bound_target(7, "GOOG"):
             events.close_order(echoed, instrument_id="inst-1", request_id="r", attempt=1)
-            fast = events._order_lines
-            events._order_lines = None  # the same event through structlog's pipeline
+            fast = events._info_lines
+            events._info_lines = None  # the same event through structlog's pipeline
             events.close_order(echoed, instrument_id="inst-1", request_id="r", attempt=1)
-            events._order_lines = fast
+            events._info_lines = fast
         events.close_order(
             an_order(), instrument_id="inst-1", request_id="r", attempt=2, account_id=8
         )
@@ -335,3 +335,97 @@ async def test_the_cancel_events_carry_the_fields_the_readme_names(
         for key in set(entry) - common:
             assert f"`{key}`" in row, (key, row)
         assert "`instrument`" not in row, row
+
+
+def test_target_cost_on_its_fast_path_is_the_pipelines_line_key_for_key() -> None:
+    out = Output(binary=True)
+    events.configure(level="info", fmt="json", secrets=[KEY], stream=out.stream)
+    events.bind_run("run-123")
+    prices = {"arrival_bid": "1.5", "cost": "0.00", "price_note": f"echo {KEY}"}
+    try:
+        assert events._info_lines is not None
+        events.target_cost(outcome="closed", prices=prices, account_id=7, instrument="GOOG")
+        fast = events._info_lines
+        events._info_lines = None  # the same event through structlog's pipeline
+        events.target_cost(outcome="closed", prices=prices, account_id=7, instrument="GOOG")
+        events._info_lines = fast
+    finally:
+        events.unconfigure()
+        structlog.contextvars.clear_contextvars()
+    fast_line, pipeline_line = lines(out)
+    assert list(fast_line) == list(pipeline_line)  # the same keys, in the same order
+    assert {**fast_line, "timestamp": 0} == {**pipeline_line, "timestamp": 0}
+    assert fast_line["event"] == "target_cost"
+    assert fast_line["price_note"] == f"echo {events.REDACTED}"
+    assert (fast_line["run_id"], fast_line["account_id"], fast_line["level"]) == (
+        "run-123",
+        7,
+        "info",
+    )
+
+
+class Writes(io.RawIOBase):
+    """A file that keeps each write it is given, as the system calls a real file would take."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.calls.append(bytes(data))
+        return len(data)
+
+
+@pytest.mark.parametrize("buffer_size", [1, 1 << 16])  # 1: as stdout under PYTHONUNBUFFERED
+async def test_a_rounds_fast_lines_go_out_in_one_write_in_order_with_the_pipelines(
+    buffer_size: int,
+) -> None:
+    raw = Writes()
+    out = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=buffer_size))
+    events.configure(level="info", fmt="json", stream=out)
+    try:
+        for n in range(5):
+            events.close_order(
+                an_order(id=f"ord-{n}"), instrument_id="i", request_id="r", attempt=1
+            )
+        assert raw.calls == []  # held until the loop's round is done
+        await asyncio.sleep(0)
+        assert len(raw.calls) == 1
+        events.close_order(an_order(id="ord-5"), instrument_id="i", request_id="r", attempt=1)
+        events.close_retry(  # the pipeline's line flushes at once, the held one before it
+            account_id=1, instrument="GOOG", attempt=2, reason="429", wait_s=0.5, request_id="r"
+        )
+        assert len(raw.calls) == 2
+        events.close_order(an_order(id="ord-6"), instrument_id="i", request_id="r", attempt=1)
+    finally:
+        events.unconfigure()  # writes out what is held
+    written = [json.loads(line) for line in b"".join(raw.calls).splitlines()]
+    assert [(e["event"], e.get("order_id")) for e in written] == [
+        *[("close_order", f"ord-{n}") for n in range(6)],
+        ("close_retry", None),
+        ("close_order", "ord-6"),
+    ]
+
+
+def test_a_line_held_when_its_loop_stopped_still_goes_out_at_exit() -> None:
+    code = (
+        "import asyncio\n"
+        "from tests.output.test_events import an_order\n"
+        "from worker.output import events\n"
+        "events.configure(level='info', fmt='json')\n"
+        "loop = asyncio.new_event_loop()\n"
+        "order = an_order()\n"
+        "emit = lambda: events.close_order(order, instrument_id='i', request_id='r', attempt=1)\n"
+        "loop.call_soon(emit)\n"
+        "loop.call_soon(loop.stop)  # the round ends, and the loop with it\n"
+        "loop.run_forever()\n"
+        "loop.close()\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
+    )
+    [line] = [json.loads(text) for text in done.stdout.splitlines()]
+    assert (line["event"], line["order_id"]) == ("close_order", "ord-1")

@@ -324,6 +324,25 @@ async def test_a_journal_that_cannot_be_read_refuses_before_any_request_and_repo
     assert "journal.sqlite3 is damaged" in doc["aborted"]
 
 
+async def test_a_report_that_cannot_be_written_leaves_a_last_report_with_exit_3(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    sim.add_account(19816)
+    sim.add_position(19816, "AAPL", "10")
+    settings = settings_for(sim)
+    report = tmp_path / "a-dir"
+    report.mkdir()  # no report can be renamed over a directory
+    result = await run(
+        settings,
+        RunRequest(specs=[TargetSpec(19816, None)], report_path=report),
+        asyncio.Event(),
+    )
+    assert result.exit_code == ExitCode.ABORTED
+    doc = json.loads((settings.journal_dir / "last-report.json").read_text())
+    assert doc["exit_code"] == 3
+    assert doc["summary"]["closed"] == 1
+
+
 def test_the_report_keeps_a_result_whose_error_has_a_lone_surrogate(tmp_path: Path) -> None:
     message = json.loads('"HTTP 422: rejected \\ud800"')  # a server's message, as decoded
     failed = TargetResult(19816, "GOOG", outcome=Outcome.FAILED, error=message)

@@ -9,7 +9,7 @@ not held (docs/prices.md says why).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from worker.closing.target import Target
@@ -22,6 +22,12 @@ class Guards:
     max_quote_age_s: float | None = None
     max_spread_bps: float | None = 500.0
     max_notional: Decimal | None = None
+    # max_spread_bps as the Decimal a spread is compared with (once, not once per target).
+    spread_limit: Decimal | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        limit = None if self.max_spread_bps is None else Decimal(str(self.max_spread_bps))
+        object.__setattr__(self, "spread_limit", limit)
 
 
 def held_because(target: Target, guards: Guards, *, quote_read: bool) -> str | None:
@@ -70,11 +76,7 @@ def _quote_problem(symbol: str, quote: Arrival, guards: Guards) -> str | None:
             f" {_show(quote.ask)}), older than MAX_QUOTE_AGE_S {guards.max_quote_age_s:g}"
         )
     spread = quote.spread_bps
-    if (
-        guards.max_spread_bps is not None
-        and spread is not None
-        and spread > Decimal(str(guards.max_spread_bps))
-    ):
+    if guards.spread_limit is not None and spread is not None and spread > guards.spread_limit:
         return (
             f"spread of {symbol} is {spread:.1f} bps (bid {quote.bid}, ask {quote.ask}), wider"
             f" than MAX_SPREAD_BPS {guards.max_spread_bps:g}"

@@ -69,6 +69,21 @@ class Target:
     cancel_orders: bool
     arrival: Arrival | None = None  # the instrument's quote read before the first close
 
+    def with_arrival(self, arrival: Arrival | None) -> Target:
+        """This target with its instrument's arrival quote: `dataclasses.replace(self,
+        arrival=arrival)`, at a fifth of its cost (every planned target takes one)."""
+        return Target(
+            self.account_id,
+            self.instrument,
+            self.instrument_id,
+            self.symbol,
+            self.instrument_type,
+            self.quantity,
+            self.market_value,
+            self.cancel_orders,
+            arrival,
+        )
+
     @property
     def closing_side(self) -> str:
         return "SELL" if self.quantity > 0 else "BUY"
@@ -151,7 +166,7 @@ def record_orders(
             request_id=request_id,
             attempt=result.attempts,
             reconciled=reconciled,
-            arrival=result.price_fields(),
+            arrival=result.quote_fields(),
         )
 
 

@@ -9,15 +9,19 @@ any secret that slips into a line, as a second guard.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import contextvars
 import json
 import logging
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, BinaryIO, Literal, Protocol, TextIO
+from typing import Any, BinaryIO, Literal, Protocol, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -143,32 +147,100 @@ class Redactor:
         return rendered
 
 
-class _OrderLines:
-    """`close_order` as a JSON line, without structlog's generic pipeline.
+class _Out:
+    """The binary stream of the JSON form, as both writers use it: structlog's pipeline writes
+    each line at once (`write`), the fast path's lines are held until the event loop's current
+    round of callbacks is done (`hold`), and one write carries them all.
 
-    One line per order is the fan-out's hottest path after the request itself: through the
-    pipeline it cost ~50 µs of CPU per order inside a run, about a quarter of what the worker
-    adds to a close (bench/run.py; README "Performance"). The line is the pipeline's, key for
-    key (the event's fields, `event`, the bound contextvars, `level`, `timestamp`), redacted by
-    the same Redactor and written by a BytesLogger on the same stream (structlog gives both
-    writers one lock per file); test_events compares the two.
+    A write to stdout can cost a system call per line (it is unbuffered under
+    PYTHONUNBUFFERED, as services often run), and a round of the fan-out emits several lines.
+    Lines keep the order they were emitted in: a pipeline line writes the held ones first.
+    Every held line is out before the loop waits for anything; one emitted outside a running
+    loop (another thread, no loop) is written at once.
     """
 
-    def __init__(self, logger: structlog.BytesLogger, redactor: Redactor) -> None:
-        self._logger = logger
+    HOLD_AT_MOST = 256  # lines; more in one round are written at once
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._held: list[bytes] = []
+        self._lock = threading.Lock()
+        self._release_due: asyncio.AbstractEventLoop | None = None  # the loop it waits in
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            if self._held:
+                self._held.append(data)
+                data = b"".join(self._held)
+                self._held.clear()
+            return self._stream.write(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def hold(self, line: bytes) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # (no loop in this thread)
+            loop = None
+        with self._lock:
+            self._held.append(line)
+            if loop is not None and len(self._held) < self.HOLD_AT_MOST:
+                if self._release_due is not loop:
+                    self._release_due = loop
+                    loop.call_soon(self.release)
+                return
+        self.release()
+
+    def release(self) -> None:
+        """Write out every held line."""
+        with self._lock:
+            self._release_due = None
+            if not self._held:
+                return
+            data = b"".join(self._held)
+            self._held.clear()
+            self._stream.write(data)
+        self._stream.flush()
+
+
+class _InfoLines:
+    """An info event as a JSON line, without structlog's generic pipeline: `close_order` and
+    `target_cost`, one line each per target, the fan-out's hottest path after the request.
+
+    Through the pipeline a line cost ~50 µs of CPU inside a run (bench/run.py; bench/README.md).
+    The line is the pipeline's, key for key (the event's fields, `event`, the bound
+    contextvars, `level`, `timestamp`), redacted by the same Redactor and written to the same
+    stream (`_Out`: held for the rest of the loop's round); test_events compares the two.
+    """
+
+    def __init__(self, out: _Out, redactor: Redactor) -> None:
+        self._out = out
         self._redactor = redactor
 
-    def emit(self, fields: MutableMapping[str, Any]) -> None:
-        fields["event"] = CLOSE_ORDER
+    def emit(self, event: str, fields: MutableMapping[str, Any]) -> None:
+        fields["event"] = event
         for key, value in structlog.contextvars.get_contextvars().items():
             fields.setdefault(key, value)
         fields["level"] = "info"
         fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         line = jsonbytes.dumps(fields, repr)  # (repr: as structlog's JSONRenderer falls back)
-        self._logger.msg(self._redactor.redact_bytes(line))
+        self._out.hold(self._redactor.redact_bytes(line) + b"\n")
+
+    def close(self) -> None:
+        """Write out what is held (the output is being configured anew)."""
+        self._out.release()
 
 
-_order_lines: _OrderLines | None = None  # set by `configure` for the JSON form
+_info_lines: _InfoLines | None = None  # set by `configure` for the JSON form
+
+
+@atexit.register
+def _write_held_lines() -> None:
+    """A loop closed before its round ended leaves lines held: they go out at exit."""
+    if _info_lines is not None:
+        with contextlib.suppress(OSError, ValueError):  # (a stream already closed)
+            _info_lines.close()
 
 
 class CompactOrders:
@@ -246,12 +318,14 @@ def configure(
     logger_factory: Callable[..., Any] | None = None,
 ) -> None:
     """Configure structlog once, at program start. A terminal gets the readable form."""
-    global _order_lines
+    global _info_lines
+    if _info_lines is not None:
+        _info_lines.close()
     out = stream if stream is not None else sys.stdout
     console = fmt == "console" or (fmt == "auto" and (out.isatty() or logger_factory is not None))
     binary: BinaryIO | None = getattr(out, "buffer", None)
+    fast: _Out | None = None  # the stream both writers share, with the fast path
     renderer: Processor
-    bytes_logger: structlog.BytesLogger | None = None
     if console:
         renderer = CompactOrders(
             structlog.dev.ConsoleRenderer(
@@ -261,8 +335,9 @@ def configure(
     elif binary is not None:  # structlog's advice for speed: orjson straight to bytes
         renderer = structlog.processors.JSONRenderer(_json_bytes)
         if logger_factory is None:
-            bytes_logger = structlog.BytesLogger(binary)
-            logger_factory = structlog.BytesLoggerFactory(file=binary)
+            fast = _Out(binary)
+            # (it uses only write and flush, which _Out has)
+            logger_factory = structlog.BytesLoggerFactory(file=cast(BinaryIO, fast))
     else:
         renderer = structlog.processors.JSONRenderer(_json_text)
     redactor = Redactor(renderer, secrets)
@@ -279,16 +354,18 @@ def configure(
     )
     global log
     log = structlog.get_logger("liquidator").bind()
-    # close_order's fast path: the JSON form on a byte stream, at a level that lets info through.
-    _order_lines = None
-    if bytes_logger is not None and log.is_enabled_for(logging.INFO):
-        _order_lines = _OrderLines(bytes_logger, redactor)
+    # The fast path: the JSON form on a byte stream, at a level that lets info through.
+    _info_lines = None
+    if fast is not None and log.is_enabled_for(logging.INFO):
+        _info_lines = _InfoLines(fast, redactor)
 
 
 def unconfigure() -> None:
     """Back to structlog's defaults and a lazy logger (for tests that capture events)."""
-    global log, _order_lines
-    _order_lines = None
+    global log, _info_lines
+    if _info_lines is not None:
+        _info_lines.close()
+    _info_lines = None
     structlog.reset_defaults()
     log = structlog.get_logger("liquidator")
 
@@ -497,7 +574,7 @@ def close_order(
     arrival: Mapping[str, Any] | None = None,
 ) -> None:
     """`account_id` (and `instrument`) from `bound_target` when not passed. `arrival`: the
-    target's price fields (`TargetResult.price_fields`): its arrival quote."""
+    target's arrival quote as the report shows it (`TargetResult.quote_fields`)."""
     fields: MutableMapping[str, Any] = {
         **_target(account_id),
         "instrument_id": order.instrument_id or instrument_id,
@@ -523,8 +600,8 @@ def close_order(
             fields[name] = arrival.get(name)
         if "price_note" in arrival:
             fields["price_note"] = arrival["price_note"]
-    if _order_lines is not None:
-        _order_lines.emit(fields)
+    if _info_lines is not None:
+        _info_lines.emit(CLOSE_ORDER, fields)
     else:
         log.info(CLOSE_ORDER, **fields)
 
@@ -590,7 +667,11 @@ def target_cost(
     *, outcome: str, prices: Mapping[str, Any], account_id: int, instrument: str
 ) -> None:
     """A target whose closing orders filled: its arrival quote, average fill and cost."""
-    log.info(TARGET_COST, **_target(account_id, instrument), outcome=outcome, **prices)
+    fields = {"account_id": account_id, "instrument": instrument, "outcome": outcome, **prices}
+    if _info_lines is not None:
+        _info_lines.emit(TARGET_COST, fields)
+    else:
+        log.info(TARGET_COST, **fields)
 
 
 def quotes_unavailable(*, instruments: int, error: str) -> None:

@@ -8,17 +8,34 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from worker.output import jsonbytes
 from worker.output.results import OrderSummary, TargetResult, cost_summary, summarize
 
-__all__ = ["OrderSummary", "TargetResult", "summarize", "write_atomically", "write_report"]
+__all__ = [
+    "OrderSummary",
+    "TargetResult",
+    "Totals",
+    "copy_atomically",
+    "summarize",
+    "write_atomically",
+    "write_report",
+]
 
 _CHUNK = 1000  # results rendered, scrubbed and written together
+
+
+class Totals(NamedTuple):
+    """The report's summary of the results: `summarize`'s counts, `cost_summary`'s prices."""
+
+    summary: dict[str, int]
+    costs: dict[str, Any]
 
 
 def write_report(
@@ -32,8 +49,12 @@ def write_report(
     exit_code: int,
     aborted: str | None,
     scrub: Callable[[str], str] | None = None,
+    totals: Totals | None = None,
 ) -> None:
-    """`scrub` takes secrets out of every piece written: a second guard after the API's own."""
+    """`scrub` takes secrets out of every piece written: a second guard after the API's own.
+    `totals`: the results' summary, when the caller has counted it already."""
+    if totals is None:
+        totals = Totals(summarize(results), cost_summary(results))
     head = {
         "run_id": run_id,
         "started_at": started_at.isoformat(),
@@ -41,7 +62,7 @@ def write_report(
         "dry_run": dry_run,
         "exit_code": exit_code,
         "aborted": aborted,
-        "summary": {**summarize(results), **cost_summary(results)},
+        "summary": {**totals.summary, **totals.costs},
     }
 
     # One result per line, written a chunk at a time as it is rendered: a 100,000-target report
@@ -56,6 +77,20 @@ def write_report(
         yield "\n ]\n}\n"
 
     write_atomically(path, pieces() if scrub is None else map(scrub, pieces()))
+
+
+def copy_atomically(source: Path, path: Path, mode: int = 0o600) -> None:
+    """Copy `source` to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_atomically(path: Path, text: str | Iterable[str], mode: int = 0o600) -> None:

@@ -79,12 +79,27 @@ class Arrival:
     ask: Decimal | None
     midpoint: Decimal | None
     age_s: float | None
+    # The quote as every event and the report show it (`arrival_*`, and `price_note` without a
+    # midpoint): rendered once per instrument, not once per order and target. Read only.
+    shown: dict[str, Any] = field(init=False, repr=False, compare=False)
+    # (ask - bid) / midpoint in bps; None when one-sided or without a midpoint. Once per
+    # instrument too: the guards ask it of every target.
+    spread_bps: Decimal | None = field(init=False, repr=False, compare=False)
 
-    @property
-    def spread_bps(self) -> Decimal | None:
-        if self.bid is None or self.ask is None or not self.midpoint:
-            return None
-        return (self.ask - self.bid) / self.midpoint * 10_000
+    def __post_init__(self) -> None:
+        spread = None
+        if self.bid is not None and self.ask is not None and self.midpoint:
+            spread = (self.ask - self.bid) / self.midpoint * 10_000
+        object.__setattr__(self, "spread_bps", spread)
+        shown: dict[str, Any] = {
+            "arrival_bid": _text(self.bid),
+            "arrival_ask": _text(self.ask),
+            "arrival_midpoint": _text(self.midpoint),
+            "arrival_age_s": None if self.age_s is None else round(self.age_s, 3),
+        }
+        if self.midpoint is None:
+            shown["price_note"] = NO_ARRIVAL_PRICE
+        object.__setattr__(self, "shown", shown)
 
 
 @dataclass(slots=True)
@@ -157,23 +172,34 @@ class TargetResult:
 
     def price_fields(self) -> dict[str, Any]:
         """The arrival quote and the cost, as the report and the events show them."""
-        a = self.arrival
+        quote = self.quote_fields()
         fields: dict[str, Any] = {
-            "arrival_bid": _text(a.bid) if a else None,
-            "arrival_ask": _text(a.ask) if a else None,
-            "arrival_midpoint": _text(a.midpoint) if a else None,
-            "arrival_age_s": None if a is None or a.age_s is None else round(a.age_s, 3),
+            "arrival_bid": quote["arrival_bid"],
+            "arrival_ask": quote["arrival_ask"],
+            "arrival_midpoint": quote["arrival_midpoint"],
+            "arrival_age_s": quote["arrival_age_s"],
             "filled_quantity": self.filled_quantity,
             "average_fill_price": self.average_fill_price,
             "cost": self.cost,
             "cost_bps": self.cost_bps,
         }
-        if a is None or a.midpoint is None:
-            fields["price_note"] = NO_ARRIVAL_PRICE
+        if "price_note" in quote:
+            fields["price_note"] = quote["price_note"]
         return fields
+
+    def quote_fields(self) -> dict[str, Any]:
+        """The arrival quote alone, as `price_fields` shows it (`close_order`'s). Read only."""
+        return _NO_QUOTE if self.arrival is None else self.arrival.shown
 
 
 NO_ARRIVAL_PRICE = "no arrival price"
+_NO_QUOTE: dict[str, Any] = {
+    "arrival_bid": None,
+    "arrival_ask": None,
+    "arrival_midpoint": None,
+    "arrival_age_s": None,
+    "price_note": NO_ARRIVAL_PRICE,
+}
 
 
 def _text(value: Decimal | None) -> str | None:
@@ -192,9 +218,17 @@ def cost_summary(results: Iterable[TargetResult]) -> dict[str, Any]:
     for r in results:
         if r.average_fill_price is None or r.filled_quantity is None:
             continue
-        tally = by_account.setdefault(r.account_id, _Tally())
-        for t in (total, tally):
-            t.add(r)
+        # Each figure read once, for the run's tally and the account's.
+        filled = abs(Decimal(r.filled_quantity))
+        gross = filled * Decimal(r.average_fill_price)
+        cost = at_arrival = None
+        if r.cost is not None and r.arrival is not None and r.arrival.midpoint is not None:
+            cost, at_arrival = Decimal(r.cost), filled * r.arrival.midpoint
+        tally = by_account.get(r.account_id)
+        if tally is None:
+            tally = by_account[r.account_id] = _Tally()
+        total.add(r, gross, cost, at_arrival)
+        tally.add(r, gross, cost, at_arrival)
     return {
         **total.as_json(),
         "cost_by_account": {str(a): t.as_json() for a, t in by_account.items()},
@@ -207,16 +241,19 @@ class _Tally:
     cost: Decimal | None = None
     at_arrival: Decimal = Decimal(0)  # the priced fills' value at their arrival midpoints
     worst: TargetResult | None = None
+    worst_cost: Decimal = Decimal(0)  # the worst's cost
 
-    def add(self, r: TargetResult) -> None:
-        filled = abs(Decimal(r.filled_quantity or 0))
-        self.gross += filled * Decimal(r.average_fill_price or 0)
-        if r.cost is None or r.arrival is None or r.arrival.midpoint is None:
+    def add(
+        self, r: TargetResult, gross: Decimal, cost: Decimal | None, at_arrival: Decimal | None
+    ) -> None:
+        """`r`'s fills: worth `gross`; `cost` (None: not priced) against `at_arrival`."""
+        self.gross += gross
+        if cost is None or at_arrival is None:
             return
-        self.cost = (self.cost or Decimal(0)) + Decimal(r.cost)
-        self.at_arrival += filled * r.arrival.midpoint
-        if self.worst is None or Decimal(r.cost) > Decimal(self.worst.cost or 0):
-            self.worst = r
+        self.cost = (self.cost or Decimal(0)) + cost
+        self.at_arrival += at_arrival
+        if self.worst is None or cost > self.worst_cost:
+            self.worst, self.worst_cost = r, cost
 
     def as_json(self) -> dict[str, Any]:
         bps = None

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from worker.api.client import TradingApi
 from worker.api.models import Order
@@ -47,8 +48,14 @@ async def orders_snapshot(
 
     async def one(account_id: int) -> tuple[int, list[Order] | None, list[Order]]:
         try:
-            recent, request_ids = await reader.orders(account_id, (), since)
-            working, _ = await reader.working_orders(account_id, ())
+            # Two independent reads, both before any close: sent together.
+            recent_read = asyncio.ensure_future(reader.orders(account_id, (), since))
+            recent_read.add_done_callback(_retrieved)
+            try:
+                working, _ = await reader.working_orders(account_id, ())
+                recent, request_ids = await recent_read
+            finally:
+                recent_read.cancel()  # (the other read failed: this one is not waited for)
         except Unauthorized:
             raise
         except ApiError as err:
@@ -63,6 +70,12 @@ async def orders_snapshot(
         a: frozenset(o.id for o in listed) for a, listed, _ in snapshots if listed is not None
     }
     return preexisting, {a: working for a, _, working in snapshots if working}
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A read left behind when its pair failed: its own failure is not worth a warning."""
+    if not task.cancelled():
+        task.exception()
 
 
 def choose_sender(

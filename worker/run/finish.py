@@ -16,7 +16,7 @@ from worker.output import events
 from worker.output.counters import RunCounters
 from worker.output.exit_codes import exit_code
 from worker.output.metrics import write_metrics
-from worker.output.report import write_report
+from worker.output.report import Totals, copy_atomically, write_report
 from worker.output.results import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
 
@@ -45,17 +45,26 @@ def finish(
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     scrub = Scrubber.for_key(key).text
-    failures = _write_outputs(settings, result, report_path, dry_run, scrub=scrub)
+    # Counted once: the report's head, the last report's and `run_finished` say the same.
+    totals = Totals(summarize(result.results), cost_summary(result.results))
+    code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
+    failures = _write_outputs(
+        settings, result, report_path, dry_run, scrub=scrub, code=code, totals=totals
+    )
     result.write_failures = failures.pop("report", [])
     result.notices = failures.pop("metrics", [])
+    final_code = int(result.exit_code)
     if not dry_run and not result.refused:
-        _write_last_report(settings, result, scrub)
+        # The same document as --report when that was written, with this exit code: copied.
+        written = report_path is not None and not result.write_failures and final_code == code
+        same = report_path if written else None
+        _write_last_report(settings, result, scrub, totals, final_code, same_as=same)
     events.run_finished(
-        exit_code=int(result.exit_code),
+        exit_code=final_code,
         aborted=result.aborted,
         seconds=(result.finished_at - result.started_at).total_seconds(),
-        summary=summarize(result.results),
-        costs=cost_summary(result.results),
+        summary=totals.summary,
+        costs=totals.costs,
     )
     return result
 
@@ -67,12 +76,24 @@ def last_report_path(settings: Settings) -> Path:
     return settings.journal_dir / LAST_REPORT
 
 
-def _write_last_report(settings: Settings, result: RunResult, scrub: Callable[[str], str]) -> None:
+def _write_last_report(
+    settings: Settings,
+    result: RunResult,
+    scrub: Callable[[str], str],
+    totals: Totals,
+    code: int,
+    *,
+    same_as: Path | None,
+) -> None:
     """The report of every run that was not a dry run nor refused (a standby refused by the lock
     must not hide the run that holds it), for `liquidator journal last`. A failure is an event
-    only: it neither changes the exit code nor stops anything."""
+    only: it neither changes the exit code nor stops anything. `same_as`: a report of this run
+    with the same exit code, written already: copied rather than rendered again."""
     path = last_report_path(settings)
     try:
+        if same_as is not None:
+            copy_atomically(same_as, path)
+            return
         write_report(
             path,
             run_id=result.run_id,
@@ -80,9 +101,10 @@ def _write_last_report(settings: Settings, result: RunResult, scrub: Callable[[s
             finished_at=result.finished_at,
             dry_run=False,
             results=result.results,
-            exit_code=int(result.exit_code),
+            exit_code=code,
             aborted=result.aborted,
             scrub=scrub,
+            totals=totals,
         )
     except OSError as err:
         events.write_failed(what="last report", path=str(path), error=err.strerror or str(err))
@@ -95,10 +117,11 @@ def _write_outputs(
     dry_run: bool,
     *,
     scrub: Callable[[str], str],
+    code: int,
+    totals: Totals,
 ) -> dict[str, list[str]]:
     """The report first, then the metrics; a failure of either is an event and one line,
     returned under its name ("report", "metrics")."""
-    code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
     writes: list[tuple[str, Path | None, Callable[[Path], None]]] = [
         (
             "report",
@@ -113,6 +136,7 @@ def _write_outputs(
                 exit_code=code,
                 aborted=result.aborted,
                 scrub=scrub,
+                totals=totals,
             ),
         ),
         (

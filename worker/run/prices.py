@@ -83,10 +83,7 @@ def _arrival(snapshot: MarketDataSnapshot, now: datetime) -> Arrival | None:
 
 def priced(targets: Sequence[Target], quotes: Quotes) -> list[Target]:
     """The targets, each with its instrument's arrival quote (None when there is none)."""
-    return [
-        dataclasses.replace(t, arrival=quotes.by_instrument.get(t.instrument_id.lower()))
-        for t in targets
-    ]
+    return [t.with_arrival(quotes.by_instrument.get(t.instrument_id.lower())) for t in targets]
 
 
 def apply_guards(
