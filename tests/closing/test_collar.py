@@ -117,3 +117,17 @@ async def test_a_protected_config_error_exits_2_with_nothing_sent(
     assert named in out, out
     assert "submit_orders" in out or "collar_bps" in out, out
     assert sim.stats.requests == 0
+
+
+def test_a_reprice_never_goes_past_the_arrival_quotes_widest_collar() -> None:
+    from worker.closing.collar import within_collar
+
+    # Arrival 100.00 x 100.10, COLLAR_MAX 50 bps: a sell never below 99.50, a buy never above
+    # 100.60, however far the touch walked.
+    sell_bound = limit_price("SELL", D("100.00"), D("100.10"), 50)
+    buy_bound = limit_price("BUY", D("100.00"), D("100.10"), 50)
+    assert (sell_bound, buy_bound) == (D("99.50"), D("100.60"))
+    assert within_collar("SELL", D("98.00"), sell_bound) == D("99.50")
+    assert within_collar("SELL", D("100.20"), sell_bound) == D("100.20")  # the touch rose
+    assert within_collar("BUY", D("101.00"), buy_bound) == D("100.60")
+    assert within_collar("BUY", D("99.00"), None) == D("99.00")

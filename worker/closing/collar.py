@@ -6,7 +6,10 @@ gives up more than the collar: a sell limit rounds up to the tick, a buy limit d
 cent, or 0.0001 below one dollar (Reg NMS sub-penny rule).
 
 The collar widens linearly from COLLAR_BPS at the first send to COLLAR_MAX_BPS at the last
-re-price that fits before DEADLINE_S; at DEADLINE_S the rest goes at market.
+re-price that fits before DEADLINE_S, priced from the touch as it is then, but never past the
+arrival quote's widest collar (COLLAR_MAX_BPS from the arrival bid or ask): on a thin book the
+touch walks down as the limit fills, and a limit that followed it would walk the book as a market
+order does, only slower. At DEADLINE_S the rest goes at market.
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ def limit_price(side: str, bid: Decimal | None, ask: Decimal | None, bps: float)
     raw = ask * (1 + collar)
     tick = tick_of(raw)
     return raw.quantize(tick, ROUND_FLOOR)
+
+
+def within_collar(side: str, price: Decimal, bound: Decimal | None) -> Decimal:
+    """`price`, but never past `bound` (the arrival quote's widest collar): re-pricing follows
+    the touch, and a touch that walked down a thin book (or ran away) must not take the limit
+    with it; past the bound the rest waits for the deadline, then goes at market."""
+    if bound is None:
+        return price
+    return max(price, bound) if side == "SELL" else min(price, bound)
 
 
 def price_text(price: Decimal) -> str:

@@ -235,7 +235,7 @@ async def _session(
                 working_before=working_before,
                 counters=counters,
             )
-            return await _close(ctx, settings, request, plan, since, ready)
+            return await _close(ctx, settings, request, plan, since, ready, api)
         except Unauthorized as err:
             return aborted(f"credentials rejected: {err}", [])
 
@@ -308,6 +308,7 @@ async def _close(
     plan: Plan,
     since: datetime,
     ready: Ready,
+    api: TradingApi,
 ) -> Ended:
     """Fan out and follow, recording each target's outcome as it settles, then the run's end."""
     recorded = 0  # outcomes queued as their targets settled
@@ -333,6 +334,8 @@ async def _close(
             extra_s=ready.until_close_s(),
             close_at=None if ready.cutoff is None else ready.cutoff.regular_close,
             on_waiting=request.on_waiting,
+            api=api,
+            moc_cutoff=None if ready.cutoff is None else ready.cutoff.cutoff,
         )
     except JournalError as err:  # before any close (the fan-out stops on one itself)
         return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))
