@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -15,7 +16,7 @@ from typing import Any
 
 from structlog.testing import LogCapture
 
-from tests.support import FAST_FOLLOW
+from tests.support import FAST_FOLLOW, clean_env, run_cli
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import Faults, SimConfig, Simulator, serve
@@ -213,6 +214,7 @@ async def test_unknown_outcomes_of_reprices_and_escalations_never_leave_two_work
 ) -> None:
     held = {f"U{k}": (150 + 10 * k) * (-1 if k % 3 == 0 else 1) for k in range(8)}
     config = thin_book(refill_s=None)
+    config.cancel_linger_s = 0.1  # a cancelled limit may still fill while PENDING_CANCEL
     config.faults = {
         # Replaces and cancels applied with no reply, or only after the client gave up.
         "replace": Faults(p_drop_after=0.3, p_hang_after=0.2, p_apply_late=0.2, hang_s=0.8,
@@ -237,3 +239,60 @@ async def test_unknown_outcomes_of_reprices_and_escalations_never_leave_two_work
         assert _events(captured, "reprice_failed")
         assert _events(captured, "escalation_cancel_failed")
         assert all(r["outcome"] == "closed" for r in doc["results"]), doc["results"]
+
+
+async def test_a_run_killed_while_its_limits_rest_then_rerun_adopts_and_escalates_them(
+    tmp_path: Path,
+) -> None:
+    held = {"K0": 300, "K1": -250, "K2": 200}
+    config = thin_book(refill_s=None)  # each limit takes its best level and rests
+    async with simulator(config, {s: str(q) for s, q in held.items()}) as sim:
+        env = {
+            **clean_env(),
+            "LIQUIDATOR_API_KEY": sim.config.api_key,
+            "LIQUIDATOR_STATE_DIR": str(tmp_path / "state"),
+            "LIQUIDATOR_LOG_FORMAT": "json",
+            "LIQUIDATOR_RATE_LIMIT": "0",
+            "LIQUIDATOR_FOLLOW_PAUSE": "0.02",
+            "LIQUIDATOR_FOLLOW_PAUSE_MAX": "0.1",
+            "LIQUIDATOR_CLOSE_STYLE": "protected",
+            "LIQUIDATOR_COLLAR_BPS": "5",
+            "LIQUIDATOR_COLLAR_MAX_BPS": "15",
+            "LIQUIDATOR_REPRICE_S": "0.05",
+            "LIQUIDATOR_DEADLINE_S": "60",  # the kill comes long before
+        }
+        command = (
+            sys.executable, "-m", "worker", "run", "--yes",
+            "--base-url", sim.base_url, "--account", str(ACCOUNT),
+        )  # fmt: skip
+        first = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=env
+        )
+        deadline = time.monotonic() + 30
+        while sim.stats.by_route["replace"] < len(held):  # re-pricing under way
+            assert time.monotonic() < deadline, "the first run never re-priced"
+            await asyncio.sleep(0.01)
+        first.kill()
+        await first.wait()
+        resting = [o for s in held for o in sim.closing_orders(ACCOUNT, s)]
+        assert {(o["order_type"], o["status"]) for o in resting} == {("LIMIT", "PARTIALLY_FILLED")}
+        report = tmp_path / "rerun.json"
+        code, output = await run_cli(
+            *command[3:], "--report", str(report), env={**env, "LIQUIDATOR_DEADLINE_S": "0.5"}
+        )
+        assert code == 0, output
+        assert output.count('"event":"order_adopted"') == len(held), output
+        assert output.count('"event":"close_escalated"') == len(held), output
+        sound(sim, held)
+        for symbol, quantity in held.items():
+            orders = sorted(sim.closing_orders(ACCOUNT, symbol), key=_created)
+            # The killed run's limit, adopted and escalated; its rest at market: no order twice.
+            assert [o["order_type"] for o in orders] == ["LIMIT", "MARKET"], orders
+            assert [o["client_order_id"][-3:] for o in orders] == ["-g0", "-g1"]
+            # (the rerun prices from its own arrival quote: the limit may take another level)
+            assert Decimal(orders[0]["filled_quantity"]) >= 50
+            assert Decimal(orders[1]["quantity"]) == abs(quantity) - Decimal(
+                orders[0]["filled_quantity"]
+            )
+        doc = json.loads(report.read_text())
+        assert {r["outcome"] for r in doc["results"]} == {"closed"}
