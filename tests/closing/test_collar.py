@@ -131,3 +131,14 @@ def test_a_reprice_never_goes_past_the_arrival_quotes_widest_collar() -> None:
     assert within_collar("SELL", D("100.20"), sell_bound) == D("100.20")  # the touch rose
     assert within_collar("BUY", D("101.00"), buy_bound) == D("100.60")
     assert within_collar("BUY", D("99.00"), None) == D("99.00")
+
+
+def test_the_plan_says_how_protected_closes_are_priced() -> None:
+    from worker.run.runner import style_line
+
+    assert style_line(load_settings({}, None)) is None
+    line = style_line(load_settings({"close_style": "protected", "at_close": True}, None))
+    assert line == (
+        "protected: LIMIT 5 bps past the touch, re-priced every 5 s up to 50 bps; the rest at"
+        " the close 60 s after the first send"
+    )

@@ -296,3 +296,30 @@ async def test_a_run_killed_while_its_limits_rest_then_rerun_adopts_and_escalate
             )
         doc = json.loads(report.read_text())
         assert {r["outcome"] for r in doc["results"]} == {"closed"}
+
+
+async def test_without_an_arrival_quote_a_protected_target_is_guarded_and_force_sends_it_at_market(
+    settings_for: Any, tmp_path: Path, captured: LogCapture
+) -> None:
+    config = thin_book()
+    # No quote can be read: nothing to price the limit from.
+    config.faults = {"snapshot": Faults(p_503=1.0, retry_after_s=0.01)}
+    async with simulator(config, {"NOQ": "100"}) as sim:
+        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **PROTECTED)
+        assert int(result.exit_code) == 1
+        (target,) = doc["results"]
+        assert target["outcome"] == "guarded"
+        assert "CLOSE_STYLE=protected" in target["error"]
+        assert sim.stats.by_route["submit"] == 0
+        [ready] = _events(captured, "plan_ready")
+        assert ready["close_style"] == "protected"
+        forced = await run(
+            settings_for(sim, **{**FAST_FOLLOW, "close_via": "submit_orders", **PROTECTED}),
+            RunRequest(specs=[TargetSpec(ACCOUNT, None)], max_positions_override=True),
+            asyncio.Event(),
+        )
+        assert int(forced.exit_code) == 0
+        (order,) = sim.closing_orders(ACCOUNT, "NOQ")
+        assert order["order_type"] == "MARKET"
+        assert _events(captured, "guard_overridden")
+        sound(sim, {"NOQ": 100})

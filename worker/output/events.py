@@ -373,11 +373,18 @@ def run_aborted(reason: str, *, declined: bool = False) -> None:
 
 
 def plan_ready(
-    *, positions: int, already_settled: int, failed: int, accounts: int, guarded: int = 0
+    *,
+    positions: int,
+    already_settled: int,
+    failed: int,
+    accounts: int,
+    guarded: int = 0,
+    close_style: str = "market",
 ) -> None:
     """`already_settled`: targets that ended at planning without a failure (already flat);
     `failed`: those that failed there (each also named by a `close_failed`); `guarded`: those
-    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why)."""
+    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why);
+    `close_style`: CLOSE_STYLE, market or protected."""
     log.info(
         PLAN_READY,
         positions=positions,
@@ -385,6 +392,7 @@ def plan_ready(
         failed=failed,
         accounts=accounts,
         guarded=guarded,
+        close_style=close_style,
     )
 
 
