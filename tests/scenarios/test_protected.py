@@ -187,7 +187,9 @@ async def test_a_partly_filled_limit_escalates_only_its_remainder(
     # No refill: the limit takes the best level (50) and rests; the next level is 20 bps
     # below the bid, beyond the widest collar (15 bps).
     async with simulator(thin_book(refill_s=None), {"PART": "300", "SHORT": "-200"}) as sim:
-        settings = {**PROTECTED, "deadline_s": 0.4}
+        # FLAT_TIMEOUT shorter than the deadline: it counts from the deadline, so a limit
+        # resting as it should is not called not_flat.
+        settings = {**PROTECTED, "deadline_s": 1.2, "flat_timeout": 1.0}
         result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
         assert int(result.exit_code) == 0, doc
         sound(sim, {"PART": 300, "SHORT": -200})
