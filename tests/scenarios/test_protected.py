@@ -129,7 +129,7 @@ async def test_a_protected_close_on_a_thin_book_costs_less_than_a_market_close_a
     assert costs["protected"] <= Decimal("30.00")
 
 
-def _events(captured: LogCapture, name: str) -> list[dict[str, Any]]:
+def _events(captured: LogCapture, name: str) -> list[Any]:
     return [e for e in captured.entries if e["event"] == name]
 
 
@@ -325,3 +325,33 @@ async def test_without_an_arrival_quote_a_protected_target_is_guarded_and_force_
         assert order["order_type"] == "MARKET"
         assert _events(captured, "guard_overridden")
         sound(sim, {"NOQ": 100})
+
+
+async def test_at_close_the_limit_escalates_before_the_moc_cutoff_and_the_rest_goes_at_the_close(
+    settings_for: Any, tmp_path: Path, captured: LogCapture
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    config = thin_book(refill_s=None)
+    # The close 3 s from now, the cutoff 2 s before it: the limit (deadline 60 s) rests, takes
+    # the best level, and is escalated one REPRICE_S before the cutoff.
+    config.regular_close_at = datetime.now(UTC) + timedelta(seconds=3)
+    async with simulator(config, {"MOC": "300"}) as sim:
+        settings = {**PROTECTED, "deadline_s": 60, "at_close": True, "moc_cutoff": "2s"}
+        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
+        assert int(result.exit_code) == 0, doc
+        sound(sim, {"MOC": 300})
+        limit, rest = sorted(sim.closing_orders(ACCOUNT, "MOC"), key=_created)
+        assert (limit["order_type"], limit["time_in_force"], limit["filled_quantity"]) == (
+            "LIMIT",
+            "DAY",
+            "50",
+        )
+        assert (rest["order_type"], rest["time_in_force"], rest["quantity"]) == (
+            "MARKET",
+            "AT_THE_CLOSE",
+            "250",
+        )
+        assert _created(rest) < config.regular_close_at.timestamp() - 1.9  # before the cutoff
+        [escalated] = _events(captured, "close_escalated")
+        assert escalated["reason"] == "moc_cutoff"

@@ -26,7 +26,7 @@ from worker.closing.modes import (
 from worker.closing.protect import Protector
 from worker.closing.send import CloseContext, send_one_close
 from worker.closing.target import Next, Target
-from worker.errors import ApiError, Unauthorized
+from worker.errors import ApiError, JournalError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.journal.store import Prior
 from worker.output import events
@@ -187,7 +187,9 @@ async def close_and_follow(
             protector.watch(target, result)
 
     protecting = (
-        None if protector is None else asyncio.ensure_future(_protect(protector, stopped_by))
+        None
+        if protector is None
+        else asyncio.ensure_future(_protect(protector, stopped_by, ctx.stopping))
     )
     try:
         results = await fan_out(
@@ -234,7 +236,7 @@ async def close_and_follow(
     return Ended(results, stopped_by.reason)
 
 
-async def _protect(protector: Protector, stopped_by: FirstReason) -> None:
+async def _protect(protector: Protector, stopped_by: FirstReason, stopping: asyncio.Event) -> None:
     """The protected style's task: a fault there stops the run (following reports the rest)."""
     try:
         await protector.run()
@@ -242,6 +244,9 @@ async def _protect(protector: Protector, stopped_by: FirstReason) -> None:
         raise
     except Unauthorized as err:
         stopped_by(f"credentials rejected mid-run: {err}")
+    except JournalError as err:  # the lock is lost: no order change may go out
+        stopped_by(str(err))
+        stopping.set()
     except Exception as bug:
         events.internal_error(bug)
         stopped_by(f"internal error: {type(bug).__name__}: {bug}")
