@@ -49,6 +49,7 @@ from worker.output import jsonbytes
 T = TypeVar("T")
 Side = Literal["BUY", "SELL"]
 TimeInForce = Literal["DAY", "AT_THE_CLOSE"]
+OrderType = Literal["MARKET", "LIMIT"]
 
 # One pass from bytes to typed data (pydantic-core parses the JSON itself).
 _ORDERS = TypeAdapter(Envelope[list[Order]])
@@ -75,12 +76,27 @@ _CLOSE_BODY = {
 
 @dataclass(frozen=True, slots=True)
 class NewOrder:
-    """One market order of a batch (`submit_orders`)."""
+    """One order of a batch (`submit_orders`): MARKET, or LIMIT (CLOSE_STYLE=protected)."""
 
     client_id: str
     instrument_id: str
     side: Side
     quantity: Decimal  # positive
+    limit_price: Decimal | None = None  # a LIMIT order at this price; None: MARKET
+    time_in_force: TimeInForce | None = None  # None: the batch's
+
+    def as_body(self, time_in_force: TimeInForce) -> dict[str, str]:
+        body = {
+            "id": self.client_id,
+            "instrument_id": self.instrument_id,
+            "side": self.side,
+            "quantity": _decimal_text(self.quantity),
+            "order_type": "MARKET" if self.limit_price is None else "LIMIT",
+            "time_in_force": self.time_in_force or time_in_force,
+        }
+        if self.limit_price is not None:
+            body["limit_price"] = format(self.limit_price, "f")
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,8 +249,10 @@ class TradingApi:
         quantity: Decimal,
         time_in_force: TimeInForce = "DAY",
         unless: asyncio.Event | None = None,
+        limit_price: Decimal | None = None,
     ) -> Reply[Order]:
-        """POST one market order under the client `id` (submit_orders).
+        """POST one order under the client `id` (submit_orders): MARKET, or LIMIT at
+        `limit_price` when one is given.
 
         The server keeps client ids unique per account, so sending the same `client_id` again
         cannot create a second order: a 409 (`Conflict`) says one with that id already exists.
@@ -242,14 +260,9 @@ class TradingApi:
         """
         if quantity <= 0:
             raise ValueError(f"an order's quantity must be positive, not {quantity}")
-        order = {
-            "id": client_id,
-            "instrument_id": instrument_id,
-            "side": side,
-            "quantity": _decimal_text(quantity),
-            "order_type": "MARKET",
-            "time_in_force": time_in_force,
-        }
+        order = NewOrder(client_id, instrument_id, side, quantity, limit_price).as_body(
+            time_in_force
+        )
         body = aiohttp.BytesPayload(jsonbytes.dumps([order]), content_type="application/json")
         raw = await self._call(
             "POST", f"/v1/accounts/{account_id}/orders", body=body, unless=unless
@@ -272,7 +285,7 @@ class TradingApi:
         time_in_force: TimeInForce = "DAY",
         unless: asyncio.Event | None = None,
     ) -> Reply[list[Order]]:
-        """POST market orders in one request, each under its own client `id` (a batch).
+        """POST orders in one request, each under its own client `id` (a batch).
 
         The reply is returned as the server gave it: the spec says nothing about a batch's
         limits or atomicity, so what a short or mixed reply means is decided by the caller
@@ -281,17 +294,7 @@ class TradingApi:
         """
         if not orders:
             raise ValueError("a batch needs at least one order")
-        body = [
-            {
-                "id": o.client_id,
-                "instrument_id": o.instrument_id,
-                "side": o.side,
-                "quantity": _decimal_text(o.quantity),
-                "order_type": "MARKET",
-                "time_in_force": time_in_force,
-            }
-            for o in orders
-        ]
+        body = [o.as_body(time_in_force) for o in orders]
         for o in orders:
             if o.quantity <= 0:
                 raise ValueError(f"an order's quantity must be positive, not {o.quantity}")
@@ -321,6 +324,19 @@ class TradingApi:
         """DELETE one open order, named by its `id` or its client id (cancel_open_order)."""
         raw = await self._call("DELETE", f"/v1/accounts/{account_id}/orders/{order_id}")
         return _parse(_ORDER, raw)
+
+    async def replace_order(
+        self, account_id: int, order_id: str, *, limit_price: Decimal
+    ) -> Reply[Order]:
+        """PATCH an open order's limit price (replace_order, ReplaceOrderRequest). The order
+        keeps its id and client id: a replace never creates an order. 400/404: it is no longer
+        open (or never was)."""
+        body = aiohttp.BytesPayload(
+            jsonbytes.dumps({"limit_price": format(limit_price, "f")}),
+            content_type="application/json",
+        )
+        path = f"/v1/accounts/{account_id}/orders/{quote(order_id, safe='')}"
+        return _parse(_ORDER, await self._call("PATCH", path, body=body))
 
     async def get_order(self, account_id: int, order_id: str) -> Reply[Order]:
         """One order (get_order_by_id), named by its `id` whatever its status, or by its client

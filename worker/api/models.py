@@ -49,6 +49,7 @@ class Order(_ApiModel):
     time_in_force: str | None = None
     details: list[str] | None = None  # execution, rejection or cancellation details
     average_fill_price: Decimal | None = None  # volume-weighted over its fills; null before one
+    limit_price: Decimal | None = None  # a LIMIT order's, as last set (a replace moves it)
 
     @property
     def working(self) -> bool:

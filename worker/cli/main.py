@@ -71,6 +71,7 @@ _SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
     ("--close-via", str, "close_position (default) or submit_orders (client ids: exactly once)"),
     ("--batch-size", int, "submit_orders: closing orders per POST, at most (default 100)"),
     ("--at-close", bool, "market-on-close orders (AT_THE_CLOSE; implies submit_orders)"),
+    ("--close-style", str, "market (default) or protected (a collared LIMIT, then market)"),
     ("--moc-cutoff", str, "the last moment for --at-close, before the close (default 10m)"),
     ("--lock-wait", float, "seconds to wait for another run holding the journal (default 0)"),
     ("--journal-url", str, "postgresql://... : the journal in PostgreSQL, for several hosts"),

@@ -104,6 +104,7 @@ class Terminal:
         self._tally: dict[str, int] = defaultdict(int)
         # Each planned position's gross value (absolute market value), for "value closed".
         self._values: dict[tuple[int, str], Decimal] = {}
+        self._protected = False  # CLOSE_STYLE=protected, as the plan said
         self._declined = False  # the operator answered no at the prompt
         # --at-close: orders resting until the close (less the results since), when it is
         # (as "16:00 ET") and when that is on the monotonic clock.
@@ -117,6 +118,7 @@ class Terminal:
     def show_plan(self, plan: Plan) -> None:
         self._total = len(plan.targets)
         self._values = {(t.account_id, t.instrument_id): abs(t.market_value) for t in plan.targets}
+        self._protected = plan.close_style is not None
         table = Table(title=f"Plan: {len(plan.targets)} positions to close", title_justify="left")
         table.add_column("account", justify="right")
         table.add_column("symbol")
@@ -148,6 +150,8 @@ class Terminal:
         self.console.print(table)
         if plan.moc_cutoff is not None:
             self.console.print(f"Market-on-close: {plan.moc_cutoff}", soft_wrap=True)
+        if plan.close_style is not None:
+            self.console.print(f"Close style: {plan.close_style}", soft_wrap=True)
         # The totals on a line of their own, wrapped by the terminal rather than cut by the table.
         sells = sum(1 for t in plan.targets if t.closing_side == "SELL")
         self.console.print(
@@ -288,6 +292,8 @@ class Terminal:
             Decimal(0),
         )
         facts = [f"value closed {value:,.2f} gross ({len(closed)} position(s))"]
+        if self._protected:
+            facts.append("close style protected (collared LIMIT orders, the rest at market)")
         if seconds is not None:
             facts.insert(0, f"took {seconds:.1f} s")
         facts.append(f"report {report_path}" if report_path is not None else "no report file")

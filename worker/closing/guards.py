@@ -2,7 +2,8 @@
 
 A guard holds a target back (outcome `guarded`, nothing sent) when the market it would be sent
 into says a market order is blind: no two-sided quote (halted, or no market), a quote older than
-MAX_QUOTE_AGE_S, a spread wider than MAX_SPREAD_BPS, or a position worth more than MAX_NOTIONAL.
+MAX_QUOTE_AGE_S, a spread wider than MAX_SPREAD_BPS, or a position worth more than MAX_NOTIONAL;
+with CLOSE_STYLE=protected, no two-sided quote to price its limit (not even one that was read).
 A quote that could not be read at all cannot be judged: that target has no arrival price and is
 not held (docs/prices.md says why).
 """
@@ -22,6 +23,9 @@ class Guards:
     max_quote_age_s: float | None = None
     max_spread_bps: float | None = 500.0
     max_notional: Decimal | None = None
+    # CLOSE_STYLE=protected: a limit is priced from the arrival quote, so a target without a
+    # two-sided one (not read, halted, one-sided) is held; --force sends it at market.
+    protected: bool = False
     # max_spread_bps as the Decimal a spread is compared with (once, not once per target).
     spread_limit: Decimal | None = field(init=False, repr=False, compare=False)
 
@@ -43,6 +47,12 @@ def held_because(target: Target, guards: Guards, *, quote_read: bool) -> str | N
                 f"one-sided quote for {target.symbol} (no {side}; bid {_show(quote.bid)},"
                 f" ask {_show(quote.ask)}): REQUIRE_QUOTE"
             )
+    if guards.protected and (quote is None or quote.bid is None or quote.ask is None):
+        read = "no quote was read" if not quote_read else "the quote is missing or one-sided"
+        return (
+            f"no two-sided arrival quote for {target.symbol} to price its protected limit"
+            f" ({read}): CLOSE_STYLE=protected; --force sends it at market"
+        )
     if quote is not None:
         why = _quote_problem(target.symbol, quote, guards)
         if why is not None:

@@ -5,8 +5,10 @@
                     and an order is the worker's by evidence (`worker.closing.evidence`).
     submit_orders   POST .../orders: a MARKET order (DAY, or AT_THE_CLOSE) for the position as
                     last read, under a client id derived from (job, account, instrument,
-                    generation). The server refuses a second order under one id (409), so the
-                    same id is simply sent again, and the worker's orders are known by id alone.
+                    generation); with CLOSE_STYLE=protected the first is a collared LIMIT
+                    (`worker.closing.protect` re-prices and escalates it). The server
+                    refuses a second order under one id (409), so the same id is simply sent
+                    again, and the worker's orders are known by id alone.
 
 A sender sends and finds; it never decides whether to retry (`worker.api.policy`) or when a target
 is flat (`worker.closing.follow`).
@@ -30,6 +32,7 @@ from worker.api.reads import Reader
 from worker.closing.adopt import Adopted, OwnWorking, find_own_working, own_client_ids
 from worker.closing.batch import Batcher
 from worker.closing.client_ids import client_order_id
+from worker.closing.collar import Collar, limit_price
 from worker.closing.evidence import Finding, Verdict, closing_side, look
 from worker.closing.target import Target
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, StillWorking, Unauthorized
@@ -90,6 +93,11 @@ class Sender(Protocol):
         """The job's own orders an earlier run left working for `target`: followed, not sent."""
         ...
 
+    def at_market(self, target: Target) -> None:
+        """From now on `target`'s closes go at market (CLOSE_STYLE=protected: its limit is
+        over, the rest is escalated or a residue)."""
+        ...
+
 
 class ClosePositionSender:
     """close_position: the default mode; the server sizes the close and picks its side."""
@@ -140,6 +148,9 @@ class ClosePositionSender:
     def adopted(self, target: Target) -> Adopted | None:
         return None  # no client ids: an earlier run's close is found by a look (evidence)
 
+    def at_market(self, target: Target) -> None:
+        return None  # every close is a market order
+
     def _preexisting_of(self, account_id: int) -> Collection[str] | None:
         return self._preexisting.get(account_id)
 
@@ -172,8 +183,13 @@ class SubmitOrdersSender:
         batch_size: int = 1,
         working_before: Mapping[int, Sequence[Order]] | None = None,
         read_accounts: Collection[int] | None = None,
+        collar: Collar | None = None,
     ) -> None:
         self._api = api
+        # CLOSE_STYLE=protected: a target's first close is a LIMIT order at COLLAR_BPS past
+        # its arrival quote (DAY, also with --at-close); its later closes go at market.
+        self._collar = collar
+        self._at_market: set[Key] = set()
         # BATCH_SIZE above 1: the account's orders go out together (`worker.closing.batch`).
         self._batcher = (
             Batcher(api, reader, size=batch_size, time_in_force=time_in_force)
@@ -267,6 +283,22 @@ class SubmitOrdersSender:
 
     def adopted(self, target: Target) -> Adopted | None:
         return self._adopted.get((target.account_id, target.instrument_id.lower()))
+
+    def at_market(self, target: Target) -> None:
+        self._at_market.add((target.account_id, target.instrument_id.lower()))
+
+    def _limit(self, target: Target, position: Decimal) -> Decimal | None:
+        """The protected limit of the target's first close; None: a market order (the market
+        style, a later close, or no two-sided arrival quote to price it: `--force` sends such
+        a target, held by the protected guard otherwise, at market)."""
+        if self._collar is None or (target.account_id, target.instrument_id.lower()) in (
+            self._at_market
+        ):
+            return None
+        quote = target.arrival
+        if quote is None:
+            return None
+        return limit_price(_closing_side(position), quote.bid, quote.ask, self._collar.first_bps)
 
     async def prepare(self, target: Target) -> None:
         refusal = self._not_to_send.get((target.account_id, target.instrument_id))
@@ -405,8 +437,9 @@ class SubmitOrdersSender:
         assert client_id is not None, "every submission goes under a client id"
         if position == 0:
             raise ValueError("a submission needs an open position")
+        limit = self._limit(target, position)
         if self._batcher is not None:
-            return await self._send_in_batch(target, client_id, position, unless)
+            return await self._send_in_batch(target, client_id, position, unless, limit)
         try:
             reply: Reply[Order] = await self._api.submit_order(
                 target.account_id,
@@ -414,8 +447,10 @@ class SubmitOrdersSender:
                 instrument_id=target.instrument_id,
                 side=_closing_side(position),
                 quantity=abs(position),
-                time_in_force=self._tif,
+                # A protected limit rests DAY; at the close only its escalated rest goes.
+                time_in_force=self._tif if limit is None else "DAY",
                 unless=unless,
+                limit_price=limit,
             )
         except Conflict:
             found = await self._find(target, client_id)
@@ -430,11 +465,23 @@ class SubmitOrdersSender:
         return Sent([reply.data], reply.request_id)
 
     async def _send_in_batch(
-        self, target: Target, client_id: str, position: Decimal, unless: asyncio.Event
+        self,
+        target: Target,
+        client_id: str,
+        position: Decimal,
+        unless: asyncio.Event,
+        limit: Decimal | None,
     ) -> Sent:
         """The same order as `send`'s, sent with the account's others (`worker.closing.batch`)."""
         assert self._batcher is not None
-        order = NewOrder(client_id, target.instrument_id, _closing_side(position), abs(position))
+        order = NewOrder(
+            client_id,
+            target.instrument_id,
+            _closing_side(position),
+            abs(position),
+            limit,
+            None if limit is None else "DAY",
+        )
         submitted = await self._batcher.submit(target.account_id, order, target.instrument, unless)
         return Sent([submitted.order], submitted.request_id, found=submitted.found)
 

@@ -117,6 +117,8 @@ def note_order(
             known.own = known.own or own
             if order.average_fill_price is not None:
                 known.average_fill_price = str(order.average_fill_price)
+            if order.limit_price is not None:
+                known.limit_price = str(order.limit_price)
             return
     result.orders.append(
         OrderSummary(
@@ -131,6 +133,8 @@ def note_order(
             adopted,
             prior or adopted,
             None if order.average_fill_price is None else str(order.average_fill_price),
+            sys.intern(order.order_type),
+            None if order.limit_price is None else str(order.limit_price),
         )
     )
 

@@ -147,6 +147,22 @@ class Settings(BaseSettings):
     batch_size: int = Field(
         100, ge=1, le=1000, description="submit_orders: closing orders per request, at most."
     )
+    # CLOSE_STYLE=protected (docs/protected.md): a LIMIT order priced from the touch with a
+    # collar, re-priced every REPRICE_S toward COLLAR_MAX_BPS, the rest at market DEADLINE_S
+    # after the first send. Needs submit_orders (implied unless close_via is given).
+    close_style: Literal["market", "protected"] = "market"
+    collar_bps: float = Field(
+        5.0, ge=0, le=1000, description="protected: the first limit's distance past the touch."
+    )
+    collar_max_bps: float = Field(
+        50.0, ge=0, le=1000, description="protected: the widest collar, at the last re-price."
+    )
+    reprice_s: float = Field(
+        5.0, gt=0, le=3600, description="protected: seconds between re-prices of the limit."
+    )
+    deadline_s: float = Field(
+        60.0, gt=0, le=6 * 3600, description="protected: seconds before the rest goes at market."
+    )
     moc_cutoff: timedelta = Field(
         timedelta(minutes=10), description="How long before today's regular close MOC stops."
     )
@@ -164,7 +180,7 @@ class Settings(BaseSettings):
         None, description="postgresql://... puts the journal in PostgreSQL (several hosts)."
     )
 
-    @field_validator("log_level", "log_format", "close_via", mode="before")
+    @field_validator("log_level", "log_format", "close_via", "close_style", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
@@ -212,13 +228,16 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _at_close_submits_orders(cls, data: Any) -> Any:
-        """`at_close` implies `close_via = submit_orders` unless close_via was given."""
+        """`at_close`, and `close_style = protected`, imply `close_via = submit_orders` unless
+        close_via was given."""
         if isinstance(data, dict) and data.get("close_via") is None:
             try:
                 at_close = TypeAdapter(bool).validate_python(data.get("at_close", False))
             except ValidationError:
                 return data  # the field's own validation names the problem
-            if at_close:
+            style = data.get("close_style")
+            protected = isinstance(style, str) and style.strip().lower() == "protected"
+            if at_close or protected:
                 return {**data, "close_via": "submit_orders"}
         return data
 
@@ -230,6 +249,24 @@ class Settings(BaseSettings):
                 "market-on-close orders are sent through submit_orders; drop close_via"
                 " = close_position or set it to submit_orders"
             )
+        return value
+
+    @field_validator("close_style")
+    @classmethod
+    def _protected_needs_submit(cls, value: str, info: ValidationInfo) -> str:
+        if value == "protected" and info.data.get("close_via") == "close_position":
+            raise ValueError(
+                "protected closes are LIMIT orders sent through submit_orders; drop close_via"
+                " = close_position or set it to submit_orders"
+            )
+        return value
+
+    @field_validator("collar_max_bps")
+    @classmethod
+    def _widest_collar_last(cls, value: float, info: ValidationInfo) -> float:
+        first = info.data.get("collar_bps")
+        if first is not None and value < first:
+            raise ValueError(f"must be at least collar_bps ({first:g}): the collar only widens")
         return value
 
     @field_validator("moc_cutoff", mode="before")

@@ -107,6 +107,12 @@ CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait e
 ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
 BATCH_SUBMITTED = "batch_submitted"  # submit_orders: one POST of an account's orders answered
 BATCH_SIZE_LOWERED = "batch_size_lowered"  # the server refused a batch as too large
+ORDER_REPRICED = "order_repriced"  # protected: a working LIMIT order's new limit (replace_order)
+REPRICE_FAILED = "reprice_failed"  # ... a replace whose outcome is unknown: the next tick again
+CLOSE_ESCALATED = (
+    "close_escalated"  # protected: the limit cancelled at its deadline; rest at market
+)
+ESCALATION_CANCEL_FAILED = "escalation_cancel_failed"  # ... its cancel unanswered: sent again
 
 REDACTED = "[REDACTED]"
 _REDACTED_BYTES = REDACTED.encode()
@@ -444,11 +450,18 @@ def run_aborted(reason: str, *, declined: bool = False) -> None:
 
 
 def plan_ready(
-    *, positions: int, already_settled: int, failed: int, accounts: int, guarded: int = 0
+    *,
+    positions: int,
+    already_settled: int,
+    failed: int,
+    accounts: int,
+    guarded: int = 0,
+    close_style: str = "market",
 ) -> None:
     """`already_settled`: targets that ended at planning without a failure (already flat);
     `failed`: those that failed there (each also named by a `close_failed`); `guarded`: those
-    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why)."""
+    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why);
+    `close_style`: CLOSE_STYLE, market or protected."""
     log.info(
         PLAN_READY,
         positions=positions,
@@ -456,6 +469,7 @@ def plan_ready(
         failed=failed,
         accounts=accounts,
         guarded=guarded,
+        close_style=close_style,
     )
 
 
@@ -683,6 +697,91 @@ def quotes_unavailable(*, instruments: int, error: str) -> None:
 def guard_overridden(*, account_id: int, instrument: str, why: str) -> None:
     """--force: a target a guard would have held is sent anyway."""
     log.warning(GUARD_OVERRIDDEN, account_id=account_id, instrument=instrument, why=why)
+
+
+def order_repriced(
+    *,
+    account_id: int,
+    instrument: str,
+    order_id: str,
+    client_order_id: str,
+    limit_price: str,
+    collar_bps: float,
+    reprice: int,
+    quote: str,
+    request_id: str,
+) -> None:
+    """CLOSE_STYLE=protected: a working LIMIT order re-priced (`quote`: priced from the touch
+    read now, or from the arrival quote when the snapshot was not two-sided)."""
+    log.info(
+        ORDER_REPRICED,
+        account_id=account_id,
+        instrument=instrument,
+        order_id=order_id,
+        client_order_id=client_order_id,
+        limit_price=limit_price,
+        collar_bps=collar_bps,
+        reprice=reprice,
+        quote=quote,
+        request_id=request_id,
+    )
+
+
+def reprice_failed(
+    *,
+    account_id: int,
+    instrument: str,
+    order_id: str,
+    limit_price: str,
+    error: str,
+    request_id: str | None,
+) -> None:
+    """A re-price whose outcome is unknown: it may apply late; the next tick replaces again."""
+    log.warning(
+        REPRICE_FAILED,
+        account_id=account_id,
+        instrument=instrument,
+        order_id=order_id,
+        limit_price=limit_price,
+        error=error,
+        request_id=request_id,
+    )
+
+
+def close_escalated(
+    *,
+    account_id: int,
+    instrument: str,
+    order_id: str,
+    remaining: str,
+    reason: str,
+    request_id: str | None,
+) -> None:
+    """CLOSE_STYLE=protected: the limit was cancelled (`reason`: deadline or moc_cutoff); once it
+    reads final, what it left (`remaining` as last read) goes at market (or at the close)."""
+    log.warning(
+        CLOSE_ESCALATED,
+        account_id=account_id,
+        instrument=instrument,
+        order_id=order_id,
+        remaining=remaining,
+        reason=reason,
+        request_id=request_id,
+    )
+
+
+def escalation_cancel_failed(
+    *, account_id: int, instrument: str, order_id: str, error: str, request_id: str | None
+) -> None:
+    """The escalation's cancel got no answer: it is sent again next tick (cancel is idempotent)."""
+    log.warning(
+        ESCALATION_CANCEL_FAILED,
+        account_id=account_id,
+        instrument=instrument,
+        order_id=order_id,
+        error=error,
+        request_id=request_id,
+    )
 
 
 def read_retry(*, what: str, attempt: int, reason: str, wait_s: float) -> None:

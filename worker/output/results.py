@@ -54,6 +54,12 @@ class OrderSummary:
     # a 409 on the first send, or adopted): its fills so far are in the plan's positions read.
     prior: bool = False
     average_fill_price: str | None = None  # as the server last gave it; None before a fill
+    order_type: str = "MARKET"  # LIMIT: a protected close (CLOSE_STYLE=protected)
+    limit_price: str | None = None  # a LIMIT order's, as last read (re-prices move it)
+
+    @property
+    def limit_price_value(self) -> Decimal | None:
+        return None if self.limit_price is None else Decimal(self.limit_price)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +72,8 @@ class OrderSummary:
             "client_order_id": self.client_order_id,
             "adopted": self.adopted,
             "average_fill_price": self.average_fill_price,
+            "order_type": self.order_type,
+            "limit_price": self.limit_price,
         }
 
 

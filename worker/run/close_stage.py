@@ -15,6 +15,7 @@ from worker.api.client import TradingApi
 from worker.api.models import Order
 from worker.api.policy import Sleep
 from worker.api.reads import Reader
+from worker.closing.collar import Collar
 from worker.closing.follow import Follower, FollowSettings
 from worker.closing.modes import (
     CancelWait,
@@ -23,9 +24,10 @@ from worker.closing.modes import (
     SubmitOrdersSender,
     submit_generations,
 )
+from worker.closing.protect import Protector
 from worker.closing.send import CloseContext, send_one_close
-from worker.closing.target import Target
-from worker.errors import ApiError, Unauthorized
+from worker.closing.target import Next, Target
+from worker.errors import ApiError, JournalError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.journal.store import Prior
 from worker.output import events
@@ -107,6 +109,19 @@ def choose_sender(
         batch_size=settings.batch_size,
         working_before=working_before,
         read_accounts=read_accounts,
+        collar=collar_of(settings),
+    )
+
+
+def collar_of(settings: Settings) -> Collar | None:
+    """CLOSE_STYLE=protected: the collar its limits are priced and re-priced with."""
+    if settings.close_style != "protected":
+        return None
+    return Collar(
+        first_bps=settings.collar_bps,
+        max_bps=settings.collar_max_bps,
+        reprice_s=settings.reprice_s,
+        deadline_s=settings.deadline_s,
     )
 
 
@@ -129,6 +144,8 @@ async def close_and_follow(
     extra_s: float = 0.0,
     close_at: datetime | None = None,
     on_waiting: Callable[[int, datetime, float], None] | None = None,
+    api: TradingApi | None = None,
+    moc_cutoff: datetime | None = None,
 ) -> Ended:
     """The fan-out, and following each sent close to flat while the others are in flight.
 
@@ -139,26 +156,53 @@ async def close_and_follow(
     """
     follow_since = min([since, *(p.since for p in ctx.priors.values())])
     stopped_by = FirstReason()
+    collar = collar_of(settings)
+    protector = None
+    if collar is not None and api is not None:
+        protector = Protector(
+            api,
+            ctx.sender,
+            collar,
+            stopping=ctx.stopping,
+            server_now=ctx.server_now,
+            moc_cutoff=moc_cutoff,
+        )
 
     async def send_residue(
         target: Target, result: TargetResult, position: Decimal
     ) -> list[Order] | None:
+        ctx.sender.at_market(target)  # protected: a limit's rest (escalated) goes at market
         since = ctx.server_now() - ctx.lookback
         return await send_one_close(ctx, target, result, since, position)
 
     follower = Follower(
         ctx,
         FollowSettings(
-            timeout_s=settings.flat_timeout + extra_s,
+            # Protected: a limit may rest until its deadline; FLAT_TIMEOUT counts from there.
+            timeout_s=settings.flat_timeout
+            + extra_s
+            + (0 if collar is None else collar.deadline_s),
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
-            max_residue=settings.max_residue_closes,
+            # Protected: the escalation's market order is planned, not a residue: one more.
+            max_residue=settings.max_residue_closes + (0 if collar is None else 1),
             grace_s=settings.stop_grace,
         ),
         since=follow_since,
         send_close=send_residue,
         on_result=on_result,
         on_abort=stopped_by,
+    )
+
+    def follow(target: Target, result: TargetResult, step: Next) -> None:
+        follower.follow(target, result, step)
+        if protector is not None:
+            protector.watch(target, result)
+
+    protecting = (
+        None
+        if protector is None
+        else asyncio.ensure_future(_protect(protector, stopped_by, ctx.stopping))
     )
     try:
         results = await fan_out(
@@ -168,13 +212,17 @@ async def close_and_follow(
             grace_s=settings.stop_grace,
             on_result=on_result,
             on_abort=stopped_by,
-            follow=follower.follow,
+            follow=follow,
         )
     except BaseException:
         follower.abandon()
         await follower.finish()
+        if protecting is not None:
+            protecting.cancel()
         raise
     follower.all_sent()
+    if protector is not None:
+        protector.all_sent()
     resting = follower.working_orders() if close_at is not None else 0
     if close_at is not None and resting:
         wait_s = max(0.0, (close_at - ctx.server_now()).total_seconds())
@@ -195,4 +243,23 @@ async def close_and_follow(
     finally:
         stopped.cancel()
         finishing.cancel()
+        if protecting is not None:
+            protecting.cancel()  # every target has its outcome: nothing left to re-price
+            await asyncio.gather(protecting, return_exceptions=True)
     return Ended(results, stopped_by.reason)
+
+
+async def _protect(protector: Protector, stopped_by: FirstReason, stopping: asyncio.Event) -> None:
+    """The protected style's task: a fault there stops the run (following reports the rest)."""
+    try:
+        await protector.run()
+    except asyncio.CancelledError:
+        raise
+    except Unauthorized as err:
+        stopped_by(f"credentials rejected mid-run: {err}")
+    except JournalError as err:  # the lock is lost: no order change may go out
+        stopped_by(str(err))
+        stopping.set()
+    except Exception as bug:
+        events.internal_error(bug)
+        stopped_by(f"internal error: {type(bug).__name__}: {bug}")

@@ -106,7 +106,7 @@ async def fan_out(
     for i, result in enumerate(results):
         if started[i] and not handed[i]:
             _cancelled(result)
-        elif result.outcome is None:  # the queue never reached it before the cancel
+        elif result.outcome is None and not handed[i]:  # never reached before the cancel
             life.skipped(result)
     return results
 

@@ -28,6 +28,8 @@ class Plan:
     settled: list[TargetResult] = field(default_factory=list)  # ended without a close
     # --at-close: where the day stands against the market-on-close cutoff (for the plan shown).
     moc_cutoff: str | None = None
+    # CLOSE_STYLE=protected: how its closes are priced (for the plan shown); None: market.
+    close_style: str | None = None
     # Entries that could mean something other than what they say (an unknown `exclude`): the
     # run is refused, nothing sent. Each names the file and key.
     refusals: list[str] = field(default_factory=list)

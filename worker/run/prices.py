@@ -41,6 +41,7 @@ def guards_of(settings: Settings) -> Guards:
         max_quote_age_s=settings.max_quote_age_s,
         max_spread_bps=settings.max_spread_bps,
         max_notional=settings.max_notional,
+        protected=settings.close_style == "protected",
     )
 
 

@@ -235,7 +235,7 @@ async def _session(
                 working_before=working_before,
                 counters=counters,
             )
-            return await _close(ctx, settings, request, plan, since, ready)
+            return await _close(ctx, settings, request, plan, since, ready, api)
         except Unauthorized as err:
             return aborted(f"credentials rejected: {err}", [])
 
@@ -252,6 +252,7 @@ async def _plan(
         why = "; ".join(plan.refusals) + "; nothing was sent"
         return aborted(why, unplanned(request.specs, why), refused=True)
     plan.moc_cutoff = ready.cutoff_line()
+    plan.close_style = style_line(settings)
     ceiling = settings.max_positions
     if ceiling is not None and len(plan.targets) > ceiling and not request.max_positions_override:
         raise InputError(
@@ -281,10 +282,23 @@ async def _plan(
         failed=failed,
         accounts=len({t.account_id for t in plan.targets}),
         guarded=len(plan.guarded),
+        close_style=settings.close_style,
     )
     if request.on_plan is not None:
         request.on_plan(plan)
     return plan
+
+
+def style_line(settings: Settings) -> str | None:
+    """What the plan says of CLOSE_STYLE=protected; None for market orders."""
+    if settings.close_style != "protected":
+        return None
+    rest = "at the close" if settings.at_close else "at market"
+    return (
+        f"protected: LIMIT {settings.collar_bps:g} bps past the touch, re-priced every"
+        f" {settings.reprice_s:g} s up to {settings.collar_max_bps:g} bps; the rest {rest}"
+        f" {settings.deadline_s:g} s after the first send"
+    )
 
 
 async def _confirm(request: RunRequest, plan: Plan, stop: asyncio.Event) -> Ended | None:
@@ -308,6 +322,7 @@ async def _close(
     plan: Plan,
     since: datetime,
     ready: Ready,
+    api: TradingApi,
 ) -> Ended:
     """Fan out and follow, recording each target's outcome as it settles, then the run's end."""
     recorded = 0  # outcomes queued as their targets settled
@@ -333,6 +348,8 @@ async def _close(
             extra_s=ready.until_close_s(),
             close_at=None if ready.cutoff is None else ready.cutoff.regular_close,
             on_waiting=request.on_waiting,
+            api=api,
+            moc_cutoff=None if ready.cutoff is None else ready.cutoff.cutoff,
         )
     except JournalError as err:  # before any close (the fan-out stops on one itself)
         return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))

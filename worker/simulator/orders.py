@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -86,6 +87,9 @@ class OrderDesk:
         self.stats = stats or SimStats()
         self._drop_rng = random.Random(config.seed * 7927 + 3)
         self._dropped: set[tuple[int, str]] = set()  # (account, client id) left out once
+        # Run once, right after the account's next submission is booked (a test's hook: the
+        # market moving as an order lands).
+        self.after_submit: dict[int, list[Callable[[], object]]] = {}
 
     async def submit(self, request: web.Request, account: SimAccount | None) -> web.Response:
         assert account is not None
@@ -127,7 +131,10 @@ class OrderDesk:
                 self.stats.orders_dropped.append(item.client_id)
             else:
                 orders.append(self._book_order(account, item, now))
-        return ok([o.to_api() for o in orders])
+        body = [o.to_api() for o in orders]
+        for action in self.after_submit.pop(account.id, []):
+            action()
+        return ok(body)
 
     def _left_out(self, account: SimAccount, index: int, order: _Checked) -> bool:
         """Whether the server leaves this accepted order out (partial acceptance): every
@@ -296,7 +303,8 @@ class OrderDesk:
             "NEW" if item.tif == "AT_THE_CLOSE" else "PENDING_NEW",
             now,
             now,
-            is_close=item.order_type == "MARKET" and (reduces or workers),
+            # The worker's LIMIT orders (CLOSE_STYLE=protected) are closes too.
+            is_close=workers or (item.order_type == "MARKET" and reduces),
             limit_price=item.limit_price,
             # Market conditions (partial fills, rejects) as for close_position's orders.
             ends=_ends(self.book.market_draw(), item.tif) if item.order_type == "MARKET" else None,

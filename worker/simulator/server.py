@@ -109,6 +109,11 @@ class Simulator:
             if sum(o.is_close for o in orders) > 1
         ]
 
+    def most_working_closes(self) -> int:
+        """The most closing orders that could still fill at once on any one position, as
+        counted when each was booked (0: no closing order yet)."""
+        return max(self.book.most_live_closes.values(), default=0)
+
     def flipped_positions(self) -> list[tuple[int, str]]:
         flipped = []
         for account in self.book.accounts.values():
@@ -138,6 +143,11 @@ class Simulator:
         """Run `action` once, right after the account's next whole-account positions listing
         (the plan's): another participant acting between the plan and the close."""
         self._after_listing.setdefault(account_id, []).append(action)
+
+    def after_submit(self, account_id: int, action: Callable[[], object]) -> None:
+        """Run `action` once, right after the account's next order submission is booked (its
+        reply already made): the market moving as an order lands."""
+        self.desk.after_submit.setdefault(account_id, []).append(action)
 
     def add_participant_order(self, account_id: int, instrument: str, side: str, quantity: str,
                               **kw: Any) -> str:  # fmt: skip

@@ -240,6 +240,10 @@ class Book:
         # Orders waiting on the market, by account: limit orders not yet marketable, and
         # market orders on a halted instrument. Looked at whenever the account is touched.
         self._waiting: dict[int, dict[str, SimOrder]] = {}
+        # Per position (account, instrument_id), the most closing orders that could still
+        # fill (working or PENDING_CANCEL) at once, counted as each closing order is booked:
+        # the invariant "never two working orders on one position".
+        self.most_live_closes: dict[tuple[int, str], int] = {}
 
     # Seeding.
 
@@ -705,4 +709,10 @@ class Book:
         order.entered_at = min(order.created_at, self.config.clock())
         order.created_at += self.config.order_time_offset_s  # the order system's own clock
         account.orders.append(order)
-        account.orders_by_instrument.setdefault(order.instrument_id, []).append(order)
+        same = account.orders_by_instrument.setdefault(order.instrument_id, [])
+        same.append(order)
+        if order.is_close:
+            # Statuses are current: every booking path applied what was due first.
+            live = sum(1 for o in same if o.is_close and o.status in LIVE)
+            key = (account.id, order.instrument_id)
+            self.most_live_closes[key] = max(self.most_live_closes.get(key, 0), live)
