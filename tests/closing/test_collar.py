@@ -7,7 +7,8 @@ from decimal import Decimal
 import pytest
 
 from tests.support import clean_env, run_cli
-from worker.closing.collar import Collar, limit_price, price_text
+from worker.api.client import NewOrder
+from worker.closing.collar import Collar, limit_price
 from worker.errors import InputError
 from worker.inputs.settings import load_settings
 from worker.simulator import Simulator
@@ -30,8 +31,14 @@ def test_a_buy_is_priced_the_collar_above_the_ask_rounded_down_to_the_cent() -> 
 def test_below_a_dollar_the_tick_is_a_hundredth_of_a_cent() -> None:
     assert limit_price("SELL", D("0.5012"), D("0.5020"), 10) == D("0.5007")  # 0.50069880 up
     assert limit_price("BUY", D("0.5012"), D("0.5020"), 10) == D("0.5025")  # 0.50250200 down
-    assert price_text(D("0.5007")) == "0.5007"
-    assert price_text(D("99.9")) == "99.90"
+    # As the order's body spells them: to the tick, never in exponent form.
+    assert _body_price(limit_price("SELL", D("0.5012"), D("0.5020"), 10)) == "0.5007"
+    assert _body_price(limit_price("SELL", D("99.90"), D("100.00"), 0)) == "99.90"
+
+
+def _body_price(price: Decimal | None) -> str:
+    assert price is not None
+    return NewOrder("lq-x-g0", "iid", "SELL", D(1), price).as_body("DAY")["limit_price"]
 
 
 def test_a_collar_of_zero_is_the_touch_and_no_quote_prices_nothing() -> None:

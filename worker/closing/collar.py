@@ -74,8 +74,3 @@ def within_collar(side: str, price: Decimal, bound: Decimal | None) -> Decimal:
     if bound is None:
         return price
     return max(price, bound) if side == "SELL" else min(price, bound)
-
-
-def price_text(price: Decimal) -> str:
-    """As the API spells a price: '99.95', '0.5012'."""
-    return format(price.quantize(tick_of(price)), "f")

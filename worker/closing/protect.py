@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from worker.api.client import TradingApi
+from worker.api.client import SNAPSHOT_BATCH, TradingApi
 from worker.api.models import WORKING_STATUSES
 from worker.closing.collar import Collar, limit_price, within_collar
 from worker.closing.modes import Sender
@@ -40,8 +40,6 @@ from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Rejected, Unauthorized
 from worker.output import events
 from worker.output.results import OrderSummary, TargetResult
-
-SNAPSHOT_BATCH = 100  # instrument_ids per snapshot request, as the arrival quotes' reads
 
 
 @dataclass(slots=True)

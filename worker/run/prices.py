@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from worker.api.client import SNAPSHOT_BATCH
 from worker.api.models import MarketDataSnapshot
 from worker.api.reads import Reader
 from worker.closing import target as life
@@ -23,8 +24,6 @@ from worker.errors import ApiError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.output import events
 from worker.output.results import Arrival, TargetResult
-
-SNAPSHOT_BATCH = 100
 
 
 @dataclasses.dataclass(slots=True)
