@@ -94,20 +94,33 @@ def _write_last_report(
         if same_as is not None:
             copy_atomically(same_as, path)
             return
-        write_report(
-            path,
-            run_id=result.run_id,
-            started_at=result.started_at,
-            finished_at=result.finished_at,
-            dry_run=False,
-            results=result.results,
-            exit_code=code,
-            aborted=result.aborted,
-            scrub=scrub,
-            totals=totals,
-        )
+        _report(path, result, dry_run=False, code=code, scrub=scrub, totals=totals)
     except OSError as err:
         events.write_failed(what="last report", path=str(path), error=err.strerror or str(err))
+
+
+def _report(
+    path: Path,
+    result: RunResult,
+    *,
+    dry_run: bool,
+    code: int,
+    scrub: Callable[[str], str],
+    totals: Totals,
+) -> None:
+    """The run's JSON report, written atomically to `path`."""
+    write_report(
+        path,
+        run_id=result.run_id,
+        started_at=result.started_at,
+        finished_at=result.finished_at,
+        dry_run=dry_run,
+        results=result.results,
+        exit_code=code,
+        aborted=result.aborted,
+        scrub=scrub,
+        totals=totals,
+    )
 
 
 def _write_outputs(
@@ -126,17 +139,8 @@ def _write_outputs(
         (
             "report",
             report_path,
-            lambda path: write_report(
-                path,
-                run_id=result.run_id,
-                started_at=result.started_at,
-                finished_at=result.finished_at,
-                dry_run=dry_run,
-                results=result.results,
-                exit_code=code,
-                aborted=result.aborted,
-                scrub=scrub,
-                totals=totals,
+            lambda path: _report(
+                path, result, dry_run=dry_run, code=code, scrub=scrub, totals=totals
             ),
         ),
         (
