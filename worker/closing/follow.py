@@ -19,15 +19,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from worker.api.models import WORKING_STATUSES, Order
+from worker.api.models import WORKING_STATUSES, Execution, Order
+from worker.closing import ledger
 from worker.closing import target as life
-from worker.closing.evidence import Step, follow_step
+from worker.closing.evidence import Step, closing_side, follow_step
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
 from worker.closing.target import Next, Target
 from worker.errors import (
     ApiError,
     JournalError,
+    NotFound,
     NotSent,
     OutcomeUnknown,
     RateLimited,
@@ -79,6 +81,12 @@ class _Followed:
     undecided: bool = False
     last_chance: bool = False
     last_read: bool = False  # the one more read at the deadline has been granted
+    # The ledger (`worker.closing.ledger`): the plan's read it reconciles from, the last fill
+    # a positions read was proven to hold, and the orders it showed that are others'.
+    plan_position: Decimal = Decimal(0)
+    floor: str | None = None
+    others_seen: set[str] = field(default_factory=set)
+    sides: set[str] = field(default_factory=set)  # the sides the job's closes went on
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,7 @@ class Follower:
         self._stop_deadline: float | None = None
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
         self._all_sent = asyncio.Event()  # the fan-out is over
+        self._ledger = True  # False: the server lists no executions (decided from orders)
 
     def follow(self, target: Target, result: TargetResult, step: Next = Next.FOLLOW) -> None:
         """Hand over a target that was sent a close (or found one); its result has no outcome.
@@ -133,6 +142,8 @@ class Follower:
             # An earlier run's orders (found by a look, a 409 on the first send, or adopted)
             # filled so far before the plan read the position: those fills are in it.
             fills_ref=job_fills(result, prior_only=True),
+            plan_position=target.quantity,
+            sides={target.closing_side},
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).
@@ -212,7 +223,7 @@ class Follower:
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
             try:
-                positions, positioned, orders, request_id = await self._within_grace(
+                positions, positioned, orders, fills, request_id = await self._within_grace(
                     self._read(account_id, read, final=final)
                 )
             except CutOff:
@@ -236,7 +247,10 @@ class Follower:
             for iid in read:
                 followed = pending[iid]
                 position = positions.get(iid.lower(), Decimal(0)) if iid in positioned else None
-                await self._decide(followed, position, orders.get(iid.lower(), []), request_id)
+                executions = fills.get(iid.lower()) if fills is not None else None
+                await self._decide(
+                    followed, position, orders.get(iid.lower(), []), request_id, executions
+                )
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
                     if followed.undecided and not followed.last_read:
@@ -272,9 +286,12 @@ class Follower:
 
     async def _read(
         self, account_id: int, instrument_ids: Sequence[str], *, final: bool = False
-    ) -> tuple[dict[str, Decimal], set[str], dict[str, list[Order]], str]:
+    ) -> tuple[
+        dict[str, Decimal], set[str], dict[str, list[Order]], dict[str, list[Execution]] | None, str
+    ]:
         """Positions and orders of these instruments, the instruments whose positions were read,
-        and the orders listing's request_id.
+        their fills from the ledger's window on (None: the server lists none), and the orders
+        listing's request_id.
 
         Under a rate limit a read costs as much as an order, so positions are read only for
         the instruments that need them (`_needs_position`): while an order on an instrument is
@@ -290,6 +307,7 @@ class Follower:
         positioned: set[str] = set()
         request_id = ""
         orders: dict[str, list[Order]] = {}
+        fills: dict[str, list[Execution]] | None = {} if self._ledger else None
         reader = self._ctx.reader
         pending = self._pending.get(account_id, {})
         for start in range(0, len(instrument_ids), CHUNK):
@@ -330,7 +348,27 @@ class Follower:
             for p in listed:
                 iid = p.instrument_id.lower()
                 positions[iid] = positions.get(iid, Decimal(0)) + p.quantity
-        return positions, positioned, orders, request_id
+            if fills is not None:
+                # After the positions: every fill a positions read can hold is in it (unless
+                # the executions listing lags too: then the read is unexplained, read again).
+                fills = await self._fills(account_id, needed, fills)
+        return positions, positioned, orders, fills, request_id
+
+    async def _fills(
+        self, account_id: int, instrument_ids: Sequence[str], fills: dict[str, list[Execution]]
+    ) -> dict[str, list[Execution]] | None:
+        """Add the instruments' fills from the ledger's window on; None: no executions listing
+        (404), so following decides from the orders alone from then on."""
+        try:
+            listed, _ = await self._ctx.reader.executions(account_id, instrument_ids, self._since)
+        except NotFound:
+            self._ledger = False
+            return None
+        for iid in instrument_ids:
+            fills.setdefault(iid.lower(), [])
+        for e in listed:
+            fills.setdefault((e.instrument_id or "").lower(), []).append(e)
+        return fills
 
     def _needs_position(self, followed: _Followed, orders: Sequence[Order], final: bool) -> bool:
         """Whether a poll must read the target's position: when no order on the instrument is
@@ -360,19 +398,27 @@ class Follower:
         return list(dict.fromkeys(ids))
 
     async def _decide(
-        self, followed: _Followed, position: Decimal | None, orders: list[Order], request_id: str
+        self,
+        followed: _Followed,
+        position: Decimal | None,
+        orders: list[Order],
+        request_id: str,
+        executions: list[Execution] | None = None,
     ) -> None:
         """Take in what one poll read for the target; `position` None: not read (an order on
-        the instrument is working, so it waits whatever the position)."""
+        the instrument is working, so it waits whatever the position). `executions`: the
+        instrument's fills from the ledger's window on (None: not read)."""
         target, result = followed.target, followed.result
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
+        if executions is not None:
+            orders = [*orders, *await self._unknown_orders(followed, orders, executions)]
         shown = {o.id for o in orders}
         known_before = len(result.orders)
         for order in orders:
             # The run's orders: by evidence (close_position), by client id (submit_orders).
             if order.id in listed:
                 life.note_order(result, order, own=False)  # its status, refreshed
-            elif self._ctx.sender.recognises(order, target):
+            elif self._is_job_order(followed, order):
                 # Found late: listed, journaled and logged like every order of the run.
                 life.record_orders(
                     self._ctx.journal,
@@ -400,7 +446,7 @@ class Follower:
             return  # an order counted in the expected position was not read: read again
         now = self._clock()
         working = any(o.working for o in orders)
-        if followed.unresolved is None and not self._explained(followed, position):
+        if followed.unresolved is None and not self._agrees(followed, position, executions):
             # A lagging positions listing, or a fill the job cannot explain: a residue sized
             # from it could flip the position. Read again (at the deadline once more, then
             # not_flat with what was read).
@@ -431,6 +477,49 @@ class Follower:
             self._flat(followed)
         elif step is Step.RESIDUE:
             await self._residue(followed, position)
+
+    async def _unknown_orders(
+        self, followed: _Followed, orders: Sequence[Order], executions: Sequence[Execution]
+    ) -> list[Order]:
+        """The orders behind fills no listing of this poll showed and the job does not know
+        (a close applied late, or another's fill between two polls), each read by its id."""
+        known = {o.id for o in followed.result.orders} | {o.id for o in orders}
+        wanted = {e.order_id for e in executions} - known - followed.others_seen
+        found = []
+        for order_id in sorted(wanted):
+            reply = await self._ctx.reader.order(followed.target.account_id, order_id)
+            if reply is None:
+                continue
+            found.append(reply.data)
+            if not self._is_job_order(followed, reply.data):
+                followed.others_seen.add(order_id)
+        return found
+
+    def _is_job_order(self, followed: _Followed, order: Order) -> bool:
+        """An order the job does not list yet is its own: by client id (submit_orders); with
+        close_position, a close applied late (`ledger.is_late_close`), never a desk's order."""
+        target, result = followed.target, followed.result
+        if not self._ctx.sender.recognises(order, target):
+            return False
+        if self._ctx.sender.idempotent:
+            return True
+        sides = followed.sides | {o.side for o in result.orders if o.own}
+        prior = (target.account_id, target.instrument_id.lower()) in self._ctx.priors
+        return ledger.is_late_close(order, sides=sides, unanswered=result.unanswered > 0 or prior)
+
+    def _agrees(
+        self, followed: _Followed, position: Decimal, executions: Sequence[Execution] | None
+    ) -> bool:
+        """Whether the read is the position now: by the ledger when it was read (a read it
+        shows as an earlier state is stale; one it cannot explain is read again, with the
+        ledger), else by the fills of the orders known."""
+        if executions is None:
+            return self._explained(followed, position)
+        fills = ledger.fills_of(executions, followed.target.instrument_id)
+        own = {o.id for o in followed.result.orders if not o.prior}
+        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.floor)
+        followed.floor = verdict.floor
+        return verdict.reading is ledger.Reading.CURRENT
 
     def _explained(self, followed: _Followed, position: Decimal) -> bool:
         """Whether the read is what the fills known predict. An earlier run's order found
@@ -496,6 +585,7 @@ class Follower:
     async def _residue(self, followed: _Followed, position: Decimal) -> None:
         target, result = followed.target, followed.result
         residue = life.residue_begun(result)
+        followed.sides.add(closing_side(position))
         events.residue_close(
             account_id=target.account_id,
             instrument=target.instrument,
