@@ -22,7 +22,7 @@ from typing import TypeVar
 from worker.api.models import WORKING_STATUSES, Execution, Order
 from worker.closing import ledger
 from worker.closing import target as life
-from worker.closing.evidence import Step, closing_side, follow_step
+from worker.closing.evidence import Step, follow_step
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
 from worker.closing.target import Next, Target
@@ -81,12 +81,11 @@ class _Followed:
     undecided: bool = False
     last_chance: bool = False
     last_read: bool = False  # the one more read at the deadline has been granted
-    # The ledger (`worker.closing.ledger`): the plan's read it reconciles from, the last fill
-    # a positions read was proven to hold, and the orders it showed that are others'.
+    # The ledger (`worker.closing.ledger`): the plan's read it reconciles from, what earlier
+    # reads proved, and the orders behind its fills that are others'.
     plan_position: Decimal = Decimal(0)
-    floor: str | None = None
+    seen: ledger.Seen = field(default_factory=ledger.Seen)
     others_seen: set[str] = field(default_factory=set)
-    sides: set[str] = field(default_factory=set)  # the sides the job's closes went on
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,6 @@ class Follower:
             # filled so far before the plan read the position: those fills are in it.
             fills_ref=job_fills(result, prior_only=True),
             plan_position=target.quantity,
-            sides={target.closing_side},
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).
@@ -503,9 +501,12 @@ class Follower:
             return False
         if self._ctx.sender.idempotent:
             return True
-        sides = followed.sides | {o.side for o in result.orders if o.own}
+        # The server sizes a close, and picks its side, as the position stands when it is
+        # applied: one applied late may be on either side (another's fill may have flipped it).
         prior = (target.account_id, target.instrument_id.lower()) in self._ctx.priors
-        return ledger.is_late_close(order, sides=sides, unanswered=result.unanswered > 0 or prior)
+        return ledger.is_late_close(
+            order, sides={"BUY", "SELL"}, unanswered=result.unanswered > 0 or prior
+        )
 
     def _agrees(
         self, followed: _Followed, position: Decimal, executions: Sequence[Execution] | None
@@ -517,8 +518,8 @@ class Follower:
             return self._explained(followed, position)
         fills = ledger.fills_of(executions, followed.target.instrument_id)
         own = {o.id for o in followed.result.orders if not o.prior}
-        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.floor)
-        followed.floor = verdict.floor
+        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.seen)
+        followed.seen = verdict.seen
         return verdict.reading is ledger.Reading.CURRENT
 
     def _explained(self, followed: _Followed, position: Decimal) -> bool:
@@ -585,7 +586,6 @@ class Follower:
     async def _residue(self, followed: _Followed, position: Decimal) -> None:
         target, result = followed.target, followed.result
         residue = life.residue_begun(result)
-        followed.sides.add(closing_side(position))
         events.residue_close(
             account_id=target.account_id,
             instrument=target.instrument,

@@ -5,7 +5,7 @@ the instrument the executions listing shows from the ledger's window start on, o
 plan's read may or may not already hold the fills before the job's first own fill (a positions
 listing may lag), so the position now is `start` plus the fills from some index `j` on, for a `j`
 no later than that first own fill. A positions read is
-- current: it is one of those values, and no earlier state of the ledger explains it;
+- current: it is one of those values, and no earlier state of the ledger explains it too;
 - stale: it is the position as of an earlier fill (a listing behind the ledger): read again;
 - unexplained: neither (a fill the executions listing does not show yet): read the ledger again.
 
@@ -40,11 +40,19 @@ class Reading(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """What earlier positions reads proved, as fill ids (a listing does not go back in time):
+    where the plan's read may end in the ledger (`plan`, None: anywhere; a None in it: before
+    the first fill), and the last fill every later read holds (`floor`, None: none yet)."""
+
+    plan: frozenset[str | None] | None = None
+    floor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Judgement:
     reading: Reading
-    # The last fill every later positions read must hold (a listing does not go back in time);
-    # None: none proven yet.
-    floor: str | None
+    seen: Seen
 
 
 def signed(execution: Execution) -> Decimal:
@@ -71,38 +79,43 @@ def judge(
     start: Decimal,
     fills: Sequence[Fill],
     own_ids: Collection[str],
-    floor: str | None = None,
+    seen: Seen = Seen(),
 ) -> Judgement:
     """Whether a positions read is the position now, as the ledger has it (module docstring).
 
-    A read that matches an earlier state of the ledger as well as the current one waits: which
-    it is cannot be told (the floor then rules out what earlier reads already passed).
+    A read is a pair (the fills the plan's read held, the fills this read holds): current when
+    every pair that explains it holds all the fills; stale when one holds fewer (which it is
+    cannot be told: it is read again). What earlier reads proved narrows the pairs; should
+    nothing then explain the read, those proofs are dropped (they were coincidences).
     """
     n = len(fills)
+    latest = min(first_own(fills, own_ids), n)
+    if latest == n and read == start:
+        # Nothing of the job's has filled since the plan and the read is the plan's: whether
+        # the plan held the window's fills cannot be told apart from a listing that holds none
+        # of them yet. It is taken as it reads (a first order was sized for either).
+        return Judgement(Reading.CURRENT, seen)
     sums = [Decimal(0)]
     for fill in fills:
         sums.append(sums[-1] + fill.signed)
-    latest = min(first_own(fills, own_ids), n)
-    low = next((i + 1 for i, f in enumerate(fills) if f.id == floor), 0)
-    stale = [
-        m
-        for j in range(latest + 1)
-        for m in range(max(j, low), n)
-        if start + sums[m] - sums[j] == read
-    ]
-    if stale:
-        return Judgement(Reading.STALE, _floor(fills, min(stale), floor))
-    if any(start + sums[n] - sums[j] == read for j in range(latest + 1)):
-        return Judgement(Reading.CURRENT, _floor(fills, n, floor))
-    return Judgement(Reading.UNEXPLAINED, floor)
+    bounds: list[str | None] = [None, *(f.id for f in fills)]  # bounds[k]: the k-th fill's id
 
+    def pairs(plan: frozenset[str | None] | None, low: int) -> list[tuple[int, int]]:
+        return [
+            (j, m)
+            for j in range(latest + 1)
+            if plan is None or bounds[j] in plan
+            for m in range(max(j, low), n + 1)
+            if start + sums[m] - sums[j] == read
+        ]
 
-def _floor(fills: Sequence[Fill], held: int, floor: str | None) -> str | None:
-    """The id of the last of the first `held` fills (None: none), never below `floor`."""
-    if held == 0:
-        return floor
-    low = next((i + 1 for i, f in enumerate(fills) if f.id == floor), 0)
-    return fills[max(held, low) - 1].id
+    low = bounds.index(seen.floor) if seen.floor in bounds else 0
+    found = pairs(seen.plan, low) or pairs(None, 0)
+    if not found:
+        return Judgement(Reading.UNEXPLAINED, seen)
+    proved = Seen(frozenset(bounds[j] for j, _ in found), bounds[min(m for _, m in found)])
+    current = all(m == n for _, m in found)
+    return Judgement(Reading.CURRENT if current else Reading.STALE, proved)
 
 
 def safe_size(position: Decimal, fills: Sequence[Fill]) -> Decimal:

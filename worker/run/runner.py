@@ -221,6 +221,7 @@ async def _session(
                 policy.sleep,
                 working_before=working_before,
                 read_accounts=read_accounts,
+                ledger_from=since,
             )
             ctx = CloseContext(
                 run_id=run_id,

@@ -1,0 +1,154 @@
+"""The ledger's decisions on their own: fills, reads judged current or stale, a safe first size."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from worker.api.models import Execution, Order
+from worker.closing.ledger import (
+    Fill,
+    Reading,
+    Seen,
+    fills_of,
+    is_late_close,
+    judge,
+    safe_size,
+)
+
+T0 = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
+IID = "c3c4c5c6-d3d4-e3e4-f3f4-f5f6f7f8f9fa"
+
+
+def fill(n: int, order: str, signed: int) -> Fill:
+    return Fill(f"e{n}", order, Decimal(signed))
+
+
+def execution(n: int, side: str, quantity: str, *, iid: str = IID) -> Execution:
+    return Execution(
+        id=f"e{n}",
+        order_id=f"o{n}",
+        side=side,
+        quantity=Decimal(quantity),
+        transaction_time=T0 + timedelta(seconds=n),
+        instrument_id=iid,
+    )
+
+
+def test_fills_are_the_instruments_own_oldest_first_sells_minus() -> None:
+    listed = [  # a listing is newest first
+        execution(3, "SELL_SHORT", "5"),
+        execution(2, "BUY", "7", iid="other"),
+        execution(1, "SELL", "10"),
+        execution(0, "BUY", "4"),
+    ]
+    assert fills_of(listed, IID.upper()) == [
+        fill(0, "o0", 4),
+        fill(1, "o1", -10),
+        fill(3, "o3", -5),
+    ]
+
+
+def test_the_position_the_ledger_predicts_is_current_and_earlier_states_are_stale() -> None:
+    fills = [fill(1, "ours", -100)]
+    assert judge(Decimal(0), Decimal(100), fills, {"ours"}).reading is Reading.CURRENT
+    assert judge(Decimal(100), Decimal(100), fills, {"ours"}).reading is Reading.STALE
+    assert judge(Decimal(40), Decimal(100), fills, {"ours"}).reading is Reading.UNEXPLAINED
+
+
+def test_a_close_applied_late_explains_a_flip_and_its_residue_ends_flat() -> None:
+    """Long 100: the re-send and the late close both sold 100; the residue bought 100 back."""
+    both = [fill(1, "resend", -100), fill(2, "late", -100)]
+    seen = judge(Decimal(-100), Decimal(100), both, {"resend", "late"})
+    assert seen.reading is Reading.CURRENT
+    back = [*both, fill(3, "residue", 100)]
+    owned = {"resend", "late", "residue"}
+    # 0 was also the position between the two sells: without the floor it cannot be told
+    assert judge(Decimal(0), Decimal(100), back, owned).reading is Reading.STALE
+    assert judge(Decimal(0), Decimal(100), back, owned, seen.seen).reading is Reading.CURRENT
+
+
+def test_what_a_read_proved_of_the_plan_rules_out_a_later_coincidence() -> None:
+    """Long 100; a desk bought 60 right after the plan, then the close sold 100 and read 60:
+    so the plan did not hold the desk's fill. The residue sold 60: 0 is flat, though 0 would
+    also be the position before the residue had the plan held the desk's fill."""
+    fills = [fill(1, "desk", 60), fill(2, "close", -100)]
+    seen = judge(Decimal(60), Decimal(100), fills, {"close"})
+    assert seen.reading is Reading.CURRENT
+    after = [*fills, fill(3, "residue", -60)]
+    owned = {"close", "residue"}
+    assert judge(Decimal(0), Decimal(100), after, owned).reading is Reading.STALE
+    assert judge(Decimal(0), Decimal(100), after, owned, seen.seen).reading is Reading.CURRENT
+
+
+def test_a_proof_that_explains_nothing_any_more_is_dropped() -> None:
+    fills = [fill(1, "ours", -100)]
+    wrong = Seen(frozenset({"nowhere"}), "e1")
+    assert judge(Decimal(0), Decimal(100), fills, {"ours"}, wrong).reading is Reading.CURRENT
+
+
+def test_a_fill_before_the_plans_read_may_or_may_not_be_in_it() -> None:
+    """A desk sold 40 just before the plan read 100 (a lagging listing, or not): the job sold 60."""
+    fills = [fill(1, "desk", -40), fill(2, "ours", -60)]
+    assert judge(Decimal(0), Decimal(100), fills, {"ours"}).reading is Reading.CURRENT
+    assert judge(Decimal(40), Decimal(100), fills, {"ours"}).reading is Reading.CURRENT
+    assert judge(Decimal(60), Decimal(100), fills, {"ours"}).reading is Reading.STALE
+
+
+def test_anothers_fill_after_the_jobs_own_is_counted_never_assumed_in_the_plan() -> None:
+    fills = [fill(1, "ours", -60), fill(2, "desk", -40)]
+    assert judge(Decimal(0), Decimal(100), fills, {"ours"}).reading is Reading.CURRENT
+    assert judge(Decimal(40), Decimal(100), fills, {"ours"}).reading is Reading.STALE
+    assert judge(Decimal(-40), Decimal(100), fills, {"ours"}).reading is Reading.UNEXPLAINED
+
+
+def test_without_fills_the_plans_read_is_the_position() -> None:
+    assert judge(Decimal(100), Decimal(100), [], set()).reading is Reading.CURRENT
+    assert judge(Decimal(90), Decimal(100), [], set()).reading is Reading.UNEXPLAINED
+
+
+def test_with_no_fill_of_the_jobs_own_the_plans_read_is_taken_as_it_reads() -> None:
+    """An earlier run's order sold 50 before this run's plan read 50."""
+    fills = [fill(1, "earlier", -50)]
+    assert judge(Decimal(50), Decimal(50), fills, set()).reading is Reading.CURRENT
+
+
+@pytest.mark.parametrize(
+    ("position", "fills", "size"),
+    [
+        (100, [], 100),
+        (100, [-40], 60),  # the read may not hold the desk's sale: never sell the 40 again
+        (100, [40], 100),  # a buy the read may not hold: selling 100 cannot cross zero
+        (-50, [20, -5], -35),  # both unseen: -35; only the last: -55; none: -50
+        (100, [-100], 0),  # it may be flat already: nothing sent, following decides
+        (100, [-150, 50], 0),
+    ],
+)
+def test_a_first_order_is_never_larger_than_any_reading_of_the_ledger_leaves(
+    position: int, fills: list[int], size: int
+) -> None:
+    ledger = [fill(n, f"o{n}", q) for n, q in enumerate(fills)]
+    assert safe_size(Decimal(position), ledger) == Decimal(size)
+
+
+def test_an_unknown_order_is_a_late_close_only_after_an_unanswered_close_on_a_closing_side() -> (
+    None
+):
+    order = Order(
+        id="x",
+        client_order_id="close-position-9",
+        account_id=1,
+        side="SELL",
+        quantity=Decimal(100),
+        order_type="MARKET",
+        status="FILLED",
+        filled_quantity=Decimal(100),
+        created_at=T0,
+    )
+    assert is_late_close(order, sides={"SELL"}, unanswered=True)
+    assert not is_late_close(order, sides={"SELL"}, unanswered=False)
+    assert not is_late_close(order, sides={"BUY"}, unanswered=True)
+    limit = order.model_copy(update={"order_type": "LIMIT"})
+    assert not is_late_close(limit, sides={"SELL"}, unanswered=True)
