@@ -518,7 +518,8 @@ class Follower:
             return self._explained(followed, position)
         fills = ledger.fills_of(executions, followed.target.instrument_id)
         own = {o.id for o in followed.result.orders if not o.prior}
-        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.seen)
+        earlier = {o.id for o in followed.result.orders if o.prior}
+        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.seen, earlier)
         followed.seen = verdict.seen
         return verdict.reading is ledger.Reading.CURRENT
 

@@ -80,6 +80,7 @@ def judge(
     fills: Sequence[Fill],
     own_ids: Collection[str],
     seen: Seen = Seen(),
+    earlier_ids: Collection[str] = (),
 ) -> Judgement:
     """Whether a positions read is the position now, as the ledger has it (module docstring).
 
@@ -87,14 +88,16 @@ def judge(
     every pair that explains it holds all the fills; stale when one holds fewer (which it is
     cannot be told: it is read again). What earlier reads proved narrows the pairs; should
     nothing then explain the read, those proofs are dropped (they were coincidences).
+    `earlier_ids`: orders of earlier runs of the job, which those runs followed.
     """
     n = len(fills)
     latest = min(first_own(fills, own_ids), n)
-    if latest == n and read == start:
-        # Nothing of the job's has filled since the plan and the read is the plan's: whether
-        # the plan held the window's fills cannot be told apart from a listing that holds none
-        # of them yet. It is taken as it reads (a first order was sized for either).
-        return Judgement(Reading.CURRENT, seen)
+    if latest == n and read == start and all(f.order_id in earlier_ids for f in fills):
+        # Nothing has filled since the plan but an earlier run's orders, and the read is the
+        # plan's: taken as it reads (that run followed those fills; a listing still behind
+        # them all is what the ledger cannot tell from this).
+        last = fills[-1].id if fills else None
+        return Judgement(Reading.CURRENT, Seen(frozenset({last}), last) if fills else seen)
     sums = [Decimal(0)]
     for fill in fills:
         sums.append(sums[-1] + fill.signed)

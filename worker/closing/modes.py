@@ -300,9 +300,24 @@ class SubmitOrdersSender:
                     continue
                 listed = [e for e in listed if e.order_id not in working]
                 for t in chunk:
-                    fills = fills_of(listed, t.instrument_id)
+                    fills = await self._not_the_jobs(t, fills_of(listed, t.instrument_id))
                     if fills:
                         self._fills_before[(t.account_id, t.instrument_id.lower())] = fills
+
+    async def _not_the_jobs(self, target: Target, fills: list[Fill]) -> list[Fill]:
+        """The fills of orders that are not the job's: an earlier run's own orders (by client
+        id, each read by its id) were followed by that run, which read what they left."""
+        keep = []
+        for order_id in dict.fromkeys(f.order_id for f in fills):
+            try:
+                reply = await self._reader.order(target.account_id, order_id)
+            except Unauthorized:
+                raise
+            except ApiError:
+                reply = None  # not known to be the job's: counted
+            if reply is None or not self.recognises(reply.data, target):
+                keep.append(order_id)
+        return [f for f in fills if f.order_id in keep]
 
     def first_size(self, target: Target, position: Decimal) -> Decimal:
         """Never past zero whichever recent fills the plan's read holds (`ledger.safe_size`)."""
