@@ -13,6 +13,7 @@ from worker.closing.ledger import (
     Reading,
     Seen,
     fills_of,
+    held_by_plan,
     is_late_close,
     judge,
     safe_size,
@@ -109,13 +110,22 @@ def test_without_fills_the_plans_read_is_the_position() -> None:
     assert judge(Decimal(90), Decimal(100), [], set()).reading is Reading.UNEXPLAINED
 
 
-def test_with_only_an_earlier_runs_fills_the_plans_read_is_taken_as_it_reads() -> None:
-    """An earlier run's order sold 50 before this run's plan read 50; nothing filled since."""
-    fills = [fill(1, "earlier", -50)]
-    assert judge(Decimal(50), Decimal(50), fills, set(), Seen(), {"earlier"}).reading is (
-        Reading.CURRENT
-    )
-    # A desk's sale instead: the read may not hold it yet (then it is flat); read again
+def test_an_earlier_runs_fills_up_to_what_this_run_first_read_are_in_the_plan() -> None:
+    """An adopted limit had filled 50 when the rerun read it (30 + 20), then filled 40 more."""
+    fills = [
+        fill(1, "limit", -30),
+        fill(2, "desk", 10),
+        fill(3, "limit", -20),
+        fill(4, "limit", -40),
+    ]
+    kept = held_by_plan(fills, {"limit": Decimal(50)})
+    assert kept == [fill(2, "desk", 10), fill(4, "limit", -40)]
+    split = held_by_plan([fill(1, "limit", -80)], {"limit": Decimal(50)})
+    assert split == [fill(1, "limit", -30)]
+    # The plan read 250 after the first 50; the rest sold 40 since: 210 is current
+    after = held_by_plan([fill(1, "limit", -50), fill(2, "limit", -40)], {"limit": Decimal(50)})
+    assert judge(Decimal(210), Decimal(250), after, {"limit"}).reading is Reading.CURRENT
+    # A desk's sale instead, that the plan's read may not hold yet: read again
     desk = [fill(1, "desk", -50)]
     assert judge(Decimal(50), Decimal(50), desk, set()).reading is Reading.STALE
 

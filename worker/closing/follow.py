@@ -85,6 +85,9 @@ class _Followed:
     # reads proved, and the orders behind its fills that are others'.
     plan_position: Decimal = Decimal(0)
     seen: ledger.Seen = field(default_factory=ledger.Seen)
+    # An earlier run's orders (found or adopted): what they had filled when handed over, which
+    # the plan's read holds.
+    held: dict[str, Decimal] = field(default_factory=dict)
     others_seen: set[str] = field(default_factory=set)
 
 
@@ -142,6 +145,7 @@ class Follower:
             # filled so far before the plan read the position: those fills are in it.
             fills_ref=job_fills(result, prior_only=True),
             plan_position=target.quantity,
+            held={o.id: Decimal(o.filled_quantity) for o in result.orders if o.prior},
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).
@@ -517,9 +521,9 @@ class Follower:
         if executions is None:
             return self._explained(followed, position)
         fills = ledger.fills_of(executions, followed.target.instrument_id)
-        own = {o.id for o in followed.result.orders if not o.prior}
-        earlier = {o.id for o in followed.result.orders if o.prior}
-        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.seen, earlier)
+        fills = ledger.held_by_plan(fills, followed.held)
+        own = {o.id for o in followed.result.orders}
+        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.seen)
         followed.seen = verdict.seen
         return verdict.reading is ledger.Reading.CURRENT
 

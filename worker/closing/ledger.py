@@ -15,7 +15,7 @@ late-applied close (`is_late_close`), or another participant's.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -64,13 +64,15 @@ def fills_of(executions: Iterable[Execution], instrument_id: str) -> list[Fill]:
     """The instrument's fills, oldest first (a listing is newest first), one per execution."""
     iid = instrument_id.lower()
     mine = [e for e in executions if (e.instrument_id or "").lower() == iid]
-    mine.sort(key=lambda e: e.transaction_time)  # stable: equal times keep the listing's order
+    mine.reverse()  # oldest first; the sort is stable, so equal times keep that order
+    mine.sort(key=lambda e: e.transaction_time)
     return [Fill(e.id, e.order_id, signed(e)) for e in mine]
 
 
 def first_own(fills: Sequence[Fill], own_ids: Collection[str]) -> int:
-    """The index of the first fill of an order the job made after its plan (len: none yet):
-    the plan's read cannot hold it, nor anything after it."""
+    """The index of the first fill of the job's (len: none yet): none the plan's read can hold
+    (an earlier run's orders count only past what it holds: `held_by_plan`), so neither can it
+    hold anything after it."""
     return next((i for i, f in enumerate(fills) if f.order_id in own_ids), len(fills))
 
 
@@ -80,7 +82,6 @@ def judge(
     fills: Sequence[Fill],
     own_ids: Collection[str],
     seen: Seen = Seen(),
-    earlier_ids: Collection[str] = (),
 ) -> Judgement:
     """Whether a positions read is the position now, as the ledger has it (module docstring).
 
@@ -88,16 +89,9 @@ def judge(
     every pair that explains it holds all the fills; stale when one holds fewer (which it is
     cannot be told: it is read again). What earlier reads proved narrows the pairs; should
     nothing then explain the read, those proofs are dropped (they were coincidences).
-    `earlier_ids`: orders of earlier runs of the job, which those runs followed.
     """
     n = len(fills)
     latest = min(first_own(fills, own_ids), n)
-    if latest == n and read == start and all(f.order_id in earlier_ids for f in fills):
-        # Nothing has filled since the plan but an earlier run's orders, and the read is the
-        # plan's: taken as it reads (that run followed those fills; a listing still behind
-        # them all is what the ledger cannot tell from this).
-        last = fills[-1].id if fills else None
-        return Judgement(Reading.CURRENT, Seen(frozenset({last}), last) if fills else seen)
     sums = [Decimal(0)]
     for fill in fills:
         sums.append(sums[-1] + fill.signed)
@@ -119,6 +113,25 @@ def judge(
     proved = Seen(frozenset(bounds[j] for j, _ in found), bounds[min(m for _, m in found)])
     current = all(m == n for _, m in found)
     return Judgement(Reading.CURRENT if current else Reading.STALE, proved)
+
+
+def held_by_plan(fills: Sequence[Fill], held: Mapping[str, Decimal]) -> list[Fill]:
+    """The fills less those the plan's read holds: of each earlier run's order, what it had
+    filled when this run first read it (`held`, by order id), its oldest fills first. That run
+    followed them; what they fill from then on counts like any fill."""
+    left = {order_id: abs(quantity) for order_id, quantity in held.items()}
+    kept = []
+    for fill in fills:
+        due = left.get(fill.order_id, Decimal(0))
+        if due <= 0:
+            kept.append(fill)
+            continue
+        size = abs(fill.signed)
+        left[fill.order_id] = due - size
+        if size > due:  # the rest of this execution came after
+            rest = (size - due) * (1 if fill.signed > 0 else -1)
+            kept.append(Fill(fill.id, fill.order_id, rest))
+    return kept
 
 
 def safe_size(position: Decimal, fills: Sequence[Fill]) -> Decimal:
