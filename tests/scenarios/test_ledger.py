@@ -26,8 +26,13 @@ async def test_closes_held_at_the_gateway_then_applied_are_found_flagged_and_clo
     """close_position, 100 positions, 20% of closes held at the gateway 1.4x REQUEST_TIMEOUT
     then applied (the row's 7 s against 5 s, scaled down). The re-send after the look is still
     working when the held close lands: both fill, the position is flipped. The orders listing
-    lags the fills, so no listing ever shows the late order working: only the ledger does."""
-    sim = Simulator(SimConfig(fill_delay_s=0.15, seed=3, orders_listing_lag_s=0.3))
+    lags the fills, so no listing ever shows the late order working: only the ledger does (and
+    it lags a little too)."""
+    sim = Simulator(
+        SimConfig(
+            fill_delay_s=0.15, seed=3, orders_listing_lag_s=0.3, executions_listing_lag_s=0.05
+        )
+    )
     runner, _ = await serve(sim)
     try:
         keys = seed(sim, 27001, SIZES)

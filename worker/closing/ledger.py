@@ -63,7 +63,13 @@ def signed(execution: Execution) -> Decimal:
 def fills_of(executions: Iterable[Execution], instrument_id: str) -> list[Fill]:
     """The instrument's fills, oldest first (a listing is newest first), one per execution."""
     iid = instrument_id.lower()
-    mine = [e for e in executions if (e.instrument_id or "").lower() == iid]
+    # A fill of side OTHER moves the position by an amount no one can say: left out, so the
+    # reads it moved stay unexplained.
+    mine = [
+        e
+        for e in executions
+        if (e.instrument_id or "").lower() == iid and e.side in ("BUY", "SELL", "SELL_SHORT")
+    ]
     mine.reverse()  # oldest first; the sort is stable, so equal times keep that order
     mine.sort(key=lambda e: e.transaction_time)
     return [Fill(e.id, e.order_id, signed(e)) for e in mine]
