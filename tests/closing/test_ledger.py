@@ -84,6 +84,19 @@ def test_what_a_read_proved_of_the_plan_rules_out_a_later_coincidence() -> None:
     assert judge(Decimal(0), Decimal(100), after, owned, seen.seen).reading is Reading.CURRENT
 
 
+def test_a_read_ahead_of_a_lagging_ledger_is_unexplained_and_proves_nothing() -> None:
+    """The residue bought 215 back and the position reads 0, but the ledger does not list that
+    fill yet: 0 is also the state between the two sells, which earlier reads ruled out."""
+    both = [fill(1, "resend", -215), fill(2, "late", -215)]
+    seen = judge(Decimal(-215), Decimal(215), both, {"resend", "late"}).seen
+    owned = {"resend", "late", "residue"}
+    early = judge(Decimal(0), Decimal(215), both, owned, seen)
+    assert early.reading is Reading.UNEXPLAINED
+    assert early.seen == seen
+    listed = [*both, fill(3, "residue", 215)]
+    assert judge(Decimal(0), Decimal(215), listed, owned, seen).reading is Reading.CURRENT
+
+
 def test_a_proof_that_explains_nothing_any_more_is_dropped() -> None:
     fills = [fill(1, "ours", -100)]
     wrong = Seen(frozenset({"nowhere"}), "e1")

@@ -20,8 +20,9 @@ from decimal import Decimal
 from typing import TypeVar
 
 from worker.api.models import WORKING_STATUSES, Execution, Order
-from worker.closing import ledger
+from worker.closing import books
 from worker.closing import target as life
+from worker.closing.books import Books
 from worker.closing.evidence import Step, follow_step
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
@@ -29,7 +30,6 @@ from worker.closing.target import Next, Target
 from worker.errors import (
     ApiError,
     JournalError,
-    NotFound,
     NotSent,
     OutcomeUnknown,
     RateLimited,
@@ -81,14 +81,7 @@ class _Followed:
     undecided: bool = False
     last_chance: bool = False
     last_read: bool = False  # the one more read at the deadline has been granted
-    # The ledger (`worker.closing.ledger`): the plan's read it reconciles from, what earlier
-    # reads proved, and the orders behind its fills that are others'.
-    plan_position: Decimal = Decimal(0)
-    seen: ledger.Seen = field(default_factory=ledger.Seen)
-    # An earlier run's orders (found or adopted): what they had filled when handed over, which
-    # the plan's read holds.
-    held: dict[str, Decimal] = field(default_factory=dict)
-    others_seen: set[str] = field(default_factory=set)
+    books: Books | None = None  # its fills as the account's ledger shows them
 
 
 @dataclass(frozen=True)
@@ -144,8 +137,7 @@ class Follower:
             # An earlier run's orders (found by a look, a 409 on the first send, or adopted)
             # filled so far before the plan read the position: those fills are in it.
             fills_ref=job_fills(result, prior_only=True),
-            plan_position=target.quantity,
-            held={o.id: Decimal(o.filled_quantity) for o in result.orders if o.prior},
+            books=Books.of(target, result),
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).
@@ -353,24 +345,11 @@ class Follower:
             if fills is not None:
                 # After the positions: every fill a positions read can hold is in it (unless
                 # the executions listing lags too: then the read is unexplained, read again).
-                fills = await self._fills(account_id, needed, fills)
+                # None: no executions listing (404); decided from the orders from then on.
+                read_fills = await books.read_fills(reader, account_id, needed, self._since)
+                self._ledger = read_fills is not None
+                fills = None if read_fills is None else {**fills, **read_fills}
         return positions, positioned, orders, fills, request_id
-
-    async def _fills(
-        self, account_id: int, instrument_ids: Sequence[str], fills: dict[str, list[Execution]]
-    ) -> dict[str, list[Execution]] | None:
-        """Add the instruments' fills from the ledger's window on; None: no executions listing
-        (404), so following decides from the orders alone from then on."""
-        try:
-            listed, _ = await self._ctx.reader.executions(account_id, instrument_ids, self._since)
-        except NotFound:
-            self._ledger = False
-            return None
-        for iid in instrument_ids:
-            fills.setdefault(iid.lower(), [])
-        for e in listed:
-            fills.setdefault((e.instrument_id or "").lower(), []).append(e)
-        return fills
 
     def _needs_position(self, followed: _Followed, orders: Sequence[Order], final: bool) -> bool:
         """Whether a poll must read the target's position: when no order on the instrument is
@@ -412,8 +391,18 @@ class Follower:
         instrument's fills from the ledger's window on (None: not read)."""
         target, result = followed.target, followed.result
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
-        if executions is not None:
-            orders = [*orders, *await self._unknown_orders(followed, orders, executions)]
+        if executions is not None and followed.books is not None:
+            known = {o.id for o in result.orders} | {o.id for o in orders}
+            orders = [
+                *orders,
+                *await followed.books.unknown_orders(
+                    self._ctx.reader,
+                    target.account_id,
+                    known,
+                    executions,
+                    lambda o: self._is_job_order(followed, o),
+                ),
+            ]
         shown = {o.id for o in orders}
         known_before = len(result.orders)
         for order in orders:
@@ -480,52 +469,19 @@ class Follower:
         elif step is Step.RESIDUE:
             await self._residue(followed, position)
 
-    async def _unknown_orders(
-        self, followed: _Followed, orders: Sequence[Order], executions: Sequence[Execution]
-    ) -> list[Order]:
-        """The orders behind fills no listing of this poll showed and the job does not know
-        (a close applied late, or another's fill between two polls), each read by its id."""
-        known = {o.id for o in followed.result.orders} | {o.id for o in orders}
-        wanted = {e.order_id for e in executions} - known - followed.others_seen
-        found = []
-        for order_id in sorted(wanted):
-            reply = await self._ctx.reader.order(followed.target.account_id, order_id)
-            if reply is None:
-                continue
-            found.append(reply.data)
-            if not self._is_job_order(followed, reply.data):
-                followed.others_seen.add(order_id)
-        return found
-
     def _is_job_order(self, followed: _Followed, order: Order) -> bool:
-        """An order the job does not list yet is its own: by client id (submit_orders); with
-        close_position, a close applied late (`ledger.is_late_close`), never a desk's order."""
-        target, result = followed.target, followed.result
-        if not self._ctx.sender.recognises(order, target):
-            return False
-        if self._ctx.sender.idempotent:
-            return True
-        # The server sizes a close, and picks its side, as the position stands when it is
-        # applied: one applied late may be on either side (another's fill may have flipped it).
-        prior = (target.account_id, target.instrument_id.lower()) in self._ctx.priors
-        return ledger.is_late_close(
-            order, sides={"BUY", "SELL"}, unanswered=result.unanswered > 0 or prior
-        )
+        sender, priors = self._ctx.sender, self._ctx.priors
+        return books.is_job_order(sender, priors, followed.target, followed.result, order)
 
     def _agrees(
         self, followed: _Followed, position: Decimal, executions: Sequence[Execution] | None
     ) -> bool:
-        """Whether the read is the position now: by the ledger when it was read (a read it
-        shows as an earlier state is stale; one it cannot explain is read again, with the
-        ledger), else by the fills of the orders known."""
-        if executions is None:
+        """Whether the read is the position now: by the ledger when it was read (`Books`),
+        else by the fills of the orders known."""
+        if executions is None or followed.books is None:
             return self._explained(followed, position)
-        fills = ledger.fills_of(executions, followed.target.instrument_id)
-        fills = ledger.held_by_plan(fills, followed.held)
         own = {o.id for o in followed.result.orders}
-        verdict = ledger.judge(position, followed.plan_position, fills, own, followed.seen)
-        followed.seen = verdict.seen
-        return verdict.reading is ledger.Reading.CURRENT
+        return followed.books.current(position, executions, followed.target.instrument_id, own)
 
     def _explained(self, followed: _Followed, position: Decimal) -> bool:
         """Whether the read is what the fills known predict. An earlier run's order found

@@ -94,7 +94,8 @@ def judge(
     A read is a pair (the fills the plan's read held, the fills this read holds): current when
     every pair that explains it holds all the fills; stale when one holds fewer (which it is
     cannot be told: it is read again). What earlier reads proved narrows the pairs; should
-    nothing then explain the read, those proofs are dropped (they were coincidences).
+    nothing then explain the read, it is unexplained, unless it is the position now under every
+    reading at all (then those proofs were coincidences, and are dropped).
     """
     n = len(fills)
     latest = min(first_own(fills, own_ids), n)
@@ -113,9 +114,14 @@ def judge(
         ]
 
     low = bounds.index(seen.floor) if seen.floor in bounds else 0
-    found = pairs(seen.plan, low) or pairs(None, 0)
+    found = pairs(seen.plan, low)
     if not found:
-        return Judgement(Reading.UNEXPLAINED, seen)
+        # Nothing that earlier reads allow explains it: a fill the ledger does not list yet
+        # (read again), unless every reading at all makes it the position now (then the
+        # earlier proofs were coincidences).
+        found = pairs(None, 0)
+        if not found or any(m < n for _, m in found):
+            return Judgement(Reading.UNEXPLAINED, seen)
     proved = Seen(frozenset(bounds[j] for j, _ in found), bounds[min(m for _, m in found)])
     current = all(m == n for _, m in found)
     return Judgement(Reading.CURRENT if current else Reading.STALE, proved)

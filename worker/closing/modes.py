@@ -299,25 +299,35 @@ class SubmitOrdersSender:
                 except ApiError:
                     continue
                 listed = [e for e in listed if e.order_id not in working]
+                jobs = await self._the_jobs(account_id, chunk, {e.order_id for e in listed})
                 for t in chunk:
-                    fills = await self._not_the_jobs(t, fills_of(listed, t.instrument_id))
+                    fills = [f for f in fills_of(listed, t.instrument_id) if f.order_id not in jobs]
                     if fills:
                         self._fills_before[(t.account_id, t.instrument_id.lower())] = fills
 
-    async def _not_the_jobs(self, target: Target, fills: list[Fill]) -> list[Fill]:
-        """The fills of orders that are not the job's: an earlier run's own orders (by client
-        id, each read by its id) were followed by that run, which read what they left."""
-        keep = []
-        for order_id in dict.fromkeys(f.order_id for f in fills):
+    async def _the_jobs(
+        self, account_id: int, targets: Sequence[Target], order_ids: Collection[str]
+    ) -> set[str]:
+        """Which of these orders are the job's own (an earlier run's, by client id): that run
+        followed their fills and read what they left. Read by id, CANCEL_CHUNK to a request;
+        one that cannot be read, or is not listed, is counted as another's."""
+        by_iid = {t.instrument_id.lower(): t for t in targets}
+        ids = sorted(order_ids)
+        jobs: set[str] = set()
+        for start in range(0, len(ids), CANCEL_CHUNK):
             try:
-                reply = await self._reader.order(target.account_id, order_id)
+                listed, _ = await self._reader.orders_by_id(
+                    account_id, ids[start : start + CANCEL_CHUNK]
+                )
             except Unauthorized:
                 raise
             except ApiError:
-                reply = None  # not known to be the job's: counted
-            if reply is None or not self.recognises(reply.data, target):
-                keep.append(order_id)
-        return [f for f in fills if f.order_id in keep]
+                continue
+            for o in listed:
+                t = by_iid.get((o.instrument_id or "").lower())
+                if t is not None and self.recognises(o, t):
+                    jobs.add(o.id)
+        return jobs
 
     def first_size(self, target: Target, position: Decimal) -> Decimal:
         """Never past zero whichever recent fills the plan's read holds (`ledger.safe_size`)."""
