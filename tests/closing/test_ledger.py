@@ -45,11 +45,13 @@ def test_fills_are_the_instruments_own_oldest_first_sells_minus() -> None:
         execution(1, "SELL", "10"),
         execution(0, "BUY", "4"),
     ]
-    assert fills_of(listed, IID.upper()) == [
-        fill(0, "o0", 4),
-        fill(1, "o1", -10),
-        fill(3, "o3", -5),
+    fills = fills_of(listed, IID.upper())
+    assert [(f.id, f.order_id, f.signed) for f in fills] == [
+        ("e0", "o0", 4),
+        ("e1", "o1", -10),
+        ("e3", "o3", -5),
     ]
+    assert [f.at for f in fills] == [T0 + timedelta(seconds=n) for n in (0, 1, 3)]
 
 
 def test_the_position_the_ledger_predicts_is_current_and_earlier_states_are_stale() -> None:
@@ -95,6 +97,22 @@ def test_a_read_ahead_of_a_lagging_ledger_is_unexplained_and_proves_nothing() ->
     assert early.seen == seen
     listed = [*both, fill(3, "residue", 215)]
     assert judge(Decimal(0), Decimal(215), listed, owned, seen).reading is Reading.CURRENT
+
+
+def test_a_read_of_the_account_that_held_a_later_fill_holds_an_earlier_one_elsewhere() -> None:
+    """Short 80; the desk bought 50 just before the plan read -30: 20 long, or -30 as read.
+    Nothing of the job's filled here, but the listing was proven (on another instrument) to
+    hold a fill made after the desk's: -30 is the position now."""
+    desk = [Fill("e1", "desk", Decimal(50), T0)]
+    assert judge(Decimal(-30), Decimal(-30), desk, set()).reading is Reading.STALE
+    later = T0 + timedelta(seconds=1)
+    held = judge(Decimal(-30), Decimal(-30), desk, set(), Seen(), later)
+    assert held.reading is Reading.CURRENT
+    assert held.holds_until == T0
+    earlier = T0 - timedelta(seconds=1)
+    assert judge(Decimal(-30), Decimal(-30), desk, set(), Seen(), earlier).reading is (
+        Reading.STALE
+    )
 
 
 def test_a_proof_that_explains_nothing_any_more_is_dropped() -> None:

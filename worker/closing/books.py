@@ -71,13 +71,14 @@ class Books:
         executions: Sequence[Execution],
         instrument_id: str,
         own_ids: Collection[str],
-    ) -> bool:
+        holds_until: datetime | None = None,
+    ) -> ledger.Judgement:
         """Whether the read is the position now as the ledger has it (`ledger.judge`); what
         the read proves is kept for the next one."""
         fills = ledger.held_by_plan(ledger.fills_of(executions, instrument_id), self.held)
-        verdict = ledger.judge(read, self.start, fills, own_ids, self.seen)
+        verdict = ledger.judge(read, self.start, fills, own_ids, self.seen, holds_until)
         self.seen = verdict.seen
-        return verdict.reading is ledger.Reading.CURRENT
+        return verdict
 
 
 async def read_fills(

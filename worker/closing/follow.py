@@ -15,12 +15,12 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TypeVar
 
 from worker.api.models import WORKING_STATUSES, Execution, Order
-from worker.closing import books
+from worker.closing import books, ledger
 from worker.closing import target as life
 from worker.closing.books import Books
 from worker.closing.evidence import Step, follow_step
@@ -46,6 +46,7 @@ CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
 # The fan-out's end cuts a pause under way: the run's end waits on that poll. A fill it finds
 # still on its way is read again this much later (then pauses double while nothing settles).
 SETTLE_S = 0.05
+MIN_TIME = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -120,6 +121,8 @@ class Follower:
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
         self._all_sent = asyncio.Event()  # the fan-out is over
         self._ledger = True  # False: the server lists no executions (decided from orders)
+        # Per account, a time up to which its positions listing was proven to hold every fill.
+        self._holds: dict[int, datetime] = {}
 
     def follow(self, target: Target, result: TargetResult, step: Next = Next.FOLLOW) -> None:
         """Hand over a target that was sent a close (or found one); its result has no outcome.
@@ -481,7 +484,11 @@ class Follower:
         if executions is None or followed.books is None:
             return self._explained(followed, position)
         own = {o.id for o in followed.result.orders}
-        return followed.books.current(position, executions, followed.target.instrument_id, own)
+        account, iid = followed.target.account_id, followed.target.instrument_id
+        verdict = followed.books.current(position, executions, iid, own, self._holds.get(account))
+        if verdict.holds_until is not None:
+            self._holds[account] = max(verdict.holds_until, self._holds.get(account, MIN_TIME))
+        return verdict.reading is ledger.Reading.CURRENT
 
     def _explained(self, followed: _Followed, position: Decimal) -> bool:
         """Whether the read is what the fills known predict. An earlier run's order found

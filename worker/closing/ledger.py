@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 
@@ -31,6 +32,7 @@ class Fill:
     id: str
     order_id: str
     signed: Decimal
+    at: datetime | None = None  # its transaction time (the server's clock)
 
 
 class Reading(Enum):
@@ -53,6 +55,9 @@ class Seen:
 class Judgement:
     reading: Reading
     seen: Seen
+    # The time of the last fill the read is proven to hold: the account's positions listing
+    # (one snapshot of the account) holds every fill up to then, on any instrument.
+    holds_until: datetime | None = None
 
 
 def signed(execution: Execution) -> Decimal:
@@ -72,7 +77,7 @@ def fills_of(executions: Iterable[Execution], instrument_id: str) -> list[Fill]:
     ]
     mine.reverse()  # oldest first; the sort is stable, so equal times keep that order
     mine.sort(key=lambda e: e.transaction_time)
-    return [Fill(e.id, e.order_id, signed(e)) for e in mine]
+    return [Fill(e.id, e.order_id, signed(e), e.transaction_time) for e in mine]
 
 
 def first_own(fills: Sequence[Fill], own_ids: Collection[str]) -> int:
@@ -88,6 +93,7 @@ def judge(
     fills: Sequence[Fill],
     own_ids: Collection[str],
     seen: Seen = Seen(),
+    holds_until: datetime | None = None,
 ) -> Judgement:
     """Whether a positions read is the position now, as the ledger has it (module docstring).
 
@@ -95,7 +101,8 @@ def judge(
     every pair that explains it holds all the fills; stale when one holds fewer (which it is
     cannot be told: it is read again). What earlier reads proved narrows the pairs; should
     nothing then explain the read, it is unexplained, unless it is the position now under every
-    reading at all (then those proofs were coincidences, and are dropped).
+    reading at all (then those proofs were coincidences, and are dropped). `holds_until`: an
+    earlier read of the account's positions held every fill up to then, so this one does too.
     """
     n = len(fills)
     latest = min(first_own(fills, own_ids), n)
@@ -114,6 +121,8 @@ def judge(
         ]
 
     low = bounds.index(seen.floor) if seen.floor in bounds else 0
+    if holds_until is not None:
+        low = max(low, sum(1 for f in fills if f.at is not None and f.at <= holds_until))
     found = pairs(seen.plan, low)
     if not found:
         # Nothing that earlier reads allow explains it: a fill the ledger does not list yet
@@ -122,9 +131,11 @@ def judge(
         found = pairs(None, 0)
         if not found or any(m < n for _, m in found):
             return Judgement(Reading.UNEXPLAINED, seen)
-    proved = Seen(frozenset(bounds[j] for j, _ in found), bounds[min(m for _, m in found)])
+    held = min(m for _, m in found)
+    proved = Seen(frozenset(bounds[j] for j, _ in found), bounds[held])
     current = all(m == n for _, m in found)
-    return Judgement(Reading.CURRENT if current else Reading.STALE, proved)
+    until = fills[held - 1].at if held else None
+    return Judgement(Reading.CURRENT if current else Reading.STALE, proved, until)
 
 
 def held_by_plan(fills: Sequence[Fill], held: Mapping[str, Decimal]) -> list[Fill]:
@@ -142,7 +153,7 @@ def held_by_plan(fills: Sequence[Fill], held: Mapping[str, Decimal]) -> list[Fil
         left[fill.order_id] = due - size
         if size > due:  # the rest of this execution came after
             rest = (size - due) * (1 if fill.signed > 0 else -1)
-            kept.append(Fill(fill.id, fill.order_id, rest))
+            kept.append(Fill(fill.id, fill.order_id, rest, fill.at))
     return kept
 
 
