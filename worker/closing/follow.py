@@ -3,10 +3,11 @@
 One task per account polls the working orders on its open instruments (by status, any age), the
 job's own orders by id, and the positions of the instruments where no order works (while one
 does, nothing is decided from the position, and under a rate limit a read costs as much as an
-order); a read is acted on only when it agrees with the fills
-the job knows of (a listing behind them is read again). `closing.evidence.follow_step` decides
-per target: flat, wait, or a residue close through the same journaled step as every close; it
-never sends while stopping.
+order), with those instruments' fills from the account's ledger; a positions read is acted on
+only when the ledger says it is the position now (`closing.books`; a listing behind it is read
+again, and a fill of an order no listing showed is read by its id).
+`closing.evidence.follow_step` decides per target: flat, wait, or a residue close through the
+same journaled step as every close; it never sends while stopping.
 """
 
 from __future__ import annotations
