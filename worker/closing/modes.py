@@ -34,7 +34,8 @@ from worker.closing.batch import Batcher
 from worker.closing.client_ids import client_order_id
 from worker.closing.collar import Collar, limit_price
 from worker.closing.evidence import Finding, Verdict, closing_side, look
-from worker.closing.ledger import Fill, fills_of, safe_size
+from worker.closing.ledger import Fill
+from worker.closing.sizing import first_size, recent_fills
 from worker.closing.target import Target
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, StillWorking, Unauthorized
 from worker.journal.store import Prior
@@ -278,72 +279,19 @@ class SubmitOrdersSender:
         )
 
     async def _read_ledger(self, targets: Sequence[Target]) -> None:
-        """The targets' fills from the ledger's window on, before any order is sized: one read
-        per account and CANCEL_CHUNK instruments. Others' orders still working then are left
-        out: `_after_others_orders` counts them whole. Unreadable: sized from the plan."""
-        if self._ledger_from is None:
-            return
-        by_account: dict[int, list[Target]] = {}
-        for t in targets:
-            by_account.setdefault(t.account_id, []).append(t)
-        for account_id, batch in by_account.items():
-            working = {o.id for o in (self._working_before or {}).get(account_id, ())}
-            for start in range(0, len(batch), CANCEL_CHUNK):
-                chunk = batch[start : start + CANCEL_CHUNK]
-                try:
-                    listed, _ = await self._reader.executions(
-                        account_id, [t.instrument_id for t in chunk], self._ledger_from
-                    )
-                except Unauthorized:
-                    raise
-                except ApiError:
-                    continue
-                listed = [e for e in listed if e.order_id not in working]
-                jobs = await self._the_jobs(account_id, chunk, {e.order_id for e in listed})
-                for t in chunk:
-                    fills = [f for f in fills_of(listed, t.instrument_id) if f.order_id not in jobs]
-                    if fills:
-                        self._fills_before[(t.account_id, t.instrument_id.lower())] = fills
-
-    async def _the_jobs(
-        self, account_id: int, targets: Sequence[Target], order_ids: Collection[str]
-    ) -> set[str]:
-        """Which of these orders are the job's own (an earlier run's, by client id): that run
-        followed their fills and read what they left. Read by id, CANCEL_CHUNK to a request;
-        one that cannot be read, or is not listed, is counted as another's."""
-        by_iid = {t.instrument_id.lower(): t for t in targets}
-        ids = sorted(order_ids)
-        jobs: set[str] = set()
-        for start in range(0, len(ids), CANCEL_CHUNK):
-            try:
-                listed, _ = await self._reader.orders_by_id(
-                    account_id, ids[start : start + CANCEL_CHUNK]
-                )
-            except Unauthorized:
-                raise
-            except ApiError:
-                continue
-            for o in listed:
-                t = by_iid.get((o.instrument_id or "").lower())
-                if t is not None and self.recognises(o, t):
-                    jobs.add(o.id)
-        return jobs
+        if self._ledger_from is not None:
+            self._fills_before = await recent_fills(
+                self._reader,
+                targets,
+                self._ledger_from,
+                self._working_before or {},
+                self.recognises,
+            )
 
     def first_size(self, target: Target, position: Decimal) -> Decimal:
-        """Never past zero whichever recent fills the plan's read holds (`ledger.safe_size`)."""
-        fills = self._fills_before.get((target.account_id, target.instrument_id.lower()))
-        if not fills or position == 0:
-            return position
-        size = safe_size(position, fills)
-        if size != position:
-            events.close_sized_by_ledger(
-                account_id=target.account_id,
-                instrument=target.instrument,
-                planned=str(position),
-                quantity=str(size),
-                fills=[f.id for f in fills],
-            )
-        return size
+        """Never past zero whichever recent fills the plan's read holds (`closing.sizing`)."""
+        key = (target.account_id, target.instrument_id.lower())
+        return first_size(target, position, self._fills_before.get(key))
 
     def _accounts_to_cancel(self, targets: Sequence[Target]) -> set[int]:
         """The accounts where a cancel may find something: those whose snapshot shows a
