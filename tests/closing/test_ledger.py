@@ -198,3 +198,23 @@ def test_an_unknown_order_is_a_late_close_only_after_an_unanswered_close_on_a_cl
     assert not is_late_close(order, sides={"BUY"}, unanswered=True)
     limit = order.model_copy(update={"order_type": "LIMIT"})
     assert not is_late_close(limit, sides={"SELL"}, unanswered=True)
+
+
+def test_an_earlier_runs_fill_between_the_plan_and_its_look_is_not_taken_for_the_plans() -> None:
+    """A rerun planned -10 while the earlier run's buy still worked; it filled before the rerun
+    looked and found it (filled 10 then). Read 0: flat, though the plan did not hold that fill."""
+    from worker.closing.books import Books
+
+    fill_ = Execution(
+        id="e1",
+        order_id="earlier",
+        side="BUY",
+        quantity=Decimal(10),
+        transaction_time=T0,
+        instrument_id=IID,
+    )
+    books = Books(Decimal(-10), {"earlier": Decimal(10)})
+    assert books.current(Decimal(0), [fill_], IID, {"earlier"}).reading is Reading.CURRENT
+    # Read -10, it is taken for held by the plan (what the ledger cannot tell: safety.md)
+    held = Books(Decimal(-10), {"earlier": Decimal(10)})
+    assert held.current(Decimal(-10), [fill_], IID, {"earlier"}).reading is Reading.CURRENT

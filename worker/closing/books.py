@@ -74,9 +74,22 @@ class Books:
         holds_until: datetime | None = None,
     ) -> ledger.Judgement:
         """Whether the read is the position now as the ledger has it (`ledger.judge`); what
-        the read proves is kept for the next one."""
-        fills = ledger.held_by_plan(ledger.fills_of(executions, instrument_id), self.held)
-        verdict = ledger.judge(read, self.start, fills, own_ids, self.seen, holds_until)
+        the read proves is kept for the next one.
+
+        An earlier run's orders are taken to have filled what they had when this run first
+        read them before its plan's read. That read comes after the plan's, so should the read
+        not be current so, it is judged again with those fills possibly after the plan, and
+        their orders not the job's (`held`): current then under every reading, it is too.
+        """
+        fills = ledger.fills_of(executions, instrument_id)
+        verdict = ledger.judge(
+            read, self.start, ledger.held_by_plan(fills, self.held), own_ids, self.seen, holds_until
+        )
+        if verdict.reading is not ledger.Reading.CURRENT and self.held:
+            since_plan = set(own_ids) - set(self.held)
+            either = ledger.judge(read, self.start, fills, since_plan, self.seen, holds_until)
+            if either.reading is ledger.Reading.CURRENT:
+                verdict = either
         self.seen = verdict.seen
         return verdict
 
