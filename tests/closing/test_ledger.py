@@ -47,9 +47,9 @@ def test_fills_are_the_instruments_own_oldest_first_sells_minus() -> None:
     ]
     fills = fills_of(listed, IID.upper())
     assert [(f.id, f.order_id, f.signed) for f in fills] == [
-        ("e0", "o0", 4),
-        ("e1", "o1", -10),
-        ("e3", "o3", -5),
+        ("e0", "o0", Decimal(4)),
+        ("e1", "o1", Decimal(-10)),
+        ("e3", "o3", Decimal(-5)),
     ]
     assert [f.at for f in fills] == [T0 + timedelta(seconds=n) for n in (0, 1, 3)]
 
