@@ -263,6 +263,9 @@ def sent(
     record_orders(
         journal, run_id, target, result, orders, request_id, reconciled=found, prior=prior
     )
+    iid = target.instrument_id.lower()
+    if not any(o.instrument_id is None or o.instrument_id.lower() == iid for o in orders):
+        result.unanswered += 1  # a reply that shows no order of this close: its order is unknown
     return Next.FOLLOW
 
 

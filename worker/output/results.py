@@ -135,8 +135,9 @@ class TargetResult:
     average_fill_price: str | None = None
     cost: str | None = None
     cost_bps: str | None = None
-    # Closes sent whose outcome stayed unknown (no reply): an order the job does not know may
-    # be one of them, applied late (`worker.closing.ledger.is_late_close`). Not reported.
+    # Closes sent whose order stayed unknown (no reply, or one showing no order of it): an
+    # order the job does not know may be one of them (`worker.closing.ledger.is_late_close`).
+    # Not reported.
     unanswered: int = 0
 
     @property
