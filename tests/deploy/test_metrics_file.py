@@ -1,4 +1,4 @@
-"""A metrics file in a directory that does not exist: a warning, no directory made, the run goes on."""
+"""A metrics file in a missing directory: a warning, no directory made, the run goes on."""
 
 from __future__ import annotations
 
@@ -38,4 +38,6 @@ async def test_a_metrics_file_in_a_missing_directory_is_a_warning_and_no_directo
     assert names.index(events.METRICS_UNAVAILABLE) < names.index("close_order")
     [failed] = [e for e in captured.entries if e["event"] == events.WRITE_FAILED]
     assert failed["what"] == "metrics"
-    assert result.notices == [f"could not write the metrics {metrics}: its directory does not exist"]
+    assert result.notices == [
+        f"could not write the metrics {metrics}: its directory does not exist"
+    ]
