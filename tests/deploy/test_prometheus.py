@@ -133,8 +133,58 @@ def test_the_rules_and_the_dashboard_read_only_metrics_the_worker_writes(written
         "liquidator_positions",
         "liquidator_cost",
         "liquidator_cost_bps",
-        "liquidator_run_duration_seconds",
+        "liquidator_time_to_flat_seconds",
     } <= used
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     assert dashboard["__inputs"][0]["pluginId"] == "prometheus"
+
+
+def samples_of(path: Path) -> dict[str, float]:
+    return {
+        line.split()[0]: float(line.split()[1])
+        for line in path.read_text().splitlines()
+        if not line.startswith("#")
+    }
+
+
+def test_time_to_flat_is_from_the_start_of_closing_to_the_end(written: Path) -> None:
+    samples = samples_of(written)
+    time_to_flat = samples["liquidator_time_to_flat_seconds"]
+    assert 0 < time_to_flat <= samples["liquidator_run_duration_seconds"]
+
+
+async def test_time_to_flat_is_absent_for_a_run_that_ended_before_closing(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    sim.add_account(19816)
+    sim.add_position(19816, "AAPL", "10")
+    sim.config.market_day = "HOLIDAY"
+    metrics = tmp_path / "liquidator.prom"
+    result = await run(
+        settings_for(sim, metrics_file=metrics),
+        RunRequest(specs=[TargetSpec(19816, None)], before_close=timedelta(minutes=15)),
+        asyncio.Event(),
+    )
+    assert {r.outcome for r in result.results} == {Outcome.MARKET_CLOSED}
+    assert sim.stats.by_route["close"] == 0
+    samples = samples_of(metrics)
+    assert "liquidator_run_duration_seconds" in samples
+    assert "liquidator_time_to_flat_seconds" not in samples
+
+
+def test_time_to_flat_is_written_as_given(tmp_path: Path) -> None:
+    path = tmp_path / "m.prom"
+    write_metrics(
+        path,
+        results=[TargetResult(1, "A", outcome=Outcome.CLOSED)],
+        retries=0,
+        reconciliations=0,
+        duration_s=11720.0,  # started by the timer at 12:30, waited for 15:45
+        exit_code=0,
+        finished_at=1000.0,
+        time_to_flat_s=20.25,
+    )
+    assert samples_of(path)["liquidator_time_to_flat_seconds"] == 20.25

@@ -29,6 +29,7 @@ def write_metrics(
     duration_s: float,
     exit_code: int,
     finished_at: float,
+    time_to_flat_s: float | None = None,
 ) -> None:
     # Imported here, not at start-up: only a run that writes metrics pays for it.
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -64,6 +65,12 @@ def write_metrics(
         reconciliations,
     )
     gauge("liquidator_run_duration_seconds", "Wall time of the last run.", round(duration_s, 3))
+    if time_to_flat_s is not None:  # absent: the run ended before closing (market closed, refused)
+        gauge(
+            "liquidator_time_to_flat_seconds",
+            "From the start of closing (the plan made, any wait over) to the end of the last run.",
+            round(max(time_to_flat_s, 0.0), 3),
+        )
     gauge(
         "liquidator_last_exit_code",
         "Exit code of the last run: 0 ok, 1 failed, 2 refused, 3 aborted.",
