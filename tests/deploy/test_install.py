@@ -95,6 +95,8 @@ def test_the_readme_installs_every_deploy_file_and_each_step_succeeds(
     shipped = sorted(p.name for p in DEPLOY.iterdir())
     assert sorted(installed + list(NOT_INSTALLED)) == shipped
     assert len(set(installed)) == len(installed)  # each once
+    readme = (DEPLOY / "README.md").read_text()
+    assert [f for f in shipped if f != "README.md" and f"`{f}`" not in readme] == []
     # The steps the README names are all there (a README that lost one fails here, not later).
     kinds = [" ".join(argv[1:3]) for argv in readme_steps()]
     assert "systemd-sysusers /etc/sysusers.d/liquidator.conf" in kinds
