@@ -60,6 +60,7 @@ class RunResult:
     reconciliations: int = 0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    closing_since: datetime | None = None  # when closing began; None: it ended before closing
 
     @property
     def exit_code(self) -> ExitCode:

@@ -42,6 +42,7 @@ def finish(
         reconciliations=counters.looks,
         started_at=started_at,
         finished_at=datetime.now(UTC),
+        closing_since=counters.closing_since,
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     scrub = Scrubber.for_key(key).text
@@ -153,6 +154,11 @@ def _write_outputs(
                 retries=result.retries,
                 reconciliations=result.reconciliations,
                 duration_s=(result.finished_at - result.started_at).total_seconds(),
+                time_to_flat_s=(
+                    None
+                    if result.closing_since is None
+                    else (result.finished_at - result.closing_since).total_seconds()
+                ),
                 exit_code=code,
                 finished_at=result.finished_at.timestamp(),
             ),

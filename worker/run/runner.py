@@ -235,6 +235,7 @@ async def _session(
                 working_before=working_before,
                 counters=counters,
             )
+            counters.closing_since = request.wall_clock()
             return await _close(ctx, settings, request, plan, since, ready, api)
         except Unauthorized as err:
             return aborted(f"credentials rejected: {err}", [])
