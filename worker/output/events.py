@@ -78,6 +78,7 @@ STOP_REQUESTED = "stop_requested"
 PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
+RUN_WOULD_START = "run_would_start"  # --before-close --dry-run: when the real run starts
 WAITING_FOR_FILLS = "waiting_for_fills"  # --at-close: the fan-out is over, the closes rest
 INTERNAL_ERROR = "internal_error"
 PLAN_POSITION = "plan_position"
@@ -260,10 +261,10 @@ class CompactOrders:
         self._render = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
-        if event.get("event") == WAITING_FOR_CLOSE and "starts" in event:
+        if event.get("event") in (WAITING_FOR_CLOSE, RUN_WOULD_START) and "starts" in event:
             clock = str(event.get("timestamp", ""))[11:19]
             return (
-                f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
+                f"{clock} {event['event']}: starts {event['starts']}, in"
                 f" {event.get('starts_in')} (today's close {event.get('closes')},"
                 f" {event.get('day_type')})"
             )
@@ -494,6 +495,23 @@ def waiting_for_close(
     for people ("15:45 ET", "5 h 30 m"); a terminal shows them as one sentence."""
     log.info(
         WAITING_FOR_CLOSE,
+        day_type=day_type,
+        regular_close=regular_close.isoformat(),
+        start_at=start_at.isoformat(),
+        wait_s=round(wait_s, 3),
+        starts=new_york_time(start_at),
+        closes=new_york_time(regular_close),
+        starts_in=duration_text(wait_s),
+    )
+
+
+def run_would_start(
+    *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
+) -> None:
+    """`--before-close` with `--dry-run`: the real run would start at `start_at` (now, inside
+    the window); the dry run does not wait for it. The fields are `waiting_for_close`'s."""
+    log.info(
+        RUN_WOULD_START,
         day_type=day_type,
         regular_close=regular_close.isoformat(),
         start_at=start_at.isoformat(),
