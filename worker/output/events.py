@@ -58,6 +58,8 @@ class Order(Protocol):
     def time_in_force(self) -> str | None: ...
     @property
     def average_fill_price(self) -> Decimal | None: ...
+    @property
+    def limit_price(self) -> Decimal | None: ...
 
 
 RUN_STARTED = "run_started"
@@ -616,6 +618,7 @@ def close_order(
         "side": order.side,
         "quantity": str(order.quantity),
         "order_type": order.order_type,
+        "limit_price": _price(order.limit_price),
         "status": order.status,
         "request_id": request_id,
         "attempt": attempt,
@@ -737,6 +740,7 @@ def order_repriced(
         instrument=instrument,
         order_id=order_id,
         client_order_id=client_order_id,
+        order_type="LIMIT",
         limit_price=limit_price,
         collar_bps=collar_bps,
         reprice=reprice,
@@ -760,6 +764,7 @@ def reprice_failed(
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
         limit_price=limit_price,
         error=error,
         request_id=request_id,
@@ -774,14 +779,18 @@ def close_escalated(
     remaining: str,
     reason: str,
     request_id: str | None,
+    limit_price: str | None = None,
 ) -> None:
     """CLOSE_STYLE=protected: the limit was cancelled (`reason`: deadline or moc_cutoff); once it
-    reads final, what it left (`remaining` as last read) goes at market (or at the close)."""
+    reads final, what it left (`remaining` as last read) goes at market (or at the close).
+    `limit_price`: the limit's, as last set."""
     log.warning(
         CLOSE_ESCALATED,
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
+        limit_price=limit_price,
         remaining=remaining,
         reason=reason,
         request_id=request_id,
@@ -789,7 +798,13 @@ def close_escalated(
 
 
 def escalation_cancel_failed(
-    *, account_id: int, instrument: str, order_id: str, error: str, request_id: str | None
+    *,
+    account_id: int,
+    instrument: str,
+    order_id: str,
+    error: str,
+    request_id: str | None,
+    limit_price: str | None = None,
 ) -> None:
     """The escalation's cancel got no answer: it is sent again next tick (cancel is idempotent)."""
     log.warning(
@@ -797,6 +812,8 @@ def escalation_cancel_failed(
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
+        limit_price=limit_price,
         error=error,
         request_id=request_id,
     )
@@ -1009,6 +1026,7 @@ def order_adopted(order: Order, *, account_id: int, instrument: str, request_id:
         quantity=str(order.quantity),
         filled_quantity=str(order.filled_quantity),
         order_type=order.order_type,
+        limit_price=_price(order.limit_price),
         time_in_force=order.time_in_force,
         status=order.status,
         request_id=request_id,
@@ -1052,6 +1070,11 @@ def status_position(
     )
 
 
+def _price(price: Decimal | None) -> str | None:
+    """A LIMIT order's limit price as the API writes it; None for a market order."""
+    return None if price is None else str(price)
+
+
 def _order_fields(order: Order) -> dict[str, Any]:
     return {
         "account_id": order.account_id,
@@ -1063,6 +1086,7 @@ def _order_fields(order: Order) -> dict[str, Any]:
         "quantity": str(order.quantity),
         "filled_quantity": str(order.filled_quantity),
         "order_type": order.order_type,
+        "limit_price": _price(order.limit_price),
         "time_in_force": order.time_in_force,
         "status": order.status,
     }
