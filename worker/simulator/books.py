@@ -2,10 +2,12 @@
 books file (`--books-file FILE`, TOML) that tunes them. docs/simulator.md has the keys.
 
     none       no book: fills at the seeded price, and LIMIT orders rest and never fill
-    realistic  every instrument a deep book refilled each second: marketable limits fill at
-               once, a market order pays about half the spread
-    thin       every instrument a thin book: a few shares a level, wide steps, refilled only
-               after 30 s; a large order walks it, a limit rests for the refill
+    realistic  every instrument a deep book (10 levels of about 1,000 shares, 2 bps apart,
+               10 bps spread) refilled a second after it is taken from: marketable limits fill
+               at once, a market order pays about half the spread
+    thin       every instrument a thin book: about 10 shares a level, 10 bps apart, refilled
+               30 s after it is first taken from; a large order walks it far, a limit rests
+               for the refill
 
 Everything is checked before the simulator starts: a bad file, key or value is an `InputError`
 naming the file and the key (exit 2).
@@ -30,7 +32,7 @@ PRESETS: dict[str, MarketConfig] = {
         spread_bps=10.0, depth=10, level_size=1000, level_step_bps=2.0, refill_s=1.0
     ),
     "thin": MarketConfig(
-        spread_bps=30.0, depth=25, level_size=20, level_step_bps=10.0, refill_s=30.0
+        spread_bps=30.0, depth=50, level_size=10, level_step_bps=10.0, refill_s=30.0
     ),
 }
 # The book `--thin` and a file's `thin` give a name: the thin preset's, refill included.
@@ -73,7 +75,7 @@ def books(preset: str | None, thin: Iterable[str] = (), path: Path | None = None
     for key, value in doc.items():
         if key not in _NUMBERS:
             known = ", ".join([*_NUMBERS, "preset", "thin", "instruments"])
-            raise InputError(f"{where}: unknown key {key!r} (known: {known})")
+            raise InputError(f"{where}: {key}: unknown key (known: {known})")
         setattr(market, key, _number(value, _NUMBERS[key], f"{where}: {key}"))
     for symbol in names:
         market.instruments[symbol.upper()] = dataclasses.replace(THIN)
@@ -121,7 +123,7 @@ def _liquidity(table: Any, base: Liquidity | None, where: str) -> Liquidity:
     fields: dict[str, Any] = {}
     for key, value in table.items():
         if key not in _PER_INSTRUMENT:
-            raise InputError(f"{where}: unknown key {key!r} (known: {', '.join(_PER_INSTRUMENT)})")
+            raise InputError(f"{where}.{key}: unknown key (known: {', '.join(_PER_INSTRUMENT)})")
         if key == "price":
             fields[key] = _price(value, f"{where}.price")
         elif key == "refill_s" and value == "never":
