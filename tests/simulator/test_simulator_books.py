@@ -139,7 +139,8 @@ async def test_a_bad_books_file_stops_the_simulator_and_a_run_before_anything_st
         "run", "--dry-run", "--account", "19816", "--books", "thin",
         env=clean_env(LIQUIDATOR_API_KEY="sim-key.sim-secret"),
     )  # fmt: skip
-    assert code == 2 and "--simulate" in out, out
+    assert code == 2, out
+    assert "--simulate" in out, out
 
 
 async def test_with_realistic_books_a_buy_limit_above_the_ask_fills_at_once_at_the_ask(
