@@ -106,6 +106,7 @@ STATUS_ORDER = "status_order"  # ... a working order on a target's instrument
 STATUS_ACCOUNT = "status_account"  # ... what was read of one target account
 ORDER_CANCEL_REQUESTED = "order_cancel_requested"  # `liquidator cancel`: asked to cancel
 ORDER_CANCELED = "order_canceled"  # ... and no longer working (its final status)
+ORDER_CANCELED_BY_CLOSE = "order_canceled_by_close"  # cancel_orders: another's order, cancelled
 CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait ended
 ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
 BATCH_SUBMITTED = "batch_submitted"  # submit_orders: one POST of an account's orders answered
@@ -1118,6 +1119,13 @@ def order_cancel_requested(order: Order, *, own: bool, request_id: str) -> None:
 def order_canceled(order: Order, *, own: bool, request_id: str) -> None:
     """No longer working: `status` says how it ended (CANCELED, or FILLED before the cancel)."""
     log.info(ORDER_CANCELED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def order_canceled_by_close(order: Order, *, account_id: int, instrument: str) -> None:
+    """cancel_orders: another's order working on the instrument before the run's close, read
+    CANCELED after it: the close cancelled it (as the report's `canceled_orders` lists)."""
+    fields = {**_order_fields(order), "account_id": account_id, "instrument": instrument}
+    log.warning(ORDER_CANCELED_BY_CLOSE, **fields)
 
 
 def cancel_failed(order: Order, *, own: bool, error: str, request_id: str | None) -> None:
