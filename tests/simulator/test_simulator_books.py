@@ -177,3 +177,14 @@ async def test_with_thin_books_a_limit_fills_up_to_its_price_and_the_rest_on_the
     later = await _order(client, order_id)
     assert Decimal(later["filled_quantity"]) > within
     assert Decimal(later["average_fill_price"]) >= bids[2].price  # never below its limit
+
+
+async def test_a_protected_rehearsal_without_books_is_told_to_take_some(tmp_path: Path) -> None:
+    args = ("run", "--simulate", "--dry-run", "--close-style", "protected", "--account", "19816")
+    env = clean_env(STATE_DIRECTORY=str(tmp_path), LIQUIDATOR_LOG_FORMAT="json")
+    code, out = await run_cli(*args, env=env)
+    assert code == 0, out
+    assert "LIMIT orders rest and never fill; rehearse the protected style with --books" in out
+    code, out = await run_cli(*args, "--books", "realistic", env=env)
+    assert code == 0, out
+    assert "never fill" not in out

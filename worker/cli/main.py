@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from worker import __version__
+from worker.cli.books_flags import add_book_flags, simulated_books
 from worker.errors import InputError
 from worker.inputs.secrets import Scrubber, check_key, secret_forms
 from worker.inputs.settings import Settings, load_settings
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
     sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
-    _add_book_flags(sim_p)
+    add_book_flags(sim_p)
     return parser
 
 
@@ -201,24 +202,7 @@ def _add_target_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
     p.add_argument("--simulate", action="store_true", help="run against the built-in simulator")
-    _add_book_flags(p, "--simulate: ")
-
-
-def _add_book_flags(p: argparse.ArgumentParser, prefix: str = "") -> None:
-    """The simulator's books (worker.simulator.books, docs/simulator.md)."""
-    p.add_argument(
-        "--books",
-        choices=("none", "realistic", "thin"),
-        help=f"{prefix}the books LIMIT and market orders fill against (default none)",
-    )
-    p.add_argument(
-        "--thin",
-        action="append",
-        default=[],
-        metavar="SYMBOL",
-        help=f"{prefix}give this name a thin book (repeatable, or comma-separated)",
-    )
-    p.add_argument("--books-file", type=Path, metavar="FILE", help=f"{prefix}tune the books (TOML)")
+    add_book_flags(p, "--simulate: ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,7 +233,7 @@ def _command(argv: Sequence[str] | None) -> int:
         )
         settings = _settings(args)
         _refuse_unsafe(args, settings, specs)
-        args.market = _simulated_books(args)
+        args.market = simulated_books(args, settings.close_style)
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
@@ -275,18 +259,6 @@ def _command(argv: Sequence[str] | None) -> int:
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
-
-
-def _simulated_books(args: argparse.Namespace) -> Any:
-    """--simulate's books (a `MarketConfig`), checked before anything starts; None without it."""
-    if not args.simulate:
-        if args.books or args.thin or args.books_file:
-            raise InputError("--books, --thin and --books-file shape --simulate's simulator")
-        return None
-    from worker.simulator.books import books
-
-    thin = [name.strip() for text in args.thin for name in text.split(",") if name.strip()]
-    return books(args.books, thin, args.books_file)
 
 
 def _journal(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Sequence
 
+from worker.cli.books_flags import thin_names
 from worker.errors import InputError
 from worker.inputs.targets import TargetSpec, accounts_of
 from worker.output.exit_codes import ExitCode
@@ -91,9 +92,8 @@ async def simulator_for(
 
 
 def serve_forever(args: argparse.Namespace) -> int:
-    thin = [name.strip() for text in args.thin for name in text.split(",") if name.strip()]
     try:
-        market = books(args.books, thin, args.books_file)
+        market = books(args.books, thin_names(args), args.books_file)
     except InputError as err:
         print(f"liquidator simulator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
