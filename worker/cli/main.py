@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from worker import __version__
+from worker.cli.books_flags import add_book_flags, simulated_books
 from worker.errors import InputError
 from worker.inputs.secrets import Scrubber, check_key, secret_forms
 from worker.inputs.settings import Settings, load_settings
@@ -172,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
     sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
+    add_book_flags(sim_p)
     return parser
 
 
@@ -200,6 +202,7 @@ def _add_target_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
     p.add_argument("--simulate", action="store_true", help="run against the built-in simulator")
+    add_book_flags(p, "--simulate: ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,6 +233,7 @@ def _command(argv: Sequence[str] | None) -> int:
         )
         settings = _settings(args)
         _refuse_unsafe(args, settings, specs)
+        args.market = simulated_books(args, settings.close_style)
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
@@ -459,5 +463,5 @@ async def _maybe_simulated(
         return
     from worker.cli.simulator import simulator_for  # the simulator only loads for rehearsals
 
-    async with simulator_for(specs) as (base_url, api_key):
+    async with simulator_for(specs, args.market) as (base_url, api_key):
         yield settings.model_copy(update={"base_url": base_url, "api_key": SecretStr(api_key)})

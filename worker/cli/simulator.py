@@ -12,10 +12,16 @@ import asyncio
 import contextlib
 import random
 import re
+import sys
 from collections.abc import AsyncIterator, Sequence
 
+from worker.cli.books_flags import thin_names
+from worker.errors import InputError
 from worker.inputs.targets import TargetSpec, accounts_of
+from worker.output.exit_codes import ExitCode
 from worker.simulator import SimConfig, Simulator, serve
+from worker.simulator.books import books, describe
+from worker.simulator.market import MarketConfig
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _OSI = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")  # an OCC option symbol: root, date, C/P, strike
@@ -71,9 +77,12 @@ def _add(sim: Simulator, rng: random.Random, account_id: int, name: str) -> None
 
 
 @contextlib.asynccontextmanager
-async def simulator_for(specs: Sequence[TargetSpec]) -> AsyncIterator[tuple[str, str]]:
-    """Serve a seeded simulator on loopback; yield (base_url, api_key)."""
-    sim = Simulator(SimConfig(fill_delay_s=0.2, record=False))
+async def simulator_for(
+    specs: Sequence[TargetSpec], market: MarketConfig | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    """Serve a seeded simulator on loopback, trading against `market`'s books (default: none);
+    yield (base_url, api_key)."""
+    sim = Simulator(SimConfig(fill_delay_s=0.2, record=False, market=market or MarketConfig()))
     seed_for_targets(sim, specs)
     runner, port = await serve(sim, "127.0.0.1", 0)
     try:
@@ -83,7 +92,14 @@ async def simulator_for(specs: Sequence[TargetSpec]) -> AsyncIterator[tuple[str,
 
 
 def serve_forever(args: argparse.Namespace) -> int:
-    config = SimConfig(api_key=args.api_key, fill_delay_s=args.fill_delay, record=False)
+    try:
+        market = books(args.books, thin_names(args), args.books_file)
+    except InputError as err:
+        print(f"liquidator simulator: {err}", file=sys.stderr)
+        return int(ExitCode.INVALID)
+    config = SimConfig(
+        api_key=args.api_key, fill_delay_s=args.fill_delay, record=False, market=market
+    )
     if args.latency:
         from worker.simulator import Faults
         from worker.simulator.config import ROUTES
@@ -102,6 +118,7 @@ def serve_forever(args: argparse.Namespace) -> int:
             f" {args.positions} positions each; key: {config.api_key}",
             flush=True,
         )
+        print(describe(market), flush=True)
         try:
             await asyncio.Event().wait()
         finally:

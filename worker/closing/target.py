@@ -120,23 +120,42 @@ def note_order(
             if order.limit_price is not None:
                 known.limit_price = str(order.limit_price)
             return
-    result.orders.append(
-        OrderSummary(
-            order.id,
-            order.side,
-            # Interned: a run holds one per order, and few distinct quantities.
-            sys.intern(str(order.quantity)),
-            order.status,
-            sys.intern(str(order.filled_quantity)),
-            own,
-            order.client_order_id,
-            adopted,
-            prior or adopted,
-            None if order.average_fill_price is None else str(order.average_fill_price),
-            sys.intern(order.order_type),
-            None if order.limit_price is None else str(order.limit_price),
-        )
+    result.orders.append(_summary(order, own=own, adopted=adopted, prior=prior))
+
+
+def _summary(
+    order: Order, *, own: bool, adopted: bool = False, prior: bool = False
+) -> OrderSummary:
+    return OrderSummary(
+        order.id,
+        order.side,
+        # Interned: a run holds one per order, and few distinct quantities.
+        sys.intern(str(order.quantity)),
+        order.status,
+        sys.intern(str(order.filled_quantity)),
+        own,
+        order.client_order_id,
+        adopted,
+        prior or adopted,
+        None if order.average_fill_price is None else str(order.average_fill_price),
+        sys.intern(order.order_type),
+        None if order.limit_price is None else str(order.limit_price),
     )
+
+
+def canceled_by_close(target: Target, result: TargetResult, ended: Iterable[Order]) -> None:
+    """cancel_orders: others' orders that worked on the instrument before the run's close and
+    read CANCELED after it were cancelled by it (close_position cancels them at the server,
+    submit_orders before its close). Each is named: an event, and the report's list."""
+    if not target.cancel_orders:
+        return
+    for order in ended:
+        if order.status != "CANCELED" or any(o.id == order.id for o in result.canceled_orders):
+            continue
+        result.canceled_orders = (*result.canceled_orders, _summary(order, own=False))
+        events.order_canceled_by_close(
+            order, account_id=target.account_id, instrument=target.instrument
+        )
 
 
 def record_orders(

@@ -58,6 +58,8 @@ class Order(Protocol):
     def time_in_force(self) -> str | None: ...
     @property
     def average_fill_price(self) -> Decimal | None: ...
+    @property
+    def limit_price(self) -> Decimal | None: ...
 
 
 RUN_STARTED = "run_started"
@@ -78,6 +80,7 @@ STOP_REQUESTED = "stop_requested"
 PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
+RUN_WOULD_START = "run_would_start"  # --before-close --dry-run: when the real run starts
 WAITING_FOR_FILLS = "waiting_for_fills"  # --at-close: the fan-out is over, the closes rest
 INTERNAL_ERROR = "internal_error"
 PLAN_POSITION = "plan_position"
@@ -103,6 +106,7 @@ STATUS_ORDER = "status_order"  # ... a working order on a target's instrument
 STATUS_ACCOUNT = "status_account"  # ... what was read of one target account
 ORDER_CANCEL_REQUESTED = "order_cancel_requested"  # `liquidator cancel`: asked to cancel
 ORDER_CANCELED = "order_canceled"  # ... and no longer working (its final status)
+ORDER_CANCELED_BY_CLOSE = "order_canceled_by_close"  # cancel_orders: another's order, cancelled
 CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait ended
 ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
 BATCH_SUBMITTED = "batch_submitted"  # submit_orders: one POST of an account's orders answered
@@ -260,10 +264,10 @@ class CompactOrders:
         self._render = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
-        if event.get("event") == WAITING_FOR_CLOSE and "starts" in event:
+        if event.get("event") in (WAITING_FOR_CLOSE, RUN_WOULD_START) and "starts" in event:
             clock = str(event.get("timestamp", ""))[11:19]
             return (
-                f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
+                f"{clock} {event['event']}: starts {event['starts']}, in"
                 f" {event.get('starts_in')} (today's close {event.get('closes')},"
                 f" {event.get('day_type')})"
             )
@@ -504,6 +508,23 @@ def waiting_for_close(
     )
 
 
+def run_would_start(
+    *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
+) -> None:
+    """`--before-close` with `--dry-run`: the real run would start at `start_at` (now, inside
+    the window); the dry run does not wait for it. The fields are `waiting_for_close`'s."""
+    log.info(
+        RUN_WOULD_START,
+        day_type=day_type,
+        regular_close=regular_close.isoformat(),
+        start_at=start_at.isoformat(),
+        wait_s=round(wait_s, 3),
+        starts=new_york_time(start_at),
+        closes=new_york_time(regular_close),
+        starts_in=duration_text(wait_s),
+    )
+
+
 def waiting_for_fills(*, orders: int, until: datetime, wait_s: float) -> None:
     """--at-close: every close is sent and `orders` market-on-close orders rest at the server
     until today's close, `until`; following waits for their fills. Emitted once, when the
@@ -598,6 +619,7 @@ def close_order(
         "side": order.side,
         "quantity": str(order.quantity),
         "order_type": order.order_type,
+        "limit_price": _price(order.limit_price),
         "status": order.status,
         "request_id": request_id,
         "attempt": attempt,
@@ -719,6 +741,7 @@ def order_repriced(
         instrument=instrument,
         order_id=order_id,
         client_order_id=client_order_id,
+        order_type="LIMIT",
         limit_price=limit_price,
         collar_bps=collar_bps,
         reprice=reprice,
@@ -742,6 +765,7 @@ def reprice_failed(
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
         limit_price=limit_price,
         error=error,
         request_id=request_id,
@@ -756,14 +780,18 @@ def close_escalated(
     remaining: str,
     reason: str,
     request_id: str | None,
+    limit_price: str | None = None,
 ) -> None:
     """CLOSE_STYLE=protected: the limit was cancelled (`reason`: deadline or moc_cutoff); once it
-    reads final, what it left (`remaining` as last read) goes at market (or at the close)."""
+    reads final, what it left (`remaining` as last read) goes at market (or at the close).
+    `limit_price`: the limit's, as last set."""
     log.warning(
         CLOSE_ESCALATED,
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
+        limit_price=limit_price,
         remaining=remaining,
         reason=reason,
         request_id=request_id,
@@ -771,7 +799,13 @@ def close_escalated(
 
 
 def escalation_cancel_failed(
-    *, account_id: int, instrument: str, order_id: str, error: str, request_id: str | None
+    *,
+    account_id: int,
+    instrument: str,
+    order_id: str,
+    error: str,
+    request_id: str | None,
+    limit_price: str | None = None,
 ) -> None:
     """The escalation's cancel got no answer: it is sent again next tick (cancel is idempotent)."""
     log.warning(
@@ -779,6 +813,8 @@ def escalation_cancel_failed(
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
+        limit_price=limit_price,
         error=error,
         request_id=request_id,
     )
@@ -991,6 +1027,7 @@ def order_adopted(order: Order, *, account_id: int, instrument: str, request_id:
         quantity=str(order.quantity),
         filled_quantity=str(order.filled_quantity),
         order_type=order.order_type,
+        limit_price=_price(order.limit_price),
         time_in_force=order.time_in_force,
         status=order.status,
         request_id=request_id,
@@ -1034,6 +1071,11 @@ def status_position(
     )
 
 
+def _price(price: Decimal | None) -> str | None:
+    """A LIMIT order's limit price as the API writes it; None for a market order."""
+    return None if price is None else str(price)
+
+
 def _order_fields(order: Order) -> dict[str, Any]:
     return {
         "account_id": order.account_id,
@@ -1045,6 +1087,7 @@ def _order_fields(order: Order) -> dict[str, Any]:
         "quantity": str(order.quantity),
         "filled_quantity": str(order.filled_quantity),
         "order_type": order.order_type,
+        "limit_price": _price(order.limit_price),
         "time_in_force": order.time_in_force,
         "status": order.status,
     }
@@ -1076,6 +1119,13 @@ def order_cancel_requested(order: Order, *, own: bool, request_id: str) -> None:
 def order_canceled(order: Order, *, own: bool, request_id: str) -> None:
     """No longer working: `status` says how it ended (CANCELED, or FILLED before the cancel)."""
     log.info(ORDER_CANCELED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def order_canceled_by_close(order: Order, *, account_id: int, instrument: str) -> None:
+    """cancel_orders: another's order working on the instrument before the run's close, read
+    CANCELED after it: the close cancelled it (as the report's `canceled_orders` lists)."""
+    fields = {**_order_fields(order), "account_id": account_id, "instrument": instrument}
+    log.warning(ORDER_CANCELED_BY_CLOSE, **fields)
 
 
 def cancel_failed(order: Order, *, own: bool, error: str, request_id: str | None) -> None:

@@ -135,6 +135,9 @@ class TargetResult:
     average_fill_price: str | None = None
     cost: str | None = None
     cost_bps: str | None = None
+    # cancel_orders: others' orders on the instrument the run's close cancelled (read CANCELED
+    # after it, working before it). Not closing orders of the run: never in `orders`.
+    canceled_orders: tuple[OrderSummary, ...] = ()  # (a tuple: most results have none)
 
     @property
     def extra_orders(self) -> bool:
@@ -176,6 +179,7 @@ class TargetResult:
             "error": self.error,
             "reconciled": self.reconciled,
             **self.price_fields(),
+            "canceled_orders": [o.as_json() for o in self.canceled_orders],
         }
 
     def price_fields(self) -> dict[str, Any]:
