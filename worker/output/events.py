@@ -70,6 +70,7 @@ CLOSE_FAILED = "close_failed"
 TARGET_SETTLED = "target_settled"
 TARGET_COST = "target_cost"  # a target whose closing orders filled: its fill price and cost
 QUOTES_UNAVAILABLE = "quotes_unavailable"  # snapshots not read: those targets have no arrival price
+MULTIPLIERS_UNAVAILABLE = "multipliers_unavailable"  # contracts not read: those targets held
 GUARD_OVERRIDDEN = "guard_overridden"  # --force: a target a guard would have held is sent
 READ_RETRY = "read_retry"
 PAGINATION_STOPPED = "pagination_stopped"
@@ -692,6 +693,12 @@ def quotes_unavailable(*, instruments: int, error: str) -> None:
     """Snapshots that could not be read: these instruments have no arrival price, and the
     guards that need a quote cannot judge them (docs/prices.md)."""
     log.warning(QUOTES_UNAVAILABLE, instruments=instruments, error=error)
+
+
+def multipliers_unavailable(*, instruments: int, error: str) -> None:
+    """Option contracts that could not be read: these instruments' multipliers are unknown, so
+    their value and cost are, and a guard holds them (docs/prices.md)."""
+    log.warning(MULTIPLIERS_UNAVAILABLE, instruments=instruments, error=error)
 
 
 def guard_overridden(*, account_id: int, instrument: str, why: str) -> None:

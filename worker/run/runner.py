@@ -40,6 +40,7 @@ from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
 from worker.run.journal_entry import start_run
+from worker.run.multipliers import read_multipliers, with_multipliers
 from worker.run.plan import Plan, make_plan
 from worker.run.preflight import Ready, preflight
 from worker.run.prices import apply_guards, guards_of, priced, read_quotes
@@ -260,16 +261,22 @@ async def _plan(
             f" ({ceiling}); re-run with --force to close them all"
         )
     if plan.targets:
-        # The arrival quotes, before the first close; the guards hold back blind orders.
-        quotes = await _until_stopped(
-            read_quotes(reader, [t.instrument_id for t in plan.targets], ready.server_now), stop
+        # The arrival quotes and the options' multipliers, before the first close; the guards
+        # hold back blind orders.
+        read = await _until_stopped(
+            asyncio.gather(
+                read_quotes(reader, [t.instrument_id for t in plan.targets], ready.server_now),
+                read_multipliers(reader, plan.targets),
+            ),
+            stop,
         )
-        if quotes is None:
+        if read is None:
             return aborted(
                 "stop requested", unplanned(request.specs, "run stopped before any close")
             )
+        quotes, multipliers = read
         plan.targets, plan.guarded = apply_guards(
-            priced(plan.targets, quotes),
+            priced(with_multipliers(plan.targets, multipliers), quotes),
             quotes,
             guards_of(settings),
             force=request.max_positions_override,
