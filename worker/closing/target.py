@@ -199,6 +199,17 @@ def planned_flat(
     return _settle(result, Outcome.ALREADY_FLAT, None, why=why)
 
 
+def not_held(
+    result: TargetResult, why: str, *, request_id: str, instrument_id: str, symbol: str
+) -> Next:
+    """A named instrument the API knows and the account does not hold (nor held earlier in
+    this job): nothing sent; `why` names what the account holds on that underlying. It is its
+    error too, so the summary and the report show it."""
+    result.request_ids.append(request_id)
+    result.instrument_id, result.symbol = instrument_id, symbol
+    return _settle(result, Outcome.NOT_HELD, why, why=why)
+
+
 def unknown_instrument(result: TargetResult, err: ApiError) -> Next:
     """A named instrument the API does not know: a typo, failed, nothing sent."""
     if err.request_id:

@@ -458,11 +458,14 @@ def plan_ready(
     accounts: int,
     guarded: int = 0,
     close_style: str = "market",
+    not_held: int = 0,
 ) -> None:
-    """`already_settled`: targets that ended at planning without a failure (already flat);
-    `failed`: those that failed there (each also named by a `close_failed`); `guarded`: those
-    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why);
-    `close_style`: CLOSE_STYLE, market or protected."""
+    """`already_settled`: targets that ended at planning without a failure (already flat, or
+    not held); `failed`: those that failed there (each also named by a `close_failed`);
+    `guarded`: those a guard holds back, not sent (each also a `target_settled`, outcome
+    `guarded`, with why); `not_held`: named instruments their account does not hold (each a
+    `target_settled`, outcome `not_held`, naming what it holds on them); `close_style`:
+    CLOSE_STYLE, market or protected."""
     log.info(
         PLAN_READY,
         positions=positions,
@@ -471,6 +474,7 @@ def plan_ready(
         accounts=accounts,
         guarded=guarded,
         close_style=close_style,
+        not_held=not_held,
     )
 
 

@@ -29,6 +29,9 @@ class Outcome(StrEnum):
     NOT_FLAT = "not_flat"  # still open when FLAT_TIMEOUT (or the stop) came
     MARKET_CLOSED = "market_closed"  # the run was skipped: the market is closed
     GUARDED = "guarded"  # not sent: a guard refused its blind market order (the reason in error)
+    # A named instrument the account does not hold, and never did in this job (nothing sent;
+    # the error names what the account holds on that underlying). FAIL_ON_NOT_HELD: exit 1.
+    NOT_HELD = "not_held"
 
 
 class Fate(StrEnum):
