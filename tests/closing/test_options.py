@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.spec_validation import validate_request, validate_response
 from tests.support import liquidate
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import RunRequest, run
@@ -205,3 +206,19 @@ async def test_the_simulators_contracts_endpoint_answers_in_the_spec_shape(
         "2026-12-18",
     )
     assert [c["symbol"] for c in by_underlier] == [PUT]
+
+
+async def test_the_contracts_and_option_positions_exchanged_match_the_spec(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    _seed(sim, 32006)
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(32006, "SPY")])
+    assert result.exit_code == 0, doc  # not held: the account holds an SPY put
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(32006, None)])
+    assert result.exit_code == 0, doc
+    routes = {"contracts", "positions"}
+    exchanged = [q for q in sim.requests if q.route in routes]
+    assert {q.route for q in exchanged} == routes
+    for recorded in exchanged:
+        validate_request(recorded)
+        validate_response(recorded)
