@@ -81,6 +81,7 @@ async def test_a_rerun_finds_what_an_earlier_run_closed_already_flat_not_not_hel
 ) -> None:
     sim.config.fill_delay_s = 0.05
     sim.add_position(19819, "SPY", "30")
+    sim.add_position(19820, "NVDA", "5")
     env = _env(sim, tmp_path, LIQUIDATOR_FAIL_ON_NOT_HELD="true")
     args = ("run", "--yes", "--base-url", sim.base_url, "--position", "19819:SPY")
     code, out = await run_cli(*args, env=env)
@@ -93,3 +94,16 @@ async def test_a_rerun_finds_what_an_earlier_run_closed_already_flat_not_not_hel
     assert spy["outcome"] == "already_flat"
     assert "earlier run" in spy["why"]
     assert len(sim.closing_orders(19819, "SPY")) == 1
+    # `check` and a dry run read the same journal, read only: the same answer, nothing written.
+    state = tmp_path / "state"
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in state.iterdir()}
+    for command in (("check",), ("run", "--dry-run", "--yes")):
+        code, out = await run_cli(*command, *args[2:], env=env)
+        assert code == 0, out
+        assert _settled(out)["SPY"]["outcome"] == "already_flat", command
+    after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in state.iterdir()}
+    assert after == before
+    # Another account that never held SPY: not held, and FAIL_ON_NOT_HELD fails the check.
+    code, out = await run_cli("check", *args[2:4], "--position", "19820:SPY", env=env)
+    assert code == 1, out
+    assert _settled(out)["SPY"]["outcome"] == "not_held"

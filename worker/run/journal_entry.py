@@ -4,6 +4,7 @@ run's start. A journal that fails here ends the run with nothing sent."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 from worker.api.policy import RetryPolicy
 from worker.errors import JournalError
 from worker.inputs.settings import Settings
+from worker.journal.earlier import closed_by_job
 from worker.journal.keys import job_key
 from worker.journal.store import Journal, Key, Prior
 from worker.output import events
@@ -34,11 +36,16 @@ def trading_day_of(ready: Ready) -> str:
     return ready.server_now().astimezone(MARKET_TZ).date().isoformat()
 
 
-def held_earlier(settings: Settings, journal: Journal, ready: Ready, run_id: str) -> set[Key]:
+async def held_earlier(
+    settings: Settings, journal: Journal | None, ready: Ready, run_id: str
+) -> set[Key]:
     """The positions earlier runs of today's job sent a close for: held then, so a named
-    instrument among them that is not held now is `already_flat`, not `not_held`. Raises
+    instrument among them that is not held now is `already_flat`, not `not_held`. A dry run
+    (no journal opened) reads the journal the run would use, read only. Raises
     `JournalError`."""
     job = job_key(settings.base_url, trading_day_of(ready))
+    if journal is None:
+        return await asyncio.to_thread(closed_by_job, settings, job)
     return set(journal.priors(job, run_id))
 
 

@@ -252,7 +252,7 @@ async def _plan(
 ) -> Plan | Ended:
     """Raises `InputError` above the MAX_POSITIONS ceiling without --force."""
     try:  # what earlier runs of today's job closed: not held now, those are already flat
-        closed_earlier = held_earlier(settings, journal, ready, run_id) if journal else set()
+        closed_earlier = await held_earlier(settings, journal, ready, run_id)
     except JournalError as err:  # nothing was sent
         return aborted(str(err), unplanned(request.specs, f"not sent: {err}"))
     # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
