@@ -5,6 +5,7 @@ server's executions x the multiplier the contracts endpoint gave (never a hard-c
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.spec_validation import validate_request, validate_response
-from tests.support import liquidate
+from tests.support import clean_env, liquidate, run_cli
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import RunRequest, run
 from worker.simulator import SimConfig, Simulator
@@ -222,3 +223,37 @@ async def test_the_contracts_and_option_positions_exchanged_match_the_spec(
     for recorded in exchanged:
         validate_request(recorded)
         validate_response(recorded)
+
+
+async def test_the_issue_row_max_notional_env_on_a_dry_run_of_five_contracts_worth_50000(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    sim.add_position(
+        32008, "SPY   261218C00500000", "5", price="100.00", instrument_type="OPTION",
+        underlying="SPY",
+    )  # fmt: skip
+    sim.add_position(32008, "S3", "120", price="100.00")  # 12,000.00 of stock: guarded too
+    cheap = "SPY   261218P00100000"  # 2 contracts at 0.50: 100.00, planned
+    sim.add_position(32008, cheap, "2", price="0.50", instrument_type="OPTION", underlying="SPY")
+    env = clean_env(
+        LIQUIDATOR_API_KEY=sim.config.api_key,
+        LIQUIDATOR_LOG_FORMAT="json",
+        LIQUIDATOR_STATE_DIR=str(tmp_path / "state"),
+        LIQUIDATOR_MAX_NOTIONAL="10000",
+    )
+    args = ("run", "--dry-run", "--yes", "--base-url", sim.base_url, "--account", "32008")
+    code, out = await run_cli(*args, env=env)
+    assert code == 1, out  # guarded targets: the book would not be flat
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    planned = {e["symbol"]: e for e in lines if e["event"] == "plan_position"}
+    assert set(planned) == {cheap}
+    assert planned[cheap]["multiplier"] == "100"
+    assert planned[cheap]["market_value"] == "100.00"
+    held = {e["instrument"]: e for e in lines if e["event"] == "target_settled"}
+    option = held["SPY   261218C00500000"]
+    assert option["outcome"] == "guarded"
+    assert option["multiplier"] == "100"
+    assert option["why"].startswith("notional 50000.00 of SPY   261218C00500000")
+    assert held["S3"]["outcome"] == "guarded"
+    assert held["S3"]["why"].startswith("notional 12000.00 of S3 (120 shares)")
+    assert sim.stats.by_route["close"] == sim.stats.by_route["submit"] == 0

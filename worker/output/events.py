@@ -818,8 +818,10 @@ def plan_position(
     side: str,
     quantity: str,
     market_value: str,
+    multiplier: str | None = "1",
 ) -> None:
-    """A position a run would close: a dry run's plan, for anyone reading JSON."""
+    """A position a run would close: a dry run's plan, for anyone reading JSON. `multiplier`:
+    its contract multiplier (`1` for a share; None: an option's could not be learned)."""
     log.info(
         PLAN_POSITION,
         account_id=account_id,
@@ -830,6 +832,7 @@ def plan_position(
         side=side,
         quantity=quantity,
         market_value=market_value,
+        multiplier=multiplier,
     )
 
 
