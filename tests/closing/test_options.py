@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.spec_validation import validate_request, validate_response
 from tests.support import clean_env, liquidate, run_cli
@@ -82,8 +83,14 @@ async def test_option_cost_and_value_are_the_executions_times_the_contract_multi
 ) -> None:
     seeded = _seed(sim, 32001)
     mids = {s: sim.market.book(iid, s).midpoint for s, (iid, _, _) in seeded.items()}
+    metrics = tmp_path / "liquidator.prom"
     result, doc = await liquidate(
-        sim, settings_for, tmp_path, [TargetSpec(32001, None)], close_via=close_via
+        sim,
+        settings_for,
+        tmp_path,
+        [TargetSpec(32001, None)],
+        close_via=close_via,
+        metrics_file=metrics,
     )
     assert result.exit_code == 0, doc
     by_symbol = {r["symbol"]: r for r in doc["results"]}
@@ -112,6 +119,13 @@ async def test_option_cost_and_value_are_the_executions_times_the_contract_multi
     assert Decimal(summary["cost"]) == cost_sum.quantize(CENT)
     assert Decimal(summary["cost_bps"]) == (cost_sum / at_arrival_sum * 10_000).quantize(CENT)
     assert summary["worst_cost"]["instrument"] == PUT  # the costliest in money, by multiplier
+    samples = {
+        (s.name, s.labels.get("account")): s.value
+        for f in text_string_to_metric_families(metrics.read_text())
+        for s in f.samples
+    }
+    assert samples[("liquidator_gross_value_closed", "all")] == float(gross.quantize(CENT))
+    assert samples[("liquidator_cost", "32001")] == float(cost_sum.quantize(CENT))
     # One contracts request for the two options (the stock is never asked about), before any
     # close.
     asked = [q for q in sim.requests if q.route == "contracts"]
