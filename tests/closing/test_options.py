@@ -271,3 +271,31 @@ async def test_the_issue_row_max_notional_env_on_a_dry_run_of_five_contracts_wor
     assert held["S3"]["outcome"] == "guarded"
     assert held["S3"]["why"].startswith("notional 12000.00 of S3 (120 shares)")
     assert sim.stats.by_route["close"] == sim.stats.by_route["submit"] == 0
+
+
+async def test_force_sends_an_option_of_unknown_multiplier_and_values_it_at_nothing(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    sim.config.faults["contracts"] = Faults(p_503=1.0, retry_after_s=0.0)
+    seeded = _seed(sim, 32009)
+    report = tmp_path / "forced.json"
+    result = await run(
+        settings_for(sim, max_attempts=2, follow_pause=0.02),
+        RunRequest(
+            specs=[TargetSpec(32009, None)], report_path=report, max_positions_override=True
+        ),
+        asyncio.Event(),
+    )
+    assert result.exit_code == 0
+    doc = json.loads(report.read_text())
+    by_symbol = {r["symbol"]: r for r in doc["results"]}
+    for option in (PUT, ADJUSTED):
+        r = by_symbol[option]
+        assert r["outcome"] == "closed", r
+        assert sim.position_quantity(32009, seeded[option][0]) == 0
+        assert r["multiplier"] is None
+        assert r["cost"] is None  # never a guessed 100
+        assert r["average_fill_price"] is not None  # the fill itself is known
+    # Only the stock's fills are in the money totals.
+    _, paid = _paid(sim, 32009, seeded["S1"][0])
+    assert Decimal(doc["summary"]["gross_value_closed"]) == paid.quantize(CENT)

@@ -460,9 +460,16 @@ class Book:
     ) -> str:
         # seeded_sign 0: the first fill gives the position its side (see _fill).
         account.positions[iid] = SimPosition(
-            account.id, iid, symbol, instrument_type, Decimal(0), price, 0, underlying
+            account.id,
+            iid,
+            symbol,
+            instrument_type,
+            Decimal(0),
+            price,
+            0,
+            underlying,
+            multiplier=multiplier,
         )
-        account.positions[iid].multiplier = multiplier
         account.by_symbol[symbol.upper()] = iid
         return iid
 
