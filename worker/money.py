@@ -21,7 +21,8 @@ PER_UNIT_TYPES = frozenset({"COMMON_STOCK", "CASH"})
 
 
 def needs_multiplier(instrument_type: str) -> bool:
-    """True when a position of this type is worth more than quantity x price."""
+    """True when a position of this type is priced per unit of its underlying: what it is
+    worth needs the multiplier the API gives its contract."""
     return instrument_type.upper() not in PER_UNIT_TYPES
 
 
@@ -39,6 +40,8 @@ def money(in_price_units: Decimal, multiplier: Decimal | None) -> Decimal | None
 
 def multiplier_text(multiplier: Decimal | None) -> str | None:
     """As the report and events show it: "100", "1", None when not known."""
+    if multiplier is ONE:  # every share's, in every target's events: no formatting
+        return "1"
     if multiplier is None:
         return None
     return format(multiplier.normalize(), "f")

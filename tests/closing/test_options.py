@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.spec_validation import validate_request, validate_response
 from tests.support import clean_env, liquidate, run_cli
 from worker.inputs.targets import TargetSpec
+from worker.money import ONE, multiplier_text, needs_multiplier, value
 from worker.run.runner import RunRequest, run
 from worker.simulator import SimConfig, Simulator
 from worker.simulator.config import Faults
@@ -299,3 +300,24 @@ async def test_force_sends_an_option_of_unknown_multiplier_and_values_it_at_noth
     # Only the stock's fills are in the money totals.
     _, paid = _paid(sim, 32009, seeded["S1"][0])
     assert Decimal(doc["summary"]["gross_value_closed"]) == paid.quantize(CENT)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "price", "multiplier", "worth", "shown"),
+    [
+        ("-5", "27.04", "100", "-13520.00", "100"),  # the put the issue counted as 27.04
+        ("3", "4.00", "10", "120.00", "10"),
+        ("40", "50.00", "1", "2000.00", "1"),
+        ("5", "100.00", None, None, None),  # not learned: not guessed
+    ],
+)
+def test_money_is_quantity_times_price_times_the_multiplier(
+    quantity: str, price: str, multiplier: str | None, worth: str | None, shown: str | None
+) -> None:
+    m = None if multiplier is None else Decimal(multiplier)
+    got = value(Decimal(quantity), Decimal(price), m)
+    assert got == (None if worth is None else Decimal(worth))
+    assert multiplier_text(m) == shown
+    assert multiplier_text(ONE) == "1"
+    assert needs_multiplier("OPTION")
+    assert not needs_multiplier("COMMON_STOCK")
