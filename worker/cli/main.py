@@ -29,6 +29,7 @@ from worker.inputs.secrets import Scrubber, check_key, secret_forms
 from worker.inputs.settings import Settings, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
+from worker.money import multiplier_text
 from worker.output import events
 from worker.output.exit_codes import ExitCode
 from worker.output.stdio import guarded_stdio
@@ -437,6 +438,7 @@ def _plan_events(plan: Plan) -> None:
             side=t.closing_side,
             quantity=str(abs(t.quantity)),
             market_value=str(t.market_value),
+            multiplier=multiplier_text(t.multiplier),
         )
 
 

@@ -24,7 +24,8 @@ from worker.simulator.books import books, describe
 from worker.simulator.market import MarketConfig
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_OSI = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")  # an OCC option symbol: root, date, C/P, strike
+# An OCC option symbol: root (padded to six with spaces, or not), date, C/P, strike.
+_OSI = re.compile(r"^([A-Z]{1,6}) *\d{6}[CP]\d{8}$")
 _SYMBOLS = [
     "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "SPY", "QQQ", "JPM",
     "V", "XOM", "UNH", "HD", "KO", "PEP", "COST", "AMD", "NFLX", "INTC",
@@ -58,7 +59,9 @@ def seed_for_targets(sim: Simulator, specs: Sequence[TargetSpec], seed: int = 11
             rng.shuffle(symbols)
             for symbol in [*symbols[:POSITIONS_PER_WHOLE_ACCOUNT], *sorted(excluded)]:
                 _add(sim, rng, account_id, symbol)
-            sim.add_position(account_id, "AAPL270115C00200000", "5", instrument_type="OPTION")
+            sim.add_position(
+                account_id, "AAPL270115C00200000", "5", instrument_type="OPTION", underlying="AAPL"
+            )
 
 
 def _add(sim: Simulator, rng: random.Random, account_id: int, name: str) -> None:
@@ -68,9 +71,14 @@ def _add(sim: Simulator, rng: random.Random, account_id: int, name: str) -> None
         sim.add_position(
             account_id, f"SIM{name[:4].upper()}", str(quantity), price=price, instrument_id=name
         )
-    elif _OSI.match(name.upper()):
+    elif osi := _OSI.match(name.upper()):
         sim.add_position(
-            account_id, name, str(quantity // 10 or 1), instrument_type="OPTION", price="2.50"
+            account_id,
+            name,
+            str(quantity // 10 or 1),
+            instrument_type="OPTION",
+            price="2.50",
+            underlying=osi.group(1),
         )
     else:
         sim.add_position(account_id, name, str(quantity), price=price)

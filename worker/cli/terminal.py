@@ -48,6 +48,7 @@ _OUTCOME_STYLE = {
     Outcome.NOT_FLAT: "bold red",
     Outcome.MARKET_CLOSED: "yellow",
     Outcome.GUARDED: "bold magenta",
+    Outcome.NOT_HELD: "bold yellow",
 }
 
 
@@ -168,6 +169,7 @@ class Terminal:
                 f"Also: {flat} target(s) already flat, {failed} target(s) failed"
                 " at planning (see events)."
             )
+            self._show_not_held(plan.settled)
         if plan.guarded:
             held = Table(
                 title=f"Held by a guard, NOT sent: {len(plan.guarded)} (--force sends them)",
@@ -180,6 +182,22 @@ class Terminal:
             if len(plan.guarded) > PLAN_ROWS_SHOWN:
                 held.add_row("…", f"and {len(plan.guarded) - PLAN_ROWS_SHOWN} more", "")
             self.console.print(held)
+
+    def _show_not_held(self, results: list[TargetResult]) -> None:
+        """Each named instrument its account does not hold, with what it holds on it: one line
+        each, wrapped by the terminal, so an option symbol is never cut."""
+        not_held = [r for r in results if r.outcome is Outcome.NOT_HELD]
+        if not not_held:
+            return
+        self.console.print(
+            Text(f"Not held, nothing to close: {len(not_held)}", style="bold yellow"),
+            soft_wrap=True,
+        )
+        for r in not_held[:PLAN_ROWS_SHOWN]:
+            line = f"  {r.account_id}:{r.instrument}: {self._scrub(r.error or 'not held')}"
+            self.console.print(line, soft_wrap=True)
+        if len(not_held) > PLAN_ROWS_SHOWN:
+            self.console.print(f"  and {len(not_held) - PLAN_ROWS_SHOWN} more (see the report)")
 
     async def confirm(self, plan: Plan) -> bool:
         if not plan.targets:
@@ -286,6 +304,7 @@ class Terminal:
                     str(r.account_id), r.instrument, str(r.attempts), self._scrub(r.error or "")
                 )
             self.console.print(rows)
+        self._show_not_held(results)
         closed = [r for r in results if r.outcome is Outcome.CLOSED]
         value = sum(
             (self._values.get((r.account_id, r.instrument_id or ""), Decimal(0)) for r in closed),

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from worker.api.models import Order
 from worker.errors import ApiError, NotSent, RateLimited, Rejected
+from worker.money import ONE, money
 from worker.output import events
 from worker.output.results import Arrival, Fate, OrderSummary, Outcome, TargetResult
 
@@ -68,6 +69,9 @@ class Target:
     market_value: Decimal
     cancel_orders: bool
     arrival: Arrival | None = None  # the instrument's quote read before the first close
+    # What one unit of quantity is worth per unit of price (`worker.money`): 1 for a share,
+    # the contract's multiplier (the API's) for an option; None: it could not be learned.
+    multiplier: Decimal | None = ONE
 
     def with_arrival(self, arrival: Arrival | None) -> Target:
         """This target with its instrument's arrival quote: `dataclasses.replace(self,
@@ -82,6 +86,7 @@ class Target:
             self.market_value,
             self.cancel_orders,
             arrival,
+            self.multiplier,
         )
 
     @property
@@ -98,6 +103,7 @@ class Target:
             side="LONG" if self.quantity > 0 else "SHORT",
             quantity=sys.intern(str(self.quantity)),  # one per target, few distinct
             arrival=self.arrival,
+            multiplier=self.multiplier,
         )
 
 
@@ -210,6 +216,17 @@ def planned_flat(
     if instrument_id is not None:
         result.instrument_id, result.symbol = instrument_id, symbol
     return _settle(result, Outcome.ALREADY_FLAT, None, why=why)
+
+
+def not_held(
+    result: TargetResult, why: str, *, request_id: str, instrument_id: str, symbol: str
+) -> Next:
+    """A named instrument the API knows and the account does not hold (nor held earlier in
+    this job): nothing sent; `why` names what the account holds on that underlying. It is its
+    error too, so the summary and the report show it."""
+    result.request_ids.append(request_id)
+    result.instrument_id, result.symbol = instrument_id, symbol
+    return _settle(result, Outcome.NOT_HELD, why, why=why)
 
 
 def unknown_instrument(result: TargetResult, err: ApiError) -> Next:
@@ -514,8 +531,10 @@ _BPS_PLACES = Decimal("0.01")
 def _price(result: TargetResult) -> None:
     """The volume-weighted fill of the orders that closed it (its closing side's filled
     orders), and what that cost against the arrival midpoint: (mid - avg) x qty for a sell,
-    (avg - mid) x qty for a buy, so positive is money given up; bps of mid x qty. Left None
-    without fills, and the average (and cost) None when a filled order has no price."""
+    (avg - mid) x qty for a buy, each times the contract multiplier (`worker.money`), so
+    positive is money given up; bps of mid x qty. Left None without fills, the average (and
+    cost) None when a filled order has no price, and the cost None when the multiplier is not
+    known."""
     closing = _CLOSING_SIDES.get(result.side or "")
     filled = [
         o
@@ -536,10 +555,13 @@ def _price(result: TargetResult) -> None:
     mid = result.arrival.midpoint if result.arrival is not None else None
     if mid is None or not mid:
         return
-    at_arrival = mid * quantity
-    cost = at_arrival - paid if filled[0].side == "SELL" else paid - at_arrival
+    # Per unit of price: (mid - avg) x qty, as money once through the multiplier.
+    given_up = mid * quantity - paid if filled[0].side == "SELL" else paid - mid * quantity
+    cost = money(given_up, result.multiplier)
+    if cost is None:
+        return
     result.cost = format(cost, "f")
-    result.cost_bps = str((cost / at_arrival * 10_000).quantize(_BPS_PLACES))
+    result.cost_bps = str((given_up / (mid * quantity) * 10_000).quantize(_BPS_PLACES))
 
 
 _CLOSING_SIDES = {"LONG": "SELL", "SHORT": "BUY"}

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     max_notional: Decimal | None = Field(
         None, gt=0, description="Hold a target whose position is worth more than this."
     )
+    # A named instrument the account does not hold (outcome `not_held`) fails the run (exit 1)
+    # instead of passing it: for a desk whose targets must all be open positions.
+    fail_on_not_held: bool = Field(
+        False, description="Exit 1 when a named instrument is not held by its account."
+    )
     # How a close is sent, whether as a market-on-close order, and the cutoff for that.
     close_via: Literal["close_position", "submit_orders"] = "close_position"
     at_close: bool = False

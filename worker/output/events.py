@@ -72,6 +72,7 @@ CLOSE_FAILED = "close_failed"
 TARGET_SETTLED = "target_settled"
 TARGET_COST = "target_cost"  # a target whose closing orders filled: its fill price and cost
 QUOTES_UNAVAILABLE = "quotes_unavailable"  # snapshots not read: those targets have no arrival price
+MULTIPLIERS_UNAVAILABLE = "multipliers_unavailable"  # contracts not read: those targets held
 GUARD_OVERRIDDEN = "guard_overridden"  # --force: a target a guard would have held is sent
 READ_RETRY = "read_retry"
 PAGINATION_STOPPED = "pagination_stopped"
@@ -461,11 +462,14 @@ def plan_ready(
     accounts: int,
     guarded: int = 0,
     close_style: str = "market",
+    not_held: int = 0,
 ) -> None:
-    """`already_settled`: targets that ended at planning without a failure (already flat);
-    `failed`: those that failed there (each also named by a `close_failed`); `guarded`: those
-    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why);
-    `close_style`: CLOSE_STYLE, market or protected."""
+    """`already_settled`: targets that ended at planning without a failure (already flat, or
+    not held); `failed`: those that failed there (each also named by a `close_failed`);
+    `guarded`: those a guard holds back, not sent (each also a `target_settled`, outcome
+    `guarded`, with why); `not_held`: named instruments their account does not hold (each a
+    `target_settled`, outcome `not_held`, naming what it holds on them); `close_style`:
+    CLOSE_STYLE, market or protected."""
     log.info(
         PLAN_READY,
         positions=positions,
@@ -474,6 +478,7 @@ def plan_ready(
         accounts=accounts,
         guarded=guarded,
         close_style=close_style,
+        not_held=not_held,
     )
 
 
@@ -716,6 +721,12 @@ def quotes_unavailable(*, instruments: int, error: str) -> None:
     log.warning(QUOTES_UNAVAILABLE, instruments=instruments, error=error)
 
 
+def multipliers_unavailable(*, instruments: int, error: str) -> None:
+    """Option contracts that could not be read: these instruments' multipliers are unknown, so
+    their value and cost are, and a guard holds them (docs/prices.md)."""
+    log.warning(MULTIPLIERS_UNAVAILABLE, instruments=instruments, error=error)
+
+
 def guard_overridden(*, account_id: int, instrument: str, why: str) -> None:
     """--force: a target a guard would have held is sent anyway."""
     log.warning(GUARD_OVERRIDDEN, account_id=account_id, instrument=instrument, why=why)
@@ -843,8 +854,10 @@ def plan_position(
     side: str,
     quantity: str,
     market_value: str,
+    multiplier: str | None = "1",
 ) -> None:
-    """A position a run would close: a dry run's plan, for anyone reading JSON."""
+    """A position a run would close: a dry run's plan, for anyone reading JSON. `multiplier`:
+    its contract multiplier (`1` for a share; None: an option's could not be learned)."""
     log.info(
         PLAN_POSITION,
         account_id=account_id,
@@ -855,6 +868,7 @@ def plan_position(
         side=side,
         quantity=quantity,
         market_value=market_value,
+        multiplier=multiplier,
     )
 
 

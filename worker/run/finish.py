@@ -14,7 +14,6 @@ from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
 from worker.output import events
 from worker.output.counters import RunCounters
-from worker.output.exit_codes import exit_code
 from worker.output.metrics import write_metrics
 from worker.output.report import Totals, copy_atomically, write_report
 from worker.output.results import cost_summary, summarize
@@ -43,12 +42,13 @@ def finish(
         started_at=started_at,
         finished_at=datetime.now(UTC),
         closing_since=counters.closing_since,
+        fail_on_not_held=settings.fail_on_not_held,
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     scrub = Scrubber.for_key(key).text
     # Counted once: the report's head, the last report's and `run_finished` say the same.
     totals = Totals(summarize(result.results), cost_summary(result.results))
-    code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
+    code = int(result.exit_code)
     failures = _write_outputs(
         settings, result, report_path, dry_run, scrub=scrub, code=code, totals=totals
     )

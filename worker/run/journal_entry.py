@@ -4,6 +4,7 @@ run's start. A journal that fails here ends the run with nothing sent."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -11,8 +12,9 @@ from zoneinfo import ZoneInfo
 from worker.api.policy import RetryPolicy
 from worker.errors import JournalError
 from worker.inputs.settings import Settings
+from worker.journal.earlier import closed_by_job
 from worker.journal.keys import job_key
-from worker.journal.store import Journal, Prior
+from worker.journal.store import Journal, Key, Prior
 from worker.output import events
 from worker.run.ended import Ended, aborted, unsent
 from worker.run.plan import Plan
@@ -29,6 +31,24 @@ class Journaled:
     priors: dict[tuple[int, str], Prior]
 
 
+def trading_day_of(ready: Ready) -> str:
+    """Today, as the market (New York) counts it, by the server's clock."""
+    return ready.server_now().astimezone(MARKET_TZ).date().isoformat()
+
+
+async def held_earlier(
+    settings: Settings, journal: Journal | None, ready: Ready, run_id: str
+) -> set[Key]:
+    """The positions earlier runs of today's job sent a close for: held then, so a named
+    instrument among them that is not held now is `already_flat`, not `not_held`. A dry run
+    (no journal opened) reads the journal the run would use, read only. Raises
+    `JournalError`."""
+    job = job_key(settings.base_url, trading_day_of(ready))
+    if journal is None:
+        return await asyncio.to_thread(closed_by_job, settings, job)
+    return set(journal.priors(job, run_id))
+
+
 async def start_run(
     settings: Settings,
     journal: Journal,
@@ -42,7 +62,7 @@ async def start_run(
     from); this run's start recorded under it."""
     try:
         journal.use_clock(ready.server_now)  # SQLite's time for `run_clock`
-        trading_day = ready.server_now().astimezone(MARKET_TZ).date().isoformat()
+        trading_day = trading_day_of(ready)
         job = job_key(settings.base_url, trading_day)
         priors = journal.priors(job, run_id)
         touched = sum((t.account_id, t.instrument_id.lower()) in priors for t in plan.targets)

@@ -39,7 +39,8 @@ from worker.run.close_stage import choose_sender, close_and_follow, orders_snaps
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
-from worker.run.journal_entry import start_run
+from worker.run.journal_entry import held_earlier, start_run
+from worker.run.multipliers import read_multipliers, with_multipliers
 from worker.run.plan import Plan, make_plan
 from worker.run.preflight import Ready, preflight
 from worker.run.prices import apply_guards, guards_of, priced, read_quotes
@@ -185,7 +186,7 @@ async def _session(
             )
             if isinstance(ready, Ended):
                 return ready
-            plan = await _plan(settings, request, reader, ready, stop)
+            plan = await _plan(settings, request, reader, ready, stop, journal, run_id)
             if isinstance(plan, Ended):
                 return plan
             if request.dry_run:
@@ -242,11 +243,21 @@ async def _session(
 
 
 async def _plan(
-    settings: Settings, request: RunRequest, reader: Reader, ready: Ready, stop: asyncio.Event
+    settings: Settings,
+    request: RunRequest,
+    reader: Reader,
+    ready: Ready,
+    stop: asyncio.Event,
+    journal: Journal | None,
+    run_id: str,
 ) -> Plan | Ended:
     """Raises `InputError` above the MAX_POSITIONS ceiling without --force."""
+    try:  # what earlier runs of today's job closed: not held now, those are already flat
+        closed_earlier = await held_earlier(settings, journal, ready, run_id)
+    except JournalError as err:  # nothing was sent
+        return aborted(str(err), unplanned(request.specs, f"not sent: {err}"))
     # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
-    plan = await _until_stopped(make_plan(reader, request.specs), stop)
+    plan = await _until_stopped(make_plan(reader, request.specs, closed_earlier), stop)
     if plan is None:
         return aborted("stop requested", unplanned(request.specs, "run stopped before any close"))
     if plan.refusals:
@@ -261,16 +272,22 @@ async def _plan(
             f" ({ceiling}); re-run with --force to close them all"
         )
     if plan.targets:
-        # The arrival quotes, before the first close; the guards hold back blind orders.
-        quotes = await _until_stopped(
-            read_quotes(reader, [t.instrument_id for t in plan.targets], ready.server_now), stop
+        # The arrival quotes and the options' multipliers, before the first close; the guards
+        # hold back blind orders.
+        read = await _until_stopped(
+            asyncio.gather(
+                read_quotes(reader, [t.instrument_id for t in plan.targets], ready.server_now),
+                read_multipliers(reader, plan.targets),
+            ),
+            stop,
         )
-        if quotes is None:
+        if read is None:
             return aborted(
                 "stop requested", unplanned(request.specs, "run stopped before any close")
             )
+        quotes, multipliers = read
         plan.targets, plan.guarded = apply_guards(
-            priced(plan.targets, quotes),
+            priced(with_multipliers(plan.targets, multipliers), quotes),
             quotes,
             guards_of(settings),
             force=request.max_positions_override,
@@ -284,6 +301,7 @@ async def _plan(
         accounts=len({t.account_id for t in plan.targets}),
         guarded=len(plan.guarded),
         close_style=settings.close_style,
+        not_held=sum(1 for r in plan.settled if r.outcome is Outcome.NOT_HELD),
     )
     if request.on_plan is not None:
         request.on_plan(plan)
@@ -363,7 +381,9 @@ async def _close(
                 ctx.journal.outcome(ctx.run_id, target_result, target_result.quantity)
         if ctx.stopping.is_set():
             ended = ended.unless_aborted("stop requested")
-        code = exit_code(ended.results, aborted=ended.aborted)
+        code = exit_code(
+            ended.results, aborted=ended.aborted, fail_on_not_held=settings.fail_on_not_held
+        )
         ctx.journal.finish_run(ctx.run_id, request.wall_clock(), code)
     except JournalError as err:  # the closes were sent; the report still says what happened
         ended = ended.unless_aborted(str(err))

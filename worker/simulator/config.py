@@ -18,6 +18,7 @@ from worker.simulator.market import MarketConfig
 ROUTES = (
     "close", "positions", "orders", "clock", "market_hours", "account", "submit", "cancel",
     "instrument", "accounts", "balances", "executions", "order", "snapshot", "replace",
+    "contracts",
 )  # fmt: skip
 
 
