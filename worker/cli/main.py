@@ -114,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel_p = sub.add_parser(
         "cancel", help="cancel the working orders on the targets' instruments, after a yes"
     )
-    for p, flags in ((status_p, _VIEW_FLAGS), (cancel_p, (*_VIEW_FLAGS, "--flat-timeout"))):
+    # Both read today's job's ids from the journal, and cancel refuses while a run holds it:
+    # the journal is found where `run` would keep it, with the same flags and settings.
+    viewing = (*_VIEW_FLAGS, "--state-dir", "--journal-url")
+    for p, flags in ((status_p, viewing), (cancel_p, (*viewing, "--flat-timeout"))):
         _add_target_flags(p)
         for flag, kind, text in _SETTING_FLAGS:
             if flag in flags:

@@ -33,6 +33,10 @@ class Plan:
     # Entries that could mean something other than what they say (an unknown `exclude`): the
     # run is refused, nothing sent. Each names the file and key.
     refusals: list[str] = field(default_factory=list)
+    # Named instruments the API does not know (typos), each naming its file and key: `run`
+    # fails their targets and closes the rest; `status` and `cancel` refuse (their scope would
+    # not be what the file meant).
+    unknown: list[str] = field(default_factory=list)
     # Held back by a guard (also in `settled`, outcome `guarded`): shown before the prompt.
     guarded: list[TargetResult] = field(default_factory=list)
 
@@ -48,6 +52,7 @@ async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
         plan.targets.extend(part.targets)
         plan.settled.extend(part.settled)
         plan.refusals.extend(part.refusals)
+        plan.unknown.extend(part.unknown)
     return plan
 
 
@@ -71,23 +76,39 @@ async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]
     chosen: dict[tuple[int, str], Target] = {}
     not_held = _resolve_account(account_id, specs, positions, chosen, plan)
     plan.targets = list(chosen.values())
-    await asyncio.gather(*(_known_but_not_held(reader, r) for r in not_held))
+    known = await asyncio.gather(*(_known_but_not_held(reader, r) for r in not_held))
     plan.settled.extend(not_held)
+    plan.unknown = [
+        f"{_source_of(specs, r.instrument, account_id)}: {r.instrument!r} names no instrument"
+        f" (account {account_id} does not hold it and the API does not know it)"
+        for r, k in zip(not_held, known, strict=True)
+        if not k
+    ]
     return plan
 
 
-async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
-    """A named instrument the account does not hold: already flat, or a typo."""
+def _source_of(specs: Sequence[TargetSpec], name: str, account_id: int) -> str:
+    """Where `name` was first named: the file and key (or line), or the flag."""
+    for spec in specs:
+        if spec.instrument is not None and spec.instrument.upper() == name.upper():
+            # A TOML table ("t.toml: accounts[2]") is named with its key; a CSV line is whole.
+            return spec.source + ".instruments" if spec.source.endswith("]") else spec.source
+    return f"account {account_id}"
+
+
+async def _known_but_not_held(reader: Reader, result: TargetResult) -> bool:
+    """A named instrument the account does not hold: already flat, or a typo (False: the
+    API does not know it)."""
     try:
         reply = await reader.instrument(result.instrument)
     except NotFound as err:
         life.unknown_instrument(result, err)
-        return
+        return False
     except Unauthorized:
         raise
     except ApiError as err:
         life.failed(result, f"not held, and the instrument could not be checked: {err}", err)
-        return
+        return True
     life.planned_flat(
         result,
         "a known instrument the account does not hold",
@@ -95,6 +116,7 @@ async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
         instrument_id=reply.data.id,
         symbol=reply.data.symbol,
     )
+    return True
 
 
 async def _unknown_excludes(
