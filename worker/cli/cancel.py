@@ -155,7 +155,7 @@ async def _cancel(
 
 
 def _show(terminal: Terminal, views: Sequence[AccountView], dry_run: bool) -> None:
-    from worker.cli.terminal import orders_table
+    from worker.cli.tables import orders_table
 
     for view in views:
         if view.error is not None:

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, kind, text in _SETTING_FLAGS:
             if flag in flags:
                 p.add_argument(flag, type=kind, help=text)
+    for p in (status_p, cancel_p):  # as `journal --json`; the full ids are in the events
+        p.add_argument("--json", action="store_true", help="JSON events, as --log-format json")
     cancel_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     cancel_p.add_argument(
         "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
@@ -321,6 +323,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
         for flag, _, _ in _SETTING_FLAGS
     }
+    if getattr(args, "json", False):
+        cli["log_format"] = "json"
     return load_settings(cli, args.config)
 
 

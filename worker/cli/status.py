@@ -32,7 +32,7 @@ async def status(
             events.run_aborted(f"credentials rejected: {err}")
             return int(ExitCode.ABORTED)
     if terminal is not None:
-        from worker.cli.terminal import show_status
+        from worker.cli.tables import show_status
 
         show_status(terminal.console, views)
     else:

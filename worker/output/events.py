@@ -1045,6 +1045,7 @@ def _order_fields(order: Order) -> dict[str, Any]:
         "quantity": str(order.quantity),
         "filled_quantity": str(order.filled_quantity),
         "order_type": order.order_type,
+        "limit_price": None if order.limit_price is None else str(order.limit_price),
         "time_in_force": order.time_in_force,
         "status": order.status,
     }
