@@ -56,6 +56,13 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
+def _keep_days(text: str) -> int:
+    """--keep-days: a whole number of days, at least 1 (today's job is always kept)."""
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of days, at least 1, got {text!r}")
+    return int(text)
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
@@ -152,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     journal_p = sub.add_parser(
         "journal",
         help="show today's jobs, intents and outcomes; `journal verify` checks it;"
-        " `journal last` prints the last run's report",
+        " `journal last` prints the last run's report; `journal prune` deletes old jobs",
     )
-    journal_p.add_argument("action", nargs="?", choices=["show", "verify", "last"], default="show")
+    journal_p.add_argument(
+        "action", nargs="?", choices=["show", "verify", "last", "prune"], default="show"
+    )
     journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
@@ -162,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)"
     )
     journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
+    journal_p.add_argument(
+        "--keep-days",
+        type=_keep_days,
+        metavar="N",
+        help="prune: keep the jobs of the last N days (default: journal_keep_days, 90)",
+    )
+    journal_p.add_argument(
+        "--dry-run", action="store_true", help="prune: say what would go, delete nothing"
+    )
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
     sim_p.add_argument("--port", type=int, default=8765)
@@ -273,6 +291,16 @@ def _journal(args: argparse.Namespace) -> int:
             return _last_report(settings, as_json)
         if args.action == "verify":
             return journal_view.verify(settings, as_json)
+        if args.action == "prune":
+            from worker.journal.prune_command import prune
+
+            # Events (the journal opened) go to stderr, only warnings: stdout is the result.
+            url = settings.journal_url.get_secret_value() if settings.journal_url else ""
+            secrets = journal_url_secrets(url)
+            events.configure(level="warning", fmt="json", stream=sys.stderr, secrets=secrets)
+            return prune(settings, args.keep_days, dry_run=args.dry_run, as_json=as_json)
+        if args.keep_days is not None or args.dry_run:
+            raise InputError("--keep-days and --dry-run are for `journal prune`")
         return journal_view.show(settings, args.day, as_json)
     except Exception as exc:  # the journal cannot be reached or read: say so, exit 2
         message = f"{type(exc).__name__}: {exc}"
