@@ -113,23 +113,64 @@ async def test_cancel_refuses_while_a_run_holds_the_journal_named_by_state_dir(
     assert not working(sim)
 
 
-async def _run_leaving_orders_working(sim: Simulator, state: Path, positions: int) -> set[str]:
-    """A submit_orders run whose closes keep working (no fill) when it gives up following:
-    the job's own orders, their client ids in the journal. Their ids at the server."""
+async def _run_leaving_orders_working(
+    sim: Simulator, state: Path, positions: int, close_via: str = "submit_orders"
+) -> set[str]:
+    """A run whose closes keep working (no fill) when it gives up following: the job's own
+    orders, their client ids (submit_orders) or ids (close_position) in the journal. Their ids
+    at the server."""
     sim.add_account(ACCOUNT)
     for n in range(positions):
         sim.add_position(ACCOUNT, f"S{n}", str(10 + n))
     sim.config.fill_delay_s = 10_000
     code, out = await run_cli(
-        "run", "--yes", "--close-via", "submit_orders", "--flat-timeout", "0.3",
+        "run", "--yes", "--close-via", close_via, "--flat-timeout", "0.3",
         "--base-url", sim.base_url, "--account", str(ACCOUNT), "--log-format", "json",
         env=env_for(sim, state),
     )  # fmt: skip
     assert code == 1, out  # not flat: the orders still work
     own = working(sim)
     assert len(own) == positions
-    assert all(o["client_order_id"].startswith("lq-") for o in sim.orders_of(ACCOUNT))
+    if close_via == "submit_orders":
+        assert all(o["client_order_id"].startswith("lq-") for o in sim.orders_of(ACCOUNT))
     return own
+
+
+async def test_status_finds_close_position_orders_by_the_ids_the_journal_recorded(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    own = await _run_leaving_orders_working(sim, state, 3, close_via="close_position")
+    sim.config.orders_listing_lag_s = LAG_S
+    code, out = await run_cli(
+        "status", "--json", "--state-dir", str(state), "--base-url", sim.base_url,
+        "--account", str(ACCOUNT), env=env_for(sim, tmp_path / "elsewhere"),
+    )  # fmt: skip
+    assert code == 0, out
+    shown = {o["order_id"]: o["own"] for o in event_lines(out, "status_order")}
+    assert shown == dict.fromkeys(own, True)
+    assert sim.stats.by_route["cancel"] == 0
+
+
+async def test_cancel_refuses_while_a_run_holds_a_postgresql_journal_named_by_journal_url(
+    sim: Simulator, tmp_path: Path, pg_url: str
+) -> None:
+    from worker.journal.keys import canonical_origin
+    from worker.journal.postgres import PgJournal
+
+    ids = book(sim)
+    held = await PgJournal.open(pg_url, scope=canonical_origin(sim.base_url), lock_wait=0)
+    try:
+        code, out = await run_cli(
+            "cancel", "--yes", "--journal-url", pg_url, "--base-url", sim.base_url,
+            "--account", str(ACCOUNT), env=env_for(sim, tmp_path / "state"),
+        )  # fmt: skip
+    finally:
+        held.close()
+    assert code == 2, out
+    assert "a run holds the journal" in out
+    assert sim.stats.by_route["cancel"] == 0
+    assert working(sim) == set(ids.values())
 
 
 async def test_status_and_cancel_find_the_jobs_orders_by_client_id_past_a_lagging_listing(

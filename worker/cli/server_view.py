@@ -4,9 +4,10 @@
 mean for `run`, checked the same way (`worker.run.plan`): an `exclude` entry or a named
 instrument the API does not know refuses the command (exit 2), since its scope would not be the
 one the file meant. An order is the job's own (`own`) when its client id is one today's job
-derives (`worker.closing.client_ids`). The listing may lag order entry, so the ids the journal
-holds for today's job (`worker.journal.job_ids`) that it does not show are looked up one by one,
-as a rerun's adoption does. Nothing here sends a change.
+derives (`worker.closing.client_ids`), or its id is one today's job recorded (close_position).
+The listing may lag order entry, so the ids the journal holds for today's job
+(`worker.journal.job_ids`) that it does not show are looked up one by one, as a rerun's
+adoption does. Nothing here sends a change.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ async def read_view(
             view.error = f"orders could not be read: {err}"
             return
         whole = [s for s in specs if s.account_id == view.account_id and s.instrument is None]
+        # close_position's orders carry no client id of the job's: the journal's ids say so.
+        recorded = {o for a, _, o in sent.order_ids if a == view.account_id}
         try:
             listed += await _unlisted(
                 api, reader, view.account_id, listed, sent, named[view.account_id], whole
@@ -119,7 +122,7 @@ async def read_view(
                 view.orders.append(o)
                 iid = o.instrument_id or ""
                 stem = client_order_id(job, view.account_id, iid, 0)[:-1]
-                if iid and o.client_order_id.startswith(stem):
+                if (iid and o.client_order_id.startswith(stem)) or o.id in recorded:
                     view.own.add(o.id)
 
     await asyncio.gather(*(orders_of(v) for v in views.values()))
