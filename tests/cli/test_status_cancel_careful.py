@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support import clean_env, event_lines, run_cli
 from worker.journal.lock import FileLock
 from worker.journal.open import LOCK_FILE
@@ -114,7 +116,11 @@ async def test_cancel_refuses_while_a_run_holds_the_journal_named_by_state_dir(
 
 
 async def _run_leaving_orders_working(
-    sim: Simulator, state: Path, positions: int, close_via: str = "submit_orders"
+    sim: Simulator,
+    state: Path,
+    positions: int,
+    close_via: str = "submit_orders",
+    journal: tuple[str, ...] = (),
 ) -> set[str]:
     """A run whose closes keep working (no fill) when it gives up following: the job's own
     orders, their client ids (submit_orders) or ids (close_position) in the journal. Their ids
@@ -124,7 +130,7 @@ async def _run_leaving_orders_working(
         sim.add_position(ACCOUNT, f"S{n}", str(10 + n))
     sim.config.fill_delay_s = 10_000
     code, out = await run_cli(
-        "run", "--yes", "--close-via", close_via, "--flat-timeout", "0.3",
+        "run", "--yes", "--close-via", close_via, "--flat-timeout", "0.3", *journal,
         "--base-url", sim.base_url, "--account", str(ACCOUNT), "--log-format", "json",
         env=env_for(sim, state),
     )  # fmt: skip
@@ -173,14 +179,21 @@ async def test_cancel_refuses_while_a_run_holds_a_postgresql_journal_named_by_jo
     assert working(sim) == set(ids.values())
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_flags(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, ...]:
+    """Where the run keeps its journal, as `run`, `status` and `cancel` are told."""
+    if request.param == "sqlite":
+        return ("--state-dir", str(tmp_path / "state"))
+    return ("--journal-url", str(request.getfixturevalue("pg_url")))
+
+
 async def test_status_and_cancel_find_the_jobs_orders_by_client_id_past_a_lagging_listing(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, journal_flags: tuple[str, ...]
 ) -> None:
-    state = tmp_path / "state"
-    own = await _run_leaving_orders_working(sim, state, 5)
+    own = await _run_leaving_orders_working(sim, tmp_path / "state", 5, journal=journal_flags)
     sim.config.orders_listing_lag_s = LAG_S  # the listing shows none of them now
     env = env_for(sim, tmp_path / "elsewhere")
-    journal = ("--base-url", sim.base_url, "--log-format", "json", "--state-dir", str(state))
+    journal = ("--base-url", sim.base_url, "--log-format", "json", *journal_flags)
     code, out = await run_cli("status", *journal, "--position", f"{ACCOUNT}:S1", env=env)
     assert code == 0, out
     [one] = event_lines(out, "status_order")
