@@ -58,6 +58,13 @@ def _day(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
+def _keep_days(text: str) -> int:
+    """--keep-days: a whole number of days, at least 1 (today's job is always kept)."""
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of days, at least 1, got {text!r}")
+    return int(text)
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 _SETTING_FLAGS: list[tuple[str, Callable[[str], Any], str]] = [
@@ -116,11 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     cancel_p = sub.add_parser(
         "cancel", help="cancel the working orders on the targets' instruments, after a yes"
     )
-    for p, flags in ((status_p, _VIEW_FLAGS), (cancel_p, (*_VIEW_FLAGS, "--flat-timeout"))):
+    # Both read today's job's ids from the journal, and cancel refuses while a run holds it:
+    # the journal is found where `run` would keep it, with the same flags and settings.
+    viewing = (*_VIEW_FLAGS, "--state-dir", "--journal-url")
+    for p, flags in ((status_p, viewing), (cancel_p, (*viewing, "--flat-timeout"))):
         _add_target_flags(p)
         for flag, kind, text in _SETTING_FLAGS:
             if flag in flags:
                 p.add_argument(flag, type=kind, help=text)
+    for p in (status_p, cancel_p):  # as `journal --json`; the full ids are in the events
+        p.add_argument("--json", action="store_true", help="JSON events, as --log-format json")
     cancel_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     cancel_p.add_argument(
         "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
@@ -149,9 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     journal_p = sub.add_parser(
         "journal",
         help="show today's jobs, intents and outcomes; `journal verify` checks it;"
-        " `journal last` prints the last run's report",
+        " `journal last` prints the last run's report; `journal prune` deletes old jobs",
     )
-    journal_p.add_argument("action", nargs="?", choices=["show", "verify", "last"], default="show")
+    journal_p.add_argument(
+        "action", nargs="?", choices=["show", "verify", "last", "prune"], default="show"
+    )
     journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
@@ -159,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)"
     )
     journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
+    journal_p.add_argument(
+        "--keep-days",
+        type=_keep_days,
+        metavar="N",
+        help="prune: keep the jobs of the last N days (default: journal_keep_days, 90)",
+    )
+    journal_p.add_argument(
+        "--dry-run", action="store_true", help="prune: say what would go, delete nothing"
+    )
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
     sim_p.add_argument("--port", type=int, default=8765)
@@ -273,6 +296,16 @@ def _journal(args: argparse.Namespace) -> int:
             return _last_report(settings, as_json)
         if args.action == "verify":
             return journal_view.verify(settings, as_json)
+        if args.action == "prune":
+            from worker.journal.prune_command import prune
+
+            # Events (the journal opened) go to stderr, only warnings: stdout is the result.
+            url = settings.journal_url.get_secret_value() if settings.journal_url else ""
+            secrets = journal_url_secrets(url)
+            events.configure(level="warning", fmt="json", stream=sys.stderr, secrets=secrets)
+            return prune(settings, args.keep_days, dry_run=args.dry_run, as_json=as_json)
+        if args.keep_days is not None or args.dry_run:
+            raise InputError("--keep-days and --dry-run are for `journal prune`")
         return journal_view.show(settings, args.day, as_json)
     except Exception as exc:  # the journal cannot be reached or read: say so, exit 2
         message = f"{type(exc).__name__}: {exc}"
@@ -323,6 +356,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
         for flag, _, _ in _SETTING_FLAGS
     }
+    if getattr(args, "json", False):
+        cli["log_format"] = "json"
     return load_settings(cli, args.config)
 
 

@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     journal_url: SecretStr | None = Field(
         None, description="postgresql://... puts the journal in PostgreSQL (several hosts)."
     )
+    # Retention (docs/journal.md): applied at the end of every run that ended 0; `off` keeps all.
+    journal_keep_days: int | None = Field(
+        90, ge=1, le=36500, description="Trading days of jobs the journal keeps (off: all)."
+    )
 
     @field_validator("log_level", "log_format", "close_via", "close_style", mode="before")
     @classmethod
@@ -204,10 +208,12 @@ class Settings(BaseSettings):
             raise ValueError("expected account ids separated by commas, e.g. 10001,10002")
         return items
 
-    @field_validator("max_quote_age_s", "max_spread_bps", "max_notional", mode="before")
+    @field_validator(
+        "max_quote_age_s", "max_spread_bps", "max_notional", "journal_keep_days", mode="before"
+    )
     @classmethod
     def _off(cls, value: object) -> object:
-        """`off` turns a guard with a default off (`LIQUIDATOR_MAX_SPREAD_BPS=off`)."""
+        """`off` turns a guard (or retention) with a default off (`..._MAX_SPREAD_BPS=off`)."""
         if isinstance(value, str) and value.strip().lower() in ("off", "none"):
             return None
         return value

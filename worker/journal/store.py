@@ -22,6 +22,7 @@ from typing import Any
 from worker.api.models import Order
 from worker.errors import JournalError, LockLost
 from worker.journal.backend import LOCK_FRESH_S, Store
+from worker.journal.prune import Pruned, prune_jobs
 from worker.journal.schema import TABLES
 from worker.journal.sqlite import SqliteStore
 from worker.journal.writer import COMMIT_WINDOW_S, GroupCommit
@@ -379,6 +380,12 @@ class Journal:
     def flush(self) -> None:
         """Commit every pending intent and record (`GroupCommit.flush`)."""
         self._writer.flush()
+
+    def prune(self, before: str, *, dry_run: bool = False) -> Pruned:
+        """Retention: the jobs of trading days before `before` that may go (`worker.journal.prune`),
+        deleted, or counted for a dry run. Raises what the database raises."""
+        self.flush()
+        return prune_jobs(self._store, before, dry_run=dry_run)
 
     def _queue(self, table: str, params: Sequence[Any]) -> None:
         """Keep a record for a later commit (see the module docstring)."""

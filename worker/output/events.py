@@ -88,6 +88,8 @@ PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
+JOURNAL_PRUNED = "journal_pruned"  # retention: old jobs deleted at the end of a run
+JOURNAL_PRUNE_FAILED = "journal_prune_failed"  # retention could not prune; the run is unchanged
 JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
 JOURNAL_RECONNECTED = "journal_reconnected"  # PostgreSQL: a lost session replaced, lock re-taken
 RESIDUE_CLOSE = "residue_close"
@@ -580,6 +582,25 @@ def market_closed(*, reason: str, request_id: str | None) -> None:
 
 def journal_opened(journal: str) -> None:
     log.info(JOURNAL_OPENED, journal=journal)
+
+
+def journal_pruned(
+    *, journal: str, before: str, jobs_pruned: int, jobs_kept: int, rows: int
+) -> None:
+    """Retention at the end of a run: the jobs of trading days before `before` deleted
+    (`jobs_kept`: old ones kept, a run unfinished or an intent with no reply)."""
+    log.info(
+        JOURNAL_PRUNED,
+        journal=journal,
+        before=before,
+        jobs_pruned=jobs_pruned,
+        jobs_kept=jobs_kept,
+        rows=rows,
+    )
+
+
+def journal_prune_failed(*, journal: str, error: str) -> None:
+    log.warning(JOURNAL_PRUNE_FAILED, journal=journal, error=error)
 
 
 def journal_checked(journal: str) -> None:

@@ -20,19 +20,19 @@ async def known_but_not_held(
     result: TargetResult,
     positions: Sequence[Position],
     held_earlier: Collection[tuple[int, str]],
-) -> None:
+) -> bool:
     """A named instrument the account does not list: closed by an earlier run of the job
-    (already flat), not held, or a typo."""
+    (already flat), not held, or a typo (False: the API does not know it)."""
     try:
         reply = await reader.instrument(result.instrument)
     except NotFound as err:
         life.unknown_instrument(result, err)
-        return
+        return False
     except Unauthorized:
         raise
     except ApiError as err:
         life.failed(result, f"not held, and the instrument could not be checked: {err}", err)
-        return
+        return True
     found = reply.data
     if (result.account_id, found.id.lower()) in held_earlier:
         life.planned_flat(
@@ -42,7 +42,7 @@ async def known_but_not_held(
             instrument_id=found.id,
             symbol=found.symbol,
         )
-        return
+        return True
     life.not_held(
         result,
         not_held_why(result.account_id, found, positions),
@@ -50,6 +50,7 @@ async def known_but_not_held(
         instrument_id=found.id,
         symbol=found.symbol,
     )
+    return True
 
 
 _OSI = re.compile(r"^([A-Z0-9.]{1,6}) *\d{6}[CP]\d{8}$")  # root, yymmdd, C/P, strike x 1000

@@ -36,6 +36,10 @@ class Plan:
     # Entries that could mean something other than what they say (an unknown `exclude`): the
     # run is refused, nothing sent. Each names the file and key.
     refusals: list[str] = field(default_factory=list)
+    # Named instruments the API does not know (typos), each naming its file and key: `run`
+    # fails their targets and closes the rest; `status` and `cancel` refuse (their scope would
+    # not be what the file meant).
+    unknown: list[str] = field(default_factory=list)
     # Held back by a guard (also in `settled`, outcome `guarded`): shown before the prompt.
     guarded: list[TargetResult] = field(default_factory=list)
 
@@ -57,6 +61,7 @@ async def make_plan(
         plan.targets.extend(part.targets)
         plan.settled.extend(part.settled)
         plan.refusals.extend(part.refusals)
+        plan.unknown.extend(part.unknown)
     return plan
 
 
@@ -85,11 +90,26 @@ async def _plan_account(
     chosen: dict[tuple[int, str], Target] = {}
     not_held = _resolve_account(account_id, specs, positions, chosen, plan)
     plan.targets = list(chosen.values())
-    await asyncio.gather(
+    known = await asyncio.gather(
         *(known_but_not_held(reader, r, positions, held_earlier) for r in not_held)
     )
     plan.settled.extend(not_held)
+    plan.unknown = [
+        f"{_source_of(specs, r.instrument, account_id)}: {r.instrument!r} names no instrument"
+        f" (account {account_id} does not hold it and the API does not know it)"
+        for r, k in zip(not_held, known, strict=True)
+        if not k
+    ]
     return plan
+
+
+def _source_of(specs: Sequence[TargetSpec], name: str, account_id: int) -> str:
+    """Where `name` was first named: the file and key (or line), or the flag."""
+    for spec in specs:
+        if spec.instrument is not None and spec.instrument.upper() == name.upper():
+            # A TOML table ("t.toml: accounts[2]") is named with its key; a CSV line is whole.
+            return spec.source + ".instruments" if spec.source.endswith("]") else spec.source
+    return f"account {account_id}"
 
 
 async def _unknown_excludes(

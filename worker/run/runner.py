@@ -28,6 +28,7 @@ from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
 from worker.journal.open import open_journal
 from worker.journal.probe import journal_problems
+from worker.journal.retention import retain
 from worker.journal.store import Journal
 from worker.output import events
 from worker.output.counters import RunCounters
@@ -39,7 +40,7 @@ from worker.run.close_stage import choose_sender, close_and_follow, orders_snaps
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
-from worker.run.journal_entry import held_earlier, start_run
+from worker.run.journal_entry import MARKET_TZ, held_earlier, start_run
 from worker.run.multipliers import read_multipliers, with_multipliers
 from worker.run.plan import Plan, make_plan
 from worker.run.preflight import Ready, preflight
@@ -385,6 +386,9 @@ async def _close(
             ended.results, aborted=ended.aborted, fail_on_not_held=settings.fail_on_not_held
         )
         ctx.journal.finish_run(ctx.run_id, request.wall_clock(), code)
+        if code is ExitCode.OK:  # retention, by the server's date (worker.journal.retention)
+            today = ready.server_now().astimezone(MARKET_TZ).date()
+            retain(ctx.journal, settings.journal_keep_days, today)
     except JournalError as err:  # the closes were sent; the report still says what happened
         ended = ended.unless_aborted(str(err))
     return ended
