@@ -69,7 +69,7 @@ async def read_view(
     Raises `Unauthorized` when the key is refused.
     """
     clock = await reader.clock()
-    job = job_key(settings.base_url, clock.data.astimezone(MARKET_TZ).date().isoformat())
+    job = job_key(clock.data.astimezone(MARKET_TZ).date().isoformat())
     plan = await make_plan(reader, specs)
     views = {a: AccountView(a) for a in accounts_of(specs)}
     named: dict[int, set[str]] = {a: set() for a in views}

@@ -11,7 +11,7 @@ import asyncio
 
 from worker.errors import JournalRefused
 from worker.inputs.settings import Settings
-from worker.journal.keys import canonical_origin, job_key
+from worker.journal.keys import LOCK_SCOPE, job_key
 from worker.journal.lock import FileLock, acquire
 from worker.journal.sqlite import SqliteStore
 from worker.journal.store import Journal
@@ -41,7 +41,7 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
 
         journal: Journal = await PgJournal.open(
             settings.journal_url.get_secret_value(),
-            scope=canonical_origin(settings.base_url),
+            scope=LOCK_SCOPE,
             lock_wait=settings.lock_wait,
             timeout_s=settings.journal_timeout,
             stop=stop,
@@ -49,7 +49,8 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
     else:
         journal = await _open_sqlite(settings, stop)
     try:
-        journal.rekey(job_key)
+        # Runs recorded under a key that held the API's URL join their day's job.
+        journal.rekey(lambda _base_url, trading_day: job_key(trading_day))
     except Exception as exc:
         journal.close()
         raise JournalRefused(f"the journal {journal.name} could not be read: {exc}") from None

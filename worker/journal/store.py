@@ -199,8 +199,9 @@ class Journal:
     def rekey(self, job_of: Callable[[str, str], str]) -> int:
         """Give every run the job key `job_of(base_url, trading_day)` names; how many changed.
 
-        Runs recorded before keys were canonical carry the URL as typed; without this a rerun
-        after an upgrade would not find their intents. Called once, as the journal opens.
+        Runs recorded under an older key (one that held the API's URL) would otherwise be
+        another job: a rerun after an upgrade would not find their intents. Called once, as the
+        journal opens.
         """
         changed = 0
         for job, base_url, day in self._store.read(_JOBS, ()):

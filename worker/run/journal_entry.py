@@ -43,7 +43,7 @@ async def start_run(
     try:
         journal.use_clock(ready.server_now)  # SQLite's time for `run_clock`
         trading_day = ready.server_now().astimezone(MARKET_TZ).date().isoformat()
-        job = job_key(settings.base_url, trading_day)
+        job = job_key(trading_day)
         priors = journal.priors(job, run_id)
         touched = sum((t.account_id, t.instrument_id.lower()) in priors for t in plan.targets)
         if touched:
