@@ -146,10 +146,6 @@ class _Events:
         self.stream = io.TextIOWrapper(self.raw, write_through=True)
 
 
-def _strings(result: TargetResult) -> list[str]:
-    return [result.error or "", *result.request_ids, *(o.id for o in result.orders)]
-
-
 @pytest.mark.parametrize("fmt", ["json", "console"])
 async def test_no_output_holds_any_form_of_the_key_whatever_the_server_echoes(
     fmt: Literal["json", "console"], settings_for: Any, tmp_path: Path
@@ -187,9 +183,10 @@ async def test_no_output_holds_any_form_of_the_key_whatever_the_server_echoes(
     assert server.closes >= len(SYMBOLS)
     assert set(server.authorizations) == {BEARER}
     assert result.exit_code == ExitCode.ABORTED  # the internal error
-    # At the source: no result holds the key, before any writer's guard.
-    for target in result.results:
-        assert not [s for s in _strings(target) if _leaks(s.encode())], target
+    # At the source, replies are data as received (a short secret can occur inside an id):
+    # only what leaves the process is scrubbed.
+    filled = next(r for r in result.results if r.instrument == "FILLED")
+    assert BEARER in filled.request_ids
     outputs = {
         "events": out.raw.getvalue(),
         "report": report.read_bytes(),

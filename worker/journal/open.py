@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from worker.errors import JournalRefused
+from worker.inputs.secrets import Scrubber
 from worker.inputs.settings import Settings
 from worker.journal.keys import LOCK_SCOPE, job_key
 from worker.journal.lock import FileLock, acquire
@@ -48,6 +49,8 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
         )
     else:
         journal = await _open_sqlite(settings, stop)
+    if settings.api_key is not None:
+        journal.scrub_with(Scrubber.for_key(settings.api_key.get_secret_value()).text)
     try:
         # Runs recorded under a key that held the API's URL join their day's job.
         journal.rekey(lambda _base_url, trading_day: job_key(trading_day))
