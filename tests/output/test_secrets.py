@@ -240,6 +240,8 @@ async def test_a_key_rejected_with_an_echo_leaves_no_trace_in_the_report_or_even
         ("ak-1. sk-2", "whitespace"),
         (" ak-1.sk-2", "whitespace"),
         ("ak-1.sk-2\n", "whitespace"),
+        ("ak-1.key", "secret shorter than 16 characters"),
+        ("ak-1.sk-Zq9vR2xWp7Lt", "secret shorter than 16 characters"),  # 15
     ],
 )
 async def test_a_key_that_is_not_id_dot_secret_exits_2_before_any_request(
@@ -259,10 +261,32 @@ async def test_a_key_that_is_not_id_dot_secret_exits_2_before_any_request(
     err = capsys.readouterr().err
     assert code == 2
     assert why in err
-    assert "API key" in err
+    assert "environment LIQUIDATOR_API_KEY: the API key" in err
     assert server.authorizations == []  # nothing was sent
     if key.strip():
         assert key.strip() not in err
+    secret = key.partition(".")[2].strip()
+    if len(secret) > len("key"):  # a secret "key" is in any message about the API key
+        assert secret not in err
+
+
+async def test_a_short_secret_from_the_credential_names_the_credential(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    server = EchoServer()
+    (tmp_path / "clearstreet-api-key").write_text("ak-7Qm2.key\n")
+    for name in ("LIQUIDATOR_CONFIG", "LIQUIDATOR_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("LIQUIDATOR_STATE_DIR", str(tmp_path / "state"))
+    async with serving(server.app) as base_url:
+        code = cli.main(["run", "--yes", "--base-url", base_url, "--account", str(ACCOUNT)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "credential clearstreet-api-key: the API key has a secret shorter than 16" in err
+    assert "ak-7Qm2" not in err
+    assert server.authorizations == []  # nothing was sent
+    assert not (tmp_path / "state").exists()  # not even the journal
 
 
 @pytest.mark.parametrize("fmt", ["json", "console"])

@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from worker import __version__
 from worker.errors import InputError
 from worker.inputs.secrets import Scrubber, check_key, secret_forms
-from worker.inputs.settings import Settings, load_settings
+from worker.inputs.settings import Settings, api_key_origin, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
 from worker.output import events
@@ -171,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
-    sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
+    sim_p.add_argument(
+        "--api-key", default="sim-key.sim-secret-for-rehearsals", help="key the simulator wants"
+    )
     return parser
 
 
@@ -347,7 +349,7 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
             "no API key: set LIQUIDATOR_API_KEY, api_key in the settings file, or a systemd"
             " credential named clearstreet-api-key"
         )
-    check_key(settings.api_key.get_secret_value())
+    check_key(settings.api_key.get_secret_value(), api_key_origin(args.config))
     if (
         args.command in ("run", "cancel")
         and not args.dry_run

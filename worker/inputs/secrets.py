@@ -17,18 +17,32 @@ from worker.errors import ApiError, InputError
 REDACTED = "[REDACTED]"
 
 
-def check_key(key: str) -> None:
-    """Raise `InputError` unless `key` is `<id>.<secret>`; the message never holds the key."""
+# A real key's secret is a long random string (an issuer's is 128 bits or more: 22+ characters
+# in base64, 32 in hex). One shorter than this is a placeholder or a typo, and a secret that
+# short is also a string that can occur by chance in what a server sends (ids, client ids),
+# which every output then shows redacted.
+MIN_SECRET_CHARS = 16
+
+
+def check_key(key: str, where: str = "") -> None:
+    """Raise `InputError` unless `key` is `<id>.<secret>` with a secret of at least
+    MIN_SECRET_CHARS; the message names `where` the key was read from, never the key."""
     shape = "expected <id>.<secret>"
+    said = f"{where}: the API key" if where else "the API key"
     if not key:
-        raise InputError(f"the API key is empty ({shape})")
+        raise InputError(f"{said} is empty ({shape})")
     if any(c.isspace() for c in key):
-        raise InputError(f"the API key contains whitespace ({shape})")
+        raise InputError(f"{said} contains whitespace ({shape})")
     key_id, dot, secret = key.partition(".")
     if not dot:
-        raise InputError(f"the API key has no '.' ({shape})")
+        raise InputError(f"{said} has no '.' ({shape})")
     if not key_id or not secret:
-        raise InputError(f"the API key has an empty {'id' if not key_id else 'secret'} ({shape})")
+        raise InputError(f"{said} has an empty {'id' if not key_id else 'secret'} ({shape})")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise InputError(
+            f"{said} has a secret shorter than {MIN_SECRET_CHARS} characters: not a real key"
+            f" ({shape}, the secret a long random string)"
+        )
 
 
 def secret_forms(key: str) -> tuple[str, ...]:

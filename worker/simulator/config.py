@@ -84,7 +84,7 @@ UNKNOWN_OUTCOMES_30 = {
 
 @dataclass
 class SimConfig:
-    api_key: str = "sim-key.sim-secret"
+    api_key: str = "sim-key.sim-secret-for-rehearsals"
     seed: int = 7
     fill_delay_s: float = 0.5
     rate_limit: float = 0.0  # server-side requests/second over all routes; 0 = none
