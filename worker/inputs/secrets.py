@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable
 
 from worker.errors import ApiError, InputError
+from worker.output import jsonbytes
 
 REDACTED = "[REDACTED]"
 
@@ -57,17 +58,14 @@ def secret_forms(key: str) -> tuple[str, ...]:
 
 
 class Scrubber:
-    """Replace every secret form in text or bytes, as written plainly or inside a JSON string."""
+    """Replace every secret form in text or bytes, however an output writes it: plainly, inside
+    a repr (an exception's text) or inside a JSON string. Every exit scrubs with one of these."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         texts: set[str] = set()
         for secret in secrets:
             if secret:
-                texts |= {
-                    secret,
-                    json.dumps(secret)[1:-1],
-                    json.dumps(secret, ensure_ascii=False)[1:-1],
-                }
+                texts |= _written_forms(secret)
         # Longest first, so a secret inside a longer form leaves no partial leftovers.
         self._texts = sorted(texts, key=len, reverse=True)
         self._bytes = [t.encode("utf-8", "surrogatepass") for t in self._texts]
@@ -100,3 +98,19 @@ class Scrubber:
         if err.request_id is not None:
             err.request_id = self.text(err.request_id)
         return err
+
+
+def _written_forms(secret: str) -> set[str]:
+    """Every way an output can spell `secret`: as is, or inside a repr (in double or in single
+    quotes), each also as JSON writes it (escaped quotes and backslashes; non-ASCII escaped or
+    not)."""
+    forms: set[str] = set()
+    # repr quotes with ' and escapes ' inside, unless the text has ' and no ": the secret's
+    # spelling depends on the text around it, so take it in both kinds of company.
+    in_single_quotes, in_double_quotes = repr(secret + '"')[1:-2], repr(secret + "'")[1:-2]
+    for text in (secret, in_single_quotes, in_double_quotes):
+        forms.add(text)
+        forms.add(json.dumps(text)[1:-1])
+        forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
+        forms.add(jsonbytes.dumps(text).decode()[1:-1])
+    return forms
