@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.support import (
+    Key,
     api_for,
     liquidate,
     seed_accounts,
@@ -25,9 +27,12 @@ from tests.support import (
     start_liquidator,
     the_truth,
 )
+from worker.closing.client_ids import client_order_id
 from worker.errors import ApiError
 from worker.inputs.secrets import REDACTED
 from worker.inputs.targets import TargetSpec
+from worker.journal.keys import job_key
+from worker.run.journal_entry import MARKET_TZ
 from worker.simulator import SimConfig, Simulator, serve
 
 BOTH = [TargetSpec(20001, None), TargetSpec(20002, None)]
@@ -39,28 +44,52 @@ async def test_a_short_secret_inside_every_server_id_changes_nothing_the_worker_
 ) -> None:
     sim = Simulator(SimConfig(fill_delay_s=0.05, api_key="ak-1.key", order_ids_ending="key"))
     positions = seed_accounts(sim, 2, 10)
+    doc = await _liquidate(sim, positions, settings_for, tmp_path, close_via)
+    for account, iid in positions:
+        assert sim.closing_orders(account, iid)[0]["id"].endswith("key")
+    # The report is an exit: each of those orders is there, the secret in its id redacted.
+    shown = {o["id"] for r in doc["results"] for o in r["orders"]}
+    assert len(shown) == len(positions)
+    assert all(i.endswith(REDACTED) for i in shown)
+
+
+async def test_a_short_secret_inside_a_client_id_changes_nothing_the_worker_acts_on(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    """The row as it was seen: a secret that happens to occur inside the client id the worker
+    derives for one position (submit_orders), echoed back in the order the reply lists."""
+    sim = Simulator(SimConfig(fill_delay_s=0.05))
+    positions = seed_accounts(sim, 2, 10)
+    day = datetime.fromtimestamp(sim.config.clock(), UTC).astimezone(MARKET_TZ).date()
+    account, iid = positions[3]
+    secret = client_order_id(job_key(day.isoformat()), account, iid, 0)[5:9]
+    sim.config.api_key = f"ak-1.{secret}"
+    await _liquidate(sim, positions, settings_for, tmp_path, "submit_orders")
+    [server] = sim.closing_orders(account, iid)
+    assert secret in server["client_order_id"]
+
+
+async def _liquidate(
+    sim: Simulator, positions: list[Key], settings_for: Any, tmp_path: Path, close_via: str
+) -> dict[str, Any]:
+    """Flatten accounts 20001 and 20002 in this process (no command line to refuse the key):
+    one closing order per position, none re-sent, each in the run's results as the server has
+    it, with its fills."""
     runner, _ = await serve(sim, "127.0.0.1", 0)
     try:
         result, doc = await liquidate(sim, settings_for, tmp_path, BOTH, close_via=close_via)
     finally:
         await runner.cleanup()
     assert result.exit_code == 0, result
-    # One closing order per position, none re-sent (no 409 for a taken client id), all flat.
+    assert len(result.results) == len(positions)
     the_truth(sim, None, positions, one_order=True, flat=True)
-    assert sim.stats.status_counts[409] == 0
-    # The run knew every server order as the server spelled it, with its fills.
-    by_key = {(r.account_id, r.instrument_id): r for r in result.results}
-    for account, iid in positions:
-        [server] = sim.closing_orders(account, iid)
-        assert server["id"].endswith("key")
-        target = by_key[(account, iid)]
+    assert sim.stats.status_counts[409] == 0  # no client id sent twice
+    for target in result.results:
+        [server] = sim.closing_orders(target.account_id, target.instrument_id or "")
         assert str(target.outcome) == "closed", target
         assert [o.id for o in target.orders] == [server["id"]]
         assert Decimal(target.filled_quantity or 0) == Decimal(server["filled_quantity"]) > 0
-    # The report is an exit: each of those orders is there, the secret in its id redacted.
-    shown = {o["id"] for r in doc["results"] for o in r["orders"]}
-    assert len(shown) == len(positions)
-    assert all(i.endswith(REDACTED) for i in shown)
+    return doc
 
 
 KEY_ID, SECRET = "ak-7Qm2", "sk-Zq9vR2xWp7LtY4Xc"
