@@ -4,7 +4,7 @@ Operators script against these names; add fields and events, never rename. Event
 on stdout (a readable console form on a terminal). Every event is built by a function here, so
 a grep finds every emitter. `run_id` is bound once per run, and a target's `account_id` and
 `instrument` around its close (`bound_target`), through contextvars. A redaction step replaces
-any secret that slips into a line, as a second guard.
+any secret in a line: events are an exit, and what they hold from the API was parsed as received.
 """
 
 from __future__ import annotations
