@@ -21,7 +21,9 @@ from aiohttp import web
 from tests.support import (
     Key,
     api_for,
+    clean_env,
     liquidate,
+    run_cli,
     seed_accounts,
     serving,
     start_liquidator,
@@ -101,10 +103,11 @@ def _leaks(data: bytes) -> list[str]:
     return [p for p in (KEY, SECRET, SECRET[:8], SECRET[-8:]) if p.encode() in data]
 
 
-def echoing(sim: Simulator) -> web.Application:
+def echoing(sim: Simulator, *, in_client_ids: bool = False) -> web.Application:
     """The simulator behind a gateway that echoes the key: the first close of each position is
     refused unapplied (503) with the key in its message and request id; every other JSON reply
-    carries it in its request id and beside each order it lists (a field the spec lacks)."""
+    carries it in its request id and beside each order it lists (a field the spec lacks), and
+    with `in_client_ids` in each order's client id."""
     refused: set[str] = set()
 
     @web.middleware
@@ -128,6 +131,8 @@ def echoing(sim: Simulator) -> web.Application:
         for row in rows if isinstance(rows, list) else [rows]:
             if isinstance(row, dict) and "side" in row:
                 row["note"] = f"entered by {sent}"
+                if in_client_ids:
+                    row["client_order_id"] = f"desk {sent}"
         return web.json_response(doc, status=response.status, headers={"x-request-id": sent})
 
     app = sim.app()
@@ -173,3 +178,18 @@ async def test_a_key_echoed_in_replies_and_errors_reaches_no_output_and_no_excep
     assert all(REDACTED in request_id for _, request_id in rows)
     retried = [r for r in doc["results"] if r["attempts"] > 1]
     assert len(retried) == len(positions)  # each first close was refused, with the echo
+
+
+async def test_the_terminal_shows_what_the_api_echoed_scrubbed() -> None:
+    sim = Simulator(SimConfig(api_key=KEY))
+    sim.add_account(20001)
+    sim.add_position(20001, "ECHO", "10")
+    sim.book.add_resting_order(20001, "ECHO", "SELL", "5", "999")
+    async with serving(echoing(sim, in_client_ids=True)) as base_url:
+        code, out = await run_cli(
+            "status", "--account", "20001", "--base-url", base_url, "--log-format", "console",
+            env=clean_env(LIQUIDATOR_API_KEY=KEY, COLUMNS="300"),
+        )  # fmt: skip
+    assert code == 0, out
+    assert _leaks(out.encode()) == [], out
+    assert f"desk {REDACTED}" in out  # the order's client id, as the table shows it

@@ -18,13 +18,13 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from pydantic import SecretStr
 
 from worker import __version__
 from worker.errors import InputError
-from worker.inputs.secrets import Scrubber, check_key, secret_forms
+from worker.inputs.secrets import ScrubbedText, Scrubber, check_key, secret_forms
 from worker.inputs.settings import Settings, api_key_origin, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
@@ -312,7 +312,10 @@ def _terminal(secrets: Sequence[str]) -> Terminal:
 
     from worker.cli.terminal import Terminal
 
-    return Terminal(Console(), scrub=Scrubber(secrets).text)
+    # The terminal is an exit: its tables show what the API sent (ids, symbols), as received.
+    scrub = Scrubber(secrets).text
+    stdout = cast(TextIO, ScrubbedText(sys.stdout, scrub))  # a stream in all but its type
+    return Terminal(Console(file=stdout), scrub=scrub)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

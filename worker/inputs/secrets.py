@@ -10,7 +10,8 @@ the key into a message.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 from worker.errors import ApiError, InputError
 from worker.output import jsonbytes
@@ -98,6 +99,22 @@ class Scrubber:
         if err.request_id is not None:
             err.request_id = self.text(err.request_id)
         return err
+
+
+class ScrubbedText:
+    """A text stream (stdout for rich's tables) that scrubs each write, and is otherwise the
+    stream it wraps (its `isatty`, `fileno`, `encoding`, ...). A cell that rich folds across
+    lines is written in pieces: a printer scrubs such text itself (`Terminal`)."""
+
+    def __init__(self, stream: TextIO, scrub: Callable[[str], str]) -> None:
+        self._stream = stream
+        self._scrub = scrub
+
+    def write(self, text: str) -> int:
+        return self._stream.write(self._scrub(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _written_forms(secret: str) -> set[str]:
