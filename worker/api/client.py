@@ -175,7 +175,7 @@ class TradingApi:
         # A server may echo the key back (in a message, a page, a header). A reply is parsed as
         # received: its ids and client ids are data the worker acts on, and a short secret can
         # occur inside one. Only the errors raised here are scrubbed; every other exit
-        # (events, the report, the journal's texts) scrubs what it writes.
+        # (events, the report, the journal's texts, the terminal) scrubs what it writes.
         bearer = session.headers.get("Authorization", "")
         self._scrub = Scrubber.for_key(bearer.removeprefix("Bearer "))
 
