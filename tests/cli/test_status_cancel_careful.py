@@ -161,11 +161,11 @@ async def test_status_finds_close_position_orders_by_the_ids_the_journal_recorde
 async def test_cancel_refuses_while_a_run_holds_a_postgresql_journal_named_by_journal_url(
     sim: Simulator, tmp_path: Path, pg_url: str
 ) -> None:
-    from worker.journal.keys import canonical_origin
+    from worker.journal.keys import LOCK_SCOPE
     from worker.journal.postgres import PgJournal
 
     ids = book(sim)
-    held = await PgJournal.open(pg_url, scope=canonical_origin(sim.base_url), lock_wait=0)
+    held = await PgJournal.open(pg_url, scope=LOCK_SCOPE, lock_wait=0)
     try:
         code, out = await run_cli(
             "cancel", "--yes", "--journal-url", pg_url, "--base-url", sim.base_url,

@@ -30,7 +30,7 @@ TABLES = (*CHILD_TABLES, "runs")
 
 
 def job(day: str) -> str:
-    return job_key(API, day)
+    return job_key(day)
 
 
 def order(order_id: str) -> Order:

@@ -137,7 +137,7 @@ async def test_a_bad_books_file_stops_the_simulator_and_a_run_before_anything_st
     assert (code, out.count("depth: must be >= 0")) == (2, 1), out
     code, out = await run_cli(
         "run", "--dry-run", "--account", "19816", "--books", "thin",
-        env=clean_env(LIQUIDATOR_API_KEY="sim-key.sim-secret"),
+        env=clean_env(LIQUIDATOR_API_KEY="sim-key.sim-secret-for-rehearsals"),
     )  # fmt: skip
     assert code == 2, out
     assert "--simulate" in out, out

@@ -39,7 +39,7 @@ from worker.cli.status import emit
 from worker.errors import ApiError, JournalRefused, NotFound, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
-from worker.journal.keys import canonical_origin
+from worker.journal.keys import LOCK_SCOPE
 from worker.journal.lock import FileLock
 from worker.journal.open import LOCK_FILE
 from worker.output import events
@@ -88,7 +88,7 @@ async def _no_run_holds_the_journal(settings: Settings) -> AsyncIterator[None]:
         try:
             journal = await PgJournal.open(
                 settings.journal_url.get_secret_value(),
-                scope=canonical_origin(settings.base_url),
+                scope=LOCK_SCOPE,
                 lock_wait=0,
                 timeout_s=settings.journal_timeout,
             )

@@ -18,15 +18,15 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from pydantic import SecretStr
 
 from worker import __version__
 from worker.cli.books_flags import add_book_flags, simulated_books
 from worker.errors import InputError
-from worker.inputs.secrets import Scrubber, check_key, secret_forms
-from worker.inputs.settings import Settings, load_settings
+from worker.inputs.secrets import ScrubbedText, Scrubber, check_key, secret_forms
+from worker.inputs.settings import Settings, api_key_origin, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
 from worker.money import multiplier_text
@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
-    sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
+    sim_p.add_argument(
+        "--api-key", default="sim-key.sim-secret-for-rehearsals", help="key the simulator wants"
+    )
     add_book_flags(sim_p)
     return parser
 
@@ -348,7 +350,10 @@ def _terminal(secrets: Sequence[str]) -> Terminal:
 
     from worker.cli.terminal import Terminal
 
-    return Terminal(Console(), scrub=Scrubber(secrets).text)
+    # The terminal is an exit: its tables show what the API sent (ids, symbols), as received.
+    scrub = Scrubber(secrets).text
+    stdout = cast(TextIO, ScrubbedText(sys.stdout, scrub))  # a stream in all but its type
+    return Terminal(Console(file=stdout), scrub=scrub)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -387,7 +392,7 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
             "no API key: set LIQUIDATOR_API_KEY, api_key in the settings file, or a systemd"
             " credential named clearstreet-api-key"
         )
-    check_key(settings.api_key.get_secret_value())
+    check_key(settings.api_key.get_secret_value(), api_key_origin(args.config))
     if (
         args.command in ("run", "cancel")
         and not args.dry_run

@@ -79,7 +79,7 @@ async def read_view(
     unknown, `Unauthorized` when the key is refused.
     """
     clock = await reader.clock()
-    job = job_key(settings.base_url, clock.data.astimezone(MARKET_TZ).date().isoformat())
+    job = job_key(clock.data.astimezone(MARKET_TZ).date().isoformat())
     plan = await make_plan(reader, specs)
     if plan.refusals or plan.unknown:
         raise InputError("; ".join(plan.refusals + plan.unknown) + "; correct the targets")

@@ -401,6 +401,18 @@ def load_settings(cli: Mapping[str, Any], config_file: Path | None) -> Settings:
     return settings.model_copy(update=late) if late else settings
 
 
+def api_key_origin(config_file: Path | None) -> str:
+    """Where `load_settings` took the API key from, named for a message that must not show it."""
+    env = os.environ
+    if any(name.upper() == f"{ENV_PREFIX}API_KEY" for name in env):
+        return f"environment {ENV_PREFIX}API_KEY"
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG", "").strip():
+        config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    if config_file is not None and "api_key" in _SettingsFile(Settings, config_file)():
+        return f"{config_file}: key 'api_key'"
+    return f"credential {CREDENTIAL_NAME}"
+
+
 def _credential_key(env: Mapping[str, str]) -> str | None:
     """The key handed over by systemd's LoadCredential=, when the environment has none."""
     return _credential(env, CREDENTIAL_NAME)

@@ -118,6 +118,13 @@ class Journal:
             for table in ("attempts", "client_ids")
         ]
         self._finish = f"UPDATE runs SET finished_at = {m}, exit_code = {m} WHERE run_id = {m}"
+        self._scrub: Callable[[str], str] = str  # see `scrub_with`
+
+    def scrub_with(self, scrub: Callable[[str], str]) -> None:
+        """The texts stored from replies and errors (request ids, an attempt's result, an
+        outcome's error) pass through `scrub`: the journal is an exit, and a server may echo
+        the key. Ids (orders', targets') are stored as received: a rerun acts on them."""
+        self._scrub = scrub
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> Journal:
@@ -200,8 +207,9 @@ class Journal:
     def rekey(self, job_of: Callable[[str, str], str]) -> int:
         """Give every run the job key `job_of(base_url, trading_day)` names; how many changed.
 
-        Runs recorded before keys were canonical carry the URL as typed; without this a rerun
-        after an upgrade would not find their intents. Called once, as the journal opens.
+        Runs recorded under an older key (one that held the API's URL) would otherwise be
+        another job: a rerun after an upgrade would not find their intents. Called once, as the
+        journal opens.
         """
         changed = 0
         for job, base_url, day in self._store.read(_JOBS, ()):
@@ -310,8 +318,10 @@ class Journal:
         request_id: str | None,
         result: str,
     ) -> None:
+        shown_id = None if request_id is None else self._scrub(request_id)
         self._queue(
-            "attempt_results", (run_id, account_id, instrument_id, attempt, request_id, result)
+            "attempt_results",
+            (run_id, account_id, instrument_id, attempt, shown_id, self._scrub(result)),
         )
 
     def orders(
@@ -324,6 +334,7 @@ class Journal:
         *,
         reconciled: bool,
     ) -> None:
+        request_id = self._scrub(request_id)
         for o in orders:
             self._queue(
                 "orders",
@@ -352,7 +363,7 @@ class Journal:
                 result.symbol,
                 quantity,
                 str(result.outcome) if result.outcome else None,
-                result.error,
+                None if result.error is None else self._scrub(result.error),
                 result.attempts,
             ),
         )

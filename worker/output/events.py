@@ -4,7 +4,7 @@ Operators script against these names; add fields and events, never rename. Event
 on stdout (a readable console form on a terminal). Every event is built by a function here, so
 a grep finds every emitter. `run_id` is bound once per run, and a target's `account_id` and
 `instrument` around its close (`bound_target`), through contextvars. A redaction step replaces
-any secret that slips into a line, as a second guard.
+any secret in a line: events are an exit, and what they hold from the API was parsed as received.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import contextlib
 import contextvars
-import json
 import logging
 import sys
 import threading
@@ -26,7 +25,8 @@ from typing import Any, BinaryIO, Literal, Protocol, TextIO, cast
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from worker.inputs.secrets import secret_forms
+from worker.inputs.secrets import REDACTED as REDACTED  # what a secret reads as in a line
+from worker.inputs.secrets import Scrubber, secret_forms
 from worker.output import jsonbytes
 
 
@@ -121,8 +121,6 @@ CLOSE_ESCALATED = (
 )
 ESCALATION_CANCEL_FAILED = "escalation_cancel_failed"  # ... its cancel unanswered: sent again
 
-REDACTED = "[REDACTED]"
-_REDACTED_BYTES = REDACTED.encode()
 
 # Every emitter looks this up at call time. `configure` replaces the lazy proxy with a logger
 # resolved once, so an event does not re-resolve the configuration (a hot path: 100k orders).
@@ -132,32 +130,21 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger("liquidator")
 class Redactor:
     """Wrap a renderer: replace every occurrence of a secret in the finished line.
 
-    One substring search per secret per line finds a secret however it got there (a value, a
-    nested header, an exception's text), in the forms a JSON or console line writes it in.
+    One substring search per written form of a secret per line (`Scrubber`) finds it however it
+    got there (a value, a nested header, an exception's text).
     """
 
     def __init__(self, renderer: Processor, secrets: Iterable[str]) -> None:
         self._render = renderer
         # Each key also as its secret part alone and as its `Bearer <key>` header value.
-        forms = {form for s in secrets for f in secret_forms(s) for form in _written_forms(f)}
-        self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
-        self._byte_forms = [f.encode("utf-8", "surrogatepass") for f in self._forms]
+        self._scrub = Scrubber(f for s in secrets for f in secret_forms(s))
+        self.redact_bytes = self._scrub.raw
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
         rendered = self._render(logger, name, event)
         if isinstance(rendered, bytes):
-            return self.redact_bytes(rendered)
-        line = str(rendered)
-        for form in self._forms:
-            if form in line:
-                line = line.replace(form, REDACTED)
-        return line
-
-    def redact_bytes(self, rendered: bytes) -> bytes:
-        for byte_form in self._byte_forms:
-            if byte_form in rendered:
-                rendered = rendered.replace(byte_form, _REDACTED_BYTES)
-        return rendered
+            return self._scrub.raw(rendered)
+        return self._scrub.text(str(rendered))
 
 
 class _Out:
@@ -295,22 +282,6 @@ class CompactOrders:
         if event.get("reconciled"):
             line += " (found by a look-up)"
         return line
-
-
-def _written_forms(secret: str) -> set[str]:
-    """Every way a line can spell `secret`: as is, or inside a repr (an exception's text, in
-    double or in single quotes), each also as JSON writes it (escaped quotes and backslashes;
-    non-ASCII escaped or not)."""
-    forms: set[str] = set()
-    # repr quotes with ' and escapes ' inside, unless the text has ' and no ": the secret's
-    # spelling depends on the text around it, so take it in both kinds of company.
-    in_single_quotes, in_double_quotes = repr(secret + '"')[1:-2], repr(secret + "'")[1:-2]
-    for text in (secret, in_single_quotes, in_double_quotes):
-        forms.add(text)
-        forms.add(json.dumps(text)[1:-1])
-        forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
-        forms.add(jsonbytes.dumps(text).decode()[1:-1])
-    return forms
 
 
 def _json_bytes(value: Any, **kw: Any) -> bytes:

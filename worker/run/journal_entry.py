@@ -43,7 +43,7 @@ async def held_earlier(
     instrument among them that is not held now is `already_flat`, not `not_held`. A dry run
     (no journal opened) reads the journal the run would use, read only. Raises
     `JournalError`."""
-    job = job_key(settings.base_url, trading_day_of(ready))
+    job = job_key(trading_day_of(ready))
     if journal is None:
         return await asyncio.to_thread(closed_by_job, settings, job)
     return set(journal.priors(job, run_id))
@@ -63,7 +63,7 @@ async def start_run(
     try:
         journal.use_clock(ready.server_now)  # SQLite's time for `run_clock`
         trading_day = trading_day_of(ready)
-        job = job_key(settings.base_url, trading_day)
+        job = job_key(trading_day)
         priors = journal.priors(job, run_id)
         touched = sum((t.account_id, t.instrument_id.lower()) in priors for t in plan.targets)
         if touched:

@@ -32,6 +32,13 @@ def instrument_uuid(symbol: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, symbol.upper()))
 
 
+def new_order_id(config: SimConfig) -> str:
+    """An order id the engine assigns: a UUID, ending with `config.order_ids_ending`."""
+    order_id = str(uuid.uuid4())
+    end = config.order_ids_ending
+    return f"{order_id[: -len(end)]}{end}" if end else order_id
+
+
 def api_time(epoch: float) -> str:
     """The API's UTC timestamps: nanosecond precision, 'Z'."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
@@ -303,7 +310,7 @@ class Book:
         iid = account.resolve(symbol) or instrument_uuid(symbol)
         now = self.config.clock() - created_ago_s
         order = SimOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             f"resting-{uuid.uuid4().hex[:8]}",
             account_id,
             iid,
@@ -346,7 +353,7 @@ class Book:
         now = self.config.clock()
         created = now - created_ago_s
         order = SimOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             f"desk-{uuid.uuid4().hex[:8]}",
             account_id,
             iid,
@@ -536,7 +543,7 @@ class Book:
                 if order.status in WORKING:
                     order.status, order.updated_at = "CANCELED", now
         order = SimOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             f"close-position-{next(self._close_count)}",
             account.id,
             position.instrument_id,
