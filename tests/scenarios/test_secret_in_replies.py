@@ -107,7 +107,8 @@ def echoing(sim: Simulator, *, in_client_ids: bool = False) -> web.Application:
     """The simulator behind a gateway that echoes the key: the first close of each position is
     refused unapplied (503) with the key in its message and request id; every other JSON reply
     carries it in its request id and beside each order it lists (a field the spec lacks), and
-    with `in_client_ids` in each order's client id."""
+    with `in_client_ids` in each order's client id and symbol (the status table shows the
+    symbol whole)."""
     refused: set[str] = set()
 
     @web.middleware
@@ -133,6 +134,7 @@ def echoing(sim: Simulator, *, in_client_ids: bool = False) -> web.Application:
                 row["note"] = f"entered by {sent}"
                 if in_client_ids:
                     row["client_order_id"] = f"desk {sent}"
+                    row["symbol"] = f"{row.get('symbol')} {sent}"
         return web.json_response(doc, status=response.status, headers={"x-request-id": sent})
 
     app = sim.app()
@@ -192,4 +194,4 @@ async def test_the_terminal_shows_what_the_api_echoed_scrubbed() -> None:
         )  # fmt: skip
     assert code == 0, out
     assert _leaks(out.encode()) == [], out
-    assert f"desk {REDACTED}" in out  # the order's client id, as the table shows it
+    assert f"ECHO {REDACTED}" in out  # the order's symbol, as the table shows it
