@@ -50,6 +50,11 @@ _GENERATIONS = (
     " JOIN runs r ON r.run_id = c.run_id WHERE r.job = ? AND r.run_id != ?"
     " GROUP BY c.account_id, c.instrument_id"
 )
+# The orders earlier runs of the job recorded (by id), per position: a rerun reports them.
+_PRIOR_ORDERS = (
+    "SELECT o.account_id, o.instrument_id, o.order_id FROM orders o"
+    " JOIN runs r ON r.run_id = o.run_id WHERE r.job = ? AND r.run_id != ?"
+)
 _UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
 _JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
 _REKEY = "UPDATE runs SET job = ? WHERE job = ? AND base_url = ? AND trading_day = ?"
@@ -229,6 +234,17 @@ class Journal:
             prior = Prior(datetime.fromisoformat(since), generations.get(key))
             if key not in found or prior.since < found[key].since:
                 found[key] = prior
+        return found
+
+    def prior_orders(self, job: str, current_run: str) -> dict[Key, set[str]]:
+        """The ids of the orders earlier runs of this job recorded, by position (lower case)."""
+        try:
+            rows = self._store.read(_PRIOR_ORDERS, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        found: dict[Key, set[str]] = {}
+        for account_id, instrument_id, order_id in rows:
+            found.setdefault((int(account_id), instrument_id.lower()), set()).add(order_id)
         return found
 
     # Writes.

@@ -39,10 +39,11 @@ from worker.run.close_stage import choose_sender, close_and_follow, orders_snaps
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
-from worker.run.journal_entry import start_run
+from worker.run.journal_entry import Journaled, start_run, take_over
 from worker.run.plan import Plan, make_plan
 from worker.run.preflight import Ready, preflight
 from worker.run.prices import apply_guards, guards_of, priced, read_quotes
+from worker.run.takeover import TakenOver, take_over_plan
 
 T = TypeVar("T")
 
@@ -185,18 +186,28 @@ async def _session(
             )
             if isinstance(ready, Ended):
                 return ready
-            plan = await _plan(settings, request, reader, ready, stop)
-            if isinstance(plan, Ended):
-                return plan
+            journaled = None
+            if journal is not None:
+                # Earlier runs of today's job waited out first: the plan reads what they did.
+                accounts = {s.account_id for s in request.specs}
+                try:
+                    journaled = await take_over(settings, journal, run_id, ready, policy, accounts)
+                except JournalError as err:
+                    return aborted(str(err), unplanned(request.specs, f"not sent: {err}"))
+            planned = await _plan(settings, request, reader, ready, stop, api, journaled)
+            if isinstance(planned, Ended):
+                return planned
+            plan, taken = planned
             if request.dry_run:
                 return Ended(plan.settled + unsent(plan.targets, "dry run: nothing sent"))
             declined = await _confirm(request, plan, stop)
             if declined is not None:
                 return declined
             assert journal is not None, "every run that sends opens the journal first"
-            journaled = await start_run(settings, journal, run_id, started_at, ready, policy, plan)
-            if isinstance(journaled, Ended):
-                return journaled
+            assert journaled is not None, "and reads its job in it before the plan"
+            refused = start_run(settings, journal, run_id, started_at, journaled, plan)
+            if refused is not None:
+                return refused
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = ready.server_now() - lookback
             try:
@@ -222,6 +233,8 @@ async def _session(
                 working_before=working_before,
                 read_accounts=read_accounts,
             )
+            for target in taken.at_market(plan.targets):
+                sender.at_market(target)  # its limit was sent by an earlier run: the rest
             ctx = CloseContext(
                 run_id=run_id,
                 reader=reader,
@@ -234,6 +247,7 @@ async def _session(
                 sender=sender,
                 working_before=working_before,
                 counters=counters,
+                earlier_orders={k: (e.orders, e.request_id) for k, e in taken.earlier.items()},
             )
             return await _close(ctx, settings, request, plan, since, ready, api)
         except Unauthorized as err:
@@ -241,8 +255,14 @@ async def _session(
 
 
 async def _plan(
-    settings: Settings, request: RunRequest, reader: Reader, ready: Ready, stop: asyncio.Event
-) -> Plan | Ended:
+    settings: Settings,
+    request: RunRequest,
+    reader: Reader,
+    ready: Ready,
+    stop: asyncio.Event,
+    api: TradingApi,
+    journaled: Journaled | None,
+) -> tuple[Plan, TakenOver] | Ended:
     """Raises `InputError` above the MAX_POSITIONS ceiling without --force."""
     # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
     plan = await _until_stopped(make_plan(reader, request.specs), stop)
@@ -251,6 +271,17 @@ async def _plan(
     if plan.refusals:
         why = "; ".join(plan.refusals) + "; nothing was sent"
         return aborted(why, unplanned(request.specs, why), refused=True)
+    taken = TakenOver()
+    if journaled is not None and journaled.priors:
+        # A takeover: the job's earlier orders read, and the plan confirmed against them.
+        confirmed = await _until_stopped(
+            take_over_plan(reader, api, plan, journaled, request.specs), stop
+        )
+        if confirmed is None:
+            return aborted(
+                "stop requested", unplanned(request.specs, "run stopped before any close")
+            )
+        taken = confirmed
     plan.moc_cutoff = ready.cutoff_line()
     plan.close_style = style_line(settings)
     ceiling = settings.max_positions
@@ -259,11 +290,10 @@ async def _plan(
             f"the targets resolve to {len(plan.targets)} positions, above max_positions"
             f" ({ceiling}); re-run with --force to close them all"
         )
-    if plan.targets:
+    if plan.targets or taken.flat:
         # The arrival quotes, before the first close; the guards hold back blind orders.
-        quotes = await _until_stopped(
-            read_quotes(reader, [t.instrument_id for t in plan.targets], ready.server_now), stop
-        )
+        ids = [t.instrument_id for t in plan.targets] + taken.instrument_ids()
+        quotes = await _until_stopped(read_quotes(reader, ids, ready.server_now), stop)
         if quotes is None:
             return aborted(
                 "stop requested", unplanned(request.specs, "run stopped before any close")
@@ -275,6 +305,7 @@ async def _plan(
             force=request.max_positions_override,
         )
         plan.settled.extend(plan.guarded)
+        taken.settle(plan, quotes.by_instrument)
     failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     events.plan_ready(
         positions=len(plan.targets),
@@ -286,7 +317,7 @@ async def _plan(
     )
     if request.on_plan is not None:
         request.on_plan(plan)
-    return plan
+    return plan, taken
 
 
 def style_line(settings: Settings) -> str | None:
