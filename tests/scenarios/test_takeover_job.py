@@ -263,3 +263,37 @@ async def test_a_protected_standby_on_postgresql_takes_over_and_leaves_nothing_o
     doc = json.loads(report.read_text())
     protected_sound(sim, doc, keys)
     assert code_b == 0, out_b[-3000:]
+
+
+async def test_positions_a_killed_run_flattened_are_reported_closed_with_their_orders_and_cost(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """A run killed after its orders filled: every position flat, by name or as a whole
+    account. The rerun sends nothing and reports each `closed`, with the order, its fills and
+    its cost (not `already_flat`, not one `*` for the account)."""
+    from tests.scenarios.test_adoption import killed_run
+    from tests.support import seed_held
+
+    keys = seed_held(sim, 72101, [25, -40, 15])
+    settings = settings_for(sim, close_via="submit_orders", flat_timeout=3.0)
+    own = await killed_run(sim, settings, keys)
+    sim.fill_all()
+    assert all(sim.position_quantity(a, i) == 0 for a, i, _ in keys)
+    submits = sim.stats.by_route["submit"]
+    report = tmp_path / "rerun.json"
+    specs = [TargetSpec(72101, "S0"), TargetSpec(72101, None)]
+    result = await run(settings, RunRequest(specs=specs, report_path=report), asyncio.Event())
+    doc = json.loads(report.read_text())
+    assert result.exit_code == ExitCode.OK, doc
+    assert sim.stats.by_route["submit"] == submits  # nothing sent
+    by_iid = {r["instrument_id"]: r for r in doc["results"]}
+    assert set(by_iid) == {i for _, i, _ in keys}  # no "*" for the account
+    assert by_iid[keys[0][1]]["instrument"] == "S0"
+    for account, iid, held in keys:
+        r = by_iid[iid]
+        assert r["outcome"] == "closed", r
+        assert [o["id"] for o in r["orders"]] == [own[(account, iid)]]
+        assert r["filled_quantity"] == str(abs(held))
+        assert r["cost"] is not None
+        assert r["side"] == ("LONG" if held > 0 else "SHORT")
+    the_truth(sim, doc, keys, flat=True, one_order=True)

@@ -27,12 +27,14 @@ Key = tuple[int, str]  # (account_id, instrument_id in lower case)
 @dataclass(frozen=True)
 class Journaled:
     """Today's `job`; `priors`: earlier runs' closes, by position; `order_ids`: the ids of the
-    orders they recorded, by position."""
+    orders they recorded, by position; `reported`: the positions one of them that ended with
+    exit 0 reported flat (its report lists their orders)."""
 
     job: str
     trading_day: str
     priors: dict[Key, Prior]
     order_ids: dict[Key, set[str]] = field(default_factory=dict)
+    reported: set[Key] = field(default_factory=set)
 
 
 async def take_over(
@@ -58,7 +60,15 @@ async def take_over(
         )
         events.previous_run_found(job=job, positions_touched=touched, settle_s=settle_s)
         await policy.sleep(settle_s)
-    return Journaled(job, trading_day, priors, journal.prior_orders(job, run_id) if touched else {})
+    if not touched:
+        return Journaled(job, trading_day, priors)
+    return Journaled(
+        job,
+        trading_day,
+        priors,
+        journal.prior_orders(job, run_id),
+        journal.reported_flat(job, run_id),
+    )
 
 
 def start_run(

@@ -171,16 +171,20 @@ async def take_over_plan(
 
 def _wanted(journaled: Journaled, specs: Sequence[TargetSpec]) -> dict[int, dict[str, Key]]:
     """Per account the specs name, the ids to look the job's earlier orders up by (client ids
-    of every generation recorded, order ids journaled), each with its position."""
+    of every generation recorded, order ids journaled), each with its position. A position an
+    earlier run reported flat, in a run that ended with exit 0, is left out: that run's report
+    lists its orders."""
     accounts = {s.account_id for s in specs}
     wanted: dict[int, dict[str, Key]] = {}
     for key, prior in journaled.priors.items():
+        if key in journaled.reported:
+            continue
         if key[0] in accounts and prior.generation is not None:
             for generation in range(prior.generation + 1):
                 cid = client_order_id(journaled.job, key[0], key[1], generation)
                 wanted.setdefault(key[0], {})[cid] = key
     for key, order_ids in journaled.order_ids.items():
-        if key[0] in accounts:
+        if key[0] in accounts and key not in journaled.reported:
             for order_id in order_ids:
                 wanted.setdefault(key[0], {})[order_id] = key
     return wanted
