@@ -297,3 +297,61 @@ async def test_positions_a_killed_run_flattened_are_reported_closed_with_their_o
         assert r["cost"] is not None
         assert r["side"] == ("LONG" if held > 0 else "SHORT")
     the_truth(sim, doc, keys, flat=True, one_order=True)
+
+
+async def test_a_job_order_still_working_on_a_position_read_flat_is_cancelled_not_left_to_cross(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """The killed run's first close filled; its residue close (the next generation, a close
+    whose reply it never saw) still works on the flat position. Left, it would take it past
+    zero: the rerun cancels it and reports the target closed, with both orders."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from tests.support import api_for
+    from worker.closing.client_ids import client_order_id
+    from worker.journal.keys import job_key
+    from worker.journal.store import Journal
+
+    sim.add_account(72102)
+    iid = sim.add_position(72102, "W0", "30")
+    settings = settings_for(sim, close_via="submit_orders", flat_timeout=3.0)
+    day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date().isoformat()
+    job = job_key(settings.base_url, day)
+    journal = Journal.in_dir(settings.journal_dir)
+    journal.start_run(
+        run_id="killed", job=job, base_url=settings.base_url, trading_day=day,
+        started_at=datetime.now(UTC), dry_run=False,
+    )  # fmt: skip
+    ids = []
+    async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
+        for generation in (0, 1):
+            cid = client_order_id(job, 72102, iid, generation)
+            await journal.intent(
+                "killed", 72102, iid, generation + 1, datetime.now(UTC),
+                client_id=cid, generation=generation,
+            )  # fmt: skip
+            reply = await api.submit_order(
+                72102, client_id=cid, instrument_id=iid, side="SELL", quantity=Decimal(30)
+            )
+            ids.append(reply.data.id)
+            if generation == 0:
+                sim.fill_all()  # the first fills at once; the second rests
+                sim.config.fill_delay_s = 3600
+    journal.close()
+    assert sim.position_quantity(72102, iid) == 0
+
+    report = tmp_path / "rerun.json"
+    result = await run(
+        settings, RunRequest(specs=[TargetSpec(72102, None)], report_path=report), asyncio.Event()
+    )
+    doc = json.loads(report.read_text())
+    sim.fill_all()
+    statuses = {o["id"]: o["status"] for o in sim.orders_of(72102)}
+    assert [statuses[i] for i in ids] == ["FILLED", "CANCELED"]
+    assert sim.position_quantity(72102, iid) == 0
+    assert sim.crossed_zero() == []
+    [r] = doc["results"]
+    assert r["outcome"] == "closed", r
+    assert {o["id"] for o in r["orders"]} == set(ids)
+    assert result.exit_code == ExitCode.OK
