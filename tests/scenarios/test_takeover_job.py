@@ -173,6 +173,7 @@ def protected_sound(sim: Simulator, doc: dict[str, Any], keys: list[tuple[int, s
     assert [k for k in keys if sim.position_quantity(*k) != 0] == []
     assert sim.crossed_zero() == []
     assert sim.flipped_positions() == []
+    assert sim.most_working_closes() == 1  # never two of the job's orders working on one
     for key in keys:
         orders = sim.closing_orders(*key)
         limits = [o for o in orders if o["order_type"] == "LIMIT"]
