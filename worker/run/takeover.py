@@ -4,8 +4,9 @@ they leave, read at one point before anything is sent.
 The rerun (or standby) has waited out the earlier runs' requests (`run.journal_entry`), so no
 order of theirs can still appear. It then reads, for each position they sent a close for, the
 job's orders at the server (by the client ids of every generation they recorded, and by the order
-ids they journaled), and confirms the plan at one point: orders, positions, orders again. Where
-both order reads agree on what filled, the positions read between them is what those fills left:
+ids they journaled), and confirms the plan at one point: orders, positions, and those orders that
+could still fill again. Where both order reads agree on what filled, the positions read between
+them is what those fills left:
 
     position open    its target is sized from it, and following counts the earlier orders'
                      fills from there (`Target.prior_fills`); they are in its result from the
@@ -219,12 +220,29 @@ async def _confirmed(
     for _ in range(CONFIRM_ROUNDS):
         listed, _ = await reader.positions(account_id)
         positions = {(account_id, p.instrument_id.lower()): p for p in listed}
-        after = await _earlier(reader, account_id, ids)
-        moved = [k for k in after if k not in before or before[k].fills != after[k].fills]
-        before = after
+        # Only an order that could still fill can have moved: read again by its id.
+        working = {o.id: k for k, e in before.items() for o in e.orders if o.working}
+        if not working:
+            break
+        again = await _earlier(reader, account_id, working)
+        moved = [k for k, e in again.items() if e.fills != _fills_of(before[k], e)]
+        for key, e in again.items():
+            before[key] = _merged(before[key], e)
         if not moved:
             break
     return before, positions
+
+
+def _fills_of(known: Earlier, reread: Earlier) -> Decimal:
+    """What the orders read again had filled when `known` was read."""
+    ids = {o.id for o in reread.orders}
+    return Earlier([o for o in known.orders if o.id in ids], "").fills
+
+
+def _merged(known: Earlier, reread: Earlier) -> Earlier:
+    """`known`, each order read again replaced by its new read."""
+    fresh = {o.id: o for o in reread.orders}
+    return Earlier([fresh.get(o.id, o) for o in known.orders], reread.request_id)
 
 
 async def _earlier(reader: Reader, account_id: int, ids: Mapping[str, Key]) -> dict[Key, Earlier]:
