@@ -298,6 +298,13 @@ async def test_positions_a_killed_run_flattened_are_reported_closed_with_their_o
         assert r["cost"] is not None
         assert r["side"] == ("LONG" if held > 0 else "SHORT")
     the_truth(sim, doc, keys, flat=True, one_order=True)
+    # The rerun finished the job (exit 0) and reported them: a third run does not again.
+    third = tmp_path / "third.json"
+    await run(
+        settings, RunRequest(specs=[TargetSpec(72101, None)], report_path=third), asyncio.Event()
+    )
+    results = json.loads(third.read_text())["results"]
+    assert [(r["instrument"], r["outcome"]) for r in results] == [("*", "already_flat")]
 
 
 async def test_a_job_order_still_working_on_a_position_read_flat_is_cancelled_not_left_to_cross(

@@ -208,6 +208,11 @@ async def _session(
             refused = start_run(settings, journal, run_id, started_at, journaled, plan)
             if refused is not None:
                 return refused
+            # Closed by an earlier run, reported by this one. (A journal that fails here fails
+            # the next commit too, which reports it.)
+            with contextlib.suppress(JournalError):
+                for settled in taken.settled:
+                    journal.outcome(run_id, settled, settled.quantity)
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = ready.server_now() - lookback
             try:

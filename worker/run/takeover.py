@@ -79,6 +79,7 @@ class TakenOver:
 
     earlier: dict[Key, Earlier] = field(default_factory=dict)
     flat: list[_Flat] = field(default_factory=list)
+    settled: list[TargetResult] = field(default_factory=list)  # `flat`, once settled
 
     def instrument_ids(self) -> list[str]:
         """The positions read flat, for the arrival quotes their cost is measured against."""
@@ -122,6 +123,7 @@ class TakenOver:
             )
             life.closed_earlier(result, f.earlier.orders, f.earlier.request_id)
             plan.settled.append(result)
+            self.settled.append(result)
 
 
 async def take_over_plan(
