@@ -134,8 +134,8 @@ async def take_over_plan(
     specs: Sequence[TargetSpec],
 ) -> TakenOver:
     """Read the job's earlier orders and confirm the plan against them (module docstring);
-    the plan's targets are re-sized from the confirmed read. Raises `ApiError` (`Unauthorized`
-    aborts; another leaves the plan as read, and following reads what the orders do)."""
+    the plan's targets are re-sized from the confirmed read. Raises `Unauthorized`; an account
+    that cannot be read keeps its plan as read (`adoption_skipped`)."""
     taken = TakenOver()
     wanted = _wanted(journaled, specs)
     if not wanted:
