@@ -132,8 +132,11 @@ class Follower:
             watch_only=watch_only,
             position_ref=target.quantity,
             # An earlier run's orders (found by a look, a 409 on the first send, or adopted)
-            # filled so far before the plan read the position: those fills are in it.
-            fills_ref=job_fills(result, prior_only=True),
+            # filled so far before the plan read the position: those fills are in it. A
+            # takeover knows what they had filled at that read (`Target.prior_fills`).
+            fills_ref=job_fills(result, prior_only=True)
+            if target.prior_fills is None
+            else target.prior_fills,
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).

@@ -72,6 +72,9 @@ class Target:
     # What one unit of quantity is worth per unit of price (`worker.money`): 1 for a share,
     # the contract's multiplier (the API's) for an option; None: it could not be learned.
     multiplier: Decimal | None = ONE
+    # A run that took the job over: what the job's earlier orders had filled (signed) when
+    # `quantity` was read, at one confirmed point (`worker.run.takeover`). None: not known.
+    prior_fills: Decimal | None = None
 
     def with_arrival(self, arrival: Arrival | None) -> Target:
         """This target with its instrument's arrival quote: `dataclasses.replace(self,
@@ -87,6 +90,7 @@ class Target:
             self.cancel_orders,
             arrival,
             self.multiplier,
+            self.prior_fills,
         )
 
     @property
@@ -121,6 +125,7 @@ def note_order(
         if known.id == order.id:
             known.status, known.filled_quantity = order.status, str(order.filled_quantity)
             known.own = known.own or own
+            known.adopted = known.adopted or adopted
             if order.average_fill_price is not None:
                 known.average_fill_price = str(order.average_fill_price)
             if order.limit_price is not None:
@@ -356,6 +361,35 @@ def adopted(
         )
     record_orders(journal, run_id, target, result, orders, request_id, reconciled=True)
     return Next.FOLLOW
+
+
+def earlier_orders(
+    journal: JournalRecords,
+    run_id: str,
+    target: Target,
+    result: TargetResult,
+    orders: Sequence[Order],
+    request_id: str,
+) -> None:
+    """The job's orders from earlier runs of it, read before this run sends anything for the
+    target: listed in its result from the start (their fills so far are in the plan's read)."""
+    result.reconciled = True
+    record_orders(journal, run_id, target, result, orders, request_id, reconciled=True, prior=True)
+
+
+def closed_earlier(result: TargetResult, orders: Sequence[Order], request_id: str) -> Next:
+    """Read flat before this run sent anything, after the job's orders from an earlier run:
+    `closed` by them when they filled, with them and their cost; else already flat."""
+    result.reconciled = True
+    if request_id:
+        result.request_ids.append(request_id)
+    for order in orders:
+        note_order(result, order, own=False, prior=True)
+    if any(Decimal(o.filled_quantity) != 0 for o in result.orders):
+        return _settle(result, Outcome.CLOSED, None, why="closed by an earlier run's orders")
+    return _settle(
+        result, Outcome.ALREADY_FLAT, None, why="flat; the earlier run's orders filled nothing"
+    )
 
 
 def looked(result: TargetResult, request_id: str) -> None:

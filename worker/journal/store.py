@@ -51,6 +51,19 @@ _GENERATIONS = (
     " JOIN runs r ON r.run_id = c.run_id WHERE r.job = ? AND r.run_id != ?"
     " GROUP BY c.account_id, c.instrument_id"
 )
+# The orders earlier runs of the job recorded (by id), per position: a rerun reports them.
+_PRIOR_ORDERS = (
+    "SELECT o.account_id, o.instrument_id, o.order_id FROM orders o"
+    " JOIN runs r ON r.run_id = o.run_id WHERE r.job = ? AND r.run_id != ?"
+)
+# Positions an earlier run of the job reported flat and that run finished the job (exit 0): its
+# report tells their orders' story. (A run killed, stopped or cut off from the journal did not
+# finish the job: the run that does reports its orders.)
+_REPORTED_FLAT = (
+    "SELECT t.account_id, t.instrument_id FROM targets t JOIN runs r ON r.run_id = t.run_id"
+    " WHERE r.job = ? AND r.run_id != ? AND r.exit_code = 0"
+    " AND t.outcome IN ('closed', 'already_flat') AND t.instrument_id IS NOT NULL"
+)
 _UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
 _JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
 _REKEY = "UPDATE runs SET job = ? WHERE job = ? AND base_url = ? AND trading_day = ?"
@@ -239,6 +252,26 @@ class Journal:
             if key not in found or prior.since < found[key].since:
                 found[key] = prior
         return found
+
+    def prior_orders(self, job: str, current_run: str) -> dict[Key, set[str]]:
+        """The ids of the orders earlier runs of this job recorded, by position (lower case)."""
+        try:
+            rows = self._store.read(_PRIOR_ORDERS, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        found: dict[Key, set[str]] = {}
+        for account_id, instrument_id, order_id in rows:
+            found.setdefault((int(account_id), instrument_id.lower()), set()).add(order_id)
+        return found
+
+    def reported_flat(self, job: str, current_run: str) -> set[Key]:
+        """The positions an earlier run of this job reported `closed` or `already_flat` in a run
+        that finished with exit 0."""
+        try:
+            rows = self._store.read(_REPORTED_FLAT, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        return {(int(a), i.lower()) for a, i in rows}
 
     # Writes.
 

@@ -456,7 +456,7 @@ def plan_ready(
 
 
 def previous_run_found(*, job: str, positions_touched: int, settle_s: float) -> None:
-    """An earlier run today sent closes for this run's targets: they are looked at first."""
+    """An earlier run today sent closes on this run's accounts: waited out before the plan."""
     log.info(
         PREVIOUS_RUN_FOUND,
         job=job,
