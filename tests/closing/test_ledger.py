@@ -149,12 +149,12 @@ def test_an_earlier_runs_fills_up_to_what_this_run_first_read_are_in_the_plan() 
         fill(3, "limit", -20),
         fill(4, "limit", -40),
     ]
-    kept = held_by_plan(fills, {"limit": Decimal(50)})
+    kept = held_by_plan(fills, {"limit"}, Decimal(-50))
     assert kept == [fill(2, "desk", 10), fill(4, "limit", -40)]
-    split = held_by_plan([fill(1, "limit", -80)], {"limit": Decimal(50)})
+    split = held_by_plan([fill(1, "limit", -80)], {"limit"}, Decimal(-50))
     assert split == [fill(1, "limit", -30)]
     # The plan read 250 after the first 50; the rest sold 40 since: 210 is current
-    after = held_by_plan([fill(1, "limit", -50), fill(2, "limit", -40)], {"limit": Decimal(50)})
+    after = held_by_plan([fill(1, "limit", -50), fill(2, "limit", -40)], {"limit"}, Decimal(-50))
     assert judge(Decimal(210), Decimal(250), after, {"limit"}).reading is Reading.CURRENT
     # A desk's sale instead, that the plan's read may not hold yet: read again
     desk = [fill(1, "desk", -50)]
@@ -213,8 +213,13 @@ def test_an_earlier_runs_fill_between_the_plan_and_its_look_is_not_taken_for_the
         transaction_time=T0,
         instrument_id=IID,
     )
-    books = Books(Decimal(-10), {"earlier": Decimal(10)})
+    books = Books(Decimal(-10), frozenset({"earlier"}), Decimal(10))
     assert books.current(Decimal(0), [fill_], IID, {"earlier"}).reading is Reading.CURRENT
     # Read -10, it is taken for held by the plan (what the ledger cannot tell: safety.md)
-    held = Books(Decimal(-10), {"earlier": Decimal(10)})
+    held = Books(Decimal(-10), frozenset({"earlier"}), Decimal(10))
     assert held.current(Decimal(-10), [fill_], IID, {"earlier"}).reading is Reading.CURRENT
+    # A takeover confirmed the plan at one point, where the buy had filled nothing yet: -10 is a
+    # read behind the ledger, never one to size a residue from
+    confirmed = Books(Decimal(-10), frozenset({"earlier"}), Decimal(0), confirmed=True)
+    assert confirmed.current(Decimal(-10), [fill_], IID, {"earlier"}).reading is Reading.STALE
+    assert confirmed.current(Decimal(0), [fill_], IID, {"earlier"}).reading is Reading.CURRENT

@@ -32,16 +32,22 @@ class Recognises(Protocol):
 @dataclass(slots=True)
 class Books:
     start: Decimal  # the plan's read of the position: the known point
-    # An earlier run's orders (found or adopted): what they had filled when handed over, which
-    # the plan's read holds.
-    held: dict[str, Decimal] = field(default_factory=dict)
+    # The job's earlier orders (found or adopted), and what they had filled (signed) at the
+    # plan's read: `confirmed` by a takeover's read at one point (`Target.prior_fills`), else
+    # what they had filled when handed over (a read after the plan's).
+    earlier: frozenset[str] = frozenset()
+    held: Decimal = Decimal(0)
+    confirmed: bool = False
     seen: ledger.Seen = field(default_factory=ledger.Seen)  # what earlier reads proved
     others: set[str] = field(default_factory=set)  # orders behind its fills that are others'
 
     @classmethod
     def of(cls, target: Target, result: TargetResult) -> Books:
-        held = {o.id: Decimal(o.filled_quantity) for o in result.orders if o.prior}
-        return cls(target.quantity, held)
+        earlier = frozenset(o.id for o in result.orders if o.prior)
+        if target.prior_fills is not None:
+            return cls(target.quantity, earlier, target.prior_fills, confirmed=True)
+        filled = sum((Decimal(o.filled_quantity) for o in result.orders if o.prior), Decimal(0))
+        return cls(target.quantity, earlier, filled)
 
     async def unknown_orders(
         self,
@@ -76,17 +82,16 @@ class Books:
         """Whether the read is the position now as the ledger has it (`ledger.judge`); what
         the read proves is kept for the next one.
 
-        An earlier run's orders are taken to have filled what they had when this run first
-        read them before its plan's read. That read comes after the plan's, so should the read
-        not be current so, it is judged again with those fills possibly after the plan, and
-        their orders not the job's (`held`): current then under every reading, it is too.
+        An earlier run's orders are taken to have filled at the plan's read what they had when
+        this run first read them, a read after the plan's (unless a takeover confirmed it): so
+        should the read not be current so, it is judged again with those fills possibly after
+        the plan, and their orders not the job's; current then under every reading, it is too.
         """
         fills = ledger.fills_of(executions, instrument_id)
-        verdict = ledger.judge(
-            read, self.start, ledger.held_by_plan(fills, self.held), own_ids, self.seen, holds_until
-        )
-        if verdict.reading is not ledger.Reading.CURRENT and self.held:
-            since_plan = set(own_ids) - set(self.held)
+        held = ledger.held_by_plan(fills, self.earlier, self.held)
+        verdict = ledger.judge(read, self.start, held, own_ids, self.seen, holds_until)
+        if verdict.reading is not ledger.Reading.CURRENT and self.earlier and not self.confirmed:
+            since_plan = set(own_ids) - self.earlier
             either = ledger.judge(read, self.start, fills, since_plan, self.seen, holds_until)
             if either.reading is ledger.Reading.CURRENT:
                 verdict = either

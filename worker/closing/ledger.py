@@ -15,7 +15,7 @@ late-applied close (`is_late_close`), or another participant's.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -138,22 +138,21 @@ def judge(
     return Judgement(Reading.CURRENT if current else Reading.STALE, proved, until)
 
 
-def held_by_plan(fills: Sequence[Fill], held: Mapping[str, Decimal]) -> list[Fill]:
-    """The fills less those the plan's read holds: of each earlier run's order, what it had
-    filled when this run first read it (`held`, by order id), its oldest fills first. That run
-    followed them; what they fill from then on counts like any fill."""
-    left = {order_id: abs(quantity) for order_id, quantity in held.items()}
+def held_by_plan(fills: Sequence[Fill], orders: Collection[str], held: Decimal) -> list[Fill]:
+    """The fills less those the plan's read holds: of the job's earlier orders (`orders`), the
+    oldest fills, `held` in all (what they had filled at the plan's read). The runs that sent
+    them followed them; what they fill from then on counts like any fill."""
+    left = abs(held)
     kept = []
     for fill in fills:
-        due = left.get(fill.order_id, Decimal(0))
-        if due <= 0:
+        if left <= 0 or fill.order_id not in orders:
             kept.append(fill)
             continue
         size = abs(fill.signed)
-        left[fill.order_id] = due - size
-        if size > due:  # the rest of this execution came after
-            rest = (size - due) * (1 if fill.signed > 0 else -1)
+        if size > left:  # the rest of this execution came after
+            rest = (size - left) * (1 if fill.signed > 0 else -1)
             kept.append(Fill(fill.id, fill.order_id, rest, fill.at))
+        left -= size
     return kept
 
 

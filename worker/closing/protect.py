@@ -240,6 +240,7 @@ class Protector:
                     order_id=order.id,
                     error=str(err),
                     request_id=err.request_id,
+                    limit_price=_last_limit(p, order),
                 )
                 continue  # unknown: sent again next tick
             p.cancelled.add(order.id)
@@ -252,7 +253,14 @@ class Protector:
                     remaining=str(Decimal(order.quantity) - Decimal(order.filled_quantity)),
                     reason=p.escalated,
                     request_id=request_id,
+                    limit_price=_last_limit(p, order),
                 )
+
+
+def _last_limit(p: _Protected, order: OrderSummary) -> str | None:
+    """The limit as last set: this run's re-price, else as following last read it."""
+    price = p.prices.get(order.id)
+    return order.limit_price if price is None else str(price)
 
 
 def _working_limits(result: TargetResult) -> list[OrderSummary]:
