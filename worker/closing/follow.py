@@ -84,6 +84,7 @@ class _Followed:
     undecided: bool = False
     last_chance: bool = False
     last_read: bool = False  # the one more read at the deadline has been granted
+    read_once: bool = False  # a poll has read it (one handed over during a read has not)
     books: Books | None = None  # its fills as the account's ledger shows them
 
 
@@ -398,6 +399,7 @@ class Follower:
         the instrument is working, so it waits whatever the position). `executions`: the
         instrument's fills from the ledger's window on (None: not read)."""
         target, result = followed.target, followed.result
+        followed.read_once = True
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
         if executions is not None and followed.books is not None:
             known = {o.id for o in result.orders} | {o.id for o in orders}
@@ -682,8 +684,9 @@ class Follower:
         stopped = self._ctx.stopping.is_set() and now >= self._next_deadline(pending)
         for followed in list(pending.values()):
             if stopped or now >= followed.deadline:
-                if followed.undecided and not followed.last_read:
-                    # Its last read was behind (a listing lagging): one more before not flat.
+                if (followed.undecided or not followed.read_once) and not followed.last_read:
+                    # Its last read was behind (a listing lagging), or it was handed over while
+                    # a slow read was under way: one more before not flat.
                     followed.last_read = True
                     continue
                 reason = why or (
