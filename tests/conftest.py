@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import LogCapture
 
 from worker.inputs.settings import Settings, load_settings
-from worker.output import events
+from worker.observe import events
 from worker.simulator import SimConfig, Simulator, serve
 
 

@@ -23,7 +23,7 @@ from worker.cli.tables import short_ids, show_status
 from worker.cli.terminal import Terminal
 from worker.closing import target as life
 from worker.closing.target import Target
-from worker.output.results import TargetResult
+from worker.results import TargetResult
 from worker.run.plan import Plan
 from worker.simulator import Simulator
 

@@ -18,7 +18,7 @@ from structlog.testing import LogCapture
 from worker.api.models import Order
 from worker.errors import OutcomeUnknown
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 
@@ -413,7 +413,7 @@ def test_a_line_held_when_its_loop_stopped_still_goes_out_at_exit() -> None:
     code = (
         "import asyncio\n"
         "from tests.output.test_events import an_order\n"
-        "from worker.output import events\n"
+        "from worker.observe import events\n"
         "events.configure(level='info', fmt='json')\n"
         "loop = asyncio.new_event_loop()\n"
         "order = an_order()\n"

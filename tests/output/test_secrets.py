@@ -24,8 +24,8 @@ from tests.support import clean_env, run_cli, serving
 from worker.cli import main as cli
 from worker.inputs.secrets import secret_forms
 from worker.inputs.targets import TargetSpec
-from worker.output import events
-from worker.output.report import TargetResult
+from worker.observe import events
+from worker.results import TargetResult
 from worker.run.runner import ExitCode, RunRequest, run
 
 KEY_ID = "ak-7Qm2"

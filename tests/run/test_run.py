@@ -16,9 +16,9 @@ from structlog.testing import LogCapture
 
 from tests.support import API_KEY, envelope, serving, stopped_cleanly
 from worker.inputs.targets import TargetSpec, read_targets
-from worker.output import events
+from worker.observe import events
 from worker.output.report import TargetResult, write_report
-from worker.output.results import Outcome
+from worker.results import Outcome
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 

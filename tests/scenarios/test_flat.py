@@ -23,7 +23,7 @@ from structlog.testing import LogCapture
 from tests.support import FAST_FOLLOW, liquidate, order, seed, serving, the_truth
 from worker.api.models import Order
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 

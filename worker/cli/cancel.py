@@ -42,7 +42,7 @@ from worker.inputs.targets import TargetSpec
 from worker.journal.keys import LOCK_SCOPE
 from worker.journal.lock import FileLock
 from worker.journal.open import LOCK_FILE
-from worker.output import events
+from worker.observe import events
 from worker.output.exit_codes import ExitCode
 from worker.run.runner import stop_aware_sleep
 

@@ -30,7 +30,7 @@ from worker.inputs.settings import Settings, api_key_origin, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
 from worker.money import multiplier_text
-from worker.output import events
+from worker.observe import events
 from worker.output.exit_codes import ExitCode
 from worker.output.stdio import guarded_stdio
 from worker.run.runner import RunRequest, run

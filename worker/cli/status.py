@@ -15,7 +15,7 @@ from worker.cli.server_view import AccountView, connected, read_view
 from worker.errors import Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.output.exit_codes import ExitCode
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from worker.journal.keys import LOCK_SCOPE, job_key
 from worker.journal.lock import FileLock, acquire
 from worker.journal.sqlite import SqliteStore
 from worker.journal.store import Journal
-from worker.output import events
+from worker.observe import events
 
 SQLITE_FILE = "journal.sqlite3"
 LOCK_FILE = "journal.lock"

@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker.output import jsonbytes
-from worker.output.results import OrderSummary, TargetResult, cost_summary, summarize
+from worker import jsonbytes
+from worker.results import OrderSummary, TargetResult, cost_summary, summarize
 
 __all__ = [
     "OrderSummary",

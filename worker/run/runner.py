@@ -30,12 +30,12 @@ from worker.journal.open import open_journal
 from worker.journal.probe import journal_problems
 from worker.journal.retention import retain
 from worker.journal.store import Journal
-from worker.output import events
-from worker.output.counters import RunCounters
+from worker.observe import events
+from worker.observe.counters import RunCounters
 from worker.output.exit_codes import ExitCode as ExitCode  # re-exported; its home is exit_codes
 from worker.output.exit_codes import exit_code
 from worker.output.metrics import unwritable as metrics_unwritable
-from worker.output.results import Outcome, TargetResult
+from worker.results import Outcome, TargetResult
 from worker.run.close_stage import choose_sender, close_and_follow, orders_snapshot
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns

@@ -25,9 +25,9 @@ from typing import Any, BinaryIO, Literal, Protocol, TextIO, cast
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from worker import jsonbytes
 from worker.inputs.secrets import REDACTED as REDACTED  # what a secret reads as in a line
 from worker.inputs.secrets import Scrubber, secret_forms
-from worker.output import jsonbytes
 
 
 class Order(Protocol):
@@ -406,8 +406,8 @@ def run_finished(
     summary: Mapping[str, int],
     costs: Mapping[str, Any] | None = None,
 ) -> None:
-    """`summary`: targets by outcome, as `worker.output.results.summarize` counts them;
-    `costs`: `worker.output.results.cost_summary` (gross value closed, cost, the worst)."""
+    """`summary`: targets by outcome, as `worker.results.summarize` counts them;
+    `costs`: `worker.results.cost_summary` (gross value closed, cost, the worst)."""
     log.info(
         RUN_FINISHED,
         exit_code=exit_code,
