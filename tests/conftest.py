@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import LogCapture
 
 from worker.inputs.settings import Settings, load_settings
-from worker.observe import events
+from worker.observe import writer
 from worker.simulator import SimConfig, Simulator, serve
 
 
@@ -74,12 +74,12 @@ def settings_for(tmp_path: Path) -> Any:
 def captured() -> Iterator[LogCapture]:
     """Every event emitted, as dicts (structlog's own capture, not our renderer)."""
     capture = LogCapture()
-    events.unconfigure()
+    writer.unconfigure()
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
     try:
         yield capture
     finally:
-        events.unconfigure()
+        writer.unconfigure()
 
 
 def required_tool(name: str, package: str) -> str:

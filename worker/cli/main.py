@@ -30,7 +30,7 @@ from worker.inputs.settings import Settings, api_key_origin, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
 from worker.money import multiplier_text
-from worker.observe import events
+from worker.observe import events, writer
 from worker.output.exit_codes import ExitCode
 from worker.output.stdio import guarded_stdio
 from worker.run.runner import RunRequest, run
@@ -272,7 +272,7 @@ def _command(argv: Sequence[str] | None) -> int:
         settings.log_format != "json" and (sys.stdout.isatty() or args.command == "check")
     )
     terminal = _terminal(secrets) if for_people else None
-    events.configure(
+    writer.configure(
         level=settings.log_level,
         fmt=settings.log_format,
         secrets=secrets,
@@ -304,7 +304,7 @@ def _journal(args: argparse.Namespace) -> int:
             # Events (the journal opened) go to stderr, only warnings: stdout is the result.
             url = settings.journal_url.get_secret_value() if settings.journal_url else ""
             secrets = journal_url_secrets(url)
-            events.configure(level="warning", fmt="json", stream=sys.stderr, secrets=secrets)
+            writer.configure(level="warning", fmt="json", stream=sys.stderr, secrets=secrets)
             return prune(settings, args.keep_days, dry_run=args.dry_run, as_json=as_json)
         if args.keep_days is not None or args.dry_run:
             raise InputError("--keep-days and --dry-run are for `journal prune`")
