@@ -72,7 +72,8 @@ def settings_for(tmp_path: Path) -> Any:
 
 @pytest.fixture
 def captured() -> Iterator[LogCapture]:
-    """Every event emitted, as dicts (structlog's own capture, not our renderer)."""
+    """Every event emitted, as dicts (structlog's own capture, not our renderer). A new test
+    wraps the code under test in `tests.support.events_emitted()` (capture_logs) instead."""
     capture = LogCapture()
     writer.unconfigure()
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])

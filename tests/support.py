@@ -12,21 +12,38 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
+from structlog.typing import EventDict
 
 from worker.api.client import TradingApi, open_session
 from worker.api.pace import Pacer
 from worker.closing.client_ids import SHAPE
 from worker.inputs.targets import TargetSpec
+from worker.observe import writer
 from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import Simulator
+
+
+@contextlib.contextmanager
+def events_emitted() -> Iterator[list[EventDict]]:
+    """Every event emitted inside, as dicts with the bound contextvars (`run_id`, a target's
+    `account_id` and `instrument`): structlog's `capture_logs`, with the writer's fast path off
+    so that `close_order` and `target_cost` pass through structlog too."""
+    writer.unconfigure()
+    try:
+        with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as entries:
+            yield entries
+    finally:
+        writer.unconfigure()
+
 
 API_KEY = "test-key.test-secret"
 

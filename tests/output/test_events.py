@@ -13,8 +13,8 @@ from typing import Any, Literal, TextIO
 
 import pytest
 import structlog
-from structlog.testing import LogCapture
 
+from tests.support import events_emitted
 from worker.api.models import Order
 from worker.errors import OutcomeUnknown
 from worker.inputs.targets import TargetSpec
@@ -232,7 +232,7 @@ def test_the_secret_part_alone_and_the_bearer_header_are_redacted(
 
 
 async def test_events_during_a_close_carry_its_target_and_following_inherits_none(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     # Each close is applied and its reply dropped; the look after it reads orders, which
     # answer 503: one read retry inside each close, emitted with no target passed by hand.
@@ -243,14 +243,15 @@ async def test_events_during_a_close_carry_its_target_and_following_inherits_non
         "close": Faults(p_drop_after=1.0),
         "orders": Faults(p_503=1.0, retry_after_s=0.001),
     }
-    result = await run(
-        settings_for(sim, max_attempts=2),
-        RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, max_attempts=2),
+            RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.FAILED  # the closes' fate could not be read
     assert sim.stats.by_route["close"] == 2  # and nothing was sent again
-    retries = [e for e in captured.entries if e["event"] == events.READ_RETRY]
+    retries = [e for e in emitted if e["event"] == events.READ_RETRY]
     in_a_close = sorted((e["account_id"], e["instrument"]) for e in retries if "instrument" in e)
     assert in_a_close == [(19816, "GOOG"), (19816, "MSFT")]
     # The snapshot before the fan-out and the follower's reads belong to no one target.
@@ -312,24 +313,25 @@ def _readme_row(event: str) -> str:
 
 
 async def test_the_cancel_events_carry_the_fields_the_readme_names(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     sim.add_account(19816)
     sim.add_position(19816, "GOOG", "10")
     sim.add_position(19816, "AAPL", "5")
     sim.add_resting_order(19816, "GOOG", "SELL", "10", "999.00")
-    result = await run(
-        settings_for(sim, close_via="submit_orders", follow_pause=0.02, flat_timeout=3),
-        RunRequest(specs=[TargetSpec(19816, None)]),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, close_via="submit_orders", follow_pause=0.02, flat_timeout=3),
+            RunRequest(specs=[TargetSpec(19816, None)]),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.OK
     common = {"event", "log_level", "run_id"}
-    [requested] = [e for e in captured.entries if e["event"] == events.CANCEL_REQUESTED]
+    [requested] = [e for e in emitted if e["event"] == events.CANCEL_REQUESTED]
     # One cancel per account (in chunks): `instruments` counts the instruments it named.
     assert set(requested) - common == {"account_id", "instruments", "orders", "request_id"}
     assert (requested["instruments"], requested["orders"]) == (2, 1)
-    [canceled] = [e for e in captured.entries if e["event"] == events.ORDERS_CANCELED]
+    [canceled] = [e for e in emitted if e["event"] == events.ORDERS_CANCELED]
     assert set(canceled) - common == {"account_id", "seconds", "polls"}
     for event, entry in ((events.CANCEL_REQUESTED, requested), (events.ORDERS_CANCELED, canceled)):
         row = _readme_row(event)
