@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -60,6 +60,33 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def sim_behind(sim: Simulator, *middlewares: Any) -> AsyncIterator[str]:
+    """Serve `sim` on loopback behind aiohttp `middlewares`: a gateway's fault the simulator has
+    no setting for (a reply rewritten, a listing refused). Yield its base URL."""
+    app = sim.app()
+    app.middlewares.extend(middlewares)
+    async with serving(app) as base_url:
+        yield base_url
+
+
+def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Run a function after each close the server applies (wraps the book's close)."""
+
+    def register(fn: Callable[[], None]) -> Callable[[], None]:
+        close = sim.book.close
+
+        def closing(*args: Any, **kw: Any) -> Any:
+            order = close(*args, **kw)
+            fn()
+            return order
+
+        sim.book.close = closing  # type: ignore[method-assign]
+        return fn
+
+    return register
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +19,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
-from tests.support import FAST_FOLLOW, liquidate, order, seed, serving, the_truth
+from tests.support import FAST_FOLLOW, liquidate, order, seed, sim_behind, sim_hook, the_truth
 from worker.api.models import Order
 from worker.inputs.targets import TargetSpec
 from worker.observe import events
@@ -76,23 +75,6 @@ async def test_a_partial_fill_then_a_whole_residue_close_is_closed_with_both_ord
     with sqlite3.connect(journal) as db:
         attempts = db.execute("SELECT instrument_id, MAX(attempt) FROM attempts GROUP BY 1")
         assert dict(attempts.fetchall()) == {iid: 2 for _, iid in keys}
-
-
-def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None]]:
-    """Run a function after each close the server applies (wraps the book's close)."""
-
-    def register(fn: Callable[[], None]) -> Callable[[], None]:
-        close = sim.book.close
-
-        def closing(*args: Any, **kw: Any) -> Any:
-            order = close(*args, **kw)
-            fn()
-            return order
-
-        sim.book.close = closing  # type: ignore[method-assign]
-        return fn
-
-    return register
 
 
 async def test_once_every_close_is_sent_following_reads_at_once(
@@ -337,9 +319,7 @@ async def test_a_close_whose_look_failed_is_watched_and_reported_closed_once_rea
                 return web.json_response({"error": {"code": 503, "message": "busy"}}, status=503)
         return await handler(request)
 
-    app = sim.app()
-    app.middlewares.append(the_look_cannot_read_orders)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, the_look_cannot_read_orders) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, max_attempts=2, **FAST_FOLLOW
         )
