@@ -415,7 +415,7 @@ async def test_a_rounds_fast_lines_go_out_in_one_write_in_order_with_the_pipelin
 def test_a_line_held_when_its_loop_stopped_still_goes_out_at_exit() -> None:
     code = (
         "import asyncio\n"
-        "from tests.output.test_events import an_order\n"
+        "from tests.observe.test_events import an_order\n"
         "from worker.observe import events, writer\n"
         "writer.configure(level='info', fmt='json')\n"
         "loop = asyncio.new_event_loop()\n"
