@@ -1,4 +1,4 @@
-"""The JSON report (`--report FILE`): renders the results of `output.results`, decides nothing.
+"""The JSON report (`--report FILE`): renders the results of `worker.results`, decides nothing.
 
 The report's fields are a public contract. Decimal quantities stay strings. The file is written
 atomically (temporary file, then rename), so a reader never sees half a report.
