@@ -3,7 +3,8 @@
 `configure` (once, at program start) sets structlog up and installs the logger the emitters in
 `worker.observe.events` use: JSON lines on stdout (a readable console form on a terminal), with
 every secret redacted from the finished line, and a fast path for the two per-target info
-events. Nothing here names an event's fields; the event list is `events`.
+events. Events and their fields are defined in `events`; here only the console form reads a few
+of them, to print an order or a wait as one short line.
 """
 
 from __future__ import annotations
