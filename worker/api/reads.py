@@ -26,8 +26,8 @@ from worker.api.models import (
 )
 from worker.api.policy import RetryPolicy
 from worker.errors import NotFound
-from worker.output import events
-from worker.output.counters import RunCounters
+from worker.observe import events
+from worker.observe.counters import RunCounters
 
 T = TypeVar("T")
 WORKING_ORDER_STATUSES = tuple(sorted(WORKING_STATUSES))

@@ -18,7 +18,7 @@ from worker.api.reads import Reader
 from worker.closing import ledger
 from worker.closing.target import Target
 from worker.errors import NotFound
-from worker.output.results import TargetResult
+from worker.results import TargetResult
 
 
 class Recognises(Protocol):

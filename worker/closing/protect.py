@@ -38,8 +38,8 @@ from worker.closing.collar import Collar, limit_price, within_collar
 from worker.closing.modes import Sender
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Rejected, Unauthorized
-from worker.output import events
-from worker.output.results import OrderSummary, TargetResult
+from worker.observe import events
+from worker.results import OrderSummary, TargetResult
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from worker.api.reads import Reader
 from worker.closing.ledger import Fill, fills_of, safe_size
 from worker.closing.target import Target
 from worker.errors import ApiError, Unauthorized
-from worker.output import events
+from worker.observe import events
 
 Key = tuple[int, str]  # (account_id, instrument_id in lower case)
 CHUNK = 100  # instrument_ids (or order ids) per request: ~3.7 kB of query string
