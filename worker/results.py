@@ -146,6 +146,10 @@ class TargetResult:
     # The contract multiplier its money figures use (`worker.money`): 1 for a share; None: an
     # option whose multiplier could not be learned (its cost and value unknown).
     multiplier: Decimal | None = ONE
+    # Closes sent whose order stayed unknown (no reply, or one showing no order of it): an
+    # order the job does not know may be one of them (`worker.closing.ledger.is_late_close`).
+    # Not reported.
+    unanswered: int = 0
 
     @property
     def extra_orders(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from structlog.testing import LogCapture
@@ -90,3 +91,33 @@ async def test_simulator_detects_a_duplicate_close_as_a_flip(sim: Simulator) -> 
     assert sim.duplicate_closes() == [(19816, sim.instrument_id(19816, "GOOG"))]
     assert sim.flipped_positions() == [(19816, sim.instrument_id(19816, "GOOG"))]
     assert sim.position_quantity(19816, "GOOG") == -25
+
+
+async def test_the_ledger_is_read_by_instrument_from_a_point_across_pages_and_may_lag(
+    sim: Simulator,
+) -> None:
+    """GET .../executions: the instruments' fills from `since` (the server's time), newest
+    first, each with its order id; a fill younger than the listing's lag is not in it yet."""
+    keys = [sim.add_position(27010, f"L{k}", "10") for k in range(3)]
+    sim.add_account(27010)
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    for iid in keys:
+        for side in ("SELL", "BUY", "SELL"):
+            sim.add_participant_order(27010, iid, side, "2", fill_after_s=0.0)
+            sim.fill_all()
+    async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
+        reader = Reader(api, RetryPolicy(sleep=RecordedSleeps()), page_size=2)
+        listed, request_ids = await reader.executions(27010, keys[:2], before)
+        later, _ = await reader.executions(27010, keys[:1], datetime.now(UTC) + timedelta(hours=1))
+        sim.config.executions_listing_lag_s = 3600
+        lagging, _ = await reader.executions(27010, keys, before)
+    assert len(listed) == 6
+    assert len(request_ids) == 3  # 2 + 2 + 2
+    assert {e.instrument_id for e in listed} == set(keys[:2])
+    assert [e.transaction_time for e in listed] == sorted(
+        (e.transaction_time for e in listed), reverse=True
+    )
+    orders = {o["id"] for o in sim.orders_of(27010)}
+    assert {e.order_id for e in listed} <= orders
+    assert later == []
+    assert lagging == []

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from tests.support import order
-from worker.api.models import Order
+from worker.api.models import Execution, Order
 
 
 class VirtualFollowing:
@@ -33,11 +33,15 @@ class VirtualFollowing:
         self._held = held
         ctx = SimpleNamespace(
             reader=SimpleNamespace(
-                orders=self._orders, working_orders=self._orders, positions=self._positions
+                orders=self._orders,
+                working_orders=self._orders,
+                positions=self._positions,
+                executions=self._executions,
             ),
             stopping=asyncio.Event(),
             sender=SimpleNamespace(recognises=lambda order, target: False, idempotent=False),
             working_before={},
+            priors={},
         )
         self.follower = Follower(
             ctx,  # type: ignore[arg-type]
@@ -72,6 +76,18 @@ class VirtualFollowing:
     async def _positions(self, *_: Any) -> tuple[list[Any], list[str]]:
         held = SimpleNamespace(instrument_id="i1", quantity=Decimal(10))
         return ([] if self._filled() else [held]), []
+
+    async def _executions(self, *_: Any) -> tuple[list[Execution], list[str]]:
+        """The ledger: the close's one fill, once it filled."""
+        fill = Execution(
+            id="e1",
+            order_id="o1",
+            side="SELL",
+            quantity=Decimal(10),
+            transaction_time=datetime(2026, 11, 25, 15, tzinfo=UTC),
+            instrument_id="i1",
+        )
+        return ([fill] if self._filled() else []), []
 
 
 async def test_a_fan_out_that_ends_during_a_read_is_followed_by_a_read_at_once() -> None:

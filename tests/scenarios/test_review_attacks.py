@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support import liquidate, seed
 from worker.inputs.targets import TargetSpec
 from worker.output.exit_codes import ExitCode
@@ -139,10 +137,6 @@ async def test_attack_unknown_outcome_look_uses_time_window_close_position(
     assert result.exit_code == ExitCode.OK
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3 not fixed: the first submission is sized from the plan's positions read",
-)
 async def test_attack_plan_sized_from_stale_positions_submit_orders(
     settings_for: Any, tmp_path: Path
 ) -> None:

@@ -24,6 +24,7 @@ from worker import __version__, jsonbytes
 from worker.api.models import (
     Clock,
     Envelope,
+    Execution,
     Instrument,
     MarketDataSnapshot,
     MarketHours,
@@ -55,6 +56,7 @@ OrderType = Literal["MARKET", "LIMIT"]
 _ORDERS = TypeAdapter(Envelope[list[Order]])
 _ORDER = TypeAdapter(Envelope[Order])
 _POSITIONS = TypeAdapter(Envelope[list[Position]])
+_EXECUTIONS = TypeAdapter(Envelope[list[Execution]])
 _MARKET_HOURS = TypeAdapter(Envelope[list[MarketHours]])
 _CLOCK = TypeAdapter(Envelope[Clock])
 _INSTRUMENT = TypeAdapter(Envelope[Instrument])
@@ -238,6 +240,24 @@ class TradingApi:
             params["from"] = since.isoformat().replace("+00:00", "Z")
         raw = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)
         return self._parse(_ORDERS, raw)
+
+    async def get_executions(
+        self,
+        account_id: int,
+        *,
+        instrument_ids: Sequence[str] = (),
+        since: datetime | None = None,
+        page_token: str | None = None,
+        page_size: int = 1000,
+    ) -> Reply[list[Execution]]:
+        """The account's fills (get_executions), newest first, each with its order id."""
+        params = _page(page_token, page_size)
+        if instrument_ids:
+            params["instrument_ids"] = ",".join(instrument_ids)
+        if since is not None:
+            params["from"] = since.isoformat().replace("+00:00", "Z")
+        raw = await self._call("GET", f"/v1/accounts/{account_id}/executions", params=params)
+        return self._parse(_EXECUTIONS, raw)
 
     async def submit_order(
         self,

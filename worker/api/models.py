@@ -60,6 +60,19 @@ class Order(_ApiModel):
         return self.status in DEAD_STATUSES
 
 
+class Execution(_ApiModel):
+    """One fill of an order (the account's ledger): newest first in a listing."""
+
+    id: str
+    order_id: str
+    side: str  # BUY, SELL, SELL_SHORT, OTHER
+    quantity: Decimal
+    transaction_time: datetime
+    instrument_id: str | None = None
+    symbol: str | None = None
+    price: Decimal | None = None
+
+
 class Position(_ApiModel):
     account_id: int
     instrument_id: str

@@ -1,4 +1,4 @@
-"""Reads with retries: listing positions and orders page by page, the clock, market hours.
+"""Reads with retries: listing positions, orders and fills page by page, the clock, market hours.
 
 Reads are safe to repeat, so each page is retried on any transient error. Pagination stops, with a
 warning, when the server repeats a token, sends a page with nothing new, or never stops.
@@ -16,6 +16,7 @@ from tenacity import RetryCallState
 from worker.api.client import Reply, TradingApi
 from worker.api.models import (
     WORKING_STATUSES,
+    Execution,
     Instrument,
     MarketDataSnapshot,
     MarketHours,
@@ -24,6 +25,7 @@ from worker.api.models import (
     Position,
 )
 from worker.api.policy import RetryPolicy
+from worker.errors import NotFound
 from worker.observe import events
 from worker.observe.counters import RunCounters
 
@@ -107,6 +109,33 @@ class Reader:
             ),
             key=lambda o: o.id,
         )
+
+    async def executions(
+        self, account_id: int, instrument_ids: Sequence[str], since: datetime | None
+    ) -> tuple[list[Execution], list[str]]:
+        """The account's fills on these instruments from `since` (the server's time), newest
+        first: the ledger each position is reconciled from (`worker.closing.ledger`)."""
+        return await self._all_pages(
+            f"executions of account {account_id}",
+            lambda token: self._api.get_executions(
+                account_id,
+                instrument_ids=instrument_ids,
+                since=since,
+                page_token=token,
+                page_size=self._page_size,
+            ),
+            key=lambda e: e.id,
+        )
+
+    async def order(self, account_id: int, order_id: str) -> Reply[Order] | None:
+        """One order by its id, current even while the listings lag; None: no such order."""
+        try:
+            return await self.retried(
+                f"order {order_id} of account {account_id}",
+                lambda: self._api.get_order(account_id, order_id),
+            )
+        except NotFound:
+            return None
 
     async def instrument(self, name: str) -> Reply[Instrument]:
         """Raises `NotFound` when the API does not know the instrument."""

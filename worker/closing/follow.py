@@ -3,10 +3,11 @@
 One task per account polls the working orders on its open instruments (by status, any age), the
 job's own orders by id, and the positions of the instruments where no order works (while one
 does, nothing is decided from the position, and under a rate limit a read costs as much as an
-order); a read is acted on only when it agrees with the fills
-the job knows of (a listing behind them is read again). `closing.evidence.follow_step` decides
-per target: flat, wait, or a residue close through the same journaled step as every close; it
-never sends while stopping.
+order), with those instruments' fills from the account's ledger; a positions read is acted on
+only when the ledger says it is the position now (`closing.books`; a listing behind it is read
+again, and a fill of an order no listing showed is read by its id).
+`closing.evidence.follow_step` decides per target: flat, wait, or a residue close through the
+same journaled step as every close; it never sends while stopping.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TypeVar
 
-from worker.api.models import WORKING_STATUSES, Order
+from worker.api.models import WORKING_STATUSES, Execution, Order
+from worker.closing import books, ledger
 from worker.closing import target as life
+from worker.closing.books import Books
 from worker.closing.evidence import Step, follow_step
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
@@ -44,6 +47,7 @@ CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
 # The fan-out's end cuts a pause under way: the run's end waits on that poll. A fill it finds
 # still on its way is read again this much later (then pauses double while nothing settles).
 SETTLE_S = 0.05
+MIN_TIME = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -80,6 +84,8 @@ class _Followed:
     undecided: bool = False
     last_chance: bool = False
     last_read: bool = False  # the one more read at the deadline has been granted
+    read_once: bool = False  # a poll has read it (one handed over during a read has not)
+    books: Books | None = None  # its fills as the account's ledger shows them
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,9 @@ class Follower:
         self._stop_deadline: float | None = None
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
         self._all_sent = asyncio.Event()  # the fan-out is over
+        self._ledger = True  # False: the server lists no executions (decided from orders)
+        # Per account, a time up to which its positions listing was proven to hold every fill.
+        self._holds: dict[int, datetime] = {}
 
     def follow(self, target: Target, result: TargetResult, step: Next = Next.FOLLOW) -> None:
         """Hand over a target that was sent a close (or found one); its result has no outcome.
@@ -137,6 +146,7 @@ class Follower:
             fills_ref=job_fills(result, prior_only=True)
             if target.prior_fills is None
             else target.prior_fills,
+            books=Books.of(target, result),
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).
@@ -216,7 +226,7 @@ class Follower:
             before = len(pending)
             read = list(pending)  # targets handed over during the read wait for the next one
             try:
-                positions, positioned, orders, request_id = await self._within_grace(
+                positions, positioned, orders, fills, request_id = await self._within_grace(
                     self._read(account_id, read, final=final)
                 )
             except CutOff:
@@ -240,7 +250,10 @@ class Follower:
             for iid in read:
                 followed = pending[iid]
                 position = positions.get(iid.lower(), Decimal(0)) if iid in positioned else None
-                await self._decide(followed, position, orders.get(iid.lower(), []), request_id)
+                executions = fills.get(iid.lower()) if fills is not None else None
+                await self._decide(
+                    followed, position, orders.get(iid.lower(), []), request_id, executions
+                )
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
                     if followed.undecided and not followed.last_read:
@@ -276,9 +289,12 @@ class Follower:
 
     async def _read(
         self, account_id: int, instrument_ids: Sequence[str], *, final: bool = False
-    ) -> tuple[dict[str, Decimal], set[str], dict[str, list[Order]], str]:
+    ) -> tuple[
+        dict[str, Decimal], set[str], dict[str, list[Order]], dict[str, list[Execution]] | None, str
+    ]:
         """Positions and orders of these instruments, the instruments whose positions were read,
-        and the orders listing's request_id.
+        their fills from the ledger's window on (None: the server lists none), and the orders
+        listing's request_id.
 
         Under a rate limit a read costs as much as an order, so positions are read only for
         the instruments that need them (`_needs_position`): while an order on an instrument is
@@ -294,6 +310,7 @@ class Follower:
         positioned: set[str] = set()
         request_id = ""
         orders: dict[str, list[Order]] = {}
+        fills: dict[str, list[Execution]] | None = {} if self._ledger else None
         reader = self._ctx.reader
         pending = self._pending.get(account_id, {})
         for start in range(0, len(instrument_ids), CHUNK):
@@ -334,7 +351,14 @@ class Follower:
             for p in listed:
                 iid = p.instrument_id.lower()
                 positions[iid] = positions.get(iid, Decimal(0)) + p.quantity
-        return positions, positioned, orders, request_id
+            if fills is not None:
+                # After the positions: every fill a positions read can hold is in it (unless
+                # the executions listing lags too: then the read is unexplained, read again).
+                # None: no executions listing (404); decided from the orders from then on.
+                read_fills = await books.read_fills(reader, account_id, needed, self._since)
+                self._ledger = read_fills is not None
+                fills = None if read_fills is None else {**fills, **read_fills}
+        return positions, positioned, orders, fills, request_id
 
     def _needs_position(self, followed: _Followed, orders: Sequence[Order], final: bool) -> bool:
         """Whether a poll must read the target's position: when no order on the instrument is
@@ -364,19 +388,38 @@ class Follower:
         return list(dict.fromkeys(ids))
 
     async def _decide(
-        self, followed: _Followed, position: Decimal | None, orders: list[Order], request_id: str
+        self,
+        followed: _Followed,
+        position: Decimal | None,
+        orders: list[Order],
+        request_id: str,
+        executions: list[Execution] | None = None,
     ) -> None:
         """Take in what one poll read for the target; `position` None: not read (an order on
-        the instrument is working, so it waits whatever the position)."""
+        the instrument is working, so it waits whatever the position). `executions`: the
+        instrument's fills from the ledger's window on (None: not read)."""
         target, result = followed.target, followed.result
+        followed.read_once = True
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
+        if executions is not None and followed.books is not None:
+            known = {o.id for o in result.orders} | {o.id for o in orders}
+            orders = [
+                *orders,
+                *await followed.books.unknown_orders(
+                    self._ctx.reader,
+                    target.account_id,
+                    known,
+                    executions,
+                    lambda o: self._is_job_order(followed, o),
+                ),
+            ]
         shown = {o.id for o in orders}
         known_before = len(result.orders)
         for order in orders:
             # The run's orders: by evidence (close_position), by client id (submit_orders).
             if order.id in listed:
                 life.note_order(result, order, own=False)  # its status, refreshed
-            elif self._ctx.sender.recognises(order, target):
+            elif self._is_job_order(followed, order):
                 # Found late: listed, journaled and logged like every order of the run.
                 life.record_orders(
                     self._ctx.journal,
@@ -404,7 +447,7 @@ class Follower:
             return  # an order counted in the expected position was not read: read again
         now = self._clock()
         working = any(o.working for o in orders)
-        if followed.unresolved is None and not self._explained(followed, position):
+        if followed.unresolved is None and not self._agrees(followed, position, executions):
             # A lagging positions listing, or a fill the job cannot explain: a residue sized
             # from it could flip the position. Read again (at the deadline once more, then
             # not_flat with what was read).
@@ -435,6 +478,24 @@ class Follower:
             self._flat(followed)
         elif step is Step.RESIDUE:
             await self._residue(followed, position)
+
+    def _is_job_order(self, followed: _Followed, order: Order) -> bool:
+        sender, priors = self._ctx.sender, self._ctx.priors
+        return books.is_job_order(sender, priors, followed.target, followed.result, order)
+
+    def _agrees(
+        self, followed: _Followed, position: Decimal, executions: Sequence[Execution] | None
+    ) -> bool:
+        """Whether the read is the position now: by the ledger when it was read (`Books`),
+        else by the fills of the orders known."""
+        if executions is None or followed.books is None:
+            return self._explained(followed, position)
+        own = {o.id for o in followed.result.orders}
+        account, iid = followed.target.account_id, followed.target.instrument_id
+        verdict = followed.books.current(position, executions, iid, own, self._holds.get(account))
+        if verdict.holds_until is not None:
+            self._holds[account] = max(verdict.holds_until, self._holds.get(account, MIN_TIME))
+        return verdict.reading is ledger.Reading.CURRENT
 
     def _explained(self, followed: _Followed, position: Decimal) -> bool:
         """Whether the read is what the fills known predict. An earlier run's order found
@@ -623,8 +684,9 @@ class Follower:
         stopped = self._ctx.stopping.is_set() and now >= self._next_deadline(pending)
         for followed in list(pending.values()):
             if stopped or now >= followed.deadline:
-                if followed.undecided and not followed.last_read:
-                    # Its last read was behind (a listing lagging): one more before not flat.
+                if (followed.undecided or not followed.read_once) and not followed.last_read:
+                    # Its last read was behind (a listing lagging), or it was handed over while
+                    # a slow read was under way: one more before not flat.
                     followed.last_read = True
                     continue
                 reason = why or (

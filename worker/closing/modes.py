@@ -34,6 +34,8 @@ from worker.closing.batch import Batcher
 from worker.closing.client_ids import client_order_id
 from worker.closing.collar import Collar, limit_price
 from worker.closing.evidence import Finding, Verdict, closing_side, look
+from worker.closing.ledger import Fill
+from worker.closing.sizing import first_size, recent_fills
 from worker.closing.target import Target
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, StillWorking, Unauthorized
 from worker.journal.store import Prior
@@ -93,6 +95,10 @@ class Sender(Protocol):
         """The job's own orders an earlier run left working for `target`: followed, not sent."""
         ...
 
+    def first_size(self, target: Target, position: Decimal) -> Decimal:
+        """What a target's first close may be sized for, planned for `position` (signed)."""
+        ...
+
     def at_market(self, target: Target) -> None:
         """From now on `target`'s closes go at market (CLOSE_STYLE=protected: its limit is
         over, the rest is escalated or a residue)."""
@@ -148,6 +154,9 @@ class ClosePositionSender:
     def adopted(self, target: Target) -> Adopted | None:
         return None  # no client ids: an earlier run's close is found by a look (evidence)
 
+    def first_size(self, target: Target, position: Decimal) -> Decimal:
+        return position  # the server sizes a close for the position as it stands
+
     def at_market(self, target: Target) -> None:
         return None  # every close is a market order
 
@@ -184,8 +193,13 @@ class SubmitOrdersSender:
         working_before: Mapping[int, Sequence[Order]] | None = None,
         read_accounts: Collection[int] | None = None,
         collar: Collar | None = None,
+        ledger_from: datetime | None = None,
     ) -> None:
         self._api = api
+        # The ledger's window (the server's time): fills from then on that the plan's read may
+        # not hold yet size each first order (`first_size`). None: sized from the plan alone.
+        self._ledger_from = ledger_from
+        self._fills_before: dict[Key, list[Fill]] = {}
         # CLOSE_STYLE=protected: a target's first close is a LIMIT order at COLLAR_BPS past
         # its arrival quote (DAY, also with --at-close); its later closes go at market.
         self._collar = collar
@@ -255,6 +269,7 @@ class SubmitOrdersSender:
             for start in range(0, len(batch), CANCEL_CHUNK)
         ]
         await asyncio.gather(
+            self._read_ledger(targets),
             *(self._cancel_chunk(chunk, stopping) for chunk in chunks),
             *(self._cancel_others(batch, stopping) for batch in keeping.values()),
             *(
@@ -262,6 +277,21 @@ class SubmitOrdersSender:
                 for a, orders in own.to_cancel.items()
             ),
         )
+
+    async def _read_ledger(self, targets: Sequence[Target]) -> None:
+        if self._ledger_from is not None:
+            self._fills_before = await recent_fills(
+                self._reader,
+                targets,
+                self._ledger_from,
+                self._working_before or {},
+                self.recognises,
+            )
+
+    def first_size(self, target: Target, position: Decimal) -> Decimal:
+        """Never past zero whichever recent fills the plan's read holds (`closing.sizing`)."""
+        key = (target.account_id, target.instrument_id.lower())
+        return first_size(target, position, self._fills_before.get(key))
 
     def _accounts_to_cancel(self, targets: Sequence[Target]) -> set[int]:
         """The accounts where a cancel may find something: those whose snapshot shows a

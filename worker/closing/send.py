@@ -129,6 +129,7 @@ async def _close_with_retries(ctx: CloseContext, target: Target, result: TargetR
         if result.attempts == 0:
             await ctx.sender.prepare(target)  # e.g. its resting orders would not cancel
             reference = _after_others_orders(ctx, target, reference)
+            reference = ctx.sender.first_size(target, reference)
             if reference == 0:
                 return Next.FOLLOW  # nothing sent: following waits for those orders, then decides
         try:

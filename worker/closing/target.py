@@ -304,6 +304,9 @@ def sent(
     record_orders(
         journal, run_id, target, result, orders, request_id, reconciled=found, prior=prior
     )
+    iid = target.instrument_id.lower()
+    if not any(o.instrument_id is None or o.instrument_id.lower() == iid for o in orders):
+        result.unanswered += 1  # a reply that shows no order of this close: its order is unknown
     return Next.FOLLOW
 
 
@@ -323,6 +326,7 @@ def send_failed(
 ) -> None:
     """The attempt failed: refused (the server did nothing), unknown, or not sent."""
     result.fate = fate_of(err)
+    result.unanswered += result.fate is Fate.UNKNOWN
     if err.request_id:
         result.request_ids.append(err.request_id)
     journal.attempt_result(
@@ -461,6 +465,7 @@ def cut_off(result: TargetResult, *, not_sent: str, unknown: str) -> Next:
     if result.attempts == 0:
         return skipped(result, not_sent)
     result.fate = Fate.UNKNOWN
+    result.unanswered += 1
     return failed(
         result,
         f"outcome unknown: {unknown}"
@@ -500,6 +505,7 @@ def residue_uncounted(result: TargetResult) -> None:
 def residue_unknown(result: TargetResult) -> None:
     """A residue close cut off by the stop with its reply pending: it may yet be applied."""
     result.fate = Fate.UNKNOWN
+    result.unanswered += 1
 
 
 def flat(result: TargetResult, *, by_unfound_close: bool = False) -> Next:

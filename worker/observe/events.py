@@ -85,6 +85,7 @@ RESIDUE_CLOSE = "residue_close"
 RESIDUE_CLOSE_SENT = "residue_close_sent"  # a residue close answered: its orders
 RESIDUE_CLOSE_FAILED = "residue_close_failed"  # unknown, refused, not sent, or nothing created
 CLOSE_WAITS_FOR_ORDERS = "close_waits_for_orders"  # others' orders would close it first
+CLOSE_SIZED_BY_LEDGER = "close_sized_by_ledger"  # recent fills the plan's read may not hold
 TARGET_NOT_FLAT = "target_not_flat"
 ORDERS_SNAPSHOT = "orders_snapshot"
 WRITE_FAILED = "write_failed"
@@ -715,6 +716,21 @@ def close_waits_for_orders(
         **_target(account_id, instrument),
         orders=orders,
         quantity=quantity,
+    )
+
+
+def close_sized_by_ledger(
+    *, account_id: int, instrument: str, planned: str, quantity: str, fills: list[str]
+) -> None:
+    """The ledger shows fills on the instrument (`fills`: their ids) that the plan's positions
+    read may not hold yet: the first order is sized for `quantity`, never past zero whichever
+    it holds (0: nothing now; following sends for the rest once a read is confirmed)."""
+    log.warning(
+        CLOSE_SIZED_BY_LEDGER,
+        **_target(account_id, instrument),
+        planned=planned,
+        quantity=quantity,
+        fills=fills,
     )
 
 

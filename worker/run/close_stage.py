@@ -90,6 +90,7 @@ def choose_sender(
     sleep: Sleep,
     working_before: Mapping[int, Sequence[Order]] | None = None,
     read_accounts: Collection[int] | None = None,
+    ledger_from: datetime | None = None,
 ) -> Sender:
     """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
     if settings.close_via == "close_position":
@@ -110,6 +111,7 @@ def choose_sender(
         working_before=working_before,
         read_accounts=read_accounts,
         collar=collar_of(settings),
+        ledger_from=ledger_from,
     )
 
 

@@ -232,6 +232,7 @@ async def _session(
                 policy.sleep,
                 working_before=working_before,
                 read_accounts=read_accounts,
+                ledger_from=since,
             )
             for target in taken.at_market(plan.targets):
                 sender.at_market(target)  # its limit was sent by an earlier run: the rest

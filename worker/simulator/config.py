@@ -132,6 +132,9 @@ class SimConfig:
     # fills younger than that are not in it yet (a position they opened is not listed, one
     # they closed still is). Order entry and closes act on the current position.
     positions_listing_lag_s: float = 0.0
+    # GET .../executions leaves a fill out until this many seconds (simulator time) after it
+    # was made: a ledger behind the fills.
+    executions_listing_lag_s: float = 0.0
     known_symbols: set[str] = field(default_factory=set)  # instruments no account holds
     # Batches of order entry (POST .../orders). The spec gives no batch limit and does not say
     # whether a batch is all-or-nothing; these make the server answer each way a real one may

@@ -36,6 +36,10 @@ class ExecutionDesk:
         executions = sorted(
             account.executions, key=lambda e: (e.transaction_time, e.seq), reverse=True
         )
+        lag = self.book.config.executions_listing_lag_s
+        if lag > 0:
+            as_of = self.book.config.clock() - lag
+            executions = [e for e in executions if e.transaction_time <= as_of]
         instruments = _csv(q.get("instrument_ids"))
         if instruments:  # UUIDs (any case) or symbols
             ids = {(account.resolve(i) or i).lower() for i in instruments}

@@ -1,0 +1,105 @@
+"""How large a first order may be: the plan's positions read against the ledger's recent fills.
+
+A positions listing may not yet hold a fill the ledger shows (a desk order filled just before the
+run). Before any order is sized, the targets' fills from the ledger's window on are read once
+(one request per account and CHUNK instruments); each first order is then sized so that,
+whichever of them the plan's read holds, it does not take the position past zero
+(`worker.closing.ledger.safe_size`). Reads only; it never sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from worker.api.models import Order
+from worker.api.reads import Reader
+from worker.closing.ledger import Fill, fills_of, safe_size
+from worker.closing.target import Target
+from worker.errors import ApiError, Unauthorized
+from worker.observe import events
+
+Key = tuple[int, str]  # (account_id, instrument_id in lower case)
+CHUNK = 100  # instrument_ids (or order ids) per request: ~3.7 kB of query string
+
+
+async def recent_fills(
+    reader: Reader,
+    targets: Sequence[Target],
+    since: datetime,
+    working_before: Mapping[int, Sequence[Order]],
+    is_job: Callable[[Order, Target], bool],
+) -> dict[Key, list[Fill]]:
+    """Per target, the fills from `since` (the server's time) that the plan's read may not hold.
+
+    Left out: fills of others' orders still working at the snapshot (counted whole before a
+    close is sized, `closing.send`), and of the job's own earlier orders (by client id; the
+    run that sent them followed them). An account that cannot be read is sized from the plan.
+    """
+    by_account: dict[int, list[Target]] = {}
+    for t in targets:
+        by_account.setdefault(t.account_id, []).append(t)
+    found: dict[Key, list[Fill]] = {}
+    for account_id, batch in by_account.items():
+        working = {o.id for o in working_before.get(account_id, ())}
+        for start in range(0, len(batch), CHUNK):
+            chunk = batch[start : start + CHUNK]
+            try:
+                listed, _ = await reader.executions(
+                    account_id, [t.instrument_id for t in chunk], since
+                )
+            except Unauthorized:
+                raise
+            except ApiError:
+                continue
+            listed = [e for e in listed if e.order_id not in working]
+            jobs = await _the_jobs(reader, account_id, chunk, {e.order_id for e in listed}, is_job)
+            for t in chunk:
+                fills = [f for f in fills_of(listed, t.instrument_id) if f.order_id not in jobs]
+                if fills:
+                    found[(t.account_id, t.instrument_id.lower())] = fills
+    return found
+
+
+async def _the_jobs(
+    reader: Reader,
+    account_id: int,
+    targets: Sequence[Target],
+    order_ids: Collection[str],
+    is_job: Callable[[Order, Target], bool],
+) -> set[str]:
+    """Which of these orders are the job's own, read by id CHUNK to a request; one that cannot
+    be read, or is not listed, is counted as another's."""
+    by_iid = {t.instrument_id.lower(): t for t in targets}
+    ids = sorted(order_ids)
+    jobs: set[str] = set()
+    for start in range(0, len(ids), CHUNK):
+        try:
+            listed, _ = await reader.orders_by_id(account_id, ids[start : start + CHUNK])
+        except Unauthorized:
+            raise
+        except ApiError:
+            continue
+        for o in listed:
+            t = by_iid.get((o.instrument_id or "").lower())
+            if t is not None and is_job(o, t):
+                jobs.add(o.id)
+    return jobs
+
+
+def first_size(target: Target, position: Decimal, fills: Sequence[Fill] | None) -> Decimal:
+    """What the target's first order may close, planned for `position` (signed); said when it
+    is less (`close_sized_by_ledger`)."""
+    if not fills or position == 0:
+        return position
+    size = safe_size(position, fills)
+    if size != position:
+        events.close_sized_by_ledger(
+            account_id=target.account_id,
+            instrument=target.instrument,
+            planned=str(position),
+            quantity=str(size),
+            fills=[f.id for f in fills],
+        )
+    return size
