@@ -141,6 +141,9 @@ class SimConfig:
     # whole batch and books nothing. False: the rest is booked, and the refused order is booked
     # REJECTED with the engine's message in its `details`, in the reply in its place.
     batch_atomic: bool = True
+    # False: an atomic batch's refusal does not say which order it is about (no BATCH_ORDER
+    # detail), as a server may answer; the client has to find the order itself.
+    name_refused_order: bool = True
     # Partial acceptance: orders of an accepted batch left out of the reply and not created,
     # no reason given. Every nth order of a batch (1-based; 0 = none) and/or each order with
     # this probability (seeded). drop_again: an order (by client id) dropped once is dropped

@@ -119,6 +119,8 @@ class OrderDesk:
             refusal = self._restricted(account, problem) or self._risk(account, problem)
             if refusal is not None:
                 if self.config.batch_atomic:
+                    if not self.config.name_refused_order:
+                        return refusal
                     return _naming(refusal, index, item)
                 refused[index] = _message(refusal)
             checked.append(problem)
