@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from worker.closing.schedule import cost_line
 from worker.output.events import new_york_time, resting_text
 from worker.output.report import TargetResult, summarize
 from worker.output.results import Outcome, cost_summary
@@ -152,6 +153,8 @@ class Terminal:
             self.console.print(f"Market-on-close: {plan.moc_cutoff}", soft_wrap=True)
         if plan.close_style is not None:
             self.console.print(f"Close style: {plan.close_style}", soft_wrap=True)
+        for cost in plan.costs:
+            self.console.print(f"Requests, {cost_line(cost)}", soft_wrap=True)
         # The totals on a line of their own, wrapped by the terminal rather than cut by the table.
         sells = sum(1 for t in plan.targets if t.closing_side == "SELL")
         self.console.print(

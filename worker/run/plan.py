@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from worker.api.models import Position
 from worker.api.reads import Reader
 from worker.closing import target as life
+from worker.closing.schedule import StyleCost
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
@@ -35,6 +36,8 @@ class Plan:
     refusals: list[str] = field(default_factory=list)
     # Held back by a guard (also in `settled`, outcome `guarded`): shown before the prompt.
     guarded: list[TargetResult] = field(default_factory=list)
+    # What closing it costs in requests at RATE_LIMIT, per style (`worker.closing.schedule`).
+    costs: list[StyleCost] = field(default_factory=list)
 
 
 async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
