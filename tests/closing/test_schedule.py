@@ -26,10 +26,12 @@ def test_an_escalation_costs_a_cancel_following_reads_and_a_batch_per_account() 
 
 
 def test_a_round_spends_half_the_rate_less_what_escalations_and_quotes_need() -> None:
-    assert reprice_budget(20, 5, reserved=0, quotes=0) == 50
-    assert reprice_budget(20, 5, reserved=30, quotes=5) == 15
-    assert reprice_budget(20, 5, reserved=300, quotes=5) == 0  # never below nothing
-    assert reprice_budget(0, 5, reserved=300, quotes=5) is None  # no limit, no budget
+    assert reprice_budget(20, 5, reserved=0, wanted=5000) == 49  # and one snapshot read
+    assert reprice_budget(20, 5, reserved=0, wanted=10) == 10
+    assert reprice_budget(20, 5, reserved=30, wanted=5000) == 19
+    assert reprice_budget(20, 5, reserved=300, wanted=5000) == 0  # never below nothing
+    assert reprice_budget(200, 5, reserved=0, wanted=5000) == 495  # 495 + 5 snapshots
+    assert reprice_budget(0, 5, reserved=300, wanted=5000) is None  # no limit, no budget
 
 
 def test_the_plan_states_each_styles_requests_and_whether_protected_fits() -> None:

@@ -204,3 +204,30 @@ async def test_a_limit_that_cannot_be_cancelled_is_reported_with_its_id_before_f
         assert all(r["outcome"] == "closed" for r in doc["results"] if r is not not_flat)
         assert sim.most_working_closes() == 1  # its rest never went beside it
         assert int(result.exit_code) != 0
+
+
+async def test_a_dry_run_states_each_styles_requests_and_whether_protected_fits(
+    settings_for: Any, tmp_path: Path, captured: LogCapture
+) -> None:
+    from rich.console import Console
+
+    from worker.cli.terminal import Terminal
+
+    async with simulator(book(refill_s=None), 1, 50, 4) as sim:
+        # 200 positions over 50 accounts, a 1 s deadline: the escalation's ~300 requests take
+        # 15 s at 20 a second, far past "within seconds" of the deadline.
+        settings = settings_for(sim, **{**PROTECTED, "deadline_s": 1.0})
+        screen = Console(record=True, width=200)
+        specs = [TargetSpec(FIRST + a, None) for a in range(50)]
+        request = RunRequest(specs, dry_run=True, on_plan=Terminal(screen, scrub=str).show_plan)
+        result = await run(settings, request, asyncio.Event())
+        assert int(result.exit_code) == 0
+        [plan] = [e for e in captured.entries if e["event"] == "plan_ready"]
+        market, protected = plan["requests"]["market"], plan["requests"]["protected"]
+        assert market["requests"] == 50 + 50 * 3  # a POST and following's reads per account
+        assert protected["fits"] is False
+        assert "RATE_LIMIT" in protected["advice"]
+        text = screen.export_text()
+        assert "Requests, market: 200 requests" in text
+        assert "does NOT fit" in text
+        assert sim.stats.by_route["submit"] == 0

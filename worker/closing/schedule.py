@@ -54,13 +54,17 @@ def seconds_at(requests: int, rate_limit: float) -> float:
     return 0.0 if rate_limit <= 0 else requests * _SPACING / rate_limit
 
 
-def reprice_budget(rate_limit: float, round_s: float, reserved: int, quotes: int) -> int | None:
-    """Replaces one round may send: REPRICE_SHARE of what the rate allows over the round, less
-    the requests `reserved` for escalations due meanwhile and the round's `quotes` (snapshot
-    reads). None: no rate limit, no budget."""
+def reprice_budget(rate_limit: float, round_s: float, reserved: int, wanted: int) -> int | None:
+    """Replaces one round may send of the `wanted`: REPRICE_SHARE of what the rate allows over
+    the round, less the requests `reserved` for escalations due meanwhile and the snapshot reads
+    the replaces need (one per SNAPSHOT_BATCH). None: no rate limit, no budget."""
     if rate_limit <= 0:
         return None
-    return max(0, math.floor(rate_limit * round_s * REPRICE_SHARE) - reserved - quotes)
+    room = math.floor(rate_limit * round_s * REPRICE_SHARE) - reserved
+    n = max(0, min(wanted, room))
+    while n > 0 and n + math.ceil(n / READ_CHUNK) > room:
+        n -= 1
+    return n
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +110,10 @@ def plan_costs(
     escalation = escalation_requests(counts, batch_size)
     rounds = collar.reprices
     wanted = rounds * positions
-    per_round = reprice_budget(rate_limit, collar.reprice_s, 0, math.ceil(positions / READ_CHUNK))
+    per_round = reprice_budget(rate_limit, collar.reprice_s, 0, positions)
     replaces = wanted if per_round is None else min(wanted, rounds * per_round)
-    requests = first + replaces + rounds * math.ceil(positions / READ_CHUNK) + escalation
+    quotes = rounds * math.ceil(min(positions, per_round or positions) / READ_CHUNK)
+    requests = first + replaces + quotes + escalation
     escalation_s = seconds_at(escalation, rate_limit)
     # Escalation begins up to half of DEADLINE_S early (`worker.closing.protect`): what it
     # needs beyond that runs past the deadline.
@@ -134,8 +139,8 @@ def plan_costs(
             )
     if per_round is not None and wanted > replaces:
         advice.append(
-            f"{replaces} of {wanted} re-prices fit at RATE_LIMIT (REPRICE_S"
-            f" {math.ceil(collar.reprice_s * wanted / max(1, replaces))} re-prices every position)"
+            f"{replaces:,} of {wanted:,} re-prices fit at RATE_LIMIT: each round re-prices the"
+            " largest unfilled notional furthest from the touch first"
         )
     protected = StyleCost(
         "protected",
