@@ -112,6 +112,7 @@ async def one(args: argparse.Namespace, row: str, style: str) -> dict[str, Any]:
         "requests": sim.stats.requests,
         "rate_limited": sim.stats.status_counts[429],
         "requests_per_position": round(sim.stats.requests / positions, 3),
+        "by_route": {r: n for r, n in sim.stats.by_route.items() if n},
         "escalated": len(late),
         "rest_after_deadline_s": [round(min(late), 1), round(max(late), 1)] if late else None,
         "flat_after_deadline_s": round(max(flat_after), 1) if flat_after else None,
