@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import LogCapture
 
 from worker.inputs.targets import TargetSpec
@@ -150,10 +151,11 @@ async def test_200_positions_every_name_thin_never_refilled_all_escalate_within_
         assert sim.stats.by_route["cancel"] <= 2 * accounts, sim.stats.by_route
 
 
-async def test_at_close_200_thin_positions_every_rest_accepted_before_the_cutoff(
-    settings_for: Any, tmp_path: Path
+@pytest.mark.parametrize(("accounts", "per_account"), [(2, 100), (1, 40)])
+async def test_at_close_thin_positions_every_rest_accepted_before_the_cutoff(
+    settings_for: Any, tmp_path: Path, accounts: int, per_account: int
 ) -> None:
-    accounts, per_account = 2, 100
+    """200 thin positions over two accounts, and 40 in one (the issue's rows)."""
     config = book(refill_s=None, moc_cutoff_s=4.0)
     # The close 9 s from now, its cutoff 4 s before: 5 s for the limits, then every rest must be
     # in before the cutoff, at 20 requests a second with following's reads between.

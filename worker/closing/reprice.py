@@ -14,6 +14,7 @@ reads.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -52,6 +53,10 @@ class _Candidate:
     order: OrderSummary
     k: int
     score: Decimal
+    collar_k: int = 0  # the re-price whose collar it is priced at: k, or later under a budget
+
+    def __post_init__(self) -> None:
+        self.collar_k = self.collar_k or self.k
 
 
 class Repricer:
@@ -81,8 +86,14 @@ class Repricer:
             return
         budget = reprice_budget(self._rate, self._collar.reprice_s, reserved, len(candidates))
         if budget is not None and len(candidates) > budget:
+            # Re-priced about once in `turns` rounds: each chosen limit goes to the collar it
+            # would have reached by its next turn, not one step wider, or the budget spends
+            # its few replaces on steps that change nothing on a thin book.
+            turns = math.ceil(len(candidates) / max(1, budget))
             candidates.sort(key=lambda c: c.score, reverse=True)
             candidates = candidates[:budget]
+            for c in candidates:
+                c.collar_k = min(self._collar.reprices, c.k + turns - 1)
         if not candidates:
             return
         await self._read_touch(c.p.target for c in candidates)
@@ -151,7 +162,7 @@ class Repricer:
     async def _replace(self, c: _Candidate) -> None:
         p, order = c.p, c.order
         read = self._touch.get(p.target.instrument_id.lower())
-        price = self._price(p, order, c.k, self._quote(p.target))
+        price = self._price(p, order, c.collar_k, self._quote(p.target))
         if price is None or p.prices.get(order.id, order.limit_price_value) == price:
             return
         if p.escalated is not None or order.status not in WORKING_STATUSES:
@@ -183,7 +194,7 @@ class Repricer:
             order_id=order.id,
             client_order_id=order.client_order_id,
             limit_price=str(price),
-            collar_bps=round(self._collar.bps_at(c.k), 2),
+            collar_bps=round(self._collar.bps_at(c.collar_k), 2),
             reprice=c.k,
             quote="touch" if read is not None else "arrival",
             request_id=reply.request_id,
