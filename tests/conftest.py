@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -79,6 +80,31 @@ def captured() -> Iterator[LogCapture]:
         yield capture
     finally:
         events.unconfigure()
+
+
+def required_tool(name: str, package: str) -> str:
+    """The path of a command a test needs. Locally without it the test skips; in CI (CI=true,
+    where .ci/run installs the Debian package) it fails instead, so it can never go unrun."""
+    path = shutil.which(name)
+    if path is None:
+        missing = f"{name} is not installed (apt-get install {package}; .ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run these tests: {missing}")
+        pytest.skip(missing)
+    return path
+
+
+@pytest.fixture
+def promtool() -> str:
+    """Prometheus's promtool (Debian package `prometheus`): checks metrics and alert rules."""
+    return required_tool("promtool", "prometheus")
+
+
+@pytest.fixture
+def systemd_tools() -> None:
+    """systemd-analyze and systemd-sysusers (Debian package `systemd`): check the shipped units."""
+    for name in ("systemd-analyze", "systemd-sysusers"):
+        required_tool(name, "systemd")
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from typing import Any
 
-import pytest
-
-from tests.spec_validation import SPEC
+from tests.spec_validation import SPEC, load_spec
 from worker.simulator import RecordedRequest
 
 
@@ -17,7 +16,7 @@ def _error_envelope_validator() -> Any:
     from openapi_schema_validator import OAS31Validator
 
     if not SPEC.exists():
-        pytest.skip(f"the official spec is not at {SPEC}")
+        load_spec(SPEC, os.environ)  # skips (fails in CI), saying where the spec comes from
     components = json.loads(SPEC.read_text(encoding="utf-8"))["components"]
     schema = {
         "type": "object",

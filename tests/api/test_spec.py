@@ -60,5 +60,9 @@ def test_a_missing_spec_fails_in_ci_and_skips_elsewhere(tmp_path: Path) -> None:
     missing = tmp_path / "no-spec.json"
     with pytest.raises(pytest.fail.Exception, match="CI: the official spec is not at"):
         load_spec(missing, {"CI": "true"})
-    with pytest.raises(pytest.skip.Exception):
+    with pytest.raises(pytest.skip.Exception) as skipped:
         load_spec(missing, {})
+    # It says where the spec is published and where to put it.
+    assert "https://docs.clearstreet.com/api" in str(skipped.value)
+    assert "as JSON: python3 -c" in str(skipped.value)
+    assert str(missing) in str(skipped.value)

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.support import clean_env, read_screen, run_cli, seed_accounts
+from tests.support import clean_env, event_lines, read_screen, run_cli, seed_accounts
 from worker.simulator import Simulator
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -93,6 +93,30 @@ async def test_holiday_sends_nothing_and_exits_0(sim: Simulator, tmp_path: Path)
     assert sim.stats.by_route["close"] == 0
     assert sim.stats.by_route["positions"] == 0
     assert '"market_closed": 1' in report.read_text()
+
+
+async def test_a_dry_run_before_the_close_prints_the_plan_and_the_start_and_exits(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    # The simulator's close 2 h 59 m away: the real run would wait 2 h 44 m; a dry run does not.
+    seed_accounts(sim, 1, 3)
+    close = datetime.now(UTC) + timedelta(hours=2, minutes=59, seconds=30)
+    sim.config.regular_close_at = close
+    env = clean_env(LIQUIDATOR_API_KEY=sim.config.api_key, LIQUIDATOR_LOG_FORMAT="json")
+    started = time.monotonic()
+    code, out = await run_cli(
+        "run", "--dry-run", "--base-url", sim.base_url, "--account", "20001",
+        "--before-close", "15m", "--state-dir", str(tmp_path), env=env,
+    )  # fmt: skip
+    assert code == 0, out
+    assert time.monotonic() - started < 30  # (the wait would be hours)
+    [would] = event_lines(out, "run_would_start")
+    start = datetime.fromisoformat(str(would["start_at"]))
+    assert abs((start - (close - timedelta(minutes=15))).total_seconds()) < 1
+    assert would["starts_in"] == "2 h 44 m"
+    assert not event_lines(out, "waiting_for_close")
+    assert len(event_lines(out, "plan_position")) == 3
+    assert sim.stats.by_route["close"] == sim.stats.by_route["submit"] == 0
 
 
 async def test_before_close_on_an_early_close_day_starts_at_close_minus_duration(

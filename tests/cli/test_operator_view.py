@@ -83,7 +83,10 @@ async def test_the_readme_example_runs_against_liquidator_simulator(tmp_path: Pa
         code, out = await run_cli(
             "run", "--targets", str(EXAMPLE), "--yes", "--base-url", base_url,
             "--report", str(report), "--log-format", "json",
-            env=clean_env(LIQUIDATOR_API_KEY="sim-key.sim-secret", STATE_DIRECTORY=str(tmp_path)),
+            env=clean_env(
+                LIQUIDATOR_API_KEY="sim-key.sim-secret-for-rehearsals",
+                STATE_DIRECTORY=str(tmp_path),
+            ),
         )  # fmt: skip
     finally:
         simulator.terminate()

@@ -32,7 +32,7 @@ async def book(sim: Simulator) -> dict[str, str]:
     iids = [sim.add_position(ACCOUNT, f"S{k}", q) for k, q in enumerate(["30", "-20", "10"])]
     sim.config.fill_delay_s = 600  # the job's market order keeps working
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date().isoformat()
-    cid = client_order_id(job_key(sim.base_url, day), ACCOUNT, iids[0], 0)
+    cid = client_order_id(job_key(day), ACCOUNT, iids[0], 0)
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
         reply = await api.submit_order(
             ACCOUNT, client_id=cid, instrument_id=iids[0], side="SELL", quantity=Decimal(30)

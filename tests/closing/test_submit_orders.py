@@ -102,7 +102,7 @@ async def test_a_rerun_adopts_the_journaled_ids_still_working(
     settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
     # The first run, as it stood when killed: intents committed, orders sent, none answered.
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York"))
-    job = job_key(settings.base_url, day.date().isoformat())
+    job = job_key(day.date().isoformat())
     journal = Journal.in_dir(settings.state_dir)
     journal.start_run(
         run_id="killed", job=job, base_url=settings.base_url,

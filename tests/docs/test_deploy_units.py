@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,14 +12,9 @@ import pytest
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-@pytest.fixture(autouse=True)
-def systemd_analyze() -> None:
-    """Every test here needs systemd-analyze (.ci/run installs systemd): without it they skip,
-    and in CI (CI=true) they fail instead, so the shipped units can never go unchecked."""
-    if shutil.which("systemd-analyze") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must verify the shipped units: systemd-analyze is not installed")
-        pytest.skip("systemd-analyze is not installed")
+# systemd-analyze (.ci/run installs systemd): without it these skip, in CI (CI=true) they fail,
+# so the shipped units can never go unchecked (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("systemd_tools")
 
 
 def unit(name: str) -> dict[str, list[str]]:

@@ -291,8 +291,8 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
     assert samples[("liquidator_last_exit_code", ())] == 1
     assert samples[("liquidator_last_run_timestamp_seconds", ())] == 2000.0
     assert samples[("liquidator_last_success_timestamp_seconds", ())] == 1000.0
-    assert samples[("liquidator_retries_total", ())] == 3
-    assert samples[("liquidator_reconciliations_total", ())] == 2
+    assert samples[("liquidator_retries", ())] == 3
+    assert samples[("liquidator_reconciliations", ())] == 2
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
 
 
@@ -319,8 +319,8 @@ def test_metric_names_and_types_are_the_documented_ones_all_per_run_gauges(
     assert types == {
         "liquidator_positions": "gauge",
         "liquidator_extra_orders": "gauge",
-        "liquidator_retries_total": "gauge",
-        "liquidator_reconciliations_total": "gauge",
+        "liquidator_retries": "gauge",
+        "liquidator_reconciliations": "gauge",
         "liquidator_run_duration_seconds": "gauge",
         "liquidator_last_exit_code": "gauge",
         "liquidator_last_run_timestamp_seconds": "gauge",
@@ -393,8 +393,8 @@ async def test_a_run_counts_its_close_retries_and_looks_in_its_metrics(
         for s in f.samples
     }
     retry_events = [e for e in captured.entries if e["event"] in ("close_retry", "read_retry")]
-    assert samples["liquidator_retries_total"] == len(retry_events) == 2
-    assert samples["liquidator_reconciliations_total"] == 2
+    assert samples["liquidator_retries"] == len(retry_events) == 2
+    assert samples["liquidator_reconciliations"] == 2
     assert (result.retries, result.reconciliations) == (2, 2)
 
 

@@ -46,7 +46,7 @@ async def test_journal_shows_todays_job_intents_and_outcomes_as_json(
     assert code == 0, err
     doc = json.loads(out)
     [job] = doc["jobs"]
-    assert job["job"].startswith("http://localhost:")  # the canonical origin, not as typed
+    assert job["job"].startswith("accounts|")  # the trading day's job, no URL in it
     assert len(job["runs"]) == 1
     assert job["runs"][0]["exit_code"] == 0
     intents = {(i["account_id"], i["instrument_id"]): i for i in job["intents"]}

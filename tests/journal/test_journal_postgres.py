@@ -27,7 +27,7 @@ from tests.support import (
     until_closes_seen,
 )
 from worker.errors import JournalError, JournalRefused, LockLost
-from worker.journal.keys import canonical_origin
+from worker.journal.keys import LOCK_SCOPE
 from worker.journal.postgres import PgJournal, lock_key, redact_url
 from worker.journal.store import Intent
 from worker.simulator import Faults, Simulator
@@ -261,7 +261,7 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
     app.middlewares.append(database_lost_after_four_closes)
     report = tmp_path / "r.json"
     async with serving(app) as base_url:
-        key = lock_key(canonical_origin(base_url))
+        key = lock_key(LOCK_SCOPE)
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, concurrency=2, journal_url=pg_url
         )

@@ -20,7 +20,7 @@ from tests.support import FAST_FOLLOW, seed_accounts, the_truth
 from worker.errors import JournalRefused
 from worker.inputs.targets import TargetSpec
 from worker.journal.files import wal_problem
-from worker.journal.keys import canonical_origin, job_key, journal_url_secrets
+from worker.journal.keys import job_key, journal_url_secrets
 from worker.journal.lock import UNNAMED, FileLock, acquire
 from worker.journal.store import Journal
 from worker.output import events
@@ -30,46 +30,10 @@ from worker.simulator import Simulator
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(
-    "spelling",
-    [
-        "http://127.0.0.1:8765",
-        "http://127.0.0.1:8765/",
-        "HTTP://LOCALHOST:8765",
-        "http://localhost:8765//",
-        "http://[::1]:8765",
-        "http://127.0.0.2:8765/",
-    ],
-)
-def test_every_loopback_spelling_is_one_origin(spelling: str) -> None:
-    assert canonical_origin(spelling) == "http://localhost:8765"
-
-
-@pytest.mark.parametrize(
-    ("spelling", "origin"),
-    [
-        ("https://api.clearstreet.com", "https://api.clearstreet.com"),
-        ("https://API.ClearStreet.com:443/", "https://api.clearstreet.com"),
-        ("https://api.clearstreet.com.", "https://api.clearstreet.com"),
-        ("https://api.clearstreet.com:8443", "https://api.clearstreet.com:8443"),
-        ("https://gw.example.com/trading/", "https://gw.example.com/trading"),
-        ("http://localhost:80", "http://localhost"),
-    ],
-)
-def test_origin_drops_case_default_port_and_trailing_slash(spelling: str, origin: str) -> None:
-    assert canonical_origin(spelling) == origin
-
-
-def test_different_apis_and_days_are_different_jobs() -> None:
-    day = "2026-11-25"
-    assert job_key("https://api.clearstreet.com/", day) == job_key(
-        "https://API.clearstreet.com", day
-    )
-    assert job_key("https://api.clearstreet.com", day) != job_key(
-        "https://api-dev.clearstreet.com", day
-    )
-    assert job_key("http://localhost:1", day) != job_key("http://localhost:2", day)
-    assert job_key("http://localhost:1", day) != job_key("http://localhost:1", "2026-11-26")
+def test_a_job_is_the_trading_day_whatever_the_apis_url() -> None:
+    """The URL is no part of a job: two spellings of one API (another port, a proxy) are one."""
+    assert job_key("2026-11-25") == job_key("2026-11-25")
+    assert job_key("2026-11-25") != job_key("2026-11-26")
 
 
 def test_a_journal_urls_password_is_a_secret() -> None:
@@ -249,7 +213,7 @@ async def test_runs_recorded_under_the_url_as_typed_are_found_after_an_upgrade(
     old.close()
     settings = settings_for(base_url="http://localhost:8765/", api_key="k.s")
     journal = await open_journal(settings)
-    priors = journal.priors(job_key(settings.base_url, "2026-11-25"), current_run="now")
+    priors = journal.priors(job_key("2026-11-25"), current_run="now")
     assert list(priors) == [(7, "inst")]
     journal.close()
 

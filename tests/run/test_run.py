@@ -98,7 +98,7 @@ async def test_report_has_one_result_per_target_with_orders_and_request_ids(
         TargetSpec(19816, goog),  # the same position by UUID: closed once
         TargetSpec(19816, None),  # and again as part of the whole account
         TargetSpec(19817, "TSLA"),
-        TargetSpec(19817, "AAPL"),  # not held: already flat, nothing sent
+        TargetSpec(19817, "AAPL"),  # not held: said so, nothing sent
     ]
     result = await run(
         settings_for(sim), RunRequest(specs=specs, report_path=report), asyncio.Event()
@@ -107,7 +107,7 @@ async def test_report_has_one_result_per_target_with_orders_and_request_ids(
     doc = json.loads(report.read_text())
     assert doc["summary"]["targets"] == 3
     by_symbol = {r["instrument"]: r for r in doc["results"]}
-    assert by_symbol["AAPL"]["outcome"] == "already_flat"
+    assert by_symbol["AAPL"]["outcome"] == "not_held"
     assert by_symbol["AAPL"]["orders"] == []
     tsla = by_symbol["TSLA"]
     assert tsla["outcome"] == "closed"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from structlog.testing import LogCapture
 
 from tests.support import RecordedSleeps, api_for, envelope, serving
 from worker.api.policy import RetryPolicy
@@ -63,6 +64,21 @@ async def test_early_close_waits_for_13_00_minus_the_duration(reader: Reader) ->
     )
     assert timing.go is Go.NOW
     assert sleeps.waits == [45 * 60]  # 12:00 -> 12:45 ET, not 15:45
+
+
+async def test_a_dry_run_says_when_the_run_would_start_and_never_waits(
+    reader: Reader, captured: LogCapture
+) -> None:
+    sleeps = RecordedSleeps()
+    timing = await wait_for_close_window(
+        reader, timedelta(minutes=15), lambda: NOW, asyncio.Event(), sleeps, dry_run=True
+    )
+    assert timing.go is Go.NOW
+    assert sleeps.waits == []  # 45 minutes before the window: not waited for
+    [said] = [e for e in captured.entries if e["event"] == "run_would_start"]
+    assert said["start_at"] == "2025-11-28T12:45:00-05:00"
+    assert said["wait_s"] == 45 * 60
+    assert said["starts"] == "12:45 ET"
 
 
 async def test_past_the_start_but_before_the_close_runs_now(reader: Reader) -> None:

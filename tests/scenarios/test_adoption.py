@@ -91,7 +91,7 @@ async def killed_run(
     """A run as it stood when killed: intents and client ids committed, orders sent and still
     working at the server. Returns each position's order id."""
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date().isoformat()
-    job = job_key(settings.base_url, day)
+    job = job_key(day)
     journal = Journal.in_dir(settings.journal_dir)
     journal.start_run(
         run_id="killed", job=job, base_url=settings.base_url, trading_day=day,

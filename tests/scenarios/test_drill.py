@@ -56,7 +56,7 @@ async def test_the_failover_drill_targets_the_accounts_its_simulator_holds(
         # The run as written, but on SQLite and without a shell's $RANDOM.
         targets = [x for a in accounts for x in ("--account", a)]
         env = clean_env(
-            LIQUIDATOR_API_KEY="sim-key.sim-secret",
+            LIQUIDATOR_API_KEY="sim-key.sim-secret-for-rehearsals",
             LIQUIDATOR_STATE_DIR=str(tmp_path / "state"),
             LIQUIDATOR_LOG_FORMAT="json",
             LIQUIDATOR_FOLLOW_PAUSE="0.02",

@@ -25,7 +25,7 @@ from worker.simulator import Simulator
 CLOSE_PATH = "/v1/accounts/19816/positions/GOOG"
 
 
-async def test_a_typo_fails_as_unknown_instrument_and_a_known_one_not_held_is_already_flat(
+async def test_a_typo_fails_as_unknown_instrument_and_a_known_one_not_held_is_not_held(
     sim: Simulator, settings_for: Any, captured: LogCapture
 ) -> None:
     sim.add_account(19816)
@@ -39,7 +39,8 @@ async def test_a_typo_fails_as_unknown_instrument_and_a_known_one_not_held_is_al
     by_name = {r.instrument: r for r in result.results}
     assert by_name["APPL"].outcome is Outcome.FAILED
     assert "unknown instrument" in (by_name["APPL"].error or "")
-    assert by_name["MSFT"].outcome is Outcome.ALREADY_FLAT
+    assert by_name["MSFT"].outcome is Outcome.NOT_HELD
+    assert by_name["MSFT"].error == "not held; account 19816 holds nothing in or on MSFT"
     settled = [e for e in captured.entries if e["event"] == events.TARGET_SETTLED]
     assert [e["instrument"] for e in settled] == ["MSFT"]
     assert sim.stats.by_route["close"] == 0

@@ -27,6 +27,7 @@ from worker.api.models import (
     Instrument,
     MarketDataSnapshot,
     MarketHours,
+    OptionsContract,
     Order,
     Position,
 )
@@ -59,6 +60,7 @@ _MARKET_HOURS = TypeAdapter(Envelope[list[MarketHours]])
 _CLOCK = TypeAdapter(Envelope[Clock])
 _INSTRUMENT = TypeAdapter(Envelope[Instrument])
 _SNAPSHOTS = TypeAdapter(Envelope[list[MarketDataSnapshot]])
+_CONTRACTS = TypeAdapter(Envelope[list[OptionsContract]])
 _EXCERPT_CHARS = 200
 # A reply above this is refused without being read whole: no list the worker asks for comes near
 # it (1,000 orders are ~0.8 MB), and a 300 MB body must not cost the run its memory.
@@ -66,6 +68,8 @@ MAX_REPLY_BYTES = 8 * 1024 * 1024
 # Instrument UUIDs per market-data snapshot request: the spec names no maximum; 100 keep the URL
 # under 4 KB.
 SNAPSHOT_BATCH = 100
+# Contracts per `get_option_contracts` request: the spec's maximum for `contract_ids`.
+CONTRACTS_BATCH = 100
 _READ_CHUNK = 256 * 1024
 # A close's body is one of two documents. aiohttp's BytesPayload is immutable and reusable, so
 # each is built once instead of JSON-encoded on every close (~15 us of CPU a close).
@@ -172,8 +176,10 @@ class TradingApi:
         self._base = base_url.rstrip("/")
         self._pacer = pacer
         self._before_send = before_send
-        # A server may echo the key back (in a message, a page, a header): it is scrubbed from
-        # every reply and error here, before any of it reaches an error, a result or a report.
+        # A server may echo the key back (in a message, a page, a header). A reply is parsed as
+        # received: its ids and client ids are data the worker acts on, and a short secret can
+        # occur inside one. Only the errors raised here are scrubbed; every other exit
+        # (events, the report, the journal's texts, the terminal) scrubs what it writes.
         bearer = session.headers.get("Authorization", "")
         self._scrub = Scrubber.for_key(bearer.removeprefix("Bearer "))
 
@@ -195,7 +201,7 @@ class TradingApi:
             body=_CLOSE_BODY[cancel_orders],
             unless=unless,
         )
-        return _parse(_ORDERS, raw)
+        return self._parse(_ORDERS, raw)
 
     async def get_positions(
         self,
@@ -209,7 +215,7 @@ class TradingApi:
         if instrument_ids:
             params["instrument_ids"] = ",".join(instrument_ids)
         raw = await self._call("GET", f"/v1/accounts/{account_id}/positions", params=params)
-        return _parse(_POSITIONS, raw)
+        return self._parse(_POSITIONS, raw)
 
     async def get_orders(
         self,
@@ -232,7 +238,7 @@ class TradingApi:
         if since is not None:
             params["from"] = since.isoformat().replace("+00:00", "Z")
         raw = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)
-        return _parse(_ORDERS, raw)
+        return self._parse(_ORDERS, raw)
 
     async def submit_order(
         self,
@@ -262,13 +268,15 @@ class TradingApi:
         raw = await self._call(
             "POST", f"/v1/accounts/{account_id}/orders", body=body, unless=unless
         )
-        reply = _parse(_ORDERS, raw)
+        reply = self._parse(_ORDERS, raw)
         if len(reply.data) != 1:
             # A 200 that does not show the one order sent: whether it exists is not known.
-            raise OutcomeUnknown(
-                f"POST /v1/accounts/{account_id}/orders: reply lists {len(reply.data)} orders",
-                status=200,
-                request_id=reply.request_id,
+            raise self._scrub.error(
+                OutcomeUnknown(
+                    f"POST /v1/accounts/{account_id}/orders: reply lists {len(reply.data)} orders",
+                    status=200,
+                    request_id=reply.request_id,
+                )
             )
         return Reply(reply.data[0], reply.request_id)
 
@@ -297,7 +305,7 @@ class TradingApi:
         raw = await self._call(
             "POST", f"/v1/accounts/{account_id}/orders", body=payload, unless=unless
         )
-        return _parse(_ORDERS, raw)
+        return self._parse(_ORDERS, raw)
 
     async def cancel_open_orders(
         self, account_id: int, instrument_ids: Sequence[str]
@@ -313,12 +321,12 @@ class TradingApi:
             raise ValueError("cancel_open_orders needs at least one instrument")
         params = {"instrument_ids": ",".join(instrument_ids)}
         raw = await self._call("DELETE", f"/v1/accounts/{account_id}/orders", params=params)
-        return _parse(_ORDERS, raw)
+        return self._parse(_ORDERS, raw)
 
     async def cancel_open_order(self, account_id: int, order_id: str) -> Reply[Order]:
         """DELETE one open order, named by its `id` or its client id (cancel_open_order)."""
         raw = await self._call("DELETE", f"/v1/accounts/{account_id}/orders/{order_id}")
-        return _parse(_ORDER, raw)
+        return self._parse(_ORDER, raw)
 
     async def replace_order(
         self, account_id: int, order_id: str, *, limit_price: Decimal
@@ -331,14 +339,14 @@ class TradingApi:
             content_type="application/json",
         )
         path = f"/v1/accounts/{account_id}/orders/{quote(order_id, safe='')}"
-        return _parse(_ORDER, await self._call("PATCH", path, body=body))
+        return self._parse(_ORDER, await self._call("PATCH", path, body=body))
 
     async def get_order(self, account_id: int, order_id: str) -> Reply[Order]:
         """One order (get_order_by_id), named by its `id` whatever its status, or by its client
         id while it is open. Current even when the orders listing lags; `NotFound` (404): no
         such order, or, by client id, none open under it."""
         path = f"/v1/accounts/{account_id}/orders/{quote(order_id, safe='')}"
-        return _parse(_ORDER, await self._call("GET", path))
+        return self._parse(_ORDER, await self._call("GET", path))
 
     async def orders_by_client_id(
         self, account_id: int, client_ids: Sequence[str]
@@ -358,29 +366,50 @@ class TradingApi:
     async def get_instrument(self, instrument: str) -> Reply[Instrument]:
         """One instrument by UUID or symbol; `NotFound` when the API does not know it."""
         raw = await self._call("GET", f"/v1/instruments/{quote(instrument, safe='')}")
-        return _parse(_INSTRUMENT, raw)
+        return self._parse(_INSTRUMENT, raw)
 
     async def get_snapshots(self, instrument_ids: Sequence[str]) -> Reply[list[MarketDataSnapshot]]:
         """Market data snapshots (the last quote) of these instruments, by UUID or symbol: at
         most SNAPSHOT_BATCH to a request."""
         params = {"instrument_ids": ",".join(instrument_ids)}
         raw = await self._call("GET", "/v1/market-data/snapshot", params=params)
-        return _parse(_SNAPSHOTS, raw)
+        return self._parse(_SNAPSHOTS, raw)
+
+    async def get_option_contracts(
+        self, contract_ids: Sequence[str]
+    ) -> Reply[list[OptionsContract]]:
+        """These option contracts (by UUID or OSI symbol, at most CONTRACTS_BATCH): one page,
+        since 100 contracts are far below its 1,000. A contract the API does not know is left
+        out of the list."""
+        if not 1 <= len(contract_ids) <= CONTRACTS_BATCH:
+            raise ValueError(f"get_option_contracts takes 1 to {CONTRACTS_BATCH} contract ids")
+        params = {"contract_ids": ",".join(contract_ids)}
+        raw = await self._call("GET", "/v1/instruments/options/contracts", params=params)
+        return self._parse(_CONTRACTS, raw)
 
     async def get_clock(self) -> Reply[datetime]:
-        reply = _parse(_CLOCK, await self._call("GET", "/v1/clock"))
+        reply = self._parse(_CLOCK, await self._call("GET", "/v1/clock"))
         return Reply(reply.data.clock, reply.request_id)
 
     async def get_market_hours(self, date: str | None = None) -> Reply[MarketHours]:
         params = {"market": "us_equities"}
         if date:
             params["date"] = date
-        reply = _parse(
+        reply = self._parse(
             _MARKET_HOURS, await self._call("GET", "/v1/calendars/market-hours", params=params)
         )
         if not reply.data:
-            raise OutcomeUnknown("market-hours reply is an empty list", request_id=reply.request_id)
+            empty = OutcomeUnknown(
+                "market-hours reply is an empty list", request_id=reply.request_id
+            )
+            raise self._scrub.error(empty)
         return Reply(reply.data[0], reply.request_id)
+
+    def _parse(self, adapter: TypeAdapter[Envelope[T]], raw: bytes) -> Reply[T]:
+        try:
+            return _parse(adapter, raw, self._scrub.raw)
+        except ApiError as err:
+            raise self._scrub.error(err) from None
 
     async def _call(
         self,
@@ -406,7 +435,7 @@ class TradingApi:
                         raise NotSent(f"{method} {path}: not sent, stopped while checking the lock")
                 return await self._send(method, path, params, body)
         except ApiError as err:
-            # Also what aiohttp said about a malformed reply; a reply's body is scrubbed in _send.
+            # The exception is an exit: also what aiohttp said about a malformed reply.
             self._scrub.error(err)
             raise
         finally:
@@ -424,8 +453,7 @@ class TradingApi:
             async with self._session.request(
                 method, self._base + path, params=params, data=body
             ) as resp:
-                # Scrubbed before any excerpt can cut a key in two.
-                raw = self._scrub.raw(await _read_capped(resp, what))
+                raw = await _read_capped(resp, what)
                 status = resp.status
                 header_request_id = resp.headers.get("x-request-id")
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
@@ -443,13 +471,16 @@ class TradingApi:
 
         if 200 <= status < 300:
             return raw  # parsed by the caller against the shape it expects
-        envelope = _decode(raw)
+        envelope = _decode(raw)  # its `details` are data (which order of a batch was refused)
+        # What the error says is read from the body scrubbed whole, before any cut of it could
+        # split a secret in two.
+        shown = self._scrub.raw(raw)
         request_id = _envelope_request_id(envelope) or header_request_id
-        message = f"{what}: {_error_message(envelope, status)}"
+        message = f"{what}: {_error_message(_decode(shown), status)}"
         kw: dict[str, Any] = {
             "status": status,
             "request_id": request_id,
-            "excerpt": None if envelope else _excerpt(raw),
+            "excerpt": None if envelope else _excerpt(shown),
             "retry_after": retry_after,
             "details": _error_details(envelope),
         }
@@ -496,13 +527,16 @@ def _too_big(resp: aiohttp.ClientResponse, what: str) -> OutcomeUnknown:
     )
 
 
-def _parse(adapter: TypeAdapter[Envelope[T]], raw: bytes) -> Reply[T]:
-    """A 2xx body as the spec's envelope of T; anything else is an unknown outcome."""
+def _parse(
+    adapter: TypeAdapter[Envelope[T]], raw: bytes, scrub: Callable[[bytes], bytes]
+) -> Reply[T]:
+    """A 2xx body, as received, as the spec's envelope of T; anything else is an unknown outcome
+    (its excerpt cut from the body `scrub`bed whole)."""
     try:
         envelope = adapter.validate_json(raw)
     except RecursionError:  # nested deeper than any parser should follow
         raise OutcomeUnknown(
-            "reply is nested too deeply to decode", status=200, excerpt=_excerpt(raw)
+            "reply is nested too deeply to decode", status=200, excerpt=_excerpt(scrub(raw))
         ) from None
     except ValidationError as exc:
         decoded = _decode(raw)
@@ -514,7 +548,7 @@ def _parse(adapter: TypeAdapter[Envelope[T]], raw: bytes) -> Reply[T]:
             where = ".".join(str(p) for p in first["loc"])
             why = f"reply does not match the spec at {where}: {first['msg']}"
         raise OutcomeUnknown(
-            why, status=200, request_id=request_id, excerpt=_excerpt(raw)
+            why, status=200, request_id=request_id, excerpt=_excerpt(scrub(raw))
         ) from None
     meta = envelope.metadata
     return Reply(envelope.data, meta.request_id, meta.next_page_token or None)

@@ -68,6 +68,10 @@ class Position(_ApiModel):
     quantity: Decimal
     market_value: Decimal
     position_type: str
+    # An option's underlying (what a named instrument the account does not hold is matched
+    # against); null for an equity. The spec gives no multiplier on a Position: that is the
+    # contract's (`OptionsContract`).
+    underlying_instrument_id: str | None = None
 
     @property
     def closing_side(self) -> str:
@@ -93,6 +97,15 @@ class Envelope(_ApiModel, Generic[T]):
 class Instrument(_ApiModel):
     id: str
     symbol: str
+
+
+class OptionsContract(_ApiModel):
+    """`get_option_contracts`: what a contract's quantity is worth per unit of its price."""
+
+    id: str
+    symbol: str  # OSI
+    multiplier: Decimal  # 100 for standard options; other values for adjusted contracts
+    underlying_instrument_id: str | None = None
 
 
 class SnapshotQuote(_ApiModel):

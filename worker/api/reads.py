@@ -19,6 +19,7 @@ from worker.api.models import (
     Instrument,
     MarketDataSnapshot,
     MarketHours,
+    OptionsContract,
     Order,
     Position,
 )
@@ -116,6 +117,13 @@ class Reader:
         return await self.retried(
             f"snapshots of {len(instrument_ids)} instrument(s)",
             lambda: self._api.get_snapshots(instrument_ids),
+        )
+
+    async def option_contracts(self, contract_ids: Sequence[str]) -> Reply[list[OptionsContract]]:
+        """These option contracts (one request: the caller batches)."""
+        return await self.retried(
+            f"option contracts of {len(contract_ids)} instrument(s)",
+            lambda: self._api.get_option_contracts(contract_ids),
         )
 
     async def clock(self) -> Reply[datetime]:

@@ -2,16 +2,20 @@
 
 The orders are those `liquidator status` lists (`worker.cli.server_view`): the job's own included,
 since the operator asks to get rid of what is open. Each is cancelled by its id (a cancel sent
-twice is harmless, so it is retried as a read), then read until it no longer works: an order may
-still fill while its cancel is pending, and that is said (`order_canceled` with its status).
+twice is harmless, so it is retried as a read), then read back until it reads final (by id,
+one by one where the listing lags): an order may still fill while its cancel is pending, and
+that is said (`order_canceled` with its status); one still working when the wait ends is named
+(`cancel_failed`, "still working").
 
 Exit 0: every listed order ended not working (nothing listed counts). 1: an order could not be
 cancelled or still worked when the wait (FLAT_TIMEOUT) ended, or an account could not be read.
-2: no terminal to confirm on and no --yes, or a run holds the journal's lock and --force was
-not given (nothing sent). 3: the operator declined, a stop (SIGTERM, SIGINT) came, or the key
+2: no terminal to confirm on and no --yes, targets `run` would refuse (an unknown `exclude`
+entry or named instrument), or a run holds the journal's lock and --force was not given
+(nothing sent). 3: the operator declined, a stop (SIGTERM, SIGINT) came, or the key
 was refused.
 
-A run that holds the journal's lock (the same state directory, or the same JOURNAL_URL and API)
+A run that holds the journal's lock (the same state directory, or the same JOURNAL_URL and API;
+found with the flags and settings `run` uses: --state-dir, --journal-url, STATE_DIR, ...)
 may have orders resting at the server, market-on-close orders waiting for the close among them:
 cancelling them would undo that run's flatten while it believes them working. So `cancel`
 takes the journal's lock for as long as it cancels, and refuses, naming the holder, when a run
@@ -30,12 +34,12 @@ from typing import TYPE_CHECKING
 from worker.api.client import TradingApi
 from worker.api.models import Order
 from worker.api.reads import Reader
-from worker.cli.server_view import AccountView, connected, read_view
+from worker.cli.server_view import AccountView, connected, order_by_id, read_view
 from worker.cli.status import emit
 from worker.errors import ApiError, JournalRefused, NotFound, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
-from worker.journal.keys import canonical_origin
+from worker.journal.keys import LOCK_SCOPE
 from worker.journal.lock import FileLock
 from worker.journal.open import LOCK_FILE
 from worker.output import events
@@ -84,7 +88,7 @@ async def _no_run_holds_the_journal(settings: Settings) -> AsyncIterator[None]:
         try:
             journal = await PgJournal.open(
                 settings.journal_url.get_secret_value(),
-                scope=canonical_origin(settings.base_url),
+                scope=LOCK_SCOPE,
                 lock_wait=0,
                 timeout_s=settings.journal_timeout,
             )
@@ -119,7 +123,7 @@ async def _cancel(
 ) -> int:
     async with connected(settings, stop) as (api, reader):
         try:
-            views = await read_view(settings, reader, specs)
+            views = await read_view(settings, api, reader, specs)
             listed = sum(len(v.orders) for v in views)
             if terminal is not None:
                 _show(terminal, views, dry_run)
@@ -151,7 +155,7 @@ async def _cancel(
 
 
 def _show(terminal: Terminal, views: Sequence[AccountView], dry_run: bool) -> None:
-    from worker.cli.terminal import orders_table
+    from worker.cli.tables import orders_table
 
     for view in views:
         if view.error is not None:
@@ -232,6 +236,16 @@ async def _until_done(
                     still += [(view, o) for o in chunk]
                     continue
                 read = {o.id: o for o in reply.data}
+                # A listing that lags order entry leaves young orders out: read each by its id.
+                unlisted = [o.id for o in chunk if o.id not in read]
+                for now in await asyncio.gather(
+                    *(order_by_id(api, reader, view.account_id, i) for i in unlisted),
+                    return_exceptions=True,
+                ):
+                    if isinstance(now, Unauthorized):
+                        raise now
+                    if isinstance(now, Order):
+                        read[now.id] = now
                 for o in chunk:
                     now = read.get(o.id, o)
                     if o.id in read and not now.working:

@@ -18,16 +18,18 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from pydantic import SecretStr
 
 from worker import __version__
+from worker.cli.books_flags import add_book_flags, simulated_books
 from worker.errors import InputError
-from worker.inputs.secrets import Scrubber, check_key, secret_forms
-from worker.inputs.settings import Settings, load_settings
+from worker.inputs.secrets import ScrubbedText, Scrubber, check_key, secret_forms
+from worker.inputs.settings import Settings, api_key_origin, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
+from worker.money import multiplier_text
 from worker.output import events
 from worker.output.exit_codes import ExitCode
 from worker.output.stdio import guarded_stdio
@@ -54,6 +56,13 @@ def _day(text: str) -> str:
         return date.fromisoformat(text).isoformat()
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+
+
+def _keep_days(text: str) -> int:
+    """--keep-days: a whole number of days, at least 1 (today's job is always kept)."""
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of days, at least 1, got {text!r}")
+    return int(text)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -114,11 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
     cancel_p = sub.add_parser(
         "cancel", help="cancel the working orders on the targets' instruments, after a yes"
     )
-    for p, flags in ((status_p, _VIEW_FLAGS), (cancel_p, (*_VIEW_FLAGS, "--flat-timeout"))):
+    # Both read today's job's ids from the journal, and cancel refuses while a run holds it:
+    # the journal is found where `run` would keep it, with the same flags and settings.
+    viewing = (*_VIEW_FLAGS, "--state-dir", "--journal-url")
+    for p, flags in ((status_p, viewing), (cancel_p, (*viewing, "--flat-timeout"))):
         _add_target_flags(p)
         for flag, kind, text in _SETTING_FLAGS:
             if flag in flags:
                 p.add_argument(flag, type=kind, help=text)
+    for p in (status_p, cancel_p):  # as `journal --json`; the full ids are in the events
+        p.add_argument("--json", action="store_true", help="JSON events, as --log-format json")
     cancel_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     cancel_p.add_argument(
         "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
@@ -147,9 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     journal_p = sub.add_parser(
         "journal",
         help="show today's jobs, intents and outcomes; `journal verify` checks it;"
-        " `journal last` prints the last run's report",
+        " `journal last` prints the last run's report; `journal prune` deletes old jobs",
     )
-    journal_p.add_argument("action", nargs="?", choices=["show", "verify", "last"], default="show")
+    journal_p.add_argument(
+        "action", nargs="?", choices=["show", "verify", "last", "prune"], default="show"
+    )
     journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
     journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
     journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
@@ -157,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)"
     )
     journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
+    journal_p.add_argument(
+        "--keep-days",
+        type=_keep_days,
+        metavar="N",
+        help="prune: keep the jobs of the last N days (default: journal_keep_days, 90)",
+    )
+    journal_p.add_argument(
+        "--dry-run", action="store_true", help="prune: say what would go, delete nothing"
+    )
 
     sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
     sim_p.add_argument("--port", type=int, default=8765)
@@ -171,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
-    sim_p.add_argument("--api-key", default="sim-key.sim-secret", help="key the simulator wants")
+    sim_p.add_argument(
+        "--api-key", default="sim-key.sim-secret-for-rehearsals", help="key the simulator wants"
+    )
+    add_book_flags(sim_p)
     return parser
 
 
@@ -200,6 +228,7 @@ def _add_target_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
     p.add_argument("--simulate", action="store_true", help="run against the built-in simulator")
+    add_book_flags(p, "--simulate: ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,6 +259,7 @@ def _command(argv: Sequence[str] | None) -> int:
         )
         settings = _settings(args)
         _refuse_unsafe(args, settings, specs)
+        args.market = simulated_books(args, settings.close_style)
     except InputError as err:
         print(f"liquidator: {err}", file=sys.stderr)
         return int(ExitCode.INVALID)
@@ -268,6 +298,16 @@ def _journal(args: argparse.Namespace) -> int:
             return _last_report(settings, as_json)
         if args.action == "verify":
             return journal_view.verify(settings, as_json)
+        if args.action == "prune":
+            from worker.journal.prune_command import prune
+
+            # Events (the journal opened) go to stderr, only warnings: stdout is the result.
+            url = settings.journal_url.get_secret_value() if settings.journal_url else ""
+            secrets = journal_url_secrets(url)
+            events.configure(level="warning", fmt="json", stream=sys.stderr, secrets=secrets)
+            return prune(settings, args.keep_days, dry_run=args.dry_run, as_json=as_json)
+        if args.keep_days is not None or args.dry_run:
+            raise InputError("--keep-days and --dry-run are for `journal prune`")
         return journal_view.show(settings, args.day, as_json)
     except Exception as exc:  # the journal cannot be reached or read: say so, exit 2
         message = f"{type(exc).__name__}: {exc}"
@@ -310,7 +350,10 @@ def _terminal(secrets: Sequence[str]) -> Terminal:
 
     from worker.cli.terminal import Terminal
 
-    return Terminal(Console(), scrub=Scrubber(secrets).text)
+    # The terminal is an exit: its tables show what the API sent (ids, symbols), as received.
+    scrub = Scrubber(secrets).text
+    stdout = cast(TextIO, ScrubbedText(sys.stdout, scrub))  # a stream in all but its type
+    return Terminal(Console(file=stdout), scrub=scrub)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -318,6 +361,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_"), None)
         for flag, _, _ in _SETTING_FLAGS
     }
+    if getattr(args, "json", False):
+        cli["log_format"] = "json"
     return load_settings(cli, args.config)
 
 
@@ -347,7 +392,7 @@ def _refuse_unsafe(args: argparse.Namespace, settings: Settings, specs: list[Tar
             "no API key: set LIQUIDATOR_API_KEY, api_key in the settings file, or a systemd"
             " credential named clearstreet-api-key"
         )
-    check_key(settings.api_key.get_secret_value())
+    check_key(settings.api_key.get_secret_value(), api_key_origin(args.config))
     if (
         args.command in ("run", "cancel")
         and not args.dry_run
@@ -433,6 +478,7 @@ def _plan_events(plan: Plan) -> None:
             side=t.closing_side,
             quantity=str(abs(t.quantity)),
             market_value=str(t.market_value),
+            multiplier=multiplier_text(t.multiplier),
         )
 
 
@@ -459,5 +505,5 @@ async def _maybe_simulated(
         return
     from worker.cli.simulator import simulator_for  # the simulator only loads for rehearsals
 
-    async with simulator_for(specs) as (base_url, api_key):
+    async with simulator_for(specs, args.market) as (base_url, api_key):
         yield settings.model_copy(update={"base_url": base_url, "api_key": SecretStr(api_key)})

@@ -1,14 +1,21 @@
 """What is open at the server for the targets: positions and working orders, read, never changed.
 
-`liquidator status` shows it and `liquidator cancel` acts on its orders; targets mean what they
-mean for `run`, and an order is the job's own (`own`) when its client id is one today's job
-derives (`worker.closing.client_ids`). Nothing here sends a change.
+`liquidator status` shows it and `liquidator cancel` acts on its orders. Targets mean what they
+mean for `run`, checked the same way (`worker.run.plan`): an `exclude` entry or a named
+instrument the API does not know refuses the command (exit 2), since its scope would not be the
+one the file meant. An order is the job's own (`own`) when its client id is one today's job
+derives (`worker.closing.client_ids`), or its id is one today's job recorded (close_position).
+The listing may lag order entry, so the ids the journal holds for today's job
+(`worker.journal.job_ids`) that it does not show are looked up one by one, as a rerun's
+adoption does. Nothing here sends a change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
@@ -18,11 +25,13 @@ from worker.api.models import Order
 from worker.api.pace import Pacer
 from worker.api.policy import RetryPolicy
 from worker.api.reads import Reader
+from worker.closing.adopt import working_by_client_id
 from worker.closing.client_ids import client_order_id
 from worker.closing.target import Target
-from worker.errors import ApiError, Unauthorized
+from worker.errors import ApiError, InputError, NotFound, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec, accounts_of
+from worker.journal.job_ids import JobIds, job_ids
 from worker.journal.keys import job_key
 from worker.output.results import Outcome
 from worker.run.plan import make_plan
@@ -62,15 +71,19 @@ async def connected(
 
 
 async def read_view(
-    settings: Settings, reader: Reader, specs: Sequence[TargetSpec]
+    settings: Settings, api: TradingApi, reader: Reader, specs: Sequence[TargetSpec]
 ) -> list[AccountView]:
     """Each target account's open positions and working orders, in the order first named.
 
-    Raises `Unauthorized` when the key is refused.
+    Raises `InputError` when `run` would refuse the targets or fail a named instrument as
+    unknown, `Unauthorized` when the key is refused.
     """
     clock = await reader.clock()
-    job = job_key(settings.base_url, clock.data.astimezone(MARKET_TZ).date().isoformat())
+    job = job_key(clock.data.astimezone(MARKET_TZ).date().isoformat())
     plan = await make_plan(reader, specs)
+    if plan.refusals or plan.unknown:
+        raise InputError("; ".join(plan.refusals + plan.unknown) + "; correct the targets")
+    sent = _sent_by_the_job(settings, job)
     views = {a: AccountView(a) for a in accounts_of(specs)}
     named: dict[int, set[str]] = {a: set() for a in views}
     for t in plan.targets:
@@ -93,16 +106,78 @@ async def read_view(
             view.error = f"orders could not be read: {err}"
             return
         whole = [s for s in specs if s.account_id == view.account_id and s.instrument is None]
+        # close_position's orders carry no client id of the job's: the journal's ids say so.
+        recorded = {o for a, _, o in sent.order_ids if a == view.account_id}
+        try:
+            listed += await _unlisted(
+                api, reader, view.account_id, listed, sent, named[view.account_id], whole
+            )
+        except Unauthorized:
+            raise
+        except ApiError as err:
+            view.error = f"the job's orders could not be looked up: {err}"
+            return
         for o in listed:
             if o.working and _in_scope(o, named[view.account_id], whole):
                 view.orders.append(o)
                 iid = o.instrument_id or ""
                 stem = client_order_id(job, view.account_id, iid, 0)[:-1]
-                if iid and o.client_order_id.startswith(stem):
+                if (iid and o.client_order_id.startswith(stem)) or o.id in recorded:
                     view.own.add(o.id)
 
     await asyncio.gather(*(orders_of(v) for v in views.values()))
     return list(views.values())
+
+
+def _sent_by_the_job(settings: Settings, job: str) -> JobIds:
+    """The ids today's job recorded sending; none, said on stderr, when the journal cannot be
+    read (the listing alone then shows the job's orders, as late as it lags)."""
+    try:
+        return job_ids(settings, job)
+    except Exception as exc:
+        print(
+            f"liquidator: the journal could not be read ({type(exc).__name__}: {exc}); the"
+            " job's own orders are those the orders listing shows",
+            file=sys.stderr,
+        )
+        return JobIds()
+
+
+async def _unlisted(
+    api: TradingApi,
+    reader: Reader,
+    account_id: int,
+    listed: Sequence[Order],
+    sent: JobIds,
+    named: set[str],
+    whole: Sequence[TargetSpec],
+) -> list[Order]:
+    """The job's orders on the account the listing did not show, looked up by their ids."""
+
+    def wanted(a: int, iid: str) -> bool:
+        return a == account_id and (bool(whole) or iid.lower() in named)
+
+    shown = {o.client_order_id for o in listed} | {o.id for o in listed}
+    client_ids = [c for a, i, c in sent.client_ids if wanted(a, i) and c not in shown]
+    found = [o for o, _ in await working_by_client_id(reader, api, account_id, client_ids)]
+    shown |= {o.id for o in found}
+    order_ids = [o for a, i, o in sent.order_ids if wanted(a, i) and o not in shown]
+    by_id = await asyncio.gather(*(order_by_id(api, reader, account_id, o) for o in order_ids))
+    return found + [o for o in by_id if o is not None and o.working]
+
+
+async def order_by_id(
+    api: TradingApi, reader: Reader, account_id: int, order_id: str
+) -> Order | None:
+    """One order by its id, current however the listing lags; None: the server has none."""
+    try:
+        reply = await reader.retried(
+            f"order {order_id} of account {account_id}",
+            functools.partial(api.get_order, account_id, order_id),
+        )
+    except NotFound:
+        return None
+    return reply.data
 
 
 def _in_scope(order: Order, named: set[str], whole: Sequence[TargetSpec]) -> bool:

@@ -12,13 +12,20 @@ import asyncio
 import contextlib
 import random
 import re
+import sys
 from collections.abc import AsyncIterator, Sequence
 
+from worker.cli.books_flags import thin_names
+from worker.errors import InputError
 from worker.inputs.targets import TargetSpec, accounts_of
+from worker.output.exit_codes import ExitCode
 from worker.simulator import SimConfig, Simulator, serve
+from worker.simulator.books import books, describe
+from worker.simulator.market import MarketConfig
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_OSI = re.compile(r"^[A-Z]{1,6}\d{6}[CP]\d{8}$")  # an OCC option symbol: root, date, C/P, strike
+# An OCC option symbol: root (padded to six with spaces, or not), date, C/P, strike.
+_OSI = re.compile(r"^([A-Z]{1,6}) *\d{6}[CP]\d{8}$")
 _SYMBOLS = [
     "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "SPY", "QQQ", "JPM",
     "V", "XOM", "UNH", "HD", "KO", "PEP", "COST", "AMD", "NFLX", "INTC",
@@ -52,7 +59,9 @@ def seed_for_targets(sim: Simulator, specs: Sequence[TargetSpec], seed: int = 11
             rng.shuffle(symbols)
             for symbol in [*symbols[:POSITIONS_PER_WHOLE_ACCOUNT], *sorted(excluded)]:
                 _add(sim, rng, account_id, symbol)
-            sim.add_position(account_id, "AAPL270115C00200000", "5", instrument_type="OPTION")
+            sim.add_position(
+                account_id, "AAPL270115C00200000", "5", instrument_type="OPTION", underlying="AAPL"
+            )
 
 
 def _add(sim: Simulator, rng: random.Random, account_id: int, name: str) -> None:
@@ -62,18 +71,26 @@ def _add(sim: Simulator, rng: random.Random, account_id: int, name: str) -> None
         sim.add_position(
             account_id, f"SIM{name[:4].upper()}", str(quantity), price=price, instrument_id=name
         )
-    elif _OSI.match(name.upper()):
+    elif osi := _OSI.match(name.upper()):
         sim.add_position(
-            account_id, name, str(quantity // 10 or 1), instrument_type="OPTION", price="2.50"
+            account_id,
+            name,
+            str(quantity // 10 or 1),
+            instrument_type="OPTION",
+            price="2.50",
+            underlying=osi.group(1),
         )
     else:
         sim.add_position(account_id, name, str(quantity), price=price)
 
 
 @contextlib.asynccontextmanager
-async def simulator_for(specs: Sequence[TargetSpec]) -> AsyncIterator[tuple[str, str]]:
-    """Serve a seeded simulator on loopback; yield (base_url, api_key)."""
-    sim = Simulator(SimConfig(fill_delay_s=0.2, record=False))
+async def simulator_for(
+    specs: Sequence[TargetSpec], market: MarketConfig | None = None
+) -> AsyncIterator[tuple[str, str]]:
+    """Serve a seeded simulator on loopback, trading against `market`'s books (default: none);
+    yield (base_url, api_key)."""
+    sim = Simulator(SimConfig(fill_delay_s=0.2, record=False, market=market or MarketConfig()))
     seed_for_targets(sim, specs)
     runner, port = await serve(sim, "127.0.0.1", 0)
     try:
@@ -83,7 +100,14 @@ async def simulator_for(specs: Sequence[TargetSpec]) -> AsyncIterator[tuple[str,
 
 
 def serve_forever(args: argparse.Namespace) -> int:
-    config = SimConfig(api_key=args.api_key, fill_delay_s=args.fill_delay, record=False)
+    try:
+        market = books(args.books, thin_names(args), args.books_file)
+    except InputError as err:
+        print(f"liquidator simulator: {err}", file=sys.stderr)
+        return int(ExitCode.INVALID)
+    config = SimConfig(
+        api_key=args.api_key, fill_delay_s=args.fill_delay, record=False, market=market
+    )
     if args.latency:
         from worker.simulator import Faults
         from worker.simulator.config import ROUTES
@@ -102,6 +126,7 @@ def serve_forever(args: argparse.Namespace) -> int:
             f" {args.positions} positions each; key: {config.api_key}",
             flush=True,
         )
+        print(describe(market), flush=True)
         try:
             await asyncio.Event().wait()
         finally:

@@ -1,8 +1,8 @@
 """`liquidator status`: per target account, its open positions and working orders. Sends nothing.
 
 A table per account on a terminal, otherwise `status_position`, `status_order` and
-`status_account` events; exit 0 when every account was read, 1 when one could not be, 3 when the
-key was refused.
+`status_account` events; exit 0 when every account was read, 1 when one could not be, 2 when
+`run` would refuse the targets (`worker.cli.server_view`), 3 when the key was refused.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ if TYPE_CHECKING:
 async def status(
     settings: Settings, specs: Sequence[TargetSpec], stop: asyncio.Event, terminal: Terminal | None
 ) -> int:
-    async with connected(settings, stop) as (_, reader):
+    async with connected(settings, stop) as (api, reader):
         try:
-            views = await read_view(settings, reader, specs)
+            views = await read_view(settings, api, reader, specs)
         except Unauthorized as err:
             events.run_aborted(f"credentials rejected: {err}")
             return int(ExitCode.ABORTED)
     if terminal is not None:
-        from worker.cli.terminal import show_status
+        from worker.cli.tables import show_status
 
         show_status(terminal.console, views)
     else:

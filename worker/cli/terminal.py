@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console, RenderableType
 from rich.progress import (
@@ -31,14 +31,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from worker.cli.tables import whole_column
 from worker.closing.schedule import cost_line
 from worker.output.events import new_york_time, resting_text
 from worker.output.report import TargetResult, summarize
 from worker.output.results import Outcome, cost_summary
 from worker.run.plan import Plan
-
-if TYPE_CHECKING:
-    from worker.cli.server_view import AccountView
 
 PLAN_ROWS_SHOWN = 40
 _OUTCOME_STYLE = {
@@ -49,6 +47,7 @@ _OUTCOME_STYLE = {
     Outcome.NOT_FLAT: "bold red",
     Outcome.MARKET_CLOSED: "yellow",
     Outcome.GUARDED: "bold magenta",
+    Outcome.NOT_HELD: "bold yellow",
 }
 
 
@@ -121,16 +120,18 @@ class Terminal:
         self._values = {(t.account_id, t.instrument_id): abs(t.market_value) for t in plan.targets}
         self._protected = plan.close_style is not None
         table = Table(title=f"Plan: {len(plan.targets)} positions to close", title_justify="left")
-        table.add_column("account", justify="right")
-        table.add_column("symbol")
-        table.add_column("type")
-        table.add_column("side sent")
-        table.add_column("quantity", justify="right")
+        shown = plan.targets[:PLAN_ROWS_SHOWN]
+        # The symbol and the values whole (an OSI symbol cut makes two strikes look alike); on
+        # a narrow terminal the other columns wrap.
+        table.add_column("account", justify="right", overflow="fold")
+        whole_column(table, "symbol", [t.symbol for t in shown])
+        table.add_column("type", overflow="fold")
+        table.add_column("side sent", overflow="fold")
+        table.add_column("quantity", justify="right", overflow="fold")
         sides: dict[str, Decimal] = defaultdict(Decimal)
         for t in plan.targets:
             sides[t.closing_side] += abs(t.market_value)
         gross = f"{sum(sides.values(), Decimal(0)):,.2f}"
-        shown = plan.targets[:PLAN_ROWS_SHOWN]
         # Never cut: on a narrow terminal the other columns wrap, the values keep every digit.
         widest = max([len(gross), *(len(f"{t.market_value:,.2f}") for t in shown)])
         table.add_column("market value", justify="right", no_wrap=True, min_width=widest)
@@ -171,18 +172,36 @@ class Terminal:
                 f"Also: {flat} target(s) already flat, {failed} target(s) failed"
                 " at planning (see events)."
             )
+            self._show_not_held(plan.settled)
         if plan.guarded:
             held = Table(
                 title=f"Held by a guard, NOT sent: {len(plan.guarded)} (--force sends them)",
                 title_justify="left",
             )
-            for col in ("account", "instrument", "why"):
-                held.add_column(col, overflow="fold")
+            held.add_column("account", overflow="fold")
+            whole_column(held, "instrument", [r.instrument for r in plan.guarded[:PLAN_ROWS_SHOWN]])
+            held.add_column("why", overflow="fold")
             for r in plan.guarded[:PLAN_ROWS_SHOWN]:
                 held.add_row(str(r.account_id), r.instrument, self._scrub(r.error or ""))
             if len(plan.guarded) > PLAN_ROWS_SHOWN:
                 held.add_row("…", f"and {len(plan.guarded) - PLAN_ROWS_SHOWN} more", "")
             self.console.print(held)
+
+    def _show_not_held(self, results: list[TargetResult]) -> None:
+        """Each named instrument its account does not hold, with what it holds on it: one line
+        each, wrapped by the terminal, so an option symbol is never cut."""
+        not_held = [r for r in results if r.outcome is Outcome.NOT_HELD]
+        if not not_held:
+            return
+        self.console.print(
+            Text(f"Not held, nothing to close: {len(not_held)}", style="bold yellow"),
+            soft_wrap=True,
+        )
+        for r in not_held[:PLAN_ROWS_SHOWN]:
+            line = f"  {r.account_id}:{r.instrument}: {self._scrub(r.error or 'not held')}"
+            self.console.print(line, soft_wrap=True)
+        if len(not_held) > PLAN_ROWS_SHOWN:
+            self.console.print(f"  and {len(not_held) - PLAN_ROWS_SHOWN} more (see the report)")
 
     async def confirm(self, plan: Plan) -> bool:
         if not plan.targets:
@@ -282,13 +301,16 @@ class Terminal:
         ]
         if failed:
             rows = Table(title="Failed, not flat or guarded targets", title_justify="left")
-            for col in ("account", "instrument", "attempts", "error"):
-                rows.add_column(col)
+            rows.add_column("account", overflow="fold")
+            whole_column(rows, "instrument", [r.instrument for r in failed[:PLAN_ROWS_SHOWN]])
+            rows.add_column("attempts", overflow="fold")
+            rows.add_column("error", overflow="fold")
             for r in failed[:PLAN_ROWS_SHOWN]:
                 rows.add_row(
                     str(r.account_id), r.instrument, str(r.attempts), self._scrub(r.error or "")
                 )
             self.console.print(rows)
+        self._show_not_held(results)
         closed = [r for r in results if r.outcome is Outcome.CLOSED]
         value = sum(
             (self._values.get((r.account_id, r.instrument_id or ""), Decimal(0)) for r in closed),
@@ -342,59 +364,3 @@ def _cost_line(who: str, costs: dict[str, Any]) -> str:
             f" {Decimal(worst['cost']):,.2f} ({worst['cost_bps']} bps)"
         )
     return text
-
-
-def orders_table(title: str, view: AccountView) -> Table:
-    """Working orders: id, client id, side, quantity, type, time in force, status, own."""
-    table = Table(title=title, title_justify="left")
-    for column in ("order id", "client id", "symbol", "side"):
-        table.add_column(column, overflow="fold")
-    table.add_column("quantity", justify="right")
-    for column in ("filled", "type", "tif", "status", "own"):
-        table.add_column(column, justify="right" if column == "filled" else "left")
-    for o in view.orders:
-        table.add_row(
-            o.id,
-            o.client_order_id,
-            o.symbol or o.instrument_id or "",
-            Text(o.side, style="red" if o.side.startswith("SELL") else "green"),
-            f"{o.quantity:,}",
-            f"{o.filled_quantity:,}",
-            o.order_type,
-            o.time_in_force or "",
-            o.status,
-            "job" if o.id in view.own else "",
-        )
-    return table
-
-
-def show_status(console: Console, views: list[AccountView]) -> None:
-    """`liquidator status`: per account, its open positions, then its working orders."""
-    for view in views:
-        if view.error is not None:
-            console.print(f"[bold red]Account {view.account_id}: {view.error}[/]", soft_wrap=True)
-            continue
-        positions = Table(
-            title=f"Account {view.account_id}: {len(view.positions)} open position(s)",
-            title_justify="left",
-        )
-        for column in ("symbol", "type", "side"):
-            positions.add_column(column)
-        positions.add_column("quantity", justify="right")
-        positions.add_column("market value", justify="right", no_wrap=True)
-        for t in view.positions:
-            positions.add_row(
-                t.symbol,
-                t.instrument_type,
-                "LONG" if t.quantity > 0 else "SHORT",
-                f"{t.quantity:,}",
-                f"{t.market_value:,.2f}",
-            )
-        console.print(positions)
-        title = f"Account {view.account_id}: {len(view.orders)} working order(s)"
-        if view.own:
-            title += f", {len(view.own)} the job's own"
-        if view.orders:
-            console.print(orders_table(title, view))
-        else:
-            console.print(title)

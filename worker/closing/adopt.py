@@ -140,9 +140,23 @@ async def _read(
     own = [(o, request_id) for o in working if o.client_order_id in wanted]
     others = [o for o in working if o.client_order_id not in wanted]
     seen = {o.client_order_id for o, _ in own}
-    unseen = [c for c in client_ids if c not in seen]
-    for start in range(0, len(unseen), IDS_PER_READ):
-        chunk = unseen[start : start + IDS_PER_READ]
+    own += await working_by_client_id(
+        reader, api, account_id, [c for c in client_ids if c not in seen]
+    )
+    return _Read(own, others)
+
+
+async def working_by_client_id(
+    reader: Reader, api: TradingApi, account_id: int, client_ids: Sequence[str]
+) -> list[tuple[Order, str]]:
+    """The working orders under these client ids, each with the request that found it, past a
+    lagging listing: by the `order_ids` filter (final ones are listed there too), then those
+    still unseen one by one, which no lag hides. (`liquidator status` and `cancel` find the
+    job's orders so as well.)"""
+    own: list[tuple[Order, str]] = []
+    seen: set[str] = set()
+    for start in range(0, len(client_ids), IDS_PER_READ):
+        chunk = client_ids[start : start + IDS_PER_READ]
         reply = await reader.retried(
             f"orders of account {account_id} by client id",
             functools.partial(api.orders_by_client_id, account_id, chunk),
@@ -153,10 +167,9 @@ async def _read(
                 if o.working:
                     own.append((o, reply.request_id))
     looked_up = await asyncio.gather(
-        *(_one(reader, api, account_id, c) for c in unseen if c not in seen)
+        *(_one(reader, api, account_id, c) for c in client_ids if c not in seen)
     )
-    own += [found for found in looked_up if found is not None]
-    return _Read(own, others)
+    return own + [found for found in looked_up if found is not None]
 
 
 async def _one(

@@ -43,12 +43,19 @@ class Limit:
     target: Target
     order: OrderSummary
     reason: str  # deadline or moc_cutoff
+    prices: dict[str, Decimal]  # the target's limits' prices, as this run replaced them
     answered_at: float | None = None  # monotonic: its cancel's last answer
     retry_at: float = 0.0  # monotonic: no cancel before this (after an unknown outcome)
     sends: int = 0
     final: bool = False  # read final by the chase: nothing more to cancel
     told: bool = False  # close_escalated said
     stuck: bool = False  # escalation_cancel_stuck said
+
+    @property
+    def last_price(self) -> str | None:
+        """The limit as last set: this run's re-price, else as following last read it."""
+        price = self.prices.get(self.order.id)
+        return self.order.limit_price if price is None else str(price)
 
 
 class Escalator:
@@ -167,6 +174,7 @@ class Escalator:
             order_id=limit.order.id,
             error=str(err),
             request_id=err.request_id,
+            limit_price=limit.last_price,
         )
 
     def _answered(self, limit: Limit, request_id: str | None) -> None:
@@ -181,6 +189,7 @@ class Escalator:
                 remaining=str(Decimal(order.quantity) - Decimal(order.filled_quantity)),
                 reason=limit.reason,
                 request_id=request_id,
+                limit_price=limit.last_price,
             )
         if limit.sends > CHASES and not limit.stuck:
             limit.stuck = True

@@ -68,6 +68,7 @@ class _Followed:
     others_ref: dict[str, Decimal] = field(default_factory=dict)
     others_now: dict[str, Decimal] = field(default_factory=dict)
     others_done: set[str] = field(default_factory=set)
+    others_ended: list[Order] = field(default_factory=list)  # ... as read final
     anchored: bool = False  # the reference is the run's first close as the server sized it
     # A close sent with its outcome unknown and its order not yet found: the position it was
     # sent for. Nothing is decided for the target until its order is found, or a look after
@@ -132,8 +133,11 @@ class Follower:
             watch_only=watch_only,
             position_ref=target.quantity,
             # An earlier run's orders (found by a look, a 409 on the first send, or adopted)
-            # filled so far before the plan read the position: those fills are in it.
-            fills_ref=job_fills(result, prior_only=True),
+            # filled so far before the plan read the position: those fills are in it. A
+            # takeover knows what they had filled at that read (`Target.prior_fills`).
+            fills_ref=job_fills(result, prior_only=True)
+            if target.prior_fills is None
+            else target.prior_fills,
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).
@@ -506,8 +510,9 @@ class Follower:
                 return
             followed.others_ref[order.id] = _signed_fill(order)
         followed.others_now[order.id] = _signed_fill(order)
-        if not order.working:
+        if not order.working and order.id not in followed.others_done:
             followed.others_done.add(order.id)
+            followed.others_ended.append(order)
 
     def _nothing_created(self, followed: _Followed) -> None:
         """The close whose outcome was unknown created no order: it changed nothing."""
@@ -607,13 +612,18 @@ class Follower:
             self._stop_deadline = self._clock() + self._settings.grace_s
         await self._sleep(max(0.0, self._stop_deadline - self._clock()))
 
+    def _done(self, followed: _Followed) -> None:
+        """No longer followed; the orders its close cancelled (cancel_orders) are named."""
+        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        life.canceled_by_close(followed.target, followed.result, followed.others_ended)
+
     def _leave_failed(self, followed: _Followed) -> None:
         """A watched target keeps the failure the closer gave it, now with what was read."""
-        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        self._done(followed)
         self._report(followed.result)
 
     def _flat(self, followed: _Followed, *, by_unfound_close: bool = False) -> None:
-        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        self._done(followed)
         life.flat(followed.result, by_unfound_close=by_unfound_close)
         self._report(followed.result)
 
@@ -657,7 +667,7 @@ class Follower:
                 self._not_flat(followed, reason)
 
     def _not_flat(self, followed: _Followed, why: str) -> None:
-        self._pending[followed.target.account_id].pop(followed.target.instrument_id, None)
+        self._done(followed)
         life.not_flat(followed.result, why, watched=followed.watch_only)
         self._report(followed.result)
 

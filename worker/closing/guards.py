@@ -2,8 +2,10 @@
 
 A guard holds a target back (outcome `guarded`, nothing sent) when the market it would be sent
 into says a market order is blind: no two-sided quote (halted, or no market), a quote older than
-MAX_QUOTE_AGE_S, a spread wider than MAX_SPREAD_BPS, or a position worth more than MAX_NOTIONAL;
-with CLOSE_STYLE=protected, no two-sided quote to price its limit (not even one that was read).
+MAX_QUOTE_AGE_S, a spread wider than MAX_SPREAD_BPS, or a position worth more than MAX_NOTIONAL
+(quantity x price x the contract multiplier, `worker.money`); with CLOSE_STYLE=protected, no
+two-sided quote to price its limit (not even one that was read). An option whose multiplier could
+not be learned is held too: what it is worth, and so every guard on money, would be a guess.
 A quote that could not be read at all cannot be judged: that target has no arrival price and is
 not held (docs/prices.md says why).
 """
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from worker.closing.target import Target
+from worker.money import value
 from worker.output.results import Arrival
 
 
@@ -37,6 +40,11 @@ class Guards:
 def held_because(target: Target, guards: Guards, *, quote_read: bool) -> str | None:
     """Why this target must not be sent as a market order, or None. `quote_read`: its
     instrument's snapshot was answered (with or without a quote)."""
+    if target.multiplier is None:
+        return (
+            f"the contract multiplier of {target.symbol} ({target.instrument_type}) could not be"
+            " learned from the API, so its value, MAX_NOTIONAL and cost cannot be judged"
+        )
     quote = target.arrival
     if quote_read and guards.require_quote:
         if quote is None:
@@ -59,20 +67,28 @@ def held_because(target: Target, guards: Guards, *, quote_read: bool) -> str | N
             return why
     if guards.max_notional is not None:
         notional = notional_of(target)
-        if notional > guards.max_notional:
+        if notional is not None and notional > guards.max_notional:
             return (
-                f"notional {notional:.2f} of {target.symbol} ({target.quantity} shares) is above"
+                f"notional {notional:.2f} of {target.symbol} ({_units(target)}) is above"
                 f" MAX_NOTIONAL {guards.max_notional}"
             )
     return None
 
 
-def notional_of(target: Target) -> Decimal:
-    """What the position is worth: at the arrival midpoint when quoted, else its market value."""
+def notional_of(target: Target) -> Decimal | None:
+    """What the position is worth: at the arrival midpoint (x its multiplier) when quoted,
+    else its market value (the API's, which counts the multiplier); None when the multiplier
+    is not known."""
     mid = target.arrival.midpoint if target.arrival is not None else None
     if mid:
-        return abs(target.quantity) * mid
+        return value(abs(target.quantity), mid, target.multiplier)
     return abs(target.market_value)
+
+
+def _units(target: Target) -> str:
+    if target.multiplier == 1:
+        return f"{target.quantity} shares"
+    return f"{target.quantity} contracts x {target.multiplier:f}"
 
 
 def _quote_problem(symbol: str, quote: Arrival, guards: Guards) -> str | None:

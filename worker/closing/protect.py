@@ -215,7 +215,7 @@ class Protector:
             for order in working_limits(p.result):
                 limit = p.limits.get(order.id)
                 if limit is None:
-                    limit = p.limits[order.id] = Limit(p.target, order, p.escalated)
+                    limit = p.limits[order.id] = Limit(p.target, order, p.escalated, p.prices)
                 if order.id in self._cancelling or not self._escalator.due(
                     limit, order.status, now
                 ):

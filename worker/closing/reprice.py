@@ -2,8 +2,9 @@
 
 The limits whose re-price k came are ranked by unfilled notional x distance from the touch (as
 last known); a limit a re-price cannot move (at its bound, or at the price it would get) is left
-alone. Under RATE_LIMIT the round sends at most `schedule.reprice_budget` replaces: a share of
-the rate over the round, less what the escalations due meanwhile need. One snapshot request per
+alone. Under RATE_LIMIT the rounds send at most REPRICE_SHARE of the rate (accrued over time,
+so a round shorter than one replace's share carries it over), less what the escalations due
+meanwhile need. One snapshot request per
 SNAPSHOT_BATCH chosen instruments (unreadable or one-sided: the last touch known, else the
 arrival quote), then the replaces, all at once within the pace, never past the arrival quote's
 widest collar. A replace never creates an order: one whose outcome is unknown is left (the next
@@ -23,7 +24,7 @@ from worker.api.client import SNAPSHOT_BATCH, TradingApi
 from worker.api.models import WORKING_STATUSES
 from worker.closing.collar import Collar, limit_price, tick_of, within_collar
 from worker.closing.escalate import Limit
-from worker.closing.schedule import reprice_budget
+from worker.closing.schedule import REPRICE_SHARE, affordable
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Rejected, Unauthorized
 from worker.output import events
@@ -70,6 +71,8 @@ class Repricer:
         self._rate = rate_limit
         self._stopping = stopping
         self._touch: dict[str, Quote] = {}  # the last two-sided quote read, by instrument id
+        self._credit = 0.0  # requests the rounds may still spend (REPRICE_SHARE of the rate)
+        self._credit_at: float | None = None
 
     async def round(self, due: list[Protected], now: float, reserved: int) -> None:
         """Re-price k of each of `due` whose k came, within the round's budget; `reserved`:
@@ -84,7 +87,7 @@ class Repricer:
             candidates.extend(self._worth_it(p, k))
         if not candidates:
             return
-        budget = reprice_budget(self._rate, self._collar.reprice_s, reserved, len(candidates))
+        budget = self._allowance(now, reserved, len(candidates))
         if budget is not None and len(candidates) > budget:
             # Re-priced about once in `turns` rounds: each chosen limit goes to the collar it
             # would have reached by its next turn, not one step wider, or the budget spends
@@ -96,8 +99,24 @@ class Repricer:
                 c.collar_k = min(self._collar.reprices, c.k + turns - 1)
         if not candidates:
             return
+        if budget is not None:
+            self._credit -= len(candidates) + math.ceil(len(candidates) / SNAPSHOT_BATCH)
         await self._read_touch(c.p.target for c in candidates)
         await asyncio.gather(*(self._replace(c) for c in candidates))
+
+    def _allowance(self, now: float, reserved: int, wanted: int) -> int | None:
+        """Replaces this round may send: REPRICE_SHARE of RATE_LIMIT accrues as time passes (a
+        round too short for one replace carries its share over; at most one REPRICE_S's worth,
+        and one request, is kept), less what the escalations due meanwhile need. None: no rate
+        limit, no budget."""
+        if self._rate <= 0:
+            return None
+        per_s = self._rate * REPRICE_SHARE
+        since = self._collar.reprice_s if self._credit_at is None else now - self._credit_at
+        cap = max(1.0, per_s * self._collar.reprice_s)
+        self._credit = min(cap, self._credit + per_s * max(0.0, since))
+        self._credit_at = now
+        return affordable(self._credit - reserved, wanted)
 
     def _worth_it(self, p: Protected, k: int) -> list[_Candidate]:
         """The target's working limits that re-price k would move, each scored by its unfilled

@@ -60,8 +60,12 @@ def reprice_budget(rate_limit: float, round_s: float, reserved: int, wanted: int
     the replaces need (one per SNAPSHOT_BATCH). None: no rate limit, no budget."""
     if rate_limit <= 0:
         return None
-    room = math.floor(rate_limit * round_s * REPRICE_SHARE) - reserved
-    n = max(0, min(wanted, room))
+    return affordable(math.floor(rate_limit * round_s * REPRICE_SHARE) - reserved, wanted)
+
+
+def affordable(room: float, wanted: int) -> int:
+    """Of `wanted` replaces, how many fit in `room` requests with their snapshot reads."""
+    n = max(0, min(wanted, math.floor(room)))
     while n > 0 and n + math.ceil(n / READ_CHUNK) > room:
         n -= 1
     return n
@@ -110,9 +114,14 @@ def plan_costs(
     escalation = escalation_requests(counts, batch_size)
     rounds = collar.reprices
     wanted = rounds * positions
-    per_round = reprice_budget(rate_limit, collar.reprice_s, 0, positions)
-    replaces = wanted if per_round is None else min(wanted, rounds * per_round)
-    quotes = rounds * math.ceil(min(positions, per_round or positions) / READ_CHUNK)
+    # What the rate allows the rounds over the whole schedule (a round too short for one
+    # replace carries its share over to the next: `worker.closing.reprice`).
+    if rate_limit <= 0:
+        replaces = wanted
+    else:
+        over = rate_limit * REPRICE_SHARE * rounds * collar.reprice_s
+        replaces = affordable(over, wanted)
+    quotes = math.ceil(replaces / READ_CHUNK) if rounds else 0
     requests = first + replaces + quotes + escalation
     escalation_s = seconds_at(escalation, rate_limit)
     # Escalation begins up to half of DEADLINE_S early (`worker.closing.protect`): what it
@@ -137,7 +146,7 @@ def plan_costs(
             advice.append(
                 f"DEADLINE_S {latest} ends before the cutoff (escalation starts earlier by itself)"
             )
-    if per_round is not None and wanted > replaces:
+    if wanted > replaces:
         advice.append(
             f"{replaces:,} of {wanted:,} re-prices fit at RATE_LIMIT: each round re-prices the"
             " largest unfilled notional furthest from the touch first"

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from worker.api.models import Order
 from worker.errors import ApiError, NotSent, RateLimited, Rejected
+from worker.money import ONE, money
 from worker.output import events
 from worker.output.results import Arrival, Fate, OrderSummary, Outcome, TargetResult
 
@@ -68,6 +69,12 @@ class Target:
     market_value: Decimal
     cancel_orders: bool
     arrival: Arrival | None = None  # the instrument's quote read before the first close
+    # What one unit of quantity is worth per unit of price (`worker.money`): 1 for a share,
+    # the contract's multiplier (the API's) for an option; None: it could not be learned.
+    multiplier: Decimal | None = ONE
+    # A run that took the job over: what the job's earlier orders had filled (signed) when
+    # `quantity` was read, at one confirmed point (`worker.run.takeover`). None: not known.
+    prior_fills: Decimal | None = None
 
     def with_arrival(self, arrival: Arrival | None) -> Target:
         """This target with its instrument's arrival quote: `dataclasses.replace(self,
@@ -82,6 +89,8 @@ class Target:
             self.market_value,
             self.cancel_orders,
             arrival,
+            self.multiplier,
+            self.prior_fills,
         )
 
     @property
@@ -98,6 +107,7 @@ class Target:
             side="LONG" if self.quantity > 0 else "SHORT",
             quantity=sys.intern(str(self.quantity)),  # one per target, few distinct
             arrival=self.arrival,
+            multiplier=self.multiplier,
         )
 
 
@@ -115,28 +125,48 @@ def note_order(
         if known.id == order.id:
             known.status, known.filled_quantity = order.status, str(order.filled_quantity)
             known.own = known.own or own
+            known.adopted = known.adopted or adopted
             if order.average_fill_price is not None:
                 known.average_fill_price = str(order.average_fill_price)
             if order.limit_price is not None:
                 known.limit_price = str(order.limit_price)
             return
-    result.orders.append(
-        OrderSummary(
-            order.id,
-            order.side,
-            # Interned: a run holds one per order, and few distinct quantities.
-            sys.intern(str(order.quantity)),
-            order.status,
-            sys.intern(str(order.filled_quantity)),
-            own,
-            order.client_order_id,
-            adopted,
-            prior or adopted,
-            None if order.average_fill_price is None else str(order.average_fill_price),
-            sys.intern(order.order_type),
-            None if order.limit_price is None else str(order.limit_price),
-        )
+    result.orders.append(_summary(order, own=own, adopted=adopted, prior=prior))
+
+
+def _summary(
+    order: Order, *, own: bool, adopted: bool = False, prior: bool = False
+) -> OrderSummary:
+    return OrderSummary(
+        order.id,
+        order.side,
+        # Interned: a run holds one per order, and few distinct quantities.
+        sys.intern(str(order.quantity)),
+        order.status,
+        sys.intern(str(order.filled_quantity)),
+        own,
+        order.client_order_id,
+        adopted,
+        prior or adopted,
+        None if order.average_fill_price is None else str(order.average_fill_price),
+        sys.intern(order.order_type),
+        None if order.limit_price is None else str(order.limit_price),
     )
+
+
+def canceled_by_close(target: Target, result: TargetResult, ended: Iterable[Order]) -> None:
+    """cancel_orders: others' orders that worked on the instrument before the run's close and
+    read CANCELED after it were cancelled by it (close_position cancels them at the server,
+    submit_orders before its close). Each is named: an event, and the report's list."""
+    if not target.cancel_orders:
+        return
+    for order in ended:
+        if order.status != "CANCELED" or any(o.id == order.id for o in result.canceled_orders):
+            continue
+        result.canceled_orders = (*result.canceled_orders, _summary(order, own=False))
+        events.order_canceled_by_close(
+            order, account_id=target.account_id, instrument=target.instrument
+        )
 
 
 def record_orders(
@@ -191,6 +221,17 @@ def planned_flat(
     if instrument_id is not None:
         result.instrument_id, result.symbol = instrument_id, symbol
     return _settle(result, Outcome.ALREADY_FLAT, None, why=why)
+
+
+def not_held(
+    result: TargetResult, why: str, *, request_id: str, instrument_id: str, symbol: str
+) -> Next:
+    """A named instrument the API knows and the account does not hold (nor held earlier in
+    this job): nothing sent; `why` names what the account holds on that underlying. It is its
+    error too, so the summary and the report show it."""
+    result.request_ids.append(request_id)
+    result.instrument_id, result.symbol = instrument_id, symbol
+    return _settle(result, Outcome.NOT_HELD, why, why=why)
 
 
 def unknown_instrument(result: TargetResult, err: ApiError) -> Next:
@@ -320,6 +361,35 @@ def adopted(
         )
     record_orders(journal, run_id, target, result, orders, request_id, reconciled=True)
     return Next.FOLLOW
+
+
+def earlier_orders(
+    journal: JournalRecords,
+    run_id: str,
+    target: Target,
+    result: TargetResult,
+    orders: Sequence[Order],
+    request_id: str,
+) -> None:
+    """The job's orders from earlier runs of it, read before this run sends anything for the
+    target: listed in its result from the start (their fills so far are in the plan's read)."""
+    result.reconciled = True
+    record_orders(journal, run_id, target, result, orders, request_id, reconciled=True, prior=True)
+
+
+def closed_earlier(result: TargetResult, orders: Sequence[Order], request_id: str) -> Next:
+    """Read flat before this run sent anything, after the job's orders from an earlier run:
+    `closed` by them when they filled, with them and their cost; else already flat."""
+    result.reconciled = True
+    if request_id:
+        result.request_ids.append(request_id)
+    for order in orders:
+        note_order(result, order, own=False, prior=True)
+    if any(Decimal(o.filled_quantity) != 0 for o in result.orders):
+        return _settle(result, Outcome.CLOSED, None, why="closed by an earlier run's orders")
+    return _settle(
+        result, Outcome.ALREADY_FLAT, None, why="flat; the earlier run's orders filled nothing"
+    )
 
 
 def looked(result: TargetResult, request_id: str) -> None:
@@ -495,8 +565,10 @@ _BPS_PLACES = Decimal("0.01")
 def _price(result: TargetResult) -> None:
     """The volume-weighted fill of the orders that closed it (its closing side's filled
     orders), and what that cost against the arrival midpoint: (mid - avg) x qty for a sell,
-    (avg - mid) x qty for a buy, so positive is money given up; bps of mid x qty. Left None
-    without fills, and the average (and cost) None when a filled order has no price."""
+    (avg - mid) x qty for a buy, each times the contract multiplier (`worker.money`), so
+    positive is money given up; bps of mid x qty. Left None without fills, the average (and
+    cost) None when a filled order has no price, and the cost None when the multiplier is not
+    known."""
     closing = _CLOSING_SIDES.get(result.side or "")
     filled = [
         o
@@ -517,10 +589,13 @@ def _price(result: TargetResult) -> None:
     mid = result.arrival.midpoint if result.arrival is not None else None
     if mid is None or not mid:
         return
-    at_arrival = mid * quantity
-    cost = at_arrival - paid if filled[0].side == "SELL" else paid - at_arrival
+    # Per unit of price: (mid - avg) x qty, as money once through the multiplier.
+    given_up = mid * quantity - paid if filled[0].side == "SELL" else paid - mid * quantity
+    cost = money(given_up, result.multiplier)
+    if cost is None:
+        return
     result.cost = format(cost, "f")
-    result.cost_bps = str((cost / at_arrival * 10_000).quantize(_BPS_PLACES))
+    result.cost_bps = str((given_up / (mid * quantity) * 10_000).quantize(_BPS_PLACES))
 
 
 _CLOSING_SIDES = {"LONG": "SELL", "SHORT": "BUY"}

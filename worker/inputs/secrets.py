@@ -1,32 +1,50 @@
 """The API key's secret forms, a check of its shape, and scrubbing them out of text.
 
 Three forms of a key `<id>.<secret>` must never reach an output: the key, its secret part, and the
-`Bearer <key>` header value; `api.client`, the events' Redactor and the report writer scrub them
-with what is here. Nothing here ever puts the key into a message.
+`Bearer <key>` header value. They are scrubbed where text leaves the process, never from data the
+worker acts on (a reply is parsed as received): the errors `api.client` raises, the events'
+Redactor, the report writer, the journal's stored texts and the terminal. Nothing here ever puts
+the key into a message.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TextIO
 
 from worker.errors import ApiError, InputError
+from worker.output import jsonbytes
 
 REDACTED = "[REDACTED]"
 
 
-def check_key(key: str) -> None:
-    """Raise `InputError` unless `key` is `<id>.<secret>`; the message never holds the key."""
+# A real key's secret is a long random string (an issuer's is 128 bits or more: 22+ characters
+# in base64, 32 in hex). One shorter than this is a placeholder or a typo, and a secret that
+# short is also a string that can occur by chance in what a server sends (ids, client ids),
+# which every output then shows redacted.
+MIN_SECRET_CHARS = 16
+
+
+def check_key(key: str, where: str = "") -> None:
+    """Raise `InputError` unless `key` is `<id>.<secret>` with a secret of at least
+    MIN_SECRET_CHARS; the message names `where` the key was read from, never the key."""
     shape = "expected <id>.<secret>"
+    said = f"{where}: the API key" if where else "the API key"
     if not key:
-        raise InputError(f"the API key is empty ({shape})")
+        raise InputError(f"{said} is empty ({shape})")
     if any(c.isspace() for c in key):
-        raise InputError(f"the API key contains whitespace ({shape})")
+        raise InputError(f"{said} contains whitespace ({shape})")
     key_id, dot, secret = key.partition(".")
     if not dot:
-        raise InputError(f"the API key has no '.' ({shape})")
+        raise InputError(f"{said} has no '.' ({shape})")
     if not key_id or not secret:
-        raise InputError(f"the API key has an empty {'id' if not key_id else 'secret'} ({shape})")
+        raise InputError(f"{said} has an empty {'id' if not key_id else 'secret'} ({shape})")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise InputError(
+            f"{said} has a secret shorter than {MIN_SECRET_CHARS} characters: not a real key"
+            f" ({shape}, the secret a long random string)"
+        )
 
 
 def secret_forms(key: str) -> tuple[str, ...]:
@@ -41,17 +59,14 @@ def secret_forms(key: str) -> tuple[str, ...]:
 
 
 class Scrubber:
-    """Replace every secret form in text or bytes, as written plainly or inside a JSON string."""
+    """Replace every secret form in text or bytes, however an output writes it: plainly, inside
+    a repr (an exception's text) or inside a JSON string. Every exit scrubs with one of these."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         texts: set[str] = set()
         for secret in secrets:
             if secret:
-                texts |= {
-                    secret,
-                    json.dumps(secret)[1:-1],
-                    json.dumps(secret, ensure_ascii=False)[1:-1],
-                }
+                texts |= _written_forms(secret)
         # Longest first, so a secret inside a longer form leaves no partial leftovers.
         self._texts = sorted(texts, key=len, reverse=True)
         self._bytes = [t.encode("utf-8", "surrogatepass") for t in self._texts]
@@ -84,3 +99,35 @@ class Scrubber:
         if err.request_id is not None:
             err.request_id = self.text(err.request_id)
         return err
+
+
+class ScrubbedText:
+    """A text stream (stdout for rich's tables) that scrubs each write, and is otherwise the
+    stream it wraps (its `isatty`, `fileno`, `encoding`, ...). A cell that rich folds across
+    lines is written in pieces: a printer scrubs such text itself (`Terminal`)."""
+
+    def __init__(self, stream: TextIO, scrub: Callable[[str], str]) -> None:
+        self._stream = stream
+        self._scrub = scrub
+
+    def write(self, text: str) -> int:
+        return self._stream.write(self._scrub(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _written_forms(secret: str) -> set[str]:
+    """Every way an output can spell `secret`: as is, or inside a repr (in double or in single
+    quotes), each also as JSON writes it (escaped quotes and backslashes; non-ASCII escaped or
+    not)."""
+    forms: set[str] = set()
+    # repr quotes with ' and escapes ' inside, unless the text has ' and no ": the secret's
+    # spelling depends on the text around it, so take it in both kinds of company.
+    in_single_quotes, in_double_quotes = repr(secret + '"')[1:-2], repr(secret + "'")[1:-2]
+    for text in (secret, in_single_quotes, in_double_quotes):
+        forms.add(text)
+        forms.add(json.dumps(text)[1:-1])
+        forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
+        forms.add(jsonbytes.dumps(text).decode()[1:-1])
+    return forms

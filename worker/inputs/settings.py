@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     max_notional: Decimal | None = Field(
         None, gt=0, description="Hold a target whose position is worth more than this."
     )
+    # A named instrument the account does not hold (outcome `not_held`) fails the run (exit 1)
+    # instead of passing it: for a desk whose targets must all be open positions.
+    fail_on_not_held: bool = Field(
+        False, description="Exit 1 when a named instrument is not held by its account."
+    )
     # How a close is sent, whether as a market-on-close order, and the cutoff for that.
     close_via: Literal["close_position", "submit_orders"] = "close_position"
     at_close: bool = False
@@ -179,6 +184,10 @@ class Settings(BaseSettings):
     journal_url: SecretStr | None = Field(
         None, description="postgresql://... puts the journal in PostgreSQL (several hosts)."
     )
+    # Retention (docs/journal.md): applied at the end of every run that ended 0; `off` keeps all.
+    journal_keep_days: int | None = Field(
+        90, ge=1, le=36500, description="Trading days of jobs the journal keeps (off: all)."
+    )
 
     @field_validator("log_level", "log_format", "close_via", "close_style", mode="before")
     @classmethod
@@ -199,10 +208,12 @@ class Settings(BaseSettings):
             raise ValueError("expected account ids separated by commas, e.g. 10001,10002")
         return items
 
-    @field_validator("max_quote_age_s", "max_spread_bps", "max_notional", mode="before")
+    @field_validator(
+        "max_quote_age_s", "max_spread_bps", "max_notional", "journal_keep_days", mode="before"
+    )
     @classmethod
     def _off(cls, value: object) -> object:
-        """`off` turns a guard with a default off (`LIQUIDATOR_MAX_SPREAD_BPS=off`)."""
+        """`off` turns a guard (or retention) with a default off (`..._MAX_SPREAD_BPS=off`)."""
         if isinstance(value, str) and value.strip().lower() in ("off", "none"):
             return None
         return value
@@ -388,6 +399,18 @@ def load_settings(cli: Mapping[str, Any], config_file: Path | None) -> Settings:
                 )
             late["journal_url"] = SecretStr(url)
     return settings.model_copy(update=late) if late else settings
+
+
+def api_key_origin(config_file: Path | None) -> str:
+    """Where `load_settings` took the API key from, named for a message that must not show it."""
+    env = os.environ
+    if any(name.upper() == f"{ENV_PREFIX}API_KEY" for name in env):
+        return f"environment {ENV_PREFIX}API_KEY"
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG", "").strip():
+        config_file = Path(env[ENV_PREFIX + "CONFIG"])
+    if config_file is not None and "api_key" in _SettingsFile(Settings, config_file)():
+        return f"{config_file}: key 'api_key'"
+    return f"credential {CREDENTIAL_NAME}"
 
 
 def _credential_key(env: Mapping[str, str]) -> str | None:

@@ -1,46 +1,27 @@
-"""What identifies a job in the journal: the API's canonical origin and the trading date.
+"""What identifies a job in the journal: the trading date, and nothing of the URL.
 
-An earlier run's intents must be found however the base URL was spelled, so the key never uses the
-URL as typed (scheme and host lower-cased, default port and trailing slashes dropped, every
-loopback spelling one host).
+A job is every run on one journal that flattens accounts on one trading day. The API's address
+is not part of it: two hosts (or two runs) can reach one API through URLs spelled differently
+(another port, a proxy, a trailing path), and no spelling rule can prove two URLs are, or are
+not, one API; the spec gives no server identity to ask for either. What the journal's runs
+share is what they act on: the accounts, whose ids the API assigns. So within one journal, one
+trading day is one job: its runs hold one lock (`LOCK_SCOPE`), see each other's intents, and
+derive the same client ids (`worker.closing.client_ids`), so the same position's close from two
+runs collides at the server (409) instead of creating a second order. See docs/journal.md.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import unquote, urlsplit
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-LOOPBACK = "localhost"
+# The one lock every run on a journal takes (PostgreSQL's advisory lock; SQLite's is the lock
+# file beside it): runs that could flatten the same accounts never run at once.
+LOCK_SCOPE = "accounts"
 
 
-def canonical_origin(base_url: str) -> str:
-    """`https://api.clearstreet.com`, `http://localhost:8765`: one spelling per API."""
-    parts = urlsplit(base_url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower().rstrip(".")
-    if _is_loopback(host):
-        host = LOOPBACK
-    elif ":" in host:  # an IPv6 literal keeps its brackets, in its compressed form
-        host = f"[{ipaddress.ip_address(host).compressed}]"
-    port = parts.port
-    netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
-    path = parts.path.rstrip("/")
-    return f"{scheme}://{netloc}{path}"
-
-
-def job_key(base_url: str, trading_day: str) -> str:
-    """The job a run belongs to: the same API on the same trading day (`YYYY-MM-DD`)."""
-    return f"{canonical_origin(base_url)}|{trading_day}"
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def job_key(trading_day: str) -> str:
+    """The job a run belongs to: its journal's accounts on this trading day (`YYYY-MM-DD`)."""
+    return f"accounts|{trading_day}"
 
 
 def journal_url_secrets(url: str) -> list[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 
 from worker.errors import JournalRefused
+from worker.inputs.secrets import Scrubber
 from worker.inputs.settings import Settings
-from worker.journal.keys import canonical_origin, job_key
+from worker.journal.keys import LOCK_SCOPE, job_key
 from worker.journal.lock import FileLock, acquire
 from worker.journal.sqlite import SqliteStore
 from worker.journal.store import Journal
@@ -41,15 +42,18 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
 
         journal: Journal = await PgJournal.open(
             settings.journal_url.get_secret_value(),
-            scope=canonical_origin(settings.base_url),
+            scope=LOCK_SCOPE,
             lock_wait=settings.lock_wait,
             timeout_s=settings.journal_timeout,
             stop=stop,
         )
     else:
         journal = await _open_sqlite(settings, stop)
+    if settings.api_key is not None:
+        journal.scrub_with(Scrubber.for_key(settings.api_key.get_secret_value()).text)
     try:
-        journal.rekey(job_key)
+        # Runs recorded under a key that held the API's URL join their day's job.
+        journal.rekey(lambda _base_url, trading_day: job_key(trading_day))
     except Exception as exc:
         journal.close()
         raise JournalRefused(f"the journal {journal.name} could not be read: {exc}") from None

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS orders (
     instrument_id TEXT NOT NULL, side TEXT, quantity TEXT, status TEXT, created_at TEXT,
     request_id TEXT, reconciled INTEGER NOT NULL,
     PRIMARY KEY (order_id, run_id));
+CREATE INDEX IF NOT EXISTS orders_by_run ON orders (run_id);
 CREATE TABLE IF NOT EXISTS client_ids (
     run_id TEXT NOT NULL, account_id BIGINT NOT NULL, instrument_id TEXT NOT NULL,
     attempt INTEGER NOT NULL, client_id TEXT NOT NULL, generation INTEGER NOT NULL,

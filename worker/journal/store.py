@@ -22,6 +22,7 @@ from typing import Any
 from worker.api.models import Order
 from worker.errors import JournalError, LockLost
 from worker.journal.backend import LOCK_FRESH_S, Store
+from worker.journal.prune import Pruned, prune_jobs
 from worker.journal.schema import TABLES
 from worker.journal.sqlite import SqliteStore
 from worker.journal.writer import COMMIT_WINDOW_S, GroupCommit
@@ -49,6 +50,19 @@ _GENERATIONS = (
     "SELECT c.account_id, c.instrument_id, MAX(c.generation) FROM client_ids c"
     " JOIN runs r ON r.run_id = c.run_id WHERE r.job = ? AND r.run_id != ?"
     " GROUP BY c.account_id, c.instrument_id"
+)
+# The orders earlier runs of the job recorded (by id), per position: a rerun reports them.
+_PRIOR_ORDERS = (
+    "SELECT o.account_id, o.instrument_id, o.order_id FROM orders o"
+    " JOIN runs r ON r.run_id = o.run_id WHERE r.job = ? AND r.run_id != ?"
+)
+# Positions an earlier run of the job reported flat and that run finished the job (exit 0): its
+# report tells their orders' story. (A run killed, stopped or cut off from the journal did not
+# finish the job: the run that does reports its orders.)
+_REPORTED_FLAT = (
+    "SELECT t.account_id, t.instrument_id FROM targets t JOIN runs r ON r.run_id = t.run_id"
+    " WHERE r.job = ? AND r.run_id != ? AND r.exit_code = 0"
+    " AND t.outcome IN ('closed', 'already_flat') AND t.instrument_id IS NOT NULL"
 )
 _UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
 _JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
@@ -117,6 +131,13 @@ class Journal:
             for table in ("attempts", "client_ids")
         ]
         self._finish = f"UPDATE runs SET finished_at = {m}, exit_code = {m} WHERE run_id = {m}"
+        self._scrub: Callable[[str], str] = str  # see `scrub_with`
+
+    def scrub_with(self, scrub: Callable[[str], str]) -> None:
+        """The texts stored from replies and errors (request ids, an attempt's result, an
+        outcome's error) pass through `scrub`: the journal is an exit, and a server may echo
+        the key. Ids (orders', targets') are stored as received: a rerun acts on them."""
+        self._scrub = scrub
 
     @classmethod
     def in_dir(cls, state_dir: Path) -> Journal:
@@ -199,8 +220,9 @@ class Journal:
     def rekey(self, job_of: Callable[[str, str], str]) -> int:
         """Give every run the job key `job_of(base_url, trading_day)` names; how many changed.
 
-        Runs recorded before keys were canonical carry the URL as typed; without this a rerun
-        after an upgrade would not find their intents. Called once, as the journal opens.
+        Runs recorded under an older key (one that held the API's URL) would otherwise be
+        another job: a rerun after an upgrade would not find their intents. Called once, as the
+        journal opens.
         """
         changed = 0
         for job, base_url, day in self._store.read(_JOBS, ()):
@@ -230,6 +252,26 @@ class Journal:
             if key not in found or prior.since < found[key].since:
                 found[key] = prior
         return found
+
+    def prior_orders(self, job: str, current_run: str) -> dict[Key, set[str]]:
+        """The ids of the orders earlier runs of this job recorded, by position (lower case)."""
+        try:
+            rows = self._store.read(_PRIOR_ORDERS, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        found: dict[Key, set[str]] = {}
+        for account_id, instrument_id, order_id in rows:
+            found.setdefault((int(account_id), instrument_id.lower()), set()).add(order_id)
+        return found
+
+    def reported_flat(self, job: str, current_run: str) -> set[Key]:
+        """The positions an earlier run of this job reported `closed` or `already_flat` in a run
+        that finished with exit 0."""
+        try:
+            rows = self._store.read(_REPORTED_FLAT, (job, current_run))
+        except Exception as exc:
+            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        return {(int(a), i.lower()) for a, i in rows}
 
     # Writes.
 
@@ -309,8 +351,10 @@ class Journal:
         request_id: str | None,
         result: str,
     ) -> None:
+        shown_id = None if request_id is None else self._scrub(request_id)
         self._queue(
-            "attempt_results", (run_id, account_id, instrument_id, attempt, request_id, result)
+            "attempt_results",
+            (run_id, account_id, instrument_id, attempt, shown_id, self._scrub(result)),
         )
 
     def orders(
@@ -323,6 +367,7 @@ class Journal:
         *,
         reconciled: bool,
     ) -> None:
+        request_id = self._scrub(request_id)
         for o in orders:
             self._queue(
                 "orders",
@@ -351,7 +396,7 @@ class Journal:
                 result.symbol,
                 quantity,
                 str(result.outcome) if result.outcome else None,
-                result.error,
+                None if result.error is None else self._scrub(result.error),
                 result.attempts,
             ),
         )
@@ -379,6 +424,12 @@ class Journal:
     def flush(self) -> None:
         """Commit every pending intent and record (`GroupCommit.flush`)."""
         self._writer.flush()
+
+    def prune(self, before: str, *, dry_run: bool = False) -> Pruned:
+        """Retention: the jobs of trading days before `before` that may go (`worker.journal.prune`),
+        deleted, or counted for a dry run. Raises what the database raises."""
+        self.flush()
+        return prune_jobs(self._store, before, dry_run=dry_run)
 
     def _queue(self, table: str, params: Sequence[Any]) -> None:
         """Keep a record for a later commit (see the module docstring)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,10 +15,9 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from worker.errors import InputError
 from worker.inputs.settings import Settings
 from worker.journal.files import wal_problem
-from worker.journal.open import PG_DRIVER_HINT, SQLITE_FILE
+from worker.journal.readonly import ReadOnlyJournal as _Reader
 from worker.journal.schema import schema_probes
 
 MARKET_TZ = ZoneInfo("America/New_York")
@@ -74,46 +72,6 @@ _CLIENT_ID_ORPHANS = [
 ]
 
 
-class _Reader:
-    """Read-only queries in SQLite's `?` style, on either backend."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._pg: Any = None
-        self._db: sqlite3.Connection | None = None
-        if settings.journal_url is not None:
-            try:
-                import psycopg
-            except ImportError as exc:
-                raise InputError(
-                    f"journal_url needs the PostgreSQL driver ({exc}): {PG_DRIVER_HINT}"
-                ) from None
-
-            from worker.journal.postgres import redact_url
-
-            url = settings.journal_url.get_secret_value()
-            self.name = redact_url(url)
-            self._pg = psycopg.connect(url, autocommit=True, connect_timeout=10)
-        else:
-            self.path = settings.journal_dir / SQLITE_FILE
-            self.name = str(self.path)
-
-    def open_sqlite(self) -> None:
-        uri = f"file:{self.path}?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True)
-
-    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self._pg is not None:
-            return list(self._pg.execute(sql.replace("?", "%s").encode(), params).fetchall())
-        assert self._db is not None
-        return self._db.execute(sql, params).fetchall()
-
-    def close(self) -> None:
-        if self._pg is not None:
-            self._pg.close()
-        if self._db is not None:
-            self._db.close()
-
-
 def show(settings: Settings, day: str | None, as_json: bool) -> int:
     """Today's (or `day`'s) jobs: their runs, intents and outcomes."""
     reader = _Reader(settings)
@@ -162,18 +120,9 @@ def show(settings: Settings, day: str | None, as_json: bool) -> int:
 
 
 def _intents_query(reader: _Reader) -> str:
-    if not _has_client_ids(reader):
+    if not reader.has_client_ids():
         return _INTENTS.format(client_id="NULL, NULL", client_ids="")
     return _INTENTS.format(client_id="c.client_id, c.generation", client_ids=_CLIENT_IDS)
-
-
-def _has_client_ids(reader: _Reader) -> bool:
-    """False for a journal written before client ids existed: sound, and the next run that
-    opens it adds their table (the schema is created if missing at every open)."""
-    if reader._pg is not None:
-        return bool(reader.rows("SELECT to_regclass('client_ids') IS NOT NULL")[0][0])
-    found = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'client_ids'"
-    return bool(reader.rows(found))
 
 
 def verify(settings: Settings, as_json: bool) -> int:
@@ -192,7 +141,7 @@ def verify(settings: Settings, as_json: bool) -> int:
             found = [r[0] for r in reader.rows("PRAGMA integrity_check")]
             if found != ["ok"]:
                 problems += [f"{reader.name}: {p}" for p in found[:10]]
-        client_ids = _has_client_ids(reader)
+        client_ids = reader.has_client_ids()
         for probe in schema_probes(skip=() if client_ids else ("client_ids",)):
             try:
                 reader.rows(probe)

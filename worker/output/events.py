@@ -4,7 +4,7 @@ Operators script against these names; add fields and events, never rename. Event
 on stdout (a readable console form on a terminal). Every event is built by a function here, so
 a grep finds every emitter. `run_id` is bound once per run, and a target's `account_id` and
 `instrument` around its close (`bound_target`), through contextvars. A redaction step replaces
-any secret that slips into a line, as a second guard.
+any secret in a line: events are an exit, and what they hold from the API was parsed as received.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import asyncio
 import atexit
 import contextlib
 import contextvars
-import json
 import logging
 import sys
 import threading
@@ -26,7 +25,8 @@ from typing import Any, BinaryIO, Literal, Protocol, TextIO, cast
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from worker.inputs.secrets import secret_forms
+from worker.inputs.secrets import REDACTED as REDACTED  # what a secret reads as in a line
+from worker.inputs.secrets import Scrubber, secret_forms
 from worker.output import jsonbytes
 
 
@@ -58,6 +58,8 @@ class Order(Protocol):
     def time_in_force(self) -> str | None: ...
     @property
     def average_fill_price(self) -> Decimal | None: ...
+    @property
+    def limit_price(self) -> Decimal | None: ...
 
 
 RUN_STARTED = "run_started"
@@ -70,6 +72,7 @@ CLOSE_FAILED = "close_failed"
 TARGET_SETTLED = "target_settled"
 TARGET_COST = "target_cost"  # a target whose closing orders filled: its fill price and cost
 QUOTES_UNAVAILABLE = "quotes_unavailable"  # snapshots not read: those targets have no arrival price
+MULTIPLIERS_UNAVAILABLE = "multipliers_unavailable"  # contracts not read: those targets held
 GUARD_OVERRIDDEN = "guard_overridden"  # --force: a target a guard would have held is sent
 READ_RETRY = "read_retry"
 PAGINATION_STOPPED = "pagination_stopped"
@@ -78,12 +81,15 @@ STOP_REQUESTED = "stop_requested"
 PREVIOUS_RUN_FOUND = "previous_run_found"
 MARKET_CLOSED = "market_closed"
 WAITING_FOR_CLOSE = "waiting_for_close"
+RUN_WOULD_START = "run_would_start"  # --before-close --dry-run: when the real run starts
 WAITING_FOR_FILLS = "waiting_for_fills"  # --at-close: the fan-out is over, the closes rest
 INTERNAL_ERROR = "internal_error"
 PLAN_POSITION = "plan_position"
 LOCK_WAITING = "lock_waiting"  # another run holds the journal; this one waits (standby)
 LOCK_ACQUIRED = "lock_acquired"  # after waiting: this run now holds the journal
 JOURNAL_OPENED = "journal_opened"
+JOURNAL_PRUNED = "journal_pruned"  # retention: old jobs deleted at the end of a run
+JOURNAL_PRUNE_FAILED = "journal_prune_failed"  # retention could not prune; the run is unchanged
 JOURNAL_CHECKED = "journal_checked"  # `check`: the journal a run would open looks usable
 JOURNAL_RECONNECTED = "journal_reconnected"  # PostgreSQL: a lost session replaced, lock re-taken
 RESIDUE_CLOSE = "residue_close"
@@ -103,6 +109,7 @@ STATUS_ORDER = "status_order"  # ... a working order on a target's instrument
 STATUS_ACCOUNT = "status_account"  # ... what was read of one target account
 ORDER_CANCEL_REQUESTED = "order_cancel_requested"  # `liquidator cancel`: asked to cancel
 ORDER_CANCELED = "order_canceled"  # ... and no longer working (its final status)
+ORDER_CANCELED_BY_CLOSE = "order_canceled_by_close"  # cancel_orders: another's order, cancelled
 CANCEL_FAILED = "cancel_failed"  # ... refused, or still working when the wait ended
 ADOPTION_SKIPPED = "adoption_skipped"  # the job's working orders could not be read, or adopted
 BATCH_SUBMITTED = "batch_submitted"  # submit_orders: one POST of an account's orders answered
@@ -115,8 +122,6 @@ CLOSE_ESCALATED = (
 ESCALATION_CANCEL_STUCK = "escalation_cancel_stuck"  # ... still working after its cancels
 ESCALATION_CANCEL_FAILED = "escalation_cancel_failed"  # ... its cancel unanswered: sent again
 
-REDACTED = "[REDACTED]"
-_REDACTED_BYTES = REDACTED.encode()
 
 # Every emitter looks this up at call time. `configure` replaces the lazy proxy with a logger
 # resolved once, so an event does not re-resolve the configuration (a hot path: 100k orders).
@@ -126,32 +131,21 @@ log: structlog.typing.FilteringBoundLogger = structlog.get_logger("liquidator")
 class Redactor:
     """Wrap a renderer: replace every occurrence of a secret in the finished line.
 
-    One substring search per secret per line finds a secret however it got there (a value, a
-    nested header, an exception's text), in the forms a JSON or console line writes it in.
+    One substring search per written form of a secret per line (`Scrubber`) finds it however it
+    got there (a value, a nested header, an exception's text).
     """
 
     def __init__(self, renderer: Processor, secrets: Iterable[str]) -> None:
         self._render = renderer
         # Each key also as its secret part alone and as its `Bearer <key>` header value.
-        forms = {form for s in secrets for f in secret_forms(s) for form in _written_forms(f)}
-        self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
-        self._byte_forms = [f.encode("utf-8", "surrogatepass") for f in self._forms]
+        self._scrub = Scrubber(f for s in secrets for f in secret_forms(s))
+        self.redact_bytes = self._scrub.raw
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
         rendered = self._render(logger, name, event)
         if isinstance(rendered, bytes):
-            return self.redact_bytes(rendered)
-        line = str(rendered)
-        for form in self._forms:
-            if form in line:
-                line = line.replace(form, REDACTED)
-        return line
-
-    def redact_bytes(self, rendered: bytes) -> bytes:
-        for byte_form in self._byte_forms:
-            if byte_form in rendered:
-                rendered = rendered.replace(byte_form, _REDACTED_BYTES)
-        return rendered
+            return self._scrub.raw(rendered)
+        return self._scrub.text(str(rendered))
 
 
 class _Out:
@@ -261,10 +255,10 @@ class CompactOrders:
         self._render = renderer
 
     def __call__(self, logger: WrappedLogger, name: str, event: EventDict) -> str | bytes:
-        if event.get("event") == WAITING_FOR_CLOSE and "starts" in event:
+        if event.get("event") in (WAITING_FOR_CLOSE, RUN_WOULD_START) and "starts" in event:
             clock = str(event.get("timestamp", ""))[11:19]
             return (
-                f"{clock} {WAITING_FOR_CLOSE}: starts {event['starts']}, in"
+                f"{clock} {event['event']}: starts {event['starts']}, in"
                 f" {event.get('starts_in')} (today's close {event.get('closes')},"
                 f" {event.get('day_type')})"
             )
@@ -289,22 +283,6 @@ class CompactOrders:
         if event.get("reconciled"):
             line += " (found by a look-up)"
         return line
-
-
-def _written_forms(secret: str) -> set[str]:
-    """Every way a line can spell `secret`: as is, or inside a repr (an exception's text, in
-    double or in single quotes), each also as JSON writes it (escaped quotes and backslashes;
-    non-ASCII escaped or not)."""
-    forms: set[str] = set()
-    # repr quotes with ' and escapes ' inside, unless the text has ' and no ": the secret's
-    # spelling depends on the text around it, so take it in both kinds of company.
-    in_single_quotes, in_double_quotes = repr(secret + '"')[1:-2], repr(secret + "'")[1:-2]
-    for text in (secret, in_single_quotes, in_double_quotes):
-        forms.add(text)
-        forms.add(json.dumps(text)[1:-1])
-        forms.add(json.dumps(text, ensure_ascii=False)[1:-1])
-        forms.add(jsonbytes.dumps(text).decode()[1:-1])
-    return forms
 
 
 def _json_bytes(value: Any, **kw: Any) -> bytes:
@@ -458,13 +436,16 @@ def plan_ready(
     accounts: int,
     guarded: int = 0,
     close_style: str = "market",
+    not_held: int = 0,
     requests: dict[str, dict[str, object]] | None = None,
 ) -> None:
-    """`already_settled`: targets that ended at planning without a failure (already flat);
-    `failed`: those that failed there (each also named by a `close_failed`); `guarded`: those
-    a guard holds back, not sent (each also a `target_settled`, outcome `guarded`, with why);
-    `close_style`: CLOSE_STYLE, market or protected; `requests`: per style, the requests the
-    plan needs and their seconds at RATE_LIMIT (protected: `fits`, and `advice` when not)."""
+    """`already_settled`: targets that ended at planning without a failure (already flat, or
+    not held); `failed`: those that failed there (each also named by a `close_failed`);
+    `guarded`: those a guard holds back, not sent (each also a `target_settled`, outcome
+    `guarded`, with why); `not_held`: named instruments their account does not hold (each a
+    `target_settled`, outcome `not_held`, naming what it holds on them); `close_style`:
+    CLOSE_STYLE, market or protected; `requests`: per style, the requests the plan needs and
+    their seconds at RATE_LIMIT (protected: `fits`, and `advice` when not)."""
     log.info(
         PLAN_READY,
         positions=positions,
@@ -473,12 +454,13 @@ def plan_ready(
         accounts=accounts,
         guarded=guarded,
         close_style=close_style,
+        not_held=not_held,
         requests=requests or {},
     )
 
 
 def previous_run_found(*, job: str, positions_touched: int, settle_s: float) -> None:
-    """An earlier run today sent closes for this run's targets: they are looked at first."""
+    """An earlier run today sent closes on this run's accounts: waited out before the plan."""
     log.info(
         PREVIOUS_RUN_FOUND,
         job=job,
@@ -498,6 +480,23 @@ def waiting_for_close(
     for people ("15:45 ET", "5 h 30 m"); a terminal shows them as one sentence."""
     log.info(
         WAITING_FOR_CLOSE,
+        day_type=day_type,
+        regular_close=regular_close.isoformat(),
+        start_at=start_at.isoformat(),
+        wait_s=round(wait_s, 3),
+        starts=new_york_time(start_at),
+        closes=new_york_time(regular_close),
+        starts_in=duration_text(wait_s),
+    )
+
+
+def run_would_start(
+    *, day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
+) -> None:
+    """`--before-close` with `--dry-run`: the real run would start at `start_at` (now, inside
+    the window); the dry run does not wait for it. The fields are `waiting_for_close`'s."""
+    log.info(
+        RUN_WOULD_START,
         day_type=day_type,
         regular_close=regular_close.isoformat(),
         start_at=start_at.isoformat(),
@@ -560,6 +559,25 @@ def journal_opened(journal: str) -> None:
     log.info(JOURNAL_OPENED, journal=journal)
 
 
+def journal_pruned(
+    *, journal: str, before: str, jobs_pruned: int, jobs_kept: int, rows: int
+) -> None:
+    """Retention at the end of a run: the jobs of trading days before `before` deleted
+    (`jobs_kept`: old ones kept, a run unfinished or an intent with no reply)."""
+    log.info(
+        JOURNAL_PRUNED,
+        journal=journal,
+        before=before,
+        jobs_pruned=jobs_pruned,
+        jobs_kept=jobs_kept,
+        rows=rows,
+    )
+
+
+def journal_prune_failed(*, journal: str, error: str) -> None:
+    log.warning(JOURNAL_PRUNE_FAILED, journal=journal, error=error)
+
+
 def journal_checked(journal: str) -> None:
     """`check`: the journal the run would use is reachable and usable (read only, no lock)."""
     log.info(JOURNAL_CHECKED, journal=journal)
@@ -602,6 +620,7 @@ def close_order(
         "side": order.side,
         "quantity": str(order.quantity),
         "order_type": order.order_type,
+        "limit_price": _price(order.limit_price),
         "status": order.status,
         "request_id": request_id,
         "attempt": attempt,
@@ -698,6 +717,12 @@ def quotes_unavailable(*, instruments: int, error: str) -> None:
     log.warning(QUOTES_UNAVAILABLE, instruments=instruments, error=error)
 
 
+def multipliers_unavailable(*, instruments: int, error: str) -> None:
+    """Option contracts that could not be read: these instruments' multipliers are unknown, so
+    their value and cost are, and a guard holds them (docs/prices.md)."""
+    log.warning(MULTIPLIERS_UNAVAILABLE, instruments=instruments, error=error)
+
+
 def guard_overridden(*, account_id: int, instrument: str, why: str) -> None:
     """--force: a target a guard would have held is sent anyway."""
     log.warning(GUARD_OVERRIDDEN, account_id=account_id, instrument=instrument, why=why)
@@ -723,6 +748,7 @@ def order_repriced(
         instrument=instrument,
         order_id=order_id,
         client_order_id=client_order_id,
+        order_type="LIMIT",
         limit_price=limit_price,
         collar_bps=collar_bps,
         reprice=reprice,
@@ -746,6 +772,7 @@ def reprice_failed(
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
         limit_price=limit_price,
         error=error,
         request_id=request_id,
@@ -760,14 +787,18 @@ def close_escalated(
     remaining: str,
     reason: str,
     request_id: str | None,
+    limit_price: str | None = None,
 ) -> None:
     """CLOSE_STYLE=protected: the limit was cancelled (`reason`: deadline or moc_cutoff); once it
-    reads final, what it left (`remaining` as last read) goes at market (or at the close)."""
+    reads final, what it left (`remaining` as last read) goes at market (or at the close).
+    `limit_price`: the limit's, as last set."""
     log.warning(
         CLOSE_ESCALATED,
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
+        limit_price=limit_price,
         remaining=remaining,
         reason=reason,
         request_id=request_id,
@@ -775,7 +806,13 @@ def close_escalated(
 
 
 def escalation_cancel_failed(
-    *, account_id: int, instrument: str, order_id: str, error: str, request_id: str | None
+    *,
+    account_id: int,
+    instrument: str,
+    order_id: str,
+    error: str,
+    request_id: str | None,
+    limit_price: str | None = None,
 ) -> None:
     """The escalation's cancel got no answer: it is sent again next tick (cancel is idempotent)."""
     log.warning(
@@ -783,6 +820,8 @@ def escalation_cancel_failed(
         account_id=account_id,
         instrument=instrument,
         order_id=order_id,
+        order_type="LIMIT",
+        limit_price=limit_price,
         error=error,
         request_id=request_id,
     )
@@ -826,8 +865,10 @@ def plan_position(
     side: str,
     quantity: str,
     market_value: str,
+    multiplier: str | None = "1",
 ) -> None:
-    """A position a run would close: a dry run's plan, for anyone reading JSON."""
+    """A position a run would close: a dry run's plan, for anyone reading JSON. `multiplier`:
+    its contract multiplier (`1` for a share; None: an option's could not be learned)."""
     log.info(
         PLAN_POSITION,
         account_id=account_id,
@@ -838,6 +879,7 @@ def plan_position(
         side=side,
         quantity=quantity,
         market_value=market_value,
+        multiplier=multiplier,
     )
 
 
@@ -1010,6 +1052,7 @@ def order_adopted(order: Order, *, account_id: int, instrument: str, request_id:
         quantity=str(order.quantity),
         filled_quantity=str(order.filled_quantity),
         order_type=order.order_type,
+        limit_price=_price(order.limit_price),
         time_in_force=order.time_in_force,
         status=order.status,
         request_id=request_id,
@@ -1053,6 +1096,11 @@ def status_position(
     )
 
 
+def _price(price: Decimal | None) -> str | None:
+    """A LIMIT order's limit price as the API writes it; None for a market order."""
+    return None if price is None else str(price)
+
+
 def _order_fields(order: Order) -> dict[str, Any]:
     return {
         "account_id": order.account_id,
@@ -1064,6 +1112,7 @@ def _order_fields(order: Order) -> dict[str, Any]:
         "quantity": str(order.quantity),
         "filled_quantity": str(order.filled_quantity),
         "order_type": order.order_type,
+        "limit_price": _price(order.limit_price),
         "time_in_force": order.time_in_force,
         "status": order.status,
     }
@@ -1095,6 +1144,13 @@ def order_cancel_requested(order: Order, *, own: bool, request_id: str) -> None:
 def order_canceled(order: Order, *, own: bool, request_id: str) -> None:
     """No longer working: `status` says how it ended (CANCELED, or FILLED before the cancel)."""
     log.info(ORDER_CANCELED, **_order_fields(order), own=own, request_id=request_id)
+
+
+def order_canceled_by_close(order: Order, *, account_id: int, instrument: str) -> None:
+    """cancel_orders: another's order working on the instrument before the run's close, read
+    CANCELED after it: the close cancelled it (as the report's `canceled_orders` lists)."""
+    fields = {**_order_fields(order), "account_id": account_id, "instrument": instrument}
+    log.warning(ORDER_CANCELED_BY_CLOSE, **fields)
 
 
 def cancel_failed(order: Order, *, own: bool, error: str, request_id: str | None) -> None:

@@ -14,12 +14,18 @@ from worker.output.results import Outcome, TargetResult
 
 class ExitCode(IntEnum):
     OK = 0  # every target closed (verified flat) or already flat (or a dry run succeeded)
-    FAILED = 1  # at least one target failed, is not flat, or was held by a guard (not sent)
+    # At least one target failed, is not flat, or was held by a guard (not sent); or, with
+    # FAIL_ON_NOT_HELD, names an instrument its account does not hold.
+    FAILED = 1
     INVALID = 2  # invalid input or configuration, or the journal refused the run; nothing sent
     # Credentials rejected, a termination signal, or the report could not be written; the
     # report is still written when it can be. (Metrics that could not be written leave the
     # code as the flatten has it: see worker.output.metrics.)
     ABORTED = 3
+
+
+_FAILING = frozenset({Outcome.FAILED, Outcome.NOT_FLAT, Outcome.GUARDED})
+_FAILING_NOT_HELD = _FAILING | {Outcome.NOT_HELD}
 
 
 def exit_code(
@@ -28,11 +34,13 @@ def exit_code(
     aborted: str | None,
     refused: bool = False,
     write_failed: bool = False,
+    fail_on_not_held: bool = False,
 ) -> ExitCode:
     if refused:
         return ExitCode.INVALID
     if aborted is not None or write_failed:
         return ExitCode.ABORTED
-    if any(r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT, Outcome.GUARDED) for r in results):
+    failing = _FAILING_NOT_HELD if fail_on_not_held else _FAILING
+    if any(r.outcome in failing for r in results):
         return ExitCode.FAILED
     return ExitCode.OK

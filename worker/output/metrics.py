@@ -1,13 +1,15 @@
 """Prometheus text metrics for node_exporter's textfile collector, written at the end of a run.
 
-Every metric describes the last run, so every one is a gauge (the `*_total` names included); the
-file is replaced atomically with mode 0644, and the last success's timestamp carries over a failed
-run. Metrics never stop a flatten nor change its exit code: a file that cannot be written is a
-warning and an error event.
+Every metric describes the last run, so every one is a gauge, named as `promtool check metrics`
+wants (no `_total`: that suffix is for counters); the file is replaced atomically with mode 0644,
+and the last success's timestamp carries over a failed run. Metrics never stop a flatten nor change
+its exit code: a file that cannot be written is a warning and an error event, and its directory is
+never made (the textfile collector's directory is the operator's to create).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ def write_metrics(
     duration_s: float,
     exit_code: int,
     finished_at: float,
+    time_to_flat_s: float | None = None,
 ) -> None:
     # Imported here, not at start-up: only a run that writes metrics pays for it.
     from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -54,17 +57,23 @@ def write_metrics(
         counts["extra_orders"],
     )
     _cost_gauges(registry, results)
-    # Per-run values under public `_total` names: a Counter would rename them and add `_created`.
-    gauge("liquidator_retries_total", "Requests retried in the last run.", retries)
+    # Per-run values: gauges, so no `_total` (a counter's suffix; promtool refuses it on a gauge).
+    gauge("liquidator_retries", "Requests retried in the last run.", retries)
     gauge(
-        "liquidator_reconciliations_total",
+        "liquidator_reconciliations",
         "Looks at orders/positions after unknown outcomes in the last run.",
         reconciliations,
     )
     gauge("liquidator_run_duration_seconds", "Wall time of the last run.", round(duration_s, 3))
+    if time_to_flat_s is not None:  # absent: the run ended before closing (market closed, refused)
+        gauge(
+            "liquidator_time_to_flat_seconds",
+            "From the start of closing (the plan made, any wait over) to the end of the last run.",
+            round(max(time_to_flat_s, 0.0), 3),
+        )
     gauge(
         "liquidator_last_exit_code",
-        "Exit code of the last run: 0 ok, 1 failed, 3 aborted.",
+        "Exit code of the last run: 0 ok, 1 failed, 2 refused, 3 aborted.",
         exit_code,
     )
     gauge(
@@ -78,6 +87,8 @@ def write_metrics(
             "When the last run that closed everything finished.",
             round(last_success, 3),
         )
+    if not path.parent.is_dir():  # not made here: a typo'd path must not grow a directory tree
+        raise FileNotFoundError(errno.ENOENT, "its directory does not exist", str(path.parent))
     # node_exporter reads it as another user; the unit's UMask=0077 would leave 0600.
     write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
 
@@ -108,14 +119,13 @@ def unwritable(path: Path) -> str | None:
     """Why the metrics file cannot be written, or None: as far as can be told before writing."""
     if path.is_dir():
         return "is a directory; name a file"
-    # The write creates missing directories: what counts is the nearest one that exists.
-    nearest = path.parent
-    while not nearest.exists() and nearest != nearest.parent:
-        nearest = nearest.parent
-    if not nearest.is_dir():
-        return f"{nearest} is not a directory"
-    if not os.access(nearest, os.W_OK | os.X_OK):  # also False on a read-only mount
-        return f"the directory {nearest} is not writable"
+    directory = path.parent
+    if not directory.exists():  # never made: the textfile collector's directory is not ours
+        return f"the directory {directory} does not exist"
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK | os.X_OK):  # also False on a read-only mount
+        return f"the directory {directory} is not writable"
     return None
 
 

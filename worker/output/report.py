@@ -51,7 +51,8 @@ def write_report(
     scrub: Callable[[str], str] | None = None,
     totals: Totals | None = None,
 ) -> None:
-    """`scrub` takes secrets out of every piece written: a second guard after the API's own.
+    """`scrub` takes secrets out of every piece written: the report is an exit, and what it
+    holds from the API (ids, request ids) was parsed as received.
     `totals`: the results' summary, when the caller has counted it already."""
     if totals is None:
         totals = Totals(summarize(results), cost_summary(results))

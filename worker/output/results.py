@@ -14,6 +14,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from worker.money import ONE, multiplier_text, value
+
 FILLED = frozenset({"FILLED", "DONE_FOR_DAY"})
 # The side that closes a position, by the planned position's side (`TargetResult.side`).
 _CLOSING_SIDE = {"LONG": "SELL", "SHORT": "BUY"}
@@ -27,6 +29,9 @@ class Outcome(StrEnum):
     NOT_FLAT = "not_flat"  # still open when FLAT_TIMEOUT (or the stop) came
     MARKET_CLOSED = "market_closed"  # the run was skipped: the market is closed
     GUARDED = "guarded"  # not sent: a guard refused its blind market order (the reason in error)
+    # A named instrument the account does not hold, and never did in this job (nothing sent;
+    # the error names what the account holds on that underlying). FAIL_ON_NOT_HELD: exit 1.
+    NOT_HELD = "not_held"
 
 
 class Fate(StrEnum):
@@ -135,6 +140,12 @@ class TargetResult:
     average_fill_price: str | None = None
     cost: str | None = None
     cost_bps: str | None = None
+    # cancel_orders: others' orders on the instrument the run's close cancelled (read CANCELED
+    # after it, working before it). Not closing orders of the run: never in `orders`.
+    canceled_orders: tuple[OrderSummary, ...] = ()  # (a tuple: most results have none)
+    # The contract multiplier its money figures use (`worker.money`): 1 for a share; None: an
+    # option whose multiplier could not be learned (its cost and value unknown).
+    multiplier: Decimal | None = ONE
 
     @property
     def extra_orders(self) -> bool:
@@ -176,6 +187,7 @@ class TargetResult:
             "error": self.error,
             "reconciled": self.reconciled,
             **self.price_fields(),
+            "canceled_orders": [o.as_json() for o in self.canceled_orders],
         }
 
     def price_fields(self) -> dict[str, Any]:
@@ -190,6 +202,7 @@ class TargetResult:
             "average_fill_price": self.average_fill_price,
             "cost": self.cost,
             "cost_bps": self.cost_bps,
+            "multiplier": multiplier_text(self.multiplier),
         }
         if "price_note" in quote:
             fields["price_note"] = quote["price_note"]
@@ -218,9 +231,10 @@ def cost_summary(results: Iterable[TargetResult]) -> dict[str, Any]:
     """What the run's fills were worth and what they cost against the arrival midpoints, in
     all and per account, with the worst target: Decimal strings (None: nothing priced).
 
-    `gross_value_closed`: the sum of each target's filled quantity x its average fill price,
-    priced or not; `cost`: the sum over the targets with an arrival midpoint; `cost_bps`: that
-    cost over the value of the same fills at their arrival midpoints."""
+    `gross_value_closed`: the sum of each target's filled quantity x its average fill price x
+    its contract multiplier, priced or not; `cost`: the sum over the targets with an arrival
+    midpoint; `cost_bps`: that cost over the value of the same fills at their arrival
+    midpoints. A target whose multiplier is not known is in neither: its money is not known."""
     total = _Tally()
     by_account: dict[int, _Tally] = {}
     for r in results:
@@ -228,10 +242,12 @@ def cost_summary(results: Iterable[TargetResult]) -> dict[str, Any]:
             continue
         # Each figure read once, for the run's tally and the account's.
         filled = abs(Decimal(r.filled_quantity))
-        gross = filled * Decimal(r.average_fill_price)
+        gross = value(filled, Decimal(r.average_fill_price), r.multiplier)
+        if gross is None:
+            continue
         cost = at_arrival = None
         if r.cost is not None and r.arrival is not None and r.arrival.midpoint is not None:
-            cost, at_arrival = Decimal(r.cost), filled * r.arrival.midpoint
+            cost, at_arrival = Decimal(r.cost), value(filled, r.arrival.midpoint, r.multiplier)
         tally = by_account.get(r.account_id)
         if tally is None:
             tally = by_account[r.account_id] = _Tally()

@@ -58,8 +58,10 @@ class RunResult:
     notices: list[str] = field(default_factory=list)
     retries: int = 0
     reconciliations: int = 0
+    fail_on_not_held: bool = False  # FAIL_ON_NOT_HELD: a `not_held` target fails the run
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     finished_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    closing_since: datetime | None = None  # when closing began; None: it ended before closing
 
     @property
     def exit_code(self) -> ExitCode:
@@ -69,6 +71,7 @@ class RunResult:
             aborted=self.aborted,
             refused=self.refused,
             write_failed=bool(self.write_failures),
+            fail_on_not_held=self.fail_on_not_held,
         )
 
 

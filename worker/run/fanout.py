@@ -38,6 +38,11 @@ async def fan_out(
     """
     stop = ctx.stopping
     results = [t.result() for t in targets]
+    if ctx.earlier_orders:  # a takeover: the job's earlier orders are in each result first
+        for target, result in zip(targets, results, strict=True):
+            earlier = ctx.earlier_orders.get((target.account_id, target.instrument_id.lower()))
+            if earlier is not None:
+                life.earlier_orders(ctx.journal, ctx.run_id, target, result, *earlier)
     started = [False] * len(targets)
     handed = [False] * len(targets)  # to following, which settles them
     queue = iter(range(len(targets)))

@@ -14,7 +14,6 @@ from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
 from worker.output import events
 from worker.output.counters import RunCounters
-from worker.output.exit_codes import exit_code
 from worker.output.metrics import write_metrics
 from worker.output.report import Totals, copy_atomically, write_report
 from worker.output.results import cost_summary, summarize
@@ -42,12 +41,14 @@ def finish(
         reconciliations=counters.looks,
         started_at=started_at,
         finished_at=datetime.now(UTC),
+        closing_since=counters.closing_since,
+        fail_on_not_held=settings.fail_on_not_held,
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
     scrub = Scrubber.for_key(key).text
     # Counted once: the report's head, the last report's and `run_finished` say the same.
     totals = Totals(summarize(result.results), cost_summary(result.results))
-    code = int(exit_code(result.results, aborted=result.aborted, refused=result.refused))
+    code = int(result.exit_code)
     failures = _write_outputs(
         settings, result, report_path, dry_run, scrub=scrub, code=code, totals=totals
     )
@@ -153,6 +154,11 @@ def _write_outputs(
                 retries=result.retries,
                 reconciliations=result.reconciliations,
                 duration_s=(result.finished_at - result.started_at).total_seconds(),
+                time_to_flat_s=(
+                    None
+                    if result.closing_since is None
+                    else (result.finished_at - result.closing_since).total_seconds()
+                ),
                 exit_code=code,
                 finished_at=result.finished_at.timestamp(),
             ),

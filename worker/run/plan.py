@@ -1,16 +1,18 @@
 """Turn target specs into the positions to close: list each account once, resolve, deduplicate.
 
-Instruments are resolved to their UUID against the account's positions, a position named twice is
-closed once, and a named instrument the account does not hold is already flat once the API knows
-it. An `exclude` the API does not know refuses the run: it never closes a position it was told to
-keep.
+Instruments are resolved to their UUID against the account's positions (an OSI symbol with or
+without its padding), and a position named twice is closed once. A named instrument the account
+does not hold is `already_flat` when the account held it: listed with quantity 0, or closed by an
+earlier run of today's job (the journal's `held_earlier`); otherwise, once the API knows it, it is
+`not_held`, naming what the account holds on it (an option on a named underlying). An `exclude`
+the API does not know refuses the run: it never closes a position it was told to keep.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from worker.api.models import Position
@@ -21,6 +23,7 @@ from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
 from worker.output.results import TargetResult
+from worker.run.not_held import compact, known_but_not_held
 
 
 @dataclass(slots=True)
@@ -34,27 +37,43 @@ class Plan:
     # Entries that could mean something other than what they say (an unknown `exclude`): the
     # run is refused, nothing sent. Each names the file and key.
     refusals: list[str] = field(default_factory=list)
+    # Named instruments the API does not know (typos), each naming its file and key: `run`
+    # fails their targets and closes the rest; `status` and `cancel` refuse (their scope would
+    # not be what the file meant).
+    unknown: list[str] = field(default_factory=list)
     # Held back by a guard (also in `settled`, outcome `guarded`): shown before the prompt.
     guarded: list[TargetResult] = field(default_factory=list)
     # What closing it costs in requests at RATE_LIMIT, per style (`worker.closing.schedule`).
     costs: list[StyleCost] = field(default_factory=list)
 
 
-async def make_plan(reader: Reader, specs: Sequence[TargetSpec]) -> Plan:
+async def make_plan(
+    reader: Reader, specs: Sequence[TargetSpec], held_earlier: Collection[tuple[int, str]] = ()
+) -> Plan:
+    """`held_earlier`: (account, instrument UUID in lower case) that earlier runs of today's job
+    sent a close for (the journal's priors): not held now, they are `already_flat`."""
     by_account: dict[int, list[TargetSpec]] = {a: [] for a in accounts_of(specs)}
     for spec in specs:
         by_account[spec.account_id].append(spec)
     # Each account is resolved as soon as it is listed, so its positions are not all held at once.
-    plans = await asyncio.gather(*(_plan_account(reader, a, s) for a, s in by_account.items()))
+    plans = await asyncio.gather(
+        *(_plan_account(reader, a, s, held_earlier) for a, s in by_account.items())
+    )
     plan = Plan()
     for part in plans:  # in the order the accounts were first named
         plan.targets.extend(part.targets)
         plan.settled.extend(part.settled)
         plan.refusals.extend(part.refusals)
+        plan.unknown.extend(part.unknown)
     return plan
 
 
-async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]) -> Plan:
+async def _plan_account(
+    reader: Reader,
+    account_id: int,
+    specs: list[TargetSpec],
+    held_earlier: Collection[tuple[int, str]],
+) -> Plan:
     try:
         positions, _ = await reader.positions(account_id)
     except Unauthorized:
@@ -74,30 +93,26 @@ async def _plan_account(reader: Reader, account_id: int, specs: list[TargetSpec]
     chosen: dict[tuple[int, str], Target] = {}
     not_held = _resolve_account(account_id, specs, positions, chosen, plan)
     plan.targets = list(chosen.values())
-    await asyncio.gather(*(_known_but_not_held(reader, r) for r in not_held))
+    known = await asyncio.gather(
+        *(known_but_not_held(reader, r, positions, held_earlier) for r in not_held)
+    )
     plan.settled.extend(not_held)
+    plan.unknown = [
+        f"{_source_of(specs, r.instrument, account_id)}: {r.instrument!r} names no instrument"
+        f" (account {account_id} does not hold it and the API does not know it)"
+        for r, k in zip(not_held, known, strict=True)
+        if not k
+    ]
     return plan
 
 
-async def _known_but_not_held(reader: Reader, result: TargetResult) -> None:
-    """A named instrument the account does not hold: already flat, or a typo."""
-    try:
-        reply = await reader.instrument(result.instrument)
-    except NotFound as err:
-        life.unknown_instrument(result, err)
-        return
-    except Unauthorized:
-        raise
-    except ApiError as err:
-        life.failed(result, f"not held, and the instrument could not be checked: {err}", err)
-        return
-    life.planned_flat(
-        result,
-        "a known instrument the account does not hold",
-        request_id=reply.request_id,
-        instrument_id=reply.data.id,
-        symbol=reply.data.symbol,
-    )
+def _source_of(specs: Sequence[TargetSpec], name: str, account_id: int) -> str:
+    """Where `name` was first named: the file and key (or line), or the flag."""
+    for spec in specs:
+        if spec.instrument is not None and spec.instrument.upper() == name.upper():
+            # A TOML table ("t.toml: accounts[2]") is named with its key; a CSV line is whole.
+            return spec.source + ".instruments" if spec.source.endswith("]") else spec.source
+    return f"account {account_id}"
 
 
 async def _unknown_excludes(
@@ -135,13 +150,15 @@ def _resolve_account(
     plan: Plan,
 ) -> list[TargetResult]:
     """Choose the targets; settle what a whole account holds flat. Return the named instruments
-    the account does not hold, for `_known_but_not_held` to tell a flat one from a typo."""
+    the account does not hold, for `known_but_not_held` to tell a flat one from a typo."""
     open_positions = [p for p in positions if p.quantity != 0]
     not_held: list[TargetResult] = []
     by_name: dict[str, Position] = {}
-    for p in open_positions:
-        by_name[p.instrument_id.lower()] = p
-        by_name.setdefault(p.symbol.upper(), p)
+    listed_flat: dict[str, Position] = {}  # held, and listed with quantity 0
+    for p in positions:
+        names = by_name if p.quantity != 0 else listed_flat
+        names[p.instrument_id.lower()] = p
+        names.setdefault(compact(p.symbol), p)
     flat_named: set[str] = set()
     whole_account_closes: bool | None = None  # None: no whole-account entry with positions
     for spec in specs:
@@ -156,11 +173,19 @@ def _resolve_account(
             if open_positions and not whole_account_closes:
                 whole_account_closes = False
             continue
-        found = by_name.get(spec.instrument.lower()) or by_name.get(spec.instrument.upper())
+        found = by_name.get(spec.instrument.lower()) or by_name.get(compact(spec.instrument))
         if found is None:
             if spec.instrument.upper() not in flat_named:
                 flat_named.add(spec.instrument.upper())
-                not_held.append(TargetResult(account_id, spec.instrument))
+                result = TargetResult(account_id, spec.instrument)
+                flat = listed_flat.get(spec.instrument.lower())
+                flat = flat or listed_flat.get(compact(spec.instrument))
+                if flat is None:
+                    not_held.append(result)
+                    continue
+                why = "listed flat (quantity 0): held, and closed"
+                life.planned_flat(result, why, instrument_id=flat.instrument_id, symbol=flat.symbol)
+                plan.settled.append(result)
             continue
         _choose(chosen, _target(found, spec.instrument, spec.cancel_orders))
     if whole_account_closes is False:

@@ -75,7 +75,9 @@ async def preflight(
         return server_at + timedelta(seconds=monotonic() - read_at)
 
     if before_close is not None:
-        timing = await wait_for_close_window(reader, before_close, server_now, stop, policy.sleep)
+        timing = await wait_for_close_window(
+            reader, before_close, server_now, stop, policy.sleep, dry_run=dry_run
+        )
         if timing.go is Go.MARKET_CLOSED:
             why = f"market closed: {timing.reason}"
             return Ended(unplanned(specs, why, Outcome.MARKET_CLOSED))

@@ -29,6 +29,7 @@ from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
 from worker.journal.open import open_journal
 from worker.journal.probe import journal_problems
+from worker.journal.retention import retain
 from worker.journal.store import Journal
 from worker.output import events
 from worker.output.counters import RunCounters
@@ -40,10 +41,12 @@ from worker.run.close_stage import choose_sender, close_and_follow, collar_of, o
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
-from worker.run.journal_entry import start_run
+from worker.run.journal_entry import MARKET_TZ, Journaled, held_earlier, start_run, take_over
+from worker.run.multipliers import read_multipliers, with_multipliers
 from worker.run.plan import Plan, make_plan
 from worker.run.preflight import Ready, preflight
 from worker.run.prices import apply_guards, guards_of, priced, read_quotes
+from worker.run.takeover import TakenOver, take_over_plan
 
 T = TypeVar("T")
 
@@ -186,18 +189,33 @@ async def _session(
             )
             if isinstance(ready, Ended):
                 return ready
-            plan = await _plan(settings, request, reader, ready, stop)
-            if isinstance(plan, Ended):
-                return plan
+            journaled = None
+            if journal is not None:
+                # Earlier runs of today's job waited out first: the plan reads what they did.
+                accounts = {s.account_id for s in request.specs}
+                try:
+                    journaled = await take_over(settings, journal, run_id, ready, policy, accounts)
+                except JournalError as err:
+                    return aborted(str(err), unplanned(request.specs, f"not sent: {err}"))
+            planned = await _plan(settings, request, reader, ready, stop, api, journaled)
+            if isinstance(planned, Ended):
+                return planned
+            plan, taken = planned
             if request.dry_run:
                 return Ended(plan.settled + unsent(plan.targets, "dry run: nothing sent"))
             declined = await _confirm(request, plan, stop)
             if declined is not None:
                 return declined
             assert journal is not None, "every run that sends opens the journal first"
-            journaled = await start_run(settings, journal, run_id, started_at, ready, policy, plan)
-            if isinstance(journaled, Ended):
-                return journaled
+            assert journaled is not None, "and reads its job in it before the plan"
+            refused = start_run(settings, journal, run_id, started_at, journaled, plan)
+            if refused is not None:
+                return refused
+            # Closed by an earlier run, reported by this one. (A journal that fails here fails
+            # the next commit too, which reports it.)
+            with contextlib.suppress(JournalError):
+                for settled in taken.settled:
+                    journal.outcome(run_id, settled, settled.quantity)
             lookback = timedelta(seconds=settings.reconcile_lookback)
             since = ready.server_now() - lookback
             try:
@@ -223,6 +241,8 @@ async def _session(
                 working_before=working_before,
                 read_accounts=read_accounts,
             )
+            for target in taken.at_market(plan.targets):
+                sender.at_market(target)  # its limit was sent by an earlier run: the rest
             ctx = CloseContext(
                 run_id=run_id,
                 reader=reader,
@@ -235,23 +255,46 @@ async def _session(
                 sender=sender,
                 working_before=working_before,
                 counters=counters,
+                earlier_orders={k: (e.orders, e.request_id) for k, e in taken.earlier.items()},
             )
+            counters.closing_since = request.wall_clock()
             return await _close(ctx, settings, request, plan, since, ready, api)
         except Unauthorized as err:
             return aborted(f"credentials rejected: {err}", [])
 
 
 async def _plan(
-    settings: Settings, request: RunRequest, reader: Reader, ready: Ready, stop: asyncio.Event
-) -> Plan | Ended:
+    settings: Settings,
+    request: RunRequest,
+    reader: Reader,
+    ready: Ready,
+    stop: asyncio.Event,
+    api: TradingApi,
+    journaled: Journaled | None,
+) -> tuple[Plan, TakenOver] | Ended:
     """Raises `InputError` above the MAX_POSITIONS ceiling without --force."""
+    try:  # what earlier runs of today's job closed: not held now, those are already flat
+        closed_earlier = await held_earlier(settings, journaled, ready)
+    except JournalError as err:  # nothing was sent
+        return aborted(str(err), unplanned(request.specs, f"not sent: {err}"))
     # Reads only, retried up to MAX_ATTEMPTS times REQUEST_TIMEOUT: a stop ends them at once.
-    plan = await _until_stopped(make_plan(reader, request.specs), stop)
+    plan = await _until_stopped(make_plan(reader, request.specs, closed_earlier), stop)
     if plan is None:
         return aborted("stop requested", unplanned(request.specs, "run stopped before any close"))
     if plan.refusals:
         why = "; ".join(plan.refusals) + "; nothing was sent"
         return aborted(why, unplanned(request.specs, why), refused=True)
+    taken = TakenOver()
+    if journaled is not None and journaled.priors:
+        # A takeover: the job's earlier orders read, and the plan confirmed against them.
+        confirmed = await _until_stopped(
+            take_over_plan(reader, api, plan, journaled, request.specs), stop
+        )
+        if confirmed is None:
+            return aborted(
+                "stop requested", unplanned(request.specs, "run stopped before any close")
+            )
+        taken = confirmed
     plan.moc_cutoff = ready.cutoff_line()
     plan.close_style = style_line(settings)
     ceiling = settings.max_positions
@@ -260,22 +303,30 @@ async def _plan(
             f"the targets resolve to {len(plan.targets)} positions, above max_positions"
             f" ({ceiling}); re-run with --force to close them all"
         )
-    if plan.targets:
-        # The arrival quotes, before the first close; the guards hold back blind orders.
-        quotes = await _until_stopped(
-            read_quotes(reader, [t.instrument_id for t in plan.targets], ready.server_now), stop
+    if plan.targets or taken.flat:
+        # The arrival quotes and the options' multipliers, before the first close; the guards
+        # hold back blind orders.
+        ids = [t.instrument_id for t in plan.targets] + taken.instrument_ids()
+        read = await _until_stopped(
+            asyncio.gather(
+                read_quotes(reader, ids, ready.server_now),
+                read_multipliers(reader, plan.targets),
+            ),
+            stop,
         )
-        if quotes is None:
+        if read is None:
             return aborted(
                 "stop requested", unplanned(request.specs, "run stopped before any close")
             )
+        quotes, multipliers = read
         plan.targets, plan.guarded = apply_guards(
-            priced(plan.targets, quotes),
+            priced(with_multipliers(plan.targets, multipliers), quotes),
             quotes,
             guards_of(settings),
             force=request.max_positions_override,
         )
         plan.settled.extend(plan.guarded)
+        taken.settle(plan, quotes.by_instrument)
     plan.costs = costs_of(settings, plan, ready)
     failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     events.plan_ready(
@@ -285,11 +336,12 @@ async def _plan(
         accounts=len({t.account_id for t in plan.targets}),
         guarded=len(plan.guarded),
         close_style=settings.close_style,
+        not_held=sum(1 for r in plan.settled if r.outcome is Outcome.NOT_HELD),
         requests={c.style: c.fields() for c in plan.costs},
     )
     if request.on_plan is not None:
         request.on_plan(plan)
-    return plan
+    return plan, taken
 
 
 def costs_of(settings: Settings, plan: Plan, ready: Ready) -> list[StyleCost]:
@@ -384,8 +436,13 @@ async def _close(
                 ctx.journal.outcome(ctx.run_id, target_result, target_result.quantity)
         if ctx.stopping.is_set():
             ended = ended.unless_aborted("stop requested")
-        code = exit_code(ended.results, aborted=ended.aborted)
+        code = exit_code(
+            ended.results, aborted=ended.aborted, fail_on_not_held=settings.fail_on_not_held
+        )
         ctx.journal.finish_run(ctx.run_id, request.wall_clock(), code)
+        if code is ExitCode.OK:  # retention, by the server's date (worker.journal.retention)
+            today = ready.server_now().astimezone(MARKET_TZ).date()
+            retain(ctx.journal, settings.journal_keep_days, today)
     except JournalError as err:  # the closes were sent; the report still says what happened
         ended = ended.unless_aborted(str(err))
     return ended

@@ -50,8 +50,13 @@ async def wait_for_close_window(
     server_now: Callable[[], datetime],
     stop: asyncio.Event,
     sleep: Sleep,
+    *,
+    dry_run: bool = False,
 ) -> Timing:
-    """`sleep` must end early when `stop` is set (the runner's stop-aware sleep)."""
+    """`sleep` must end early when `stop` is set (the runner's stop-aware sleep).
+
+    A dry run never waits: it says when the real run would start (`run_would_start`) and goes
+    on to its plan at once."""
     reply = await reader.market_hours()
     hours = reply.data
     regular = hours.today_sessions.regular
@@ -61,6 +66,14 @@ async def wait_for_close_window(
     if now >= regular.close:
         return _closed(f"the regular session closed at {regular.close.isoformat()}", None)
     start = regular.close - before
+    if dry_run:
+        events.run_would_start(
+            day_type=hours.status.day_type,
+            regular_close=regular.close,
+            start_at=max(start, now),
+            wait_s=max(0.0, (start - now).total_seconds()),
+        )
+        return Timing(Go.NOW, f"dry run: the real run starts at {start.isoformat()}")
     if now < start:
         events.waiting_for_close(
             day_type=hours.status.day_type,

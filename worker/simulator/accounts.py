@@ -14,7 +14,7 @@ from aiohttp import web
 
 from worker.simulator.config import SimConfig
 from worker.simulator.replies import error, ok
-from worker.simulator.state import Book, SimAccount, contract_size
+from worker.simulator.state import Book, SimAccount
 
 STARTING_CASH = Decimal("1000000.00")
 Page = Callable[[web.Request, list[dict[str, Any]]], web.Response]
@@ -81,7 +81,7 @@ class AccountDesk:
 
     def balances_of(self, account: SimAccount) -> dict[str, Any]:
         positions = self.book.open_positions(account)  # applies the fills that are due
-        values = [p.quantity * p.price * contract_size(p.instrument_type) for p in positions]
+        values = [p.quantity * p.price * p.multiplier for p in positions]
         long_value = sum((v for v in values if v > 0), Decimal(0))
         short_value = -sum((v for v in values if v < 0), Decimal(0))
         cash = STARTING_CASH + sum((e.cash_flow() for e in account.executions), Decimal(0))

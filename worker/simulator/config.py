@@ -18,6 +18,7 @@ from worker.simulator.market import MarketConfig
 ROUTES = (
     "close", "positions", "orders", "clock", "market_hours", "account", "submit", "cancel",
     "instrument", "accounts", "balances", "executions", "order", "snapshot", "replace",
+    "contracts",
 )  # fmt: skip
 
 
@@ -84,7 +85,7 @@ UNKNOWN_OUTCOMES_30 = {
 
 @dataclass
 class SimConfig:
-    api_key: str = "sim-key.sim-secret"
+    api_key: str = "sim-key.sim-secret-for-rehearsals"
     seed: int = 7
     fill_delay_s: float = 0.5
     rate_limit: float = 0.0  # server-side requests/second over all routes; 0 = none
@@ -98,6 +99,9 @@ class SimConfig:
     # Answer 409 to a close while an earlier close of the position is still working. Off by
     # default: the tests must be able to see a duplicate close to prove there is none.
     refuse_duplicate_closes: bool = False
+    # Every order id this simulator assigns ends with this text (a UUID's last characters
+    # replaced): a short API secret that occurs inside the server's ids. "": plain UUIDs.
+    order_ids_ending: str = ""
     # Order entry's risk checks (400 with details, as the spec's examples): an order that would
     # cross one of the account's own working orders on the other side (SELF_MATCH), and BUY
     # orders whose notional exceeds the account's buying power (BUYING_POWER). Off by default.

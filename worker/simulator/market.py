@@ -24,6 +24,7 @@ class Liquidity:
     depth: int | None = None
     level_size: int | None = None
     level_step_bps: float | None = None
+    refill_s: float | None = None  # math.inf: never refilled, whatever `MarketConfig.refill_s`
 
 
 @dataclass
@@ -129,7 +130,9 @@ class Market:
             self.books[key] = book
             return book
         self._drift(book, now)
-        refill = self.config.refill_s
+        refill = self.config.liquidity(symbol).refill_s
+        if refill is None:
+            refill = self.config.refill_s
         if refill is not None and book.depleted_at is not None and now >= book.depleted_at + refill:
             book.generation += 1
             self._build(book, now)

@@ -21,7 +21,15 @@ from aiohttp import web
 from worker.simulator.calendar import market_hours
 from worker.simulator.config import SimConfig, SimStats
 from worker.simulator.replies import error, ok
-from worker.simulator.state import LIVE, WORKING, Book, SimAccount, SimOrder, decimal_text
+from worker.simulator.state import (
+    LIVE,
+    WORKING,
+    Book,
+    SimAccount,
+    SimOrder,
+    decimal_text,
+    new_order_id,
+)
 
 MAX_CLIENT_ID = 64  # NewOrderRequest.id's maxLength
 _SIDES = {"BUY", "SELL", "SELL_SHORT"}
@@ -302,7 +310,7 @@ class OrderDesk:
         # (a desk opening a position through the API) count only when they reduce one.
         workers = (item.client_id or "").startswith(WORKER_CLIENT_ID_PREFIX)
         order = SubmittedOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             item.client_id or str(uuid.uuid4()),
             account.id,
             item.iid,
@@ -337,7 +345,7 @@ class OrderDesk:
         exists, REJECTED with the engine's message, and never fills."""
         position = account.positions[item.iid]
         order = SubmittedOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             item.client_id or str(uuid.uuid4()),
             account.id,
             item.iid,

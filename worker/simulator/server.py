@@ -23,6 +23,7 @@ from aiohttp import web
 from worker.simulator.accounts import AccountDesk
 from worker.simulator.calendar import market_hours
 from worker.simulator.config import Faults, RecordedRequest, SimConfig, SimStats
+from worker.simulator.contracts import ContractDesk
 from worker.simulator.executions import ExecutionDesk
 from worker.simulator.orders import OrderDesk
 from worker.simulator.replace import ReplaceDesk
@@ -69,6 +70,7 @@ class Simulator:
         self.market = self.book.market  # quotes and books: move, halt, resume, book
         self.replace_desk = ReplaceDesk(self.book, self.config)
         self.snapshot_desk = SnapshotDesk(self.book)
+        self.contract_desk = ContractDesk(self.book, self._list_page)
 
     # Introspection: counts observed at the server.
 
@@ -169,6 +171,10 @@ class Simulator:
         add.add_get(
             "/v1/calendars/market-hours",
             self._route("market_hours", self._market_hours, account=False),
+        )
+        add.add_get(
+            "/v1/instruments/options/contracts",
+            self._route("contracts", self.contract_desk.contracts, account=False),
         )
         add.add_get(
             "/v1/instruments/{instrument_id}",

@@ -32,6 +32,13 @@ def instrument_uuid(symbol: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, symbol.upper()))
 
 
+def new_order_id(config: SimConfig) -> str:
+    """An order id the engine assigns: a UUID, ending with `config.order_ids_ending`."""
+    order_id = str(uuid.uuid4())
+    end = config.order_ids_ending
+    return f"{order_id[: -len(end)]}{end}" if end else order_id
+
+
 def api_time(epoch: float) -> str:
     """The API's UTC timestamps: nanosecond precision, 'Z'."""
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
@@ -55,7 +62,7 @@ def listing_price(seed: int, symbol: str) -> Decimal:
 
 
 def contract_size(instrument_type: str) -> int:
-    """Units per quantity: an option contract is 100 shares."""
+    """Units per quantity unless seeded otherwise: a standard option contract is 100 shares."""
     return 100 if instrument_type == "OPTION" else 1
 
 
@@ -74,10 +81,11 @@ class SimExecution:
     transaction_time: float
     seq: int  # orders fills made in the same instant
     underlying: str | None = None
+    multiplier: Decimal = Decimal(1)  # the position's contract multiplier
 
     def cash_flow(self) -> Decimal:
         """What the fill did to the account's cash: a sale adds, a purchase takes away."""
-        notional = self.quantity * self.price * contract_size(self.instrument_type)
+        notional = self.quantity * self.price * self.multiplier
         return -notional if self.side == "BUY" else notional
 
     def to_api(self) -> dict[str, Any]:
@@ -106,11 +114,14 @@ class SimPosition:
     seeded_sign: int
     underlying: str | None = None
     crossed_zero: bool = False  # a fill ever took it past zero, whatever it ended at
+    # Units per quantity: an option's contract multiplier (`get_option_contracts` serves it;
+    # the Position itself carries none, as in the spec), 1 for a share.
+    multiplier: Decimal = Decimal(1)
 
     def to_api(self, quantity: Decimal | None = None) -> dict[str, Any]:
         """As the positions listing shows it; `quantity`: as it stood earlier (a lag)."""
         held = self.quantity if quantity is None else quantity
-        value = held * self.price * (100 if self.instrument_type == "OPTION" else 1)
+        value = held * self.price * self.multiplier
         body: dict[str, Any] = {
             "account_id": self.account_id,
             "instrument_id": self.instrument_id,
@@ -205,11 +216,14 @@ class SimAccount:
         return self.by_symbol.get(name.upper()) or self.by_symbol.get(name)
 
 
-def _instrument(instrument_id: str, symbol: str) -> dict[str, Any]:
+def _instrument(
+    instrument_id: str, symbol: str, instrument_type: str = "COMMON_STOCK"
+) -> dict[str, Any]:
     """The spec's Instrument, with its required fields."""
     return {
         "id": instrument_id,
         "symbol": symbol,
+        "instrument_type": instrument_type,
         "venue": "XNMS",
         "country_of_issue": "US",
         "currency": "USD",
@@ -260,7 +274,10 @@ class Book:
         price: str = "100.00",
         underlying: str | None = None,
         instrument_id: str | None = None,
+        multiplier: str | None = None,
     ) -> str:
+        """`underlying`: an option's underlying symbol; `multiplier`: its contract multiplier
+        (default 100 for an OPTION, 1 otherwise), served by `get_option_contracts`."""
         account = self.add_account(account_id)
         iid = instrument_id or instrument_uuid(symbol)
         qty = Decimal(quantity)
@@ -273,6 +290,7 @@ class Book:
             Decimal(price),
             1 if qty > 0 else -1,
             instrument_uuid(underlying) if underlying else None,
+            multiplier=Decimal(multiplier or contract_size(instrument_type)),
         )
         account.by_symbol[symbol.upper()] = iid
         return iid
@@ -292,7 +310,7 @@ class Book:
         iid = account.resolve(symbol) or instrument_uuid(symbol)
         now = self.config.clock() - created_ago_s
         order = SimOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             f"resting-{uuid.uuid4().hex[:8]}",
             account_id,
             iid,
@@ -335,7 +353,7 @@ class Book:
         now = self.config.clock()
         created = now - created_ago_s
         order = SimOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             f"desk-{uuid.uuid4().hex[:8]}",
             account_id,
             iid,
@@ -375,7 +393,8 @@ class Book:
                     self.add_position(account_id, symbol, str(qty), price=price)
                 else:
                     strike = 100_000 + k * 1000
-                    osi = f"{ticker}{27 + k % 2:02d}0115{'C' if k % 2 else 'P'}{strike:08d}"
+                    # OSI: the root padded to six, yymmdd, C or P, the strike x 1000 in eight.
+                    osi = f"{ticker:<6}{27 + k % 2:02d}0115{'C' if k % 2 else 'P'}{strike:08d}"
                     qty = rng.choice([1, 2, 5, 10]) * (1 if rng.random() < 0.7 else -1)
                     self.add_position(
                         account_id,
@@ -393,7 +412,8 @@ class Book:
         for account in self.accounts.values():
             iid = account.resolve(name)
             if iid is not None:
-                return _instrument(iid, account.positions[iid].symbol)
+                held = account.positions[iid]
+                return _instrument(iid, held.symbol, held.instrument_type)
         if name.upper() in _TICKERS or name.upper() in self.config.known_symbols:
             return _instrument(instrument_uuid(name), name.upper())
         for symbol in _TICKERS:
@@ -414,7 +434,13 @@ class Book:
             if held_id is not None:
                 held = other.positions[held_id]
                 return self._hold_flat(
-                    account, held_id, held.symbol, held.instrument_type, held.price, held.underlying
+                    account,
+                    held_id,
+                    held.symbol,
+                    held.instrument_type,
+                    held.price,
+                    held.underlying,
+                    held.multiplier,
                 )
         found = self.instrument(name)
         if found is None:
@@ -437,10 +463,19 @@ class Book:
         instrument_type: str,
         price: Decimal,
         underlying: str | None,
+        multiplier: Decimal = Decimal(1),
     ) -> str:
         # seeded_sign 0: the first fill gives the position its side (see _fill).
         account.positions[iid] = SimPosition(
-            account.id, iid, symbol, instrument_type, Decimal(0), price, 0, underlying
+            account.id,
+            iid,
+            symbol,
+            instrument_type,
+            Decimal(0),
+            price,
+            0,
+            underlying,
+            multiplier=multiplier,
         )
         account.by_symbol[symbol.upper()] = iid
         return iid
@@ -508,7 +543,7 @@ class Book:
                 if order.status in WORKING:
                     order.status, order.updated_at = "CANCELED", now
         order = SimOrder(
-            str(uuid.uuid4()),
+            new_order_id(self.config),
             f"close-position-{next(self._close_count)}",
             account.id,
             position.instrument_id,
@@ -723,6 +758,7 @@ class Book:
             now,
             next(self._fill_seq),
             position.underlying,
+            position.multiplier,
         )
         account.executions.append(execution)
 

@@ -1,0 +1,319 @@
+"""A run that takes a job over: the job's orders from every earlier run of it, and the positions
+they leave, read at one point before anything is sent.
+
+The rerun (or standby) has waited out the earlier runs' requests (`run.journal_entry`), so no
+order of theirs can still appear. It then reads, for each position they sent a close for, the
+job's orders at the server (by the client ids of every generation they recorded, and by the order
+ids they journaled), and confirms the plan at one point: orders, positions, and those orders that
+could still fill again. Where both order reads agree on what filled, the positions read between
+them is what those fills left:
+
+    position open    its target is sized from it, and following counts the earlier orders'
+                     fills from there (`Target.prior_fills`); they are in its result from the
+                     start, so the report lists them with the rerun's own
+    position flat    `closed` by the earlier run's orders when they filled (priced like any
+                     close), with those orders; `already_flat` when none did
+
+A working order of the job on a position read flat would take it past zero: it is cancelled.
+A target with an earlier LIMIT order (CLOSE_STYLE=protected) has had its limit: whatever it left
+goes at market, as in one run after its escalation (`Sender.at_market`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from worker.api.client import TradingApi
+from worker.api.models import Order, Position
+from worker.api.reads import Reader
+from worker.closing import target as life
+from worker.closing.client_ids import client_order_id
+from worker.closing.target import Target
+from worker.errors import ApiError, NotFound, Unauthorized
+from worker.inputs.targets import TargetSpec
+from worker.output import events
+from worker.output.results import Arrival, TargetResult
+from worker.run.journal_entry import Journaled
+from worker.run.plan import Plan
+
+Key = tuple[int, str]  # (account_id, instrument_id in lower case)
+IDS_PER_READ = 100  # ids per `order_ids` filter: ~4 kB of query string
+CONFIRM_ROUNDS = 5  # orders, positions, orders: again while a fill lands between the reads
+
+
+@dataclass(slots=True)
+class Earlier:
+    """One position's orders of earlier runs of the job, as last read, and that read."""
+
+    orders: list[Order]
+    request_id: str
+
+    @property
+    def fills(self) -> Decimal:
+        """What they filled, signed as it moves the position (a sell is minus)."""
+        return sum(
+            (o.filled_quantity * (-1 if o.side.startswith("SELL") else 1) for o in self.orders),
+            Decimal(0),
+        )
+
+
+@dataclass(slots=True)
+class _Flat:
+    """A position read flat with orders of earlier runs: settled once its quote is read."""
+
+    account_id: int
+    instrument: str
+    instrument_id: str
+    symbol: str | None
+    earlier: Earlier
+
+
+@dataclass(slots=True)
+class TakenOver:
+    """What the takeover read: the earlier orders of the plan's targets, and the positions they
+    left flat (settled by `settle`, after the arrival quotes)."""
+
+    earlier: dict[Key, Earlier] = field(default_factory=dict)
+    flat: list[_Flat] = field(default_factory=list)
+    settled: list[TargetResult] = field(default_factory=list)  # `flat`, once settled
+
+    def instrument_ids(self) -> list[str]:
+        """The positions read flat, for the arrival quotes their cost is measured against."""
+        return [f.instrument_id for f in self.flat]
+
+    def at_market(self, targets: Iterable[Target]) -> list[Target]:
+        """The targets whose earlier orders include a LIMIT: their limit was sent, the rest goes
+        at market."""
+        return [
+            t
+            for t in targets
+            if any(o.order_type == "LIMIT" for o in self._of(t.account_id, t.instrument_id))
+        ]
+
+    def _of(self, account_id: int, instrument_id: str) -> list[Order]:
+        found = self.earlier.get((account_id, instrument_id.lower()))
+        return found.orders if found is not None else []
+
+    def settle(self, plan: Plan, arrivals: Mapping[str, Arrival | None]) -> None:
+        """The positions read flat: `closed` by earlier orders that filled, else already flat.
+        Each replaces what the plan said of it (an already-flat named instrument, or an account
+        that held nothing)."""
+        if not self.flat:
+            return
+        keys = {(f.account_id, f.instrument_id.lower()) for f in self.flat}
+        accounts = {f.account_id for f in self.flat}
+        plan.settled[:] = [
+            r
+            for r in plan.settled
+            if (r.account_id, (r.instrument_id or "").lower()) not in keys
+            and not (r.account_id in accounts and r.instrument_id is None and r.instrument == "*")
+        ]
+        for f in self.flat:
+            result = TargetResult(
+                f.account_id,
+                f.instrument,
+                f.instrument_id,
+                f.symbol,
+                side=_held_side(f.earlier.orders),
+                arrival=arrivals.get(f.instrument_id.lower()),
+            )
+            life.closed_earlier(result, f.earlier.orders, f.earlier.request_id)
+            plan.settled.append(result)
+            self.settled.append(result)
+
+
+async def take_over_plan(
+    reader: Reader,
+    api: TradingApi,
+    plan: Plan,
+    journaled: Journaled,
+    specs: Sequence[TargetSpec],
+) -> TakenOver:
+    """Read the job's earlier orders and confirm the plan against them (module docstring);
+    the plan's targets are re-sized from the confirmed read. Raises `Unauthorized`; an account
+    that cannot be read keeps its plan as read (`adoption_skipped`)."""
+    taken = TakenOver()
+    wanted = _wanted(journaled, specs)
+    if not wanted:
+        return taken
+    confirmed = await asyncio.gather(
+        *(_confirm(reader, account_id, ids) for account_id, ids in wanted.items())
+    )
+    positions: dict[Key, Position] = {}
+    for account_earlier, account_positions in confirmed:
+        taken.earlier.update(account_earlier)
+        positions.update(account_positions)
+    targets: list[Target] = []
+    planned = {(t.account_id, t.instrument_id.lower()) for t in plan.targets}
+    for t in plan.targets:
+        key = (t.account_id, t.instrument_id.lower())
+        earlier = taken.earlier.get(key)
+        if earlier is None:
+            targets.append(t)
+            continue
+        held = positions.get(key)
+        if held is None or held.quantity == 0:
+            taken.flat.append(_Flat(t.account_id, t.instrument, t.instrument_id, t.symbol, earlier))
+            continue
+        targets.append(replace(t, quantity=held.quantity, prior_fills=earlier.fills))
+    for key, earlier in taken.earlier.items():
+        if key in planned or key in positions:
+            continue  # a target, or open and not one (excluded): the plan's to decide
+        symbol = next((o.symbol for o in earlier.orders if o.symbol), None)
+        named = _named_as(specs, key, symbol)
+        if named is not None:
+            taken.flat.append(_Flat(key[0], named, key[1], symbol, earlier))
+    plan.targets = targets
+    await asyncio.gather(*(_cancel_working(reader, api, f) for f in taken.flat))
+    return taken
+
+
+def _wanted(journaled: Journaled, specs: Sequence[TargetSpec]) -> dict[int, dict[str, Key]]:
+    """Per account the specs name, the ids to look the job's earlier orders up by (client ids
+    of every generation recorded, order ids journaled), each with its position. A position an
+    earlier run reported flat, in a run that ended with exit 0, is left out: that run's report
+    lists its orders."""
+    accounts = {s.account_id for s in specs}
+    wanted: dict[int, dict[str, Key]] = {}
+    for key, prior in journaled.priors.items():
+        if key in journaled.reported:
+            continue
+        if key[0] in accounts and prior.generation is not None:
+            for generation in range(prior.generation + 1):
+                cid = client_order_id(journaled.job, key[0], key[1], generation)
+                wanted.setdefault(key[0], {})[cid] = key
+    for key, order_ids in journaled.order_ids.items():
+        if key[0] in accounts and key not in journaled.reported:
+            for order_id in order_ids:
+                wanted.setdefault(key[0], {})[order_id] = key
+    return wanted
+
+
+async def _confirm(
+    reader: Reader, account_id: int, ids: Mapping[str, Key]
+) -> tuple[dict[Key, Earlier], dict[Key, Position]]:
+    """Orders, positions, orders: until both order reads agree on what filled (at most
+    CONFIRM_ROUNDS), so the positions read is what those fills left. An account that cannot
+    be read keeps its plan as read (following reads what its orders do)."""
+    try:
+        return await _confirmed(reader, account_id, ids)
+    except Unauthorized:
+        raise
+    except ApiError as err:
+        events.adoption_skipped(
+            account_id=account_id,
+            reason=f"the job's earlier orders could not be read: {err}",
+            request_id=err.request_id,
+        )
+        return {}, {}
+
+
+async def _confirmed(
+    reader: Reader, account_id: int, ids: Mapping[str, Key]
+) -> tuple[dict[Key, Earlier], dict[Key, Position]]:
+    before = await _earlier(reader, account_id, ids)
+    if not before:
+        return {}, {}
+    positions: dict[Key, Position] = {}
+    for _ in range(CONFIRM_ROUNDS):
+        listed, _ = await reader.positions(account_id)
+        positions = {(account_id, p.instrument_id.lower()): p for p in listed}
+        # Only an order that could still fill can have moved: read again by its id.
+        working = {o.id: k for k, e in before.items() for o in e.orders if o.working}
+        if not working:
+            break
+        again = await _earlier(reader, account_id, working)
+        moved = [k for k, e in again.items() if e.fills != _fills_of(before[k], e)]
+        for key, e in again.items():
+            before[key] = _merged(before[key], e)
+        if not moved:
+            break
+    return before, positions
+
+
+def _fills_of(known: Earlier, reread: Earlier) -> Decimal:
+    """What the orders read again had filled when `known` was read."""
+    ids = {o.id for o in reread.orders}
+    return Earlier([o for o in known.orders if o.id in ids], "").fills
+
+
+def _merged(known: Earlier, reread: Earlier) -> Earlier:
+    """`known`, each order read again replaced by its new read."""
+    fresh = {o.id: o for o in reread.orders}
+    return Earlier([fresh.get(o.id, o) for o in known.orders], reread.request_id)
+
+
+async def _earlier(reader: Reader, account_id: int, ids: Mapping[str, Key]) -> dict[Key, Earlier]:
+    """The account's orders under these ids (client ids or order ids), by position."""
+    found: dict[Key, Earlier] = {}
+    names = list(ids)
+    for start in range(0, len(names), IDS_PER_READ):
+        listed, request_ids = await reader.orders_by_id(
+            account_id, names[start : start + IDS_PER_READ]
+        )
+        for o in listed:
+            # Only an id or client id the journal gave counts, on the position it was sent for.
+            key = ids.get(o.client_order_id) if o.client_order_id in ids else ids.get(o.id)
+            if key is None or (o.instrument_id and o.instrument_id.lower() != key[1]):
+                continue
+            earlier = found.setdefault(key, Earlier([], request_ids[-1] if request_ids else ""))
+            if all(known.id != o.id for known in earlier.orders):
+                earlier.orders.append(o)
+    return found
+
+
+async def _cancel_working(reader: Reader, api: TradingApi, flat: _Flat) -> None:
+    """A position read flat: a working order of the job on it would take it past zero."""
+    orders = flat.earlier.orders
+    for i, order in enumerate(orders):
+        if not order.working:
+            continue
+        try:
+            reply = await reader.retried(
+                f"cancel order {order.id} of account {flat.account_id}",
+                functools.partial(api.cancel_open_order, flat.account_id, order.id),
+            )
+        except NotFound:  # no longer open
+            continue
+        except Unauthorized:
+            raise
+        except ApiError as err:
+            events.adoption_skipped(
+                account_id=flat.account_id,
+                instrument=flat.instrument,
+                reason=f"order {order.id} works on a position read flat; its cancel failed: {err}",
+                request_id=err.request_id,
+            )
+            continue
+        orders[i] = reply.data
+        events.cancel_requested(
+            account_id=flat.account_id, instruments=1, orders=1, request_id=reply.request_id
+        )
+
+
+def _named_as(specs: Sequence[TargetSpec], key: Key, symbol: str | None) -> str | None:
+    """How the specs name this position (its symbol for a whole account), or None: not theirs."""
+    account_id, iid = key
+    names = {iid.lower(), *(() if symbol is None else (symbol.upper(),))}
+    for spec in specs:
+        if spec.account_id != account_id:
+            continue
+        if spec.instrument is None:
+            excluded = {n.lower() for n in spec.exclude} | {n.upper() for n in spec.exclude}
+            if not names & excluded:
+                return symbol or iid
+        elif spec.instrument.lower() in names or spec.instrument.upper() in names:
+            return spec.instrument
+    return None
+
+
+def _held_side(orders: Sequence[Order]) -> str | None:
+    """The side of the position the orders closed: LONG under sells, SHORT under buys."""
+    sides = {o.side.startswith("SELL") for o in orders if o.filled_quantity}
+    if len(sides) != 1:
+        return None
+    return "LONG" if sides.pop() else "SHORT"
