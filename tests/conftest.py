@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import LogCapture
 
 from worker.inputs.settings import Settings, load_settings
-from worker.output import events
+from worker.observe import writer
 from worker.simulator import SimConfig, Simulator, serve
 
 
@@ -72,14 +72,15 @@ def settings_for(tmp_path: Path) -> Any:
 
 @pytest.fixture
 def captured() -> Iterator[LogCapture]:
-    """Every event emitted, as dicts (structlog's own capture, not our renderer)."""
+    """Every event emitted, as dicts (structlog's own capture, not our renderer). A new test
+    wraps the code under test in `tests.support.events_emitted()` (capture_logs) instead."""
     capture = LogCapture()
-    events.unconfigure()
+    writer.unconfigure()
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
     try:
         yield capture
     finally:
-        events.unconfigure()
+        writer.unconfigure()
 
 
 def required_tool(name: str, package: str) -> str:

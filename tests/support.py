@@ -12,21 +12,38 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import structlog
 from aiohttp import web
+from structlog.typing import EventDict
 
 from worker.api.client import TradingApi, open_session
 from worker.api.pace import Pacer
 from worker.closing.client_ids import SHAPE
 from worker.inputs.targets import TargetSpec
+from worker.observe import writer
 from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import Simulator
+
+
+@contextlib.contextmanager
+def events_emitted() -> Iterator[list[EventDict]]:
+    """Every event emitted inside, as dicts with the bound contextvars (`run_id`, a target's
+    `account_id` and `instrument`): structlog's `capture_logs`, with the writer's fast path off
+    so that `close_order` and `target_cost` pass through structlog too."""
+    writer.unconfigure()
+    try:
+        with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as entries:
+            yield entries
+    finally:
+        writer.unconfigure()
+
 
 API_KEY = "test-key.test-secret"
 
@@ -43,6 +60,33 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def sim_behind(sim: Simulator, *middlewares: Any) -> AsyncIterator[str]:
+    """Serve `sim` on loopback behind aiohttp `middlewares`: a gateway's fault the simulator has
+    no setting for (a reply rewritten, a listing refused). Yield its base URL."""
+    app = sim.app()
+    app.middlewares.extend(middlewares)
+    async with serving(app) as base_url:
+        yield base_url
+
+
+def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Run a function after each close the server applies (wraps the book's close)."""
+
+    def register(fn: Callable[[], None]) -> Callable[[], None]:
+        close = sim.book.close
+
+        def closing(*args: Any, **kw: Any) -> Any:
+            order = close(*args, **kw)
+            fn()
+            return order
+
+        sim.book.close = closing  # type: ignore[method-assign]
+        return fn
+
+    return register
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from structlog.testing import LogCapture
 from tests.support import RecordedSleeps, api_for
 from worker.api.policy import RetryPolicy
 from worker.api.reads import Reader
-from worker.output import events
+from worker.observe import events
 from worker.simulator import Simulator
 
 

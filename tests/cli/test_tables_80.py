@@ -18,13 +18,13 @@ from rich.console import Console
 
 from tests.support import clean_env, event_lines, read_screen, run_cli
 from worker.api.models import Order
-from worker.cli.server_view import AccountView
 from worker.cli.tables import short_ids, show_status
 from worker.cli.terminal import Terminal
 from worker.closing import target as life
 from worker.closing.target import Target
-from worker.output.results import TargetResult
+from worker.results import TargetResult
 from worker.run.plan import Plan
+from worker.run.server_view import AccountView
 from worker.simulator import Simulator
 
 WIDTH = 80

@@ -22,7 +22,7 @@ from tests.support import (
     start_liquidator,
     the_truth,
 )
-from worker.output.events import duration_text, resting_text
+from worker.observe.events import duration_text, resting_text
 from worker.simulator import Simulator
 
 

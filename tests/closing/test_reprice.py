@@ -11,7 +11,7 @@ from worker.api.client import NewOrder
 from worker.closing.collar import Collar, limit_price
 from worker.closing.reprice import Protected, Repricer
 from worker.closing.target import Target
-from worker.output.results import Arrival, OrderSummary, TargetResult
+from worker.results import Arrival, OrderSummary, TargetResult
 from worker.simulator import Simulator
 
 ACCOUNT = 35001

@@ -16,7 +16,7 @@ from worker.api.models import Order
 from worker.closing import target as life
 from worker.closing.target import Next, Target
 from worker.errors import NotFound, NotSent, OutcomeUnknown, RateLimited, Rejected
-from worker.output.results import Arrival, Fate, Outcome, TargetResult
+from worker.results import Arrival, Fate, Outcome, TargetResult
 
 TARGET = Target(
     account_id=7,

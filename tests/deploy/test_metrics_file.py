@@ -9,7 +9,7 @@ from typing import Any
 from structlog.testing import LogCapture
 
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
 

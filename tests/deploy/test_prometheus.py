@@ -15,7 +15,7 @@ import pytest
 
 from worker.inputs.targets import TargetSpec
 from worker.output.metrics import write_metrics
-from worker.output.results import Outcome, TargetResult
+from worker.results import Outcome, TargetResult
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
 

@@ -20,8 +20,7 @@ from worker.inputs.targets import TargetSpec
 from worker.journal.schema import SCHEMA as _SCHEMA
 from worker.journal.store import RECORD_BATCH, Intent, Journal
 from worker.output.metrics import write_metrics
-from worker.output.report import TargetResult
-from worker.output.results import Outcome
+from worker.results import Outcome, TargetResult
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 

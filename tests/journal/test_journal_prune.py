@@ -21,7 +21,7 @@ from worker.journal.postgres import PgJournal
 from worker.journal.prune import CHILD_TABLES, cutoff
 from worker.journal.sqlite import SqliteStore
 from worker.journal.store import Journal
-from worker.output.results import Outcome, TargetResult
+from worker.results import Outcome, TargetResult
 from worker.simulator import Simulator
 
 T0 = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from worker.journal.files import wal_problem
 from worker.journal.keys import job_key, journal_url_secrets
 from worker.journal.lock import UNNAMED, FileLock, acquire
 from worker.journal.store import Journal
-from worker.output import events
+from worker.observe import events
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from worker.output.exit_codes import ExitCode, exit_code
-from worker.output.results import Outcome, TargetResult
+from worker.results import Outcome, TargetResult
 from worker.run.ended import RunResult
 
 

@@ -24,8 +24,8 @@ from tests.support import clean_env, run_cli, serving
 from worker.cli import main as cli
 from worker.inputs.secrets import secret_forms
 from worker.inputs.targets import TargetSpec
-from worker.output import events
-from worker.output.report import TargetResult
+from worker.observe import writer
+from worker.results import TargetResult
 from worker.run.runner import ExitCode, RunRequest, run
 
 KEY_ID = "ak-7Qm2"
@@ -161,7 +161,7 @@ async def test_no_output_holds_any_form_of_the_key_whatever_the_server_echoes(
         if len(finished) == len(SYMBOLS):
             raise RuntimeError(f"worker bug while holding {BEARER} and {SECRET}")
 
-    events.configure(level="debug", fmt=fmt, secrets=secret_forms(KEY), stream=out.stream)
+    writer.configure(level="debug", fmt=fmt, secrets=secret_forms(KEY), stream=out.stream)
     try:
         async with serving(server.app) as base_url:
             result = await run(
@@ -176,7 +176,7 @@ async def test_no_output_holds_any_form_of_the_key_whatever_the_server_echoes(
                 asyncio.Event(),
             )
     finally:
-        events.unconfigure()
+        writer.unconfigure()
         structlog.contextvars.clear_contextvars()
 
     # The server did echo: every close was answered, and with the key in hand.
@@ -210,7 +210,7 @@ async def test_a_key_rejected_with_an_echo_leaves_no_trace_in_the_report_or_even
     server = EchoServer(reject_key=True)
     out = _Events()
     report = tmp_path / "report.json"
-    events.configure(fmt="json", secrets=secret_forms(KEY), stream=out.stream)
+    writer.configure(fmt="json", secrets=secret_forms(KEY), stream=out.stream)
     try:
         async with serving(server.app) as base_url:
             result = await run(
@@ -219,7 +219,7 @@ async def test_a_key_rejected_with_an_echo_leaves_no_trace_in_the_report_or_even
                 asyncio.Event(),
             )
     finally:
-        events.unconfigure()
+        writer.unconfigure()
         structlog.contextvars.clear_contextvars()
     assert result.exit_code == ExitCode.ABORTED
     assert result.aborted is not None

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from structlog.testing import LogCapture
 
-from tests.support import API_KEY, envelope, serving, stopped_cleanly
+from tests.support import API_KEY, envelope, events_emitted, serving, stopped_cleanly
 from worker.inputs.targets import TargetSpec, read_targets
-from worker.output import events
+from worker.observe import events
 from worker.output.report import TargetResult, write_report
-from worker.output.results import Outcome
+from worker.results import Outcome
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 
@@ -29,7 +28,7 @@ def closing_orders_by_position(sim: Simulator, keys: list[tuple[int, str]]) -> C
 
 
 async def test_530_positions_over_20_accounts_closed_exactly_once_each(
-    sim: Simulator, settings_for: Any, captured: LogCapture, tmp_path: Path
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     keys: list[tuple[int, str]] = []
     lines = ["account_id,instrument"]
@@ -52,16 +51,17 @@ async def test_530_positions_over_20_accounts_closed_exactly_once_each(
     targets.write_text("\n".join(lines) + "\n")
     report = tmp_path / "report.json"
 
-    result = await run(
-        settings_for(sim, concurrency=16),
-        RunRequest(specs=read_targets([targets]), report_path=report),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, concurrency=16),
+            RunRequest(specs=read_targets([targets]), report_path=report),
+            asyncio.Event(),
+        )
 
     assert result.exit_code == ExitCode.OK
     assert len(keys) == 530
     assert closing_orders_by_position(sim, keys) == Counter({1: 530})
-    order_events = [e for e in captured.entries if e["event"] == events.CLOSE_ORDER]
+    order_events = [e for e in emitted if e["event"] == events.CLOSE_ORDER]
     assert len(order_events) == 530
     assert all(e["request_id"] and e["order_id"] and e["run_id"] for e in order_events)
     doc = json.loads(report.read_text())
@@ -361,7 +361,7 @@ def test_the_report_keeps_a_result_whose_error_has_a_lone_surrogate(tmp_path: Pa
 
 
 async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_reported(
-    sim: Simulator, settings_for: Any, captured: LogCapture, tmp_path: Path
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     sim.add_account(50003)
     keys = [(50003, sim.add_position(50003, f"S{k}", "10")) for k in range(100)]
@@ -376,17 +376,18 @@ async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_repor
             raise RuntimeError("the progress display broke")
 
     report = tmp_path / "r.json"
-    result = await run(
-        settings_for(sim, concurrency=2),
-        RunRequest(
-            specs=[TargetSpec(50003, None)],
-            report_path=report,
-            on_result=progress_display_that_breaks,
-        ),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, concurrency=2),
+            RunRequest(
+                specs=[TargetSpec(50003, None)],
+                report_path=report,
+                on_result=progress_display_that_breaks,
+            ),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.ABORTED
     outcomes = stopped_cleanly(report, sim, keys, why="internal error: RuntimeError")
     assert outcomes["skipped"] > 0  # no new target started after the fault
-    [fault] = [e for e in captured.entries if e["event"] == events.INTERNAL_ERROR]
+    [fault] = [e for e in emitted if e["event"] == events.INTERNAL_ERROR]
     assert "the progress display broke" in fault["traceback"]

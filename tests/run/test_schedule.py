@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from structlog.testing import LogCapture
 
-from tests.support import RecordedSleeps, api_for, envelope, serving
+from tests.support import RecordedSleeps, api_for, envelope, events_emitted, serving
 from worker.api.policy import RetryPolicy
 from worker.api.reads import Reader
 from worker.errors import InputError
@@ -66,16 +65,15 @@ async def test_early_close_waits_for_13_00_minus_the_duration(reader: Reader) ->
     assert sleeps.waits == [45 * 60]  # 12:00 -> 12:45 ET, not 15:45
 
 
-async def test_a_dry_run_says_when_the_run_would_start_and_never_waits(
-    reader: Reader, captured: LogCapture
-) -> None:
+async def test_a_dry_run_says_when_the_run_would_start_and_never_waits(reader: Reader) -> None:
     sleeps = RecordedSleeps()
-    timing = await wait_for_close_window(
-        reader, timedelta(minutes=15), lambda: NOW, asyncio.Event(), sleeps, dry_run=True
-    )
+    with events_emitted() as emitted:
+        timing = await wait_for_close_window(
+            reader, timedelta(minutes=15), lambda: NOW, asyncio.Event(), sleeps, dry_run=True
+        )
     assert timing.go is Go.NOW
     assert sleeps.waits == []  # 45 minutes before the window: not waited for
-    [said] = [e for e in captured.entries if e["event"] == "run_would_start"]
+    [said] = [e for e in emitted if e["event"] == "run_would_start"]
     assert said["start_at"] == "2025-11-28T12:45:00-05:00"
     assert said["wait_s"] == 45 * 60
     assert said["starts"] == "12:45 ET"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.support import FAST_FOLLOW, liquidate, seed, serving, the_truth
+from tests.support import FAST_FOLLOW, liquidate, seed, sim_behind, the_truth
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
@@ -47,9 +47,7 @@ async def test_an_instrument_id_spelled_in_upper_case_by_filtered_listings_is_st
             return web.json_response(_upper_ids(doc))
         return response
 
-    app = sim.app()
-    app.middlewares.append(upper_when_filtered)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, upper_when_filtered) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, max_residue_closes=1, **FAST_FOLLOW
         )
@@ -83,10 +81,8 @@ async def test_a_rerun_whose_listing_spells_the_instrument_id_otherwise_finds_th
             return web.json_response(_upper_ids(json.loads(response.body)))
         return response
 
-    app = sim.app()
-    app.middlewares.append(spelled_in_upper_case)
     specs = [TargetSpec(62003, None, cancel_orders=False)]
-    async with serving(app) as base_url:
+    async with sim_behind(sim, spelled_in_upper_case) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, **{**FAST_FOLLOW, "flat_timeout": 0.2}
         )
@@ -167,9 +163,7 @@ async def test_a_close_reply_that_echoes_an_order_of_another_instrument_is_not_t
                 return web.json_response(replies[0])
         return response
 
-    app = sim.app()
-    app.middlewares.append(echo_the_other_instrument)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, echo_the_other_instrument) as base_url:
         settings = settings_for(base_url=base_url, api_key=sim.config.api_key, **FAST_FOLLOW)
         report = tmp_path / "r.json"
         result = await run(
@@ -293,9 +287,7 @@ async def test_the_orders_snapshot_failing_for_one_account_closes_each_position_
             return web.json_response({"error": {"code": 503, "message": "busy"}}, status=503)
         return await handler(request)
 
-    app = sim.app()
-    app.middlewares.append(no_snapshot)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, no_snapshot) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, max_attempts=2, **FAST_FOLLOW
         )

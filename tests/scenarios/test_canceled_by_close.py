@@ -12,7 +12,7 @@ from structlog.testing import LogCapture
 
 from tests.support import liquidate, seed, the_truth
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.run.runner import ExitCode
 from worker.simulator import Simulator
 

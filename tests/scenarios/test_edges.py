@@ -17,8 +17,8 @@ from tests.support import api_for, clean_env, run_cli, serving
 from worker.api.client import MAX_REPLY_BYTES
 from worker.errors import OutcomeUnknown
 from worker.inputs.targets import TargetSpec
-from worker.output import events
-from worker.output.results import Fate, Outcome
+from worker.observe import events
+from worker.results import Fate, Outcome
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
 

@@ -16,8 +16,8 @@ from structlog.testing import LogCapture
 
 from tests.support import seed_accounts, the_truth
 from worker.inputs.targets import TargetSpec
-from worker.output import events
-from worker.output.results import Fate, Outcome
+from worker.observe import events
+from worker.results import Fate, Outcome
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import UNKNOWN_OUTCOMES_30, Faults, Simulator
 

@@ -8,11 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,10 +16,9 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import LogCapture
 
-from tests.support import FAST_FOLLOW, liquidate, order, seed, serving, the_truth
-from worker.api.models import Order
+from tests.support import FAST_FOLLOW, liquidate, seed, sim_behind, sim_hook, the_truth
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 
@@ -76,23 +71,6 @@ async def test_a_partial_fill_then_a_whole_residue_close_is_closed_with_both_ord
     with sqlite3.connect(journal) as db:
         attempts = db.execute("SELECT instrument_id, MAX(attempt) FROM attempts GROUP BY 1")
         assert dict(attempts.fetchall()) == {iid: 2 for _, iid in keys}
-
-
-def sim_hook(sim: Simulator) -> Callable[[Callable[[], None]], Callable[[], None]]:
-    """Run a function after each close the server applies (wraps the book's close)."""
-
-    def register(fn: Callable[[], None]) -> Callable[[], None]:
-        close = sim.book.close
-
-        def closing(*args: Any, **kw: Any) -> Any:
-            order = close(*args, **kw)
-            fn()
-            return order
-
-        sim.book.close = closing  # type: ignore[method-assign]
-        return fn
-
-    return register
 
 
 async def test_once_every_close_is_sent_following_reads_at_once(
@@ -337,9 +315,7 @@ async def test_a_close_whose_look_failed_is_watched_and_reported_closed_once_rea
                 return web.json_response({"error": {"code": 503, "message": "busy"}}, status=503)
         return await handler(request)
 
-    app = sim.app()
-    app.middlewares.append(the_look_cannot_read_orders)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, the_look_cannot_read_orders) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, max_attempts=2, **FAST_FOLLOW
         )
@@ -382,89 +358,3 @@ async def test_a_stop_while_only_following_ends_at_once_with_the_open_ones_not_f
     doc = json.loads(report.read_text())
     assert doc["summary"]["not_flat"] == len(keys)
     the_truth(sim, doc, keys)
-
-
-class VirtualFollowing:
-    """A Follower on a virtual clock, over a stub account: one position, one close order that
-    works until the read `filled_from` (counting from 1) finds it filled and the position flat.
-    Read `gated` stays in flight until `back` is set; the pause after read `held` lasts until
-    something cuts it."""
-
-    def __init__(self, filled_from: int, gated: int = 0, held: int = 0) -> None:
-        from worker.closing.follow import Follower, FollowSettings
-        from worker.closing.target import Target
-
-        self.now = 0.0
-        self.reads: list[float] = []  # when each read began, in virtual seconds
-        self.in_flight = asyncio.Event()
-        self.back = asyncio.Event()
-        self.pausing = asyncio.Event()
-        self._filled_from = filled_from
-        self._gated = gated
-        self._held = held
-        ctx = SimpleNamespace(
-            reader=SimpleNamespace(
-                orders=self._orders, working_orders=self._orders, positions=self._positions
-            ),
-            stopping=asyncio.Event(),
-            sender=SimpleNamespace(recognises=lambda order, target: False, idempotent=False),
-            working_before={},
-        )
-        self.follower = Follower(
-            ctx,  # type: ignore[arg-type]
-            FollowSettings(timeout_s=10_000, first_pause_s=1.0, max_pause_s=64.0),
-            since=datetime(2026, 11, 25, tzinfo=UTC),
-            send_close=lambda *_: asyncio.sleep(0),
-            clock=lambda: self.now,
-            sleep=self._sleep,
-        )
-        target = Target(7, "S", "i1", "S", "EQUITY", Decimal(10), Decimal(1000), True)
-        self.follower.follow(target, target.result())
-
-    async def _sleep(self, seconds: float) -> None:
-        if self._held and len(self.reads) == self._held:
-            self.pausing.set()
-            await asyncio.Future()  # (until cancelled)
-        self.now += seconds
-        await asyncio.sleep(0)
-
-    def _filled(self) -> bool:
-        return len(self.reads) >= self._filled_from
-
-    async def _orders(self, *_: Any) -> tuple[list[Order], list[str]]:
-        self.reads.append(self.now)
-        if len(self.reads) == self._gated:
-            self.in_flight.set()
-            await self.back.wait()
-        status, done = ("FILLED", "10") if self._filled() else ("NEW", "0")
-        listed = {**order(quantity="10", status=status), "filled_quantity": done}
-        return [Order.model_validate({**listed, "id": "o1", "instrument_id": "i1"})], ["r"]
-
-    async def _positions(self, *_: Any) -> tuple[list[Any], list[str]]:
-        held = SimpleNamespace(instrument_id="i1", quantity=Decimal(10))
-        return ([] if self._filled() else [held]), []
-
-
-async def test_a_fan_out_that_ends_during_a_read_is_followed_by_a_read_at_once() -> None:
-    """Long pauses (slow fills), and the fan-out ends while a read is in flight: the next read
-    goes as soon as that one is back, not after a doubled pause. Virtual time: no waiting."""
-    following = VirtualFollowing(filled_from=6, gated=5)
-    await asyncio.wait_for(following.in_flight.wait(), 5)
-    following.follower.all_sent()  # the fan-out ends while the fifth read is in flight
-    ended_at = following.now
-    following.back.set()
-    await asyncio.wait_for(following.follower.finish(), 5)
-    assert following.reads[:5] == [1.0, 3.0, 7.0, 15.0, 31.0]  # pauses doubling: 1, 2, 4, 8, 16
-    assert following.reads[5:] == [ended_at]  # at once, not 32 s later
-
-
-async def test_a_fill_not_landed_at_the_fan_outs_end_is_read_again_settle_s_later() -> None:
-    from worker.closing.follow import SETTLE_S
-
-    following = VirtualFollowing(filled_from=3, held=1)
-    await asyncio.wait_for(following.pausing.wait(), 5)
-    following.follower.all_sent()  # during the pause after the first read
-    ended_at = following.now
-    await asyncio.wait_for(following.follower.finish(), 5)
-    # The pause under way is cut: a read at once, still working; the next SETTLE_S on, flat.
-    assert following.reads == [1.0, ended_at, ended_at + SETTLE_S]

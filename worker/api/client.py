@@ -20,7 +20,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import TypeAdapter, ValidationError
 
-from worker import __version__
+from worker import __version__, jsonbytes
 from worker.api.models import (
     Clock,
     Envelope,
@@ -45,7 +45,6 @@ from worker.errors import (
     Unauthorized,
 )
 from worker.inputs.secrets import Scrubber
-from worker.output import jsonbytes
 
 T = TypeVar("T")
 Side = Literal["BUY", "SELL"]

@@ -24,8 +24,8 @@ from worker.api.models import (
     Position,
 )
 from worker.api.policy import RetryPolicy
-from worker.output import events
-from worker.output.counters import RunCounters
+from worker.observe import events
+from worker.observe.counters import RunCounters
 
 T = TypeVar("T")
 WORKING_ORDER_STATUSES = tuple(sorted(WORKING_STATUSES))

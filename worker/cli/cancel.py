@@ -1,6 +1,6 @@
 """`liquidator cancel`: cancel the working orders on the targets' instruments, after a yes.
 
-The orders are those `liquidator status` lists (`worker.cli.server_view`): the job's own included,
+The orders are those `liquidator status` lists (`worker.run.server_view`): the job's own included,
 since the operator asks to get rid of what is open. Each is cancelled by its id (a cancel sent
 twice is harmless, so it is retried as a read), then read back until it reads final (by id,
 one by one where the listing lags): an order may still fill while its cancel is pending, and
@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 from worker.api.client import TradingApi
 from worker.api.models import Order
 from worker.api.reads import Reader
-from worker.cli.server_view import AccountView, connected, order_by_id, read_view
 from worker.cli.status import emit
 from worker.errors import ApiError, JournalRefused, NotFound, Unauthorized
 from worker.inputs.settings import Settings
@@ -42,9 +41,10 @@ from worker.inputs.targets import TargetSpec
 from worker.journal.keys import LOCK_SCOPE
 from worker.journal.lock import FileLock
 from worker.journal.open import LOCK_FILE
-from worker.output import events
+from worker.observe import events
 from worker.output.exit_codes import ExitCode
 from worker.run.runner import stop_aware_sleep
+from worker.run.server_view import AccountView, connected, order_by_id, read_view
 
 if TYPE_CHECKING:
     from worker.cli.terminal import Terminal

@@ -30,7 +30,7 @@ from worker.inputs.settings import Settings, api_key_origin, load_settings
 from worker.inputs.targets import TargetSpec, accounts_of, read_targets
 from worker.journal.keys import journal_url_secrets
 from worker.money import multiplier_text
-from worker.output import events
+from worker.observe import events, writer
 from worker.output.exit_codes import ExitCode
 from worker.output.stdio import guarded_stdio
 from worker.run.runner import RunRequest, run
@@ -104,103 +104,134 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"liquidator {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub.add_parser("run", help="close the targeted positions"))
+    _check_parser(sub.add_parser("check", help="validate settings and targets, check the key"))
+    _status_parser(
+        sub.add_parser(
+            "status", help="show the targets' open positions and working orders; sends nothing"
+        )
+    )
+    _cancel_parser(
+        sub.add_parser(
+            "cancel", help="cancel the working orders on the targets' instruments, after a yes"
+        )
+    )
+    _journal_parser(
+        sub.add_parser(
+            "journal",
+            help="show today's jobs, intents and outcomes; `journal verify` checks it;"
+            " `journal last` prints the last run's report; `journal prune` deletes old jobs",
+        )
+    )
+    _simulator_parser(
+        sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
+    )
+    return parser
 
-    run_p = sub.add_parser("run", help="close the targeted positions")
-    check_p = sub.add_parser("check", help="validate settings and targets, check the key")
-    for p in (run_p, check_p):
-        _add_target_flags(p)
-        for flag, kind, text in _SETTING_FLAGS:
-            if p is check_p and flag in _NOT_FOR_CHECK:
-                continue
-            if kind is bool:  # absent stays None, so the environment and file still apply
-                p.add_argument(flag, action="store_true", default=None, help=text)
-            else:
-                p.add_argument(flag, type=kind, help=text)
-    # status and cancel read the server (cancel also cancels): the settings that shape requests.
-    status_p = sub.add_parser(
-        "status", help="show the targets' open positions and working orders; sends nothing"
-    )
-    cancel_p = sub.add_parser(
-        "cancel", help="cancel the working orders on the targets' instruments, after a yes"
-    )
-    # Both read today's job's ids from the journal, and cancel refuses while a run holds it:
-    # the journal is found where `run` would keep it, with the same flags and settings.
-    viewing = (*_VIEW_FLAGS, "--state-dir", "--journal-url")
-    for p, flags in ((status_p, viewing), (cancel_p, (*viewing, "--flat-timeout"))):
-        _add_target_flags(p)
-        for flag, kind, text in _SETTING_FLAGS:
-            if flag in flags:
-                p.add_argument(flag, type=kind, help=text)
-    for p in (status_p, cancel_p):  # as `journal --json`; the full ids are in the events
-        p.add_argument("--json", action="store_true", help="JSON events, as --log-format json")
-    cancel_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    cancel_p.add_argument(
-        "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
-    )
-    cancel_p.add_argument(
-        "--force",
-        action="store_true",
-        help="cancel even while a run holds the journal's lock (its own orders included)",
-    )
-    run_p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
-    run_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    for p in (run_p, check_p):
-        p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
-    run_p.add_argument(
+
+def _add_setting_flags(p: argparse.ArgumentParser, *, skip: frozenset[str] = frozenset()) -> None:
+    """run and check: every setting a flag overrides."""
+    for flag, kind, text in _SETTING_FLAGS:
+        if flag in skip:
+            continue
+        if kind is bool:  # absent stays None, so the environment and file still apply
+            p.add_argument(flag, action="store_true", default=None, help=text)
+        else:
+            p.add_argument(flag, type=kind, help=text)
+
+
+def _run_parser(p: argparse.ArgumentParser) -> None:
+    _add_target_flags(p)
+    _add_setting_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="print the plan, send no close")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
+    p.add_argument(
         "--force",
         action="store_true",
         help="close even above the max_positions ceiling and past the price guards (this run)",
     )
-    run_p.add_argument(
+    p.add_argument(
         "--before-close",
         type=str,
         metavar="DURATION",
         help="wait until today's regular close minus DURATION (90s, 15m, 1h); skip if closed",
     )
 
-    journal_p = sub.add_parser(
-        "journal",
-        help="show today's jobs, intents and outcomes; `journal verify` checks it;"
-        " `journal last` prints the last run's report; `journal prune` deletes old jobs",
+
+def _check_parser(p: argparse.ArgumentParser) -> None:
+    _add_target_flags(p)
+    _add_setting_flags(p, skip=_NOT_FOR_CHECK)
+    p.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
+
+
+# status and cancel read the server (cancel also cancels): the settings that shape requests.
+# Both read today's job's ids from the journal, and cancel refuses while a run holds it: the
+# journal is found where `run` would keep it, with the same flags and settings.
+_VIEWING = (*_VIEW_FLAGS, "--state-dir", "--journal-url")
+
+
+def _add_viewing_flags(p: argparse.ArgumentParser, flags: tuple[str, ...]) -> None:
+    _add_target_flags(p)
+    for flag, kind, text in _SETTING_FLAGS:
+        if flag in flags:
+            p.add_argument(flag, type=kind, help=text)
+    # as `journal --json`; the full ids are in the events
+    p.add_argument("--json", action="store_true", help="JSON events, as --log-format json")
+
+
+def _status_parser(p: argparse.ArgumentParser) -> None:
+    _add_viewing_flags(p, _VIEWING)
+
+
+def _cancel_parser(p: argparse.ArgumentParser) -> None:
+    _add_viewing_flags(p, (*_VIEWING, "--flat-timeout"))
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list what would be cancelled, cancel nothing"
     )
-    journal_p.add_argument(
-        "action", nargs="?", choices=["show", "verify", "last", "prune"], default="show"
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="cancel even while a run holds the journal's lock (its own orders included)",
     )
-    journal_p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
-    journal_p.add_argument("--journal-url", type=str, help="postgresql://... journal")
-    journal_p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
-    journal_p.add_argument(
-        "--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)"
-    )
-    journal_p.add_argument("--json", action="store_true", help="JSON even on a terminal")
-    journal_p.add_argument(
+
+
+def _journal_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["show", "verify", "last", "prune"], default="show")
+    p.add_argument("--state-dir", type=_path, help="where the SQLite journal lives")
+    p.add_argument("--journal-url", type=str, help="postgresql://... journal")
+    p.add_argument("--config", type=Path, metavar="FILE", help="settings file (TOML)")
+    p.add_argument("--day", type=_day, help="trading day YYYY-MM-DD (default: today, New York)")
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal")
+    p.add_argument(
         "--keep-days",
         type=_keep_days,
         metavar="N",
         help="prune: keep the jobs of the last N days (default: journal_keep_days, 90)",
     )
-    journal_p.add_argument(
+    p.add_argument(
         "--dry-run", action="store_true", help="prune: say what would go, delete nothing"
     )
 
-    sim_p = sub.add_parser("simulator", help="serve the built-in API simulator for rehearsals")
-    sim_p.add_argument("--port", type=int, default=8765)
-    sim_p.add_argument("--host", default="127.0.0.1")
-    sim_p.add_argument("--accounts", type=int, default=5, help="accounts to seed")
-    sim_p.add_argument("--positions", type=int, default=20, help="positions per account")
-    sim_p.add_argument(
+
+def _simulator_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--accounts", type=int, default=5, help="accounts to seed")
+    p.add_argument("--positions", type=int, default=20, help="positions per account")
+    p.add_argument(
         "--first-account",
         type=int,
         default=19816,  # config/targets.example.toml's first account
         help="first seeded account; the default ones hold what config/targets.example.toml names",
     )
-    sim_p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
-    sim_p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
-    sim_p.add_argument(
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
+    p.add_argument("--fill-delay", type=float, default=0.5, help="seconds until orders fill")
+    p.add_argument(
         "--api-key", default="sim-key.sim-secret-for-rehearsals", help="key the simulator wants"
     )
-    add_book_flags(sim_p)
-    return parser
+    add_book_flags(p)
 
 
 def _add_target_flags(p: argparse.ArgumentParser) -> None:
@@ -272,7 +303,7 @@ def _command(argv: Sequence[str] | None) -> int:
         settings.log_format != "json" and (sys.stdout.isatty() or args.command == "check")
     )
     terminal = _terminal(secrets) if for_people else None
-    events.configure(
+    writer.configure(
         level=settings.log_level,
         fmt=settings.log_format,
         secrets=secrets,
@@ -304,7 +335,7 @@ def _journal(args: argparse.Namespace) -> int:
             # Events (the journal opened) go to stderr, only warnings: stdout is the result.
             url = settings.journal_url.get_secret_value() if settings.journal_url else ""
             secrets = journal_url_secrets(url)
-            events.configure(level="warning", fmt="json", stream=sys.stderr, secrets=secrets)
+            writer.configure(level="warning", fmt="json", stream=sys.stderr, secrets=secrets)
             return prune(settings, args.keep_days, dry_run=args.dry_run, as_json=as_json)
         if args.keep_days is not None or args.dry_run:
             raise InputError("--keep-days and --dry-run are for `journal prune`")

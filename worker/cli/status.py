@@ -2,7 +2,7 @@
 
 A table per account on a terminal, otherwise `status_position`, `status_order` and
 `status_account` events; exit 0 when every account was read, 1 when one could not be, 2 when
-`run` would refuse the targets (`worker.cli.server_view`), 3 when the key was refused.
+`run` would refuse the targets (`worker.run.server_view`), 3 when the key was refused.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from worker.cli.server_view import AccountView, connected, read_view
 from worker.errors import Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.output.exit_codes import ExitCode
+from worker.run.server_view import AccountView, connected, read_view
 
 if TYPE_CHECKING:
     from worker.cli.terminal import Terminal

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from worker.cli.server_view import AccountView
+    from worker.run.server_view import AccountView
 
 SHORT_ID = 8  # as the terminal's close_order lines show an order id
 # Times in force as a desk writes them (FIX's names); the JSON events carry the API's words.

@@ -33,9 +33,9 @@ from rich.text import Text
 
 from worker.cli.tables import whole_column
 from worker.closing.schedule import cost_line
-from worker.output.events import new_york_time, resting_text
+from worker.observe.events import new_york_time, resting_text
 from worker.output.report import TargetResult, summarize
-from worker.output.results import Outcome, cost_summary
+from worker.results import Outcome, cost_summary
 from worker.run.plan import Plan
 
 PLAN_ROWS_SHOWN = 40

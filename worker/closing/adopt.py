@@ -34,7 +34,7 @@ from worker.closing.client_ids import client_order_id
 from worker.closing.evidence import closing_side
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
-from worker.output import events
+from worker.observe import events
 
 Key = tuple[int, str]  # (account_id, instrument_id in lower case), as the journal keys priors
 IDS_PER_READ = 100  # client ids per `order_ids` filter: ~4 kB of query string

@@ -46,7 +46,7 @@ from worker.errors import (
     Rejected,
     Unauthorized,
 )
-from worker.output import events
+from worker.observe import events
 
 # A send waits this long for others of its account before its batch goes: the fan-out hands an
 # account's first closes over together (one journal commit), so they arrive within a few ms.

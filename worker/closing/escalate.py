@@ -28,8 +28,8 @@ from worker.api.reads import Reader
 from worker.closing.schedule import BY_ID_MAX, CANCEL_CHUNK, READ_CHUNK
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Rejected, Unauthorized
-from worker.output import events
-from worker.output.results import OrderSummary
+from worker.observe import events
+from worker.results import OrderSummary
 
 CHASE_S = 3.0  # a cancel still read working this long after its answer is sent again
 CHASES = 3  # sends again before the limit is reported as one that cannot be cancelled

@@ -33,8 +33,8 @@ from worker.errors import (
     RateLimited,
     Unauthorized,
 )
-from worker.output import events
-from worker.output.results import Fate, TargetResult
+from worker.observe import events
+from worker.results import Fate, TargetResult
 
 # A residue close: send one close for `target`'s position as just read (signed) now. Raises
 # `ApiError`; None if nothing was sent.

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from worker.closing.target import Target
 from worker.money import value
-from worker.output.results import Arrival
+from worker.results import Arrival
 
 
 @dataclass(frozen=True, slots=True)

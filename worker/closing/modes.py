@@ -37,8 +37,8 @@ from worker.closing.evidence import Finding, Verdict, closing_side, look
 from worker.closing.target import Target
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, StillWorking, Unauthorized
 from worker.journal.store import Prior
-from worker.output import events
-from worker.output.results import TargetResult
+from worker.observe import events
+from worker.results import TargetResult
 
 Key = tuple[int, str]  # (account_id, instrument_id)
 CANCEL_CHUNK = 100  # instrument_ids per cancel request: ~3.7 kB of query string

@@ -38,7 +38,7 @@ from worker.closing.modes import Sender
 from worker.closing.reprice import Protected, Repricer, working_limits
 from worker.closing.schedule import ESCALATION_SLACK_S, escalation_requests, seconds_at
 from worker.closing.target import Target
-from worker.output.results import TargetResult
+from worker.results import TargetResult
 
 LOOP_S = 0.25  # the loop's longest sleep: deadlines and lingering cancels are looked at this often
 GROUP_S = 1.0  # an account's limits due within this of one that is due escalate with it

@@ -27,8 +27,8 @@ from worker.closing.escalate import Limit
 from worker.closing.schedule import REPRICE_SHARE, affordable
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Rejected, Unauthorized
-from worker.output import events
-from worker.output.results import OrderSummary, TargetResult
+from worker.observe import events
+from worker.results import OrderSummary, TargetResult
 
 Quote = tuple[Decimal, Decimal]
 

@@ -40,9 +40,9 @@ from worker.errors import (
     OutcomeUnknown,
 )
 from worker.journal.store import Intent, Journal, Prior
-from worker.output import events
-from worker.output.counters import RunCounters
-from worker.output.results import TargetResult
+from worker.observe import events
+from worker.observe.counters import RunCounters
+from worker.results import TargetResult
 
 
 class _FateNotEstablished(LiquidatorError):

@@ -17,8 +17,8 @@ from typing import Protocol
 from worker.api.models import Order
 from worker.errors import ApiError, NotSent, RateLimited, Rejected
 from worker.money import ONE, money
-from worker.output import events
-from worker.output.results import Arrival, Fate, OrderSummary, Outcome, TargetResult
+from worker.observe import events
+from worker.results import Arrival, Fate, OrderSummary, Outcome, TargetResult
 
 NOT_STARTED = "run stopped before this target was sent"
 

@@ -13,8 +13,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
+from worker import jsonbytes
 from worker.errors import ApiError, InputError
-from worker.output import jsonbytes
 
 REDACTED = "[REDACTED]"
 

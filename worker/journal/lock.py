@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from worker.errors import JournalRefused
-from worker.output import events
+from worker.observe import events
 
 POLL_S = 0.1  # how often a waiting run tries the lock again
 # A run takes the lock, then writes who it is: one found in between is given this long to say.

@@ -8,15 +8,17 @@ life, and a journal that is held, damaged or unreachable refuses the run (exit 2
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from types import TracebackType
 
-from worker.errors import JournalRefused
+from worker.errors import JournalError, JournalRefused
 from worker.inputs.secrets import Scrubber
 from worker.inputs.settings import Settings
 from worker.journal.keys import LOCK_SCOPE, job_key
 from worker.journal.lock import FileLock, acquire
 from worker.journal.sqlite import SqliteStore
 from worker.journal.store import Journal
-from worker.output import events
+from worker.observe import events
 
 SQLITE_FILE = "journal.sqlite3"
 LOCK_FILE = "journal.lock"
@@ -26,6 +28,43 @@ PG_DRIVER_HINT = (
     " '.[postgres]' (or <venv>/bin/pip install '/path/to/liquidator[postgres]' for the"
     " virtual environment that runs it; liquidator is not on a package index)"
 )
+
+
+class HeldJournal:
+    """The run's journal for the length of an `async with`: opened and locked on entry (None
+    for a dry run, which sends nothing and takes no lock), closed, and the lock with it, on
+    every path. Entry raises `JournalRefused` as `open_journal` does. A close that fails after
+    the body ended normally does not raise: `close_error` says why, for the run to report."""
+
+    def __init__(self, settings: Settings, stop: asyncio.Event, *, dry_run: bool) -> None:
+        self._settings = settings
+        self._stop = stop
+        self._dry_run = dry_run
+        self._journal: Journal | None = None
+        self.close_error: str | None = None
+
+    async def __aenter__(self) -> Journal | None:
+        if not self._dry_run:
+            self._journal = await open_journal(self._settings, self._stop)
+        return self._journal
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        journal, self._journal = self._journal, None
+        if journal is None:
+            return
+        if exc is not None:  # the body's error is the one to raise
+            with contextlib.suppress(JournalError):
+                journal.close()
+            return
+        try:
+            journal.close()
+        except JournalError as err:
+            self.close_error = str(err)
 
 
 async def open_journal(settings: Settings, stop: asyncio.Event | None = None) -> Journal:

@@ -28,7 +28,7 @@ from worker.journal.backend import LOCK_FRESH_S, Batch, Row
 from worker.journal.lock import UNNAMED, Holder, acquire
 from worker.journal.schema import SCHEMA, TABLES, schema_probes
 from worker.journal.store import Journal
-from worker.output import events
+from worker.observe import events
 
 _HOLDERS = """
 CREATE TABLE IF NOT EXISTS journal_holders (

@@ -14,7 +14,7 @@ from datetime import date
 
 from worker.journal.prune import cutoff
 from worker.journal.store import Journal
-from worker.output import events
+from worker.observe import events
 
 
 def retain(journal: Journal, keep_days: int | None, today: date) -> None:

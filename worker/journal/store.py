@@ -26,7 +26,7 @@ from worker.journal.prune import Pruned, prune_jobs
 from worker.journal.schema import TABLES
 from worker.journal.sqlite import SqliteStore
 from worker.journal.writer import COMMIT_WINDOW_S, GroupCommit
-from worker.output.report import TargetResult
+from worker.results import TargetResult
 
 __all__ = ["COMMIT_WINDOW_S", "LOCK_FRESH_S", "Intent", "Journal", "Prior"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import IntEnum
 
-from worker.output.results import Outcome, TargetResult
+from worker.results import Outcome, TargetResult
 
 
 class ExitCode(IntEnum):

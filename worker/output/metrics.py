@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.output.report import TargetResult, summarize, write_atomically
-from worker.output.results import Outcome, cost_summary
+from worker.results import Outcome, cost_summary
 
 _LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
 

@@ -1,4 +1,4 @@
-"""The JSON report (`--report FILE`): renders the results of `output.results`, decides nothing.
+"""The JSON report (`--report FILE`): renders the results of `worker.results`, decides nothing.
 
 The report's fields are a public contract. Decimal quantities stay strings. The file is written
 atomically (temporary file, then rename), so a reader never sees half a report.
@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from worker.output import jsonbytes
-from worker.output.results import OrderSummary, TargetResult, cost_summary, summarize
+from worker import jsonbytes
+from worker.results import OrderSummary, TargetResult, cost_summary, summarize
 
 __all__ = [
     "OrderSummary",

@@ -30,8 +30,8 @@ from worker.closing.target import Next, Target
 from worker.errors import ApiError, JournalError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.journal.store import Prior
-from worker.output import events
-from worker.output.results import TargetResult
+from worker.observe import events
+from worker.results import TargetResult
 from worker.run.ended import Ended, FirstReason
 from worker.run.fanout import fan_out
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 from worker.closing import target as life
 from worker.closing.target import Target
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec
-from worker.output import events
+from worker.observe import events
 from worker.output.exit_codes import ExitCode, exit_code
-from worker.output.results import Outcome, TargetResult
+from worker.results import Outcome, TargetResult
 
 
 @dataclass(frozen=True)

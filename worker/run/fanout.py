@@ -15,8 +15,8 @@ from worker.closing import target as life
 from worker.closing.send import CloseContext, close_target
 from worker.closing.target import NOT_STARTED, Next, Target
 from worker.errors import JournalError, Unauthorized
-from worker.output import events
-from worker.output.results import TargetResult
+from worker.observe import events
+from worker.results import TargetResult
 from worker.run.intents_ahead import IntentsAhead
 
 

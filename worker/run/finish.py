@@ -12,11 +12,11 @@ from pathlib import Path
 from worker.inputs.secrets import Scrubber
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
-from worker.output import events
-from worker.output.counters import RunCounters
+from worker.observe import events
+from worker.observe.counters import RunCounters
 from worker.output.metrics import write_metrics
 from worker.output.report import Totals, copy_atomically, write_report
-from worker.output.results import cost_summary, summarize
+from worker.results import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
 
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from worker.closing.send import CloseContext, next_intent
 from worker.closing.target import Target
-from worker.output.results import TargetResult
+from worker.results import TargetResult
 
 
 class IntentsAhead:

@@ -16,7 +16,7 @@ from worker.inputs.settings import Settings
 from worker.journal.earlier import closed_by_job
 from worker.journal.keys import job_key
 from worker.journal.store import Journal, Key, Prior
-from worker.output import events
+from worker.observe import events
 from worker.run.ended import Ended, aborted, unsent
 from worker.run.plan import Plan
 from worker.run.preflight import Ready

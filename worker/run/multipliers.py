@@ -19,7 +19,7 @@ from worker.api.reads import Reader
 from worker.closing.target import Target
 from worker.errors import ApiError, Unauthorized
 from worker.money import needs_multiplier
-from worker.output import events
+from worker.observe import events
 
 
 async def read_multipliers(reader: Reader, targets: Sequence[Target]) -> dict[str, Decimal]:

@@ -12,7 +12,7 @@ from worker.api.models import Instrument, Position
 from worker.api.reads import Reader
 from worker.closing import target as life
 from worker.errors import ApiError, NotFound, Unauthorized
-from worker.output.results import TargetResult
+from worker.results import TargetResult
 
 
 async def known_but_not_held(

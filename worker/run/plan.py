@@ -22,7 +22,7 @@ from worker.closing.schedule import StyleCost
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
-from worker.output.results import TargetResult
+from worker.results import TargetResult
 from worker.run.not_held import compact, known_but_not_held
 
 

@@ -18,8 +18,8 @@ from worker.api.reads import Reader
 from worker.errors import ApiError
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
-from worker.output import events
-from worker.output.results import Outcome
+from worker.observe import events
+from worker.results import Outcome
 from worker.run.ended import Ended, aborted, unplanned
 from worker.run.schedule import Go, MocCutoff, read_moc_cutoff, wait_for_close_window
 

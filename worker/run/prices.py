@@ -22,8 +22,8 @@ from worker.closing.guards import Guards, held_because
 from worker.closing.target import Target
 from worker.errors import ApiError, Unauthorized
 from worker.inputs.settings import Settings
-from worker.output import events
-from worker.output.results import Arrival, TargetResult
+from worker.observe import events
+from worker.results import Arrival, TargetResult
 
 
 @dataclasses.dataclass(slots=True)

@@ -27,16 +27,16 @@ from worker.closing.stop import CutOff, before
 from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
-from worker.journal.open import open_journal
+from worker.journal.open import HeldJournal
 from worker.journal.probe import journal_problems
 from worker.journal.retention import retain
 from worker.journal.store import Journal
-from worker.output import events
-from worker.output.counters import RunCounters
+from worker.observe import events
+from worker.observe.counters import RunCounters
 from worker.output.exit_codes import ExitCode as ExitCode  # re-exported; its home is exit_codes
 from worker.output.exit_codes import exit_code
 from worker.output.metrics import unwritable as metrics_unwritable
-from worker.output.results import Outcome, TargetResult
+from worker.results import Outcome, TargetResult
 from worker.run.close_stage import choose_sender, close_and_follow, collar_of, orders_snapshot
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
@@ -127,22 +127,15 @@ async def _journaled(
                 f"the journal would refuse the run: {'; '.join(problems)}", [], refused=True
             )
         events.journal_checked(name)
-    try:
-        journal = None if request.dry_run else await open_journal(settings, stop)
-    except JournalRefused as err:  # a stop while waiting for the lock is an abort
-        return aborted(str(err), [], refused=not stop.is_set())
-    try:
-        ended = await _session(settings, request, stop, run_id, started_at, counters, journal)
-    except BaseException:
-        if journal is not None:
-            with contextlib.suppress(JournalError):
-                journal.close()
-        raise
-    if journal is not None:
+    held = HeldJournal(settings, stop, dry_run=request.dry_run)
+    async with contextlib.AsyncExitStack() as stack:
         try:
-            journal.close()
-        except JournalError as err:
-            ended = ended.unless_aborted(str(err))
+            journal = await stack.enter_async_context(held)
+        except JournalRefused as err:  # a stop while waiting for the lock is an abort
+            return aborted(str(err), [], refused=not stop.is_set())
+        ended = await _session(settings, request, stop, run_id, started_at, counters, journal)
+    if held.close_error is not None:
+        ended = ended.unless_aborted(held.close_error)
     return ended
 
 

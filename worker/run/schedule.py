@@ -18,7 +18,7 @@ from worker.api.models import MarketHours
 from worker.api.policy import Sleep
 from worker.api.reads import Reader
 from worker.errors import InputError
-from worker.output import events
+from worker.observe import events
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}

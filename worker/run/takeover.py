@@ -35,8 +35,8 @@ from worker.closing.client_ids import client_order_id
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import TargetSpec
-from worker.output import events
-from worker.output.results import Arrival, TargetResult
+from worker.observe import events
+from worker.results import Arrival, TargetResult
 from worker.run.journal_entry import Journaled
 from worker.run.plan import Plan
 

@@ -33,7 +33,7 @@ from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec, accounts_of
 from worker.journal.job_ids import JobIds, job_ids
 from worker.journal.keys import job_key
-from worker.output.results import Outcome
+from worker.results import Outcome
 from worker.run.plan import make_plan
 from worker.run.runner import stop_aware_sleep
 

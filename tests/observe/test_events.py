@@ -13,12 +13,12 @@ from typing import Any, Literal, TextIO
 
 import pytest
 import structlog
-from structlog.testing import LogCapture
 
+from tests.support import events_emitted
 from worker.api.models import Order
 from worker.errors import OutcomeUnknown
 from worker.inputs.targets import TargetSpec
-from worker.output import events
+from worker.observe import events, writer
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
 
@@ -42,12 +42,12 @@ class Output:
 @pytest.fixture(params=["text", "binary"])
 def stream(request: pytest.FixtureRequest) -> Iterator[Output]:
     out = Output(binary=request.param == "binary")
-    events.configure(level="debug", fmt="json", secrets=[KEY], stream=out.stream)
+    writer.configure(level="debug", fmt="json", secrets=[KEY], stream=out.stream)
     events.bind_run("run-123")
     try:
         yield out
     finally:
-        events.unconfigure()
+        writer.unconfigure()
         structlog.contextvars.clear_contextvars()
 
 
@@ -87,14 +87,14 @@ def test_a_secret_that_slips_into_any_value_is_redacted(stream: Output) -> None:
     )
     text = stream.getvalue()
     assert "very-secret-part" not in text
-    assert text.count(events.REDACTED) == 3
+    assert text.count(writer.REDACTED) == 3
 
 
 @pytest.mark.parametrize("fmt", ["json-text", "json-binary", "console"])
 def test_a_secret_with_quotes_backslashes_and_accents_is_redacted_in_every_form(fmt: str) -> None:
     secret = "k\\e\"y'.sé\x1f"
     out = Output(binary=fmt == "json-binary")
-    events.configure(
+    writer.configure(
         level="debug",
         fmt="console" if fmt == "console" else "json",
         secrets=[secret],
@@ -108,13 +108,13 @@ def test_a_secret_with_quotes_backslashes_and_accents_is_redacted_in_every_form(
             exc=ValueError(f"echoed {secret}"),
         )
     finally:
-        events.unconfigure()
+        writer.unconfigure()
     text = out.getvalue()
     if fmt != "console":  # what a reader of the JSON gets back, escapes undone
         text = "\n".join(strings_in(json.loads(text)))
     for spelled in (secret, repr(secret)[1:-1], "sé"):
         assert spelled not in text
-    assert text.count(events.REDACTED) == 3
+    assert text.count(writer.REDACTED) == 3
 
 
 def an_order(**fields: Any) -> Order:
@@ -138,7 +138,7 @@ def an_order(**fields: Any) -> Order:
 
 def test_close_order_on_its_fast_path_is_the_pipelines_line_key_for_key() -> None:
     out = Output(binary=True)  # stdout's form: the only one with the fast path
-    events.configure(level="info", fmt="json", secrets=[KEY], stream=out.stream)
+    writer.configure(level="info", fmt="json", secrets=[KEY], stream=out.stream)
     events.bind_run("run-123")
     echoed = an_order(symbol=f"echo {KEY}", time_in_force="DAY")  # a server that echoes
     try:
@@ -153,12 +153,12 @@ def test_close_order_on_its_fast_path_is_the_pipelines_line_key_for_key() -> Non
             an_order(), instrument_id="inst-1", request_id="r", attempt=2, account_id=8
         )
     finally:
-        events.unconfigure()
+        writer.unconfigure()
         structlog.contextvars.clear_contextvars()
     fast_line, pipeline_line, unbound = lines(out)
     assert list(fast_line) == list(pipeline_line)  # the same keys, in the same order
     assert {**fast_line, "timestamp": 0} == {**pipeline_line, "timestamp": 0}
-    assert fast_line["symbol"] == f"echo {events.REDACTED}"
+    assert fast_line["symbol"] == f"echo {writer.REDACTED}"
     assert str(fast_line["timestamp"]).endswith("Z")
     assert (fast_line["run_id"], fast_line["account_id"], fast_line["instrument"]) == (
         "run-123",
@@ -171,14 +171,14 @@ def test_close_order_on_its_fast_path_is_the_pipelines_line_key_for_key() -> Non
 
 def test_close_order_respects_the_level_on_its_fast_path() -> None:
     out = Output(binary=True)
-    events.configure(level="warning", fmt="json", stream=out.stream)
+    writer.configure(level="warning", fmt="json", stream=out.stream)
     try:
         events.close_order(an_order(), instrument_id="inst-1", request_id="r", attempt=1)
         events.close_retry(
             account_id=1, instrument="GOOG", attempt=2, reason="429", wait_s=0.5, request_id="r"
         )
     finally:
-        events.unconfigure()
+        writer.unconfigure()
     assert [line["event"] for line in lines(out)] == ["close_retry"]
 
 
@@ -194,25 +194,25 @@ def test_a_lone_surrogate_from_a_server_message_still_makes_a_json_line(stream: 
 def test_a_secret_with_a_single_quote_is_redacted_inside_a_repr_that_has_both() -> None:
     secret = "key'secret"
     out = Output(binary=True)
-    events.configure(level="debug", fmt="json", secrets=[secret], stream=out.stream)
+    writer.configure(level="debug", fmt="json", secrets=[secret], stream=out.stream)
     try:
         # repr of this text uses single quotes, so the secret is written key\'secret
         events.log.error("close_failed", exc=ValueError(f'say "{secret}"'))
     finally:
-        events.unconfigure()
+        writer.unconfigure()
     text = "\n".join(strings_in(json.loads(out.getvalue())))
     assert "secret" not in text
-    assert events.REDACTED in text
+    assert writer.REDACTED in text
 
 
 def test_level_filter_drops_debug_at_info() -> None:
     out = io.StringIO()
-    events.configure(level="info", fmt="json", stream=out)
+    writer.configure(level="info", fmt="json", stream=out)
     try:
         events.log.debug("noise")
         events.log.info("signal")
     finally:
-        events.unconfigure()
+        writer.unconfigure()
     assert [json.loads(x)["event"] for x in out.getvalue().splitlines()] == ["signal"]
 
 
@@ -221,18 +221,18 @@ def test_the_secret_part_alone_and_the_bearer_header_are_redacted(
     fmt: Literal["json", "console"],
 ) -> None:
     out = Output(binary=True)
-    events.configure(fmt=fmt, secrets=[KEY], stream=out.stream)
+    writer.configure(fmt=fmt, secrets=[KEY], stream=out.stream)
     try:
         events.log.error("x", a=KEY.split(".")[1], b=f"Bearer {KEY}", c=repr(KEY.split(".")[1]))
     finally:
-        events.unconfigure()
+        writer.unconfigure()
     text = out.getvalue()
     assert "very-secret-part" not in text
     assert text.count("[REDACTED]") == 3
 
 
 async def test_events_during_a_close_carry_its_target_and_following_inherits_none(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     # Each close is applied and its reply dropped; the look after it reads orders, which
     # answer 503: one read retry inside each close, emitted with no target passed by hand.
@@ -243,14 +243,15 @@ async def test_events_during_a_close_carry_its_target_and_following_inherits_non
         "close": Faults(p_drop_after=1.0),
         "orders": Faults(p_503=1.0, retry_after_s=0.001),
     }
-    result = await run(
-        settings_for(sim, max_attempts=2),
-        RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, max_attempts=2),
+            RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.FAILED  # the closes' fate could not be read
     assert sim.stats.by_route["close"] == 2  # and nothing was sent again
-    retries = [e for e in captured.entries if e["event"] == events.READ_RETRY]
+    retries = [e for e in emitted if e["event"] == events.READ_RETRY]
     in_a_close = sorted((e["account_id"], e["instrument"]) for e in retries if "instrument" in e)
     assert in_a_close == [(19816, "GOOG"), (19816, "MSFT")]
     # The snapshot before the fan-out and the follower's reads belong to no one target.
@@ -259,11 +260,12 @@ async def test_events_during_a_close_carry_its_target_and_following_inherits_non
 
 
 def test_every_event_is_built_in_events_py() -> None:
-    root = Path(events.__file__).parent
+    """Only the event list emits; the writer installs the logger it emits through."""
+    root = Path(events.__file__).parents[1]  # worker/
     elsewhere = [
         f"{path.relative_to(root)}:{number}"
         for path in sorted(root.rglob("*.py"))
-        if path.name != "events.py"
+        if path.relative_to(root).as_posix() not in ("observe/events.py", "observe/writer.py")
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if "events.log" in line or "structlog.get_logger" in line
     ]
@@ -289,14 +291,14 @@ def test_the_command_starts_without_rich_in_structlog_and_the_terminal_still_has
 def test_the_console_form_writes_a_plain_traceback(tmp_path: Path) -> None:
     """The console renderer's traceback format is named, not left to what structlog found."""
     out = io.StringIO()
-    events.configure(fmt="console", stream=out)
+    writer.configure(fmt="console", stream=out)
     try:
         try:
             raise ValueError("boom")
         except ValueError:
             events.log.error("internal_error", exc_info=True)
     finally:
-        events.unconfigure()
+        writer.unconfigure()
     text = out.getvalue()
     assert "Traceback (most recent call last):" in text
     assert "ValueError: boom" in text
@@ -311,24 +313,25 @@ def _readme_row(event: str) -> str:
 
 
 async def test_the_cancel_events_carry_the_fields_the_readme_names(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     sim.add_account(19816)
     sim.add_position(19816, "GOOG", "10")
     sim.add_position(19816, "AAPL", "5")
     sim.add_resting_order(19816, "GOOG", "SELL", "10", "999.00")
-    result = await run(
-        settings_for(sim, close_via="submit_orders", follow_pause=0.02, flat_timeout=3),
-        RunRequest(specs=[TargetSpec(19816, None)]),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, close_via="submit_orders", follow_pause=0.02, flat_timeout=3),
+            RunRequest(specs=[TargetSpec(19816, None)]),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.OK
     common = {"event", "log_level", "run_id"}
-    [requested] = [e for e in captured.entries if e["event"] == events.CANCEL_REQUESTED]
+    [requested] = [e for e in emitted if e["event"] == events.CANCEL_REQUESTED]
     # One cancel per account (in chunks): `instruments` counts the instruments it named.
     assert set(requested) - common == {"account_id", "instruments", "orders", "request_id"}
     assert (requested["instruments"], requested["orders"]) == (2, 1)
-    [canceled] = [e for e in captured.entries if e["event"] == events.ORDERS_CANCELED]
+    [canceled] = [e for e in emitted if e["event"] == events.ORDERS_CANCELED]
     assert set(canceled) - common == {"account_id", "seconds", "polls"}
     for event, entry in ((events.CANCEL_REQUESTED, requested), (events.ORDERS_CANCELED, canceled)):
         row = _readme_row(event)
@@ -339,7 +342,7 @@ async def test_the_cancel_events_carry_the_fields_the_readme_names(
 
 def test_target_cost_on_its_fast_path_is_the_pipelines_line_key_for_key() -> None:
     out = Output(binary=True)
-    events.configure(level="info", fmt="json", secrets=[KEY], stream=out.stream)
+    writer.configure(level="info", fmt="json", secrets=[KEY], stream=out.stream)
     events.bind_run("run-123")
     prices = {"arrival_bid": "1.5", "cost": "0.00", "price_note": f"echo {KEY}"}
     try:
@@ -350,13 +353,13 @@ def test_target_cost_on_its_fast_path_is_the_pipelines_line_key_for_key() -> Non
         events.target_cost(outcome="closed", prices=prices, account_id=7, instrument="GOOG")
         events._info_lines = fast
     finally:
-        events.unconfigure()
+        writer.unconfigure()
         structlog.contextvars.clear_contextvars()
     fast_line, pipeline_line = lines(out)
     assert list(fast_line) == list(pipeline_line)  # the same keys, in the same order
     assert {**fast_line, "timestamp": 0} == {**pipeline_line, "timestamp": 0}
     assert fast_line["event"] == "target_cost"
-    assert fast_line["price_note"] == f"echo {events.REDACTED}"
+    assert fast_line["price_note"] == f"echo {writer.REDACTED}"
     assert (fast_line["run_id"], fast_line["account_id"], fast_line["level"]) == (
         "run-123",
         7,
@@ -384,7 +387,7 @@ async def test_a_rounds_fast_lines_go_out_in_one_write_in_order_with_the_pipelin
 ) -> None:
     raw = Writes()
     out = io.TextIOWrapper(io.BufferedWriter(raw, buffer_size=buffer_size))
-    events.configure(level="info", fmt="json", stream=out)
+    writer.configure(level="info", fmt="json", stream=out)
     try:
         for n in range(5):
             events.close_order(
@@ -400,7 +403,7 @@ async def test_a_rounds_fast_lines_go_out_in_one_write_in_order_with_the_pipelin
         assert len(raw.calls) == 2
         events.close_order(an_order(id="ord-6"), instrument_id="i", request_id="r", attempt=1)
     finally:
-        events.unconfigure()  # writes out what is held
+        writer.unconfigure()  # writes out what is held
     written = [json.loads(line) for line in b"".join(raw.calls).splitlines()]
     assert [(e["event"], e.get("order_id")) for e in written] == [
         *[("close_order", f"ord-{n}") for n in range(6)],
@@ -412,9 +415,9 @@ async def test_a_rounds_fast_lines_go_out_in_one_write_in_order_with_the_pipelin
 def test_a_line_held_when_its_loop_stopped_still_goes_out_at_exit() -> None:
     code = (
         "import asyncio\n"
-        "from tests.output.test_events import an_order\n"
-        "from worker.output import events\n"
-        "events.configure(level='info', fmt='json')\n"
+        "from tests.observe.test_events import an_order\n"
+        "from worker.observe import events, writer\n"
+        "writer.configure(level='info', fmt='json')\n"
         "loop = asyncio.new_event_loop()\n"
         "order = an_order()\n"
         "emit = lambda: events.close_order(order, instrument_id='i', request_id='r', attempt=1)\n"

@@ -1,0 +1,1 @@
+"""Events and the log pipeline: what every layer may use to say what happened."""
