@@ -32,11 +32,10 @@ from rich.table import Table
 from rich.text import Text
 
 from worker.cli.tables import whole_column
-from worker.closing.schedule import cost_line
 from worker.observe.events import new_york_time, resting_text
 from worker.output.report import TargetResult, summarize
 from worker.results import Outcome, cost_summary
-from worker.run.plan import Plan
+from worker.run.plan import Plan, cost_line
 
 PLAN_ROWS_SHOWN = 40
 _OUTCOME_STYLE = {

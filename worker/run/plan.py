@@ -19,6 +19,7 @@ from worker.api.models import Position
 from worker.api.reads import Reader
 from worker.closing import target as life
 from worker.closing.schedule import StyleCost
+from worker.closing.schedule import cost_line as cost_line  # re-exported for cli/
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
