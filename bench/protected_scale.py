@@ -33,7 +33,7 @@ from typing import Any
 from worker.simulator import SimConfig, Simulator, serve
 from worker.simulator.market import Liquidity, MarketConfig
 
-KEY = "scale-key.scale-secret"
+KEY = "scale-key.scale-secret-for-the-bench"  # MIN_SECRET_CHARS: 16
 FIRST = 10001
 THIN = Liquidity(depth=6, level_size=50, level_step_bps=20.0)
 THICK = Liquidity(depth=6, level_size=100_000, level_step_bps=5.0)
