@@ -29,12 +29,14 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 # Not part of `make test`: it takes minutes (bench/rate_limited.py's close_position alone about
-# five, at 20 requests a second) and measures this machine, not correctness.
+# five, at 20 requests a second; bench/protected_scale.py about five more) and measures this
+# machine, not correctness.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/pace.py
 	$(BIN)/python bench/rate_limited.py
+	$(BIN)/python bench/protected_scale.py
 
 test: lint typecheck pytest
 

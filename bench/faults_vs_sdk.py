@@ -17,7 +17,7 @@ import tempfile
 
 from worker.simulator import UNKNOWN_OUTCOMES_30, Faults, SimConfig, Simulator, serve
 
-KEY = "faults-key.faults-secret"
+KEY = "faults-key.faults-secret-for-the-bench"  # MIN_SECRET_CHARS: 16
 
 
 def faulty_simulator() -> Simulator:

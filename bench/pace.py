@@ -18,7 +18,7 @@ import time
 
 from worker.simulator import Faults, SimConfig, Simulator, serve
 
-KEY = "pace-key.pace-secret"
+KEY = "pace-key.pace-secret-for-the-bench"  # MIN_SECRET_CHARS: 16
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from worker.simulator import Faults, SimConfig, Simulator, serve
 
-KEY = "rate-key.rate-secret"
+KEY = "rate-key.rate-secret-for-the-bench"  # MIN_SECRET_CHARS: 16
 ROUTES = ("close", "positions", "orders", "clock", "submit", "cancel", "snapshot")
 
 

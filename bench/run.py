@@ -34,7 +34,7 @@ from pathlib import Path
 from statistics import median
 
 HERE = Path(__file__).resolve().parent
-KEY = "bench-key.bench-secret"
+KEY = "bench-key.bench-secret-for-the-bench"  # MIN_SECRET_CHARS: 16
 FIRST_ACCOUNT = 10001
 
 

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from tests.support import FakeClock
-from worker.api.pace import Pacer
+from worker.api.pace import CHANGE, READ, READ_SHARE, REPLACE, Pacer
 from worker.api.policy import RETRY_AFTER_CAP_S, RetryPolicy
 from worker.errors import RateLimited
 
@@ -185,3 +185,108 @@ async def test_a_429_after_a_recovery_still_halves_the_pace() -> None:
             pass
         clock.now += 0.5  # the next 429 comes half a second after that recovery
     assert pacer.decreases == 2
+
+
+async def test_waiting_changes_go_before_waiting_reads_whatever_came_first() -> None:
+    """Order entry, cancels and escalations first, then replaces, then reads: a deadline's
+    cancels must not queue behind following's polls."""
+    clock = FakeClock()
+    order: list[str] = []
+    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    async with pacer.slot(READ):  # takes the first turn: everyone after it waits
+        pass
+
+    async def one(name: str, priority: int) -> None:
+        async with pacer.slot(priority):
+            order.append(name)
+
+    senders = [one(f"read{i}", READ) for i in range(5)]
+    senders += [one("replace", REPLACE), one("cancel", CHANGE), one("rest", CHANGE)]
+    await asyncio.gather(*senders)
+    assert order == ["cancel", "rest", "replace", "read0", "read1", "read2", "read3", "read4"]
+
+
+async def test_a_change_that_comes_while_reads_wait_takes_the_next_turn() -> None:
+    clock = FakeClock()
+    order: list[str] = []
+    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    async with pacer.slot(READ):
+        pass
+
+    async def one(name: str, priority: int) -> None:
+        async with pacer.slot(priority):
+            order.append(name)
+
+    async def sleep(seconds: float) -> None:  # lets the senders run between turns
+        clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    pacer._sleep = sleep
+    reads = [asyncio.create_task(one(f"read{i}", READ)) for i in range(6)]
+    for _ in range(4):  # a read or two goes, the others wait
+        await asyncio.sleep(0)
+    before = len(order)
+    assert 0 < before < 4
+    await one("cancel", CHANGE)
+    await asyncio.gather(*reads)
+    assert order.index("cancel") <= before + 1 < 5  # ahead of the reads still waiting
+
+
+async def test_changes_first_still_keeps_the_spacing_and_the_in_flight_bound() -> None:
+    clock = FakeClock()
+    sends: list[float] = []
+    in_flight = peak = 0
+    pacer = Pacer(3, 20, clock=clock, sleep=clock.sleep)
+
+    async def one(priority: int) -> None:
+        nonlocal in_flight, peak
+        async with pacer.slot(priority):
+            sends.append(clock.now)
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0)
+            in_flight -= 1
+
+    await asyncio.gather(*(one(i % 3) for i in range(60)))
+    gaps = [b - a for a, b in itertools.pairwise(sorted(sends))]
+    assert min(gaps) >= 1 / 20
+    assert peak <= 3
+
+
+async def test_reads_still_get_one_turn_in_read_share_when_changes_keep_coming() -> None:
+    clock = FakeClock()
+    order: list[str] = []
+    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    async with pacer.slot(READ):
+        pass
+
+    async def one(name: str, priority: int) -> None:
+        async with pacer.slot(priority):
+            order.append(name)
+
+    senders = [one("read", READ) for _ in range(2)]
+    senders += [one("change", CHANGE) for _ in range(3 * READ_SHARE)]
+    await asyncio.gather(*senders)
+    assert order.index("read") == READ_SHARE - 1
+    assert order.count("read") == 2
+    assert order[2 * READ_SHARE - 1] == "read"
+
+
+async def test_a_waiting_sender_cancelled_gives_its_turn_to_the_next() -> None:
+    clock = FakeClock()
+    order: list[str] = []
+    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    async with pacer.slot(READ):
+        pass
+
+    async def one(name: str, priority: int) -> None:
+        async with pacer.slot(priority):
+            order.append(name)
+
+    gone = asyncio.create_task(one("gone", CHANGE))
+    kept = asyncio.create_task(one("kept", READ))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.gather(gone, kept, return_exceptions=True)
+    assert order == ["kept"]
+    assert pacer.waiting == 0

@@ -128,3 +128,54 @@ async def test_orders_left_out_once_then_booked_close_every_position_once(
     assert len(sim.stats.orders_dropped) == 7  # left out, looked up, re-sent once
     assert sim.stats.submit_batch_sizes == [30, 7]
     the_truth(sim, doc, keys, one_order=True, flat=True, client_ids=True)
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+async def test_600_positions_under_a_7_order_limit_with_5pc_refused_take_at_most_150_posts(
+    sim: Simulator, settings_for: Any, tmp_path: Path, atomic: bool
+) -> None:
+    """The size learned from one refusal serves every account of the run, and a refused order
+    is taken out of an atomic batch without re-sending the rest order by order."""
+    accounts = [81100 + a for a in range(50)]
+    keys = [k for a in accounts for k in seed(sim, a, sizes(12), prefix=f"A{a}-")]
+    refused = {f"A{a}-{(a * 7) % 12}" for a in accounts[::5]}  # 30 of 600: 5%
+    refused |= {f"A{a}-{(a * 5 + 3) % 12}" for a in accounts[::5]}
+    refused |= {f"A{a}-{(a * 3 + 1) % 12}" for a in accounts[::5]}
+    sim.config.refuse_instruments = refused
+    sim.config.max_batch = 7
+    sim.config.batch_atomic = atomic
+    result, doc = await liquidate(
+        sim, settings_for, tmp_path, [TargetSpec(a, None) for a in accounts]
+    )
+    assert result.exit_code != ExitCode.OK  # the refused ones failed
+    results = {r["instrument"]: r for r in doc["results"]}
+    assert {i for i, r in results.items() if r["outcome"] == "failed"} == refused
+    assert all(r["outcome"] == "closed" for i, r in results.items() if i not in refused)
+    the_truth(sim, None, [k[:2] for k in keys])  # nothing flipped
+    left = [(a, i) for a, i, _ in keys if sim.position_quantity(a, i) != 0]
+    assert len(left) == len(refused)
+    assert sim.most_working_closes() <= 1
+    posts = sim.stats.by_route["submit"]
+    assert posts <= 150, (posts, sim.stats.submit_batch_sizes)
+    assert sim.crossed_zero() == []
+
+
+async def test_an_atomic_refusal_naming_no_order_is_bisected_in_logarithmic_steps(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    keys = seed(sim, 81200, sizes(64))
+    sim.config.refuse_instruments = {"S45"}
+    sim.config.name_refused_order = False
+    result, doc = await liquidate(sim, settings_for, tmp_path, [TargetSpec(81200, None)])
+    assert result.exit_code != ExitCode.OK
+    results = by_instrument(doc)
+    assert results.pop("S45")["outcome"] == "failed"
+    assert all(r["outcome"] == "closed" for r in results.values()), results
+    # 64 refused; S0-31 accepted, so S45 is in S32-63: S32-47 refused; S32-39 accepted, so in
+    # S40-47: S40-43 accepted; S44-45 refused; S44 accepted: S45 is the one. What the refused
+    # halves left unsent goes as any batch (S46-47, S48-63). Halving both halves at every step
+    # would take 13 POSTs.
+    assert sim.stats.submit_batch_sizes == [64, 32, 16, 8, 4, 2, 1, 2, 16]
+    the_truth(sim, None, [k[:2] for k in keys])
+    assert sim.position_quantity(81200, keys[45][1]) == keys[45][2]
+    assert sim.crossed_zero() == []

@@ -364,7 +364,7 @@ async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_repor
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     sim.add_account(50003)
-    keys = [(50003, sim.add_position(50003, f"S{k}", "10")) for k in range(30)]
+    keys = [(50003, sim.add_position(50003, f"S{k}", "10")) for k in range(100)]
     # Results are final once read flat: slow closes leave targets unstarted when it breaks.
     sim.config.faults = {"close": Faults(latency_s=0.05)}
     seen = 0

@@ -303,6 +303,31 @@ async def test_a_limit_fills_partly_at_its_limit_and_the_rest_when_the_quote_mov
     _validate_all(sim)
 
 
+async def test_an_ioc_limit_takes_what_the_book_holds_to_its_limit_and_the_rest_ends(
+    sim: Simulator, client: aiohttp.ClientSession
+) -> None:
+    sim.config.market = _thin_book()
+    sim.add_position(ACCOUNT, "AAPL", "250", price="100.00")
+    order = await _submit(
+        client, symbol="AAPL", quantity="250", order_type="LIMIT", limit_price="99.90",
+        time_in_force="IMMEDIATE_OR_CANCEL",
+    )  # fmt: skip
+    _advance(sim, 1.0)
+    done = await _order(client, order["id"])
+    # Bids down to its limit: 100 @ 99.95 and 100 @ 99.90; the 50 left never rest.
+    assert (done["status"], done["filled_quantity"]) == ("CANCELED", "200")
+    assert done["time_in_force"] == "IMMEDIATE_OR_CANCEL"
+    sim.market.move(instrument_uuid("AAPL"), "AAPL", "100.10")  # the bid moves past its limit
+    _advance(sim, 0.1)
+    assert (await _order(client, order["id"]))["filled_quantity"] == "200"  # it does not rest
+    assert sim.position_quantity(ACCOUNT, "AAPL") == 50
+    executions = await _executions(client, order["id"])
+    assert sorted((e["price"], e["quantity"]) for e in executions) == [
+        ("99.90", "100"), ("99.95", "100"),
+    ]  # fmt: skip
+    _validate_all(sim)
+
+
 async def test_replace_checks_what_it_is_asked(
     sim: Simulator, client: aiohttp.ClientSession
 ) -> None:

@@ -269,7 +269,7 @@ async def test_the_times_in_force_the_simulator_models_are_accepted(
     accepted = [
         ("MARKET", "DAY"), ("MARKET", "GOOD_TILL_CANCEL"), ("MARKET", "IMMEDIATE_OR_CANCEL"),
         ("MARKET", "FILL_OR_KILL"), ("MARKET", "AT_THE_CLOSE"), ("LIMIT", "DAY"),
-        ("LIMIT", "GOOD_TILL_CANCEL"), ("LIMIT", "AT_THE_CLOSE"),
+        ("LIMIT", "GOOD_TILL_CANCEL"), ("LIMIT", "IMMEDIATE_OR_CANCEL"), ("LIMIT", "AT_THE_CLOSE"),
     ]  # fmt: skip
     batch = [
         {"symbol": "KO", "side": "BUY", "quantity": "1", "order_type": order_type,
@@ -280,10 +280,11 @@ async def test_the_times_in_force_the_simulator_models_are_accepted(
     assert status == 200, body
     assert [(o["order_type"], o["time_in_force"]) for o in body["data"]] == accepted
     sim.fill_all()
-    assert sim.position_quantity(19816, "KO") == 5  # the five market orders filled
+    # The five market orders filled; the IOC limit at 1.00 could not, and ended.
+    assert sim.position_quantity(19816, "KO") == 5
     for order_type, tif in (
         ("MARKET", "GOOD_TILL_DATE"), ("MARKET", "AT_THE_OPENING"),
-        ("LIMIT", "IMMEDIATE_OR_CANCEL"), ("LIMIT", "FILL_OR_KILL"), ("STOP", "DAY"),
+        ("LIMIT", "FILL_OR_KILL"), ("STOP", "DAY"),
     ):  # fmt: skip
         refused = {"symbol": "KO", "side": "BUY", "quantity": "1", "order_type": order_type,
                    "time_in_force": tif, "limit_price": "1.00", "stop_price": "2.00",

@@ -32,7 +32,7 @@ from worker.api.models import (
     Order,
     Position,
 )
-from worker.api.pace import Pacer
+from worker.api.pace import CHANGE, READ, REPLACE, Pacer
 from worker.errors import (
     ApiError,
     Conflict,
@@ -442,7 +442,7 @@ class TradingApi:
         """Send one request, once. Return the body of a 2xx reply; raise for anything else."""
         token = _sends_of_this_request.set([0])
         try:
-            async with self._pacer.slot():
+            async with self._pacer.slot(_PRIORITY[method]):
                 # Waiting for a slot can take a while; the caller may have stopped meanwhile.
                 if unless is not None and unless.is_set():
                     raise NotSent(f"{method} {path}: not sent, stopped while waiting to send")
@@ -517,6 +517,11 @@ class TradingApi:
         if 400 <= status < 500 and status != 408:
             raise Rejected(message, **kw)
         raise OutcomeUnknown(message, **kw)
+
+
+# Changes before reads when requests queue for the pace: a deadline's cancels and rests, and
+# order entry, must not wait behind following's polls.
+_PRIORITY = {"POST": CHANGE, "DELETE": CHANGE, "PATCH": REPLACE, "GET": READ}
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, what: str) -> bytes:

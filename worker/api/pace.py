@@ -1,8 +1,11 @@
 """How fast requests may go: a bound on requests in flight and on requests per second.
 
-Every request takes a `Pacer.slot()`: sends are spaced evenly, a 429 halves the pace for the whole
-run (recovering additively) and its capped Retry-After pauses every send, and a stop ends that
-pause at once. This module never decides whether a request is retried.
+Every request takes a `Pacer.slot(priority)`: sends are spaced evenly, a 429 halves the pace for
+the whole run (recovering additively) and its capped Retry-After pauses every send, and a stop ends
+that pause at once. When requests wait, the next turn goes to the most urgent class (`CHANGE`:
+order entry, cancels, escalations; then `REPLACE`; then `READ`), first come first served within a
+class: under a rate limit, reads share what changes leave, so a deadline's cancels and rests never
+queue behind following's polls. This module never decides whether a request is retried.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ _MIN_RATE = 1.0
 _DECREASE_COOLDOWN_S = 1.0
 _RECOVERY_PERIOD_S = 1.0
 
+# Priority classes, most urgent first.
+CHANGE = 0  # order entry, cancels, escalations' rests
+REPLACE = 1  # re-prices
+READ = 2  # everything that only reads
+# At least one turn in this many goes to a waiting read, however many changes wait.
+READ_SHARE = 10
+
 PaceListener = Callable[[float | None, float, str], None]
 """Called as (old_rate, new_rate, reason) when the pace changes."""
 
@@ -40,7 +50,13 @@ class Pacer:
         retry_after_cap_s: float = RETRY_AFTER_CAP_S,
         stop: asyncio.Event | None = None,
     ) -> None:
-        self._in_flight = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._in_flight = 0
+        self._freed = asyncio.Event()  # a place in flight was given back
+        # Senders waiting for a turn, one queue per priority class, served by one pump task.
+        self._waiting: tuple[deque[asyncio.Future[None]], ...] = (deque(), deque(), deque())
+        self._turns_without_read = 0
+        self._pump: asyncio.Task[None] | None = None
         self._retry_after_cap_s = retry_after_cap_s
         self._stop = stop
         # Retry-After: no send before this (clock() time), unless a stop came.
@@ -57,24 +73,84 @@ class Pacer:
         self._recent_sends: deque[float] = deque()
         self.decreases = 0
 
-    def slot(self) -> _Slot:
-        """Hold one of the in-flight places, sent no sooner than the pace allows."""
-        return _Slot(self)
+    def slot(self, priority: int = READ) -> _Slot:
+        """Hold one of the in-flight places, sent no sooner than the pace allows and after
+        every waiting sender of a more urgent class."""
+        return _Slot(self, priority)
 
-    async def _wait_for_turn(self) -> None:
-        # The hold first, then a turn in the spacing: senders released together by the end of
-        # a hold still go out one spacing apart.
-        await self._wait_out_hold()
+    @property
+    def waiting(self) -> int:
+        """Senders waiting for a turn now."""
+        return sum(1 for queue in self._waiting for f in queue if not f.done())
+
+    async def _take_turn(self, priority: int) -> None:
+        """Return holding a place in flight, at this sender's turn."""
         now = self._clock()
-        send_at = max(now, self._next_send)
+        if (
+            not any(self._waiting)
+            and self._in_flight < self._concurrency
+            and now >= self._hold_until
+            and now >= self._next_send
+        ):
+            self._grant(now)  # nobody waits and the pace allows it: no queue, no task
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[priority].append(turn)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._serve())
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._release()  # granted as it was cancelled: give the place back
+            raise
+
+    async def _serve(self) -> None:
+        """Give turns, one spacing apart, to the most urgent waiting sender."""
+        while any(self._waiting):
+            # The hold first, then a place in flight, then a turn in the spacing: senders
+            # released together by the end of a hold still go out one spacing apart.
+            await self._wait_out_hold()
+            while self._in_flight >= self._concurrency:
+                self._freed.clear()
+                await self._freed.wait()
+            now = self._clock()
+            if self._next_send > now:
+                await self._sleep(self._next_send - now)
+                continue  # a more urgent sender may have come meanwhile; a hold may have too
+            turn = self._next_turn()
+            if turn is None:
+                return
+            self._grant(now)
+            turn.set_result(None)
+            await asyncio.sleep(0)  # the sender goes out now, at its turn, not after the queue
+
+    def _next_turn(self) -> asyncio.Future[None] | None:
+        """The most urgent waiting sender (a read after READ_SHARE - 1 turns without one)."""
+        for queue in self._waiting:
+            while queue and queue[0].done():
+                queue.popleft()  # cancelled while waiting
+        reads = self._waiting[READ]
+        if reads and self._turns_without_read >= READ_SHARE - 1:
+            self._turns_without_read = 0
+            return reads.popleft()
+        for priority, queue in enumerate(self._waiting):
+            if queue:
+                self._turns_without_read = 0 if priority == READ else self._turns_without_read + 1
+                return queue.popleft()
+        return None
+
+    def _grant(self, now: float) -> None:
+        self._in_flight += 1
         if self.rate is not None:
-            self._next_send = send_at + _SPACING_MARGIN / self.rate
-        if send_at > now:
-            await self._sleep(send_at - now)
-            now = send_at
+            self._next_send = max(now, self._next_send) + _SPACING_MARGIN / self.rate
         self._recent_sends.append(now)
         while self._recent_sends[0] < now - 1.0:
             self._recent_sends.popleft()
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._freed.set()
 
     async def _wait_out_hold(self) -> None:
         """Until the server's Retry-After has passed, or a stop is requested."""
@@ -130,19 +206,14 @@ class Pacer:
 class _Slot:
     """`Pacer.slot()`: a class rather than a generator, as every request of a run takes one."""
 
-    __slots__ = ("_pacer",)
+    __slots__ = ("_pacer", "_priority")
 
-    def __init__(self, pacer: Pacer) -> None:
+    def __init__(self, pacer: Pacer, priority: int) -> None:
         self._pacer = pacer
+        self._priority = priority
 
     async def __aenter__(self) -> None:
-        pacer = self._pacer
-        await pacer._in_flight.acquire()
-        try:
-            await pacer._wait_for_turn()
-        except BaseException:
-            pacer._in_flight.release()
-            raise
+        await self._pacer._take_turn(self._priority)
 
     async def __aexit__(
         self, kind: type[BaseException] | None, err: BaseException | None, tb: object
@@ -154,4 +225,4 @@ class _Slot:
             elif err is None:
                 pacer._maybe_recover()
         finally:
-            pacer._in_flight.release()
+            pacer._release()

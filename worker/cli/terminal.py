@@ -35,7 +35,7 @@ from worker.cli.tables import whole_column
 from worker.observe.events import new_york_time, resting_text
 from worker.output.report import TargetResult, summarize
 from worker.results import Outcome, cost_summary
-from worker.run.plan import Plan
+from worker.run.plan import Plan, cost_line
 
 PLAN_ROWS_SHOWN = 40
 _OUTCOME_STYLE = {
@@ -153,6 +153,8 @@ class Terminal:
             self.console.print(f"Market-on-close: {plan.moc_cutoff}", soft_wrap=True)
         if plan.close_style is not None:
             self.console.print(f"Close style: {plan.close_style}", soft_wrap=True)
+        for cost in plan.costs:
+            self.console.print(f"Requests, {cost_line(cost)}", soft_wrap=True)
         # The totals on a line of their own, wrapped by the terminal rather than cut by the table.
         sells = sum(1 for t in plan.targets if t.closing_side == "SELL")
         self.console.print(

@@ -11,8 +11,14 @@ batch's limits or atomicity, so every answer is read for what it proves:
                                     more under the same ids; left out again: failed, "not
                                     created by the server"
     413, or 400 "too many"          split to the size the server takes, remembered for the run
+                                    and every account (a batch larger than any accepted yet
+                                    goes out alone, so one refusal teaches every account)
     400/422 naming one order        that order fails with the server's message; the rest go on
-    400/422 naming none             split in halves until the refused order is alone
+    400/422 naming none             bisected: the first half sent; accepted, the refused order
+                                    is in the second half, which is halved again; refused, the
+                                    second half goes as any batch. An order left alone of a
+                                    refused batch whose other orders were all accepted fails
+                                    with the refusal: log2(size) + 1 POSTs, not 2 log2(size)
     409                             the batch's ids are looked up: the orders found are the
                                     targets' (found); only the others are sent again, same ids
     anything else (unknown outcome, 429, refused send)
@@ -29,7 +35,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from worker.api.client import NewOrder, TimeInForce, TradingApi
+from worker.api.client import NewOrder, Reply, TimeInForce, TradingApi
 from worker.api.models import Order
 from worker.api.reads import Reader
 from worker.errors import (
@@ -91,12 +97,14 @@ class Batcher:
         self._api = api
         self._reader = reader
         self._size = max(1, min(size, MAX_BATCH))  # lowered for the run by a 413
+        self._proven = 0  # the largest batch the server has accepted (2xx) this run
+        self._probe = asyncio.Lock()  # held by the POST of a batch larger than _proven
         self._tif: TimeInForce = time_in_force
         self._window_s = window_s
         self._queues: dict[int, list[_Waiting]] = {}
         self._full: dict[int, asyncio.Event] = {}
         self._collectors: dict[int, asyncio.Task[None]] = {}
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[bool]] = set()
         self._unless: asyncio.Event | None = None
 
     @property
@@ -141,37 +149,38 @@ class Batcher:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, account_id: int, batch: list[_Waiting], *, again: bool = False) -> None:
-        """One POST of `batch`, and what its answer means for each order in it.
+    async def _send(self, account_id: int, batch: list[_Waiting], *, again: bool = False) -> bool:
+        """One POST of `batch`, and what its answer means for each order in it. True when the
+        server accepted the batch whole (2xx), whatever it said of each order.
 
         `again`: these orders were left out of an earlier reply and not found: the last chance.
         """
         try:
-            await self._post(account_id, batch, again=again)
+            return await self._post(account_id, batch, again=again)
         except BaseException as err:  # a fault of ours must not leave a target unanswered
             for waiting in batch:
                 waiting.fail(err)
             if not isinstance(err, Exception):
                 raise
+            return False
 
-    async def _post(self, account_id: int, batch: list[_Waiting], *, again: bool) -> None:
+    async def _post(self, account_id: int, batch: list[_Waiting], *, again: bool) -> bool:
         try:
-            reply = await self._api.submit_orders(
-                account_id,
-                [w.order for w in batch],
-                time_in_force=self._tif,
-                unless=self._unless,
-            )
+            reply = await self._submit(account_id, batch)
         except Conflict as err:
             await self._after_conflict(account_id, batch, err)
-            return
+            return False
         except (Unauthorized, Forbidden, NotFound):
             raise
         except Rejected as err:
             if err.status in (400, 413, 422):
                 await self._after_refusal(account_id, batch, err)
-                return
+                return False
             raise
+        if reply is None:  # larger than the size learned meanwhile
+            await self._send_split(account_id, batch, self._size)
+            return False
+        self._proven = max(self._proven, len(batch))
         events.batch_submitted(
             account_id=account_id,
             orders=len(batch),
@@ -198,6 +207,25 @@ class Batcher:
                 waiting.give(Submitted(order, reply.request_id))
         if left_out:
             await self._after_left_out(account_id, left_out, again=again)
+        return True
+
+    async def _submit(self, account_id: int, batch: list[_Waiting]) -> Reply[list[Order]] | None:
+        """The POST, or None when the batch is larger than the size the server takes. A batch
+        larger than any accepted yet waits for the one such batch in flight: every account's
+        first batches would otherwise all be refused as too large at once."""
+        if len(batch) > self._size:
+            return None
+        if len(batch) <= self._proven:
+            return await self._post_now(account_id, batch)
+        async with self._probe:
+            if len(batch) > self._size:
+                return None
+            return await self._post_now(account_id, batch)
+
+    async def _post_now(self, account_id: int, batch: list[_Waiting]) -> Reply[list[Order]]:
+        return await self._api.submit_orders(
+            account_id, [w.order for w in batch], time_in_force=self._tif, unless=self._unless
+        )
 
     async def _after_left_out(
         self, account_id: int, left_out: list[_Waiting], *, again: bool
@@ -258,10 +286,19 @@ class Batcher:
             if rest:
                 await self._send(account_id, rest)
             return
+        await self._bisect(account_id, batch, err)
+
+    async def _bisect(self, account_id: int, batch: list[_Waiting], err: Rejected) -> None:
+        """`batch` was refused whole for an order it does not name: find that order."""
         if len(batch) == 1:
-            batch[0].fail(err)
+            batch[0].fail(err)  # alone, or the rest of its refused batch was all accepted
             return
-        await self._send_split(account_id, batch, (len(batch) + 1) // 2)
+        half = len(batch) // 2
+        first, second = batch[:half], batch[half:]
+        if await self._send(account_id, first):
+            await self._bisect(account_id, second, err)  # the refused order is in here
+        else:
+            await self._send(account_id, second)  # the first half held one; this, unknown
 
     async def _send_split(self, account_id: int, batch: list[_Waiting], size: int) -> None:
         parts = [batch[i : i + size] for i in range(0, len(batch), size)]

@@ -120,6 +120,7 @@ class Follower:
         self._sleep = sleep
         self._pending: dict[int, dict[str, _Followed]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._pokes: dict[int, asyncio.Event] = {}  # read this account now (`poke`)
         self._stop_deadline: float | None = None
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
         self._all_sent = asyncio.Event()  # the fan-out is over
@@ -180,6 +181,20 @@ class Follower:
             if order.status in WORKING_STATUSES
         )
 
+    def poke(self, account_id: int) -> None:
+        """Read the account now, not after the pause under way (protected: its limits were
+        cancelled, and their rests wait on that read)."""
+        self._pokes.setdefault(account_id, asyncio.Event()).set()
+
+    def others_working(self, account_id: int, instrument_id: str) -> bool:
+        """Whether another's order may work on the instrument, as the last working-orders read
+        (or the orders snapshot before the fan-out) showed: a cancel by instrument would take
+        it too. True when the target is not followed (nothing read)."""
+        followed = self._pending.get(account_id, {}).get(instrument_id)
+        if followed is None:
+            return True
+        return any(i not in followed.others_done for i in followed.others_now)
+
     def last_look(self) -> None:
         """The run is stopping and nothing is in flight: read once more, then settle."""
         self._last_look.set()
@@ -213,6 +228,7 @@ class Follower:
     async def _follow_account(self, account_id: int) -> None:
         pending = self._pending[account_id]
         pause = self._settings.first_pause_s
+        poked = self._pokes.setdefault(account_id, asyncio.Event())
         ended = False  # the fan-out was over when the last read began
         while pending:
             # The fan-out's end cuts a pause short, or, if it came during the last read (or
@@ -220,7 +236,9 @@ class Follower:
             cut = not ended and self._all_sent.is_set() and not self._last_look.is_set()
             if not cut and not self._last_look.is_set():
                 wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
-                cut = not await self._pause(wait) and not self._last_look.is_set()
+                cut = not await self._pause(wait, poked) and not self._last_look.is_set()
+            was_poked = poked.is_set()
+            poked.clear()
             ended = self._all_sent.is_set()
             final = self._last_look.is_set()
             before = len(pending)
@@ -247,13 +265,24 @@ class Follower:
                         self._not_flat(pending[iid], f"the last read failed: {err}")
                 self._expire(pending, f"the account could not be read: {err}")
                 continue
-            for iid in read:
-                followed = pending[iid]
-                position = positions.get(iid.lower(), Decimal(0)) if iid in positioned else None
-                executions = fills.get(iid.lower()) if fills is not None else None
-                await self._decide(
-                    followed, position, orders.get(iid.lower(), []), request_id, executions
-                )
+            # Decided together: the residues one poll finds (a protected deadline's rests)
+            # then reach the batcher at once and go out in as few POSTs as can be.
+            decided = await asyncio.gather(
+                *(
+                    self._decide(
+                        pending[iid],
+                        positions.get(iid.lower(), Decimal(0)) if iid in positioned else None,
+                        orders.get(iid.lower(), []),
+                        request_id,
+                        fills.get(iid.lower()) if fills is not None else None,
+                    )
+                    for iid in read
+                ),
+                return_exceptions=True,
+            )
+            for outcome in decided:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             if final:
                 for followed in [pending[iid] for iid in read if iid in pending]:
                     if followed.undecided and not followed.last_read:
@@ -265,20 +294,21 @@ class Follower:
             # found new targets handed over meanwhile, is followed promptly by the next one.
             # Read at once after the fan-out, the last fills get one more read SETTLE_S on.
             settled = len(pending) < before or len(pending) > len(read)
-            if settled:
+            if settled or was_poked:
                 pause = self._settings.first_pause_s
             elif cut:
                 pause = min(SETTLE_S, self._settings.first_pause_s)
             else:
                 pause = min(pause * 2, self._settings.max_pause_s)
 
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep between polls; False when the last look or the fan-out's end cut it short."""
+    async def _pause(self, seconds: float, poked: asyncio.Event) -> bool:
+        """Sleep between polls; False when the last look or the fan-out's end cut it short (a
+        poke ends it too, and the poll goes as after a full pause)."""
         told = [self._last_look]
         if not self._all_sent.is_set():  # (once over, it cuts nothing more)
             told.append(self._all_sent)
         sleeping = asyncio.ensure_future(self._sleep(seconds))
-        waits = [asyncio.ensure_future(event.wait()) for event in told]
+        waits = [asyncio.ensure_future(event.wait()) for event in (*told, poked)]
         try:
             await asyncio.wait({sleeping, *waits}, return_when=asyncio.FIRST_COMPLETED)
             return not any(event.is_set() for event in told)

@@ -1,26 +1,26 @@
-"""CLOSE_STYLE=protected: re-price each protected LIMIT order, and escalate it at its deadline.
+"""CLOSE_STYLE=protected: re-price each protected LIMIT order within a request budget, and
+escalate it at its deadline, whatever the number of positions.
 
 The first close of a protected target is a LIMIT order COLLAR_BPS past its arrival quote
-(`worker.closing.modes`). From then on one task ticks:
+(`worker.closing.modes`). From then on one loop, never waiting on a request itself:
 
-    every REPRICE_S (re-price k = 1, 2, ... while it fits before DEADLINE_S)
-        one snapshot request per SNAPSHOT_BATCH instruments being re-priced (the touch now;
-        unreadable or one-sided: the arrival quote), then `replace_order` of each working
-        LIMIT order of the job at the collar of tick k (linear to COLLAR_MAX_BPS), never past
-        the arrival quote's widest collar; an unchanged price sends nothing. A replace
-        never creates an order: one whose outcome is unknown is left, the next tick replaces
-        again; one refused (400/404) found its order no longer open, which following reads.
-    at DEADLINE_S after the first send (--at-close: one REPRICE_S before the MOC cutoff, at
-    the latest)
-        the target's later closes go at market (`Sender.at_market`), and each working LIMIT
-        order of the job is cancelled by id; a cancel whose outcome is unknown is sent again
-        next tick (a cancel is idempotent). Nothing is sent here: following
+    at DEADLINE_S after the first send, begun early enough that the escalations' requests at
+    RATE_LIMIT end by then (half of DEADLINE_S early at most; --at-close: early enough that
+    every rest is accepted before the MOC cutoff)
+        the target's later closes go at market (`Sender.at_market`), and its working limits
+        are cancelled, an account's together (`worker.closing.escalate`: by instrument where
+        only the job's orders work there, by id otherwise); a cancel still read working a
+        while after its answer is sent again. Nothing is sent here: following
         (`worker.closing.follow`) sends the rest as its residue close, and only once it reads
-        the limit final (no order of the job working) and the position explained by its fills,
-        under the next generation's client id, journaled first. So no position ever has two
-        working orders of the job, and what a partial fill left is what is escalated.
+        the limit final and the position explained by its fills, under the next generation's
+        client id, journaled first; the rests one poll finds go out batched. So no position
+        ever has two working orders of the job, and what a partial fill left is what goes.
+    every REPRICE_S, one round at a time (a round still running is not doubled)
+        the limits whose re-price came, within a request budget that leaves the escalations
+        due meanwhile what they need (`worker.closing.reprice`).
 
-Only reads of the results here: outcomes are following's (`worker.closing.target`).
+The pace serves cancels and order entry before replaces, and replaces before reads
+(`worker.api.pace`). Only reads of the results here: outcomes are following's.
 """
 
 from __future__ import annotations
@@ -28,31 +28,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
 
-from worker.api.client import SNAPSHOT_BATCH, TradingApi
-from worker.api.models import WORKING_STATUSES
-from worker.closing.collar import Collar, limit_price, within_collar
+from worker.api.client import TradingApi
+from worker.api.reads import Reader
+from worker.closing.collar import Collar
+from worker.closing.escalate import CHASE_S, Escalator, Limit
 from worker.closing.modes import Sender
+from worker.closing.reprice import Protected, Repricer, working_limits
+from worker.closing.schedule import ESCALATION_SLACK_S, escalation_requests, seconds_at
 from worker.closing.target import Target
-from worker.errors import ApiError, NotFound, Rejected, Unauthorized
-from worker.observe import events
-from worker.results import OrderSummary, TargetResult
+from worker.results import TargetResult
 
-
-@dataclass(slots=True)
-class _Protected:
-    target: Target
-    result: TargetResult
-    started: float  # monotonic: when the first send was answered (or the order adopted)
-    due: float  # monotonic: its next re-price, or its escalation, or its cancel sent again
-    repriced: int = 0  # the last re-price tick done
-    escalated: str | None = None  # why: "deadline" or "moc_cutoff"
-    cancelled: set[str] = field(default_factory=set)  # limits whose cancel was answered
-    told: set[str] = field(default_factory=set)  # limits close_escalated was said for
-    prices: dict[str, Decimal] = field(default_factory=dict)  # each limit's price, as replaced
+LOOP_S = 0.25  # the loop's longest sleep: deadlines and lingering cancels are looked at this often
+GROUP_S = 1.0  # an account's limits due within this of one that is due escalate with it
 
 
 class Protector:
@@ -64,9 +53,16 @@ class Protector:
         sender: Sender,
         collar: Collar,
         *,
+        reader: Reader,
+        others_working: Callable[[int, str], bool],
+        poke: Callable[[int], None] | None = None,
         stopping: asyncio.Event,
         server_now: Callable[[], datetime],
         moc_cutoff: datetime | None = None,
+        rate_limit: float = 0.0,
+        batch_size: int = 100,
+        slack_s: float = ESCALATION_SLACK_S,
+        chase_s: float = CHASE_S,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -74,13 +70,23 @@ class Protector:
         self._sender = sender
         self._collar = collar
         self._stopping = stopping
+        self._rate = rate_limit
+        self._batch_size = batch_size
+        self._slack_s = slack_s
         self._clock = clock
         self._sleep = sleep
-        self._watched: dict[tuple[int, str], _Protected] = {}
-        self._moc_at: float | None = None  # monotonic
+        self._poke = poke
+        self._repricer = Repricer(api, collar, rate_limit=rate_limit, stopping=stopping)
+        self._escalator = Escalator(
+            api, reader, others_working=others_working, clock=clock, chase_s=chase_s
+        )
+        self._watched: dict[tuple[int, str], Protected] = {}
+        self._cutoff: float | None = None  # monotonic: the MOC cutoff
         if moc_cutoff is not None:
-            left = (moc_cutoff - server_now()).total_seconds()
-            self._moc_at = clock() + left - collar.reprice_s
+            self._cutoff = clock() + (moc_cutoff - server_now()).total_seconds()
+        self._cancelling: set[str] = set()  # limits whose cancel is in flight
+        self._round: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._all_sent = asyncio.Event()
         self._more = asyncio.Event()  # a target was handed over
 
@@ -89,9 +95,10 @@ class Protector:
         key = (target.account_id, target.instrument_id.lower())
         if key not in self._watched:
             now = self._clock()
-            p = _Protected(target, result, now, now)
-            p.due = min(now + self._collar.reprice_s, self._escalate_at(p))
-            self._watched[key] = p
+            deadline = now + self._collar.deadline_s
+            self._watched[key] = Protected(
+                target, result, now, deadline, now + self._collar.reprice_s
+            )
             self._more.set()
 
     def all_sent(self) -> None:
@@ -100,169 +107,139 @@ class Protector:
         self._more.set()
 
     async def run(self) -> None:
-        """Tick until every watched target has an outcome and the fan-out is over, or a stop."""
-        while not self._stopping.is_set():
-            self._drop_settled()
-            if not self._watched:
-                if self._all_sent.is_set():
-                    return
-                self._more.clear()
-                await self._more.wait()
-                continue
-            wait = min(p.due for p in self._watched.values()) - self._clock()
-            if wait > 0:
-                await self._sleep(min(wait, self._collar.reprice_s))
-                continue
-            await self.tick()
+        """Until every watched target has an outcome and the fan-out is over, or a stop."""
+        try:
+            while not self._stopping.is_set():
+                self._raise_failures()
+                self._drop_settled()
+                if not self._watched:
+                    if self._all_sent.is_set():
+                        return
+                    self._more.clear()
+                    await self._more.wait()
+                    continue
+                now = self._clock()
+                self._escalate(now)
+                if self._round is None or self._round.done():
+                    due = [
+                        p
+                        for p in self._watched.values()
+                        if p.escalated is None and p.next_reprice <= now
+                    ]
+                    if due:
+                        work = self._repricer.round(due, now, self._reserved(now))
+                        self._round = self._spawn(work)
+                await self._sleep(self._wait(now))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def tick(self) -> None:
-        """Escalate the targets whose deadline came; re-price those whose next tick came."""
-        now = self._clock()
-        repricing: list[tuple[_Protected, int]] = []
-        for p in list(self._watched.values()):
-            if p.result.outcome is not None or p.due > now:
-                continue
-            if p.escalated is None and now >= self._escalate_at(p):
-                moc = self._moc_at is not None and now >= self._moc_at
-                p.escalated = "moc_cutoff" if moc else "deadline"
-                self._sender.at_market(p.target)  # before any cancel: the rest goes at market
-            if p.escalated is not None:
-                p.due = now + self._collar.reprice_s  # a cancel left unanswered: again then
-                await self._cancel_limits(p)
-                continue
-            k = min(int((now - p.started) / self._collar.reprice_s + 1e-9), self._collar.reprices)
-            p.due = min(p.started + (k + 1) * self._collar.reprice_s, self._escalate_at(p))
-            if k > p.repriced and _working_limits(p.result):
-                repricing.append((p, k))
-        if repricing:
-            touch = await self._touch([p.target for p, _ in repricing])
-            for p, k in repricing:
-                await self._reprice(p, k, touch.get(p.target.instrument_id.lower()))
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        return task
 
-    def _escalate_at(self, p: _Protected) -> float:
-        """DEADLINE_S after the first send; --at-close: one REPRICE_S before the MOC cutoff at
-        the latest, so the rest still goes at the close."""
-        at = p.started + self._collar.deadline_s
-        return at if self._moc_at is None else min(at, self._moc_at)
+    def _raise_failures(self) -> None:
+        """A fault of a round or a cancel (credentials, the journal's lock) stops the loop."""
+        for task in [t for t in self._tasks if t.done()]:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # checked just above
+
+    def _wait(self, now: float) -> float:
+        """Until the next escalation or re-price, LOOP_S at most (lingering cancels)."""
+        nearest = LOOP_S
+        escalation_s = self._escalation_s()
+        lead = self._lead(escalation_s)
+        # While a round runs, its targets' next re-price waits for it (LOOP_S at most).
+        rounds = self._round is None or self._round.done()
+        for p in self._watched.values():
+            if p.escalated is None:
+                nearest = min(nearest, p.deadline - lead - now)
+                if rounds:
+                    nearest = min(nearest, p.next_reprice - now)
+        moc = self._moc_at(escalation_s)
+        if moc is not None:
+            nearest = min(nearest, moc - now)
+        return max(0.005, nearest)
 
     def _drop_settled(self) -> None:
         for key in [k for k, p in self._watched.items() if p.result.outcome is not None]:
             del self._watched[key]
 
-    async def _touch(self, targets: list[Target]) -> dict[str, tuple[Decimal, Decimal]]:
-        """The two-sided quote now, by instrument id (lower case); left out: not read, or not
-        two-sided. One request per SNAPSHOT_BATCH instruments, not retried (the next tick reads
-        again, and the arrival quote stands in)."""
-        ids = list(dict.fromkeys(t.instrument_id.lower() for t in targets))
-        touch: dict[str, tuple[Decimal, Decimal]] = {}
-        for start in range(0, len(ids), SNAPSHOT_BATCH):
-            try:
-                reply = await self._api.get_snapshots(ids[start : start + SNAPSHOT_BATCH])
-            except Unauthorized:
-                raise
-            except ApiError as err:
-                events.quotes_unavailable(instruments=len(ids[start:]), error=str(err))
-                continue
-            for snapshot in reply.data:
-                q = snapshot.last_quote
-                if q is not None and q.bid is not None and q.ask is not None:
-                    touch[snapshot.instrument_id.lower()] = (q.bid, q.ask)
-        return touch
+    def _escalation_s(self) -> float:
+        """How long escalating every limit not yet escalated takes at RATE_LIMIT."""
+        counts: dict[int, int] = {}
+        for p in self._watched.values():
+            if p.escalated is None:
+                counts[p.target.account_id] = counts.get(p.target.account_id, 0) + 1
+        return seconds_at(escalation_requests(counts.values(), self._batch_size), self._rate)
 
-    async def _reprice(self, p: _Protected, k: int, touch: tuple[Decimal, Decimal] | None) -> None:
-        p.repriced = k
-        bps = self._collar.bps_at(k)
-        arrival = p.target.arrival
-        bid, ask = touch or ((arrival.bid, arrival.ask) if arrival is not None else (None, None))
-        for order in _working_limits(p.result):
-            price = limit_price(order.side, bid, ask, bps)
-            if price is None:
-                continue  # nothing to price it from: it keeps its limit
-            bound = None
-            if arrival is not None:
-                bound = limit_price(order.side, arrival.bid, arrival.ask, self._collar.max_bps)
-            price = within_collar(order.side, price, bound)
-            if p.prices.get(order.id, order.limit_price_value) == price:
-                continue  # nothing to price it from, or no change: no request
-            if order.status == "PENDING_CANCEL":
-                continue
-            try:
-                reply = await self._api.replace_order(
-                    p.target.account_id, order.id, limit_price=price
-                )
-            except Unauthorized:
-                raise
-            except (NotFound, Rejected):
-                continue  # no longer open: following reads how it ended
-            except ApiError as err:
-                # Unknown: it may apply late; the next tick replaces again (a replace never
-                # creates an order, so nothing can double).
-                events.reprice_failed(
-                    account_id=p.target.account_id,
-                    instrument=p.target.instrument,
-                    order_id=order.id,
-                    limit_price=str(price),
-                    error=str(err),
-                    request_id=err.request_id,
-                )
-                continue
-            p.prices[order.id] = price
-            events.order_repriced(
-                account_id=p.target.account_id,
-                instrument=p.target.instrument,
-                order_id=order.id,
-                client_order_id=order.client_order_id,
-                limit_price=str(price),
-                collar_bps=round(bps, 2),
-                reprice=k,
-                quote="touch" if touch is not None else "arrival",
-                request_id=reply.request_id,
-            )
+    def _moc_at(self, escalation_s: float) -> float | None:
+        """--at-close: when escalation must begin so that every rest is accepted before the
+        cutoff: the requests escalating what still rests take at RATE_LIMIT, and the slack
+        (round trips, following's pause), one REPRICE_S at least."""
+        if self._cutoff is None:
+            return None
+        return self._cutoff - max(self._collar.reprice_s, escalation_s + self._slack_s)
 
-    async def _cancel_limits(self, p: _Protected) -> None:
-        """Cancel each working limit of the target whose cancel has not been answered."""
-        assert p.escalated is not None
-        for order in _working_limits(p.result):
-            if order.id in p.cancelled:
-                continue
-            request_id: str | None
-            try:
-                reply = await self._api.cancel_open_order(p.target.account_id, order.id)
-                request_id = reply.request_id
-            except Unauthorized:
-                raise
-            except (NotFound, Rejected) as err:
-                request_id = err.request_id  # no longer open: it ended on its own
-            except ApiError as err:
-                events.escalation_cancel_failed(
-                    account_id=p.target.account_id,
-                    instrument=p.target.instrument,
-                    order_id=order.id,
-                    error=str(err),
-                    request_id=err.request_id,
-                    limit_price=_last_limit(p, order),
-                )
-                continue  # unknown: sent again next tick
-            p.cancelled.add(order.id)
-            if order.id not in p.told:
-                p.told.add(order.id)
-                events.close_escalated(
-                    account_id=p.target.account_id,
-                    instrument=p.target.instrument,
-                    order_id=order.id,
-                    remaining=str(Decimal(order.quantity) - Decimal(order.filled_quantity)),
-                    reason=p.escalated,
-                    request_id=request_id,
-                    limit_price=_last_limit(p, order),
-                )
+    def _lead(self, escalation_s: float) -> float:
+        """How long before its deadline a limit is escalated: the time the escalations' requests
+        take at RATE_LIMIT (the rests then go at about the deadline, not that much after it),
+        half of DEADLINE_S at most."""
+        return min(escalation_s, self._collar.deadline_s / 2)
 
+    def _escalate(self, now: float) -> None:
+        """Mark what reached its deadline, and send the cancels that are due, per account."""
+        escalation_s = self._escalation_s()
+        moc = self._moc_at(escalation_s)
+        lead = self._lead(escalation_s)
+        by_account: dict[int, list[Limit]] = {}
+        # An account's limits escalate together when their deadlines are near (they went out
+        # in one batch): one cancel for all of them, and their rests in one batch.
+        due = {
+            p.target.account_id
+            for p in self._watched.values()
+            if p.escalated is None and now >= p.deadline - lead
+        }
+        for p in self._watched.values():
+            if p.escalated is None:
+                if moc is not None and now >= moc:
+                    p.escalated = "moc_cutoff"
+                elif now >= p.deadline - lead - (GROUP_S if p.target.account_id in due else 0):
+                    p.escalated = "deadline"
+                else:
+                    continue
+                self._sender.at_market(p.target)  # before any cancel: the rest goes at market
+            for order in working_limits(p.result):
+                limit = p.limits.get(order.id)
+                if limit is None:
+                    limit = p.limits[order.id] = Limit(p.target, order, p.escalated, p.prices)
+                if order.id in self._cancelling or not self._escalator.due(
+                    limit, order.status, now
+                ):
+                    continue
+                by_account.setdefault(p.target.account_id, []).append(limit)
+        for account_id, limits in by_account.items():
+            self._cancelling.update(x.order.id for x in limits)
+            self._spawn(self._cancel(account_id, limits))
 
-def _last_limit(p: _Protected, order: OrderSummary) -> str | None:
-    """The limit as last set: this run's re-price, else as following last read it."""
-    price = p.prices.get(order.id)
-    return order.limit_price if price is None else str(price)
+    async def _cancel(self, account_id: int, limits: list[Limit]) -> None:
+        try:
+            await self._escalator.cancel(account_id, limits)
+        finally:
+            self._cancelling.difference_update(x.order.id for x in limits)
+        if self._poke is not None:
+            self._poke(account_id)  # following reads them final now, and sends the rests
 
-
-def _working_limits(result: TargetResult) -> list[OrderSummary]:
-    """The job's LIMIT orders of the target that can still fill, as following last read them."""
-    return [o for o in result.orders if o.order_type == "LIMIT" and o.status in WORKING_STATUSES]
+    def _reserved(self, now: float) -> int:
+        """Requests the escalations due within the next round need."""
+        escalation_s = self._escalation_s()
+        moc = self._moc_at(escalation_s)
+        until = now + self._collar.reprice_s + self._lead(escalation_s)
+        counts: dict[int, int] = {}
+        for p in self._watched.values():
+            if p.escalated is None and (p.deadline <= until or (moc is not None and moc <= until)):
+                counts[p.target.account_id] = counts.get(p.target.account_id, 0) + 1
+        return escalation_requests(counts.values(), self._batch_size)

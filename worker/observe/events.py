@@ -109,6 +109,7 @@ REPRICE_FAILED = "reprice_failed"  # ... a replace whose outcome is unknown: the
 CLOSE_ESCALATED = (
     "close_escalated"  # protected: the limit cancelled at its deadline; rest at market
 )
+ESCALATION_CANCEL_STUCK = "escalation_cancel_stuck"  # ... still working after its cancels
 ESCALATION_CANCEL_FAILED = "escalation_cancel_failed"  # ... its cancel unanswered: sent again
 
 
@@ -209,13 +210,15 @@ def plan_ready(
     guarded: int = 0,
     close_style: str = "market",
     not_held: int = 0,
+    requests: dict[str, dict[str, object]] | None = None,
 ) -> None:
     """`already_settled`: targets that ended at planning without a failure (already flat, or
     not held); `failed`: those that failed there (each also named by a `close_failed`);
     `guarded`: those a guard holds back, not sent (each also a `target_settled`, outcome
     `guarded`, with why); `not_held`: named instruments their account does not hold (each a
     `target_settled`, outcome `not_held`, naming what it holds on them); `close_style`:
-    CLOSE_STYLE, market or protected."""
+    CLOSE_STYLE, market or protected; `requests`: per style, the requests the plan needs and
+    their seconds at RATE_LIMIT (protected: `fits`, and `advice` when not)."""
     log.info(
         PLAN_READY,
         positions=positions,
@@ -225,6 +228,7 @@ def plan_ready(
         guarded=guarded,
         close_style=close_style,
         not_held=not_held,
+        requests=requests or {},
     )
 
 
@@ -593,6 +597,21 @@ def escalation_cancel_failed(
         limit_price=limit_price,
         error=error,
         request_id=request_id,
+    )
+
+
+def escalation_cancel_stuck(
+    *, account_id: int, instrument: str, order_id: str, status: str, cancels: int
+) -> None:
+    """CLOSE_STYLE=protected: an escalated limit still read working (`status`) after `cancels`
+    cancels: it may not be cancellable; its rest waits while it can fill."""
+    log.error(
+        ESCALATION_CANCEL_STUCK,
+        account_id=account_id,
+        instrument=instrument,
+        order_id=order_id,
+        status=status,
+        cancels=cancels,
     )
 
 

@@ -159,16 +159,6 @@ async def close_and_follow(
     follow_since = min([since, *(p.since for p in ctx.priors.values())])
     stopped_by = FirstReason()
     collar = collar_of(settings)
-    protector = None
-    if collar is not None and api is not None:
-        protector = Protector(
-            api,
-            ctx.sender,
-            collar,
-            stopping=ctx.stopping,
-            server_now=ctx.server_now,
-            moc_cutoff=moc_cutoff,
-        )
 
     async def send_residue(
         target: Target, result: TargetResult, position: Decimal
@@ -195,6 +185,26 @@ async def close_and_follow(
         on_result=on_result,
         on_abort=stopped_by,
     )
+
+    protector = None
+    if collar is not None and api is not None:
+        protector = Protector(
+            api,
+            ctx.sender,
+            collar,
+            reader=ctx.reader,
+            others_working=follower.others_working,
+            poke=follower.poke,
+            stopping=ctx.stopping,
+            server_now=ctx.server_now,
+            moc_cutoff=moc_cutoff,
+            rate_limit=settings.rate_limit,
+            batch_size=settings.batch_size,
+            # Round trips, and following's pause before it reads the limit final.
+            slack_s=settings.follow_pause_max + 0.5,
+            # A cancel is chased once following has had time to read it twice.
+            chase_s=max(1.0, 2 * settings.follow_pause_max),
+        )
 
     def follow(target: Target, result: TargetResult, step: Next) -> None:
         follower.follow(target, result, step)

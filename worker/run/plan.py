@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from worker.api.models import Position
 from worker.api.reads import Reader
 from worker.closing import target as life
+from worker.closing.schedule import StyleCost
+from worker.closing.schedule import cost_line as cost_line  # re-exported for cli/
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec, accounts_of
@@ -42,6 +44,8 @@ class Plan:
     unknown: list[str] = field(default_factory=list)
     # Held back by a guard (also in `settled`, outcome `guarded`): shown before the prompt.
     guarded: list[TargetResult] = field(default_factory=list)
+    # What closing it costs in requests at RATE_LIMIT, per style (`worker.closing.schedule`).
+    costs: list[StyleCost] = field(default_factory=list)
 
 
 async def make_plan(

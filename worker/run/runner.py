@@ -21,6 +21,7 @@ from worker.api.client import TradingApi, open_session
 from worker.api.pace import Pacer
 from worker.api.policy import RetryPolicy, Sleep
 from worker.api.reads import Reader
+from worker.closing.schedule import StyleCost, plan_costs
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
 from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
@@ -36,7 +37,7 @@ from worker.output.exit_codes import ExitCode as ExitCode  # re-exported; its ho
 from worker.output.exit_codes import exit_code
 from worker.output.metrics import unwritable as metrics_unwritable
 from worker.results import Outcome, TargetResult
-from worker.run.close_stage import choose_sender, close_and_follow, orders_snapshot
+from worker.run.close_stage import choose_sender, close_and_follow, collar_of, orders_snapshot
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
@@ -320,6 +321,7 @@ async def _plan(
         )
         plan.settled.extend(plan.guarded)
         taken.settle(plan, quotes.by_instrument)
+    plan.costs = costs_of(settings, plan, ready)
     failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     events.plan_ready(
         positions=len(plan.targets),
@@ -329,10 +331,30 @@ async def _plan(
         guarded=len(plan.guarded),
         close_style=settings.close_style,
         not_held=sum(1 for r in plan.settled if r.outcome is Outcome.NOT_HELD),
+        requests={c.style: c.fields() for c in plan.costs},
     )
     if request.on_plan is not None:
         request.on_plan(plan)
     return plan, taken
+
+
+def costs_of(settings: Settings, plan: Plan, ready: Ready) -> list[StyleCost]:
+    """What closing the plan costs in requests at RATE_LIMIT, per style (protected: whether its
+    schedule fits before DEADLINE_S and the cutoff, and what would make it fit)."""
+    by_account: dict[int, int] = {}
+    for t in plan.targets:
+        by_account[t.account_id] = by_account.get(t.account_id, 0) + 1
+    to_cutoff = None
+    if settings.at_close and ready.cutoff is not None and ready.cutoff.cutoff is not None:
+        to_cutoff = (ready.cutoff.cutoff - ready.server_now()).total_seconds()
+    via_batches = settings.close_via == "submit_orders"
+    return plan_costs(
+        by_account.values(),
+        rate_limit=settings.rate_limit,
+        batch_size=settings.batch_size if via_batches else 1,
+        collar=collar_of(settings),
+        seconds_to_cutoff=to_cutoff,
+    )
 
 
 def style_line(settings: Settings) -> str | None:

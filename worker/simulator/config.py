@@ -107,9 +107,16 @@ class SimConfig:
     # orders whose notional exceeds the account's buying power (BUYING_POWER). Off by default.
     self_match_check: bool = False
     buying_power: Decimal | None = None
+    # Seconds before the regular close after which AT_THE_CLOSE orders are refused (400), as
+    # an exchange's market-on-close cutoff; 0: accepted until the close.
+    moc_cutoff_s: float = 0.0
     # A cancel that takes time: the order lingers in PENDING_CANCEL this long (it can still fill
     # meanwhile, and still counts for the self-match check), then ends CANCELED. 0: at once.
     cancel_linger_s: float = 0.0
+    # A cancel answered PENDING_CANCEL that never takes effect (the order works on as it was):
+    # each cancel with this probability (seeded), every cancel of these symbols' orders.
+    p_cancel_lost: float = 0.0
+    uncancellable: set[str] = field(default_factory=set)
     # Market conditions for closing orders, drawn once per order when it is created:
     p_partial_fill: float = 0.0  # fills partly, the rest ends as `partial_rest_status`
     partial_fill_fraction: float = 0.5
@@ -148,6 +155,9 @@ class SimConfig:
     # whole batch and books nothing. False: the rest is booked, and the refused order is booked
     # REJECTED with the engine's message in its `details`, in the reply in its place.
     batch_atomic: bool = True
+    # False: an atomic batch's refusal does not say which order it is about (no BATCH_ORDER
+    # detail), as a server may answer; the client has to find the order itself.
+    name_refused_order: bool = True
     # Partial acceptance: orders of an accepted batch left out of the reply and not created,
     # no reason given. Every nth order of a batch (1-based; 0 = none) and/or each order with
     # this probability (seeded). drop_again: an order (by client id) dropped once is dropped
@@ -204,6 +214,8 @@ class SimStats:
     # arrival order, whatever the answer; and the client ids (None: an order sent without one)
     # the server left out of an accepted batch.
     submit_batch_sizes: list[int] = field(default_factory=list)
+    cancels_lost: int = 0  # cancels answered and never applied (`p_cancel_lost`, `uncancellable`)
+    moc_refused: int = 0  # AT_THE_CLOSE orders refused after `moc_cutoff_s`
     orders_dropped: list[str | None] = field(default_factory=list)
 
     def batch_size_counts(self) -> Counter[int]:

@@ -39,12 +39,14 @@ _TIMES_IN_FORCE = {
     "AT_THE_OPENING", "AT_THE_CLOSE",
 }  # fmt: skip
 # What the simulator models, by order type. GOOD_TILL_CANCEL behaves as DAY (no day ends in
-# the simulator); IMMEDIATE_OR_CANCEL and FILL_OR_KILL need a price to cross, so only MARKET:
-# an IOC's unfilled rest ends as a partial fill's does, a FOK that would fill partly fills
-# nothing and ends CANCELED. GOOD_TILL_DATE, AT_THE_OPENING and the stop types are refused.
+# the simulator). A MARKET IOC's unfilled rest ends as a partial fill's does, a FOK that would
+# fill partly fills nothing and ends CANCELED. A LIMIT IOC takes what the book holds at or
+# better than its limit (without a book: all at the seeded price when marketable there) and
+# its rest ends CANCELED, never resting. GOOD_TILL_DATE, AT_THE_OPENING, a LIMIT FOK and the
+# stop types are refused.
 _SIMULATED_TIF = {
     "MARKET": ("DAY", "GOOD_TILL_CANCEL", "IMMEDIATE_OR_CANCEL", "FILL_OR_KILL", "AT_THE_CLOSE"),
-    "LIMIT": ("DAY", "GOOD_TILL_CANCEL", "AT_THE_CLOSE"),
+    "LIMIT": ("DAY", "GOOD_TILL_CANCEL", "IMMEDIATE_OR_CANCEL", "AT_THE_CLOSE"),
 }
 _SIMULATED_TEXT = "; ".join(f"{t} with {', '.join(tifs)}" for t, tifs in _SIMULATED_TIF.items())
 _REQUIRED = ("side", "quantity", "order_type", "time_in_force")
@@ -94,6 +96,7 @@ class OrderDesk:
         self.config = config
         self.stats = stats or SimStats()
         self._drop_rng = random.Random(config.seed * 7927 + 3)
+        self._cancel_rng = random.Random(config.seed * 7919 + 5)
         self._dropped: set[tuple[int, str]] = set()  # (account, client id) left out once
         # Run once, right after the account's next submission is booked (a test's hook: the
         # market moving as an order lands).
@@ -127,6 +130,8 @@ class OrderDesk:
             refusal = self._restricted(account, problem) or self._risk(account, problem)
             if refusal is not None:
                 if self.config.batch_atomic:
+                    if not self.config.name_refused_order:
+                        return refusal
                     return _naming(refusal, index, item)
                 refused[index] = _message(refusal)
             checked.append(problem)
@@ -262,6 +267,12 @@ class OrderDesk:
             close = _regular_close(self.config)
             if close is None or self.config.clock() >= close:
                 return error(400, f"{where}: the market is closed; AT_THE_CLOSE is not accepted")
+            cutoff = self.config.moc_cutoff_s
+            if cutoff > 0 and self.config.clock() >= close - cutoff:
+                self.stats.moc_refused += 1
+                return error(
+                    400, f"{where}: the market-on-close cutoff has passed; AT_THE_CLOSE refused"
+                )
             fill_at = close
         # Identity before risk: a re-sent order must be answered 409, whatever else changed.
         if client_id is not None and (
@@ -319,8 +330,10 @@ class OrderDesk:
             time_in_force=item.tif,
         )
         # A limit order meets the market only where there is a book; elsewhere it rests.
-        resting = item.order_type == "LIMIT" and not self.book.prices_limits(
-            position.symbol, item.tif
+        resting = (
+            item.order_type == "LIMIT"
+            and item.tif != "IMMEDIATE_OR_CANCEL"  # an IOC meets the market once, and ends
+            and not self.book.prices_limits(position.symbol, item.tif)
         )
         self.book.add_order(account, order, None if resting else item.fill_at)
         return order
@@ -353,7 +366,17 @@ class OrderDesk:
         return order
 
     def _cancel(self, account: SimAccount, order: SimOrder) -> dict[str, Any]:
-        """Cancel now, or after `cancel_linger_s`; the reply shows PENDING_CANCEL (the spec's)."""
+        """Cancel now, or after `cancel_linger_s`; the reply shows PENDING_CANCEL (the spec's).
+        A lost cancel (`p_cancel_lost`, `uncancellable`) is answered the same and never
+        applied: the order works on as it was."""
+        lost = order.symbol.upper() in {s.upper() for s in self.config.uncancellable} or (
+            self.config.p_cancel_lost > 0 and self._cancel_rng.random() < self.config.p_cancel_lost
+        )
+        if lost:
+            self.stats.cancels_lost += 1
+            body = order.to_api()
+            body["status"] = "PENDING_CANCEL"
+            return body
         if self.config.cancel_linger_s > 0:
             self.book.cancel_later(account, order)
             return order.to_api()

@@ -641,6 +641,9 @@ class Book:
         if order.order_type == "LIMIT" and self.market.has_book(position.symbol):
             self._fill_limit(account, order, position, now)
             return
+        if order.order_type == "LIMIT" and _immediate(order):
+            self._fill_limit_unbooked(account, order, position, now)
+            return
         # A market order; or a limit order without a book, which is only ever due when a test
         # scheduled its fill (another participant's), and then fills at the seeded price.
         wanted = order.quantity - order.filled_quantity
@@ -674,8 +677,26 @@ class Book:
             self._apply_fill(account, order, position, quantity, price, now)
         if order.filled_quantity >= order.quantity:
             order.status = "FILLED"
+        elif _immediate(order):
+            order.status = "CANCELED"  # an IOC's rest ends: it never rests on the book
         else:
             self._wait(account, order)
+
+    def _fill_limit_unbooked(
+        self, account: SimAccount, order: SimOrder, position: SimPosition, now: float
+    ) -> None:
+        """An IOC limit where there is no book: all at the seeded price if the limit reaches
+        it, else nothing; either way it ends."""
+        assert order.limit_price is not None
+        price = self.market.book(order.instrument_id, position.symbol).reference
+        limit = Decimal(order.limit_price)
+        if (limit >= price) if order.side == "BUY" else (limit <= price):
+            wanted = order.quantity - order.filled_quantity
+            self.market.traded(order.instrument_id, position.symbol, price, wanted)
+            self._apply_fill(account, order, position, wanted, price, now)
+            order.status = "FILLED"
+        else:
+            order.status = "CANCELED"
 
     def _wait(self, account: SimAccount, order: SimOrder) -> None:
         if order.status == "PENDING_CANCEL":
@@ -752,3 +773,8 @@ class Book:
             live = sum(1 for o in same if o.is_close and o.status in LIVE)
             key = (account.id, order.instrument_id)
             self.most_live_closes[key] = max(self.most_live_closes.get(key, 0), live)
+
+
+def _immediate(order: SimOrder) -> bool:
+    """An IMMEDIATE_OR_CANCEL order (submit_orders'): it meets the market once, then ends."""
+    return getattr(order, "time_in_force", "DAY") == "IMMEDIATE_OR_CANCEL"

@@ -1,0 +1,171 @@
+"""The protected style's request arithmetic: what an escalation costs, what a re-price round may
+spend, and whether a schedule fits before its deadline (pure, no requests).
+
+Under a rate limit the number of requests, not the CPU, decides when a deadline is kept: an
+escalation is a cancel, the reads that show the limit final and the position, and the rest at
+market, per account, and each of those is a request at RATE_LIMIT.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from worker.closing.collar import Collar
+
+CANCEL_CHUNK = 100  # instruments per cancel-by-instrument request (DELETE .../orders)
+READ_CHUNK = 100  # instruments (or ids) per listing read
+# Up to this many limits of an account are cancelled by id; more, by instrument after one read
+# of the account's working orders (the read proves the cancel takes only the job's orders).
+BY_ID_MAX = 2
+# Following's reads that show an escalated account's limits final and its positions: the
+# working-orders listing, the job's orders by id, the positions (each per READ_CHUNK).
+FOLLOW_READS = 3
+# Of what RATE_LIMIT allows over a round, the share re-prices and their snapshots may take:
+# the rest is following's (one orders read and one positions read per account and poll).
+REPRICE_SHARE = 0.5
+# The pacer spaces sends 2% wider than 1/rate (worker.api.pace).
+_SPACING = 1.02
+# Round trips and following's pause between the escalation's cancel and its rest, beyond the
+# time its requests take at the rate: what an --at-close escalation also leaves before the
+# cutoff.
+ESCALATION_SLACK_S = 2.0
+# What "at its deadline" promises: every limit at market (or flat) within this of it.
+DEADLINE_GRACE_S = 10.0
+
+
+def escalation_requests(limits_by_account: Iterable[int], batch_size: int) -> int:
+    """Requests that escalate these limits (their count per account): cancels, following's
+    reads, and the rests at market in batches."""
+    total = 0
+    for n in limits_by_account:
+        if n <= 0:
+            continue
+        cancels = n if n <= BY_ID_MAX else 1 + math.ceil(n / CANCEL_CHUNK)
+        reads = FOLLOW_READS * math.ceil(n / READ_CHUNK)
+        rests = math.ceil(n / max(1, batch_size))
+        total += cancels + reads + rests
+    return total
+
+
+def seconds_at(requests: int, rate_limit: float) -> float:
+    """How long `requests` take at RATE_LIMIT (0: unlimited, no time)."""
+    return 0.0 if rate_limit <= 0 else requests * _SPACING / rate_limit
+
+
+def reprice_budget(rate_limit: float, round_s: float, reserved: int, wanted: int) -> int | None:
+    """Replaces one round may send of the `wanted`: REPRICE_SHARE of what the rate allows over
+    the round, less the requests `reserved` for escalations due meanwhile and the snapshot reads
+    the replaces need (one per SNAPSHOT_BATCH). None: no rate limit, no budget."""
+    if rate_limit <= 0:
+        return None
+    return affordable(math.floor(rate_limit * round_s * REPRICE_SHARE) - reserved, wanted)
+
+
+def affordable(room: float, wanted: int) -> int:
+    """Of `wanted` replaces, how many fit in `room` requests with their snapshot reads."""
+    n = max(0, min(wanted, math.floor(room)))
+    while n > 0 and n + math.ceil(n / READ_CHUNK) > room:
+        n -= 1
+    return n
+
+
+@dataclass(frozen=True, slots=True)
+class StyleCost:
+    """What closing a plan costs in requests at RATE_LIMIT, and whether the protected schedule
+    fits before its deadline (and, --at-close, the cutoff)."""
+
+    style: str
+    requests: int
+    seconds: float
+    fits: bool = True
+    advice: str = ""
+
+    def fields(self) -> dict[str, object]:
+        out: dict[str, object] = {"requests": self.requests, "seconds": round(self.seconds, 1)}
+        if self.style == "protected":
+            out["fits"] = self.fits
+            if self.advice:
+                out["advice"] = self.advice
+        return out
+
+
+def plan_costs(
+    positions_by_account: Iterable[int],
+    *,
+    rate_limit: float,
+    batch_size: int,
+    collar: Collar | None,
+    seconds_to_cutoff: float | None = None,
+) -> list[StyleCost]:
+    """The market style's cost and, with a collar, the protected style's: its first sends, the
+    re-prices that fit REPRICE_SHARE of the rate, and the escalation of every limit at
+    DEADLINE_S. The protected schedule fits when its escalation takes a few seconds at most
+    (ESCALATION_SLACK_S beside its requests) and, --at-close, when DEADLINE_S and the escalation
+    end before the cutoff."""
+    counts = [n for n in positions_by_account if n > 0]
+    first = sum(math.ceil(n / max(1, batch_size)) for n in counts)
+    follow = sum(FOLLOW_READS * math.ceil(n / READ_CHUNK) for n in counts)
+    market = StyleCost("market", first + follow, seconds_at(first + follow, rate_limit))
+    if collar is None:
+        return [market]
+    positions = sum(counts)
+    escalation = escalation_requests(counts, batch_size)
+    rounds = collar.reprices
+    wanted = rounds * positions
+    # What the rate allows the rounds over the whole schedule (a round too short for one
+    # replace carries its share over to the next: `worker.closing.reprice`).
+    if rate_limit <= 0:
+        replaces = wanted
+    else:
+        over = rate_limit * REPRICE_SHARE * rounds * collar.reprice_s
+        replaces = affordable(over, wanted)
+    quotes = math.ceil(replaces / READ_CHUNK) if rounds else 0
+    requests = first + replaces + quotes + escalation
+    escalation_s = seconds_at(escalation, rate_limit)
+    # Escalation begins up to half of DEADLINE_S early (`worker.closing.protect`): what it
+    # needs beyond that runs past the deadline.
+    past = max(0.0, escalation_s - collar.deadline_s / 2) + ESCALATION_SLACK_S
+    late = past > DEADLINE_GRACE_S
+    advice: list[str] = []
+    if late and rate_limit > 0:
+        room = DEADLINE_GRACE_S - ESCALATION_SLACK_S + collar.deadline_s / 2
+        needed = math.ceil(escalation * _SPACING / room)
+        deadline = math.ceil(2 * (escalation_s - room) + collar.deadline_s)
+        advice.append(
+            f"RATE_LIMIT {needed} (or DEADLINE_S {deadline})"
+            f" puts every limit at market within {DEADLINE_GRACE_S:g} s of its deadline"
+        )
+    fits = not late
+    if seconds_to_cutoff is not None:
+        ends = collar.deadline_s + escalation_s + ESCALATION_SLACK_S
+        if ends > seconds_to_cutoff:
+            fits = False
+            latest = max(0, math.floor(seconds_to_cutoff - escalation_s - ESCALATION_SLACK_S))
+            advice.append(
+                f"DEADLINE_S {latest} ends before the cutoff (escalation starts earlier by itself)"
+            )
+    if wanted > replaces:
+        advice.append(
+            f"{replaces:,} of {wanted:,} re-prices fit at RATE_LIMIT: each round re-prices the"
+            " largest unfilled notional furthest from the touch first"
+        )
+    protected = StyleCost(
+        "protected",
+        requests,
+        collar.deadline_s + escalation_s,
+        fits=fits,
+        advice="; ".join(advice),
+    )
+    return [market, protected]
+
+
+def cost_line(cost: StyleCost) -> str:
+    """The plan's line for one style: "protected: 1,234 requests, 62 s at RATE_LIMIT; fits"."""
+    line = f"{cost.style}: {cost.requests:,} requests, {cost.seconds:.0f} s"
+    if cost.style != "protected":
+        return line
+    if cost.fits:
+        return f"{line}; the schedule fits" + (f" ({cost.advice})" if cost.advice else "")
+    return f"{line}; does NOT fit: {cost.advice}"
