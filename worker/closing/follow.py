@@ -95,6 +95,9 @@ class FollowSettings:
     max_pause_s: float = 2.0
     max_residue: int = 2
     grace_s: float = 8.0  # after a stop request, how long following may still read
+    # Protected: while every target of an account has its LIMIT working, nothing is decided
+    # from a read and the escalation pokes the account, so reads come at most this often.
+    resting_pause_s: float | None = None
 
 
 class Follower:
@@ -235,7 +238,8 @@ class Follower:
             # before this follower's first), skips the next: the run's end waits on this read.
             cut = not ended and self._all_sent.is_set() and not self._last_look.is_set()
             if not cut and not self._last_look.is_set():
-                wait = min(pause, max(0.0, self._next_deadline(pending) - self._clock()))
+                longest = max(pause, self._resting_pause(pending))
+                wait = min(longest, max(0.0, self._next_deadline(pending) - self._clock()))
                 cut = not await self._pause(wait, poked) and not self._last_look.is_set()
             was_poked = poked.is_set()
             poked.clear()
@@ -300,6 +304,20 @@ class Follower:
                 pause = min(SETTLE_S, self._settings.first_pause_s)
             else:
                 pause = min(pause * 2, self._settings.max_pause_s)
+
+    def _resting_pause(self, pending: dict[str, _Followed]) -> float:
+        """`resting_pause_s` while every pending target rests on a working LIMIT order of the
+        job (protected, before its escalation), else 0."""
+        resting = self._settings.resting_pause_s
+        if resting is None or self._ctx.stopping.is_set():
+            return 0.0
+        for followed in pending.values():
+            if followed.watch_only or followed.unresolved is not None:
+                return 0.0
+            orders = followed.result.orders
+            if not any(o.status in WORKING_STATUSES and o.order_type == "LIMIT" for o in orders):
+                return 0.0
+        return resting
 
     async def _pause(self, seconds: float, poked: asyncio.Event) -> bool:
         """Sleep between polls; False when the last look or the fan-out's end cut it short (a

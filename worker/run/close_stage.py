@@ -179,6 +179,7 @@ async def close_and_follow(
             # Protected: the escalation's market order is planned, not a residue: one more.
             max_residue=settings.max_residue_closes + (0 if collar is None else 1),
             grace_s=settings.stop_grace,
+            resting_pause_s=None if collar is None else collar.reprice_s,
         ),
         since=follow_since,
         send_close=send_residue,
