@@ -135,10 +135,12 @@ async def test_200_positions_half_thin_over_10_accounts_escalate_on_time_and_cos
     assert cost <= market / 2, (cost, market)
 
 
-async def test_200_positions_every_name_thin_never_refilled_all_escalate_within_seconds(
+async def test_400_positions_every_name_thin_never_refilled_all_escalate_within_seconds(
     settings_for: Any, tmp_path: Path
 ) -> None:
-    accounts, per_account = 10, 20
+    # The row has 40 positions an account (2,000 over 50): following's reads are per
+    # account, so its requests per position depend on that shape, not on the count.
+    accounts, per_account = 10, 40
     async with simulator(book(refill_s=None), 1, accounts, per_account) as sim:
         result, doc, took = await liquidate(sim, settings_for, tmp_path, accounts, **PROTECTED)
         assert int(result.exit_code) == 0, doc["summary"]
