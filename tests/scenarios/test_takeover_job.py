@@ -251,7 +251,8 @@ async def test_a_protected_standby_on_postgresql_takes_over_and_leaves_nothing_o
             **PROTECTED_ENV,
             "LIQUIDATOR_JOURNAL_URL": pg_url,
             "LIQUIDATOR_LOCK_WAIT": "30",
-            "LIQUIDATOR_DEADLINE_S": "0.6",
+            # Long enough that B's interpreter starts while A's limits still rest.
+            "LIQUIDATOR_DEADLINE_S": "3",
         }
         a = await start(sim.base_url, worker_env(sim, tmp_path / "a", **hosts))
         await until(lambda: sim.stats.by_route["replace"] >= len(keys) // 2, "A never re-priced")
