@@ -14,9 +14,8 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from decimal import Decimal
 
-from worker.api.models import WORKING_STATUSES, Execution, Order
+from worker.api.models import WORKING_STATUSES
 from worker.closing.books import Books
 from worker.closing.evidence import Step
 from worker.closing.follow_act import Acts, SendClose, send_residue
@@ -197,20 +196,18 @@ class Follower:
                     self._reads.read(account_id, pending, read, final=final)
                 )
             except CutOff:
-                self._cut_off(pending, read)
+                self._act.cut_off(pending, read)
+                self._expire(pending, "")
                 continue
             except Unauthorized:
                 raise
             except ApiError as err:
-                self._unread(pending, read, err, final=final)
+                self._act.unread(pending, read, err, final=final)
+                self._expire(pending, f"the account could not be read: {err}")
                 continue
             await self._decide_all(pending, read, got)
             if final:
-                for followed in [pending[iid] for iid in read if iid in pending]:
-                    if followed.undecided and not followed.last_read:
-                        followed.last_read = True  # its read was behind: one more, in grace
-                        continue
-                    self._act.not_flat(followed, "the run stopped before the position read flat")
+                self._act.after_last_read(pending, read)
             self._expire(pending, "")
             # Pauses grow while nothing settles (slow fills); a poll that settled some, or
             # found new targets handed over meanwhile, is followed promptly by the next one.
@@ -227,54 +224,21 @@ class Follower:
         """Decided together: the residues one poll finds (a protected deadline's rests) then
         reach the batcher at once and go out in as few POSTs as can be."""
         decided = await asyncio.gather(
-            *(
-                self._decide_and_act(
-                    pending[iid], got.position(iid), got.orders_of(iid), got, got.fills_of(iid)
-                )
-                for iid in read
-            ),
+            *(self._decide_and_act(pending[iid], iid, got) for iid in read),
             return_exceptions=True,
         )
         for outcome in decided:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _decide_and_act(
-        self,
-        followed: Followed,
-        position: Decimal | None,
-        orders: list[Order],
-        got: Read,
-        executions: list[Execution] | None,
-    ) -> None:
+    async def _decide_and_act(self, followed: Followed, iid: str, got: Read) -> None:
         decision = await self._decider.decide(
-            followed, position, orders, got.request_id, executions
+            followed, got.position(iid), got.orders_of(iid), got.request_id, got.fills_of(iid)
         )
         if decision.step is Step.FLAT:
             self._act.flat(followed, by_unfound_close=decision.by_unfound_close)
         elif decision.step is Step.RESIDUE:
             await self._act.residue(followed, decision.position)
-
-    def _cut_off(self, pending: dict[str, Followed], read: list[str]) -> None:
-        """A stop's grace ended during the read: what was read is settled now."""
-        for followed in [pending[iid] for iid in read if iid in pending]:
-            if followed.watch_only:
-                self._act.leave_failed(followed)
-            else:
-                self._act.not_flat(followed, "the run stopped before the position read flat")
-        self._expire(pending, "")
-
-    def _unread(
-        self, pending: dict[str, Followed], read: list[str], err: ApiError, *, final: bool
-    ) -> None:
-        """The read failed: a watched target keeps its failure (no better than the closer's
-        look), the last read settles what it read, and time runs on for the rest."""
-        for iid in read:
-            if iid in pending and pending[iid].watch_only:
-                self._act.leave_failed(pending[iid])
-            elif iid in pending and final:
-                self._act.not_flat(pending[iid], f"the last read failed: {err}")
-        self._expire(pending, f"the account could not be read: {err}")
 
     def _resting_pause(self, pending: dict[str, Followed]) -> float:
         """`resting_pause_s` while every pending target rests on a working LIMIT order of the

@@ -140,6 +140,34 @@ class Acts:
         self._done(followed)
         self._report(followed.result)
 
+    def after_last_read(self, pending: dict[str, Followed], read: list[str]) -> None:
+        """The last read before a stop settles: what it read is settled as not flat, but for
+        one whose read was behind (it gets one more, in grace)."""
+        for followed in [pending[iid] for iid in read if iid in pending]:
+            if followed.undecided and not followed.last_read:
+                followed.last_read = True
+                continue
+            self.not_flat(followed, "the run stopped before the position read flat")
+
+    def cut_off(self, pending: dict[str, Followed], read: list[str]) -> None:
+        """A stop's grace ended during the read: what was being read is settled now."""
+        for followed in [pending[iid] for iid in read if iid in pending]:
+            if followed.watch_only:
+                self.leave_failed(followed)
+            else:
+                self.not_flat(followed, "the run stopped before the position read flat")
+
+    def unread(
+        self, pending: dict[str, Followed], read: list[str], err: ApiError, *, final: bool
+    ) -> None:
+        """The read failed: a watched target keeps its failure (no better than the closer's
+        look), and the last read settles what it was reading."""
+        for iid in read:
+            if iid in pending and pending[iid].watch_only:
+                self.leave_failed(pending[iid])
+            elif iid in pending and final:
+                self.not_flat(pending[iid], f"the last read failed: {err}")
+
     def expire(
         self, pending: dict[str, Followed], why: str, *, now: float, stopped: bool, timeout_s: float
     ) -> None:

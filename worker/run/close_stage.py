@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from worker.api.client import TradingApi
@@ -25,7 +24,7 @@ from worker.closing.modes import (
     submit_generations,
 )
 from worker.closing.protect import Protector
-from worker.closing.send import CloseContext, send_one_close
+from worker.closing.send import CloseContext
 from worker.closing.target import Next, Target
 from worker.errors import ApiError, JournalError, Unauthorized
 from worker.inputs.settings import Settings
@@ -160,13 +159,6 @@ async def close_and_follow(
     stopped_by = FirstReason()
     collar = collar_of(settings)
 
-    async def send_residue(
-        target: Target, result: TargetResult, position: Decimal
-    ) -> list[Order] | None:
-        ctx.sender.at_market(target)  # protected: a limit's rest (escalated) goes at market
-        since = ctx.server_now() - ctx.lookback
-        return await send_one_close(ctx, target, result, since, position)
-
     follower = Follower(
         ctx,
         FollowSettings(
@@ -182,7 +174,6 @@ async def close_and_follow(
             resting_pause_s=None if collar is None else collar.reprice_s,
         ),
         since=follow_since,
-        send_close=send_residue,
         on_result=on_result,
         on_abort=stopped_by,
     )
