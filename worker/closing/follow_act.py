@@ -55,7 +55,8 @@ class Acts:
         self._on_abort = on_abort
 
     async def residue(self, followed: Followed, position: Decimal) -> None:
-        """Send a residue close for `position`; its failure is logged and decides nothing."""
+        """Send a residue close for `position` (signed, as read); a failure is logged, and
+        `_unsent` settles whether it counts."""
         target, result = followed.target, followed.result
         residue = life.residue_begun(result)
         events.residue_close(
@@ -64,53 +65,12 @@ class Acts:
             remaining_quantity=str(position),
             residue=residue,
         )
-
-        def failed(outcome: str, err: BaseException, request_id: str | None = None) -> None:
-            events.residue_close_failed(
-                account_id=target.account_id,
-                instrument=target.instrument,
-                residue=residue,
-                outcome=outcome,
-                error=str(err),
-                request_id=request_id,
-            )
-
         try:
             sent = await self._grace.within(self._send_close(target, result, position))
-        except CutOff as err:
-            # A stop came and its grace ran out with the reply still pending: the close may
-            # yet be applied (its intent is journaled; the next run looks before sending).
-            life.residue_unknown(result)
-            failed("unknown", err)
-            return
         except Unauthorized:
             raise
-        except OutcomeUnknown as err:
-            # It may yet appear: nothing more is decided for the target until its order is
-            # found, or a look after a slow server had time to apply shows it created none.
-            followed.quiet_until = self._clock() + self._ctx.policy.settle_s
-            followed.unresolved, followed.unresolved_residue = position, True
-            failed("unknown", err, err.request_id)
-            return
-        except JournalError as err:
-            life.residue_uncounted(result)  # its intent is not on disk, so it was not sent
-            failed("not_sent", err)
-            if self._on_abort is not None:
-                self._on_abort(str(err))
-            self._ctx.stopping.set()  # no close may be sent without its intent
-            return
-        except ApiError as err:
-            if isinstance(err, NotSent | RateLimited):
-                life.residue_uncounted(result)  # provably changed nothing: it does not count
-            failed("not_sent" if isinstance(err, NotSent) else "refused", err, err.request_id)
-            events.close_retry(
-                account_id=target.account_id,
-                instrument=target.instrument,
-                attempt=result.attempts,
-                reason=f"residue close: {err}",
-                wait_s=0.0,
-                request_id=err.request_id,
-            )
+        except (CutOff, JournalError, ApiError) as err:
+            self._unsent(followed, position, residue, err)
             return
         if sent is None:
             life.residue_uncounted(result)
@@ -124,6 +84,56 @@ class Acts:
             orders=[o.id for o in sent],
             request_id=result.request_ids[-1] if result.request_ids else None,
         )
+
+    def _unsent(
+        self,
+        followed: Followed,
+        position: Decimal,
+        residue: int,
+        err: CutOff | JournalError | ApiError,
+    ) -> None:
+        """A residue close that failed: whether it counts, and what is decided meanwhile."""
+        target, result = followed.target, followed.result
+
+        def failed(outcome: str, request_id: str | None = None) -> None:
+            events.residue_close_failed(
+                account_id=target.account_id,
+                instrument=target.instrument,
+                residue=residue,
+                outcome=outcome,
+                error=str(err),
+                request_id=request_id,
+            )
+
+        if isinstance(err, CutOff):
+            # A stop came and its grace ran out with the reply still pending: the close may
+            # yet be applied (its intent is journaled; the next run looks before sending).
+            life.residue_unknown(result)
+            failed("unknown")
+        elif isinstance(err, OutcomeUnknown):
+            # It may yet appear: nothing more is decided for the target until its order is
+            # found, or a look after a slow server had time to apply shows it created none.
+            followed.quiet_until = self._clock() + self._ctx.policy.settle_s
+            followed.unresolved, followed.unresolved_residue = position, True
+            failed("unknown", err.request_id)
+        elif isinstance(err, JournalError):
+            life.residue_uncounted(result)  # its intent is not on disk, so it was not sent
+            failed("not_sent")
+            if self._on_abort is not None:
+                self._on_abort(str(err))
+            self._ctx.stopping.set()  # no close may be sent without its intent
+        else:
+            if isinstance(err, NotSent | RateLimited):
+                life.residue_uncounted(result)  # provably changed nothing: it does not count
+            failed("not_sent" if isinstance(err, NotSent) else "refused", err.request_id)
+            events.close_retry(
+                account_id=target.account_id,
+                instrument=target.instrument,
+                attempt=result.attempts,
+                reason=f"residue close: {err}",
+                wait_s=0.0,
+                request_id=err.request_id,
+            )
 
     def flat(self, followed: Followed, *, by_unfound_close: bool = False) -> None:
         self._done(followed)
