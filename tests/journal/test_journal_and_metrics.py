@@ -406,9 +406,12 @@ async def test_outcomes_are_recorded_as_targets_settle_and_each_target_once(
 
     monkeypatch.setattr("worker.journal.store.RECORD_BATCH", 1)  # each commit takes what is queued
     sim.config.fill_delay_s = 0
-    sim.config.faults = {"close": Faults(latency_s=0.02)}  # the second account takes a while
+    sim.config.faults = {"close": Faults(latency_s=0.01)}  # the second account takes a while
     early = seed(sim, 71001, [10])
-    seed(sim, 71002, [5] * 12)
+    # Enough closes that the early target settles while they still go out: with closes queued
+    # at one in flight a read gets one turn in READ_SHARE, and it takes four reads (working
+    # orders, its order by id, the position, the ledger beside it): about 40 closes.
+    seed(sim, 71002, [5] * 100)
     path = tmp_path / "state" / "journal.sqlite3"
 
     def outcomes() -> list[tuple[int, str, str]]:
@@ -428,7 +431,7 @@ async def test_outcomes_are_recorded_as_targets_settle_and_each_target_once(
     assert result.exit_code == ExitCode.OK
     assert (*early[0], "closed") in at_the_end[0]
     reported = [(r["account_id"], r["instrument_id"], r["outcome"]) for r in doc["results"]]
-    assert len(reported) == 13
+    assert len(reported) == 101
     assert sorted(outcomes()) == sorted(reported)
 
 

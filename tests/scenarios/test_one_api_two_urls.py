@@ -86,3 +86,44 @@ async def test_two_hosts_reaching_one_api_through_two_proxies_close_each_positio
     # One host closed everything; the other, one job with it, found nothing open.
     sent = sorted(sum(len(t.orders) for t in r.results) for r in results)
     assert sent == [0, len(positions)]
+
+
+async def test_two_hosts_reaching_one_api_through_two_proxies_protect_each_position_once(
+    settings_for: Any, pg_url: str
+) -> None:
+    """The protected style: the limits rest to their deadline (no book fills them) and go at
+    market, all from one host; the other finds the job done."""
+    sim = Simulator(SimConfig(fill_delay_s=0.05))
+    positions = seed_accounts(sim, 2, 15)
+    async with (
+        serving(sim.app()) as api,
+        forwarding_proxy(api) as via_a,
+        forwarding_proxy(api, prefix="/gateway") as via_b,
+    ):
+        hosts = [
+            settings_for(
+                base_url=url,
+                api_key=sim.config.api_key,
+                journal_url=pg_url,
+                close_via="submit_orders",
+                close_style="protected",
+                reprice_s=0.1,
+                deadline_s=0.5,
+                lock_wait=30.0,
+                **FAST_FOLLOW,
+            )
+            for url in (via_a, via_b)
+        ]
+        results = await asyncio.wait_for(
+            asyncio.gather(*(run(h, RunRequest(specs=BOTH), asyncio.Event()) for h in hosts)), 60
+        )
+    assert [r.exit_code for r in results] == [ExitCode.OK, ExitCode.OK], results
+    the_truth(sim, None, positions, flat=True)
+    # One LIMIT per position and, where it did not fill, one MARKET rest: never a second pair.
+    for account, iid in positions:
+        types = sorted(o["order_type"] for o in sim.closing_orders(account, iid))
+        assert types in (["LIMIT"], ["LIMIT", "MARKET"]), (account, iid, types)
+    assert sim.most_working_closes() == 1
+    assert sim.crossed_zero() == []
+    sent = sorted(sum(len(t.orders) for t in r.results) for r in results)
+    assert sent[0] == 0, sent
