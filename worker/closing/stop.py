@@ -7,7 +7,7 @@ residue closes each race their call against a cut-off: a stop, or the end of a s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -32,3 +32,35 @@ async def before(call: Awaitable[T], cutoff: Awaitable[object]) -> T:
     if answer.cancelled():
         raise CutOff
     return answer.result()
+
+
+class Grace:
+    """After a stop request, how long a call in flight may still be waited for (STOP_GRACE):
+    the grace is counted from the first time anyone asks when it ends."""
+
+    def __init__(
+        self,
+        stopping: asyncio.Event,
+        grace_s: float,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._stopping = stopping
+        self._grace_s = grace_s
+        self._clock = clock
+        self._sleep = sleep
+        self._ends: float | None = None
+
+    def ends(self) -> float:
+        """When the grace ends (monotonic); call only once a stop was requested."""
+        if self._ends is None:
+            self._ends = self._clock() + self._grace_s
+        return self._ends
+
+    async def within(self, call: Awaitable[T]) -> T:
+        """The call's result; `CutOff` when a stop's grace ends first."""
+        return await before(call, self._after_stop())
+
+    async def _after_stop(self) -> None:
+        await self._stopping.wait()
+        await self._sleep(max(0.0, self.ends() - self._clock()))

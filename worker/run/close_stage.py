@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from worker.api.client import TradingApi
@@ -25,7 +25,7 @@ from worker.closing.modes import (
     submit_generations,
 )
 from worker.closing.protect import Protector
-from worker.closing.send import CloseContext, send_one_close
+from worker.closing.send import CloseContext
 from worker.closing.target import Next, Target
 from worker.errors import ApiError, JournalError, Unauthorized
 from worker.inputs.settings import Settings
@@ -136,76 +136,34 @@ def fan_out_workers(settings: Settings, targets: int) -> int:
     return max(1, min(workers, targets))
 
 
+@dataclass(frozen=True)
+class CloseOptions:
+    """What the close stage needs beyond the settings: where following's ledger window starts,
+    who hears each outcome, and where today's close bears on following (--at-close, protected)."""
+
+    since: datetime  # the run's start by the server's clock
+    on_result: Callable[[TargetResult], None] | None = None  # each target's outcome, once
+    extra_s: float = 0.0  # following waits this much longer than FLAT_TIMEOUT (the close)
+    # --at-close: today's close, when the resting orders fill. Once the fan-out is over, what
+    # still rests is told (`waiting_for_fills`, and `on_waiting(orders, close_at, seconds until
+    # then)`), so a long wait says what it waits for.
+    close_at: datetime | None = None
+    on_waiting: Callable[[int, datetime, float], None] | None = None
+    moc_cutoff: datetime | None = None  # protected: escalations go out before it
+
+
 async def close_and_follow(
     ctx: CloseContext,
     settings: Settings,
     targets: Sequence[Target],
-    *,
-    since: datetime,
-    on_result: Callable[[TargetResult], None] | None,
-    extra_s: float = 0.0,
-    close_at: datetime | None = None,
-    on_waiting: Callable[[int, datetime, float], None] | None = None,
+    options: CloseOptions,
     api: TradingApi | None = None,
-    moc_cutoff: datetime | None = None,
 ) -> Ended:
     """The fan-out, and following each sent close to flat while the others are in flight.
-
-    `extra_s`: following waits this much longer than FLAT_TIMEOUT (until the close, --at-close).
-    `close_at` (--at-close): today's close, when the resting orders fill. Once the fan-out is
-    over, what still rests is told (`waiting_for_fills`, and `on_waiting(orders, close_at,
-    seconds until then)`), so a long wait says what it waits for.
-    """
-    follow_since = min([since, *(p.since for p in ctx.priors.values())])
+    `api`: the protected style's re-prices and escalations (none without it)."""
     stopped_by = FirstReason()
-    collar = collar_of(settings)
-
-    async def send_residue(
-        target: Target, result: TargetResult, position: Decimal
-    ) -> list[Order] | None:
-        ctx.sender.at_market(target)  # protected: a limit's rest (escalated) goes at market
-        since = ctx.server_now() - ctx.lookback
-        return await send_one_close(ctx, target, result, since, position)
-
-    follower = Follower(
-        ctx,
-        FollowSettings(
-            # Protected: a limit may rest until its deadline; FLAT_TIMEOUT counts from there.
-            timeout_s=settings.flat_timeout
-            + extra_s
-            + (0 if collar is None else collar.deadline_s),
-            first_pause_s=settings.follow_pause,
-            max_pause_s=settings.follow_pause_max,
-            # Protected: the escalation's market order is planned, not a residue: one more.
-            max_residue=settings.max_residue_closes + (0 if collar is None else 1),
-            grace_s=settings.stop_grace,
-            resting_pause_s=None if collar is None else collar.reprice_s,
-        ),
-        since=follow_since,
-        send_close=send_residue,
-        on_result=on_result,
-        on_abort=stopped_by,
-    )
-
-    protector = None
-    if collar is not None and api is not None:
-        protector = Protector(
-            api,
-            ctx.sender,
-            collar,
-            reader=ctx.reader,
-            others_working=follower.others_working,
-            poke=follower.poke,
-            stopping=ctx.stopping,
-            server_now=ctx.server_now,
-            moc_cutoff=moc_cutoff,
-            rate_limit=settings.rate_limit,
-            batch_size=settings.batch_size,
-            # Round trips, and following's pause before it reads the limit final.
-            slack_s=settings.follow_pause_max + 0.5,
-            # A cancel is chased once following has had time to read it twice.
-            chase_s=max(1.0, 2 * settings.follow_pause_max),
-        )
+    follower = _follower(ctx, settings, options, stopped_by)
+    protector = None if api is None else _protector(ctx, settings, options, api, follower)
 
     def follow(target: Target, result: TargetResult, step: Next) -> None:
         follower.follow(target, result, step)
@@ -223,7 +181,7 @@ async def close_and_follow(
             targets,
             workers=fan_out_workers(settings, len(targets)),
             grace_s=settings.stop_grace,
-            on_result=on_result,
+            on_result=options.on_result,
             on_abort=stopped_by,
             follow=follow,
         )
@@ -236,16 +194,84 @@ async def close_and_follow(
     follower.all_sent()
     if protector is not None:
         protector.all_sent()
+    _tell_waiting(ctx, follower, options)
+    await _finish(ctx, follower, protecting)
+    return Ended(results, stopped_by.reason)
+
+
+def _follower(
+    ctx: CloseContext, settings: Settings, options: CloseOptions, stopped_by: FirstReason
+) -> Follower:
+    collar = collar_of(settings)
+    return Follower(
+        ctx,
+        FollowSettings(
+            # Protected: a limit may rest until its deadline; FLAT_TIMEOUT counts from there.
+            timeout_s=settings.flat_timeout
+            + options.extra_s
+            + (0 if collar is None else collar.deadline_s),
+            first_pause_s=settings.follow_pause,
+            max_pause_s=settings.follow_pause_max,
+            # Protected: the escalation's market order is planned, not a residue: one more.
+            max_residue=settings.max_residue_closes + (0 if collar is None else 1),
+            grace_s=settings.stop_grace,
+            resting_pause_s=None if collar is None else collar.reprice_s,
+        ),
+        # The ledger's window: from the earliest start of a run whose orders are followed.
+        since=min([options.since, *(p.since for p in ctx.priors.values())]),
+        on_result=options.on_result,
+        on_abort=stopped_by,
+    )
+
+
+def _protector(
+    ctx: CloseContext,
+    settings: Settings,
+    options: CloseOptions,
+    api: TradingApi,
+    follower: Follower,
+) -> Protector | None:
+    """CLOSE_STYLE=protected: the re-prices and escalations of the job's limits."""
+    collar = collar_of(settings)
+    if collar is None:
+        return None
+    return Protector(
+        api,
+        ctx.sender,
+        collar,
+        reader=ctx.reader,
+        others_working=follower.others_working,
+        poke=follower.poke,
+        stopping=ctx.stopping,
+        server_now=ctx.server_now,
+        moc_cutoff=options.moc_cutoff,
+        rate_limit=settings.rate_limit,
+        batch_size=settings.batch_size,
+        # Round trips, and following's pause before it reads the limit final.
+        slack_s=settings.follow_pause_max + 0.5,
+        # A cancel is chased once following has had time to read it twice.
+        chase_s=max(1.0, 2 * settings.follow_pause_max),
+    )
+
+
+def _tell_waiting(ctx: CloseContext, follower: Follower, options: CloseOptions) -> None:
+    """--at-close: what still rests once the fan-out is over, and until when."""
+    close_at = options.close_at
     resting = follower.working_orders() if close_at is not None else 0
     if close_at is not None and resting:
         wait_s = max(0.0, (close_at - ctx.server_now()).total_seconds())
         events.waiting_for_fills(orders=resting, until=close_at, wait_s=wait_s)
-        if on_waiting is not None:
+        if options.on_waiting is not None:
             try:
-                on_waiting(resting, close_at, wait_s)
+                options.on_waiting(resting, close_at, wait_s)
             except Exception as bug:  # what a terminal shows never stops following
                 events.internal_error(bug)
-    # Nothing is in flight any more: once a stop is requested, one more read decides.
+
+
+async def _finish(
+    ctx: CloseContext, follower: Follower, protecting: asyncio.Future[None] | None
+) -> None:
+    """Nothing is in flight any more: once a stop is requested, one more read decides."""
     finishing = asyncio.ensure_future(follower.finish())
     stopped = asyncio.ensure_future(ctx.stopping.wait())
     try:
@@ -259,7 +285,6 @@ async def close_and_follow(
         if protecting is not None:
             protecting.cancel()  # every target has its outcome: nothing left to re-price
             await asyncio.gather(protecting, return_exceptions=True)
-    return Ended(results, stopped_by.reason)
 
 
 async def _protect(protector: Protector, stopped_by: FirstReason, stopping: asyncio.Event) -> None:

@@ -37,7 +37,13 @@ from worker.output.exit_codes import ExitCode as ExitCode  # re-exported; its ho
 from worker.output.exit_codes import exit_code
 from worker.output.metrics import unwritable as metrics_unwritable
 from worker.results import Outcome, TargetResult
-from worker.run.close_stage import choose_sender, close_and_follow, collar_of, orders_snapshot
+from worker.run.close_stage import (
+    CloseOptions,
+    choose_sender,
+    close_and_follow,
+    collar_of,
+    orders_snapshot,
+)
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
@@ -407,18 +413,15 @@ async def _close(
 
     try:
         await ctx.sender.before_fan_out(plan.targets, ctx.stopping)
-        closed = await close_and_follow(
-            ctx,
-            settings,
-            plan.targets,
+        options = CloseOptions(
             since=since,
             on_result=on_result,
             extra_s=ready.until_close_s(),
             close_at=None if ready.cutoff is None else ready.cutoff.regular_close,
             on_waiting=request.on_waiting,
-            api=api,
             moc_cutoff=None if ready.cutoff is None else ready.cutoff.cutoff,
         )
+        closed = await close_and_follow(ctx, settings, plan.targets, options, api)
     except JournalError as err:  # before any close (the fan-out stops on one itself)
         return aborted(str(err), plan.settled + unsent(plan.targets, f"not sent: {err}"))
     ended = Ended(plan.settled + closed.results, closed.aborted)
