@@ -212,9 +212,7 @@ class TradingApi:
         instrument_ids: Sequence[str] = (),
         page_size: int = 1000,
     ) -> Reply[list[Position]]:
-        params = _page(page_token, page_size)
-        if instrument_ids:
-            params["instrument_ids"] = ",".join(instrument_ids)
+        params = _page(page_token, page_size) | _filters(instrument_ids=instrument_ids, since=None)
         raw = await self._call("GET", f"/v1/accounts/{account_id}/positions", params=params)
         return self._parse(_POSITIONS, raw)
 
@@ -229,15 +227,9 @@ class TradingApi:
         page_token: str | None = None,
         page_size: int = 1000,
     ) -> Reply[list[Order]]:
-        params = _page(page_token, page_size)
-        if instrument_ids:
-            params["instrument_ids"] = ",".join(instrument_ids)
-        if order_ids:
-            params["order_ids"] = ",".join(order_ids)
-        if statuses:
-            params["status"] = ",".join(statuses)
-        if since is not None:
-            params["from"] = since.isoformat().replace("+00:00", "Z")
+        params = _page(page_token, page_size) | _filters(
+            instrument_ids=instrument_ids, order_ids=order_ids, status=statuses, since=since
+        )
         raw = await self._call("GET", f"/v1/accounts/{account_id}/orders", params=params)
         return self._parse(_ORDERS, raw)
 
@@ -251,11 +243,7 @@ class TradingApi:
         page_size: int = 1000,
     ) -> Reply[list[Execution]]:
         """The account's fills (get_executions), newest first, each with its order id."""
-        params = _page(page_token, page_size)
-        if instrument_ids:
-            params["instrument_ids"] = ",".join(instrument_ids)
-        if since is not None:
-            params["from"] = since.isoformat().replace("+00:00", "Z")
+        params = _page(page_token, page_size) | _filters(instrument_ids=instrument_ids, since=since)
         raw = await self._call("GET", f"/v1/accounts/{account_id}/executions", params=params)
         return self._parse(_EXECUTIONS, raw)
 
@@ -632,6 +620,14 @@ def _retry_after(value: str | None) -> float | None:
 def _page(page_token: str | None, page_size: int) -> dict[str, str]:
     """A listing's paging parameters: the next page's token, or the first page's size."""
     return {"page_token": page_token} if page_token else {"page_size": str(page_size)}
+
+
+def _filters(*, since: datetime | None, **lists: Sequence[str]) -> dict[str, str]:
+    """A listing's filters: each non-empty list comma-separated, `since` as the API's `from`."""
+    params = {name: ",".join(values) for name, values in lists.items() if values}
+    if since is not None:
+        params["from"] = since.isoformat().replace("+00:00", "Z")
+    return params
 
 
 def _price_text(value: Decimal) -> str:
