@@ -145,6 +145,21 @@ async def _journaled(
     return ended
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every step of a session shares: the run's identity, its stop, its connection."""
+
+    settings: Settings
+    request: RunRequest
+    stop: asyncio.Event
+    run_id: str
+    started_at: datetime
+    counters: RunCounters
+    api: TradingApi
+    reader: Reader
+    policy: RetryPolicy
+
+
 async def _session(
     settings: Settings,
     request: RunRequest,
@@ -155,13 +170,7 @@ async def _session(
     journal: Journal | None,
 ) -> Ended:
     assert settings.api_key is not None, "the CLI refuses to run without a key"
-    policy = RetryPolicy(
-        max_attempts=settings.max_attempts,
-        backoff_initial_s=settings.retry_backoff,
-        backoff_max_s=settings.retry_backoff_max,
-        settle_s=settings.reconcile_delay,
-        sleep=stop_aware_sleep(stop),
-    )
+    policy = _retry_policy(settings, stop)
     pacer = Pacer(
         settings.concurrency,
         settings.rate_limit,
@@ -175,92 +184,135 @@ async def _session(
         lock_check = journal.still_locked if journal is not None else None
         api = TradingApi(session, settings.base_url, pacer, before_send=lock_check)
         reader = Reader(api, policy, counters=counters)
+        run = _Run(settings, request, stop, run_id, started_at, counters, api, reader, policy)
         try:
-            ready = await preflight(
-                api,
-                reader,
-                policy,
-                settings,
-                specs=request.specs,
-                before_close=request.before_close,
-                dry_run=request.dry_run,
-                stop=stop,
-            )
-            if isinstance(ready, Ended):
-                return ready
-            journaled = None
-            if journal is not None:
-                # Earlier runs of today's job waited out first: the plan reads what they did.
-                accounts = {s.account_id for s in request.specs}
-                try:
-                    journaled = await take_over(settings, journal, run_id, ready, policy, accounts)
-                except JournalError as err:
-                    return aborted(str(err), unplanned(request.specs, f"not sent: {err}"))
-            planned = await _plan(settings, request, reader, ready, stop, api, journaled)
-            if isinstance(planned, Ended):
-                return planned
-            plan, taken = planned
-            if request.dry_run:
-                return Ended(plan.settled + unsent(plan.targets, "dry run: nothing sent"))
-            declined = await _confirm(request, plan, stop)
-            if declined is not None:
-                return declined
-            assert journal is not None, "every run that sends opens the journal first"
-            assert journaled is not None, "and reads its job in it before the plan"
-            refused = start_run(settings, journal, run_id, started_at, journaled, plan)
-            if refused is not None:
-                return refused
-            # Closed by an earlier run, reported by this one. (A journal that fails here fails
-            # the next commit too, which reports it.)
-            with contextlib.suppress(JournalError):
-                for settled in taken.settled:
-                    journal.outcome(run_id, settled, settled.quantity)
-            lookback = timedelta(seconds=settings.reconcile_lookback)
-            since = ready.server_now() - lookback
-            try:
-                # Evidence for close_position (submit_orders knows its orders by client id), and
-                # in both modes the orders of others that can still fill, counted before a close
-                # is sized. Cut short by a stop: nothing is sent then, so none is needed.
-                snapshot = await _until_stopped(orders_snapshot(reader, plan.targets, since), stop)
-                preexisting, working_before = snapshot or ({}, {})
-                read_accounts = set(preexisting) if snapshot is not None else set()
-                if settings.close_via != "close_position":
-                    preexisting = {}
-            except Unauthorized as err:
-                why = f"credentials rejected: {err}"
-                return aborted(why, plan.settled + unsent(plan.targets, f"not sent: {why}"))
-            sender = choose_sender(
-                settings,
-                api,
-                reader,
-                journaled.job,
-                journaled.priors,
-                preexisting,
-                policy.sleep,
-                working_before=working_before,
-                read_accounts=read_accounts,
-                ledger_from=since,
-            )
-            for target in taken.at_market(plan.targets):
-                sender.at_market(target)  # its limit was sent by an earlier run: the rest
-            ctx = CloseContext(
-                run_id=run_id,
-                reader=reader,
-                policy=policy,
-                journal=journal,
-                stopping=stop,
-                server_now=ready.server_now,
-                lookback=lookback,
-                priors=journaled.priors,
-                sender=sender,
-                working_before=working_before,
-                counters=counters,
-                earlier_orders={k: (e.orders, e.request_id) for k, e in taken.earlier.items()},
-            )
-            counters.closing_since = request.wall_clock()
-            return await _close(ctx, settings, request, plan, since, ready, api)
+            return await _stages(run, journal)
         except Unauthorized as err:
             return aborted(f"credentials rejected: {err}", [])
+
+
+def _retry_policy(settings: Settings, stop: asyncio.Event) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.max_attempts,
+        backoff_initial_s=settings.retry_backoff,
+        backoff_max_s=settings.retry_backoff_max,
+        settle_s=settings.reconcile_delay,
+        sleep=stop_aware_sleep(stop),
+    )
+
+
+async def _stages(run: _Run, journal: Journal | None) -> Ended:
+    """Preflight, the job taken over, the plan, the operator's yes, then the closes: each stage
+    may end the run (an `Ended`) before the next."""
+    request = run.request
+    ready = await preflight(
+        run.api,
+        run.reader,
+        run.policy,
+        run.settings,
+        specs=request.specs,
+        before_close=request.before_close,
+        dry_run=request.dry_run,
+        stop=run.stop,
+    )
+    if isinstance(ready, Ended):
+        return ready
+    journaled: Journaled | None = None
+    if journal is not None:
+        job = await _take_over(run, journal, ready)
+        if isinstance(job, Ended):
+            return job
+        journaled = job
+    planned = await _plan(run.settings, request, run.reader, ready, run.stop, run.api, journaled)
+    if isinstance(planned, Ended):
+        return planned
+    plan, taken = planned
+    if request.dry_run:
+        return Ended(plan.settled + unsent(plan.targets, "dry run: nothing sent"))
+    declined = await _confirm(request, plan, run.stop)
+    if declined is not None:
+        return declined
+    assert journal is not None, "every run that sends opens the journal first"
+    assert journaled is not None, "and reads its job in it before the plan"
+    refused = _start(run, journal, journaled, taken, plan)
+    if refused is not None:
+        return refused
+    return await _send(run, journal, journaled, taken, plan, ready)
+
+
+async def _take_over(run: _Run, journal: Journal, ready: Ready) -> Journaled | Ended:
+    """Earlier runs of today's job waited out first: the plan reads what they did."""
+    accounts = {s.account_id for s in run.request.specs}
+    try:
+        return await take_over(run.settings, journal, run.run_id, ready, run.policy, accounts)
+    except JournalError as err:
+        return aborted(str(err), unplanned(run.request.specs, f"not sent: {err}"))
+
+
+def _start(
+    run: _Run, journal: Journal, journaled: Journaled, taken: TakenOver, plan: Plan
+) -> Ended | None:
+    """The run recorded as started (or refused), and what earlier runs closed as this one's."""
+    refused = start_run(run.settings, journal, run.run_id, run.started_at, journaled, plan)
+    if refused is not None:
+        return refused
+    # Closed by an earlier run, reported by this one. (A journal that fails here fails
+    # the next commit too, which reports it.)
+    with contextlib.suppress(JournalError):
+        for settled in taken.settled:
+            journal.outcome(run.run_id, settled, settled.quantity)
+    return None
+
+
+async def _send(
+    run: _Run, journal: Journal, journaled: Journaled, taken: TakenOver, plan: Plan, ready: Ready
+) -> Ended:
+    """The accounts' orders read, the sender chosen, then the closes fanned out and followed."""
+    settings = run.settings
+    lookback = timedelta(seconds=settings.reconcile_lookback)
+    since = ready.server_now() - lookback
+    try:
+        # Evidence for close_position (submit_orders knows its orders by client id), and
+        # in both modes the orders of others that can still fill, counted before a close
+        # is sized. Cut short by a stop: nothing is sent then, so none is needed.
+        snapshot = await _until_stopped(orders_snapshot(run.reader, plan.targets, since), run.stop)
+    except Unauthorized as err:
+        why = f"credentials rejected: {err}"
+        return aborted(why, plan.settled + unsent(plan.targets, f"not sent: {why}"))
+    preexisting, working_before = snapshot or ({}, {})
+    read_accounts = set(preexisting) if snapshot is not None else set()
+    if settings.close_via != "close_position":
+        preexisting = {}
+    sender = choose_sender(
+        settings,
+        run.api,
+        run.reader,
+        journaled.job,
+        journaled.priors,
+        preexisting,
+        run.policy.sleep,
+        working_before=working_before,
+        read_accounts=read_accounts,
+        ledger_from=since,
+    )
+    for target in taken.at_market(plan.targets):
+        sender.at_market(target)  # its limit was sent by an earlier run: the rest
+    ctx = CloseContext(
+        run_id=run.run_id,
+        reader=run.reader,
+        policy=run.policy,
+        journal=journal,
+        stopping=run.stop,
+        server_now=ready.server_now,
+        lookback=lookback,
+        priors=journaled.priors,
+        sender=sender,
+        working_before=working_before,
+        counters=run.counters,
+        earlier_orders={k: (e.orders, e.request_id) for k, e in taken.earlier.items()},
+    )
+    run.counters.closing_since = run.request.wall_clock()
+    return await _close(ctx, settings, run.request, plan, since, ready, run.api)
 
 
 async def _plan(
