@@ -375,3 +375,31 @@ async def test_a_job_order_still_working_on_a_position_read_flat_is_cancelled_no
     assert r["outcome"] == "closed", r
     assert {o["id"] for o in r["orders"]} == set(ids)
     assert result.exit_code == ExitCode.OK
+
+
+async def test_an_option_a_killed_run_flattened_is_costed_through_its_contract_multiplier(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """A short put a killed run bought back: the rerun reports it `closed` and values it as
+    the contracts endpoint says (x 100), not per unit, though no position lists it any more."""
+    from tests.scenarios.test_adoption import killed_run
+
+    put = sim.add_position(
+        72103, "SPY   261218P00600000", "-5", instrument_type="OPTION", underlying="SPY"
+    )
+    settings = settings_for(sim, close_via="submit_orders", flat_timeout=3.0)
+    await killed_run(sim, settings, [(72103, put, -5)])
+    sim.fill_all()
+    assert sim.position_quantity(72103, put) == 0
+    report = tmp_path / "rerun.json"
+    specs = [TargetSpec(72103, None)]
+    result = await run(settings, RunRequest(specs=specs, report_path=report), asyncio.Event())
+    doc = json.loads(report.read_text())
+    assert result.exit_code == ExitCode.OK, doc
+    [r] = doc["results"]
+    assert r["outcome"] == "closed", r
+    assert r["multiplier"] == "100", r
+    # A buy: (average fill - arrival midpoint) x quantity x the multiplier.
+    paid = Decimal(r["average_fill_price"]) - Decimal(r["arrival_midpoint"])
+    assert Decimal(r["cost"]) == paid * 5 * 100, r
+    assert sim.stats.by_route["contracts"] == 1

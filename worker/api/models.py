@@ -46,6 +46,7 @@ class Order(_ApiModel):
     created_at: datetime
     symbol: str | None = None
     instrument_id: str | None = None
+    instrument_type: str | None = None  # COMMON_STOCK, OPTION, ...: what prices it per unit
     time_in_force: str | None = None
     details: list[str] | None = None  # execution, rejection or cancellation details
     average_fill_price: Decimal | None = None  # volume-weighted over its fills; null before one

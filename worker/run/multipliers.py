@@ -22,14 +22,14 @@ from worker.money import needs_multiplier
 from worker.observe import events
 
 
-async def read_multipliers(reader: Reader, targets: Sequence[Target]) -> dict[str, Decimal]:
-    """The multiplier of each multiplied instrument among `targets`, by UUID (lower case); an
-    instrument left out could not be learned."""
-    wanted = list(
-        dict.fromkeys(
-            t.instrument_id.lower() for t in targets if needs_multiplier(t.instrument_type)
-        )
-    )
+async def read_multipliers(
+    reader: Reader, targets: Sequence[Target], also: Sequence[str] = ()
+) -> dict[str, Decimal]:
+    """The multiplier of each multiplied instrument among `targets` and of the instruments
+    `also` names (already known to be multiplied), by UUID (lower case); an instrument left
+    out could not be learned."""
+    planned = (t.instrument_id for t in targets if needs_multiplier(t.instrument_type))
+    wanted = list(dict.fromkeys(iid.lower() for iid in (*planned, *also)))
     batches = [wanted[i : i + CONTRACTS_BATCH] for i in range(0, len(wanted), CONTRACTS_BATCH)]
     found: dict[str, Decimal] = {}
 

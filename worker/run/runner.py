@@ -362,7 +362,7 @@ async def _plan(
         read = await _until_stopped(
             asyncio.gather(
                 read_quotes(reader, ids, ready.server_now),
-                read_multipliers(reader, plan.targets),
+                read_multipliers(reader, plan.targets, taken.multiplied_ids()),
             ),
             stop,
         )
@@ -378,7 +378,7 @@ async def _plan(
             force=request.max_positions_override,
         )
         plan.settled.extend(plan.guarded)
-        taken.settle(plan, quotes.by_instrument)
+        taken.settle(plan, quotes.by_instrument, multipliers)
     plan.costs = costs_of(settings, plan, ready)
     failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
     events.plan_ready(

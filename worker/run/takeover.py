@@ -35,6 +35,7 @@ from worker.closing.client_ids import client_order_id
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import TargetSpec
+from worker.money import ONE, needs_multiplier
 from worker.observe import events
 from worker.results import Arrival, TargetResult
 from worker.run.journal_entry import Journaled
@@ -51,6 +52,11 @@ class Earlier:
 
     orders: list[Order]
     request_id: str
+
+    @property
+    def instrument_type(self) -> str | None:
+        """The instrument's type as the orders give it (None: none says)."""
+        return next((o.instrument_type for o in self.orders if o.instrument_type), None)
 
     @property
     def fills(self) -> Decimal:
@@ -85,6 +91,10 @@ class TakenOver:
         """The positions read flat, for the arrival quotes their cost is measured against."""
         return [f.instrument_id for f in self.flat]
 
+    def multiplied_ids(self) -> list[str]:
+        """The positions read flat whose cost needs a contract multiplier (an option's)."""
+        return [f.instrument_id for f in self.flat if _multiplied(f)]
+
     def at_market(self, targets: Iterable[Target]) -> list[Target]:
         """The targets whose earlier orders include a LIMIT: their limit was sent, the rest goes
         at market."""
@@ -98,10 +108,16 @@ class TakenOver:
         found = self.earlier.get((account_id, instrument_id.lower()))
         return found.orders if found is not None else []
 
-    def settle(self, plan: Plan, arrivals: Mapping[str, Arrival | None]) -> None:
+    def settle(
+        self,
+        plan: Plan,
+        arrivals: Mapping[str, Arrival | None],
+        multipliers: Mapping[str, Decimal],
+    ) -> None:
         """The positions read flat: `closed` by earlier orders that filled, else already flat.
         Each replaces what the plan said of it (an already-flat named instrument, or an account
-        that held nothing)."""
+        that held nothing). An option's cost uses its multiplier (`multiplied_ids`), None where
+        it could not be learned."""
         if not self.flat:
             return
         keys = {(f.account_id, f.instrument_id.lower()) for f in self.flat}
@@ -120,10 +136,18 @@ class TakenOver:
                 f.symbol,
                 side=_held_side(f.earlier.orders),
                 arrival=arrivals.get(f.instrument_id.lower()),
+                multiplier=multipliers.get(f.instrument_id.lower()) if _multiplied(f) else ONE,
             )
             life.closed_earlier(result, f.earlier.orders, f.earlier.request_id)
             plan.settled.append(result)
             self.settled.append(result)
+
+
+def _multiplied(flat: _Flat) -> bool:
+    """Whether the earlier orders name a type priced through a multiplier; an order that names
+    no type (the spec gives one on every order) counts as priced per unit."""
+    kind = flat.earlier.instrument_type
+    return kind is not None and needs_multiplier(kind)
 
 
 async def take_over_plan(
