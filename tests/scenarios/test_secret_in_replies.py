@@ -33,8 +33,7 @@ from worker.closing.client_ids import client_order_id
 from worker.errors import ApiError
 from worker.inputs.secrets import REDACTED
 from worker.inputs.targets import TargetSpec
-from worker.journal.keys import job_key
-from worker.run.journal_entry import MARKET_TZ
+from worker.journal.keys import MARKET_TZ, job_key
 from worker.simulator import SimConfig, Simulator, serve
 
 BOTH = [TargetSpec(20001, None), TargetSpec(20002, None)]

@@ -12,11 +12,19 @@ runs collides at the server (409) instead of creating a second order. See docs/j
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo
 
+MARKET_TZ = ZoneInfo("America/New_York")  # a trading day, and so a job, is New York's
 # The one lock every run on a journal takes (PostgreSQL's advisory lock; SQLite's is the lock
 # file beside it): runs that could flatten the same accounts never run at once.
 LOCK_SCOPE = "accounts"
+
+
+def trading_day(at: datetime) -> date:
+    """The trading day `at` (an aware time, the server's where a job is keyed) falls on."""
+    return at.astimezone(MARKET_TZ).date()
 
 
 def job_key(trading_day: str) -> str:

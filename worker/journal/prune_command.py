@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 import orjson
 
 from worker.inputs.settings import Settings
+from worker.journal.keys import trading_day
 from worker.journal.open import SQLITE_FILE, open_journal
 from worker.journal.prune import Pruned, cutoff
-
-MARKET_TZ = ZoneInfo("America/New_York")
 
 
 def prune(settings: Settings, keep_days: int | None, *, dry_run: bool, as_json: bool) -> int:
@@ -36,7 +34,7 @@ def prune(settings: Settings, keep_days: int | None, *, dry_run: bool, as_json: 
             file=sys.stderr,
         )
         return 2
-    before = cutoff(datetime.now(MARKET_TZ).date(), days)
+    before = cutoff(trading_day(datetime.now(UTC)), days)
     journal = asyncio.run(open_journal(settings))
     try:
         pruned = journal.prune(before, dry_run=dry_run)

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
 from worker.inputs.settings import Settings
 from worker.journal.files import wal_problem
+from worker.journal.keys import trading_day
 from worker.journal.readonly import ReadOnlyJournal as _Reader
 from worker.journal.schema import schema_probes
 
-MARKET_TZ = ZoneInfo("America/New_York")
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 _RUNS = (
@@ -90,7 +89,7 @@ def show(settings: Settings, day: str | None, as_json: bool) -> int:
                 print(f"liquidator: the journal is damaged: {problem}", file=sys.stderr)
                 return 2
             reader.open_sqlite()
-        day = day or datetime.now(MARKET_TZ).date().isoformat()
+        day = day or trading_day(datetime.now(UTC)).isoformat()
         jobs: dict[str, dict[str, list[dict[str, Any]]]] = {}
 
         def job(name: str) -> dict[str, list[dict[str, Any]]]:

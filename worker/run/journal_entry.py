@@ -8,20 +8,17 @@ import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from worker.api.policy import RetryPolicy
 from worker.errors import JournalError
 from worker.inputs.settings import Settings
 from worker.journal.earlier import closed_by_job
-from worker.journal.keys import job_key
+from worker.journal.keys import job_key, trading_day
 from worker.journal.store import Journal, Key, Prior
 from worker.observe import events
 from worker.run.ended import Ended, aborted, unsent
 from worker.run.plan import Plan
 from worker.run.preflight import Ready
-
-MARKET_TZ = ZoneInfo("America/New_York")  # a trading day is New York's
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class Journaled:
 
 def trading_day_of(ready: Ready) -> str:
     """Today, as the market (New York) counts it, by the server's clock."""
-    return ready.server_now().astimezone(MARKET_TZ).date().isoformat()
+    return trading_day(ready.server_now()).isoformat()
 
 
 async def held_earlier(settings: Settings, journaled: Journaled | None, ready: Ready) -> set[Key]:

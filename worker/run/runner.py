@@ -27,6 +27,7 @@ from worker.closing.stop import CutOff, before
 from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
+from worker.journal.keys import trading_day
 from worker.journal.open import HeldJournal
 from worker.journal.probe import journal_problems
 from worker.journal.retention import retain
@@ -47,7 +48,7 @@ from worker.run.close_stage import (
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
 from worker.run.finish import finish
-from worker.run.journal_entry import MARKET_TZ, Journaled, held_earlier, start_run, take_over
+from worker.run.journal_entry import Journaled, held_earlier, start_run, take_over
 from worker.run.multipliers import read_multipliers, with_multipliers
 from worker.run.plan import Plan, make_plan
 from worker.run.preflight import Ready, preflight
@@ -490,7 +491,7 @@ async def _close(
         )
         ctx.journal.finish_run(ctx.run_id, request.wall_clock(), code)
         if code is ExitCode.OK:  # retention, by the server's date (worker.journal.retention)
-            today = ready.server_now().astimezone(MARKET_TZ).date()
+            today = trading_day(ready.server_now())
             retain(ctx.journal, settings.journal_keep_days, today)
     except JournalError as err:  # the closes were sent; the report still says what happened
         ended = ended.unless_aborted(str(err))

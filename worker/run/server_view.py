@@ -18,7 +18,6 @@ import functools
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from worker.api.client import TradingApi, open_session
 from worker.api.models import Order
@@ -32,12 +31,10 @@ from worker.errors import ApiError, InputError, NotFound, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec, accounts_of
 from worker.journal.job_ids import JobIds, job_ids
-from worker.journal.keys import job_key
+from worker.journal.keys import job_key, trading_day
 from worker.results import Outcome
 from worker.run.plan import make_plan
 from worker.run.runner import stop_aware_sleep
-
-MARKET_TZ = ZoneInfo("America/New_York")  # a trading day, and so a job, is New York's
 
 
 @dataclass
@@ -79,7 +76,7 @@ async def read_view(
     unknown, `Unauthorized` when the key is refused.
     """
     clock = await reader.clock()
-    job = job_key(clock.data.astimezone(MARKET_TZ).date().isoformat())
+    job = job_key(trading_day(clock.data).isoformat())
     plan = await make_plan(reader, specs)
     if plan.refusals or plan.unknown:
         raise InputError("; ".join(plan.refusals + plan.unknown) + "; correct the targets")
