@@ -36,6 +36,33 @@ def test_a_job_is_the_trading_day_whatever_the_apis_url() -> None:
     assert job_key("2026-11-25") != job_key("2026-11-26")
 
 
+def test_runs_under_a_key_that_held_the_url_join_their_days_job(tmp_path: Path) -> None:
+    """An older journal keyed its jobs by the API's URL as well: opened now, those runs are
+    the day's one job, whichever URL each used, and the next day's stay apart."""
+    journal = Journal.in_dir(tmp_path)
+    try:
+        for run_id, job, day in [
+            ("a", "https://api.example|2026-11-25", "2026-11-25"),
+            ("b", "https://api.example:443/|2026-11-25", "2026-11-25"),
+            ("c", "https://api.example|2026-11-26", "2026-11-26"),
+        ]:
+            journal.start_run(
+                run_id=run_id, job=job, base_url=job.split("|")[0], trading_day=day,
+                started_at=datetime.now(UTC), dry_run=False,
+            )  # fmt: skip
+        assert journal.rekey(job_key) == 3
+        assert journal.rekey(job_key) == 0  # once keyed, nothing more changes
+    finally:
+        journal.close()
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as db:
+        jobs = dict(db.execute("SELECT run_id, job FROM runs").fetchall())
+    assert jobs == {
+        "a": job_key("2026-11-25"),
+        "b": job_key("2026-11-25"),
+        "c": job_key("2026-11-26"),
+    }
+
+
 def test_a_journal_urls_password_is_a_secret() -> None:
     url = "postgresql://liq:s%40cret@db.example:5432/liquidator"
     assert set(journal_url_secrets(url)) == {"s%40cret", "s@cret"}

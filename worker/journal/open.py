@@ -92,7 +92,7 @@ async def open_journal(settings: Settings, stop: asyncio.Event | None = None) ->
         journal.scrub_with(Scrubber.for_key(settings.api_key.get_secret_value()).text)
     try:
         # Runs recorded under a key that held the API's URL join their day's job.
-        journal.rekey(lambda _base_url, trading_day: job_key(trading_day))
+        journal.rekey(job_key)
     except Exception as exc:
         journal.close()
         raise JournalRefused(f"the journal {journal.name} could not be read: {exc}") from None

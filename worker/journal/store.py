@@ -65,8 +65,8 @@ _REPORTED_FLAT = (
     " AND t.outcome IN ('closed', 'already_flat') AND t.instrument_id IS NOT NULL"
 )
 _UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
-_JOBS = "SELECT DISTINCT job, base_url, trading_day FROM runs"
-_REKEY = "UPDATE runs SET job = ? WHERE job = ? AND base_url = ? AND trading_day = ?"
+_JOBS = "SELECT DISTINCT job, trading_day FROM runs"
+_REKEY = "UPDATE runs SET job = ? WHERE job = ? AND trading_day = ?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +217,17 @@ class Journal:
             finally:
                 self._store.close()
 
-    def rekey(self, job_of: Callable[[str, str], str]) -> int:
-        """Give every run the job key `job_of(base_url, trading_day)` names; how many changed.
+    def rekey(self, job_of: Callable[[str], str]) -> int:
+        """Give every run the job key `job_of(trading_day)` names; how many keys changed.
 
         Runs recorded under an older key (one that held the API's URL) would otherwise be
         another job: a rerun after an upgrade would not find their intents. Called once, as the
         journal opens.
         """
         changed = 0
-        for job, base_url, day in self._store.read(_JOBS, ()):
-            if job != job_of(base_url, day):
-                self._store.execute(_REKEY, (job_of(base_url, day), job, base_url, day))
+        for job, day in self._store.read(_JOBS, ()):
+            if job != job_of(day):
+                self._store.execute(_REKEY, (job_of(day), job, day))
                 changed += 1
         return changed
 
