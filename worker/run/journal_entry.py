@@ -27,11 +27,14 @@ class Journaled:
     orders they recorded, by position; `reported`: the positions one of them that ended with
     exit 0 reported flat (its report lists their orders)."""
 
-    job: str
     trading_day: str
     priors: dict[Key, Prior]
     order_ids: dict[Key, set[str]] = field(default_factory=dict)
     reported: set[Key] = field(default_factory=set)
+
+    @property
+    def job(self) -> str:
+        return job_key(self.trading_day)
 
 
 def trading_day_of(ready: Ready) -> str:
@@ -66,16 +69,14 @@ async def take_over(
     job = job_key(trading_day)
     priors = journal.priors(job, run_id)
     touched = sum(account in accounts for account, _ in priors)
-    if touched:
-        settle_s = journal.settle_after_takeover(
-            job, run_id, settings.request_timeout + settings.reconcile_delay
-        )
-        events.previous_run_found(job=job, positions_touched=touched, settle_s=settle_s)
-        await policy.sleep(settle_s)
     if not touched:
-        return Journaled(job, trading_day, priors)
+        return Journaled(trading_day, priors)
+    settle_s = journal.settle_after_takeover(
+        job, run_id, settings.request_timeout + settings.reconcile_delay
+    )
+    events.previous_run_found(job=job, positions_touched=touched, settle_s=settle_s)
+    await policy.sleep(settle_s)
     return Journaled(
-        job,
         trading_day,
         priors,
         journal.prior_orders(job, run_id),
