@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from worker.closing.collar import Collar
 from worker.closing.schedule import (
+    affordable,
     cost_line,
     escalation_requests,
     plan_costs,
-    reprice_budget,
     seconds_at,
 )
 
@@ -25,13 +25,14 @@ def test_an_escalation_costs_a_cancel_following_reads_and_a_batch_per_account() 
     assert seconds_at(300, 0) == 0
 
 
-def test_a_round_spends_half_the_rate_less_what_escalations_and_quotes_need() -> None:
-    assert reprice_budget(20, 5, reserved=0, wanted=5000) == 49  # and one snapshot read
-    assert reprice_budget(20, 5, reserved=0, wanted=10) == 10
-    assert reprice_budget(20, 5, reserved=30, wanted=5000) == 19
-    assert reprice_budget(20, 5, reserved=300, wanted=5000) == 0  # never below nothing
-    assert reprice_budget(200, 5, reserved=0, wanted=5000) == 495  # 495 + 5 snapshots
-    assert reprice_budget(0, 5, reserved=300, wanted=5000) is None  # no limit, no budget
+def test_a_round_spends_what_its_room_allows_less_the_snapshot_reads_its_replaces_need() -> None:
+    # Room: REPRICE_SHARE of the rate over a round (20/s x 5 s x 0.5 = 50), less what the
+    # escalations due meanwhile need.
+    assert affordable(50, 5000) == 49  # and one snapshot read
+    assert affordable(50, 10) == 10
+    assert affordable(50 - 30, 5000) == 19
+    assert affordable(50 - 300, 5000) == 0  # never below nothing
+    assert affordable(500, 5000) == 495  # 495 + 5 snapshots
 
 
 def test_the_plan_states_each_styles_requests_and_whether_protected_fits() -> None:

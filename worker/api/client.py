@@ -66,9 +66,10 @@ _EXCERPT_CHARS = 200
 # A reply above this is refused without being read whole: no list the worker asks for comes near
 # it (1,000 orders are ~0.8 MB), and a 300 MB body must not cost the run its memory.
 MAX_REPLY_BYTES = 8 * 1024 * 1024
-# Instrument UUIDs per market-data snapshot request: the spec names no maximum; 100 keep the URL
-# under 4 KB.
-SNAPSHOT_BATCH = 100
+# Ids in one request's filter (instrument_ids, order_ids, the instruments a cancel names): the
+# spec names no maximum; 100 UUIDs keep the query string near 4 kB.
+IDS_PER_REQUEST = 100
+SNAPSHOT_BATCH = IDS_PER_REQUEST  # instruments per market-data snapshot request
 # Contracts per `get_option_contracts` request: the spec's maximum for `contract_ids`.
 CONTRACTS_BATCH = 100
 _READ_CHUNK = 256 * 1024

@@ -31,7 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TYPE_CHECKING
 
-from worker.api.client import TradingApi
+from worker.api.client import IDS_PER_REQUEST, TradingApi
 from worker.api.models import Order
 from worker.api.reads import Reader
 from worker.cli.status import emit
@@ -49,7 +49,7 @@ from worker.run.server_view import AccountView, connected, order_by_id, read_vie
 if TYPE_CHECKING:
     from worker.cli.terminal import Terminal
 
-IDS_PER_READ = 100  # order ids per `order_ids` filter
+IDS_PER_READ = IDS_PER_REQUEST
 
 
 async def cancel(

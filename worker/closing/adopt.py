@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from worker.api.client import TradingApi
+from worker.api.client import IDS_PER_REQUEST, TradingApi
 from worker.api.models import Order
 from worker.api.reads import Reader
 from worker.closing.client_ids import client_order_id
@@ -37,7 +37,7 @@ from worker.errors import ApiError, NotFound, Unauthorized
 from worker.observe import events
 
 Key = tuple[int, str]  # (account_id, instrument_id in lower case), as the journal keys priors
-IDS_PER_READ = 100  # client ids per `order_ids` filter: ~4 kB of query string
+IDS_PER_READ = IDS_PER_REQUEST
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from worker.api.client import NewOrder, Reply, TimeInForce, TradingApi
+from worker.api.client import IDS_PER_REQUEST, NewOrder, Reply, TimeInForce, TradingApi
 from worker.api.models import Order
 from worker.api.reads import Reader
 from worker.errors import (
@@ -52,7 +52,7 @@ from worker.observe import events
 # account's first closes over together (one journal commit), so they arrive within a few ms.
 WINDOW_S = 0.02
 MAX_BATCH = 1000  # BATCH_SIZE's ceiling
-LOOKUP_CHUNK = 100  # client ids per lookup
+LOOKUP_CHUNK = IDS_PER_REQUEST
 NOT_CREATED = "not created by the server: left out of its reply twice, and not found by its id"
 
 

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from worker.api.client import IDS_PER_REQUEST
 from worker.api.models import WORKING_STATUSES, Execution, Order
 from worker.closing import books
 from worker.closing.followed import Followed, FollowSettings
 from worker.closing.send import CloseContext
 
-CHUNK = 100  # instrument_ids per listing: ~3.7 kB of query string
+CHUNK = IDS_PER_REQUEST
 
 
 @dataclass(frozen=True, slots=True)

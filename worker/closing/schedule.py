@@ -12,10 +12,11 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from worker.api.client import IDS_PER_REQUEST
 from worker.closing.collar import Collar
 
-CANCEL_CHUNK = 100  # instruments per cancel-by-instrument request (DELETE .../orders)
-READ_CHUNK = 100  # instruments (or ids) per listing read
+CANCEL_CHUNK = IDS_PER_REQUEST
+READ_CHUNK = IDS_PER_REQUEST
 # Up to this many limits of an account are cancelled by id; more, by instrument after one read
 # of the account's working orders (the read proves the cancel takes only the job's orders).
 BY_ID_MAX = 2
@@ -52,15 +53,6 @@ def escalation_requests(limits_by_account: Iterable[int], batch_size: int) -> in
 def seconds_at(requests: int, rate_limit: float) -> float:
     """How long `requests` take at RATE_LIMIT (0: unlimited, no time)."""
     return 0.0 if rate_limit <= 0 else requests * _SPACING / rate_limit
-
-
-def reprice_budget(rate_limit: float, round_s: float, reserved: int, wanted: int) -> int | None:
-    """Replaces one round may send of the `wanted`: REPRICE_SHARE of what the rate allows over
-    the round, less the requests `reserved` for escalations due meanwhile and the snapshot reads
-    the replaces need (one per SNAPSHOT_BATCH). None: no rate limit, no budget."""
-    if rate_limit <= 0:
-        return None
-    return affordable(math.floor(rate_limit * round_s * REPRICE_SHARE) - reserved, wanted)
 
 
 def affordable(room: float, wanted: int) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 
+from worker.api.client import IDS_PER_REQUEST
 from worker.api.models import Order
 from worker.api.reads import Reader
 from worker.closing.ledger import Fill, fills_of, safe_size
@@ -21,7 +22,7 @@ from worker.errors import ApiError, Unauthorized
 from worker.observe import events
 
 Key = tuple[int, str]  # (account_id, instrument_id in lower case)
-CHUNK = 100  # instrument_ids (or order ids) per request: ~3.7 kB of query string
+CHUNK = IDS_PER_REQUEST
 
 
 async def recent_fills(

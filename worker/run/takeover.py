@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from worker.api.client import TradingApi
+from worker.api.client import IDS_PER_REQUEST, TradingApi
 from worker.api.models import Order, Position
 from worker.api.reads import Reader
 from worker.closing import target as life
@@ -42,7 +42,7 @@ from worker.run.journal_entry import Journaled
 from worker.run.plan import Plan
 
 Key = tuple[int, str]  # (account_id, instrument_id in lower case)
-IDS_PER_READ = 100  # ids per `order_ids` filter: ~4 kB of query string
+IDS_PER_READ = IDS_PER_REQUEST
 CONFIRM_ROUNDS = 5  # orders, positions, orders: again while a fill lands between the reads
 
 

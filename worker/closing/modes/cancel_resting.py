@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker.api.client import TradingApi
+from worker.api.client import IDS_PER_REQUEST, TradingApi
 from worker.api.models import Order
 from worker.api.policy import Sleep
 from worker.api.reads import Reader
@@ -25,7 +25,7 @@ from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, StillWorking, Unauthorized
 from worker.observe import events
 
-CANCEL_CHUNK = 100  # instrument_ids per cancel request: ~3.7 kB of query string
+CANCEL_CHUNK = IDS_PER_REQUEST
 
 
 @dataclass(frozen=True)
