@@ -213,7 +213,7 @@ class TradingApi:
         instrument_ids: Sequence[str] = (),
         page_size: int = 1000,
     ) -> Reply[list[Position]]:
-        params = _page(page_token, page_size) | _filters(instrument_ids=instrument_ids, since=None)
+        params = _page(page_token, page_size) | _filters(instrument_ids=instrument_ids)
         raw = await self._call("GET", f"/v1/accounts/{account_id}/positions", params=params)
         return self._parse(_POSITIONS, raw)
 
@@ -623,7 +623,7 @@ def _page(page_token: str | None, page_size: int) -> dict[str, str]:
     return {"page_token": page_token} if page_token else {"page_size": str(page_size)}
 
 
-def _filters(*, since: datetime | None, **lists: Sequence[str]) -> dict[str, str]:
+def _filters(*, since: datetime | None = None, **lists: Sequence[str]) -> dict[str, str]:
     """A listing's filters: each non-empty list comma-separated, `since` as the API's `from`."""
     params = {name: ",".join(values) for name, values in lists.items() if values}
     if since is not None:

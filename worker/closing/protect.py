@@ -66,7 +66,6 @@ class Protector:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._api = api
         self._sender = sender
         self._collar = collar
         self._stopping = stopping

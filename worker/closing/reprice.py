@@ -122,10 +122,10 @@ class Repricer:
         """The target's working limits that re-price k would move, each scored by its unfilled
         notional x its distance from the touch (as last known)."""
         out = []
+        touch = self._quote(p.target)
         for order in working_limits(p.result):
             if order.status == "PENDING_CANCEL":
                 continue
-            touch = self._quote(p.target)
             price = self._price(p, order, k, touch)
             current = p.prices.get(order.id, order.limit_price_value)
             if price is None or current is None or price == current or touch is None:

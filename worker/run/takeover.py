@@ -32,6 +32,7 @@ from worker.api.models import Order, Position
 from worker.api.reads import Reader
 from worker.closing import target as life
 from worker.closing.client_ids import client_order_id
+from worker.closing.followed import signed_fill
 from worker.closing.target import Target
 from worker.errors import ApiError, NotFound, Unauthorized
 from worker.inputs.targets import TargetSpec
@@ -61,10 +62,7 @@ class Earlier:
     @property
     def fills(self) -> Decimal:
         """What they filled, signed as it moves the position (a sell is minus)."""
-        return sum(
-            (o.filled_quantity * (-1 if o.side.startswith("SELL") else 1) for o in self.orders),
-            Decimal(0),
-        )
+        return sum(map(signed_fill, self.orders), Decimal(0))
 
 
 @dataclass(slots=True)
