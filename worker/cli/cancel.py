@@ -239,7 +239,7 @@ async def _until_done(
                 # A listing that lags order entry leaves young orders out: read each by its id.
                 unlisted = [o.id for o in chunk if o.id not in read]
                 for now in await asyncio.gather(
-                    *(order_by_id(api, reader, view.account_id, i) for i in unlisted),
+                    *(order_by_id(reader, view.account_id, i) for i in unlisted),
                     return_exceptions=True,
                 ):
                     if isinstance(now, Unauthorized):

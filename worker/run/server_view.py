@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from worker.api.reads import Reader
 from worker.closing.adopt import working_by_client_id
 from worker.closing.client_ids import client_order_id
 from worker.closing.target import Target
-from worker.errors import ApiError, InputError, NotFound, Unauthorized
+from worker.errors import ApiError, InputError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec, accounts_of
 from worker.journal.job_ids import JobIds, job_ids
@@ -159,22 +158,14 @@ async def _unlisted(
     found = [o for o, _ in await working_by_client_id(reader, api, account_id, client_ids)]
     shown |= {o.id for o in found}
     order_ids = [o for a, i, o in sent.order_ids if wanted(a, i) and o not in shown]
-    by_id = await asyncio.gather(*(order_by_id(api, reader, account_id, o) for o in order_ids))
+    by_id = await asyncio.gather(*(order_by_id(reader, account_id, o) for o in order_ids))
     return found + [o for o in by_id if o is not None and o.working]
 
 
-async def order_by_id(
-    api: TradingApi, reader: Reader, account_id: int, order_id: str
-) -> Order | None:
+async def order_by_id(reader: Reader, account_id: int, order_id: str) -> Order | None:
     """One order by its id, current however the listing lags; None: the server has none."""
-    try:
-        reply = await reader.retried(
-            f"order {order_id} of account {account_id}",
-            functools.partial(api.get_order, account_id, order_id),
-        )
-    except NotFound:
-        return None
-    return reply.data
+    reply = await reader.order(account_id, order_id)
+    return None if reply is None else reply.data
 
 
 def _in_scope(order: Order, named: set[str], whole: Sequence[TargetSpec]) -> bool:
