@@ -49,7 +49,7 @@ from worker.inputs.secrets import Scrubber
 
 T = TypeVar("T")
 Side = Literal["BUY", "SELL"]
-TimeInForce = Literal["DAY", "AT_THE_CLOSE"]
+TimeInForce = Literal["DAY", "AT_THE_CLOSE", "IMMEDIATE_OR_CANCEL"]
 OrderType = Literal["MARKET", "LIMIT"]
 
 # One pass from bytes to typed data (pydantic-core parses the JSON itself).

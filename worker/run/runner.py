@@ -421,6 +421,12 @@ def style_line(settings: Settings) -> str | None:
     if settings.close_style != "protected":
         return None
     rest = "at the close" if settings.at_close else "at market"
+    if settings.protected_via == "ioc_waves":
+        return (
+            f"protected: IOC LIMIT waves every {settings.reprice_s:g} s from"
+            f" {settings.collar_bps:g} to {settings.collar_max_bps:g} bps past the arrival"
+            f" quote; the rest {rest} {settings.deadline_s:g} s after the first send"
+        )
     return (
         f"protected: LIMIT {settings.collar_bps:g} bps past the touch, re-priced every"
         f" {settings.reprice_s:g} s up to {settings.collar_max_bps:g} bps; the rest {rest}"
