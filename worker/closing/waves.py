@@ -111,13 +111,19 @@ class Waves:
         now = self._clock()
         first = self._first.get(key)
         if first is None:
-            return None if self._cutoff is not None and now >= self._cutoff else (
-                self._collar.first_bps
+            return (
+                None
+                if self._cutoff is not None and now >= self._cutoff
+                else (self._collar.first_bps)
             )
         market = self.market_from(key)
         if now >= market:
             return None
-        # The widest collar by the last wave that fits before the market wave.
+        # The widest collar by the last wave that fits before the market wave. A wave goes at
+        # the collar its position would reach by its next wave (the time since its last wave
+        # on): nothing takes the book for it until then, and a level taken now refills for a
+        # later wave sooner (the re-priced style's chosen limits do the same).
         span = market - first - self._collar.reprice_s
-        step = 1.0 if span <= 0 else min(1.0, (now - first) / span)
+        ahead = max(self._collar.reprice_s, now - self._last.get(key, now))
+        step = 1.0 if span <= 0 else min(1.0, (now - first + ahead) / span)
         return self._collar.first_bps + (self._collar.max_bps - self._collar.first_bps) * step
