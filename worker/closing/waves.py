@@ -29,9 +29,11 @@ from collections.abc import Callable, Iterable
 
 from worker.closing.collar import Collar
 from worker.closing.schedule import (
+    DEADLINE_GRACE_S,
     ESCALATION_SLACK_S,
     FOLLOW_READS,
     READ_CHUNK,
+    StyleCost,
     seconds_at,
 )
 
@@ -51,6 +53,46 @@ def most_waves(collar: Collar) -> int:
     """The IOC waves a position may be sent, its first close included: one a REPRICE_S before
     its deadline at most."""
     return max(1, math.ceil(collar.deadline_s / collar.reprice_s - 1e-9))
+
+
+def waves_cost(
+    positions_by_account: Iterable[int],
+    *,
+    rate_limit: float,
+    batch_size: int,
+    collar: Collar,
+    seconds_to_cutoff: float | None = None,
+) -> StyleCost:
+    """What the protected style costs with IOC waves: the first wave, the later waves the rate
+    allows before the market wave (one wave's requests at RATE_LIMIT apart at the least), the
+    market wave, and one more read of each account to see it flat. It fits when the market
+    wave ends within DEADLINE_GRACE_S of the deadline and, --at-close, before the cutoff."""
+    counts = [n for n in positions_by_account if n > 0]
+    first = sum(math.ceil(n / max(1, batch_size)) for n in counts)
+    wave = wave_requests(counts, batch_size)
+    wave_s = seconds_at(wave, rate_limit)
+    lead = min(wave_s, collar.deadline_s / 2)
+    spacing = max(collar.reprice_s, wave_s)
+    later = min(most_waves(collar) - 1, math.floor((collar.deadline_s - lead) / spacing))
+    reads = wave - first
+    requests = first + (later + 1) * wave + reads
+    past = max(0.0, wave_s - lead) + ESCALATION_SLACK_S
+    fits = past <= DEADLINE_GRACE_S
+    advice: list[str] = []
+    if not fits and rate_limit > 0:
+        needed = math.ceil(wave * 1.02 / (DEADLINE_GRACE_S - ESCALATION_SLACK_S + lead))
+        advice.append(f"RATE_LIMIT {needed} puts every rest at market within the grace")
+    if seconds_to_cutoff is not None and wave_s + ESCALATION_SLACK_S > seconds_to_cutoff:
+        fits = False
+        advice.append("the cutoff comes before one wave's requests can end")
+    advice.append(f"{later + 1} IOC waves, {spacing:.0f} s apart, then the rest at market")
+    return StyleCost(
+        "protected",
+        requests,
+        collar.deadline_s - lead + wave_s,
+        fits=fits,
+        advice="; ".join(advice),
+    )
 
 
 class Waves:

@@ -24,6 +24,7 @@ from worker.api.reads import Reader
 from worker.closing.schedule import StyleCost, plan_costs
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
+from worker.closing.waves import waves_cost
 from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
@@ -44,6 +45,7 @@ from worker.run.close_stage import (
     close_and_follow,
     collar_of,
     orders_snapshot,
+    waves_of,
 )
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
@@ -407,6 +409,24 @@ def costs_of(settings: Settings, plan: Plan, ready: Ready) -> list[StyleCost]:
     if settings.at_close and ready.cutoff is not None and ready.cutoff.cutoff is not None:
         to_cutoff = (ready.cutoff.cutoff - ready.server_now()).total_seconds()
     via_batches = settings.close_via == "submit_orders"
+    waves = waves_of(settings)
+    if waves is not None:
+        market = plan_costs(
+            by_account.values(),
+            rate_limit=settings.rate_limit,
+            batch_size=settings.batch_size,
+            collar=None,
+        )
+        return [
+            *market,
+            waves_cost(
+                by_account.values(),
+                rate_limit=settings.rate_limit,
+                batch_size=settings.batch_size,
+                collar=waves.collar,
+                seconds_to_cutoff=to_cutoff,
+            ),
+        ]
     return plan_costs(
         by_account.values(),
         rate_limit=settings.rate_limit,
