@@ -8,10 +8,13 @@ client id, journaled first, batched with the account's others in one POST. An IO
 once and ends, so nothing rests: no replace and no cancel, and the next wave is sized from what
 the last one left. This module says when each position's next wave may go and at what collar:
 
-    wave 0       at the first send, COLLAR_BPS past the arrival quote
-    wave k       REPRICE_S after the wave before (later if the rate keeps following's reads
-                 back), its collar widening linearly with the time since the first send, to
-                 COLLAR_MAX_BPS for the last wave before the market wave
+    wave 0       at the first send, COLLAR_BPS past the arrival quote: a liquid name fills
+                 whole at the touch
+    wave k       REPRICE_S after the wave before (later when the rate holds following's reads
+                 back), at COLLAR_MAX_BPS: a position the touch could not fill takes what the
+                 book holds within the widest collar as early as can be, and the levels it
+                 takes refill for the next wave instead of being left to the market wave,
+                 which would take them and walk on past the collar
     market wave  from DEADLINE_S less the time one wave's requests take at RATE_LIMIT (half of
                  DEADLINE_S at most), so the rests go by the deadline, not that much after it;
                  --at-close: early enough that every rest is accepted before the cutoff
@@ -152,20 +155,12 @@ class Waves:
         """The collar of a wave of `key` sent now; None: its time for waves is over (market)."""
         now = self._clock()
         first = self._first.get(key)
-        if first is None:
-            return (
-                None
-                if self._cutoff is not None and now >= self._cutoff
-                else (self._collar.first_bps)
-            )
-        market = self.market_from(key)
-        if now >= market:
+        if first is None:  # its first wave: at the touch, unless the cutoff came
+            past_cutoff = self._cutoff is not None and now >= self._cutoff
+            return None if past_cutoff else self._collar.first_bps
+        if now >= self.market_from(key):
             return None
-        # The widest collar by the last wave that fits before the market wave. A wave goes at
-        # the collar its position would reach by its next wave (the time since its last wave
-        # on): nothing takes the book for it until then, and a level taken now refills for a
-        # later wave sooner (the re-priced style's chosen limits do the same).
-        span = market - first - self._collar.reprice_s
-        ahead = max(self._collar.reprice_s, now - self._last.get(key, now))
-        step = 1.0 if span <= 0 else min(1.0, (now - first + ahead) / span)
-        return self._collar.first_bps + (self._collar.max_bps - self._collar.first_bps) * step
+        # Open after its first wave: the touch could not fill it. What the book holds within
+        # the widest collar is taken now, so it refills for a later wave, not left to the
+        # market wave, which takes it and walks on past the collar.
+        return self._collar.max_bps
