@@ -29,14 +29,15 @@ from tests.scenarios.test_protected import (
 from tests.support import clean_env, run_cli
 from worker.simulator import Faults
 
-# A wave every 0.15 s from 5 to 15 bps, the rest at market 1 s after the first.
+# A wave every 0.4 s (following alone would read every 0.1-0.2 s), the first at 5 bps, the
+# others at 15; the rest at market 1.6 s after the first.
 WAVES: dict[str, Any] = {
     "close_style": "protected",
     "protected_via": "ioc_waves",
     "collar_bps": 5,
     "collar_max_bps": 15,
-    "reprice_s": 0.15,
-    "deadline_s": 1.0,
+    "reprice_s": 0.4,
+    "deadline_s": 1.6,
     "flat_timeout": 5.0,
 }
 
@@ -89,12 +90,14 @@ async def test_ioc_waves_send_one_order_a_wave_each_for_the_remainder_then_the_r
                 "50",
             )
             assert waves, orders[symbol]  # waves after the first, before the market wave
+            # One a REPRICE_S at most before the deadline.
+            assert len([first, *waves]) <= WAVES["deadline_s"] / WAVES["reprice_s"]
             assert {o["order_type"] for o in waves} == {"LIMIT"}
             assert (market["order_type"], market["quantity"]) == ("MARKET", str(held - 50))
             # Waves REPRICE_S apart at least; the collar widens (a sell's limit falls).
             limits = [first, *waves]
             for a, b in itertools.pairwise(limits):
-                assert _created(b) - _created(a) >= WAVES["reprice_s"] - 0.02
+                assert _created(b) - _created(a) >= WAVES["reprice_s"] - 0.01
             prices = [Decimal(o["limit_price"]) for o in limits]
             assert prices == sorted(prices, reverse=side == "SELL")
             assert prices[0] != prices[-1]
