@@ -1,6 +1,6 @@
 """CLOSE_STYLE=protected, PROTECTED_VIA=ioc_waves: close each position in waves of marketable
-IMMEDIATE_OR_CANCEL limits, wider each wave, and the rest at market after the last (pure
-schedule, no requests).
+IMMEDIATE_OR_CANCEL limits, the first at the touch, the others at the widest collar, and the rest
+at market after the last (pure schedule, no requests).
 
 A wave is a close like any other of `submit_orders`: the position as following last read it and
 the ledger proved it (`worker.closing.follow_decide`), under the position's next generation's
