@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import LogCapture
 
 from tests.scenarios.test_protected import (
@@ -72,6 +73,7 @@ def waves_sound(sim: Any, held: dict[str, int]) -> dict[str, list[dict[str, Any]
     return by_symbol
 
 
+@pytest.mark.solo  # the market wave's lateness is held against the wall clock
 async def test_ioc_waves_send_one_order_a_wave_each_for_the_remainder_then_the_rest_at_market(
     settings_for: Any, tmp_path: Path, captured: LogCapture
 ) -> None:
@@ -207,6 +209,7 @@ async def test_a_run_killed_mid_waves_then_rerun_closes_each_position_once(
         assert {r["outcome"] for r in doc["results"]} == {"closed"}
 
 
+@pytest.mark.solo  # the cutoff is 1 s from the run's start, by the wall clock
 async def test_at_close_ioc_waves_send_every_rest_before_the_cutoff(
     settings_for: Any, tmp_path: Path
 ) -> None:
