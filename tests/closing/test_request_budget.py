@@ -207,7 +207,7 @@ async def test_rounds_while_every_protected_limit_rests_unfilled_read_no_positio
                 "collar_bps": 5,
                 "collar_max_bps": 15,
                 "reprice_s": 0.05,
-                "deadline_s": 1.0,
+                "deadline_s": 1.5,
                 "flat_timeout": 3.0,
             },
         )
@@ -226,7 +226,7 @@ async def test_rounds_while_every_protected_limit_rests_unfilled_read_no_positio
     first_cancel = next(k for k, r in enumerate(mine) if r.method == "DELETE")
     resting = mine[first_post:first_cancel]
     rounds = [r for r in resting if r.route == "orders" and "instrument_ids" in r.query]
-    assert len(rounds) >= 5, [(r.method, r.route, r.query) for r in resting]
+    assert len(rounds) >= 3, [(r.method, r.route, r.query) for r in resting]
     assert not [r for r in resting if r.route in ("positions", "executions", "order")]
     assert not [r for r in resting if r.route == "orders" and "order_ids" in r.query]
     # Then escalated, each position read flat at last: every fill on the server is the job's.
