@@ -45,6 +45,7 @@ class VirtualFollowing:
                 wave_at=lambda target: None,
             ),
             working_before={},
+            read_accounts=frozenset(),
             priors={},
         )
         self.follower = Follower(
