@@ -113,13 +113,21 @@ class _InfoLines:
     The line is the pipeline's, key for key (the event's fields, `event`, the bound
     contextvars, `level`, `timestamp`), redacted by the same Redactor and written to the same
     stream (`_Out`: held for the rest of the loop's round); test_events compares the two.
+
+    It writes only while the pipeline it stands in for is in place: when something else has
+    taken its processors (structlog's `capture_logs` in a test), the event goes to the
+    emitters' logger as every other event does.
     """
 
-    def __init__(self, out: _Out, redactor: Redactor) -> None:
+    def __init__(self, out: _Out, redactor: Redactor, pipeline: list[Processor]) -> None:
         self._out = out
         self._redactor = redactor
+        self._pipeline = pipeline  # the list the emitters' logger holds (capture_logs edits it)
 
     def emit(self, event: str, fields: MutableMapping[str, Any]) -> None:
+        if not self._pipeline or self._pipeline[-1] is not self._redactor:
+            events.log.info(event, **fields)
+            return
         fields["event"] = event
         for key, value in structlog.contextvars.get_contextvars().items():
             fields.setdefault(key, value)
@@ -225,13 +233,14 @@ def configure(
     else:
         renderer = structlog.processors.JSONRenderer(_json_text)
     redactor = Redactor(renderer, secrets)
+    pipeline: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redactor,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redactor,
-        ],
+        processors=pipeline,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=logger_factory or structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
@@ -241,7 +250,7 @@ def configure(
     # The fast path: the JSON form on a byte stream, at a level that lets info through.
     events._info_lines = None
     if fast is not None and events.log.is_enabled_for(logging.INFO):
-        events._info_lines = _InfoLines(fast, redactor)
+        events._info_lines = _InfoLines(fast, redactor, pipeline)
 
 
 def unconfigure() -> None:
