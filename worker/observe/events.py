@@ -114,8 +114,8 @@ ESCALATION_CANCEL_FAILED = "escalation_cancel_failed"  # ... its cancel unanswer
 
 
 class FastLines(Protocol):
-    """The JSON form's fast path (`worker.observe.writer`): an info event written as the
-    pipeline would write it, without the pipeline."""
+    """The JSON form's fast path (`worker.observe.writer`): an info event through the
+    pipeline's processors, its line held for one write per loop round."""
 
     def emit(self, event: str, fields: MutableMapping[str, Any]) -> None: ...
     def close(self) -> None: ...
