@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support import FAST_FOLLOW, serving, the_truth
+from tests.support import FAST_FOLLOW, sim_behind, the_truth
 from tests.support import seed_held as seed
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import ExitCode, RunRequest, run
@@ -39,9 +39,7 @@ async def test_an_account_of_100_positions_costs_10_requests_and_polls_without_p
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(fill_at_the_third_poll)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, fill_at_the_third_poll) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, close_via="submit_orders", **FAST_FOLLOW
         )
