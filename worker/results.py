@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -61,6 +62,9 @@ class OrderSummary:
     average_fill_price: str | None = None  # as the server last gave it; None before a fill
     order_type: str = "MARKET"  # LIMIT: a protected close (CLOSE_STYLE=protected)
     limit_price: str | None = None  # a LIMIT order's, as last read (re-prices move it)
+    # Its stamp (the order system's clock): following lists the instrument's orders from the
+    # earliest of the job's on (`closing.follow_read`). Not in the report.
+    created_at: datetime | None = None
 
     @property
     def limit_price_value(self) -> Decimal | None:

@@ -309,6 +309,7 @@ async def _send(
         priors=journaled.priors,
         sender=sender,
         working_before=working_before,
+        read_accounts=frozenset(read_accounts),
         counters=run.counters,
         earlier_orders={k: (e.orders, e.request_id) for k, e in taken.earlier.items()},
     )
