@@ -68,8 +68,8 @@ def run_finished(
     summary: Mapping[str, int],
     costs: Mapping[str, Any] | None = None,
 ) -> None:
-    """`summary`: targets by outcome, as `worker.results.summarize` counts them;
-    `costs`: `worker.results.cost_summary` (gross value closed, cost, the worst)."""
+    """`summary`: targets by outcome, as `worker.output.totals.summarize` counts them;
+    `costs`: `worker.output.totals.cost_summary` (gross value closed, cost, the worst)."""
     sink.log.info(
         RUN_FINISHED,
         exit_code=exit_code,
