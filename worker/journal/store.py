@@ -14,7 +14,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from worker.api.models import Order
 from worker.errors import JournalError, LockLost
 from worker.journal import prior_runs
 from worker.journal.backend import LOCK_FRESH_S, Store
+from worker.journal.intents import Intent, RecordedAhead
 from worker.journal.prior_runs import Key, Prior
 from worker.journal.prune import Pruned, prune_jobs
 from worker.journal.schema import TABLES
@@ -34,37 +34,6 @@ __all__ = ["COMMIT_WINDOW_S", "LOCK_FRESH_S", "Intent", "Journal", "Key", "Prior
 
 RECORD_BATCH = 1000  # records kept in memory before they ride along with an intent commit
 OUTCOME_BATCH = 10_000  # outcomes queued, none gone to a commit, before they are committed
-# An intent recorded ahead is used only this soon after its commit; later, the send commits its
-# own. A host that lost its journal (its PostgreSQL session, and with it the lock) therefore
-# sends nothing it could not commit now, beyond this margin: a standby that took over waits
-# REQUEST_TIMEOUT + RECONCILE_DELAY before it looks, and that wait must cover every send.
-AHEAD_FRESH_S = 0.25
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """A close about to be sent: the record a rerun finds (see `Prior`)."""
-
-    account_id: int
-    instrument_id: str
-    attempt: int
-    since: datetime  # the earliest moment its order could carry
-    client_id: str | None = None  # submit_orders: the id it goes under
-    generation: int = 0
-
-    @property
-    def slot(self) -> tuple[int, str, int]:
-        """Its place in the attempts table, within one run."""
-        return (self.account_id, self.instrument_id, self.attempt)
-
-    @property
-    def named(self) -> tuple[Any, ...]:
-        """What else a send must match to use an intent recorded ahead: its client id."""
-        return () if self.client_id is None else (self.client_id, self.generation)
-
-    def row(self, run_id: str, since_text: str | None = None) -> tuple[Any, ...]:
-        row = (run_id, *self.slot, since_text or self.since.isoformat())
-        return (*row, *self.named)
 
 
 class Journal:
@@ -77,9 +46,7 @@ class Journal:
         self._writer = GroupCommit(self._store, record_batch=RECORD_BATCH)
         self._locked_at = time.monotonic()  # when this run got the lock (see `lock_taken`)
         self._statements = {table: self._store.upsert(table) for table in TABLES}
-        # Intents recorded ahead and not yet used, by slot: the row's client id part (what the
-        # send must match to use it) and when its commit returned (None: not yet).
-        self._ahead: dict[tuple[int, str, int], tuple[tuple[Any, ...], float | None]] = {}
+        self._ahead = RecordedAhead()
         self._outcomes_queued = 0  # since records last went to a commit (`_outcomes_taken`)
         self._outcomes_taken = 0
         m = self._store.mark
@@ -239,15 +206,10 @@ class Journal:
 
     async def record_intent(self, run_id: str, intent: Intent) -> None:
         """`intent()`, for an `Intent` already made."""
-        # An intent in a slot recorded ahead uses it: the same close, committed moments ago and
-        # the journal still working, needs no commit. Otherwise (another client id, not yet
-        # committed, committed too long ago, a failed journal) this row is committed over it.
-        ahead = self._ahead.pop(intent.slot, None) if self._ahead else None
-        if ahead is not None and self._writer.failed is None:
-            named, committed_at = ahead
-            fresh = committed_at is not None and time.monotonic() - committed_at <= AHEAD_FRESH_S
-            if fresh and named == intent.named:
-                return
+        # Otherwise (another client id, not yet committed, committed too long ago, a failed
+        # journal) this row is committed over the one recorded ahead.
+        if self._ahead.use(intent) and self._writer.failed is None:
+            return
         await asyncio.shield(self._writer.intent(intent.row(run_id)))
 
     async def intents_ahead(self, run_id: str, intents: Sequence[Intent]) -> None:
@@ -258,15 +220,11 @@ class Journal:
         and the next run looks before closing those positions, as for any intent.
         """
         since_texts = {s: s.isoformat() for s in {i.since for i in intents}}  # usually one
-        for i in intents:
-            self._ahead[i.slot] = (i.named, None)
+        self._ahead.expect(intents)
         await asyncio.shield(
             self._writer.block([i.row(run_id, since_texts[i.since]) for i in intents])
         )
-        committed_at = time.monotonic()
-        for i in intents:
-            if i.slot in self._ahead:  # (not used meanwhile by an intent() that committed its own)
-                self._ahead[i.slot] = (i.named, committed_at)
+        self._ahead.committed(intents, time.monotonic())
 
     def attempt_result(
         self,
@@ -337,10 +295,9 @@ class Journal:
 
     def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
         # Intents recorded ahead for closes this run never sent: no look is owed for them.
-        for slot in self._ahead:
+        for slot in self._ahead.unused():
             for sql in self._withdrawals:
                 self._writer.queue(sql, (run_id, *slot))
-        self._ahead.clear()
         # The run's end, in the one commit that writes its last records.
         self._writer.queue(
             self._finish, (finished_at.isoformat(), exit_code, run_id), stamps=run_id
