@@ -5,6 +5,7 @@ and the wall-clock texts they and the terminal share.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from worker.observe.events import sink
 from worker.observe.events.names import (
@@ -30,16 +31,7 @@ def waiting_for_close(
 ) -> None:
     """`--before-close`: the run waits until `start_at`. `starts` and `starts_in` say the same
     for people ("15:45 ET", "5 h 30 m"); a terminal shows them as one sentence."""
-    sink.log.info(
-        WAITING_FOR_CLOSE,
-        day_type=day_type,
-        regular_close=regular_close.isoformat(),
-        start_at=start_at.isoformat(),
-        wait_s=round(wait_s, 3),
-        starts=new_york_time(start_at),
-        closes=new_york_time(regular_close),
-        starts_in=duration_text(wait_s),
-    )
+    sink.log.info(WAITING_FOR_CLOSE, **_start_fields(day_type, regular_close, start_at, wait_s))
 
 
 def run_would_start(
@@ -47,16 +39,22 @@ def run_would_start(
 ) -> None:
     """`--before-close` with `--dry-run`: the real run would start at `start_at` (now, inside
     the window); the dry run does not wait for it. The fields are `waiting_for_close`'s."""
-    sink.log.info(
-        RUN_WOULD_START,
-        day_type=day_type,
-        regular_close=regular_close.isoformat(),
-        start_at=start_at.isoformat(),
-        wait_s=round(wait_s, 3),
-        starts=new_york_time(start_at),
-        closes=new_york_time(regular_close),
-        starts_in=duration_text(wait_s),
-    )
+    sink.log.info(RUN_WOULD_START, **_start_fields(day_type, regular_close, start_at, wait_s))
+
+
+def _start_fields(
+    day_type: str, regular_close: datetime, start_at: datetime, wait_s: float
+) -> dict[str, Any]:
+    """`waiting_for_close`'s and `run_would_start`'s fields, in their order."""
+    return {
+        "day_type": day_type,
+        "regular_close": regular_close.isoformat(),
+        "start_at": start_at.isoformat(),
+        "wait_s": round(wait_s, 3),
+        "starts": new_york_time(start_at),
+        "closes": new_york_time(regular_close),
+        "starts_in": duration_text(wait_s),
+    }
 
 
 def waiting_for_fills(*, orders: int, until: datetime, wait_s: float) -> None:
