@@ -73,7 +73,8 @@ def open_session(
 
 
 class Transport:
-    """Sends one request at a time through the pacer; the endpoints are its subclasses'."""
+    """Sends each request once, in a slot of the pacer; the endpoints are its subclasses'
+    (`TradingApi`)."""
 
     def __init__(
         self,
