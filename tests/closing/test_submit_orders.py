@@ -171,6 +171,7 @@ def sim_config() -> SimConfig:
     return SimConfig(regular_close_at=close, fill_delay_s=0.01)
 
 
+@pytest.mark.solo  # its orders must go within 0.3 s of the simulated cutoff
 async def test_at_close_before_the_cutoff_sends_moc_orders_that_fill_at_the_close(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
