@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import LogCapture
 
 from tests.scenarios.test_protected import (
     ACCOUNT,
@@ -27,7 +26,7 @@ from tests.scenarios.test_protected import (
     sound,
     thin_book,
 )
-from tests.support import clean_env, run_cli
+from tests.support import clean_env, events_emitted, run_cli
 from worker.simulator import Faults
 
 # A wave every 0.4 s (following alone would read every 0.1-0.2 s), the first at 5 bps, the
@@ -75,13 +74,14 @@ def waves_sound(sim: Any, held: dict[str, int]) -> dict[str, list[dict[str, Any]
 
 @pytest.mark.solo  # the market wave's lateness is held against the wall clock
 async def test_ioc_waves_send_one_order_a_wave_each_for_the_remainder_then_the_rest_at_market(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     # No refill: the first wave takes the best level (50); the next level is 20 bps below
     # the bid, beyond the widest collar (15 bps): later waves take nothing, the market wave
     # the remainder.
     async with simulator(thin_book(refill_s=None), {"PART": "300", "SHORT": "-200"}) as sim:
-        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **WAVES)
+        with events_emitted() as emitted:
+            result, doc, _ = await liquidate(sim, settings_for, tmp_path, **WAVES)
         assert int(result.exit_code) == 0, doc
         orders = waves_sound(sim, {"PART": 300, "SHORT": -200})
         for symbol, held, side in (("PART", 300, "SELL"), ("SHORT", 200, "BUY")):
@@ -110,7 +110,10 @@ async def test_ioc_waves_send_one_order_a_wave_each_for_the_remainder_then_the_r
             assert by_symbol[symbol]["outcome"] == "closed"
             _, cost = server_cost(sim, symbol, Decimal(by_symbol[symbol]["arrival_midpoint"]))
             assert Decimal(by_symbol[symbol]["cost"]) == cost
-        assert not _events(captured, "close_escalated")  # nothing rests: nothing cancelled
+        assert not _events(emitted, "close_escalated")  # nothing rests: nothing cancelled
+        # Every wave after the first, and the market wave, is a residue close of following's.
+        later = sum(len(orders[s]) - 1 for s in ("PART", "SHORT"))
+        assert len(_events(emitted, "residue_close_sent")) == later
 
 
 async def test_ioc_waves_on_a_refilling_thin_book_cost_less_than_a_market_close(
@@ -135,7 +138,7 @@ async def test_ioc_waves_on_a_refilling_thin_book_cost_less_than_a_market_close(
 
 
 async def test_a_dropped_wave_reply_is_resolved_by_client_id_and_never_doubles(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     held = {f"D{k}": (150 + 10 * k) * (-1 if k % 3 == 0 else 1) for k in range(8)}
     config = thin_book(refill_s=0.1)
