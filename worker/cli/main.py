@@ -155,11 +155,10 @@ async def _server_view(
             from worker.cli.status import status
 
             return await status(settings, specs, stop, terminal)
-        from worker.cli.cancel import cancel
+        from worker.cli.cancel import CancelFlags, cancel
 
-        return await cancel(
-            settings, specs, stop, terminal, yes=args.yes, dry_run=args.dry_run, force=args.force
-        )
+        flags = CancelFlags(yes=args.yes, dry_run=args.dry_run, force=args.force)
+        return await cancel(settings, specs, stop, terminal, flags)
 
 
 def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], None] | None:
