@@ -28,7 +28,8 @@ from tests.support import (
 )
 from worker.errors import JournalError, JournalRefused, LockLost
 from worker.journal.keys import LOCK_SCOPE
-from worker.journal.postgres import PgJournal, lock_key, redact_url
+from worker.journal.pg_session import lock_key, redact_url
+from worker.journal.postgres import PgJournal
 from worker.journal.store import Intent
 from worker.simulator import Faults, Simulator
 
