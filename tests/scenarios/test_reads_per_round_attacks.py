@@ -21,6 +21,7 @@ from worker.inputs.targets import TargetSpec
 from worker.output.exit_codes import ExitCode
 from worker.run.runner import RunRequest, run
 from worker.simulator import Faults, SimClock, SimConfig, Simulator, serve
+from worker.simulator.market import MarketConfig
 
 MODES = ["close_position", "submit_orders"]
 HOURS_6 = 6 * 3600.0
@@ -341,3 +342,51 @@ async def test_a_position_flat_then_reopened_by_a_desk_fill_before_the_confirmin
     desk_ids = {o["id"] for o in desk_orders(sim, account)}
     assert desk_ids.isdisjoint({o["id"] for o in r["orders"]})
     assert result.exit_code == ExitCode.OK, doc["summary"]
+
+
+async def test_protected_limits_escalated_beside_a_desk_order_stamped_before_the_window(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    """CLOSE_STYLE=protected, three positions of 300 on a thin book: each limit takes the best
+    level, then rests until DEADLINE_S escalates the three (more than BY_ID_MAX: cancelled by
+    instrument where no other order works). As the limits are booked, the order system's clock
+    steps back an hour and the desk rests a SELL 100 limit on R0 (never marketable), stamped
+    before every order following's bounded listing shows. It is the desk's: never cancelled by
+    the job, nothing sent on R0 while it works (R0 is not_flat, its rest unsent), R1 and R2
+    are rested and flat."""
+    book = MarketConfig(
+        spread_bps=10.0, depth=6, level_size=50, size_jitter=0.0, level_step_bps=20.0,
+        refill_s=3600.0,
+    )  # fmt: skip
+    sim = Simulator(SimConfig(fill_delay_s=0.02, market=book))
+    runner, _ = await serve(sim)
+    try:
+        account = 28006
+        keys = seed(sim, account, [300, 300, 300], prefix="R")
+        r0 = keys[0][1]
+        desk: list[str] = []
+
+        def the_clock_steps_back() -> None:
+            sim.config.order_time_offset_s = -3600.0
+            desk.append(
+                sim.add_participant_order(
+                    account, r0, "SELL", "100", order_type="LIMIT", limit_price="500.00"
+                )
+            )
+
+        sim.after_submit(account, the_clock_steps_back)
+        result, doc = await liquidate(
+            sim, settings_for, tmp_path, [TargetSpec(account, None, cancel_orders=False)],
+            close_via="submit_orders", close_style="protected", collar_bps=5,
+            collar_max_bps=15, reprice_s=0.05, deadline_s=1.0, flat_timeout=2.5, **NARROW,
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    [desk_order] = [o for o in sim.orders_of(account) if o["id"] == desk[0]]
+    assert desk_order["status"] == "NEW", desk_order  # the desk's order, untouched
+    assert sim.crossed_zero() == []
+    the_truth(sim, doc, keys)
+    by_iid = {r["instrument_id"]: r for r in doc["results"]}
+    assert by_iid[r0]["outcome"] == "not_flat", by_iid[r0]
+    assert [by_iid[iid]["outcome"] for _, iid in keys[1:]] == ["closed", "closed"]
+    assert result.exit_code != ExitCode.OK
