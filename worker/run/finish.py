@@ -16,7 +16,7 @@ from worker.observe import events
 from worker.observe.counters import RunCounters
 from worker.output.metrics import write_metrics
 from worker.output.report import Totals, copy_atomically, write_report
-from worker.results import cost_summary, summarize
+from worker.output.totals import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
 
 
