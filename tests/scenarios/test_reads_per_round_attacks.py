@@ -397,3 +397,45 @@ async def test_protected_limits_escalated_beside_a_desk_order_stamped_before_the
     assert by_iid[r0]["outcome"] == "not_flat", by_iid[r0]
     assert [by_iid[iid]["outcome"] for _, iid in keys[1:]] == ["closed", "closed"]
     assert result.exit_code != ExitCode.OK
+
+
+async def test_a_protected_rest_waits_for_a_desk_order_stamped_before_the_window(
+    settings_for: Any, tmp_path: Path
+) -> None:
+    """CLOSE_STYLE=protected, one position of 300 on a thin book: the limit takes the best
+    level (50), then rests until DEADLINE_S escalates it (cancelled by id). As it is booked, the
+    order system's clock steps back an hour and the desk enters a SELL 100 at market that the
+    market fills 2 s later, stamped before following's floor. The rest at market waits for it
+    and closes only what is left: 150, nothing crossed."""
+    book = MarketConfig(
+        spread_bps=10.0, depth=8, level_size=50, size_jitter=0.0, level_step_bps=20.0,
+        refill_s=3600.0,
+    )  # fmt: skip
+    sim = Simulator(SimConfig(fill_delay_s=0.02, market=book))
+    runner, _ = await serve(sim)
+    try:
+        account = 28007
+        keys = seed(sim, account, [300], prefix="Q")
+        [(_, iid)] = keys
+
+        def the_clock_steps_back() -> None:
+            sim.config.order_time_offset_s = -3600.0
+            sim.add_participant_order(account, iid, "SELL", "100", fill_after_s=2.0)
+
+        sim.after_submit(account, the_clock_steps_back)
+        result, doc = await liquidate(
+            sim, settings_for, tmp_path, [TargetSpec(account, None, cancel_orders=False)],
+            close_via="submit_orders", close_style="protected", collar_bps=5,
+            collar_max_bps=15, reprice_s=0.05, deadline_s=1.0, flat_timeout=4.0, **NARROW,
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    sim.fill_all()  # (the desk's order, had the run ended before it filled)
+    assert sim.crossed_zero() == []
+    [desk] = desk_orders(sim, account)
+    assert desk["status"] == "FILLED", desk
+    the_truth(sim, doc, keys, flat=True)
+    accounted(sim, account, iid, 300)
+    [r] = doc["results"]
+    assert sum(Decimal(o["filled_quantity"]) for o in r["orders"]) == 200, r
+    assert result.exit_code == ExitCode.OK, doc["summary"]
