@@ -252,6 +252,9 @@ async def test_a_rerun_sends_nothing_for_its_earlier_orders_that_filled_after_it
     ]
     assert sim.crossed_zero() == []
     the_truth(sim, doc, keys, flat=True, one_order=True, client_ids=True)
+    waits = [e for e in captured.entries if e["event"] == "close_waits_for_orders"]
+    assert sorted(o for e in waits for o in e["orders"]) == sorted(own.values())
+    assert {e["quantity"] for e in waits} == {"0"}
     by_iid = {r["instrument_id"].lower(): r for r in doc["results"]}
     for account, iid, _ in keys:
         assert [o["id"] for o in by_iid[iid.lower()]["orders"]] == [own[(account, iid)]]
