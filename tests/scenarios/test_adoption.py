@@ -217,7 +217,7 @@ async def test_a_lagging_orders_listing_does_not_defeat_adoption(
 
 
 async def test_a_rerun_sends_nothing_for_its_earlier_orders_that_filled_after_its_takeover_read(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     """The killed run's orders still work when the rerun's takeover confirms its plan, and
     fill before the fan-out looks for working orders to adopt (the plan's quotes and the
@@ -238,25 +238,26 @@ async def test_a_rerun_sends_nothing_for_its_earlier_orders_that_filled_after_it
         confirmed.append(len(plan.targets))
         sim.fill_all()
 
-    result = await run(
-        settings,
-        RunRequest(
-            specs=[TargetSpec(72005, None)],
-            report_path=tmp_path / "r.json",
-            on_plan=fill_after_takeover,
-        ),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings,
+            RunRequest(
+                specs=[TargetSpec(72005, None)],
+                report_path=tmp_path / "r.json",
+                on_plan=fill_after_takeover,
+            ),
+            asyncio.Event(),
+        )
     doc = json.loads((tmp_path / "r.json").read_text())
 
     assert confirmed == [len(keys)]
-    assert not [e for e in captured.entries if e["event"] == "order_adopted"]  # final by then
+    assert not [e for e in emitted if e["event"] == "order_adopted"]  # final by then
     assert sim.stats.by_route["submit"] == before["submit"], [  # nothing sent: they closed it
         o["client_order_id"] for a, i, _ in keys for o in sim.closing_orders(a, i)
     ]
     assert sim.crossed_zero() == []
     the_truth(sim, doc, keys, flat=True, one_order=True, client_ids=True)
-    waits = [e for e in captured.entries if e["event"] == "close_waits_for_orders"]
+    waits = [e for e in emitted if e["event"] == "close_waits_for_orders"]
     assert sorted(o for e in waits for o in e["orders"]) == sorted(own.values())
     assert {e["quantity"] for e in waits} == {"0"}
     by_iid = {r["instrument_id"].lower(): r for r in doc["results"]}
