@@ -18,11 +18,12 @@ with its id), well before FLAT_TIMEOUT calls the position not flat.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from worker.api.client import TradingApi
+from worker.api.client import Reply, TradingApi
 from worker.api.models import WORKING_STATUSES
 from worker.api.reads import Reader
 from worker.closing.schedule import BY_ID_MAX, CANCEL_CHUNK, READ_CHUNK
@@ -134,12 +135,20 @@ class Escalator:
 
     async def _by_instrument(self, account_id: int, limits: list[Limit]) -> None:
         iids = [x.target.instrument_id for x in limits]
+        await self._send(limits, lambda: self._api.cancel_open_orders(account_id, iids))
+
+    async def _by_id(self, account_id: int, limit: Limit) -> None:
+        order_id = limit.order.id
+        await self._send([limit], lambda: self._api.cancel_open_order(account_id, order_id))
+
+    async def _send(self, limits: list[Limit], cancel: Callable[[], Awaitable[Reply[Any]]]) -> None:
+        """One cancel request for `limits`: answered (or nothing open there any more: they
+        ended on their own), or its outcome unknown (sent again RETRY_S later)."""
         for x in limits:
             x.sends += 1
         request_id: str | None
         try:
-            reply = await self._api.cancel_open_orders(account_id, iids)
-            request_id = reply.request_id
+            request_id = (await cancel()).request_id
         except Unauthorized:
             raise
         except (NotFound, Rejected) as err:
@@ -150,21 +159,6 @@ class Escalator:
             return
         for x in limits:
             self._answered(x, request_id)
-
-    async def _by_id(self, account_id: int, limit: Limit) -> None:
-        limit.sends += 1
-        request_id: str | None
-        try:
-            reply = await self._api.cancel_open_order(account_id, limit.order.id)
-            request_id = reply.request_id
-        except Unauthorized:
-            raise
-        except (NotFound, Rejected) as err:
-            request_id = err.request_id  # no longer open: it ended on its own
-        except ApiError as err:
-            self._unknown(limit, err)
-            return
-        self._answered(limit, request_id)
 
     def _unknown(self, limit: Limit, err: ApiError) -> None:
         limit.retry_at = self._clock() + RETRY_S

@@ -102,7 +102,9 @@ class Decider:
             orders,
             residue_sent=result.residue_closes,
             max_residue=self._settings.max_residue,
-            may_send=not self._ctx.stopping.is_set() and now >= followed.quiet_until,
+            may_send=not self._ctx.stopping.is_set()
+            and now >= followed.quiet_until
+            and now >= (self._ctx.sender.wave_at(followed.target) or now),
         )
         return Decision(step, position)
 

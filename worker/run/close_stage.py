@@ -27,6 +27,7 @@ from worker.closing.modes import (
 from worker.closing.protect import Protector
 from worker.closing.send import CloseContext
 from worker.closing.target import Next, Target
+from worker.closing.waves import Waves, most_waves
 from worker.errors import ApiError, JournalError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.journal.store import Prior
@@ -112,7 +113,16 @@ def choose_sender(
         read_accounts=read_accounts,
         collar=collar_of(settings),
         ledger_from=ledger_from,
+        waves=waves_of(settings),
     )
+
+
+def waves_of(settings: Settings) -> Waves | None:
+    """PROTECTED_VIA=ioc_waves: the schedule of the protected targets' IOC waves."""
+    collar = collar_of(settings)
+    if collar is None or settings.protected_via != "ioc_waves":
+        return None
+    return Waves(collar, rate_limit=settings.rate_limit, batch_size=settings.batch_size)
 
 
 def collar_of(settings: Settings) -> Collar | None:
@@ -162,6 +172,17 @@ async def close_and_follow(
     """The fan-out, and following each sent close to flat while the others are in flight.
     `api`: the protected style's re-prices and escalations (none without it)."""
     stopped_by = FirstReason()
+    if isinstance(ctx.sender, SubmitOrdersSender) and ctx.sender.waves is not None:
+        # IOC waves: nothing rests, so nothing is re-priced or cancelled; the sender prices
+        # each wave and following sends them (`worker.closing.waves`).
+        api = None
+        by_account: dict[int, int] = {}
+        for t in targets:
+            by_account[t.account_id] = by_account.get(t.account_id, 0) + 1
+        to_cutoff = None
+        if options.moc_cutoff is not None:
+            to_cutoff = (options.moc_cutoff - ctx.server_now()).total_seconds()
+        ctx.sender.waves.plan(by_account.values(), to_cutoff)
     follower = _follower(ctx, settings, options, stopped_by)
     protector = None if api is None else _protector(ctx, settings, options, api, follower)
 
@@ -212,8 +233,9 @@ def _follower(
             + (0 if collar is None else collar.deadline_s),
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
-            # Protected: the escalation's market order is planned, not a residue: one more.
-            max_residue=settings.max_residue_closes + (0 if collar is None else 1),
+            # Protected: the escalation's market order is planned, not a residue: one more;
+            # with IOC waves, every wave after the first and the market wave too.
+            max_residue=settings.max_residue_closes + _planned_closes(settings),
             grace_s=settings.stop_grace,
             resting_pause_s=None if collar is None else collar.reprice_s,
         ),
@@ -222,6 +244,14 @@ def _follower(
         on_result=options.on_result,
         on_abort=stopped_by,
     )
+
+
+def _planned_closes(settings: Settings) -> int:
+    """The closes after a protected target's first that its style plans (not residues)."""
+    collar = collar_of(settings)
+    if collar is None:
+        return 0
+    return most_waves(collar) if settings.protected_via == "ioc_waves" else 1
 
 
 def _protector(

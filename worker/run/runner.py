@@ -24,6 +24,7 @@ from worker.api.reads import Reader
 from worker.closing.schedule import StyleCost, plan_costs
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, before
+from worker.closing.waves import waves_cost
 from worker.errors import InputError, JournalError, JournalRefused, Unauthorized
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
@@ -44,6 +45,7 @@ from worker.run.close_stage import (
     close_and_follow,
     collar_of,
     orders_snapshot,
+    waves_of,
 )
 from worker.run.ended import Ended, aborted, unplanned, unsent
 from worker.run.ended import RunResult as RunResult  # re-exported: what `run` returns
@@ -408,6 +410,24 @@ def costs_of(settings: Settings, plan: Plan, ready: Ready) -> list[StyleCost]:
     if settings.at_close and ready.cutoff is not None and ready.cutoff.cutoff is not None:
         to_cutoff = (ready.cutoff.cutoff - ready.server_now()).total_seconds()
     via_batches = settings.close_via == "submit_orders"
+    waves = waves_of(settings)
+    if waves is not None:
+        market = plan_costs(
+            by_account.values(),
+            rate_limit=settings.rate_limit,
+            batch_size=settings.batch_size,
+            collar=None,
+        )
+        return [
+            *market,
+            waves_cost(
+                by_account.values(),
+                rate_limit=settings.rate_limit,
+                batch_size=settings.batch_size,
+                collar=waves.collar,
+                seconds_to_cutoff=to_cutoff,
+            ),
+        ]
     return plan_costs(
         by_account.values(),
         rate_limit=settings.rate_limit,
@@ -422,6 +442,12 @@ def style_line(settings: Settings) -> str | None:
     if settings.close_style != "protected":
         return None
     rest = "at the close" if settings.at_close else "at market"
+    if settings.protected_via == "ioc_waves":
+        return (
+            f"protected: IOC LIMIT waves every {settings.reprice_s:g} s from"
+            f" {settings.collar_bps:g} to {settings.collar_max_bps:g} bps past the arrival"
+            f" quote; the rest {rest} {settings.deadline_s:g} s after the first send"
+        )
     return (
         f"protected: LIMIT {settings.collar_bps:g} bps past the touch, re-priced every"
         f" {settings.reprice_s:g} s up to {settings.collar_max_bps:g} bps; the rest {rest}"
