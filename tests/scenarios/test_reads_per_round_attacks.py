@@ -344,13 +344,6 @@ async def test_a_position_flat_then_reopened_by_a_desk_fill_before_the_confirmin
     assert result.exit_code == ExitCode.OK, doc["summary"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, left for a decision: the escalation cancels by instrument on following's "
-    "last read, whose listing is bounded by order stamps; a listing by status before the cancel "
-    "(one request per 100 limits an account) fixes it, but at RATE_LIMIT 20 over 10 accounts it "
-    "puts test_protected_scale's rests 2.2 s after their deadline, past its 2.0 s bound",
-)
 async def test_protected_limits_escalated_beside_a_desk_order_stamped_before_the_window(
     settings_for: Any, tmp_path: Path
 ) -> None:

@@ -3,10 +3,11 @@ chase the cancels that linger.
 
 Up to BY_ID_MAX limits are cancelled by id. More are cancelled by instrument (`DELETE
 /v1/accounts/{id}/orders?instrument_ids=`, CANCEL_CHUNK a request) where following's last read of
-the working orders on the instrument (and the orders snapshot before the fan-out) showed nothing
-there but the job's own orders; an instrument where another's order works has the job's limit
-cancelled by id. A second read for the cancel alone would cost a request per account at the
-deadline, when every request counts. Nothing is sent for
+the orders on the instrument (and the orders snapshot before the fan-out) showed nothing working
+there but the job's own orders, and a listing of the instruments' orders by status just before
+the cancel (READ_CHUNK a request, never bounded by time) shows none either: following's listing
+is bounded by order stamps, and an order stamped before its floor would be cancelled unseen. An
+instrument where another's order works has the job's limit cancelled by id. Nothing is sent for
 the rest here: following sends it once it reads the limit final (`worker.closing.protect`).
 
 A cancel answered but still working as following last read it CHASE_S later is read (by id,
@@ -92,7 +93,8 @@ class Escalator:
             by_id += first
         else:
             alone, shared = self._only_ours(first)
-            by_id += shared
+            alone, seen = await self._alone_now(account_id, alone)
+            by_id += shared + seen
             chunks = [alone[i : i + CANCEL_CHUNK] for i in range(0, len(alone), CANCEL_CHUNK)]
             await asyncio.gather(*(self._by_instrument(account_id, c) for c in chunks))
         await asyncio.gather(*(self._by_id(account_id, x) for x in by_id))
@@ -132,6 +134,26 @@ class Escalator:
             account_id, iid = x.target.account_id, x.target.instrument_id
             (shared if self._others_working(account_id, iid) else alone).append(x)
         return alone, shared
+
+    async def _alone_now(
+        self, account_id: int, limits: list[Limit]
+    ) -> tuple[list[Limit], list[Limit]]:
+        """Of these limits, those alone on their instrument among the orders that can still
+        fill there, as a listing by status reads them now (any age), and the others; all are
+        the others when the account cannot be read."""
+        ours = {x.order.id for x in limits}
+        shared: set[str] = set()
+        try:
+            for start in range(0, len(limits), READ_CHUNK):
+                chunk = [x.target.instrument_id for x in limits[start : start + READ_CHUNK]]
+                listed, _ = await self._reader.working_orders(account_id, chunk)
+                shared.update((o.instrument_id or "").lower() for o in listed if o.id not in ours)
+        except Unauthorized:
+            raise
+        except ApiError:
+            return [], limits
+        alone = [x for x in limits if x.target.instrument_id.lower() not in shared]
+        return alone, [x for x in limits if x.target.instrument_id.lower() in shared]
 
     async def _by_instrument(self, account_id: int, limits: list[Limit]) -> None:
         iids = [x.target.instrument_id for x in limits]
