@@ -186,17 +186,7 @@ RERUNS = [
     ("close_position", "working"),
     ("submit_orders", "working"),
     ("submit_orders", "filling_at_the_rerun"),
-    pytest.param(
-        "close_position",
-        "filling_at_the_rerun",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="known, not from the per-round reads (fails on the listing by status too): "
-            "the killed run's close, older than the rerun's look window, is found late by its "
-            "fill in the ledger and taken as the job's, but Books does not know the plan's read "
-            "held that fill, so every flat read is judged stale: not_flat at FLAT_TIMEOUT",
-        ),
-    ),
+    ("close_position", "filling_at_the_rerun"),
 ]
 
 

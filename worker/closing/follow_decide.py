@@ -116,7 +116,12 @@ class Decider:
             if order.id in listed:
                 life.note_order(result, order, own=False)  # its status, refreshed
             elif self._is_job_order(followed, order):
-                # Found late: listed, journaled and logged like every order of the run.
+                # Found late: listed, journaled and logged like every order of the run. An
+                # earlier run's found already done may have filled before the plan's read: the
+                # books are told. (One still working is followed like the run's own: its fills
+                # from when it is found count.)
+                sender, priors = self._ctx.sender, self._ctx.priors
+                prior = not order.working and books.of_earlier_run(sender, priors, target, result)
                 life.record_orders(
                     self._ctx.journal,
                     self._ctx.run_id,
@@ -125,7 +130,10 @@ class Decider:
                     [order],
                     request_id,
                     reconciled=True,
+                    prior=prior,
                 )
+                if prior:
+                    followed.books.found_earlier(order)
             else:
                 note_other(followed, order)
 
