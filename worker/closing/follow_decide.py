@@ -88,6 +88,10 @@ class Decider:
             if working or now < followed.quiet_until:
                 return WAIT
             if position == 0:
+                if executions is not None and not self._agrees(followed, position, executions):
+                    # The ledger does not show what flattened it yet: the close's own fill,
+                    # whose order is read by id once the executions listing shows it.
+                    return WAIT
                 if not followed.last_chance:
                     followed.last_chance = True  # one more read may still list its order
                     return WAIT
