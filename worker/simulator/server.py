@@ -58,6 +58,10 @@ class Simulator:
         self._rng_seed = self.config.seed
         self._window: deque[float] = deque()
         self._shutting_down = asyncio.Event()
+        # The gateway's holds (`hold_until_resent`): which requests of a route it holds, and
+        # those held now by method and path, each released by the next request there.
+        self._holds: dict[str, Callable[[str], bool]] = {}
+        self._held: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
         self._after_listing: dict[int, list[Callable[[], object]]] = {}
         # Seeding goes straight to the book.
         self.add_account = self.book.add_account
@@ -145,6 +149,14 @@ class Simulator:
         """Run `action` once, right after the account's next whole-account positions listing
         (the plan's): another participant acting between the plan and the close."""
         self._after_listing.setdefault(account_id, []).append(action)
+
+    def hold_until_resent(self, route: str, only: Callable[[str], bool]) -> None:
+        """A gateway that holds the requests of `route` whose path `only` answers true for,
+        with no reply, until the next request on the same method and path arrives: it applies
+        the held one, then that one (the client gave up on the first and sent it again). A
+        re-send of a held close thus lands while the held close's order still works, however
+        late the client looked; no draw and no time decide it. Counted as `apply_late`."""
+        self._holds[route] = only
 
     def after_submit(self, account_id: int, action: Callable[[], object]) -> None:
         """Run `action` once, right after the account's next order submission is booked (its
@@ -286,11 +298,42 @@ class Simulator:
             account = self.book.accounts.get(account_id)
             if account is None:
                 return error(404, "Some requested entity was not found")
+        key = f"{request.method} {request.path}"
+        held = self._held.pop(key, None)
+        if held is not None:  # the re-send of a held request: the held one is applied first
+            release, applied = held
+            release.set()
+            await applied.wait()
+        else:
+            only = self._holds.get(route)
+            if only is not None and only(request.path):
+                return await self._hold(key, request, handler, account)
         fault = faults.draw(self._roll()) if faults is not None else None
         if fault is None or faults is None:
             return await handler(request, account)
         self.stats.faults_injected[fault] += 1
         return await self._faulty(fault, faults, request, handler, account)
+
+    async def _hold(
+        self, key: str, request: web.Request, handler: Handler, account: SimAccount | None
+    ) -> web.Response:
+        """`hold_until_resent`: applied once the next request on `key` arrives (or the
+        simulator shuts down), before that one is."""
+        self.stats.faults_injected["apply_late"] += 1
+        await request.read()  # the gateway holds the whole request, body included
+        release, applied = asyncio.Event(), asyncio.Event()
+        self._held[key] = (release, applied)
+        shutdown = asyncio.ensure_future(self._shutting_down.wait())
+        resent = asyncio.ensure_future(release.wait())
+        try:
+            await asyncio.wait({shutdown, resent}, return_when=asyncio.FIRST_COMPLETED)
+            return await handler(request, account)  # the client gave up long ago
+        finally:
+            shutdown.cancel()
+            resent.cancel()
+            if self._held.get(key) == (release, applied):
+                del self._held[key]
+            applied.set()
 
     async def _faulty(
         self,
