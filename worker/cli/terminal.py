@@ -36,6 +36,7 @@ from worker.observe.events import new_york_time, resting_text
 from worker.output.report import TargetResult, summarize
 from worker.results import Outcome, cost_summary
 from worker.run.plan import Plan, cost_line
+from worker.run.request import Watcher
 
 PLAN_ROWS_SHOWN = 40
 _OUTCOME_STYLE = {
@@ -93,7 +94,7 @@ class _Bar(Progress):
             yield Text(text)
 
 
-class Terminal:
+class Terminal(Watcher):
     def __init__(self, console: Console, scrub: Callable[[str], str] = str) -> None:
         self.console = console
         self._scrub = scrub  # what it prints directly (not through events) holds no secret

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from worker.closing import target as life
+from worker.closing.stop import FirstReason as FirstReason  # re-exported: its home is closing.stop
 from worker.closing.target import Target
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec
 from worker.observe import events
@@ -32,19 +33,6 @@ def aborted(why: str, results: list[TargetResult], *, refused: bool = False) -> 
     """A stage stops the run: said at once (`run_aborted`), and returned."""
     events.run_aborted(why)
     return Ended(results, why, refused)
-
-
-class FirstReason:
-    """For the fan-out and following, which stop the run from inside: the first reason, said
-    at once; the stage returns it."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    def __call__(self, why: str) -> None:
-        if self.reason is None:
-            self.reason = why
-            events.run_aborted(why)
 
 
 @dataclass
