@@ -6,14 +6,11 @@ result and the first reason it stopped the run."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from worker.api.client import TradingApi
-from worker.api.models import Order
-from worker.api.policy import Sleep
-from worker.api.reads import Reader
 from worker.closing.collar import Collar
 from worker.closing.follow import Follower, FollowSettings
 from worker.closing.modes import (
@@ -34,26 +31,22 @@ from worker.observe import events
 from worker.run.bookkeeping import Bookkeeper
 from worker.run.ended import Ended
 from worker.run.fanout import Handover, Pool, fan_out
+from worker.run.scope import RunScope
+from worker.run.snapshot import Snapshot
 
 
 def choose_sender(
-    settings: Settings,
-    api: TradingApi,
-    reader: Reader,
-    job: str,
-    priors: Mapping[tuple[int, str], Prior],
-    preexisting: Mapping[int, frozenset[str]],
-    sleep: Sleep,
-    working_before: Mapping[int, Sequence[Order]] | None = None,
-    read_accounts: Collection[int] | None = None,
-    ledger_from: datetime | None = None,
+    run: RunScope, job: str, priors: Mapping[tuple[int, str], Prior], snapshot: Snapshot
 ) -> Sender:
-    """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
+    """CLOSE_VIA: how each close is sent, the one place the mode is chosen. `job` and `priors`:
+    today's job and its earlier runs' orders; `snapshot`: the accounts' orders before the
+    fan-out (close_position's evidence; in both modes, others' orders that can still fill)."""
+    settings = run.settings
     if settings.close_via == "close_position":
-        return ClosePositionSender(api, reader, preexisting)
+        return ClosePositionSender(run.api, run.reader, snapshot.preexisting)
     return SubmitOrdersSender(
-        api,
-        reader,
+        run.api,
+        run.reader,
         job=job,
         time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
         generations=submit_generations(priors),
@@ -62,12 +55,12 @@ def choose_sender(
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
         ),
-        sleep=sleep,
+        sleep=run.policy.sleep,
         batch_size=settings.batch_size,
-        working_before=working_before,
-        read_accounts=read_accounts,
+        working_before=snapshot.working_before,
+        read_accounts=set(snapshot.preexisting),
         collar=collar_of(settings),
-        ledger_from=ledger_from,
+        ledger_from=snapshot.since,
     )
 
 

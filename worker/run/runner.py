@@ -39,14 +39,5 @@ async def run(settings: Settings, request: RunRequest, stop: asyncio.Event) -> R
         if why is not None:  # a warning only: observability never stops a flatten
             events.metrics_unavailable(path=str(settings.metrics_file), error=why)
     counters = RunCounters()  # the run's own: bumped where things happen, read here
-    ended = await journaled(Started(settings, request, stop, run_id, started_at, counters))
-    return finish(
-        settings,
-        run_id,
-        started_at,
-        ended,
-        counters,
-        specs=request.specs,
-        report_path=request.report_path,
-        dry_run=request.dry_run,
-    )
+    started = Started(settings, request, stop, run_id, started_at, counters)
+    return finish(started, await journaled(started))

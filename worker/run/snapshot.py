@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -16,9 +17,19 @@ from worker.errors import ApiError, Unauthorized
 from worker.observe import events
 
 
-async def orders_snapshot(
-    reader: Reader, targets: Sequence[Target], since: datetime
-) -> tuple[dict[int, frozenset[str]], dict[int, list[Order]]]:
+@dataclass(frozen=True)
+class Snapshot:
+    """What the accounts held before the fan-out: per account read, the ids of its orders then
+    (`preexisting`: created since `since`, by the server's clock, or still able to fill), and
+    those that could still fill (`working_before`). Empty when a stop cut the read short:
+    nothing is sent then."""
+
+    since: datetime
+    preexisting: dict[int, frozenset[str]] = field(default_factory=dict)
+    working_before: dict[int, list[Order]] = field(default_factory=dict)
+
+
+async def orders_snapshot(reader: Reader, targets: Sequence[Target], since: datetime) -> Snapshot:
     """Each account's orders before the fan-out: evidence that a later order is not one of them
     (those created since `since`, by the server's time, and every order that can still fill, of
     any age); and, per account, those that can still fill (others' orders a close must count).
@@ -51,7 +62,7 @@ async def orders_snapshot(
     preexisting = {
         a: frozenset(o.id for o in listed) for a, listed, _ in snapshots if listed is not None
     }
-    return preexisting, {a: working for a, _, working in snapshots if working}
+    return Snapshot(since, preexisting, {a: working for a, _, working in snapshots if working})
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

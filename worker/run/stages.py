@@ -21,7 +21,7 @@ from worker.run.plan import Plan
 from worker.run.plan_stage import plan_stage
 from worker.run.preflight import Ready, preflight
 from worker.run.scope import RunScope
-from worker.run.snapshot import orders_snapshot
+from worker.run.snapshot import Snapshot, orders_snapshot
 from worker.run.stops import unless_stopped, until_stopped
 from worker.run.takeover import TakenOver
 
@@ -29,16 +29,7 @@ from worker.run.takeover import TakenOver
 async def stages(run: RunScope, journal: Journal | None) -> Ended:
     """Each stage may end the run (an `Ended`) before the next."""
     request = run.request
-    ready = await preflight(
-        run.api,
-        run.reader,
-        run.policy,
-        run.settings,
-        specs=request.specs,
-        before_close=request.before_close,
-        dry_run=request.dry_run,
-        stop=run.stop,
-    )
+    ready = await preflight(run)
     if isinstance(ready, Ended):
         return ready
     journaled: Journaled | None = None
@@ -124,22 +115,8 @@ async def _send(
     except Unauthorized as err:
         why = f"credentials rejected: {err}"
         return aborted(why, plan.settled + unsent(plan.targets, f"not sent: {why}"))
-    preexisting, working_before = snapshot or ({}, {})
-    read_accounts = set(preexisting) if snapshot is not None else set()
-    if settings.close_via != "close_position":
-        preexisting = {}
-    sender = choose_sender(
-        settings,
-        run.api,
-        run.reader,
-        journaled.job,
-        journaled.priors,
-        preexisting,
-        run.policy.sleep,
-        working_before=working_before,
-        read_accounts=read_accounts,
-        ledger_from=since,
-    )
+    snapshot = snapshot or Snapshot(since)
+    sender = choose_sender(run, journaled.job, journaled.priors, snapshot)
     for target in taken.at_market(plan.targets):
         sender.at_market(target)  # its limit was sent by an earlier run: the rest
     ctx = CloseContext(
@@ -152,7 +129,7 @@ async def _send(
         lookback=lookback,
         priors=journaled.priors,
         sender=sender,
-        working_before=working_before,
+        working_before=snapshot.working_before,
         counters=run.counters,
         earlier_orders={k: (e.orders, e.request_id) for k, e in taken.earlier.items()},
     )
