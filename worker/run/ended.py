@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from worker.closing import target as life
-from worker.closing.stop import FirstReason as FirstReason  # re-exported: its home is closing.stop
 from worker.closing.target import Target
 from worker.inputs.targets import WHOLE_ACCOUNT, TargetSpec
 from worker.observe import events

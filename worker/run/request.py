@@ -35,6 +35,8 @@ class Watcher:
 
 @dataclass
 class RunRequest:
+    """What one run is asked to do: the targets, the CLI's switches, who watches it."""
+
     specs: list[TargetSpec]
     dry_run: bool = False
     report_path: Path | None = None
