@@ -124,7 +124,8 @@ async def test_following_yields_each_result_as_it_settles_and_ends_once_finished
     first = await asyncio.wait_for(anext(settled), 5)
     assert len(following.reads) == 3  # at the read that found it flat, not at the end
     # Read flat, with none of the job's orders in its result (the stub's close is not its own).
-    assert first.outcome is not None and first.outcome.value == "already_flat"
+    assert first.outcome is not None
+    assert first.outcome.value == "already_flat"
     assert first.instrument_id == "i1"
     await asyncio.wait_for(following.follower.finish(), 5)
     assert [r async for r in settled] == []  # each result once; then it ends

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from worker.api.client import TradingApi
-from worker.closing.collar import Collar
 from worker.closing.follow import Follower, FollowSettings
 from worker.closing.modes import (
     CancelWait,
@@ -29,6 +28,7 @@ from worker.inputs.settings import Settings
 from worker.journal.store import Prior
 from worker.observe import events
 from worker.run.bookkeeping import Bookkeeper
+from worker.run.close_style import collar_of
 from worker.run.ended import Ended
 from worker.run.fanout import Handover, Pool, fan_out
 from worker.run.scope import RunScope
@@ -61,18 +61,6 @@ def choose_sender(
         read_accounts=set(snapshot.preexisting),
         collar=collar_of(settings),
         ledger_from=snapshot.since,
-    )
-
-
-def collar_of(settings: Settings) -> Collar | None:
-    """CLOSE_STYLE=protected: the collar its limits are priced and re-priced with."""
-    if settings.close_style != "protected":
-        return None
-    return Collar(
-        first_bps=settings.collar_bps,
-        max_bps=settings.collar_max_bps,
-        reprice_s=settings.reprice_s,
-        deadline_s=settings.deadline_s,
     )
 
 

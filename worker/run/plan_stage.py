@@ -13,7 +13,7 @@ from worker.errors import InputError, JournalError
 from worker.inputs.settings import Settings
 from worker.observe import events
 from worker.results import Outcome
-from worker.run.close_stage import collar_of
+from worker.run.close_style import collar_of, style_line
 from worker.run.ended import Ended, aborted, unplanned
 from worker.run.journal_entry import Journaled, held_earlier
 from worker.run.multipliers import read_multipliers, with_multipliers
@@ -132,16 +132,4 @@ def costs_of(settings: Settings, plan: Plan, ready: Ready) -> list[StyleCost]:
         batch_size=settings.batch_size if via_batches else 1,
         collar=collar_of(settings),
         seconds_to_cutoff=to_cutoff,
-    )
-
-
-def style_line(settings: Settings) -> str | None:
-    """What the plan says of CLOSE_STYLE=protected; None for market orders."""
-    if settings.close_style != "protected":
-        return None
-    rest = "at the close" if settings.at_close else "at market"
-    return (
-        f"protected: LIMIT {settings.collar_bps:g} bps past the touch, re-priced every"
-        f" {settings.reprice_s:g} s up to {settings.collar_max_bps:g} bps; the rest {rest}"
-        f" {settings.deadline_s:g} s after the first send"
     )
