@@ -25,8 +25,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite waits on loopback servers far more than it computes, so three processes share two
+# cores well; the tests marked `solo` race real processes against the wall clock and run alone.
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 -m "not solo"
+	$(BIN)/pytest -q -m solo
 
 # Not part of `make test`: it takes minutes (bench/rate_limited.py's close_position alone about
 # five, at 20 requests a second; bench/protected_scale.py about five more) and measures this

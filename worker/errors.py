@@ -19,7 +19,8 @@
         └── StillWorking            cancelled resting orders kept working past the wait; the
                                     close was not submitted
 
-`api.client` translates aiohttp, timeout and JSON errors into this tree, and nothing else does.
+`api.transport` (aiohttp and timeout errors) and `api.envelope` (a reply's status and body)
+translate into this tree, and nothing else does.
 `api.policy` decides from these types alone what may be retried and what must be looked at first.
 """
 
@@ -71,7 +72,7 @@ class ApiError(LiquidatorError):
         # Seconds the server asked us to wait (Retry-After), when it said.
         self.retry_after = retry_after
         # The error envelope's `details` objects, when it gave any (which order of a batch a
-        # refusal is about, a batch's size limit): read by `worker.closing.batch`.
+        # refusal is about, a batch's size limit): read by `worker.closing.batch_answer`.
         self.details = details or []
 
     def __str__(self) -> str:

@@ -160,6 +160,7 @@ async def test_600_positions_under_a_7_order_limit_with_5pc_refused_take_at_most
     assert sim.crossed_zero() == []
 
 
+@pytest.mark.solo  # the sizes asserted depend on one batch gathering all 64 in time
 async def test_an_atomic_refusal_naming_no_order_is_bisected_in_logarithmic_steps(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:

@@ -41,6 +41,7 @@ class VirtualFollowing:
             stopping=asyncio.Event(),
             sender=SimpleNamespace(recognises=lambda order, target: False, idempotent=False),
             working_before={},
+            read_accounts=frozenset(),
             priors={},
         )
         self.follower = Follower(

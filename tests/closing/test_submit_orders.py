@@ -230,6 +230,7 @@ async def test_a_dry_run_says_the_cutoff_has_passed_and_exits_0(
     assert sum(sim.stats.by_route[r] for r in CHANGES) == 0
 
 
+@pytest.mark.solo
 async def test_sigkill_mid_run_then_the_same_command_closes_nothing_twice(
     sim: Simulator, tmp_path: Path
 ) -> None:

@@ -149,11 +149,11 @@ async def test_an_intent_recorded_ahead_is_used_only_fresh_and_only_while_the_jo
     await journal.intents_ahead("r1", [Intent(1, f"i{n}", 1, T0) for n in range(3)])
     assert statements.count("COMMIT") == 1
     monkeypatch.setattr(
-        "worker.journal.store.AHEAD_FRESH_S", 0.0
+        "worker.journal.intents.AHEAD_FRESH_S", 0.0
     )  # every ahead intent is stale now
     await journal.intent("r1", 1, "i0", 1, T0)
     assert statements.count("COMMIT") == 2  # committed again, not taken from ahead
-    monkeypatch.setattr("worker.journal.store.AHEAD_FRESH_S", 60.0)
+    monkeypatch.setattr("worker.journal.intents.AHEAD_FRESH_S", 60.0)
     # The store refuses every commit from here (a full disk, a lost database session).
     with sqlite3.connect(journal.path) as other:
         other.execute(

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import LogCapture
 
 from tests.support import (
@@ -53,6 +54,7 @@ async def test_two_runs_at_once_on_one_journal_one_closes_the_other_exits_2(
     assert sim.stats.by_route["close"] == len(positions)
 
 
+@pytest.mark.solo
 async def test_a_waiting_run_goes_after_the_first_and_closes_nothing_twice(
     sim: Simulator, tmp_path: Path
 ) -> None:

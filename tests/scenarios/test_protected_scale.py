@@ -23,6 +23,8 @@ from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import SimConfig, Simulator, serve
 from worker.simulator.market import Liquidity, MarketConfig
 
+pytestmark = pytest.mark.solo  # deadlines held at 20 requests a second: measured alone
+
 FIRST = 34001
 RATE = 20.0
 PROTECTED: dict[str, Any] = {

@@ -239,6 +239,7 @@ async def test_a_protected_run_stopped_mid_flight_rerun_closes_every_position_on
     assert rerun.exit_code == ExitCode.OK
 
 
+@pytest.mark.solo
 @pytest.mark.parametrize("how", ["killed", "paused"])
 async def test_a_protected_standby_on_postgresql_takes_over_and_leaves_nothing_open(
     tmp_path: Path, pg_url: str, how: str

@@ -224,36 +224,7 @@ async def _until_done(
             mine = [o for v, o in pending if v is view]
             for start in range(0, len(mine), IDS_PER_READ):
                 chunk = mine[start : start + IDS_PER_READ]
-                ids = [o.id for o in chunk]
-                try:
-                    reply = await reader.retried(
-                        f"orders of account {view.account_id}",
-                        functools.partial(api.get_orders, view.account_id, order_ids=ids),
-                    )
-                except Unauthorized:
-                    raise
-                except ApiError:
-                    still += [(view, o) for o in chunk]
-                    continue
-                read = {o.id: o for o in reply.data}
-                # A listing that lags order entry leaves young orders out: read each by its id.
-                unlisted = [o.id for o in chunk if o.id not in read]
-                for now in await asyncio.gather(
-                    *(order_by_id(reader, view.account_id, i) for i in unlisted),
-                    return_exceptions=True,
-                ):
-                    if isinstance(now, Unauthorized):
-                        raise now
-                    if isinstance(now, Order):
-                        read[now.id] = now
-                for o in chunk:
-                    now = read.get(o.id, o)
-                    if o.id in read and not now.working:
-                        events.order_canceled(
-                            now, own=o.id in view.own, request_id=reply.request_id
-                        )
-                    else:
-                        still.append((view, o))
+                still += [(view, o) for o in await _still_working(api, reader, view, chunk)]
         pending = still
         if not pending or stop.is_set() or time.monotonic() - started >= settings.flat_timeout:
             break
@@ -268,6 +239,42 @@ async def _until_done(
             request_id=None,
         )
     return sum(len(v.failed) for v in views)
+
+
+async def _still_working(
+    api: TradingApi, reader: Reader, view: AccountView, chunk: Sequence[Order]
+) -> list[Order]:
+    """One read of these cancelled orders (IDS_PER_READ at most): those that ended are
+    `order_canceled`; the others, and all of them when the read fails, are returned."""
+    ids = [o.id for o in chunk]
+    try:
+        reply = await reader.retried(
+            f"orders of account {view.account_id}",
+            functools.partial(api.get_orders, view.account_id, order_ids=ids),
+        )
+    except Unauthorized:
+        raise
+    except ApiError:
+        return list(chunk)
+    read = {o.id: o for o in reply.data}
+    # A listing that lags order entry leaves young orders out: read each by its id.
+    unlisted = [o.id for o in chunk if o.id not in read]
+    for now in await asyncio.gather(
+        *(order_by_id(reader, view.account_id, i) for i in unlisted),
+        return_exceptions=True,
+    ):
+        if isinstance(now, Unauthorized):
+            raise now
+        if isinstance(now, Order):
+            read[now.id] = now
+    still: list[Order] = []
+    for o in chunk:
+        now = read.get(o.id, o)
+        if o.id in read and not now.working:
+            events.order_canceled(now, own=o.id in view.own, request_id=reply.request_id)
+        else:
+            still.append(o)
+    return still
 
 
 def _code(views: Sequence[AccountView], *, failed: bool) -> int:

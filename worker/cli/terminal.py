@@ -11,7 +11,7 @@ import contextlib
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -31,14 +31,14 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from worker.cli.plan_view import PLAN_ROWS_SHOWN, print_not_held, print_plan
 from worker.cli.tables import whole_column
 from worker.observe.events import new_york_time, resting_text
-from worker.output.report import TargetResult, summarize
-from worker.results import Outcome, cost_summary
-from worker.run.plan import Plan, cost_line
+from worker.output.totals import cost_summary, summarize
+from worker.results import Outcome, TargetResult
+from worker.run.plan import Plan
 from worker.run.request import Watcher
 
-PLAN_ROWS_SHOWN = 40
 _OUTCOME_STYLE = {
     Outcome.CLOSED: "green",
     Outcome.ALREADY_FLAT: "cyan",
@@ -119,89 +119,7 @@ class Terminal(Watcher):
         self._total = len(plan.targets)
         self._values = {(t.account_id, t.instrument_id): abs(t.market_value) for t in plan.targets}
         self._protected = plan.close_style is not None
-        table = Table(title=f"Plan: {len(plan.targets)} positions to close", title_justify="left")
-        shown = plan.targets[:PLAN_ROWS_SHOWN]
-        # The symbol and the values whole (an OSI symbol cut makes two strikes look alike); on
-        # a narrow terminal the other columns wrap.
-        table.add_column("account", justify="right", overflow="fold")
-        whole_column(table, "symbol", [t.symbol for t in shown])
-        table.add_column("type", overflow="fold")
-        table.add_column("side sent", overflow="fold")
-        table.add_column("quantity", justify="right", overflow="fold")
-        sides: dict[str, Decimal] = defaultdict(Decimal)
-        for t in plan.targets:
-            sides[t.closing_side] += abs(t.market_value)
-        gross = f"{sum(sides.values(), Decimal(0)):,.2f}"
-        # Never cut: on a narrow terminal the other columns wrap, the values keep every digit.
-        widest = max([len(gross), *(len(f"{t.market_value:,.2f}") for t in shown)])
-        table.add_column("market value", justify="right", no_wrap=True, min_width=widest)
-        for t in shown:
-            table.add_row(
-                str(t.account_id),
-                t.symbol,
-                t.instrument_type,
-                Text(t.closing_side, style="red" if t.closing_side == "SELL" else "green"),
-                f"{abs(t.quantity):,}",
-                f"{t.market_value:,.2f}",
-            )
-        hidden = len(plan.targets) - PLAN_ROWS_SHOWN
-        if hidden > 0:
-            table.add_row("…", f"and {hidden} more", "", "", "", "")
-        table.add_section()
-        table.add_row("gross", "", "", "", "", gross)
-        self.console.print(table)
-        if plan.moc_cutoff is not None:
-            self.console.print(f"Market-on-close: {plan.moc_cutoff}", soft_wrap=True)
-        if plan.close_style is not None:
-            self.console.print(f"Close style: {plan.close_style}", soft_wrap=True)
-        for cost in plan.costs:
-            self.console.print(f"Requests, {cost_line(cost)}", soft_wrap=True)
-        # The totals on a line of their own, wrapped by the terminal rather than cut by the table.
-        sells = sum(1 for t in plan.targets if t.closing_side == "SELL")
-        self.console.print(
-            f"Gross market value (absolute values summed): {gross}"
-            f" — SELL {sides['SELL']:,.2f}, BUY {sides['BUY']:,.2f};"
-            f" {sells} SELL / {len(plan.targets) - sells} BUY"
-            f" over {len({t.account_id for t in plan.targets})} account(s)",
-            soft_wrap=True,
-        )
-        if plan.settled:
-            flat = sum(1 for r in plan.settled if r.outcome is Outcome.ALREADY_FLAT)
-            failed = sum(1 for r in plan.settled if r.outcome is Outcome.FAILED)
-            self.console.print(
-                f"Also: {flat} target(s) already flat, {failed} target(s) failed"
-                " at planning (see events)."
-            )
-            self._show_not_held(plan.settled)
-        if plan.guarded:
-            held = Table(
-                title=f"Held by a guard, NOT sent: {len(plan.guarded)} (--force sends them)",
-                title_justify="left",
-            )
-            held.add_column("account", overflow="fold")
-            whole_column(held, "instrument", [r.instrument for r in plan.guarded[:PLAN_ROWS_SHOWN]])
-            held.add_column("why", overflow="fold")
-            for r in plan.guarded[:PLAN_ROWS_SHOWN]:
-                held.add_row(str(r.account_id), r.instrument, self._scrub(r.error or ""))
-            if len(plan.guarded) > PLAN_ROWS_SHOWN:
-                held.add_row("…", f"and {len(plan.guarded) - PLAN_ROWS_SHOWN} more", "")
-            self.console.print(held)
-
-    def _show_not_held(self, results: list[TargetResult]) -> None:
-        """Each named instrument its account does not hold, with what it holds on it: one line
-        each, wrapped by the terminal, so an option symbol is never cut."""
-        not_held = [r for r in results if r.outcome is Outcome.NOT_HELD]
-        if not not_held:
-            return
-        self.console.print(
-            Text(f"Not held, nothing to close: {len(not_held)}", style="bold yellow"),
-            soft_wrap=True,
-        )
-        for r in not_held[:PLAN_ROWS_SHOWN]:
-            line = f"  {r.account_id}:{r.instrument}: {self._scrub(r.error or 'not held')}"
-            self.console.print(line, soft_wrap=True)
-        if len(not_held) > PLAN_ROWS_SHOWN:
-            self.console.print(f"  and {len(not_held) - PLAN_ROWS_SHOWN} more (see the report)")
+        print_plan(self.console, plan, self._scrub)
 
     async def confirm(self, plan: Plan) -> bool:
         if not plan.targets:
@@ -285,32 +203,13 @@ class Terminal(Watcher):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        counts = summarize(results)
-        table = Table(title="Summary", title_justify="left")
-        table.add_column("outcome")
-        table.add_column("targets", justify="right")
-        for outcome in Outcome:
-            table.add_row(
-                Text(str(outcome), style=_OUTCOME_STYLE[outcome]), str(counts[str(outcome)])
-            )
-        table.add_section()
-        table.add_row("total", str(counts["targets"]))
-        self.console.print(table)
+        self.console.print(_outcome_table(summarize(results)))
         failed = [
             r for r in results if r.outcome in (Outcome.FAILED, Outcome.NOT_FLAT, Outcome.GUARDED)
         ]
         if failed:
-            rows = Table(title="Failed, not flat or guarded targets", title_justify="left")
-            rows.add_column("account", overflow="fold")
-            whole_column(rows, "instrument", [r.instrument for r in failed[:PLAN_ROWS_SHOWN]])
-            rows.add_column("attempts", overflow="fold")
-            rows.add_column("error", overflow="fold")
-            for r in failed[:PLAN_ROWS_SHOWN]:
-                rows.add_row(
-                    str(r.account_id), r.instrument, str(r.attempts), self._scrub(r.error or "")
-                )
-            self.console.print(rows)
-        self._show_not_held(results)
+            self.console.print(_failed_table(failed, self._scrub))
+        print_not_held(self.console, results, self._scrub)
         closed = [r for r in results if r.outcome is Outcome.CLOSED]
         value = sum(
             (self._values.get((r.account_id, r.instrument_id or ""), Decimal(0)) for r in closed),
@@ -364,3 +263,27 @@ def _cost_line(who: str, costs: dict[str, Any]) -> str:
             f" {Decimal(worst['cost']):,.2f} ({worst['cost_bps']} bps)"
         )
     return text
+
+
+def _outcome_table(counts: Mapping[str, int]) -> Table:
+    """The targets by outcome, every outcome shown, and their total."""
+    table = Table(title="Summary", title_justify="left")
+    table.add_column("outcome")
+    table.add_column("targets", justify="right")
+    for outcome in Outcome:
+        table.add_row(Text(str(outcome), style=_OUTCOME_STYLE[outcome]), str(counts[str(outcome)]))
+    table.add_section()
+    table.add_row("total", str(counts["targets"]))
+    return table
+
+
+def _failed_table(failed: Sequence[TargetResult], scrub: Callable[[str], str]) -> Table:
+    """The failed, not flat or guarded targets (the first PLAN_ROWS_SHOWN), with their errors."""
+    rows = Table(title="Failed, not flat or guarded targets", title_justify="left")
+    rows.add_column("account", overflow="fold")
+    whole_column(rows, "instrument", [r.instrument for r in failed[:PLAN_ROWS_SHOWN]])
+    rows.add_column("attempts", overflow="fold")
+    rows.add_column("error", overflow="fold")
+    for r in failed[:PLAN_ROWS_SHOWN]:
+        rows.add_row(str(r.account_id), r.instrument, str(r.attempts), scrub(r.error or ""))
+    return rows

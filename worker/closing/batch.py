@@ -33,19 +33,19 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from worker.api.client import IDS_PER_REQUEST, NewOrder, Reply, TimeInForce, TradingApi
 from worker.api.models import Order
 from worker.api.reads import Reader
-from worker.errors import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    OutcomeUnknown,
-    Rejected,
-    Unauthorized,
+from worker.closing.batch_answer import (
+    NOT_CREATED,
+    Submitted,
+    Waiting,
+    answer_listed,
+    named_in,
+    size_limit,
 )
+from worker.errors import Conflict, Forbidden, NotFound, OutcomeUnknown, Rejected, Unauthorized
 from worker.observe import events
 
 # A send waits this long for others of its account before its batch goes: the fan-out hands an
@@ -53,33 +53,6 @@ from worker.observe import events
 WINDOW_S = 0.02
 MAX_BATCH = 1000  # BATCH_SIZE's ceiling
 LOOKUP_CHUNK = IDS_PER_REQUEST
-NOT_CREATED = "not created by the server: left out of its reply twice, and not found by its id"
-
-
-@dataclass(frozen=True, slots=True)
-class Submitted:
-    """One target's order, as the server answered for it."""
-
-    order: Order
-    request_id: str
-    found: bool = False  # found by its id after a 409: an earlier send of the same id landed
-
-
-@dataclass(slots=True)
-class _Waiting:
-    order: NewOrder
-    what: str  # for messages: the instrument as the operator named it
-    answer: asyncio.Future[Submitted] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-    def give(self, submitted: Submitted) -> None:
-        if not self.answer.done():
-            self.answer.set_result(submitted)
-
-    def fail(self, err: BaseException) -> None:
-        if not self.answer.done():
-            self.answer.set_exception(err)
 
 
 class Batcher:
@@ -101,7 +74,7 @@ class Batcher:
         self._probe = asyncio.Lock()  # held by the POST of a batch larger than _proven
         self._tif: TimeInForce = time_in_force
         self._window_s = window_s
-        self._queues: dict[int, list[_Waiting]] = {}
+        self._queues: dict[int, list[Waiting]] = {}
         self._full: dict[int, asyncio.Event] = {}
         self._collectors: dict[int, asyncio.Task[None]] = {}
         self._sending: set[asyncio.Task[bool]] = set()
@@ -119,7 +92,7 @@ class Batcher:
         Raises the `ApiError` that decides this order (its own refusal, or the batch's error).
         """
         self._unless = unless
-        waiting = _Waiting(order, what)
+        waiting = Waiting(order, what)
         queue = self._queues.setdefault(account_id, [])
         queue.append(waiting)
         if len(queue) >= self._size:
@@ -149,7 +122,7 @@ class Batcher:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, account_id: int, batch: list[_Waiting], *, again: bool = False) -> bool:
+    async def _send(self, account_id: int, batch: list[Waiting], *, again: bool = False) -> bool:
         """One POST of `batch`, and what its answer means for each order in it. True when the
         server accepted the batch whole (2xx), whatever it said of each order.
 
@@ -164,7 +137,7 @@ class Batcher:
                 raise
             return False
 
-    async def _post(self, account_id: int, batch: list[_Waiting], *, again: bool) -> bool:
+    async def _post(self, account_id: int, batch: list[Waiting], *, again: bool) -> bool:
         try:
             reply = await self._submit(account_id, batch)
         except Conflict as err:
@@ -187,29 +160,12 @@ class Batcher:
             listed=len(reply.data),
             request_id=reply.request_id,
         )
-        by_client_id = {o.client_order_id: o for o in reply.data}
-        left_out: list[_Waiting] = []
-        for waiting in batch:
-            order = by_client_id.get(waiting.order.client_id)
-            if order is None:
-                left_out.append(waiting)
-            elif order.status == "REJECTED":
-                why = "; ".join(order.details or []) or "no reason given"
-                waiting.fail(
-                    Rejected(
-                        f"{waiting.what}: order {waiting.order.client_id} rejected by the"
-                        f" server: {why}",
-                        status=200,
-                        request_id=reply.request_id,
-                    )
-                )
-            else:
-                waiting.give(Submitted(order, reply.request_id))
+        left_out = answer_listed(batch, reply)
         if left_out:
             await self._after_left_out(account_id, left_out, again=again)
         return True
 
-    async def _submit(self, account_id: int, batch: list[_Waiting]) -> Reply[list[Order]] | None:
+    async def _submit(self, account_id: int, batch: list[Waiting]) -> Reply[list[Order]] | None:
         """The POST, or None when the batch is larger than the size the server takes. A batch
         larger than any accepted yet waits for the one such batch in flight: every account's
         first batches would otherwise all be refused as too large at once."""
@@ -222,13 +178,13 @@ class Batcher:
                 return None
             return await self._post_now(account_id, batch)
 
-    async def _post_now(self, account_id: int, batch: list[_Waiting]) -> Reply[list[Order]]:
+    async def _post_now(self, account_id: int, batch: list[Waiting]) -> Reply[list[Order]]:
         return await self._api.submit_orders(
             account_id, [w.order for w in batch], time_in_force=self._tif, unless=self._unless
         )
 
     async def _after_left_out(
-        self, account_id: int, left_out: list[_Waiting], *, again: bool
+        self, account_id: int, left_out: list[Waiting], *, again: bool
     ) -> None:
         """Orders missing from a 2xx reply: created or not, only a lookup by id can tell."""
         found = await self._lookup(account_id, left_out)
@@ -246,7 +202,7 @@ class Batcher:
             return
         await self._send(account_id, rest, again=True)
 
-    async def _after_conflict(self, account_id: int, batch: list[_Waiting], err: Conflict) -> None:
+    async def _after_conflict(self, account_id: int, batch: list[Waiting], err: Conflict) -> None:
         """409: some client id is taken. The ones found are answered; the others sent again."""
         found = await self._lookup(account_id, batch)
         rest = []
@@ -270,16 +226,16 @@ class Batcher:
         if rest:
             await self._send(account_id, rest)
 
-    async def _after_refusal(self, account_id: int, batch: list[_Waiting], err: Rejected) -> None:
+    async def _after_refusal(self, account_id: int, batch: list[Waiting], err: Rejected) -> None:
         """400/413/422 on the whole batch: too large, or refused because of one order."""
-        limit = _size_limit(err, len(batch))
+        limit = size_limit(err, len(batch))
         if limit is not None and len(batch) > 1:
             if limit < self._size:
                 events.batch_size_lowered(size=limit, was=self._size, request_id=err.request_id)
                 self._size = limit
             await self._send_split(account_id, batch, max(1, min(limit, len(batch) // 2 or 1)))
             return
-        named = _named(err, batch)
+        named = named_in(err, batch)
         if named is not None:
             named.fail(err)
             rest = [w for w in batch if w is not named]
@@ -288,7 +244,7 @@ class Batcher:
             return
         await self._bisect(account_id, batch, err)
 
-    async def _bisect(self, account_id: int, batch: list[_Waiting], err: Rejected) -> None:
+    async def _bisect(self, account_id: int, batch: list[Waiting], err: Rejected) -> None:
         """`batch` was refused whole for an order it does not name: find that order."""
         if len(batch) == 1:
             batch[0].fail(err)  # alone, or the rest of its refused batch was all accepted
@@ -300,12 +256,12 @@ class Batcher:
         else:
             await self._send(account_id, second)  # the first half held one; this, unknown
 
-    async def _send_split(self, account_id: int, batch: list[_Waiting], size: int) -> None:
+    async def _send_split(self, account_id: int, batch: list[Waiting], size: int) -> None:
         parts = [batch[i : i + size] for i in range(0, len(batch), size)]
         await asyncio.gather(*(self._send(account_id, part) for part in parts))
 
     async def _lookup(
-        self, account_id: int, batch: Sequence[_Waiting]
+        self, account_id: int, batch: Sequence[Waiting]
     ) -> dict[str, tuple[Order, str]]:
         """The orders that exist under these client ids (retried as reads), LOOKUP_CHUNK ids a
         request: ~3.7 kB of query string."""
@@ -319,32 +275,3 @@ class Batcher:
             )
             found.update((o.client_order_id, (o, reply.request_id)) for o in reply.data)
         return found
-
-
-def _size_limit(err: Rejected, sent: int) -> int | None:
-    """The batch size the server takes, when the refusal says the batch was too large."""
-    for detail in err.details:
-        if detail.get("type") == "BATCH_TOO_LARGE":
-            most = detail.get("max_orders")
-            if isinstance(most, int) and 0 < most < sent:
-                return most
-            return max(1, sent // 2)
-    text = err.message.lower()
-    if err.status == 413 or "too many" in text or "too large" in text:
-        return max(1, sent // 2)
-    return None
-
-
-def _named(err: Rejected, batch: list[_Waiting]) -> _Waiting | None:
-    """The order of `batch` a refusal names (by client id, else by its index), if any."""
-    for detail in err.details:
-        if detail.get("type") != "BATCH_ORDER":
-            continue
-        client_id = detail.get("client_order_id")
-        for waiting in batch:
-            if client_id is not None and waiting.order.client_id == client_id:
-                return waiting
-        index = detail.get("index")
-        if client_id is None and isinstance(index, int) and 0 <= index < len(batch):
-            return batch[index]
-    return None

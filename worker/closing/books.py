@@ -1,13 +1,14 @@
 """A followed target's books: the fills the account's ledger shows on its instrument, whose each
 one is, and whether a positions read is the position now.
 
-`worker.closing.ledger` decides; this reads what it decides from (the executions listing, an
-unknown fill's order by id) and keeps what earlier reads proved. It never sends anything.
+`worker.closing.ledger` decides; this reads what it decides from (the executions listing), names
+the orders behind fills no listing showed (following's round reads them by id), and keeps what
+earlier reads proved. It never sends anything.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -49,27 +50,11 @@ class Books:
         filled = sum((Decimal(o.filled_quantity) for o in result.orders if o.prior), Decimal(0))
         return cls(target.quantity, earlier, filled)
 
-    async def unknown_orders(
-        self,
-        reader: Reader,
-        account_id: int,
-        known: Collection[str],
-        executions: Sequence[Execution],
-        is_job: Callable[[Order], bool],
-    ) -> list[Order]:
-        """The orders behind fills that no listing of this poll showed and the job does not
-        know (a close applied late, or another's fill between two polls), each read by its id
-        (current while listings lag); an order found to be another's is not read again."""
-        wanted = {e.order_id for e in executions} - set(known) - self.others
-        found = []
-        for order_id in sorted(wanted):
-            reply = await reader.order(account_id, order_id)
-            if reply is None:
-                continue
-            found.append(reply.data)
-            if not is_job(reply.data):
-                self.others.add(order_id)
-        return found
+    def unknown(self, known: Collection[str], executions: Sequence[Execution]) -> set[str]:
+        """The orders behind fills that no listing of this round showed and the job does not
+        know (a close applied late, or another's fill between two rounds), less those an
+        earlier read found to be another's: what the round reads by id."""
+        return {e.order_id for e in executions} - set(known) - self.others
 
     def current(
         self,
@@ -127,9 +112,5 @@ def is_job_order(
         return False
     if sender.idempotent:
         return True
-    # The server sizes a close, and picks its side, as the position stands when it is applied:
-    # one applied late may be on either side (another's fill may have flipped it).
     prior = (target.account_id, target.instrument_id.lower()) in priors
-    return ledger.is_late_close(
-        order, sides={"BUY", "SELL"}, unanswered=result.unanswered > 0 or prior
-    )
+    return ledger.is_late_close(order, unanswered=result.unanswered > 0 or prior)

@@ -87,6 +87,7 @@ class Follower:
             target,
             result,
             self._clock() + self._settings.timeout_s,
+            Books.of(target, result),
             watch_only=watch_only,
             position_ref=target.quantity,
             # An earlier run's orders (found by a look, a 409 on the first send, or adopted)
@@ -95,7 +96,6 @@ class Follower:
             fills_ref=job_fills(result, prior_only=True)
             if target.prior_fills is None
             else target.prior_fills,
-            books=Books.of(target, result),
         )
         # Others' orders on the instrument that could still fill before the fan-out: their
         # fills from then on move the position too (counted, cancel_orders off).

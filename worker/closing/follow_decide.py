@@ -54,13 +54,13 @@ class Decider:
         request_id: str,
         executions: list[Execution] | None = None,
     ) -> Decision:
-        """Take in what one poll read for the target; `position` None: not read (an order on
-        the instrument is working, so it waits whatever the position). `executions`: the
-        instrument's fills from the ledger's window on (None: not read)."""
+        """Take in what one round read for the target; `position` None: not read (an order on
+        the instrument is working, so it waits whatever the position). `orders`: the
+        instrument's orders, those behind its fills that no listing showed too (read by id).
+        `executions`: the instrument's fills from the ledger's window on (None: not read)."""
         result = followed.result
         followed.read_once = True
         listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
-        orders = await self._with_unknown_orders(followed, orders, executions)
         shown = {o.id for o in orders}
         known_before = len(result.orders)
         self._take_in(followed, orders, listed, request_id)
@@ -106,24 +106,6 @@ class Decider:
         )
         return Decision(step, position)
 
-    async def _with_unknown_orders(
-        self, followed: Followed, orders: list[Order], executions: list[Execution] | None
-    ) -> list[Order]:
-        """The orders listed, and those of fills in the ledger that no listing showed."""
-        if executions is None or followed.books is None:
-            return orders
-        known = {o.id for o in followed.result.orders} | {o.id for o in orders}
-        return [
-            *orders,
-            *await followed.books.unknown_orders(
-                self._ctx.reader,
-                followed.target.account_id,
-                known,
-                executions,
-                lambda o: self._is_job_order(followed, o),
-            ),
-        ]
-
     def _take_in(
         self, followed: Followed, orders: Sequence[Order], listed: set[str], request_id: str
     ) -> None:
@@ -156,7 +138,7 @@ class Decider:
     ) -> bool:
         """Whether the read is the position now: by the ledger when it was read (`Books`),
         else by the fills of the orders known."""
-        if executions is None or followed.books is None:
+        if executions is None:
             return explained(followed, position)
         own = {o.id for o in followed.result.orders}
         account, iid = followed.target.account_id, followed.target.instrument_id

@@ -1,23 +1,35 @@
-"""Following's read: what one poll reads for an account. The working orders on its open
-instruments (by status, any age), the job's own orders by id, and the positions of the
-instruments where no order works (while one does, nothing is decided from the position, and
-under a rate limit a read costs as much as an order), with those instruments' fills from the
-account's ledger. It reads only; what a read means is `closing.follow_decide`'s."""
+"""Following's read: what one round reads for an account, per CHUNK of its instruments: one
+orders listing (every order on the instruments, any status, created from the round's floor on),
+then, only for the instruments where no order works (while one does, nothing is decided from the
+position, and under a rate limit a read costs as much as an order), one positions read and one
+read of their fills in the account's ledger. An order behind such a fill that the listing did not
+show (a listing behind the ledger) is read by its id, all of the round's at once. It reads only;
+what a read means is `closing.follow_decide`'s.
+
+Per account and round that is, per CHUNK instruments: one orders read, and at most one positions
+read and one executions read (each a request, or more pages for an account with more than a
+page of orders), and nothing else unless the ledger shows a fill of an order no listing did.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from worker.api.client import IDS_PER_REQUEST
-from worker.api.models import WORKING_STATUSES, Execution, Order
+from worker.api.models import Execution, Order
 from worker.closing import books
 from worker.closing.followed import Followed, FollowSettings
 from worker.closing.send import CloseContext
 
 CHUNK = IDS_PER_REQUEST
+# At least this much before the earliest stamp the orders listing must show, with
+# RECONCILE_LOOKBACK 0: a stamp written to the microsecond may compare a hair later at the
+# server than the order it names.
+MIN_MARGIN = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +56,8 @@ class Read:
 
 
 class AccountReads:
-    """Reads an account for following; remembers whether the server lists executions."""
+    """Reads an account for following; remembers whether the server lists executions, and the
+    earliest order each account's reads have shown (the floor of its orders listing)."""
 
     def __init__(
         self,
@@ -58,6 +71,7 @@ class AccountReads:
         self._settings = settings
         self._since = since
         self._clock = clock
+        self._earliest: dict[int, datetime] = {}
         self.ledger = True  # False: the server lists no executions (decided from orders)
 
     async def read(
@@ -72,12 +86,8 @@ class AccountReads:
         their fills from the ledger's window on (None: the server lists none), and the orders
         listing's request_id.
 
-        Orders come from up to three listings, merged by id: every order that can still fill, of
-        any age (by status); the job's own orders and the others' orders counted in the expected
-        position not read final there, by their ids (and the client id a close whose reply was
-        lost went under); and, while such a close is not found, every order on the instruments
-        (no time bound).
-        """
+        Orders come from one listing per CHUNK instruments, any status, created from the floor
+        on (`_floor`); and the orders behind fills it did not show, by id."""
         positions: dict[str, Decimal] = {}
         positioned: set[str] = set()
         request_id = ""
@@ -106,7 +116,11 @@ class AccountReads:
                 # None: no executions listing (404); decided from the orders from then on.
                 read_fills = await books.read_fills(reader, account_id, needed, self._since)
                 self.ledger = read_fills is not None
-                fills = None if read_fills is None else {**fills, **read_fills}
+                if read_fills is None:
+                    fills = None
+                else:
+                    fills.update(read_fills)
+                    await self._ledger_orders(account_id, pending, needed, read_fills, orders)
         return Read(positions, positioned, orders, fills, request_id)
 
     async def _read_orders(
@@ -116,35 +130,101 @@ class AccountReads:
         chunk: Sequence[str],
         orders: dict[str, list[Order]],
     ) -> str:
-        """One chunk's orders, merged by id into `orders`; the working listing's request_id.
+        """One chunk's orders, merged by id into `orders`; the listing's request_id.
 
         Orders first: an order read as done had filled before the positions were read, so a
         position read open beside it is truly open (the other way round, a fill between the
         reads looks like a residue that is not there)."""
-        reader = self._ctx.reader
-        followed = [pending[iid] for iid in chunk if iid in pending]
-        listed_orders, request_ids = await reader.working_orders(account_id, chunk)
-        if any(f.unresolved is not None for f in followed):
-            # A close whose reply was lost may have filled already: the instruments' final
-            # orders too. Not bounded by time (order timestamps may run behind the server's
-            # clock): which are the job's is told by identity (`recognises`).
-            recent, _ = await reader.orders(account_id, chunk, None)
-            listed_orders = [*listed_orders, *recent]
-        seen = {o.id for o in listed_orders}
-        wanted = [i for i in self._ids_to_read(followed) if i not in seen]
-        for first in range(0, len(wanted), CHUNK):
-            by_id, _ = await reader.orders_by_id(account_id, wanted[first : first + CHUNK])
-            listed_orders = [*listed_orders, *by_id]
+        floor = self._floor(account_id, pending, chunk)
+        listed, request_ids = await self._ctx.reader.orders(account_id, chunk, floor)
+        self._merge(account_id, listed, orders)
+        return request_ids[-1]
+
+    def _floor(
+        self, account_id: int, pending: Mapping[str, Followed], chunk: Sequence[str]
+    ) -> datetime | None:
+        """From when the chunk's orders listing must reach back (None: no bound) to show every
+        order a decision needs: the earliest stamp of the job's orders (its earlier runs' too),
+        of every order that could fill at the orders snapshot before the fan-out (any age), of
+        every order an earlier read showed, and the ledger's window start; then RECONCILE_LOOKBACK
+        more (how far apart the stamps of orders made in turn may be). An order made later is
+        stamped later by the order system's clock, whatever the server's clock says. Unbounded
+        when no snapshot of the account was read (an older order may still work unseen), or
+        while a close whose reply was lost is not found (its order is known by nothing yet)."""
+        if account_id not in self._ctx.read_accounts:
+            return None
+        if any(pending[iid].unresolved is not None for iid in chunk if iid in pending):
+            return None
+        stamps = [self._since]
+        stamps.extend(o.created_at for o in self._ctx.working_before.get(account_id, []))
+        stamps.extend(
+            o.created_at
+            for f in pending.values()
+            for o in f.result.orders
+            if o.created_at is not None
+        )
+        if account_id in self._earliest:
+            stamps.append(self._earliest[account_id])
+        return min(stamps) - max(self._ctx.lookback, MIN_MARGIN)
+
+    def _merge(
+        self, account_id: int, listed: Iterable[Order], orders: dict[str, list[Order]]
+    ) -> None:
+        """Listed orders into `orders` by instrument (the further along of two listings of one
+        order), and into the account's floor."""
         merged: dict[str, Order] = {}
-        for o in listed_orders:
+        for o in listed:
             merged[o.id] = _fresher(merged.get(o.id), o)
+            if account_id not in self._earliest or o.created_at < self._earliest[account_id]:
+                self._earliest[account_id] = o.created_at
         for o in merged.values():
             # UUIDs are case-insensitive: a listing may spell one unlike the plan did.
             orders.setdefault((o.instrument_id or "").lower(), []).append(o)
-        return request_ids[-1]
+
+    async def _ledger_orders(
+        self,
+        account_id: int,
+        pending: Mapping[str, Followed],
+        instrument_ids: Sequence[str],
+        fills: Mapping[str, Sequence[Execution]],
+        orders: dict[str, list[Order]],
+    ) -> None:
+        """The orders behind fills the ledger shows that neither the listing nor the job knows
+        (a close applied late, or another's fill, the listing behind the ledger), each read by
+        its id, current while listings lag; all of the round's at once, before any decision.
+        An order found to be another's is not read again."""
+        wanted: dict[str, Followed] = {}
+        for iid in instrument_ids:
+            followed = pending.get(iid)
+            executions = fills.get(iid.lower())
+            if followed is None or not executions:
+                continue
+            known = {o.id for o in followed.result.orders}
+            known.update(o.id for o in orders.get(iid.lower(), []))
+            for order_id in followed.books.unknown(known, executions):
+                wanted.setdefault(order_id, followed)
+        if not wanted:
+            return
+        ids = sorted(wanted)
+        replies = await asyncio.gather(
+            *(self._ctx.reader.order(account_id, i) for i in ids), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        for order_id, reply in zip(ids, replies, strict=True):
+            if reply is None or isinstance(reply, BaseException):
+                continue
+            followed, order = wanted[order_id], reply.data
+            sender, priors = self._ctx.sender, self._ctx.priors
+            if not books.is_job_order(sender, priors, followed.target, followed.result, order):
+                followed.books.others.add(order_id)
+            if account_id not in self._earliest or order.created_at < self._earliest[account_id]:
+                self._earliest[account_id] = order.created_at
+            orders.setdefault(followed.target.instrument_id.lower(), []).append(order)
 
     def _needs_position(self, followed: Followed, orders: Sequence[Order], final: bool) -> bool:
-        """Whether a poll must read the target's position: when no order on the instrument is
+        """Whether a round must read the target's position: when no order on the instrument is
         working (flat, a residue, or a lagging listing is decided from it); when a close's
         outcome is unknown or the target is only watched (the position is the proof); and on
         the last read before a stop or FLAT_TIMEOUT settles it, so its report carries what the
@@ -156,19 +236,6 @@ class AccountReads:
         if self._clock() >= followed.deadline - self._settings.max_pause_s:
             return True
         return not any(o.working for o in orders)
-
-    def _ids_to_read(self, followed: Iterable[Followed]) -> list[str]:
-        """The job's orders not yet read final, and the client id a lost reply went under."""
-        ids: list[str] = []
-        for f in followed:
-            ids.extend(o.id for o in f.result.orders if o.status in WORKING_STATUSES)
-            # Others' orders counted in the expected position: their fills, to the last one.
-            ids.extend(i for i in f.others_now if i not in f.others_done)
-            if f.unresolved is not None:
-                named = self._ctx.sender.client_id(f.target, f.result)
-                if named is not None:
-                    ids.append(named[0])
-        return list(dict.fromkeys(ids))
 
 
 def _fresher(known: Order | None, other: Order) -> Order:

@@ -17,6 +17,7 @@ class Followed:
     target: Target
     result: TargetResult
     deadline: float  # monotonic
+    books: Books  # its fills as the account's ledger shows them
     quiet_until: float = 0.0  # no residue close before this (after an unknown outcome)
     # A target that failed with its last close's fate unknown: followed to report what the
     # server did (flat: closed); read open with nothing working, it gets a residue close like
@@ -47,7 +48,6 @@ class Followed:
     last_chance: bool = False
     last_read: bool = False  # the one more read at the deadline has been granted
     read_once: bool = False  # a poll has read it (one handed over during a read has not)
-    books: Books | None = None  # its fills as the account's ledger shows them
 
 
 @dataclass(frozen=True)

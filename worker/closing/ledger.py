@@ -176,8 +176,17 @@ def safe_size(position: Decimal, fills: Sequence[Fill]) -> Decimal:
     return smallest
 
 
-def is_late_close(order: Order, *, sides: Collection[str], unanswered: bool) -> bool:
+# The sides a close may take: the server sizes a close, and picks its side, as the position
+# stands when it is applied, so one applied late may be on either (another's fill may have
+# flipped the position meanwhile).
+CLOSING_SIDES = frozenset({"BUY", "SELL"})
+
+
+def is_late_close(
+    order: Order, *, sides: Collection[str] = CLOSING_SIDES, unanswered: bool
+) -> bool:
     """close_position: an order the job does not know is its close applied late only if a close
-    of the job's went unanswered, it is a market order, and it is on a side the job closed on.
-    (Not in the orders snapshot before the fan-out is the sender's check.)"""
+    of the job's went unanswered, it is a market order, and it is on one of `sides` (any side
+    a close may take, unless the caller knows better). (Not in the orders snapshot before the
+    fan-out is the sender's check.)"""
     return unanswered and order.order_type == "MARKET" and order.side in sides

@@ -171,7 +171,9 @@ class Repricer:
             except Unauthorized:
                 raise
             except ApiError as err:
-                events.quotes_unavailable(instruments=len(ids[start:]), error=str(err))
+                events.quotes_unavailable(
+                    instruments=len(ids[start : start + SNAPSHOT_BATCH]), error=str(err)
+                )
                 continue
             for snapshot in reply.data:
                 q = snapshot.last_quote

@@ -17,14 +17,16 @@ from worker.closing.collar import Collar
 
 CANCEL_CHUNK = IDS_PER_REQUEST
 READ_CHUNK = IDS_PER_REQUEST
-# Up to this many limits of an account are cancelled by id; more, by instrument after one read
-# of the account's working orders (the read proves the cancel takes only the job's orders).
+# Up to this many limits of an account are cancelled by id; more, by instrument (CANCEL_CHUNK
+# a request) where following's last read showed only the job's orders working there
+# (`closing.escalate`: no read of its own).
 BY_ID_MAX = 2
-# Following's reads that show an escalated account's limits final and its positions: the
-# working-orders listing, the job's orders by id, the positions (each per READ_CHUNK).
+# Following's round, per account and READ_CHUNK instruments: the orders listing, and where no
+# order works (an escalated limit read final), the positions and the ledger's executions
+# (`closing.follow_read`).
 FOLLOW_READS = 3
 # Of what RATE_LIMIT allows over a round, the share re-prices and their snapshots may take:
-# the rest is following's (one orders read and one positions read per account and poll).
+# the rest is following's (FOLLOW_READS per account and round at most).
 REPRICE_SHARE = 0.5
 # The pacer spaces sends 2% wider than 1/rate (worker.api.pace).
 _SPACING = 1.02
@@ -43,7 +45,7 @@ def escalation_requests(limits_by_account: Iterable[int], batch_size: int) -> in
     for n in limits_by_account:
         if n <= 0:
             continue
-        cancels = n if n <= BY_ID_MAX else 1 + math.ceil(n / CANCEL_CHUNK)
+        cancels = n if n <= BY_ID_MAX else math.ceil(n / CANCEL_CHUNK)
         reads = FOLLOW_READS * math.ceil(n / READ_CHUNK)
         rests = math.ceil(n / max(1, batch_size))
         total += cancels + reads + rests

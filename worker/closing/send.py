@@ -64,6 +64,8 @@ class CloseContext:
     # Per account, the orders that could still fill before the fan-out, of any age: others'
     # orders on a target's closing side are counted before its close is sized.
     working_before: dict[int, list[Order]] = field(default_factory=dict)
+    # The accounts whose orders that snapshot read: no order older than it can work unseen.
+    read_accounts: frozenset[int] = frozenset()
     # A run that took the job over: per position (account, instrument id in lower case), the
     # job's orders from earlier runs of it, and the read that found them (`run.takeover`).
     earlier_orders: dict[tuple[int, str], tuple[list[Order], str]] = field(default_factory=dict)

@@ -16,6 +16,7 @@ from decimal import Decimal
 from worker.api.client import IDS_PER_REQUEST
 from worker.api.models import Order
 from worker.api.reads import Reader
+from worker.closing.books import read_fills
 from worker.closing.ledger import Fill, fills_of, safe_size
 from worker.closing.target import Target
 from worker.errors import ApiError, Unauthorized
@@ -47,19 +48,25 @@ async def recent_fills(
         for start in range(0, len(batch), CHUNK):
             chunk = batch[start : start + CHUNK]
             try:
-                listed, _ = await reader.executions(
-                    account_id, [t.instrument_id for t in chunk], since
-                )
+                read = await read_fills(reader, account_id, [t.instrument_id for t in chunk], since)
             except Unauthorized:
                 raise
             except ApiError:
                 continue
-            listed = [e for e in listed if e.order_id not in working]
-            jobs = await _the_jobs(reader, account_id, chunk, {e.order_id for e in listed}, is_job)
+            if read is None:  # the server lists no executions
+                continue
+            listed = {
+                iid: [e for e in executions if e.order_id not in working]
+                for iid, executions in read.items()
+            }
+            fill_orders = {e.order_id for executions in listed.values() for e in executions}
+            jobs = await _the_jobs(reader, account_id, chunk, fill_orders, is_job)
             for t in chunk:
-                fills = [f for f in fills_of(listed, t.instrument_id) if f.order_id not in jobs]
+                key = (t.account_id, t.instrument_id.lower())
+                fills = fills_of(listed.get(key[1], []), t.instrument_id)
+                fills = [f for f in fills if f.order_id not in jobs]
                 if fills:
-                    found[(t.account_id, t.instrument_id.lower())] = fills
+                    found[key] = fills
     return found
 
 

@@ -2,9 +2,9 @@
 
 Three forms of a key `<id>.<secret>` must never reach an output: the key, its secret part, and the
 `Bearer <key>` header value. They are scrubbed where text leaves the process, never from data the
-worker acts on (a reply is parsed as received): the errors `api.client` raises, the events'
-Redactor, the report writer, the journal's stored texts and the terminal. Nothing here ever puts
-the key into a message.
+worker acts on (a reply is parsed as received): the errors the API client (`api.transport`)
+raises, the events' Redactor, the report writer, the journal's stored texts and the terminal.
+Nothing here ever puts the key into a message.
 """
 
 from __future__ import annotations

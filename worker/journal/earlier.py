@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from typing import Any
-from urllib.parse import quote
 
 from worker.inputs.settings import Settings
-from worker.journal.files import wal_problem
+from worker.journal.files import connect_read_only, wal_problem
 from worker.journal.open import SQLITE_FILE
 from worker.journal.store import Key
 
@@ -39,13 +38,8 @@ def _sqlite(settings: Settings, job: str) -> list[tuple[Any, ...]]:
     path = settings.journal_dir / SQLITE_FILE
     if not path.is_file() or wal_problem(path) is not None:
         return []
-    # As `check` opens it: without a write-ahead log beside it SQLite is told the file is
-    # immutable, since a plain read-only open of a WAL journal would create its -wal and -shm.
-    live = path.with_name(path.name + "-wal").exists()
-    where = quote(str(path))
-    uri = f"file:{where}?mode=ro" if live else f"file:{where}?mode=ro&immutable=1"
     try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        with contextlib.closing(connect_read_only(path)) as db:
             return db.execute(_CLOSED.format(mark="?"), (job,)).fetchall()
     except sqlite3.Error:
         return []

@@ -1,4 +1,4 @@
-"""Checks of the SQLite journal's files, made before SQLite opens them.
+"""The SQLite journal's files: checked before SQLite opens them, and opened to read only.
 
 SQLite treats a write-ahead log whose header does not check out as empty and forgets what lived
 only there; this refuses such a log loudly. It never hands a damaged log to SQLite and never
@@ -7,13 +7,26 @@ changes a file.
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 from pathlib import Path
+from urllib.parse import quote
 
 WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums little-endian / big-endian
 WAL_VERSION = 3007000
 WAL_HEADER = 32
 FRAME_HEADER = 24
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """The journal at `path` opened to read, creating nothing: what `check`, a dry run's look at
+    earlier runs, and `liquidator journal`, `status` and `cancel` read. Without a write-ahead log
+    beside it (no run has it open) SQLite is told the file is immutable, since a plain read-only
+    open of a WAL journal would create its -wal and -shm files."""
+    live = path.with_name(path.name + "-wal").exists()
+    where = quote(str(path))
+    uri = f"file:{where}?mode=ro" if live else f"file:{where}?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True)
 
 
 def wal_problem(db_path: Path) -> str | None:

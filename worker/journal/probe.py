@@ -11,10 +11,9 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 from worker.inputs.settings import Settings
-from worker.journal.files import wal_problem
+from worker.journal.files import connect_read_only, wal_problem
 from worker.journal.open import SQLITE_FILE
 from worker.journal.schema import TABLES, schema_probes
 
@@ -55,13 +54,8 @@ def _sqlite(directory: Path) -> tuple[str, list[str]]:
     wal = wal_problem(path)
     if wal is not None:
         return name, [wal]
-    # Without a write-ahead log beside it (no run has it open) SQLite is told the file is
-    # immutable: a plain read-only open of a WAL journal would create its -wal and -shm files.
-    live = path.with_name(path.name + "-wal").exists()
-    where = quote(str(path))
-    uri = f"file:{where}?mode=ro" if live else f"file:{where}?mode=ro&immutable=1"
     try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+        with contextlib.closing(connect_read_only(path)) as db:
             found = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
     except sqlite3.Error as exc:
         return name, [f"{path}: {exc}"]

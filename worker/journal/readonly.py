@@ -9,6 +9,7 @@ from typing import Any
 
 from worker.errors import InputError
 from worker.inputs.settings import Settings
+from worker.journal.files import connect_read_only
 from worker.journal.open import PG_DRIVER_HINT, SQLITE_FILE
 
 
@@ -36,8 +37,7 @@ class ReadOnlyJournal:
             self.name = str(self.path)
 
     def open_sqlite(self) -> None:
-        uri = f"file:{self.path}?mode=ro"
-        self._db = sqlite3.connect(uri, uri=True)
+        self._db = connect_read_only(self.path)
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self._pg is not None:

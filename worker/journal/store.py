@@ -14,99 +14,26 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from worker.api.models import Order
 from worker.errors import JournalError, LockLost
+from worker.journal import prior_runs
 from worker.journal.backend import LOCK_FRESH_S, Store
+from worker.journal.intents import Intent, RecordedAhead
+from worker.journal.prior_runs import Key, Prior
 from worker.journal.prune import Pruned, prune_jobs
 from worker.journal.schema import TABLES
 from worker.journal.sqlite import SqliteStore
 from worker.journal.writer import COMMIT_WINDOW_S, GroupCommit
 from worker.results import TargetResult
 
-__all__ = ["COMMIT_WINDOW_S", "LOCK_FRESH_S", "Intent", "Journal", "Prior"]
-
-Key = tuple[int, str]  # (account_id, instrument_id)
+__all__ = ["COMMIT_WINDOW_S", "LOCK_FRESH_S", "Intent", "Journal", "Key", "Prior"]
 
 RECORD_BATCH = 1000  # records kept in memory before they ride along with an intent commit
 OUTCOME_BATCH = 10_000  # outcomes queued, none gone to a commit, before they are committed
-# An intent recorded ahead is used only this soon after its commit; later, the send commits its
-# own. A host that lost its journal (its PostgreSQL session, and with it the lock) therefore
-# sends nothing it could not commit now, beyond this margin: a standby that took over waits
-# REQUEST_TIMEOUT + RECONCILE_DELAY before it looks, and that wait must cover every send.
-AHEAD_FRESH_S = 0.25
-
-_PRIORS = (
-    "SELECT a.account_id, a.instrument_id, MIN(a.since) FROM attempts a"
-    " JOIN runs r ON r.run_id = a.run_id WHERE r.job = ? AND r.run_id != ?"
-    " GROUP BY a.account_id, a.instrument_id"
-)
-# submit_orders: the highest client id generation earlier runs of the job recorded per position.
-_GENERATIONS = (
-    "SELECT c.account_id, c.instrument_id, MAX(c.generation) FROM client_ids c"
-    " JOIN runs r ON r.run_id = c.run_id WHERE r.job = ? AND r.run_id != ?"
-    " GROUP BY c.account_id, c.instrument_id"
-)
-# The orders earlier runs of the job recorded (by id), per position: a rerun reports them.
-_PRIOR_ORDERS = (
-    "SELECT o.account_id, o.instrument_id, o.order_id FROM orders o"
-    " JOIN runs r ON r.run_id = o.run_id WHERE r.job = ? AND r.run_id != ?"
-)
-# Positions an earlier run of the job reported flat and that run finished the job (exit 0): its
-# report tells their orders' story. (A run killed, stopped or cut off from the journal did not
-# finish the job: the run that does reports its orders.)
-_REPORTED_FLAT = (
-    "SELECT t.account_id, t.instrument_id FROM targets t JOIN runs r ON r.run_id = t.run_id"
-    " WHERE r.job = ? AND r.run_id != ? AND r.exit_code = 0"
-    " AND t.outcome IN ('closed', 'already_flat') AND t.instrument_id IS NOT NULL"
-)
-_UNFINISHED = "SELECT run_id FROM runs WHERE job = ? AND run_id != ? AND finished_at IS NULL"
-_JOBS = "SELECT DISTINCT job, trading_day FROM runs"
-_REKEY = "UPDATE runs SET job = ? WHERE job = ? AND trading_day = ?"
-
-
-@dataclass(frozen=True, slots=True)
-class Prior:
-    """Earlier runs of the same job sent a close for this position.
-
-    The resume look searches the position's orders from `since`, which covers every order those
-    runs recorded (and any whose reply they never saw).
-    """
-
-    since: datetime  # the earliest moment their closing orders could carry
-    # submit_orders: the highest generation whose client id they recorded before sending; a
-    # rerun sends that id again (409: found). None: they sent through close_position.
-    generation: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """A close about to be sent: the record a rerun finds (see `Prior`)."""
-
-    account_id: int
-    instrument_id: str
-    attempt: int
-    since: datetime  # the earliest moment its order could carry
-    client_id: str | None = None  # submit_orders: the id it goes under
-    generation: int = 0
-
-    @property
-    def slot(self) -> tuple[int, str, int]:
-        """Its place in the attempts table, within one run."""
-        return (self.account_id, self.instrument_id, self.attempt)
-
-    @property
-    def named(self) -> tuple[Any, ...]:
-        """What else a send must match to use an intent recorded ahead: its client id."""
-        return () if self.client_id is None else (self.client_id, self.generation)
-
-    def row(self, run_id: str, since_text: str | None = None) -> tuple[Any, ...]:
-        row = (run_id, *self.slot, since_text or self.since.isoformat())
-        return (*row, *self.named)
 
 
 class Journal:
@@ -119,9 +46,7 @@ class Journal:
         self._writer = GroupCommit(self._store, record_batch=RECORD_BATCH)
         self._locked_at = time.monotonic()  # when this run got the lock (see `lock_taken`)
         self._statements = {table: self._store.upsert(table) for table in TABLES}
-        # Intents recorded ahead and not yet used, by slot: the row's client id part (what the
-        # send must match to use it) and when its commit returned (None: not yet).
-        self._ahead: dict[tuple[int, str, int], tuple[tuple[Any, ...], float | None]] = {}
+        self._ahead = RecordedAhead()
         self._outcomes_queued = 0  # since records last went to a commit (`_outcomes_taken`)
         self._outcomes_taken = 0
         m = self._store.mark
@@ -187,9 +112,9 @@ class Journal:
         span = in_flight_s + LOCK_FRESH_S
         try:
             elapsed = self._store.since_last_write(job, current_run)
-            unfinished = self._store.read(_UNFINISHED, (job, current_run))
         except Exception as exc:
             raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
+        unfinished = prior_runs.unfinished(self._store, job, current_run)
         wait = 0.0 if elapsed is None else span - elapsed
         if unfinished:
             wait = max(wait, span - (time.monotonic() - self._locked_at))
@@ -224,54 +149,22 @@ class Journal:
         another job: a rerun after an upgrade would not find their intents. Called once, as the
         journal opens.
         """
-        changed = 0
-        for job, day in self._store.read(_JOBS, ()):
-            if job != job_of(day):
-                self._store.execute(_REKEY, (job_of(day), job, day))
-                changed += 1
-        return changed
+        return prior_runs.rekey(self._store, job_of)
 
     # Reads, at the start of a run.
 
     def priors(self, job: str, current_run: str) -> dict[Key, Prior]:
         """Positions that earlier runs of this job sent (or were about to send) a close for."""
-        try:
-            rows = self._store.read(_PRIORS, (job, current_run))
-            generations: dict[Key, int] = {}
-            for a, i, g in self._store.read(_GENERATIONS, (job, current_run)):
-                key = (int(a), i.lower())
-                generations[key] = max(int(g), generations.get(key, int(g)))
-        except Exception as exc:
-            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
-        # Keyed in lower case (UUIDs are case-insensitive): an earlier run's listing may have
-        # spelled them otherwise. Of two spellings, the earlier attempt's start counts.
-        found: dict[Key, Prior] = {}
-        for account_id, instrument_id, since in rows:
-            key = (int(account_id), instrument_id.lower())
-            prior = Prior(datetime.fromisoformat(since), generations.get(key))
-            if key not in found or prior.since < found[key].since:
-                found[key] = prior
-        return found
+        return prior_runs.priors(self._store, job, current_run)
 
     def prior_orders(self, job: str, current_run: str) -> dict[Key, set[str]]:
         """The ids of the orders earlier runs of this job recorded, by position (lower case)."""
-        try:
-            rows = self._store.read(_PRIOR_ORDERS, (job, current_run))
-        except Exception as exc:
-            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
-        found: dict[Key, set[str]] = {}
-        for account_id, instrument_id, order_id in rows:
-            found.setdefault((int(account_id), instrument_id.lower()), set()).add(order_id)
-        return found
+        return prior_runs.prior_orders(self._store, job, current_run)
 
     def reported_flat(self, job: str, current_run: str) -> set[Key]:
         """The positions an earlier run of this job reported `closed` or `already_flat` in a run
         that finished with exit 0."""
-        try:
-            rows = self._store.read(_REPORTED_FLAT, (job, current_run))
-        except Exception as exc:
-            raise JournalError(f"the journal {self.name} could not be read: {exc}") from None
-        return {(int(a), i.lower()) for a, i in rows}
+        return prior_runs.reported_flat(self._store, job, current_run)
 
     # Writes.
 
@@ -313,15 +206,10 @@ class Journal:
 
     async def record_intent(self, run_id: str, intent: Intent) -> None:
         """`intent()`, for an `Intent` already made."""
-        # An intent in a slot recorded ahead uses it: the same close, committed moments ago and
-        # the journal still working, needs no commit. Otherwise (another client id, not yet
-        # committed, committed too long ago, a failed journal) this row is committed over it.
-        ahead = self._ahead.pop(intent.slot, None) if self._ahead else None
-        if ahead is not None and self._writer.failed is None:
-            named, committed_at = ahead
-            fresh = committed_at is not None and time.monotonic() - committed_at <= AHEAD_FRESH_S
-            if fresh and named == intent.named:
-                return
+        # Otherwise (another client id, not yet committed, committed too long ago, a failed
+        # journal) this row is committed over the one recorded ahead.
+        if self._ahead.use(intent) and self._writer.failed is None:
+            return
         await asyncio.shield(self._writer.intent(intent.row(run_id)))
 
     async def intents_ahead(self, run_id: str, intents: Sequence[Intent]) -> None:
@@ -332,15 +220,11 @@ class Journal:
         and the next run looks before closing those positions, as for any intent.
         """
         since_texts = {s: s.isoformat() for s in {i.since for i in intents}}  # usually one
-        for i in intents:
-            self._ahead[i.slot] = (i.named, None)
+        self._ahead.expect(intents)
         await asyncio.shield(
             self._writer.block([i.row(run_id, since_texts[i.since]) for i in intents])
         )
-        committed_at = time.monotonic()
-        for i in intents:
-            if i.slot in self._ahead:  # (not used meanwhile by an intent() that committed its own)
-                self._ahead[i.slot] = (i.named, committed_at)
+        self._ahead.committed(intents, time.monotonic())
 
     def attempt_result(
         self,
@@ -411,10 +295,9 @@ class Journal:
 
     def finish_run(self, run_id: str, finished_at: datetime, exit_code: int) -> None:
         # Intents recorded ahead for closes this run never sent: no look is owed for them.
-        for slot in self._ahead:
+        for slot in self._ahead.unused():
             for sql in self._withdrawals:
                 self._writer.queue(sql, (run_id, *slot))
-        self._ahead.clear()
         # The run's end, in the one commit that writes its last records.
         self._writer.queue(
             self._finish, (finished_at.isoformat(), exit_code, run_id), stamps=run_id

@@ -26,6 +26,7 @@ from worker import jsonbytes
 from worker.inputs.secrets import REDACTED as REDACTED  # what a secret reads as in a line
 from worker.inputs.secrets import Scrubber, secret_forms
 from worker.observe import events
+from worker.observe.events import sink
 
 
 class Redactor:
@@ -136,9 +137,9 @@ class _InfoLines:
 @atexit.register
 def _write_held_lines() -> None:
     """A loop closed before its round ended leaves lines held: they go out at exit."""
-    if events._info_lines is not None:
+    if sink._info_lines is not None:
         with contextlib.suppress(OSError, ValueError):  # (a stream already closed)
-            events._info_lines.close()
+            sink._info_lines.close()
 
 
 class CompactOrders:
@@ -203,8 +204,8 @@ def configure(
     logger_factory: Callable[..., Any] | None = None,
 ) -> None:
     """Configure structlog once, at program start. A terminal gets the readable form."""
-    if events._info_lines is not None:
-        events._info_lines.close()
+    if sink._info_lines is not None:
+        sink._info_lines.close()
     out = stream if stream is not None else sys.stdout
     console = fmt == "console" or (fmt == "auto" and (out.isatty() or logger_factory is not None))
     binary: BinaryIO | None = getattr(out, "buffer", None)
@@ -237,17 +238,17 @@ def configure(
         cache_logger_on_first_use=False,
     )
     # The emitters' logger, resolved once: an event does not re-resolve the configuration.
-    events.log = structlog.get_logger("liquidator").bind()
+    sink.log = structlog.get_logger("liquidator").bind()
     # The fast path: the JSON form on a byte stream, at a level that lets info through.
-    events._info_lines = None
-    if fast is not None and events.log.is_enabled_for(logging.INFO):
-        events._info_lines = _InfoLines(fast, redactor)
+    sink._info_lines = None
+    if fast is not None and sink.log.is_enabled_for(logging.INFO):
+        sink._info_lines = _InfoLines(fast, redactor)
 
 
 def unconfigure() -> None:
     """Back to structlog's defaults and a lazy logger (for tests that capture events)."""
-    if events._info_lines is not None:
-        events._info_lines.close()
-    events._info_lines = None
+    if sink._info_lines is not None:
+        sink._info_lines.close()
+    sink._info_lines = None
     structlog.reset_defaults()
-    events.log = structlog.get_logger("liquidator")
+    sink.log = structlog.get_logger("liquidator")

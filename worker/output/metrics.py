@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from worker.output.report import TargetResult, summarize, write_atomically
-from worker.results import Outcome, cost_summary
+from worker.output.report import write_atomically
+from worker.output.totals import cost_summary, summarize
+from worker.results import Outcome, TargetResult
 
 _LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
 
@@ -32,16 +34,33 @@ def write_metrics(
     time_to_flat_s: float | None = None,
 ) -> None:
     # Imported here, not at start-up: only a run that writes metrics pays for it.
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+    from prometheus_client import CollectorRegistry, generate_latest
 
     counts = summarize(results)
     # A run skipped because the market is closed flattened nothing: it is no success.
     succeeded = exit_code == 0 and counts[str(Outcome.MARKET_CLOSED)] == 0
     last_success = finished_at if succeeded else _previous_success(path)
     registry = CollectorRegistry()  # the run's own, not the process-wide default
+    # Written in the order they are made: outcomes, costs, the run's figures, its end.
+    _outcome_gauges(registry, counts)
+    _cost_gauges(registry, results)
+    _run_gauges(registry, retries, reconciliations, duration_s, time_to_flat_s)
+    _end_gauges(registry, exit_code, finished_at, last_success)
+    if not path.parent.is_dir():  # not made here: a typo'd path must not grow a directory tree
+        raise FileNotFoundError(errno.ENOENT, "its directory does not exist", str(path.parent))
+    # node_exporter reads it as another user; the unit's UMask=0077 would leave 0600.
+    write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
 
-    def gauge(name: str, documentation: str, value: float) -> None:
-        Gauge(name, documentation, registry=registry).set(value)
+
+def _gauge(registry: Any, name: str, documentation: str, value: float) -> None:
+    from prometheus_client import Gauge
+
+    Gauge(name, documentation, registry=registry).set(value)
+
+
+def _outcome_gauges(registry: Any, counts: Mapping[str, int]) -> None:
+    """The targets by outcome, and those with more than one filled closing order."""
+    from prometheus_client import Gauge
 
     positions = Gauge(
         "liquidator_positions",
@@ -51,46 +70,68 @@ def write_metrics(
     )
     for outcome in Outcome:  # every outcome, zeros included, so absent means "no run"
         positions.labels(outcome=str(outcome)).set(counts[str(outcome)])
-    gauge(
+    _gauge(
+        registry,
         "liquidator_extra_orders",
         "Targets with more than one filled closing order.",
         counts["extra_orders"],
     )
-    _cost_gauges(registry, results)
+
+
+def _run_gauges(
+    registry: Any,
+    retries: int,
+    reconciliations: int,
+    duration_s: float,
+    time_to_flat_s: float | None,
+) -> None:
+    """The run's retries, looks and durations."""
     # Per-run values: gauges, so no `_total` (a counter's suffix; promtool refuses it on a gauge).
-    gauge("liquidator_retries", "Requests retried in the last run.", retries)
-    gauge(
+    _gauge(registry, "liquidator_retries", "Requests retried in the last run.", retries)
+    _gauge(
+        registry,
         "liquidator_reconciliations",
         "Looks at orders/positions after unknown outcomes in the last run.",
         reconciliations,
     )
-    gauge("liquidator_run_duration_seconds", "Wall time of the last run.", round(duration_s, 3))
+    _gauge(
+        registry,
+        "liquidator_run_duration_seconds",
+        "Wall time of the last run.",
+        round(duration_s, 3),
+    )
     if time_to_flat_s is not None:  # absent: the run ended before closing (market closed, refused)
-        gauge(
+        _gauge(
+            registry,
             "liquidator_time_to_flat_seconds",
             "From the start of closing (the plan made, any wait over) to the end of the last run.",
             round(max(time_to_flat_s, 0.0), 3),
         )
-    gauge(
+
+
+def _end_gauges(
+    registry: Any, exit_code: int, finished_at: float, last_success: float | None
+) -> None:
+    """How and when the last run ended, and when the last that closed everything did."""
+    _gauge(
+        registry,
         "liquidator_last_exit_code",
         "Exit code of the last run: 0 ok, 1 failed, 2 refused, 3 aborted.",
         exit_code,
     )
-    gauge(
+    _gauge(
+        registry,
         "liquidator_last_run_timestamp_seconds",
         "When the last run finished (Unix time).",
         round(finished_at, 3),
     )
     if last_success is not None:
-        gauge(
+        _gauge(
+            registry,
             _LAST_SUCCESS,
             "When the last run that closed everything finished.",
             round(last_success, 3),
         )
-    if not path.parent.is_dir():  # not made here: a typo'd path must not grow a directory tree
-        raise FileNotFoundError(errno.ENOENT, "its directory does not exist", str(path.parent))
-    # node_exporter reads it as another user; the unit's UMask=0077 would leave 0600.
-    write_atomically(path, generate_latest(registry).decode("utf-8"), mode=0o644)
 
 
 def _cost_gauges(registry: Any, results: list[TargetResult]) -> None:

@@ -13,10 +13,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from worker import jsonbytes
-from worker.results import OrderSummary, TargetResult, cost_summary, summarize
+from worker.output.totals import Totals, cost_summary, summarize
+from worker.results import OrderSummary, TargetResult
 
 __all__ = [
     "OrderSummary",
@@ -29,13 +29,6 @@ __all__ = [
 ]
 
 _CHUNK = 1000  # results rendered, scrubbed and written together
-
-
-class Totals(NamedTuple):
-    """The report's summary of the results: `summarize`'s counts, `cost_summary`'s prices."""
-
-    summary: dict[str, int]
-    costs: dict[str, Any]
 
 
 def write_report(

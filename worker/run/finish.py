@@ -14,7 +14,7 @@ from worker.inputs.settings import Settings
 from worker.observe import events
 from worker.output.metrics import write_metrics
 from worker.output.report import Totals, copy_atomically, write_report
-from worker.results import cost_summary, summarize
+from worker.output.totals import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
 from worker.run.scope import Started
 

@@ -130,6 +130,7 @@ async def _send(
         priors=journaled.priors,
         sender=sender,
         working_before=snapshot.working_before,
+        read_accounts=frozenset(snapshot.preexisting),
         counters=run.counters,
         earlier_orders={k: (e.orders, e.request_id) for k, e in taken.earlier.items()},
     )

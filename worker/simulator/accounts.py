@@ -81,7 +81,7 @@ class AccountDesk:
 
     def balances_of(self, account: SimAccount) -> dict[str, Any]:
         positions = self.book.open_positions(account)  # applies the fills that are due
-        values = [p.quantity * p.price * p.multiplier for p in positions]
+        values = [p.value() for p in positions]
         long_value = sum((v for v in values if v > 0), Decimal(0))
         short_value = -sum((v for v in values if v < 0), Decimal(0))
         cash = STARTING_CASH + sum((e.cash_flow() for e in account.executions), Decimal(0))

@@ -118,10 +118,16 @@ class SimPosition:
     # the Position itself carries none, as in the spec), 1 for a share.
     multiplier: Decimal = Decimal(1)
 
+    def value(self, quantity: Decimal | None = None) -> Decimal:
+        """What it is worth at its price, signed (a short is minus); `quantity`: as it stood
+        earlier (a lag)."""
+        held = self.quantity if quantity is None else quantity
+        return held * self.price * self.multiplier
+
     def to_api(self, quantity: Decimal | None = None) -> dict[str, Any]:
         """As the positions listing shows it; `quantity`: as it stood earlier (a lag)."""
         held = self.quantity if quantity is None else quantity
-        value = held * self.price * self.multiplier
+        value = self.value(held)
         body: dict[str, Any] = {
             "account_id": self.account_id,
             "instrument_id": self.instrument_id,

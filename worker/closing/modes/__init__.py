@@ -16,19 +16,15 @@ is flat (`worker.closing.follow`). Its modules: `sender` (the `Sender` protocol,
 fan-out).
 """
 
-from worker.closing.modes.cancel_resting import CANCEL_CHUNK, CancelWait, RestingCanceller
+from worker.closing.modes.cancel_resting import CancelWait
 from worker.closing.modes.close_position import ClosePositionSender
-from worker.closing.modes.sender import Key, Sender, Sent
+from worker.closing.modes.sender import Sender
 from worker.closing.modes.submit_orders import SubmitOrdersSender, submit_generations
 
 __all__ = [
-    "CANCEL_CHUNK",
     "CancelWait",
     "ClosePositionSender",
-    "Key",
-    "RestingCanceller",
     "Sender",
-    "Sent",
     "SubmitOrdersSender",
     "submit_generations",
 ]

@@ -17,7 +17,6 @@ from worker.closing.target.in_flight import (
     busy,
     closed_earlier,
     earlier_orders,
-    fate_of,
     found,
     looked,
     not_sent,
@@ -47,11 +46,10 @@ from worker.closing.target.outcomes import (
     unknown_instrument,
     unreadable,
 )
-from worker.closing.target.value import NOT_STARTED, JournalRecords, Next, Target
+from worker.closing.target.value import NOT_STARTED, Next, Target
 
 __all__ = [
     "NOT_STARTED",
-    "JournalRecords",
     "Next",
     "Target",
     "adopted",
@@ -61,7 +59,6 @@ __all__ = [
     "cut_off",
     "earlier_orders",
     "failed",
-    "fate_of",
     "flat",
     "found",
     "guarded",

@@ -48,6 +48,7 @@ def _summary(
         None if order.average_fill_price is None else str(order.average_fill_price),
         sys.intern(order.order_type),
         None if order.limit_price is None else str(order.limit_price),
+        order.created_at,
     )
 
 
