@@ -1,4 +1,4 @@
-"""Shared fixtures: a real simulator on loopback, settings pointed at it, captured events."""
+"""Shared fixtures: a real simulator on loopback, settings pointed at it, a throwaway home."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
-from structlog.testing import LogCapture
 
 from worker.inputs.settings import Settings, load_settings
-from worker.observe import writer
 from worker.simulator import SimConfig, Simulator, serve
 
 
@@ -68,19 +65,6 @@ def settings_for(tmp_path: Path) -> Any:
         return load_settings(values, None)
 
     return build
-
-
-@pytest.fixture
-def captured() -> Iterator[LogCapture]:
-    """Every event emitted, as dicts (structlog's own capture, not our renderer). A new test
-    wraps the code under test in `tests.support.events_emitted()` (capture_logs) instead."""
-    capture = LogCapture()
-    writer.unconfigure()
-    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
-    try:
-        yield capture
-    finally:
-        writer.unconfigure()
 
 
 def required_tool(name: str, package: str) -> str:

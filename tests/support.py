@@ -34,9 +34,9 @@ from worker.simulator import Simulator
 
 @contextlib.contextmanager
 def events_emitted() -> Iterator[list[EventDict]]:
-    """Every event emitted inside, as dicts with the bound contextvars (`run_id`, a target's
-    `account_id` and `instrument`): structlog's `capture_logs`, with the writer's fast path off
-    so that `close_order` and `target_cost` pass through structlog too."""
+    """Every event emitted inside, at every level, as dicts with the bound contextvars
+    (`run_id`, a target's `account_id` and `instrument`): structlog's `capture_logs` on
+    structlog's defaults (a writer configured earlier, at its level, is put aside)."""
     writer.unconfigure()
     try:
         with structlog.testing.capture_logs([structlog.contextvars.merge_contextvars]) as entries:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.support import FAST_FOLLOW, seed, seed_held, serving, the_truth
+from tests.support import FAST_FOLLOW, seed, seed_held, sim_behind, the_truth
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import SimConfig, Simulator, serve
@@ -41,9 +41,7 @@ async def test_an_account_of_100_positions_costs_10_requests_and_polls_without_p
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(fill_at_the_third_poll)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, fill_at_the_third_poll) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, close_via="submit_orders", **FAST_FOLLOW
         )
@@ -131,9 +129,7 @@ async def test_two_accounts_of_150_positions_read_orders_once_per_100_and_positi
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(fill_after_three_rounds)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, fill_after_three_rounds) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, close_via="submit_orders", **FAST_FOLLOW
         )

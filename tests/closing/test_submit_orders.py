@@ -24,6 +24,7 @@ from tests.support import (
     FAST_FOLLOW,
     api_for,
     clean_env,
+    events_emitted,
     run_cli,
     seed_accounts,
     the_truth,
@@ -170,6 +171,7 @@ def sim_config() -> SimConfig:
     return SimConfig(regular_close_at=close, fill_delay_s=0.01)
 
 
+@pytest.mark.solo  # its orders must go within 0.3 s of the simulated cutoff
 async def test_at_close_before_the_cutoff_sends_moc_orders_that_fill_at_the_close(
     sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
@@ -214,7 +216,7 @@ async def test_cancelled_orders_still_working_after_the_wait_fail_the_target_uns
 
 
 async def test_a_dry_run_says_the_cutoff_has_passed_and_exits_0(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     seed(sim, 71008, [20])
     settings = settings_for(sim, **FAST_FOLLOW, at_close=True, moc_cutoff="1s")
@@ -222,10 +224,11 @@ async def test_a_dry_run_says_the_cutoff_has_passed_and_exits_0(
     request = RunRequest(
         [TargetSpec(71008, None)], dry_run=True, watcher=Terminal(screen, scrub=str)
     )
-    result = await run(settings, request, asyncio.Event())
+    with events_emitted() as emitted:
+        result = await run(settings, request, asyncio.Event())
     assert result.exit_code == ExitCode.OK
     assert "Market-on-close: cutoff passed" in screen.export_text()  # the plan on a terminal
-    [cutoff] = [e for e in captured.entries if e["event"] == "moc_cutoff"]
+    [cutoff] = [e for e in emitted if e["event"] == "moc_cutoff"]
     assert cutoff["passed"] is True
     assert sum(sim.stats.by_route[r] for r in CHANGES) == 0
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import events_emitted
 from worker.api.models import Order
 from worker.closing import target as life
 from worker.closing.target import Next, Target
@@ -190,12 +191,12 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_each_transition_sets_outcome_fate_error_event_and_record(
-    case: Case, captured: Any
-) -> None:
-    result = case.prepare(TARGET.result())
-    journal = Recorder()
-    assert case.act(result, journal) is case.next
+def test_each_transition_sets_outcome_fate_error_event_and_record(case: Case) -> None:
+    with events_emitted() as emitted:
+        result = case.prepare(TARGET.result())
+        journal = Recorder()
+        next_step = case.act(result, journal)
+    assert next_step is case.next
     assert result.outcome is case.outcome
     assert result.fate is case.fate
     if case.error is None:
@@ -203,7 +204,7 @@ def test_each_transition_sets_outcome_fate_error_event_and_record(
     else:
         assert result.error is not None
         assert case.error in result.error
-    assert tuple(e["event"] for e in captured.entries) == case.events
+    assert tuple(e["event"] for e in emitted) == case.events
     assert journal.records == case.journal
 
 

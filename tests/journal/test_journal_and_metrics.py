@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from structlog.testing import LogCapture
 
+from tests.support import events_emitted
 from worker.errors import JournalError
 from worker.inputs.targets import TargetSpec
 from worker.journal.schema import SCHEMA as _SCHEMA
@@ -371,7 +371,7 @@ def test_metrics_file_is_0644_even_under_the_units_umask(tmp_path: Path) -> None
 
 
 async def test_a_run_counts_its_close_retries_and_looks_in_its_metrics(
-    sim: Simulator, settings_for: Any, captured: LogCapture, tmp_path: Path
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     # Every close is applied and its reply dropped: one retry wait and one look per target.
     sim.add_account(19816)
@@ -379,11 +379,12 @@ async def test_a_run_counts_its_close_retries_and_looks_in_its_metrics(
         sim.add_position(19816, symbol, "25")
     sim.config.faults = {"close": Faults(p_drop_after=1.0)}
     metrics = tmp_path / "liquidator.prom"
-    result = await run(
-        settings_for(sim, metrics_file=metrics),
-        RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, metrics_file=metrics),
+            RunRequest(specs=[TargetSpec(19816, "GOOG"), TargetSpec(19816, "MSFT")]),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.OK
     assert sim.stats.by_route["close"] == 2  # each sent once, found by the look
     samples = {
@@ -391,7 +392,7 @@ async def test_a_run_counts_its_close_retries_and_looks_in_its_metrics(
         for f in text_string_to_metric_families(metrics.read_text())
         for s in f.samples
     }
-    retry_events = [e for e in captured.entries if e["event"] in ("close_retry", "read_retry")]
+    retry_events = [e for e in emitted if e["event"] in ("close_retry", "read_retry")]
     assert samples["liquidator_retries"] == len(retry_events) == 2
     assert samples["liquidator_reconciliations"] == 2
     assert (result.retries, result.reconciliations) == (2, 2)

@@ -234,7 +234,7 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
 ) -> None:
     from aiohttp import web
 
-    from tests.support import serving, stopped_cleanly
+    from tests.support import sim_behind, stopped_cleanly
     from worker.inputs.targets import TargetSpec
     from worker.run.runner import ExitCode, RunRequest, run
     from worker.simulator import SimConfig
@@ -257,10 +257,8 @@ async def test_losing_the_database_mid_run_stops_every_later_close_counted_at_th
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(database_lost_after_four_closes)
     report = tmp_path / "r.json"
-    async with serving(app) as base_url:
+    async with sim_behind(sim, database_lost_after_four_closes) as base_url:
         key = lock_key(LOCK_SCOPE)
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, concurrency=2, journal_url=pg_url
@@ -303,7 +301,7 @@ async def test_a_host_that_lost_its_session_sends_nothing_after_the_standby_look
     that fails. (Found by an adversarial review: A sent them, and positions closed twice.)"""
     from aiohttp import web
 
-    from tests.support import serving
+    from tests.support import sim_behind
     from worker.simulator import SimConfig
 
     sim = Simulator(SimConfig(fill_delay_s=3600))  # every close stays working: doubles show
@@ -326,8 +324,6 @@ async def test_a_host_that_lost_its_session_sends_nothing_after_the_standby_look
             await asyncio.sleep(1.5)  # within REQUEST_TIMEOUT
         return response
 
-    app = sim.app()
-    app.middlewares.append(lose_the_session_then_reply_slowly)
     common = {
         "LIQUIDATOR_JOURNAL_URL": pg_url,
         "LIQUIDATOR_LOCK_WAIT": "30",
@@ -335,7 +331,7 @@ async def test_a_host_that_lost_its_session_sends_nothing_after_the_standby_look
         "LIQUIDATOR_RECONCILE_DELAY": "0.2",
         "LIQUIDATOR_FLAT_TIMEOUT": "3",
     }
-    async with serving(app) as base_url:
+    async with sim_behind(sim, lose_the_session_then_reply_slowly) as base_url:
         active = await start_liquidator(
             sim, tmp_path / "a", tmp_path / "a.json", "--concurrency", "1",
             base_url=base_url, **common,
@@ -370,7 +366,7 @@ async def test_a_stop_mid_block_keeps_the_sent_intents_withdraws_the_rest_then_c
     through the first blocks, as it does one close a request with close_position."""
     from aiohttp import web
 
-    from tests.support import FAST_FOLLOW, serving
+    from tests.support import FAST_FOLLOW, sim_behind
     from worker.inputs.targets import TargetSpec
     from worker.run.runner import ExitCode, RunRequest, run
     from worker.simulator import SimConfig
@@ -395,9 +391,7 @@ async def test_a_stop_mid_block_keeps_the_sent_intents_withdraws_the_rest_then_c
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(stop_at_the_sixth_close)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, stop_at_the_sixth_close) as base_url:
         settings = settings_for(
             base_url=base_url, api_key=sim.config.api_key, concurrency=2, stop_grace=0.5,
             journal_url=pg_url, close_via=close_via, batch_size=4, **FAST_FOLLOW,

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import LogCapture
 
 from tests.support import (
     event_lines,
+    events_emitted,
     fill_after_the_plan,
     finish,
     seed_accounts,
@@ -174,7 +174,7 @@ async def test_a_dry_run_takes_no_lock(sim: Simulator, tmp_path: Path) -> None:
 
 
 async def test_previous_run_found_counts_only_this_runs_targets(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     positions = seed_accounts(sim, 2, 6)
     sim.config.fill_delay_s = 3600  # still open, their closes working, at the rerun
@@ -182,9 +182,10 @@ async def test_previous_run_found_counts_only_this_runs_targets(
     first = await run(settings_for(sim, flat_timeout=0.3), RunRequest(specs=both), asyncio.Event())
     assert first.exit_code == ExitCode.FAILED  # not flat within 0.3 s: the orders are working
     sim.fill_due_in(0.3)  # the market fills them while the rerun follows
-    rerun = await run(settings_for(sim), RunRequest(specs=both[:1]), asyncio.Event())
+    with events_emitted() as emitted:
+        rerun = await run(settings_for(sim), RunRequest(specs=both[:1]), asyncio.Event())
     assert rerun.exit_code == ExitCode.OK
-    [found] = [e for e in captured.entries if e["event"] == "previous_run_found"]
+    [found] = [e for e in emitted if e["event"] == "previous_run_found"]
     assert found["positions_touched"] == 6  # account 20001's, not the twelve the journal knows
     assert all(r.reconciled for r in rerun.results)
     the_truth(sim, None, positions, fill_first=True, one_order=True)

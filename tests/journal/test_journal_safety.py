@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import LogCapture
 
-from tests.support import FAST_FOLLOW, seed_accounts, the_truth
+from tests.support import FAST_FOLLOW, events_emitted, seed_accounts, the_truth
 from worker.errors import JournalRefused
 from worker.inputs.targets import TargetSpec
 from worker.journal.files import wal_problem
@@ -105,17 +104,16 @@ async def test_a_holder_caught_between_taking_the_lock_and_naming_itself_is_stil
     other.release()
 
 
-async def test_a_waiting_run_takes_the_lock_when_the_holder_lets_go(
-    tmp_path: Path, captured: LogCapture
-) -> None:
+async def test_a_waiting_run_takes_the_lock_when_the_holder_lets_go(tmp_path: Path) -> None:
     held = FileLock(tmp_path / "journal.lock")
     assert held.try_acquire()
     other = FileLock(tmp_path / "journal.lock")
     asyncio.get_running_loop().call_later(0.15, held.release)
-    await acquire(other.try_acquire, other.holder, what="the journal j", wait_s=5)
-    names = [e["event"] for e in captured.entries]
+    with events_emitted() as emitted:
+        await acquire(other.try_acquire, other.holder, what="the journal j", wait_s=5)
+    names = [e["event"] for e in emitted]
     assert names == [events.LOCK_WAITING, events.LOCK_ACQUIRED]
-    assert f"pid {os.getpid()}" in captured.entries[0]["holder"]
+    assert f"pid {os.getpid()}" in emitted[0]["holder"]
     third = FileLock(tmp_path / "journal.lock")
     with pytest.raises(JournalRefused, match=r"after waiting 0\.2 s"):
         await acquire(third.try_acquire, third.holder, what="the journal j", wait_s=0.2)

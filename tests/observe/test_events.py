@@ -370,6 +370,30 @@ def test_target_cost_on_its_fast_path_is_the_pipelines_line_key_for_key() -> Non
     )
 
 
+def test_capture_logs_sees_the_fast_path_events_and_the_stream_gets_none_of_them() -> None:
+    """A configured writer (stdout's form, the fast path on): structlog's `capture_logs`, as a
+    test uses it, sees `close_order` and `target_cost` like every other event; after it the
+    fast path writes them again."""
+    out = Output(binary=True)
+    writer.configure(level="info", fmt="json", stream=out.stream)
+    prices = {"arrival_bid": "1.5", "cost": "0.00"}
+    try:
+        assert sink._info_lines is not None
+        with structlog.testing.capture_logs() as captured:
+            events.close_order(an_order(), instrument_id="inst-1", request_id="r", attempt=1)
+            events.target_cost(outcome="closed", prices=prices, account_id=7, instrument="GOOG")
+        events.close_order(an_order(id="after"), instrument_id="i", request_id="r", attempt=1)
+    finally:
+        writer.unconfigure()
+    assert [(e["event"], e["log_level"]) for e in captured] == [
+        ("close_order", "info"),
+        ("target_cost", "info"),
+    ]
+    assert captured[0]["order_id"] == an_order().id
+    assert (captured[1]["account_id"], captured[1]["cost"]) == (7, "0.00")
+    assert [(e["event"], e["order_id"]) for e in lines(out)] == [("close_order", "after")]
+
+
 class Writes(io.RawIOBase):
     """A file that keeps each write it is given, as the system calls a real file would take."""
 

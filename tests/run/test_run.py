@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.support import API_KEY, envelope, events_emitted, serving, stopped_cleanly
+from tests.support import API_KEY, envelope, events_emitted, serving, sim_behind, stopped_cleanly
 from worker.inputs.targets import TargetSpec, read_targets
 from worker.observe import events
 from worker.output.report import TargetResult, write_report
@@ -282,10 +282,8 @@ async def test_a_journal_that_fails_mid_run_stops_every_later_close_and_the_repo
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(journal_disk_fails_after_four_closes)
     report = tmp_path / "r.json"
-    async with serving(app) as base_url:
+    async with sim_behind(sim, journal_disk_fails_after_four_closes) as base_url:
         settings = settings_for(base_url=base_url, api_key=sim.config.api_key, concurrency=2)
         result = await run(
             settings,

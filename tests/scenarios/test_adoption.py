@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.support import FAST_FOLLOW, api_for, the_truth
+from tests.support import FAST_FOLLOW, api_for, events_emitted, the_truth
 from tests.support import seed_held as seed
 from worker.api.client import Side
 from worker.closing.client_ids import client_order_id
@@ -54,30 +54,31 @@ def sim_config() -> SimConfig:
 
 
 async def test_a_stopped_market_on_close_run_rerun_adopts_its_resting_orders(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     keys = seed(sim, 72001, [20, -35, 15, 40, -10, 25])
     settings = settings_for(sim, **FAST_FOLLOW, at_close=True, moc_cutoff="0.3s", stop_grace=0.2)
     specs = [TargetSpec(72001, None)]
     stop = asyncio.Event()
     stopper = asyncio.create_task(stop_when(sim, stop, len(keys)))
-    first, doc = await run_once(settings, specs, tmp_path / "first.json", stop)
-    await stopper
-    assert first.exit_code == ExitCode.ABORTED, doc["summary"]
-    assert sum(sim.stats.submit_batch_sizes) == len(keys)  # orders, in one batch or more
-    resting = [o for a, i, _ in keys for o in sim.closing_orders(a, i) if o["status"] == "NEW"]
-    assert len(resting) == len(keys)  # every market-on-close order rests at the server
+    with events_emitted() as emitted:
+        first, doc = await run_once(settings, specs, tmp_path / "first.json", stop)
+        await stopper
+        assert first.exit_code == ExitCode.ABORTED, doc["summary"]
+        assert sum(sim.stats.submit_batch_sizes) == len(keys)  # orders, in one batch or more
+        resting = [o for a, i, _ in keys for o in sim.closing_orders(a, i) if o["status"] == "NEW"]
+        assert len(resting) == len(keys)  # every market-on-close order rests at the server
 
-    before = dict(sim.stats.by_route)
-    second, doc = await run_once(settings, specs, tmp_path / "second.json")
+        before = dict(sim.stats.by_route)
+        second, doc = await run_once(settings, specs, tmp_path / "second.json")
     assert second.exit_code == ExitCode.OK, doc
     assert sim.stats.by_route["cancel"] == before.get("cancel", 0)  # none of its own cancelled
     assert sim.stats.by_route["submit"] == before["submit"]  # and nothing sent again
     the_truth(sim, None, keys, flat=True, one_order=True)
-    adopted = [e for e in captured.entries if e["event"] == "order_adopted"]
+    adopted = [e for e in emitted if e["event"] == "order_adopted"]
     assert {e["order_id"] for e in adopted} == {o["id"] for o in resting}
     assert all(e["time_in_force"] == "AT_THE_CLOSE" for e in adopted)
-    assert not [e for e in captured.entries if e["event"] == "residue_close"]
+    assert not [e for e in emitted if e["event"] == "residue_close"]
     for r in doc["results"]:
         assert r["outcome"] == "closed", r
         [order] = r["orders"]  # the adopted order is the target's order, in the report
@@ -112,7 +113,7 @@ async def killed_run(
 
 
 async def test_a_killed_submit_orders_run_rerun_adopts_its_own_and_cancels_the_others(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     keys = seed(sim, 72002, [25, -40, 15, 30])
     # Still working when the rerun adopts, after it waited out the killed run (settle_s).
@@ -127,14 +128,15 @@ async def test_a_killed_submit_orders_run_rerun_adopts_its_own_and_cancels_the_o
     other_elsewhere = sim.add_resting_order(a3, "S3", "BUY", "5", "1.00")
     submits_before = sim.stats.by_route["submit"]
 
-    result, doc = await run_once(settings, [TargetSpec(72002, None)], tmp_path / "r.json")
+    with events_emitted() as emitted:
+        result, doc = await run_once(settings, [TargetSpec(72002, None)], tmp_path / "r.json")
     assert result.exit_code == ExitCode.OK, doc
     statuses = {o["id"]: o["status"] for o in sim.orders_of(72002)}
     assert statuses[other_on_adopted] == "CANCELED"
     assert statuses[other_elsewhere] == "CANCELED"
     for key in keys[:3]:
         assert statuses[own[key[:2]]] == "FILLED"  # adopted, never cancelled
-    adopted = {e["order_id"] for e in captured.entries if e["event"] == "order_adopted"}
+    adopted = {e["order_id"] for e in emitted if e["event"] == "order_adopted"}
     assert adopted == {own[k[:2]] for k in keys[:3]}
     # Only the position whose own order was cancelled at the desk is sent a close (a new
     # generation: the old id is taken); the adopted ones are not sent again, not even as a 409.
@@ -153,7 +155,7 @@ async def test_a_killed_submit_orders_run_rerun_adopts_its_own_and_cancels_the_o
 
 
 async def test_a_rerun_does_not_adopt_what_others_working_orders_would_over_close(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     # Long 100: the killed run's SELL 100 still works, and a trader placed a SELL 50 between
     # the runs. cancel_orders off leaves the trader's order alone: adopting the job's order as
@@ -168,7 +170,8 @@ async def test_a_rerun_does_not_adopt_what_others_working_orders_would_over_clos
     desk = sim.add_participant_order(account, iid, "SELL", "50", fill_after_s=2.0)
 
     specs = [TargetSpec(account, None, cancel_orders=False)]
-    result, doc = await run_once(settings, specs, tmp_path / "r.json")
+    with events_emitted() as emitted:
+        result, doc = await run_once(settings, specs, tmp_path / "r.json")
 
     sim.fill_all()
     assert sim.crossed_zero() == []
@@ -178,14 +181,14 @@ async def test_a_rerun_does_not_adopt_what_others_working_orders_would_over_clos
     assert statuses[own]["status"] == "CANCELED"  # the job's was not adopted
     sold = sum(Decimal(o["filled_quantity"]) for o in statuses.values())
     assert sold == 100  # what filled adds up to what was held
-    assert not [e for e in captured.entries if e["event"] == "order_adopted"]
-    [skipped] = [e for e in captured.entries if e["event"] == "adoption_skipped"]
+    assert not [e for e in emitted if e["event"] == "order_adopted"]
+    [skipped] = [e for e in emitted if e["event"] == "adoption_skipped"]
     assert desk in skipped["reason"]
     assert result.exit_code == ExitCode.OK, doc
 
 
 async def test_a_lagging_orders_listing_does_not_defeat_adoption(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     keys = seed(sim, 72004, [25, -40, 15])
     sim.config.fill_delay_s = 2.5  # still working when the rerun adopts
@@ -197,13 +200,14 @@ async def test_a_lagging_orders_listing_does_not_defeat_adoption(
     sim.config.orders_listing_lag_s = 2.4
     before = dict(sim.stats.by_route)
 
-    result, doc = await run_once(settings, [TargetSpec(72004, None)], tmp_path / "r.json")
+    with events_emitted() as emitted:
+        result, doc = await run_once(settings, [TargetSpec(72004, None)], tmp_path / "r.json")
 
     assert sim.stats.by_route["cancel"] == before.get("cancel", 0)  # none of its own cancelled
     assert sim.stats.by_route["submit"] == before["submit"]  # and nothing sent again
     statuses = {o["id"]: o["status"] for o in sim.orders_of(72004)}
     assert {statuses[own[k[:2]]] for k in keys} == {"FILLED"}
-    adopted = {e["order_id"] for e in captured.entries if e["event"] == "order_adopted"}
+    adopted = {e["order_id"] for e in emitted if e["event"] == "order_adopted"}
     assert adopted == set(own.values())
     # One look-up per id the listing did not show, no more.
     assert sim.stats.by_route["order"] - before.get("order", 0) == len(keys)

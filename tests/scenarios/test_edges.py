@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from structlog.testing import LogCapture
 
-from tests.support import api_for, clean_env, run_cli, serving
+from tests.support import api_for, clean_env, events_emitted, run_cli, serving, sim_behind
 from worker.api.client import MAX_REPLY_BYTES
 from worker.errors import OutcomeUnknown
 from worker.inputs.targets import TargetSpec
@@ -26,22 +25,23 @@ CLOSE_PATH = "/v1/accounts/19816/positions/GOOG"
 
 
 async def test_a_typo_fails_as_unknown_instrument_and_a_known_one_not_held_is_not_held(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     sim.add_account(19816)
     sim.add_position(19816, "AAPL", "10")
-    result = await run(
-        settings_for(sim, flat_timeout=2, follow_pause=0.02),
-        RunRequest(specs=[TargetSpec(19816, "APPL"), TargetSpec(19816, "MSFT")]),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, flat_timeout=2, follow_pause=0.02),
+            RunRequest(specs=[TargetSpec(19816, "APPL"), TargetSpec(19816, "MSFT")]),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.FAILED
     by_name = {r.instrument: r for r in result.results}
     assert by_name["APPL"].outcome is Outcome.FAILED
     assert "unknown instrument" in (by_name["APPL"].error or "")
     assert by_name["MSFT"].outcome is Outcome.NOT_HELD
     assert by_name["MSFT"].error == "not held; account 19816 holds nothing in or on MSFT"
-    settled = [e for e in captured.entries if e["event"] == events.TARGET_SETTLED]
+    settled = [e for e in emitted if e["event"] == events.TARGET_SETTLED]
     assert [e["instrument"] for e in settled] == ["MSFT"]
     assert sim.stats.by_route["close"] == 0
     assert sim.position_quantity(19816, "AAPL") == 10  # not named: left alone
@@ -251,9 +251,7 @@ async def test_a_run_whose_close_reply_is_nested_too_deep_finds_its_order_and_en
             return web.Response(body=deep_json(), content_type="application/json")
         return response
 
-    app = sim.app()
-    app.middlewares.append(deep_reply_to_closes)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, deep_reply_to_closes) as base_url:
         result = await run(
             settings_for(
                 base_url=base_url, api_key=sim.config.api_key, follow_pause=0.02, flat_timeout=2

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import time_machine
 
-from tests.support import liquidate, seed, the_truth
+from tests.support import events_emitted, liquidate, seed, the_truth
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import ExitCode
 from worker.simulator import Faults, SimClock, SimConfig, Simulator, serve
@@ -53,7 +53,7 @@ async def test_order_timestamps_90_s_behind_the_servers_clock_close_each_positio
 
 
 async def test_a_residue_close_answered_503_twice_does_not_use_up_max_residue_closes(
-    settings_for: Any, tmp_path: Path, captured: Any
+    settings_for: Any, tmp_path: Path
 ) -> None:
     """The first close fills half; the next two residue closes are answered 503 (nothing
     applied). A look proves each created nothing: neither counts, the third closes the rest,
@@ -74,14 +74,15 @@ async def test_a_residue_close_answered_503_twice_does_not_use_up_max_residue_cl
             sim.config.faults = {}
 
         gateway = asyncio.create_task(residues_answered_503())
-        result, doc = await liquidate(
-            sim,
-            settings_for,
-            tmp_path,
-            [TargetSpec(account, None)],
-            max_residue_closes=1,
-            reconcile_delay=0.05,
-        )
+        with events_emitted() as emitted:
+            result, doc = await liquidate(
+                sim,
+                settings_for,
+                tmp_path,
+                [TargetSpec(account, None)],
+                max_residue_closes=1,
+                reconcile_delay=0.05,
+            )
         gateway.cancel()
     finally:
         await runner.cleanup()
@@ -92,7 +93,7 @@ async def test_a_residue_close_answered_503_twice_does_not_use_up_max_residue_cl
     [r] = doc["results"]
     assert r["outcome"] == "closed", r
     assert result.exit_code == ExitCode.OK, doc
-    logged = captured.entries
+    logged = emitted
     failed = [e for e in logged if e["event"] == "residue_close_failed"]
     assert [e["outcome"] for e in failed] == ["unknown", "nothing_created"] * 2
     assert len([e for e in logged if e["event"] == "residue_close_sent"]) == 1
@@ -189,7 +190,7 @@ async def test_positions_listing_1_5_s_old_submit_orders_closes_each_once(
 
 @BOTH_MODES
 async def test_closing_side_orders_resting_65_s_before_the_run_are_counted(
-    settings_for: Any, tmp_path: Path, close_via: str, captured: Any
+    settings_for: Any, tmp_path: Path, close_via: str
 ) -> None:
     """Another participant's closing-side orders, placed 65 s before the run (older than
     RECONCILE_LOOKBACK), fill during it; cancel_orders is off, so they stay. The worker counts
@@ -205,13 +206,14 @@ async def test_closing_side_orders_resting_65_s_before_the_run_are_counted(
                 account, iid, "SELL" if held > 0 else "BUY", str(abs(held) // 2),
                 fill_after_s=0.4, created_ago_s=65.0,
             )  # fmt: skip
-        result, doc = await liquidate(
-            sim,
-            settings_for,
-            tmp_path,
-            [TargetSpec(63007, None, cancel_orders=False)],
-            close_via=close_via,
-        )
+        with events_emitted() as emitted:
+            result, doc = await liquidate(
+                sim,
+                settings_for,
+                tmp_path,
+                [TargetSpec(63007, None, cancel_orders=False)],
+                close_via=close_via,
+            )
     finally:
         await runner.cleanup()
     sim.fill_all()  # whatever still works at the server fills now: the worst case
@@ -220,7 +222,7 @@ async def test_closing_side_orders_resting_65_s_before_the_run_are_counted(
     assert all(sim.position_quantity(a, i) == 0 for a, i in keys)
     assert {r["outcome"] for r in doc["results"]} == {"closed"}, doc
     assert result.exit_code == ExitCode.OK
-    waited = {e["instrument"] for e in captured.entries if e["event"] == "close_waits_for_orders"}
+    waited = {e["instrument"] for e in emitted if e["event"] == "close_waits_for_orders"}
     assert len(waited) == len(rested)
 
 
@@ -276,7 +278,7 @@ async def test_a_residue_close_whose_reply_was_lost_fills_between_two_reads(
 
 
 async def test_a_target_failed_with_unknown_outcome_read_half_open_gets_its_residue_close(
-    settings_for: Any, tmp_path: Path, captured: Any
+    settings_for: Any, tmp_path: Path
 ) -> None:
     """The first close is applied (it fills half) but its reply never comes, and the look
     after it cannot read the account: the target fails with its outcome unknown. Following
@@ -295,22 +297,23 @@ async def test_a_target_failed_with_unknown_outcome_read_half_open_gets_its_resi
             sim.config.faults = {"orders": Faults(p_503=1.0, retry_after_s=0, max_faults=2)}
 
         gateway = asyncio.create_task(the_look_cannot_read())
-        result, doc = await liquidate(
-            sim,
-            settings_for,
-            tmp_path,
-            [TargetSpec(account, None)],
-            request_timeout=0.2,
-            max_attempts=2,
-            reconcile_delay=0.05,
-        )
+        with events_emitted() as emitted:
+            result, doc = await liquidate(
+                sim,
+                settings_for,
+                tmp_path,
+                [TargetSpec(account, None)],
+                request_timeout=0.2,
+                max_attempts=2,
+                reconcile_delay=0.05,
+            )
         await gateway
     finally:
         await runner.cleanup()
     sim.fill_all()  # whatever still works at the server fills now: the worst case
     the_truth(sim, doc, keys)
     assert sim.position_quantity(account, iid) == 0
-    logged = captured.entries
+    logged = emitted
     assert [e["event"] for e in logged if e["event"] == "residue_close_sent"] == [
         "residue_close_sent"
     ]

@@ -12,9 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from structlog.testing import LogCapture
-
-from tests.support import seed_accounts, the_truth
+from tests.support import events_emitted, seed_accounts, the_truth
 from worker.inputs.targets import TargetSpec
 from worker.observe import events
 from worker.results import Fate, Outcome
@@ -56,20 +54,21 @@ async def test_1000_positions_under_30pct_unknown_outcomes_503s_and_a_rate_limit
 
 
 async def test_close_applied_then_dropped_is_reconciled_not_resent(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     sim.add_account(19816)
     sim.add_position(19816, "GOOG", "25")
     sim.config.faults = {"close": Faults(p_drop_after=1.0)}
-    result = await run(
-        settings_for(sim), RunRequest(specs=[TargetSpec(19816, "GOOG")]), asyncio.Event()
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim), RunRequest(specs=[TargetSpec(19816, "GOOG")]), asyncio.Event()
+        )
     assert result.exit_code == ExitCode.OK
     assert len(sim.closing_orders(19816, "GOOG")) == 1
     [target] = result.results
     assert target.outcome is Outcome.CLOSED
     assert target.reconciled
-    [order_event] = [e for e in captured.entries if e["event"] == events.CLOSE_ORDER]
+    [order_event] = [e for e in emitted if e["event"] == events.CLOSE_ORDER]
     assert order_event["reconciled"] is True
     assert order_event["request_id"]  # the look-up's
 
@@ -110,20 +109,21 @@ async def test_unknown_outcome_that_cannot_be_checked_fails_without_resending(
 
 
 async def test_429_storm_is_retried_honouring_retry_after(
-    sim: Simulator, settings_for: Any, captured: LogCapture
+    sim: Simulator, settings_for: Any
 ) -> None:
     sim.add_account(19816)
     sim.add_position(19816, "GOOG", "25")
     sim.config.faults = {"close": Faults(p_429=0.6, retry_after_s=0.05)}
     sim.config.seed = 1  # its rolls: 0.13 (a 429), then 0.85 (through)
-    result = await run(
-        settings_for(sim, max_attempts=10),
-        RunRequest(specs=[TargetSpec(19816, "GOOG")]),
-        asyncio.Event(),
-    )
+    with events_emitted() as emitted:
+        result = await run(
+            settings_for(sim, max_attempts=10),
+            RunRequest(specs=[TargetSpec(19816, "GOOG")]),
+            asyncio.Event(),
+        )
     assert result.exit_code == ExitCode.OK
     assert len(sim.closing_orders(19816, "GOOG")) == 1
-    [retry] = [e for e in captured.entries if e["event"] == events.CLOSE_RETRY]
+    [retry] = [e for e in emitted if e["event"] == events.CLOSE_RETRY]
     assert retry["wait_s"] == 0.05  # the server's Retry-After, not our backoff
     assert sim.stats.status_counts[429] == 1
 

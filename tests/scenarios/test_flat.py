@@ -14,9 +14,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from structlog.testing import LogCapture
 
-from tests.support import FAST_FOLLOW, liquidate, seed, sim_behind, sim_hook, the_truth
+from tests.support import (
+    FAST_FOLLOW,
+    events_emitted,
+    liquidate,
+    seed,
+    sim_behind,
+    sim_hook,
+    the_truth,
+)
 from worker.inputs.targets import TargetSpec
 from worker.observe import events
 from worker.run.runner import ExitCode, RunRequest, run
@@ -25,17 +32,18 @@ from worker.simulator import Faults, SimConfig, Simulator
 
 @pytest.mark.parametrize("rest", ["CANCELED", "EXPIRED"])
 async def test_partial_fills_get_a_residue_close_and_end_flat(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: LogCapture, rest: str
+    sim: Simulator, settings_for: Any, tmp_path: Path, rest: str
 ) -> None:
     keys = seed(sim, 61001, [100, -50, 30, 80, -20, 10])
     sim.config.p_partial_fill = 1.0  # every close fills half, residue closes too
     sim.config.partial_rest_status = rest
-    result, doc = await liquidate(
-        sim, settings_for, tmp_path, [TargetSpec(61001, None)], max_residue_closes=2
-    )
+    with events_emitted() as emitted:
+        result, doc = await liquidate(
+            sim, settings_for, tmp_path, [TargetSpec(61001, None)], max_residue_closes=2
+        )
     assert sim.stats.by_route["close"] == 3 * len(keys)  # the close and two residue closes
     the_truth(sim, doc, keys)
-    residues = [e for e in captured.entries if e["event"] == events.RESIDUE_CLOSE]
+    residues = [e for e in emitted if e["event"] == events.RESIDUE_CLOSE]
     assert residues
     assert all(e["remaining_quantity"] != "0" for e in residues)
     # Twice half, then half again: with two residue closes every 10+ lot is still open.

@@ -14,9 +14,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from structlog.testing import LogCapture
+from structlog.typing import EventDict
 
-from tests.support import FAST_FOLLOW, clean_env, run_cli
+from tests.support import FAST_FOLLOW, clean_env, events_emitted, run_cli
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import Faults, SimConfig, Simulator, serve
@@ -129,8 +129,8 @@ async def test_a_protected_close_on_a_thin_book_costs_less_than_a_market_close_a
     assert costs["protected"] <= Decimal("30.00")
 
 
-def _events(captured: LogCapture, name: str) -> list[Any]:
-    return [e for e in captured.entries if e["event"] == name]
+def _events(emitted: list[EventDict], name: str) -> list[Any]:
+    return [e for e in emitted if e["event"] == name]
 
 
 def _created(order: dict[str, Any]) -> float:
@@ -140,7 +140,7 @@ def _created(order: dict[str, Any]) -> float:
 
 
 async def test_a_limit_that_never_fills_is_escalated_at_its_deadline_and_the_rest_goes_at_market(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     async with simulator(thin_book(refill_s=None), {"AWAY": "120"}) as sim:
         iid = sim.instrument_id(ACCOUNT, "AWAY")
@@ -153,7 +153,8 @@ async def test_a_limit_that_never_fills_is_escalated_at_its_deadline_and_the_res
 
         sim.after_submit(ACCOUNT, market_runs_away)
         settings = {**PROTECTED, "collar_bps": 0, "deadline_s": 0.4}
-        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
+        with events_emitted() as emitted:
+            result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
         assert int(result.exit_code) == 0, doc
         sound(sim, {"AWAY": 120})
         limit, market = sorted(sim.closing_orders(ACCOUNT, "AWAY"), key=_created)
@@ -171,9 +172,9 @@ async def test_a_limit_that_never_fills_is_escalated_at_its_deadline_and_the_res
         assert _created(market) - _created(limit) >= 0.4
         assert market["client_order_id"][-3:] == "-g1"
         assert limit["client_order_id"][-3:] == "-g0"
-        [escalated] = _events(captured, "close_escalated")
+        [escalated] = _events(emitted, "close_escalated")
         assert (escalated["reason"], escalated["remaining"]) == ("deadline", "120")
-        repriced = _events(captured, "order_repriced")
+        repriced = _events(emitted, "order_repriced")
         assert repriced
         assert {e["quote"] for e in repriced} == {"arrival"}
         (target,) = doc["results"]
@@ -182,7 +183,7 @@ async def test_a_limit_that_never_fills_is_escalated_at_its_deadline_and_the_res
 
 
 async def test_a_partly_filled_limit_escalates_only_its_remainder(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     # No refill: the limit takes the best level (50) and rests; the next level is 20 bps
     # below the bid, beyond the widest collar (15 bps).
@@ -190,7 +191,8 @@ async def test_a_partly_filled_limit_escalates_only_its_remainder(
         # FLAT_TIMEOUT shorter than the deadline: it counts from the deadline, so a limit
         # resting as it should is not called not_flat.
         settings = {**PROTECTED, "deadline_s": 1.2, "flat_timeout": 1.0}
-        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
+        with events_emitted() as emitted:
+            result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
         assert int(result.exit_code) == 0, doc
         sound(sim, {"PART": 300, "SHORT": -200})
         for symbol, held, side in (("PART", 300, "SELL"), ("SHORT", 200, "BUY")):
@@ -202,7 +204,7 @@ async def test_a_partly_filled_limit_escalates_only_its_remainder(
             )
             assert market["order_type"] == "MARKET"
             assert market["quantity"] == str(held - 50)  # only the remainder
-        escalated = {e["instrument"]: e["remaining"] for e in _events(captured, "close_escalated")}
+        escalated = {e["instrument"]: e["remaining"] for e in _events(emitted, "close_escalated")}
         assert escalated == {"PART": "250", "SHORT": "150"}
         by_symbol = {r["symbol"]: r for r in doc["results"]}
         # The cost is over both orders' fills, as the server filled them.
@@ -212,7 +214,7 @@ async def test_a_partly_filled_limit_escalates_only_its_remainder(
 
 
 async def test_unknown_outcomes_of_reprices_and_escalations_never_leave_two_working_orders(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     held = {f"U{k}": (150 + 10 * k) * (-1 if k % 3 == 0 else 1) for k in range(8)}
     config = thin_book(refill_s=None)
@@ -241,7 +243,8 @@ async def test_unknown_outcomes_of_reprices_and_escalations_never_leave_two_work
             "batch_size": 1,
             "flat_timeout": 10.0,
         }
-        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
+        with events_emitted() as emitted:
+            result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
         assert int(result.exit_code) == 0, [
             (r["instrument"], r["outcome"], r["error"])
             for r in doc["results"]
@@ -249,8 +252,8 @@ async def test_unknown_outcomes_of_reprices_and_escalations_never_leave_two_work
         ]
         sound(sim, held)
         assert sim.stats.faults_injected["drop_after"] > 0
-        assert _events(captured, "reprice_failed")
-        assert _events(captured, "escalation_cancel_failed")
+        assert _events(emitted, "reprice_failed")
+        assert _events(emitted, "escalation_cancel_failed")
         assert all(r["outcome"] == "closed" for r in doc["results"]), doc["results"]
 
 
@@ -312,34 +315,36 @@ async def test_a_run_killed_while_its_limits_rest_then_rerun_adopts_and_escalate
 
 
 async def test_without_an_arrival_quote_a_protected_target_is_guarded_and_force_sends_it_at_market(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     config = thin_book()
     # No quote can be read: nothing to price the limit from.
     config.faults = {"snapshot": Faults(p_503=1.0, retry_after_s=0.01)}
     async with simulator(config, {"NOQ": "100"}) as sim:
-        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **PROTECTED)
+        with events_emitted() as emitted:
+            result, doc, _ = await liquidate(sim, settings_for, tmp_path, **PROTECTED)
         assert int(result.exit_code) == 1
         (target,) = doc["results"]
         assert target["outcome"] == "guarded"
         assert "CLOSE_STYLE=protected" in target["error"]
         assert sim.stats.by_route["submit"] == 0
-        [ready] = _events(captured, "plan_ready")
+        [ready] = _events(emitted, "plan_ready")
         assert ready["close_style"] == "protected"
-        forced = await run(
-            settings_for(sim, **{**FAST_FOLLOW, "close_via": "submit_orders", **PROTECTED}),
-            RunRequest(specs=[TargetSpec(ACCOUNT, None)], max_positions_override=True),
-            asyncio.Event(),
-        )
+        with events_emitted() as forcing:
+            forced = await run(
+                settings_for(sim, **{**FAST_FOLLOW, "close_via": "submit_orders", **PROTECTED}),
+                RunRequest(specs=[TargetSpec(ACCOUNT, None)], max_positions_override=True),
+                asyncio.Event(),
+            )
         assert int(forced.exit_code) == 0
         (order,) = sim.closing_orders(ACCOUNT, "NOQ")
         assert order["order_type"] == "MARKET"
-        assert _events(captured, "guard_overridden")
+        assert _events(forcing, "guard_overridden")
         sound(sim, {"NOQ": 100})
 
 
 async def test_at_close_the_limit_escalates_before_the_moc_cutoff_and_the_rest_goes_at_the_close(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     from datetime import UTC, datetime, timedelta
 
@@ -349,7 +354,8 @@ async def test_at_close_the_limit_escalates_before_the_moc_cutoff_and_the_rest_g
     config.regular_close_at = datetime.now(UTC) + timedelta(seconds=3)
     async with simulator(config, {"MOC": "300"}) as sim:
         settings = {**PROTECTED, "deadline_s": 60, "at_close": True, "moc_cutoff": "2s"}
-        result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
+        with events_emitted() as emitted:
+            result, doc, _ = await liquidate(sim, settings_for, tmp_path, **settings)
         assert int(result.exit_code) == 0, doc
         sound(sim, {"MOC": 300})
         limit, rest = sorted(sim.closing_orders(ACCOUNT, "MOC"), key=_created)
@@ -364,5 +370,5 @@ async def test_at_close_the_limit_escalates_before_the_moc_cutoff_and_the_rest_g
             "250",
         )
         assert _created(rest) < config.regular_close_at.timestamp() - 1.9  # before the cutoff
-        [escalated] = _events(captured, "close_escalated")
+        [escalated] = _events(emitted, "close_escalated")
         assert escalated["reason"] == "moc_cutoff"

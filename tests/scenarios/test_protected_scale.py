@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import LogCapture
 
+from tests.support import events_emitted
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import RunRequest, RunResult, run
 from worker.simulator import SimConfig, Simulator, serve
@@ -182,7 +182,7 @@ async def test_at_close_thin_positions_every_rest_accepted_before_the_cutoff(
 
 
 async def test_a_cancel_answered_but_never_applied_is_read_and_sent_again(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     accounts, per_account = 3, 10
     config = book(refill_s=None, p_cancel_lost=0.4, seed=11)
@@ -196,13 +196,14 @@ async def test_a_cancel_answered_but_never_applied_is_read_and_sent_again(
 
 
 async def test_a_limit_that_cannot_be_cancelled_is_reported_with_its_id_before_flat_timeout(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     config = book(refill_s=None, uncancellable={"N0X1"})
     async with simulator(config, 1, 1, 3) as sim:
         settings = {**PROTECTED, "deadline_s": 1.0, "flat_timeout": 8.0}
-        result, doc, _ = await liquidate(sim, settings_for, tmp_path, 1, **settings)
-        stuck = [e for e in captured.entries if e["event"] == "escalation_cancel_stuck"]
+        with events_emitted() as emitted:
+            result, doc, _ = await liquidate(sim, settings_for, tmp_path, 1, **settings)
+        stuck = [e for e in emitted if e["event"] == "escalation_cancel_stuck"]
         [limit] = [o for o in sim.closing_orders(FIRST, "N0X1") if o["order_type"] == "LIMIT"]
         assert [e["order_id"] for e in stuck] == [limit["id"]]
         [not_flat] = [r for r in doc["results"] if r["instrument"] == "N0X1"]
@@ -213,7 +214,7 @@ async def test_a_limit_that_cannot_be_cancelled_is_reported_with_its_id_before_f
 
 
 async def test_a_dry_run_states_each_styles_requests_and_whether_protected_fits(
-    settings_for: Any, tmp_path: Path, captured: LogCapture
+    settings_for: Any, tmp_path: Path
 ) -> None:
     from rich.console import Console
 
@@ -226,9 +227,10 @@ async def test_a_dry_run_states_each_styles_requests_and_whether_protected_fits(
         screen = Console(record=True, width=200)
         specs = [TargetSpec(FIRST + a, None) for a in range(50)]
         request = RunRequest(specs, dry_run=True, watcher=Terminal(screen, scrub=str))
-        result = await run(settings, request, asyncio.Event())
+        with events_emitted() as emitted:
+            result = await run(settings, request, asyncio.Event())
         assert int(result.exit_code) == 0
-        [plan] = [e for e in captured.entries if e["event"] == "plan_ready"]
+        [plan] = [e for e in emitted if e["event"] == "plan_ready"]
         market, protected = plan["requests"]["market"], plan["requests"]["protected"]
         assert market["requests"] == 50 + 50 * 3  # a POST and following's reads per account
         assert protected["fits"] is False

@@ -25,7 +25,7 @@ from tests.support import (
     liquidate,
     run_cli,
     seed_accounts,
-    serving,
+    sim_behind,
     start_liquidator,
     the_truth,
 )
@@ -102,8 +102,8 @@ def _leaks(data: bytes) -> list[str]:
     return [p for p in (KEY, SECRET, SECRET[:8], SECRET[-8:]) if p.encode() in data]
 
 
-def echoing(sim: Simulator, *, in_client_ids: bool = False) -> web.Application:
-    """The simulator behind a gateway that echoes the key: the first close of each position is
+def echoing(*, in_client_ids: bool = False) -> Any:
+    """A gateway that echoes the key (for `sim_behind`): the first close of each position is
     refused unapplied (503) with the key in its message and request id; every other JSON reply
     carries it in its request id and beside each order it lists (a field the spec lacks), and
     with `in_client_ids` in each order's client id and symbol (the status table shows the
@@ -136,9 +136,7 @@ def echoing(sim: Simulator, *, in_client_ids: bool = False) -> web.Application:
                     row["symbol"] = f"{row.get('symbol')} {sent}"
         return web.json_response(doc, status=response.status, headers={"x-request-id": sent})
 
-    app = sim.app()
-    app.middlewares.append(echo)
-    return app
+    return echo
 
 
 async def test_a_key_echoed_in_replies_and_errors_reaches_no_output_and_no_exception(
@@ -148,7 +146,7 @@ async def test_a_key_echoed_in_replies_and_errors_reaches_no_output_and_no_excep
     positions = seed_accounts(sim, 2, 6)
     spare = (20003, sim.add_position(20003, "SPARE", "10"))
     state, report = tmp_path / "state", tmp_path / "report.json"
-    async with serving(echoing(sim)) as base_url:
+    async with sim_behind(sim, echoing()) as base_url:
         # An exception is an exit: what the API client raises holds no form of the key.
         async with api_for(base_url, api_key=KEY) as api:
             with pytest.raises(ApiError) as raised:
@@ -186,7 +184,7 @@ async def test_the_terminal_shows_what_the_api_echoed_scrubbed() -> None:
     sim.add_account(20001)
     sim.add_position(20001, "ECHO", "10")
     sim.book.add_resting_order(20001, "ECHO", "SELL", "5", "999")
-    async with serving(echoing(sim, in_client_ids=True)) as base_url:
+    async with sim_behind(sim, echoing(in_client_ids=True)) as base_url:
         code, out = await run_cli(
             "status", "--account", "20001", "--base-url", base_url, "--log-format", "console",
             env=clean_env(LIQUIDATOR_API_KEY=KEY, COLUMNS="300"),

@@ -19,7 +19,7 @@ from tests.support import (
     fill_after_the_plan,
     journal_lock_holders,
     seed_accounts,
-    serving,
+    sim_behind,
     start_liquidator,
     the_truth,
     until_lock_taken_by_another,
@@ -64,9 +64,7 @@ async def test_a_host_whose_sends_wait_behind_its_pace_sends_none_after_losing_i
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(end_a_session_at_its_third_close)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, end_a_session_at_its_third_close) as base_url:
         common = {"base_url": base_url, "api_key": sim.config.api_key, "journal_url": pg_url}
         # Every target of A is in flight or queued behind its pace, its intent committed ahead.
         host_a = settings_for(**common, **TAKEOVER, concurrency=32, rate_limit=2, stop_grace=1)
@@ -118,10 +116,8 @@ async def test_a_rerun_at_once_waits_out_the_closes_the_killed_run_left_at_the_g
             held.set()
         return await asyncio.shield(applying)
 
-    app = sim.app()
-    app.middlewares.append(the_gateway_holds_closes)
     state = tmp_path / "state"
-    async with serving(app) as base_url:
+    async with sim_behind(sim, the_gateway_holds_closes) as base_url:
         killed = await start_liquidator(
             sim, state, tmp_path / "killed.json", base_url=base_url,
             LIQUIDATOR_REQUEST_TIMEOUT="1", LIQUIDATOR_RECONCILE_DELAY="0.2",
@@ -167,9 +163,7 @@ async def test_postgresql_restarting_mid_run_the_standby_waits_and_every_positio
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(restart_at_the_fiftieth_close)
-    async with serving(app) as base_url:
+    async with sim_behind(sim, restart_at_the_fiftieth_close) as base_url:
         common = {"base_url": base_url, "api_key": sim.config.api_key, "journal_url": pg_url}
         host = settings_for(**common, **TAKEOVER, concurrency=8)
         active = asyncio.create_task(run(host, RunRequest(specs=BOTH), asyncio.Event()))
@@ -220,11 +214,9 @@ async def test_a_journal_table_locked_by_another_session_a_stop_is_honoured_with
         response: web.StreamResponse = await handler(request)
         return response
 
-    app = sim.app()
-    app.middlewares.append(lock_the_tables_at_the_tenth_close)
     report = tmp_path / "r.json"
     with psycopg.connect(pg_url) as blocker:  # its transaction stays open: the locks stay
-        async with serving(app) as base_url:
+        async with sim_behind(sim, lock_the_tables_at_the_tenth_close) as base_url:
             settings = settings_for(
                 base_url=base_url, api_key=sim.config.api_key, journal_url=pg_url,
                 concurrency=4, stop_grace=2.0, journal_timeout=0.5, **FAST_FOLLOW,

@@ -2,9 +2,10 @@
 
 `configure` (once, at program start) sets structlog up and installs the logger the emitters in
 `worker.observe.events` use: JSON lines on stdout (a readable console form on a terminal), with
-every secret redacted from the finished line, and a fast path for the two per-target info
-events. Events and their fields are defined in `events`; here only the console form reads a few
-of them, to print an order or a wait as one short line.
+every secret redacted from the finished line; the two per-target info events go through the
+same processors to a logger that holds their lines for one write per loop round. Events and
+their fields are defined in `events`; here only the console form reads a few of them, to print
+an order or a wait as one short line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, MutableMapping
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal, TextIO, cast
 
 import structlog
@@ -50,9 +50,9 @@ class Redactor:
 
 
 class _Out:
-    """The binary stream of the JSON form, as both writers use it: structlog's pipeline writes
-    each line at once (`write`), the fast path's lines are held until the event loop's current
-    round of callbacks is done (`hold`), and one write carries them all.
+    """The binary stream of the JSON form, as both loggers use it: the emitters' logger writes
+    each line at once (`write`), the info lines' logger (`_InfoLines`) holds its lines until the
+    event loop's current round of callbacks is done (`hold`), and one write carries them all.
 
     A write to stdout can cost a system call per line (it is unbuffered under
     PYTHONUNBUFFERED, as services often run), and a round of the fan-out emits several lines.
@@ -106,28 +106,37 @@ class _Out:
         self._stream.flush()
 
 
-class _InfoLines:
-    """An info event as a JSON line, without structlog's generic pipeline: `close_order` and
-    `target_cost`, one line each per target, the fan-out's hottest path after the request.
+class _HeldLines:
+    """The wrapped logger of the info lines' own structlog logger: each rendered line is held
+    (`_Out.hold`) rather than written at once."""
 
-    Through the pipeline a line cost ~50 µs of CPU inside a run (bench/run.py; bench/README.md).
-    The line is the pipeline's, key for key (the event's fields, `event`, the bound
-    contextvars, `level`, `timestamp`), redacted by the same Redactor and written to the same
-    stream (`_Out`: held for the rest of the loop's round); test_events compares the two.
+    def __init__(self, out: _Out) -> None:
+        self._out = out
+
+    def info(self, line: bytes) -> None:
+        self._out.hold(line + b"\n")
+
+
+class _InfoLines:
+    """`close_order` and `target_cost`, one line each per target, the fan-out's hottest path
+    after the request: through the pipeline's own processors (the same list, so the same line,
+    key for key, and structlog's `capture_logs` sees them), to a logger whose lines are held for
+    the rest of the loop's round and written with the round's others in one write (`_Out`).
+
+    Held, a round's lines cost one system call rather than one each (stdout is unbuffered under
+    PYTHONUNBUFFERED): bench/README.md has what that saves a close.
     """
 
-    def __init__(self, out: _Out, redactor: Redactor) -> None:
+    def __init__(self, out: _Out, pipeline: list[Processor]) -> None:
         self._out = out
-        self._redactor = redactor
+        self._log: structlog.typing.FilteringBoundLogger = structlog.wrap_logger(
+            _HeldLines(out),
+            processors=pipeline,  # (the list itself: capture_logs edits it in place)
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        ).bind()  # (resolved once, as the emitters' logger is)
 
     def emit(self, event: str, fields: MutableMapping[str, Any]) -> None:
-        fields["event"] = event
-        for key, value in structlog.contextvars.get_contextvars().items():
-            fields.setdefault(key, value)
-        fields["level"] = "info"
-        fields["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        line = jsonbytes.dumps(fields, repr)  # (repr: as structlog's JSONRenderer falls back)
-        self._out.hold(self._redactor.redact_bytes(line) + b"\n")
+        self._log.info(event, **fields)
 
     def close(self) -> None:
         """Write out what is held (the output is being configured anew)."""
@@ -209,7 +218,7 @@ def configure(
     out = stream if stream is not None else sys.stdout
     console = fmt == "console" or (fmt == "auto" and (out.isatty() or logger_factory is not None))
     binary: BinaryIO | None = getattr(out, "buffer", None)
-    fast: _Out | None = None  # the stream both writers share, with the fast path
+    fast: _Out | None = None  # the stream both loggers share, with the held info lines
     renderer: Processor
     if console:
         renderer = CompactOrders(
@@ -226,23 +235,24 @@ def configure(
     else:
         renderer = structlog.processors.JSONRenderer(_json_text)
     redactor = Redactor(renderer, secrets)
+    pipeline: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redactor,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redactor,
-        ],
+        processors=pipeline,
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=logger_factory or structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     # The emitters' logger, resolved once: an event does not re-resolve the configuration.
     sink.log = structlog.get_logger("liquidator").bind()
-    # The fast path: the JSON form on a byte stream, at a level that lets info through.
+    # The held info lines: the JSON form on a byte stream, at a level that lets info through.
     sink._info_lines = None
     if fast is not None and sink.log.is_enabled_for(logging.INFO):
-        sink._info_lines = _InfoLines(fast, redactor)
+        sink._info_lines = _InfoLines(fast, pipeline)
 
 
 def unconfigure() -> None:

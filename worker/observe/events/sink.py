@@ -17,8 +17,8 @@ __all__ = ["FastLines", "bind_run", "bound_target"]
 
 
 class FastLines(Protocol):
-    """The JSON form's fast path (`worker.observe.writer`): an info event written as the
-    pipeline would write it, without the pipeline."""
+    """The JSON form's fast path (`worker.observe.writer`): an info event through the
+    pipeline's processors, its line held for one write per loop round."""
 
     def emit(self, event: str, fields: MutableMapping[str, Any]) -> None: ...
     def close(self) -> None: ...

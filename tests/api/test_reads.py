@@ -1,14 +1,12 @@
-"""Pagination (and its failure modes) as the worker reads it, and the simulator's own promises."""
+"""The reads (`worker.api.reads.Reader`) against the simulator: pagination and its failure
+modes, and the ledger of executions by instrument."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
-from structlog.testing import LogCapture
-
-from tests.support import RecordedSleeps, api_for
+from tests.support import RecordedSleeps, api_for, events_emitted
 from worker.api.policy import RetryPolicy
 from worker.api.reads import Reader
 from worker.observe import events
@@ -26,71 +24,30 @@ async def test_positions_are_read_across_pages(sim: Simulator) -> None:
     assert sim.stats.by_route["positions"] == 5
 
 
-async def test_a_repeated_page_token_stops_listing_with_a_warning(
-    sim: Simulator, captured: LogCapture
-) -> None:
+async def test_a_repeated_page_token_stops_listing_with_a_warning(sim: Simulator) -> None:
     sim.seed_book(1, 12)
     sim.config.page_repeat_token = True
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
         reader = Reader(api, RetryPolicy(sleep=RecordedSleeps()), page_size=5)
-        positions, _ = await asyncio.wait_for(reader.positions(10001), 10)
+        with events_emitted() as emitted:
+            positions, _ = await asyncio.wait_for(reader.positions(10001), 10)
     assert len(positions) == 5  # the first page, twice: the second brings its token again
     assert sim.stats.by_route["positions"] == 2
-    [warning] = [e for e in captured.entries if e["event"] == events.PAGINATION_STOPPED]
+    [warning] = [e for e in emitted if e["event"] == events.PAGINATION_STOPPED]
     assert "repeated" in warning["reason"]
 
 
-async def test_pagination_that_never_ends_stops(sim: Simulator, captured: LogCapture) -> None:
+async def test_pagination_that_never_ends_stops(sim: Simulator) -> None:
     sim.seed_book(1, 12)
     sim.config.page_never_ends = True
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
         reader = Reader(api, RetryPolicy(sleep=RecordedSleeps()), page_size=5, max_pages=50)
-        positions, _ = await asyncio.wait_for(reader.positions(10001), 10)
+        with events_emitted() as emitted:
+            positions, _ = await asyncio.wait_for(reader.positions(10001), 10)
     assert len(positions) == 12  # every position, once
     # Pages 0-4, 5-9, 10-11 and then 3-7 (it wraps): the fourth brings nothing new.
     assert sim.stats.by_route["positions"] == 4
-    assert [e["event"] for e in captured.entries] == [events.PAGINATION_STOPPED]
-
-
-async def test_simulator_wants_the_key(sim: Simulator) -> None:
-    sim.seed_book(1, 1)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{sim.base_url}/v1/accounts/10001/positions") as resp:
-            body = await resp.json()
-        assert resp.status == 401
-        assert body["error"]["code"] == 401
-        assert body["metadata"]["request_id"]
-
-
-async def test_simulated_close_sells_a_long_buys_a_short_and_fills_later(sim: Simulator) -> None:
-    long_id = sim.add_position(19816, "GOOG", "25")
-    sim.add_position(19816, "TSLA", "-50")
-    sim.config.fill_delay_s = 3600
-    headers = {"Authorization": f"Bearer {sim.config.api_key}"}
-    async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
-        for instrument, side, qty in ((long_id, "SELL", "25"), ("TSLA", "BUY", "50")):
-            async with session.delete(f"/v1/accounts/19816/positions/{instrument}") as resp:
-                [order] = (await resp.json())["data"]
-            assert (order["side"], order["quantity"], order["order_type"]) == (side, qty, "MARKET")
-        assert sim.position_quantity(19816, "GOOG") == 25  # working: not filled yet
-        sim.fill_all()
-        assert sim.position_quantity(19816, "GOOG") == 0
-        async with session.delete(f"/v1/accounts/19816/positions/{long_id}") as resp:
-            assert resp.status == 404  # flat now: nothing to close
-
-
-async def test_simulator_detects_a_duplicate_close_as_a_flip(sim: Simulator) -> None:
-    sim.add_position(19816, "GOOG", "25")
-    sim.config.fill_delay_s = 3600
-    headers = {"Authorization": f"Bearer {sim.config.api_key}"}
-    async with aiohttp.ClientSession(sim.base_url, headers=headers) as session:
-        for _ in range(2):
-            async with session.delete("/v1/accounts/19816/positions/GOOG") as resp:
-                assert resp.status == 200
-    sim.fill_all()
-    assert sim.duplicate_closes() == [(19816, sim.instrument_id(19816, "GOOG"))]
-    assert sim.flipped_positions() == [(19816, sim.instrument_id(19816, "GOOG"))]
-    assert sim.position_quantity(19816, "GOOG") == -25
+    assert [e["event"] for e in emitted] == [events.PAGINATION_STOPPED]
 
 
 async def test_the_ledger_is_read_by_instrument_from_a_point_across_pages_and_may_lag(

@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.spec_validation import validate_request, validate_response
-from tests.support import clean_env, liquidate, run_cli
+from tests.support import clean_env, events_emitted, liquidate, run_cli
 from worker.inputs.targets import TargetSpec
 from worker.money import ONE, multiplier_text, needs_multiplier, value
 from worker.run.runner import RunRequest, run
@@ -164,13 +164,14 @@ async def test_max_notional_counts_the_multiplier_in_a_dry_run(
 
 
 async def test_an_option_whose_multiplier_cannot_be_learned_is_guarded_not_guessed(
-    sim: Simulator, settings_for: Any, tmp_path: Path, captured: Any
+    sim: Simulator, settings_for: Any, tmp_path: Path
 ) -> None:
     sim.config.faults["contracts"] = Faults(p_503=1.0, retry_after_s=0.0)
     seeded = _seed(sim, 32003)
-    result, doc = await liquidate(
-        sim, settings_for, tmp_path, [TargetSpec(32003, None)], max_attempts=2
-    )
+    with events_emitted() as emitted:
+        result, doc = await liquidate(
+            sim, settings_for, tmp_path, [TargetSpec(32003, None)], max_attempts=2
+        )
     by_symbol = {r["symbol"]: r for r in doc["results"]}
     for option in (PUT, ADJUSTED):
         r = by_symbol[option]
@@ -182,7 +183,7 @@ async def test_an_option_whose_multiplier_cannot_be_learned_is_guarded_not_guess
         assert sim.position_quantity(32003, seeded[option][0]) == seeded[option][1]
     assert by_symbol["S1"]["outcome"] == "closed"
     assert result.exit_code != 0  # open positions remain
-    [unavailable] = [e for e in captured.entries if e["event"] == "multipliers_unavailable"]
+    [unavailable] = [e for e in emitted if e["event"] == "multipliers_unavailable"]
     assert unavailable["instruments"] == 2
 
 
