@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from worker.cli.main import build_parser
+from worker.cli.parser import build_parser
 
 SNAPSHOT = Path(__file__).with_name("flags.json")
 

@@ -31,10 +31,11 @@ async def test_an_account_of_100_positions_costs_10_requests_and_polls_without_p
     async def fill_at_the_third_poll(request: web.Request, handler: Any) -> web.StreamResponse:
         # Following's rounds each open with the orders listing of the account's instruments:
         # the first two find every closing order working; before the third the market fills
-        # them.
+        # them. (The listing by status before a positions read is not a round's first.)
         nonlocal polls
         listing = request.method == "GET" and request.path.endswith("/orders")
-        if listing and sim.stats.by_route["submit"] and "instrument_ids" in request.query:
+        first = "instrument_ids" in request.query and "status" not in request.query
+        if listing and sim.stats.by_route["submit"] and first:
             polls += 1
             if polls == 3:
                 sim.fill_all()
@@ -61,14 +62,15 @@ async def test_an_account_of_100_positions_costs_10_requests_and_polls_without_p
     assert by_route["submit"] == 1, by_route
     assert by_route.get("cancel", 0) == by_route.get("close", 0) == 0, by_route
     # Orders: the snapshot's two listings; one listing per round (three), which shows the job's
-    # orders final too: none by id.
-    assert by_route["orders"] == 2 + 3, by_route
+    # orders final too: none by id; and, before the one positions read, the orders that can
+    # still fill there listed by status (an order stamped before the first listing's floor).
+    assert by_route["orders"] == 2 + 3 + 1, by_route
     # The ledger: once before the orders are sized, and beside following's one positions read.
     assert by_route["executions"] == 2, by_route
-    # In all: the clock, 2 positions reads, 5 orders listings, 2 executions reads, 1 POST; and
+    # In all: the clock, 2 positions reads, 6 orders listings, 2 executions reads, 1 POST; and
     # the arrival quotes.
-    assert sim.stats.requests == 11 + by_route.get("snapshot", 0), by_route
-    assert sim.stats.requests / len(keys) <= 0.12, by_route
+    assert sim.stats.requests == 12 + by_route.get("snapshot", 0), by_route
+    assert sim.stats.requests / len(keys) <= 0.13, by_route
 
 
 def _following_reads(sim: Simulator, account: int) -> list[tuple[str, frozenset[str]]]:
@@ -83,6 +85,8 @@ def _following_reads(sim: Simulator, account: int) -> list[tuple[str, frozenset[
             continue
         names = r.query.get("instrument_ids") or r.query.get("order_ids") or ""
         route = "orders_by_id" if "order_ids" in r.query else r.route
+        if route == "orders" and "status" in r.query:
+            route = "working"  # the listing by status before a positions read
         reads.append((route, frozenset(n.lower() for n in names.split(",") if n)))
     return reads
 
@@ -167,6 +171,11 @@ async def test_two_accounts_of_150_positions_read_orders_once_per_100_and_positi
                 assert [r for r, _ in after].count("positions") <= 1, one
                 assert [r for r, _ in after].count("executions") <= 1, one
                 assert all(n <= names for _, n in after), one
+                # The listing by status: one, only before a positions read, of its instruments.
+                routes = [r for r, _ in after]
+                assert routes.count("working") == routes.count("positions"), one
+                if "positions" in routes:
+                    assert routes.index("working") < routes.index("positions"), one
             if not any(route == "positions" for route, _ in one):
                 resting += 1
         assert resting >= 2, rounds  # the rounds while every order worked read no positions

@@ -16,13 +16,13 @@ DEFAULTS = Collar(first_bps=5, max_bps=50, reprice_s=5, deadline_s=60)
 
 def test_an_escalation_costs_a_cancel_following_reads_and_a_batch_per_account() -> None:
     # 100 limits: one cancel by instrument (no read of its own before it), following's round
-    # (orders, positions, executions), one batch of rests.
-    assert escalation_requests([100], 100) == 1 + 3 + 1
-    assert escalation_requests([101], 100) == 2 + 2 * 3 + 2
+    # (orders, the orders that can still fill, positions, executions), one batch of rests.
+    assert escalation_requests([100], 100) == 1 + 4 + 1
+    assert escalation_requests([101], 100) == 2 + 2 * 4 + 2
     # Two limits: cancelled by id.
-    assert escalation_requests([2], 100) == 2 + 3 + 1
+    assert escalation_requests([2], 100) == 2 + 4 + 1
     assert escalation_requests([0, 0], 100) == 0
-    assert escalation_requests([100] * 50, 100) == 250
+    assert escalation_requests([100] * 50, 100) == 300
     assert seconds_at(300, 20) == 300 * 1.02 / 20
     assert seconds_at(300, 0) == 0
 
@@ -39,7 +39,7 @@ def test_a_round_spends_what_its_room_allows_less_the_snapshot_reads_its_replace
 
 def test_the_plan_states_each_styles_requests_and_whether_protected_fits() -> None:
     market, protected = plan_costs([100] * 50, rate_limit=20, batch_size=100, collar=DEFAULTS)
-    assert market.requests == 50 + 150
+    assert market.requests == 50 + 200  # a POST and following's 4 reads per account
     assert protected.fits, protected
     assert protected.requests > market.requests
     assert "re-prices fit" in protected.advice  # 11 x 5,000 wanted, the rate allows fewer

@@ -28,7 +28,8 @@ from tests.support import (
 )
 from worker.errors import JournalError, JournalRefused, LockLost
 from worker.journal.keys import LOCK_SCOPE
-from worker.journal.postgres import PgJournal, lock_key, redact_url
+from worker.journal.pg_session import lock_key, redact_url
+from worker.journal.postgres import PgJournal
 from worker.journal.store import Intent
 from worker.simulator import Faults, Simulator
 
@@ -182,12 +183,14 @@ async def test_two_hosts_at_once_on_one_postgresql_journal_one_flattens(
     the_truth(sim, None, positions, fill_first=True, one_order=True)
 
 
+@pytest.mark.solo  # the standby must start before the active host finishes
 async def test_the_active_host_killed_mid_run_the_standby_finishes_once(
     sim: Simulator, tmp_path: Path, pg_url: str
 ) -> None:
     await killed_mid_run_then_standby_finishes(sim, tmp_path, pg_url, kill=True)
 
 
+@pytest.mark.solo  # the standby must start before the active host finishes
 async def test_the_active_host_losing_its_session_the_standby_finishes_once(
     sim: Simulator, tmp_path: Path, pg_url: str
 ) -> None:

@@ -232,10 +232,10 @@ async def test_a_dry_run_states_each_styles_requests_and_whether_protected_fits(
         assert int(result.exit_code) == 0
         [plan] = [e for e in emitted if e["event"] == "plan_ready"]
         market, protected = plan["requests"]["market"], plan["requests"]["protected"]
-        assert market["requests"] == 50 + 50 * 3  # a POST and following's reads per account
+        assert market["requests"] == 50 + 50 * 4  # a POST and following's reads per account
         assert protected["fits"] is False
         assert "RATE_LIMIT" in protected["advice"]
         text = screen.export_text()
-        assert "Requests, market: 200 requests" in text
+        assert "Requests, market: 250 requests" in text
         assert "does NOT fit" in text
         assert sim.stats.by_route["submit"] == 0

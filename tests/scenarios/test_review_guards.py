@@ -23,7 +23,8 @@ from worker.api.pace import Pacer
 from worker.errors import LockLost, NotSent
 from worker.journal.lock import FileLock, Holder
 from worker.journal.open import LOCK_FILE
-from worker.journal.postgres import LOCK_STALE_ANSWERS, PgJournal
+from worker.journal.pg_lock_check import LOCK_STALE_ANSWERS
+from worker.journal.postgres import PgJournal
 from worker.journal.store import Journal
 from worker.simulator import Simulator
 

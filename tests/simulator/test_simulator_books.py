@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from tests.support import clean_env, run_cli
-from worker.cli.main import build_parser
+from worker.cli.parser import build_parser
 from worker.errors import InputError
 from worker.simulator import SimClock, SimConfig, Simulator
 from worker.simulator.books import PRESETS, books

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker.api.client import IDS_PER_REQUEST, TradingApi
@@ -52,21 +53,28 @@ if TYPE_CHECKING:
 IDS_PER_READ = IDS_PER_REQUEST
 
 
+@dataclass(frozen=True, slots=True)
+class CancelFlags:
+    """What `cancel`'s flags ask: no question (--yes), nothing cancelled (--dry-run), and
+    cancelling while a run holds the journal's lock (--force)."""
+
+    yes: bool
+    dry_run: bool
+    force: bool = False
+
+
 async def cancel(
     settings: Settings,
     specs: Sequence[TargetSpec],
     stop: asyncio.Event,
     terminal: Terminal | None,
-    *,
-    yes: bool,
-    dry_run: bool,
-    force: bool = False,
+    flags: CancelFlags,
 ) -> int:
-    if dry_run or force:
-        return await _cancel(settings, specs, stop, terminal, yes=yes, dry_run=dry_run)
+    if flags.dry_run or flags.force:
+        return await _cancel(settings, specs, stop, terminal, flags)
     try:
         async with _no_run_holds_the_journal(settings):
-            return await _cancel(settings, specs, stop, terminal, yes=yes, dry_run=dry_run)
+            return await _cancel(settings, specs, stop, terminal, flags)
     except JournalRefused as err:
         events.run_aborted(f"{err}; nothing was cancelled")
         return int(ExitCode.INVALID)
@@ -117,10 +125,9 @@ async def _cancel(
     specs: Sequence[TargetSpec],
     stop: asyncio.Event,
     terminal: Terminal | None,
-    *,
-    yes: bool,
-    dry_run: bool,
+    flags: CancelFlags,
 ) -> int:
+    yes, dry_run = flags.yes, flags.dry_run
     async with connected(settings, stop) as (api, reader):
         try:
             views = await read_view(settings, api, reader, specs)

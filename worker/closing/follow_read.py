@@ -1,14 +1,17 @@
 """Following's read: what one round reads for an account, per CHUNK of its instruments: one
 orders listing (every order on the instruments, any status, created from the round's floor on),
 then, only for the instruments where no order works (while one does, nothing is decided from the
-position, and under a rate limit a read costs as much as an order), one positions read and one
-read of their fills in the account's ledger. An order behind such a fill that the listing did not
-show (a listing behind the ledger) is read by its id, all of the round's at once. It reads only;
-what a read means is `closing.follow_decide`'s.
+position, and under a rate limit a read costs as much as an order), one listing by status of the
+orders that can still fill there (of any age: the floor rests on the order system's stamps, and
+an order stamped before it must not work unseen where a position is decided from), one positions
+read and one read of their fills in the account's ledger. An order behind such a fill that the
+listing did not show (a listing behind the ledger) is read by its id, all of the round's at once.
+It reads only; what a read means is `closing.follow_decide`'s.
 
-Per account and round that is, per CHUNK instruments: one orders read, and at most one positions
-read and one executions read (each a request, or more pages for an account with more than a
-page of orders), and nothing else unless the ledger shows a fill of an order no listing did.
+Per account and round that is, per CHUNK instruments: one orders read, and at most one listing
+by status, one positions read and one executions read (each a request, or more pages for an
+account with more than a page of orders), and nothing else unless the ledger shows a fill of an
+order no listing did.
 """
 
 from __future__ import annotations
@@ -96,13 +99,14 @@ class AccountReads:
         reader = self._ctx.reader
         for start in range(0, len(instrument_ids), CHUNK):
             chunk = instrument_ids[start : start + CHUNK]
-            request_id = await self._read_orders(account_id, pending, chunk, orders)
-            needed = [
-                iid
-                for iid in chunk
-                if iid not in pending
-                or self._needs_position(pending[iid], orders.get(iid.lower(), []), final)
-            ]
+            request_id, bounded = await self._read_orders(account_id, pending, chunk, orders)
+            needed = self._needed(pending, chunk, orders, final)
+            if needed and bounded:
+                # The listing's floor rests on the order system's stamps; an order stamped
+                # before it, made later, is not in it. Before a position is decided from
+                # (flat, or a residue), nothing may work there unseen: one listing by status.
+                await self._working(account_id, needed, orders)
+                needed = self._needed(pending, needed, orders, final)
             if not needed:
                 continue
             listed, _ = await reader.positions(account_id, needed)
@@ -129,8 +133,9 @@ class AccountReads:
         pending: Mapping[str, Followed],
         chunk: Sequence[str],
         orders: dict[str, list[Order]],
-    ) -> str:
-        """One chunk's orders, merged by id into `orders`; the listing's request_id.
+    ) -> tuple[str, bool]:
+        """One chunk's orders, merged by id into `orders`; the listing's request_id, and
+        whether it was bounded in time.
 
         Orders first: an order read as done had filled before the positions were read, so a
         position read open beside it is truly open (the other way round, a fill between the
@@ -138,7 +143,39 @@ class AccountReads:
         floor = self._floor(account_id, pending, chunk)
         listed, request_ids = await self._ctx.reader.orders(account_id, chunk, floor)
         self._merge(account_id, listed, orders)
-        return request_ids[-1]
+        return request_ids[-1], floor is not None
+
+    def _needed(
+        self,
+        pending: Mapping[str, Followed],
+        instrument_ids: Sequence[str],
+        orders: Mapping[str, Sequence[Order]],
+        final: bool,
+    ) -> list[str]:
+        """The instruments whose positions (and fills) the round reads."""
+        return [
+            iid
+            for iid in instrument_ids
+            if iid not in pending
+            or self._needs_position(pending[iid], orders.get(iid.lower(), []), final)
+        ]
+
+    async def _working(
+        self, account_id: int, instrument_ids: Sequence[str], orders: dict[str, list[Order]]
+    ) -> None:
+        """The orders that can still fill on these instruments, of any age (by status, never
+        bounded by time), merged into `orders`: one the time-bounded listing did not show (its
+        stamp earlier than the floor) is seen, and lowers the floor of the rounds after."""
+        listed, _ = await self._ctx.reader.working_orders(account_id, instrument_ids)
+        for o in listed:
+            same = orders.setdefault((o.instrument_id or "").lower(), [])
+            shown = next((k for k, known in enumerate(same) if known.id == o.id), None)
+            if shown is not None:
+                same[shown] = _fresher(same[shown], o)
+                continue
+            same.append(o)
+            if account_id not in self._earliest or o.created_at < self._earliest[account_id]:
+                self._earliest[account_id] = o.created_at
 
     def _floor(
         self, account_id: int, pending: Mapping[str, Followed], chunk: Sequence[str]

@@ -22,9 +22,9 @@ READ_CHUNK = IDS_PER_REQUEST
 # (`closing.escalate`: no read of its own).
 BY_ID_MAX = 2
 # Following's round, per account and READ_CHUNK instruments: the orders listing, and where no
-# order works (an escalated limit read final), the positions and the ledger's executions
-# (`closing.follow_read`).
-FOLLOW_READS = 3
+# order works (an escalated limit read final), the orders that can still fill there (by status),
+# the positions and the ledger's executions (`closing.follow_read`).
+FOLLOW_READS = 4
 # Of what RATE_LIMIT allows over a round, the share re-prices and their snapshots may take:
 # the rest is following's (FOLLOW_READS per account and round at most).
 REPRICE_SHARE = 0.5

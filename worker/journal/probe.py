@@ -65,7 +65,7 @@ def _sqlite(directory: Path) -> tuple[str, list[str]]:
 
 
 def _postgres(url: str) -> tuple[str, list[str]]:
-    from worker.journal.postgres import redact_url
+    from worker.journal.pg_session import redact_url
 
     name = redact_url(url)
     try:

@@ -27,7 +27,7 @@ class ReadOnlyJournal:
                     f"journal_url needs the PostgreSQL driver ({exc}): {PG_DRIVER_HINT}"
                 ) from None
 
-            from worker.journal.postgres import redact_url
+            from worker.journal.pg_session import redact_url
 
             url = settings.journal_url.get_secret_value()
             self.name = redact_url(url)

@@ -20,7 +20,7 @@ from typing import Any
 
 from worker.api.models import Order
 from worker.errors import JournalError, LockLost
-from worker.journal import prior_runs
+from worker.journal import prior_runs, records
 from worker.journal.backend import LOCK_FRESH_S, Store
 from worker.journal.intents import Intent, RecordedAhead
 from worker.journal.prior_runs import Key, Prior
@@ -49,13 +49,8 @@ class Journal:
         self._ahead = RecordedAhead()
         self._outcomes_queued = 0  # since records last went to a commit (`_outcomes_taken`)
         self._outcomes_taken = 0
-        m = self._store.mark
-        self._withdrawals = [
-            f"DELETE FROM {table} WHERE run_id = {m} AND account_id = {m}"
-            f" AND instrument_id = {m} AND attempt = {m}"
-            for table in ("attempts", "client_ids")
-        ]
-        self._finish = f"UPDATE runs SET finished_at = {m}, exit_code = {m} WHERE run_id = {m}"
+        self._withdrawals = records.withdrawals(self._store.mark)
+        self._finish = records.finish_statement(self._store.mark)
         self._scrub: Callable[[str], str] = str  # see `scrub_with`
 
     def scrub_with(self, scrub: Callable[[str], str]) -> None:
@@ -255,35 +250,11 @@ class Journal:
         for o in orders:
             self._queue(
                 "orders",
-                (
-                    o.id,
-                    run_id,
-                    account_id,
-                    o.instrument_id or instrument_id,
-                    o.side,
-                    str(o.quantity),
-                    o.status,
-                    o.created_at.isoformat(),
-                    request_id,
-                    int(reconciled),
-                ),
+                records.order_row(o, run_id, account_id, instrument_id, request_id, reconciled),
             )
 
     def outcome(self, run_id: str, result: TargetResult, quantity: str | None) -> None:
-        self._queue(
-            "targets",
-            (
-                run_id,
-                result.account_id,
-                result.instrument,
-                result.instrument_id,
-                result.symbol,
-                quantity,
-                str(result.outcome) if result.outcome else None,
-                None if result.error is None else self._scrub(result.error),
-                result.attempts,
-            ),
-        )
+        self._queue("targets", records.outcome_row(run_id, result, quantity, self._scrub))
         # Queued as targets settle, they ride along with the fan-out's intent commits. Those
         # with no such commit coming (at the run's end, every target a stop cut off) are
         # committed in batches, so 100,000 of them never wait in memory together (~18 MB).
