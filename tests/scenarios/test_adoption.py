@@ -214,3 +214,53 @@ async def test_a_lagging_orders_listing_does_not_defeat_adoption(
     the_truth(sim, None, keys, flat=True, one_order=True)
     assert sim.crossed_zero() == []
     assert result.exit_code == ExitCode.OK, [(r["outcome"], r["error"]) for r in doc["results"]]
+
+
+async def test_a_rerun_sends_nothing_for_its_earlier_orders_that_filled_after_its_takeover_read(
+    sim: Simulator, settings_for: Any, tmp_path: Path
+) -> None:
+    """The killed run's orders still work when the rerun's takeover confirms its plan, and
+    fill before the fan-out looks for working orders to adopt (the plan's quotes and the
+    orders snapshot come between: under load, a second or more). Not working, they are not
+    adopted; the confirmed positions read (open) does not hold their fills. The rerun must not
+    close those positions again from it."""
+    keys = seed(sim, 72005, [25, -40, 15])
+    sim.config.fill_delay_s = 60.0  # working until the test fills them
+    settings = settings_for(
+        sim, **FAST_FOLLOW, close_via="submit_orders", request_timeout=0.1, reconcile_delay=0.05
+    )
+    own = await killed_run(sim, settings, keys)
+    before = dict(sim.stats.by_route)
+    confirmed: list[int] = []
+
+    def fill_after_takeover(plan: Any) -> None:
+        # The takeover confirmed each position open under its working order (no settled target).
+        confirmed.append(len(plan.targets))
+        sim.fill_all()
+
+    with events_emitted() as emitted:
+        result = await run(
+            settings,
+            RunRequest(
+                specs=[TargetSpec(72005, None)],
+                report_path=tmp_path / "r.json",
+                on_plan=fill_after_takeover,
+            ),
+            asyncio.Event(),
+        )
+    doc = json.loads((tmp_path / "r.json").read_text())
+
+    assert confirmed == [len(keys)]
+    assert not [e for e in emitted if e["event"] == "order_adopted"]  # final by then
+    assert sim.stats.by_route["submit"] == before["submit"], [  # nothing sent: they closed it
+        o["client_order_id"] for a, i, _ in keys for o in sim.closing_orders(a, i)
+    ]
+    assert sim.crossed_zero() == []
+    the_truth(sim, doc, keys, flat=True, one_order=True, client_ids=True)
+    waits = [e for e in emitted if e["event"] == "close_waits_for_orders"]
+    assert sorted(o for e in waits for o in e["orders"]) == sorted(own.values())
+    assert {e["quantity"] for e in waits} == {"0"}
+    by_iid = {r["instrument_id"].lower(): r for r in doc["results"]}
+    for account, iid, _ in keys:
+        assert [o["id"] for o in by_iid[iid.lower()]["orders"]] == [own[(account, iid)]]
+    assert result.exit_code == ExitCode.OK, [(r["outcome"], r["error"]) for r in doc["results"]]

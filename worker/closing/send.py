@@ -3,6 +3,8 @@
     its own order still works? -> adopt it (`worker.closing.adopt`): follow it, send nothing
     earlier run sent a close?  -> look first (unless it sent under a client id: resend it)
     resting orders to cancel?  -> the sender cancels them first (submit_orders)
+    an earlier run's order worked at the takeover's read, not adopted?
+                               -> send nothing from that read: follow (it may have filled since)
     for each attempt (tenacity, at most MAX_ATTEMPTS):
         last attempt's fate unknown?  -> look (close_position; a client id is simply sent
                                          again); evidence of the close, flat, or busy -> follow
@@ -130,6 +132,7 @@ async def _close_with_retries(ctx: CloseContext, target: Target, result: TargetR
             return life.stopped(result)
         if result.attempts == 0:
             await ctx.sender.prepare(target)  # e.g. its resting orders would not cancel
+            reference = _after_earlier_orders(ctx, target, reference)
             reference = _after_others_orders(ctx, target, reference)
             reference = ctx.sender.first_size(target, reference)
             if reference == 0:
@@ -220,6 +223,25 @@ def next_intent(ctx: CloseContext, target: Target, result: TargetResult, since: 
     return Intent(
         target.account_id, target.instrument_id, result.attempts + 1, since, client_id, generation
     )
+
+
+def _after_earlier_orders(ctx: CloseContext, target: Target, position: Decimal) -> Decimal:
+    """0 when the takeover confirmed the plan while an earlier run's order of the job on this
+    position could still fill, and the order was not adopted (final by the fan-out's read, or
+    refused adoption and cancelled): what it filled after the takeover's read is not in
+    `position`, and the ledger's recent fills leave the job's own out. Nothing is sent from that
+    read; following counts the order's fills from the takeover's point and closes what is left.
+    """
+    earlier = ctx.earlier_orders.get((target.account_id, target.instrument_id.lower()))
+    if position == 0 or earlier is None:
+        return position
+    working = [o.id for o in earlier[0] if o.working]
+    if not working:
+        return position
+    events.close_waits_for_orders(
+        account_id=target.account_id, instrument=target.instrument, orders=working, quantity="0"
+    )
+    return Decimal(0)
 
 
 def _after_others_orders(ctx: CloseContext, target: Target, position: Decimal) -> Decimal:

@@ -10,7 +10,9 @@ them is what those fills left:
 
     position open    its target is sized from it, and following counts the earlier orders'
                      fills from there (`Target.prior_fills`); they are in its result from the
-                     start, so the report lists them with the rerun's own
+                     start, so the report lists them with the rerun's own. One that could
+                     still fill then and is not adopted at the fan-out sends nothing from
+                     this read (`closing.send`): following closes what it left
     position flat    `closed` by the earlier run's orders when they filled (priced like any
                      close), with those orders; `already_flat` when none did
 

@@ -125,7 +125,9 @@ def close_waits_for_orders(
     instrument: str | None = None,
 ) -> None:
     """Working orders of others on the closing side (cancel_orders off) were counted before the
-    close was sized: `quantity` is what is sent now (0: nothing until they are final)."""
+    close was sized: `quantity` is what is sent now (0: nothing until they are final). Also 0
+    on a rerun for the job's earlier orders that worked at its takeover read and were not
+    adopted: following closes what they left."""
     sink.log.warning(
         CLOSE_WAITS_FOR_ORDERS,
         **target_fields(account_id, instrument),
