@@ -32,7 +32,7 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q -m solo
 
 # Not part of `make test`: it takes minutes (bench/rate_limited.py's close_position alone about
-# five, at 20 requests a second; bench/protected_scale.py about five more) and measures this
+# five, at 20 requests a second; bench/protected_scale.py about seven more) and measures this
 # machine, not correctness.
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -3,7 +3,8 @@ the same books, counted at the server.
 
 Starts the simulator in this process enforcing `--limit` requests/second over every route, seeds
 300 shares (long or short, at 100.00) per position, and runs `liquidator run` as a subprocess
-told the same limit, once per style and book:
+told the same limit, once per style and book (protected: PROTECTED_VIA=reprice; ioc_waves:
+CLOSE_STYLE=protected with PROTECTED_VIA=ioc_waves; market):
 
     half thin   5,000 positions over 50 accounts; every other name's book 6 levels of 50 shares
                 20 bps apart, refilled 2 s after it is taken; the others 100,000 a level
@@ -69,7 +70,7 @@ async def one(args: argparse.Namespace, row: str, style: str) -> dict[str, Any]:
     for n in range(accounts):
         cmd += ["--account", str(FIRST + n)]
     cmd += ["--close-via", "submit_orders", "--rate-limit", f"{args.limit:g}"]
-    cmd += ["--close-style", style]
+    cmd += ["--close-style", "market" if style == "market" else "protected"]
     with tempfile.TemporaryDirectory() as state:
         report = Path(state) / "report.json"
         cmd += ["--state-dir", state, "--report", str(report)]
@@ -78,6 +79,7 @@ async def one(args: argparse.Namespace, row: str, style: str) -> dict[str, Any]:
             "LIQUIDATOR_API_KEY": KEY,
             "LIQUIDATOR_LOG_FORMAT": "json",
             "LIQUIDATOR_DEADLINE_S": f"{args.deadline:g}",
+            "LIQUIDATOR_PROTECTED_VIA": "ioc_waves" if style == "ioc_waves" else "reprice",
         }
         started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
@@ -93,10 +95,15 @@ async def one(args: argparse.Namespace, row: str, style: str) -> dict[str, Any]:
         if sim.position_quantity(account, symbol) != 0:
             left_open += 1
         orders = sorted(sim.closing_orders(account, symbol), key=lambda o: _at(o["created_at"]))
-        if style != "protected" or not orders:
+        if style == "market" or not orders:
             continue
         deadline = _at(orders[0]["created_at"]) + args.deadline
-        late += [_at(o["created_at"]) - deadline for o in orders[1:]]
+        # The rests: every order after the limit (re-priced), the market orders (IOC waves).
+        late += [
+            _at(o["created_at"]) - deadline
+            for o in orders[1:]
+            if style == "protected" or o["order_type"] == "MARKET"
+        ]
         ids = {o["id"] for o in orders}
         fills = [
             e.transaction_time for e in sim.book.accounts[account].executions if e.order_id in ids
@@ -157,6 +164,6 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=float, default=20)
     parser.add_argument("--rows", default="half,all")
     parser.add_argument("--deadline", type=float, default=60.0)
-    parser.add_argument("--styles", default="protected,market")
+    parser.add_argument("--styles", default="protected,ioc_waves,market")
     parser.add_argument("--json", default="")
     sys.exit(asyncio.run(main(parser.parse_args())))

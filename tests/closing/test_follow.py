@@ -39,7 +39,11 @@ class VirtualFollowing:
                 executions=self._executions,
             ),
             stopping=asyncio.Event(),
-            sender=SimpleNamespace(recognises=lambda order, target: False, idempotent=False),
+            sender=SimpleNamespace(
+                recognises=lambda order, target: False,
+                idempotent=False,
+                wave_at=lambda target: None,
+            ),
             working_before={},
             read_accounts=frozenset(),
             priors={},

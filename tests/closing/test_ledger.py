@@ -223,3 +223,51 @@ def test_an_earlier_runs_fill_between_the_plan_and_its_look_is_not_taken_for_the
     confirmed = Books(Decimal(-10), frozenset({"earlier"}), Decimal(0), confirmed=True)
     assert confirmed.current(Decimal(-10), [fill_], IID, {"earlier"}).reading is Reading.STALE
     assert confirmed.current(Decimal(0), [fill_], IID, {"earlier"}).reading is Reading.CURRENT
+
+
+def test_an_earlier_runs_close_found_done_by_following_counts_in_the_plans_read() -> None:
+    """close_position rerun: the killed run's BUY 10 filled 5 and ended as the rerun planned -5;
+    the rerun's BUY 5 filled. Following finds the earlier close by its fill (read by id) after
+    its own: told that it is an earlier run's, the books read 0 as flat (taken for the run's
+    own, the plan could hold none of its fills, and 0 would be stale for ever)."""
+    from types import SimpleNamespace
+
+    from worker.closing.books import Books, of_earlier_run
+    from worker.closing.target import Target
+    from worker.results import TargetResult
+
+    def execution_of(n: int, order: str) -> Execution:
+        at = T0 + timedelta(seconds=n)
+        return Execution(
+            id=f"e{n}", order_id=order, side="BUY", quantity=Decimal(5), transaction_time=at,
+            instrument_id=IID,
+        )  # fmt: skip
+
+    fills = [execution_of(2, "mine"), execution_of(1, "killed")]  # newest first
+    earlier = Order(
+        id="killed", client_order_id="close-position-1", account_id=7, side="BUY",
+        quantity=Decimal(10), order_type="MARKET", status="CANCELED",
+        filled_quantity=Decimal(5), created_at=T0,
+    )  # fmt: skip
+    taken_for_own = Books(Decimal(-5))
+    own = {"mine", "killed"}
+    assert taken_for_own.current(Decimal(0), fills, IID, own).reading is Reading.STALE
+    books = Books(Decimal(-5))
+    books.found_earlier(earlier)
+    books.found_earlier(earlier)  # (found again by a later round: counted once)
+    assert books.current(Decimal(0), fills, IID, own).reading is Reading.CURRENT
+    # -5 is a read behind the run's own fill, whether the plan held that fill or not
+    behind = Books(Decimal(-5))
+    behind.found_earlier(earlier)
+    assert behind.current(Decimal(-5), fills, IID, own).reading is Reading.STALE
+    # Proof that it is an earlier run's: an earlier run sent a close for the position, and
+    # none of this run's closes for it went unanswered (close_position only).
+    target = Target(7, "A", IID, "A", "EQUITY", Decimal(-5), Decimal(-500), False)
+    key = {(7, IID.lower()): object()}
+    close_position = SimpleNamespace(idempotent=False)
+    result = TargetResult(7, "A", IID, "A")
+    assert of_earlier_run(close_position, key, target, result)
+    assert not of_earlier_run(close_position, {}, target, result)
+    assert not of_earlier_run(SimpleNamespace(idempotent=True), key, target, result)
+    result.unanswered = 1
+    assert not of_earlier_run(close_position, key, target, result)

@@ -15,14 +15,14 @@ DEFAULTS = Collar(first_bps=5, max_bps=50, reprice_s=5, deadline_s=60)
 
 
 def test_an_escalation_costs_a_cancel_following_reads_and_a_batch_per_account() -> None:
-    # 100 limits: one cancel by instrument (no read of its own before it), following's round
-    # (orders, the orders that can still fill, positions, executions), one batch of rests.
-    assert escalation_requests([100], 100) == 1 + 4 + 1
-    assert escalation_requests([101], 100) == 2 + 2 * 4 + 2
+    # 100 limits: one listing by status, one cancel by instrument, following's round (orders,
+    # the orders that can still fill, positions, executions), one batch of rests.
+    assert escalation_requests([100], 100) == 1 + 1 + 4 + 1
+    assert escalation_requests([101], 100) == 2 + 2 + 2 * 4 + 2
     # Two limits: cancelled by id.
     assert escalation_requests([2], 100) == 2 + 4 + 1
     assert escalation_requests([0, 0], 100) == 0
-    assert escalation_requests([100] * 50, 100) == 300
+    assert escalation_requests([100] * 50, 100) == 350
     assert seconds_at(300, 20) == 300 * 1.02 / 20
     assert seconds_at(300, 0) == 0
 

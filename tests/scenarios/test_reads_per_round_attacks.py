@@ -135,21 +135,7 @@ async def test_a_lagging_listing_while_the_close_and_a_morning_desk_order_fill(
     assert result.exit_code == ExitCode.OK, doc["summary"]
 
 
-LATE_MODES = [
-    pytest.param(
-        "close_position",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="known, not from the per-round reads (fails on the listing by status too, "
-            "about one run in three): a residue close whose reply is lost, applied late while "
-            "both listings lag, is settled flat by an unfound close; its order is in no result",
-        ),
-    ),
-    "submit_orders",
-]
-
-
-@pytest.mark.parametrize("close_via", LATE_MODES)
+@pytest.mark.parametrize("close_via", MODES)
 async def test_closes_applied_late_by_the_gateway_with_the_narrowest_window(
     settings_for: Any, tmp_path: Path, close_via: str
 ) -> None:
@@ -182,21 +168,54 @@ async def test_closes_applied_late_by_the_gateway_with_the_narrowest_window(
     assert result.exit_code == ExitCode.OK, doc["summary"]
 
 
+@pytest.mark.parametrize("close_via", MODES)
+async def test_a_residue_applied_late_reads_flat_before_either_listing_shows_it(
+    settings_for: Any, tmp_path: Path, close_via: str
+) -> None:
+    """Long 100: the close fills 60 (its rest cancelled); the residue close for 40 is held at
+    the gateway past REQUEST_TIMEOUT and applied 0.6 s after it was sent, inside RECONCILE_DELAY.
+    The position reads 0 at once; the orders and executions listings show the residue's order
+    and fill only 1.2 s later. Flat is not settled until its order is found (by its fill in the
+    ledger, read by id, or the listing): it is in the report, one residue, nothing crossed."""
+    sim = Simulator(
+        SimConfig(
+            fill_delay_s=0.05, p_partial_fill=1.0, partial_fill_fraction=0.6,
+            orders_listing_lag_s=1.2, executions_listing_lag_s=1.2,
+        )
+    )  # fmt: skip
+    runner, _ = await serve(sim)
+    try:
+        keys = seed(sim, 28008, [100])
+        [(account, iid)] = keys
+        route = "close" if close_via == "close_position" else "submit"
+
+        def the_residue_is_held_at_the_gateway() -> None:
+            sim.config.p_partial_fill = 0.0
+            sim.config.faults = {route: Faults(p_apply_late=1.0, apply_late_s=0.6, max_faults=1)}
+
+        after_the_jobs_first_order(sim, account, close_via, the_residue_is_held_at_the_gateway)
+        result, doc = await liquidate(
+            sim, settings_for, tmp_path, [TargetSpec(account, None, cancel_orders=False)],
+            close_via=close_via, request_timeout=0.5, reconcile_delay=0.3, flat_timeout=8.0,
+            follow_pause=0.02, follow_pause_max=0.1, **NARROW,
+        )  # fmt: skip
+    finally:
+        await runner.cleanup()
+    assert sim.stats.faults_injected["apply_late"] == 1
+    assert sim.crossed_zero() == []
+    the_truth(sim, doc, keys, flat=True)
+    accounted(sim, account, iid, 100)
+    [r] = doc["results"]
+    assert len(r["orders"]) == 2, r
+    assert r["outcome"] == "closed", r
+    assert result.exit_code == ExitCode.OK, doc["summary"]
+
+
 RERUNS = [
     ("close_position", "working"),
     ("submit_orders", "working"),
     ("submit_orders", "filling_at_the_rerun"),
-    pytest.param(
-        "close_position",
-        "filling_at_the_rerun",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="known, not from the per-round reads (fails on the listing by status too): "
-            "the killed run's close, older than the rerun's look window, is found late by its "
-            "fill in the ledger and taken as the job's, but Books does not know the plan's read "
-            "held that fill, so every flat read is judged stale: not_flat at FLAT_TIMEOUT",
-        ),
-    ),
+    ("close_position", "filling_at_the_rerun"),
 ]
 
 
@@ -344,13 +363,6 @@ async def test_a_position_flat_then_reopened_by_a_desk_fill_before_the_confirmin
     assert result.exit_code == ExitCode.OK, doc["summary"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, left for a decision: the escalation cancels by instrument on following's "
-    "last read, whose listing is bounded by order stamps; a listing by status before the cancel "
-    "(one request per 100 limits an account) fixes it, but at RATE_LIMIT 20 over 10 accounts it "
-    "puts test_protected_scale's rests 2.2 s after their deadline, past its 2.0 s bound",
-)
 async def test_protected_limits_escalated_beside_a_desk_order_stamped_before_the_window(
     settings_for: Any, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from tests.support import (
@@ -234,6 +235,7 @@ async def test_a_journal_table_locked_by_another_session_a_stop_is_honoured_with
     assert sent == sum(r.attempts > 0 for r in result.results)
 
 
+@pytest.mark.solo  # counts A's closes in a 1.1 s wall-clock window after it resumes
 async def test_a_paused_host_whose_session_ended_sends_nothing_when_it_resumes(
     sim: Simulator, tmp_path: Path, pg_url: str
 ) -> None:

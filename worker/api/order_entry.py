@@ -22,7 +22,7 @@ from worker.api.transport import Transport
 from worker.errors import OutcomeUnknown
 
 Side = Literal["BUY", "SELL"]
-TimeInForce = Literal["DAY", "AT_THE_CLOSE"]
+TimeInForce = Literal["DAY", "AT_THE_CLOSE", "IMMEDIATE_OR_CANCEL"]
 OrderType = Literal["MARKET", "LIMIT"]
 
 # A close's body is one of two documents. aiohttp's BytesPayload is immutable and reusable, so

@@ -50,6 +50,17 @@ class Books:
         filled = sum((Decimal(o.filled_quantity) for o in result.orders if o.prior), Decimal(0))
         return cls(target.quantity, earlier, filled)
 
+    def found_earlier(self, order: Order) -> None:
+        """An earlier run's order of the job that following found (`of_earlier_run`): like
+        those found before this run sent anything, taken to have filled at the plan's read what
+        it had when first read, unconfirmed (so a read not current so is judged again with its
+        fills possibly after the plan)."""
+        if order.id in self.earlier:
+            return
+        self.earlier = self.earlier | {order.id}
+        self.held = abs(self.held) + abs(Decimal(order.filled_quantity))
+        self.confirmed = False
+
     def unknown(self, known: Collection[str], executions: Sequence[Execution]) -> set[str]:
         """The orders behind fills that no listing of this round showed and the job does not
         know (a close applied late, or another's fill between two rounds), less those an
@@ -114,3 +125,18 @@ def is_job_order(
         return True
     prior = (target.account_id, target.instrument_id.lower()) in priors
     return ledger.is_late_close(order, unanswered=result.unanswered > 0 or prior)
+
+
+def of_earlier_run(
+    sender: Recognises,
+    priors: Mapping[tuple[int, str], object],
+    target: Target,
+    result: TargetResult,
+) -> bool:
+    """close_position: an order of the job's that following finds is an earlier run's when an
+    earlier run sent a close for the position and every close this run sent for it was answered
+    with its order (so the order is none of this run's, and was made before this run's plan:
+    a rerun waits out the earlier runs' requests). Its fills may be in the plan's read."""
+    if sender.idempotent or result.unanswered > 0:
+        return False
+    return (target.account_id, target.instrument_id.lower()) in priors

@@ -3,10 +3,11 @@ chase the cancels that linger.
 
 Up to BY_ID_MAX limits are cancelled by id. More are cancelled by instrument (`DELETE
 /v1/accounts/{id}/orders?instrument_ids=`, CANCEL_CHUNK a request) where following's last read of
-the working orders on the instrument (and the orders snapshot before the fan-out) showed nothing
-there but the job's own orders; an instrument where another's order works has the job's limit
-cancelled by id. A second read for the cancel alone would cost a request per account at the
-deadline, when every request counts. Nothing is sent for
+the orders on the instrument (and the orders snapshot before the fan-out) showed nothing working
+there but the job's own orders, and a listing of the instruments' orders by status just before
+the cancel (READ_CHUNK a request, never bounded by time) shows none either: following's listing
+is bounded by order stamps, and an order stamped before its floor would be cancelled unseen. An
+instrument where another's order works has the job's limit cancelled by id. Nothing is sent for
 the rest here: following sends it once it reads the limit final (`worker.closing.protect`).
 
 A cancel answered but still working as following last read it CHASE_S later is read (by id,
@@ -18,11 +19,12 @@ with its id), well before FLAT_TIMEOUT calls the position not flat.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from worker.api.client import TradingApi
+from worker.api.client import Reply, TradingApi
 from worker.api.models import WORKING_STATUSES
 from worker.api.reads import Reader
 from worker.closing.schedule import BY_ID_MAX, CANCEL_CHUNK, READ_CHUNK
@@ -91,7 +93,8 @@ class Escalator:
             by_id += first
         else:
             alone, shared = self._only_ours(first)
-            by_id += shared
+            alone, seen = await self._alone_now(account_id, alone)
+            by_id += shared + seen
             chunks = [alone[i : i + CANCEL_CHUNK] for i in range(0, len(alone), CANCEL_CHUNK)]
             await asyncio.gather(*(self._by_instrument(account_id, c) for c in chunks))
         await asyncio.gather(*(self._by_id(account_id, x) for x in by_id))
@@ -132,14 +135,42 @@ class Escalator:
             (shared if self._others_working(account_id, iid) else alone).append(x)
         return alone, shared
 
+    async def _alone_now(
+        self, account_id: int, limits: list[Limit]
+    ) -> tuple[list[Limit], list[Limit]]:
+        """Of these limits, those alone on their instrument among the orders that can still
+        fill there, as a listing by status reads them now (any age), and the others; all are
+        the others when the account cannot be read."""
+        ours = {x.order.id for x in limits}
+        shared: set[str] = set()
+        try:
+            for start in range(0, len(limits), READ_CHUNK):
+                chunk = [x.target.instrument_id for x in limits[start : start + READ_CHUNK]]
+                listed, _ = await self._reader.working_orders(account_id, chunk)
+                shared.update((o.instrument_id or "").lower() for o in listed if o.id not in ours)
+        except Unauthorized:
+            raise
+        except ApiError:
+            return [], limits
+        alone = [x for x in limits if x.target.instrument_id.lower() not in shared]
+        return alone, [x for x in limits if x.target.instrument_id.lower() in shared]
+
     async def _by_instrument(self, account_id: int, limits: list[Limit]) -> None:
         iids = [x.target.instrument_id for x in limits]
+        await self._send(limits, lambda: self._api.cancel_open_orders(account_id, iids))
+
+    async def _by_id(self, account_id: int, limit: Limit) -> None:
+        order_id = limit.order.id
+        await self._send([limit], lambda: self._api.cancel_open_order(account_id, order_id))
+
+    async def _send(self, limits: list[Limit], cancel: Callable[[], Awaitable[Reply[Any]]]) -> None:
+        """One cancel request for `limits`: answered (or nothing open there any more: they
+        ended on their own), or its outcome unknown (sent again RETRY_S later)."""
         for x in limits:
             x.sends += 1
         request_id: str | None
         try:
-            reply = await self._api.cancel_open_orders(account_id, iids)
-            request_id = reply.request_id
+            request_id = (await cancel()).request_id
         except Unauthorized:
             raise
         except (NotFound, Rejected) as err:
@@ -150,21 +181,6 @@ class Escalator:
             return
         for x in limits:
             self._answered(x, request_id)
-
-    async def _by_id(self, account_id: int, limit: Limit) -> None:
-        limit.sends += 1
-        request_id: str | None
-        try:
-            reply = await self._api.cancel_open_order(account_id, limit.order.id)
-            request_id = reply.request_id
-        except Unauthorized:
-            raise
-        except (NotFound, Rejected) as err:
-            request_id = err.request_id  # no longer open: it ended on its own
-        except ApiError as err:
-            self._unknown(limit, err)
-            return
-        self._answered(limit, request_id)
 
     def _unknown(self, limit: Limit, err: ApiError) -> None:
         limit.retry_at = self._clock() + RETRY_S

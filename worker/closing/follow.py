@@ -194,7 +194,7 @@ class Follower:
             # before this follower's first), skips the next: the run's end waits on this read.
             cut = not ended and self._all_sent.is_set() and not self._last_look.is_set()
             if not cut and not self._last_look.is_set():
-                longest = max(pause, self._resting_pause(pending))
+                longest = max(pause, self._resting_pause(pending), self._wave_pause(pending))
                 wait = min(longest, max(0.0, self._next_deadline(pending) - self._clock()))
                 cut = not await self._pause(wait, poked) and not self._last_look.is_set()
             was_poked = poked.is_set()
@@ -265,6 +265,22 @@ class Follower:
             if not any(o.status in WORKING_STATUSES and o.order_type == "LIMIT" for o in orders):
                 return 0.0
         return resting
+
+    def _wave_pause(self, pending: dict[str, Followed]) -> float:
+        """IOC waves (PROTECTED_VIA=ioc_waves): while every pending target waits for its next
+        wave, until the first of them (an IOC ends as it meets the book: nothing to read
+        before), else 0. So an account is read once a wave, just before the wave is sized."""
+        if self._ctx.stopping.is_set():
+            return 0.0
+        soonest: float | None = None
+        for followed in pending.values():
+            if followed.watch_only or followed.unresolved is not None:
+                return 0.0
+            at = self._ctx.sender.wave_at(followed.target)
+            if at is None:
+                return 0.0
+            soonest = at if soonest is None else min(soonest, at)
+        return 0.0 if soonest is None else max(0.0, soonest - self._clock())
 
     async def _pause(self, seconds: float, poked: asyncio.Event) -> bool:
         """Sleep between polls; False when the last look or the fan-out's end cut it short (a

@@ -27,8 +27,10 @@ SendClose = Callable[[Target, TargetResult, Decimal], Awaitable[list[Order] | No
 async def send_residue(
     ctx: CloseContext, target: Target, result: TargetResult, position: Decimal
 ) -> list[Order] | None:
-    """A residue close for `position` (signed, as just read), at market."""
-    ctx.sender.at_market(target)  # protected: a limit's rest (escalated) goes at market
+    """A residue close for `position` (signed, as just read): at market, or, while the
+    target's IOC waves last (PROTECTED_VIA=ioc_waves), its next wave."""
+    if ctx.sender.wave_at(target) is None:
+        ctx.sender.at_market(target)  # protected: a limit's rest (escalated) goes at market
     since = ctx.server_now() - ctx.lookback
     return await send_one_close(ctx, target, result, since, position)
 

@@ -88,6 +88,10 @@ class Decider:
             if working or now < followed.quiet_until:
                 return WAIT
             if position == 0:
+                if executions is not None and not self._agrees(followed, position, executions):
+                    # The ledger does not show what flattened it yet: the close's own fill,
+                    # whose order is read by id once the executions listing shows it.
+                    return WAIT
                 if not followed.last_chance:
                     followed.last_chance = True  # one more read may still list its order
                     return WAIT
@@ -102,7 +106,9 @@ class Decider:
             orders,
             residue_sent=result.residue_closes,
             max_residue=self._settings.max_residue,
-            may_send=not self._ctx.stopping.is_set() and now >= followed.quiet_until,
+            may_send=not self._ctx.stopping.is_set()
+            and now >= followed.quiet_until
+            and now >= (self._ctx.sender.wave_at(followed.target) or now),
         )
         return Decision(step, position)
 
@@ -116,7 +122,12 @@ class Decider:
             if order.id in listed:
                 life.note_order(result, order, own=False)  # its status, refreshed
             elif self._is_job_order(followed, order):
-                # Found late: listed, journaled and logged like every order of the run.
+                # Found late: listed, journaled and logged like every order of the run. An
+                # earlier run's found already done may have filled before the plan's read: the
+                # books are told. (One still working is followed like the run's own: its fills
+                # from when it is found count.)
+                sender, priors = self._ctx.sender, self._ctx.priors
+                prior = not order.working and books.of_earlier_run(sender, priors, target, result)
                 life.record_orders(
                     self._ctx.journal,
                     self._ctx.run_id,
@@ -125,7 +136,10 @@ class Decider:
                     [order],
                     request_id,
                     reconciled=True,
+                    prior=prior,
                 )
+                if prior:
+                    followed.books.found_earlier(order)
             else:
                 note_other(followed, order)
 

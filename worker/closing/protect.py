@@ -118,7 +118,10 @@ class Protector:
                     await self._more.wait()
                     continue
                 now = self._clock()
-                self._escalate(now)
+                # Once a pass (it counts every limit), before this pass marks any escalated:
+                # the lead and reserve then err by the limits escalating now, toward earlier.
+                escalation_s = self._escalation_s()
+                self._escalate(now, escalation_s)
                 if self._round is None or self._round.done():
                     due = [
                         p
@@ -126,9 +129,9 @@ class Protector:
                         if p.escalated is None and p.next_reprice <= now
                     ]
                     if due:
-                        work = self._repricer.round(due, now, self._reserved(now))
+                        work = self._repricer.round(due, now, self._reserved(now, escalation_s))
                         self._round = self._spawn(work)
-                await self._sleep(self._wait(now))
+                await self._sleep(self._wait(now, escalation_s))
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -146,10 +149,9 @@ class Protector:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]  # checked just above
 
-    def _wait(self, now: float) -> float:
+    def _wait(self, now: float, escalation_s: float) -> float:
         """Until the next escalation or re-price, LOOP_S at most (lingering cancels)."""
         nearest = LOOP_S
-        escalation_s = self._escalation_s()
         lead = self._lead(escalation_s)
         # While a round runs, its targets' next re-price waits for it (LOOP_S at most).
         rounds = self._round is None or self._round.done()
@@ -189,9 +191,8 @@ class Protector:
         half of DEADLINE_S at most."""
         return min(escalation_s, self._collar.deadline_s / 2)
 
-    def _escalate(self, now: float) -> None:
+    def _escalate(self, now: float, escalation_s: float) -> None:
         """Mark what reached its deadline, and send the cancels that are due, per account."""
-        escalation_s = self._escalation_s()
         moc = self._moc_at(escalation_s)
         lead = self._lead(escalation_s)
         by_account: dict[int, list[Limit]] = {}
@@ -232,9 +233,8 @@ class Protector:
         if self._poke is not None:
             self._poke(account_id)  # following reads them final now, and sends the rests
 
-    def _reserved(self, now: float) -> int:
+    def _reserved(self, now: float, escalation_s: float) -> int:
         """Requests the escalations due within the next round need."""
-        escalation_s = self._escalation_s()
         moc = self._moc_at(escalation_s)
         until = now + self._collar.reprice_s + self._lead(escalation_s)
         counts: dict[int, int] = {}

@@ -18,8 +18,8 @@ from worker.closing.collar import Collar
 CANCEL_CHUNK = IDS_PER_REQUEST
 READ_CHUNK = IDS_PER_REQUEST
 # Up to this many limits of an account are cancelled by id; more, by instrument (CANCEL_CHUNK
-# a request) where following's last read showed only the job's orders working there
-# (`closing.escalate`: no read of its own).
+# a request) where following's last read and a listing by status just before the cancel
+# (READ_CHUNK instruments a request) show only the job's orders working there (`closing.escalate`).
 BY_ID_MAX = 2
 # Following's round, per account and READ_CHUNK instruments: the orders listing, and where no
 # order works (an escalated limit read final), the orders that can still fill there (by status),
@@ -45,7 +45,7 @@ def escalation_requests(limits_by_account: Iterable[int], batch_size: int) -> in
     for n in limits_by_account:
         if n <= 0:
             continue
-        cancels = n if n <= BY_ID_MAX else math.ceil(n / CANCEL_CHUNK)
+        cancels = n if n <= BY_ID_MAX else math.ceil(n / READ_CHUNK) + math.ceil(n / CANCEL_CHUNK)
         reads = FOLLOW_READS * math.ceil(n / READ_CHUNK)
         rests = math.ceil(n / max(1, batch_size))
         total += cancels + reads + rests

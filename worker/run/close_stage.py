@@ -23,12 +23,13 @@ from worker.closing.protect import Protector
 from worker.closing.send import CloseContext
 from worker.closing.stop import FirstReason
 from worker.closing.target import Target
+from worker.closing.waves import most_waves
 from worker.errors import JournalError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.journal.store import Prior
 from worker.observe import events
 from worker.run.bookkeeping import Bookkeeper
-from worker.run.close_style import collar_of
+from worker.run.close_style import collar_of, waves_of
 from worker.run.ended import Ended
 from worker.run.fanout import Handover, Pool, fan_out
 from worker.run.scope import RunScope
@@ -61,6 +62,7 @@ def choose_sender(
         read_accounts=set(snapshot.preexisting),
         collar=collar_of(settings),
         ledger_from=snapshot.since,
+        waves=waves_of(settings),
     )
 
 
@@ -96,7 +98,9 @@ async def close_and_follow(
 ) -> Ended:
     """The fan-out, and following each sent close to flat while the others are in flight;
     every outcome recorded by `books` as its target settles. `api`: the protected style's
-    re-prices and escalations (none without it)."""
+    re-prices and escalations (none without it, nor with IOC waves)."""
+    if _plan_waves(ctx, targets, options):
+        api = None  # IOC waves: nothing rests, so nothing is re-priced or cancelled
     follower = _follower(ctx, settings, options, books.stopped_by)
     protector = None if api is None else _protector(ctx, settings, options, api, follower)
     protecting = None if protector is None else asyncio.ensure_future(_protect(protector, books))
@@ -121,6 +125,21 @@ async def close_and_follow(
     return Ended(results, books.stopped_by.reason)
 
 
+def _plan_waves(ctx: CloseContext, targets: Sequence[Target], options: CloseOptions) -> bool:
+    """PROTECTED_VIA=ioc_waves: the sender's waves planned for these targets (it prices each
+    wave and following sends them: `worker.closing.waves`). False without waves."""
+    if not isinstance(ctx.sender, SubmitOrdersSender) or ctx.sender.waves is None:
+        return False
+    by_account: dict[int, int] = {}
+    for t in targets:
+        by_account[t.account_id] = by_account.get(t.account_id, 0) + 1
+    to_cutoff = None
+    if options.moc_cutoff is not None:
+        to_cutoff = (options.moc_cutoff - ctx.server_now()).total_seconds()
+    ctx.sender.waves.plan(by_account.values(), to_cutoff)
+    return True
+
+
 def _follower(
     ctx: CloseContext, settings: Settings, options: CloseOptions, stopped_by: FirstReason
 ) -> Follower:
@@ -134,8 +153,9 @@ def _follower(
             + (0 if collar is None else collar.deadline_s),
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
-            # Protected: the escalation's market order is planned, not a residue: one more.
-            max_residue=settings.max_residue_closes + (0 if collar is None else 1),
+            # Protected: the escalation's market order is planned, not a residue: one more;
+            # with IOC waves, every wave after the first and the market wave too.
+            max_residue=settings.max_residue_closes + _planned_closes(settings),
             grace_s=settings.stop_grace,
             resting_pause_s=None if collar is None else collar.reprice_s,
         ),
@@ -143,6 +163,14 @@ def _follower(
         since=min([options.since, *(p.since for p in ctx.priors.values())]),
         stopped_by=stopped_by,
     )
+
+
+def _planned_closes(settings: Settings) -> int:
+    """The closes after a protected target's first that its style plans (not residues)."""
+    collar = collar_of(settings)
+    if collar is None:
+        return 0
+    return most_waves(collar) if settings.protected_via == "ioc_waves" else 1
 
 
 def _protector(

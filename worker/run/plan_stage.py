@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 
 from worker.closing.schedule import StyleCost, plan_costs
+from worker.closing.waves import waves_cost
 from worker.errors import InputError, JournalError
 from worker.inputs.settings import Settings
 from worker.observe import events
 from worker.results import Outcome
-from worker.run.close_style import collar_of, style_line
+from worker.run.close_style import collar_of, style_line, waves_of
 from worker.run.ended import Ended, aborted, unplanned
 from worker.run.journal_entry import Journaled, held_earlier
 from worker.run.multipliers import read_multipliers, with_multipliers
@@ -126,6 +127,24 @@ def costs_of(settings: Settings, plan: Plan, ready: Ready) -> list[StyleCost]:
     if settings.at_close and ready.cutoff is not None and ready.cutoff.cutoff is not None:
         to_cutoff = (ready.cutoff.cutoff - ready.server_now()).total_seconds()
     via_batches = settings.close_via == "submit_orders"
+    waves = waves_of(settings)
+    if waves is not None:
+        market = plan_costs(
+            by_account.values(),
+            rate_limit=settings.rate_limit,
+            batch_size=settings.batch_size,
+            collar=None,
+        )
+        return [
+            *market,
+            waves_cost(
+                by_account.values(),
+                rate_limit=settings.rate_limit,
+                batch_size=settings.batch_size,
+                collar=waves.collar,
+                seconds_to_cutoff=to_cutoff,
+            ),
+        ]
     return plan_costs(
         by_account.values(),
         rate_limit=settings.rate_limit,

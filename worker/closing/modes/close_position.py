@@ -76,5 +76,8 @@ class ClosePositionSender:
     def at_market(self, target: Target) -> None:
         return None  # every close is a market order
 
+    def wave_at(self, target: Target) -> float | None:
+        return None  # no waves: the protected style needs submit_orders
+
     def _preexisting_of(self, account_id: int) -> Collection[str] | None:
         return self._preexisting.get(account_id)

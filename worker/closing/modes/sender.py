@@ -75,3 +75,8 @@ class Sender(Protocol):
         """From now on `target`'s closes go at market (CLOSE_STYLE=protected: its limit is
         over, the rest is escalated or a residue)."""
         ...
+
+    def wave_at(self, target: Target) -> float | None:
+        """PROTECTED_VIA=ioc_waves: when (monotonic) `target`'s next close, its next wave or
+        its market wave, may go; None: not in waves (any close may go when due, at market)."""
+        ...

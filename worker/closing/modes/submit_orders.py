@@ -29,6 +29,7 @@ from worker.closing.modes.cancel_resting import CancelWait, RestingCanceller
 from worker.closing.modes.sender import Key, Sent
 from worker.closing.sizing import first_size, recent_fills
 from worker.closing.target import Target
+from worker.closing.waves import Waves
 from worker.errors import Conflict, OutcomeUnknown
 from worker.journal.store import Prior
 from worker.results import TargetResult
@@ -55,8 +56,12 @@ class SubmitOrdersSender:
         read_accounts: Collection[int] | None = None,
         collar: Collar | None = None,
         ledger_from: datetime | None = None,
+        waves: Waves | None = None,
     ) -> None:
         self._api = api
+        # PROTECTED_VIA=ioc_waves: every close of a protected target is a marketable IOC limit
+        # at its wave's collar until its market wave (`worker.closing.waves`).
+        self.waves = waves
         # The ledger's window (the server's time): fills from then on that the plan's read may
         # not hold yet size each first order (`first_size`). None: sized from the plan alone.
         self._ledger_from = ledger_from
@@ -144,18 +149,33 @@ class SubmitOrdersSender:
     def at_market(self, target: Target) -> None:
         self._at_market.add((target.account_id, target.instrument_id.lower()))
 
-    def _limit(self, target: Target, position: Decimal) -> Decimal | None:
-        """The protected limit of the target's first close; None: a market order (the market
-        style, a later close, or no two-sided arrival quote to price it: `--force` sends such
-        a target, held by the protected guard otherwise, at market)."""
-        if self._collar is None or (target.account_id, target.instrument_id.lower()) in (
-            self._at_market
-        ):
+    def wave_at(self, target: Target) -> float | None:
+        key = (target.account_id, target.instrument_id.lower())
+        if self.waves is None or key in self._at_market:
             return None
+        return self.waves.next_at(key)
+
+    def _terms(self, target: Target, position: Decimal) -> tuple[Decimal | None, TimeInForce]:
+        """The limit and time in force of the target's next close. The protected limit of
+        its first close rests DAY (at the close only its escalated rest goes); with IOC waves
+        each close until its market wave is an IOC at the wave's collar. No limit: a market
+        order (the market style, a later close, or no two-sided arrival quote to price it:
+        `--force` sends such a target, held by the protected guard otherwise, at market)."""
+        key = (target.account_id, target.instrument_id.lower())
+        if self._collar is None or key in self._at_market or target.arrival is None:
+            return None, self._tif
         quote = target.arrival
-        if quote is None:
-            return None
-        return limit_price(_closing_side(position), quote.bid, quote.ask, self._collar.first_bps)
+        side = _closing_side(position)
+        if self.waves is None:
+            limit = limit_price(side, quote.bid, quote.ask, self._collar.first_bps)
+            return limit, "DAY" if limit is not None else self._tif
+        bps = self.waves.bps(key)
+        if bps is None:
+            self._at_market.add(key)  # its waves are over: this and every later close
+            return None, self._tif
+        self.waves.sent(key)
+        limit = limit_price(side, quote.bid, quote.ask, bps)
+        return limit, "IMMEDIATE_OR_CANCEL" if limit is not None else self._tif
 
     async def prepare(self, target: Target) -> None:
         refusal = self._canceller.refusal(target)
@@ -169,9 +189,9 @@ class SubmitOrdersSender:
         assert client_id is not None, "every submission goes under a client id"
         if position == 0:
             raise ValueError("a submission needs an open position")
-        limit = self._limit(target, position)
+        limit, tif = self._terms(target, position)
         if self._batcher is not None:
-            return await self._send_in_batch(target, client_id, position, unless, limit)
+            return await self._send_in_batch(target, client_id, position, unless, limit, tif)
         try:
             reply: Reply[Order] = await self._api.submit_order(
                 target.account_id,
@@ -179,8 +199,7 @@ class SubmitOrdersSender:
                 instrument_id=target.instrument_id,
                 side=_closing_side(position),
                 quantity=abs(position),
-                # A protected limit rests DAY; at the close only its escalated rest goes.
-                time_in_force=self._tif if limit is None else "DAY",
+                time_in_force=tif,
                 unless=unless,
                 limit_price=limit,
             )
@@ -203,6 +222,7 @@ class SubmitOrdersSender:
         position: Decimal,
         unless: asyncio.Event,
         limit: Decimal | None,
+        tif: TimeInForce,
     ) -> Sent:
         """The same order as `send`'s, sent with the account's others (`worker.closing.batch`)."""
         assert self._batcher is not None
@@ -212,7 +232,7 @@ class SubmitOrdersSender:
             _closing_side(position),
             abs(position),
             limit,
-            None if limit is None else "DAY",
+            None if limit is None else tif,
         )
         submitted = await self._batcher.submit(target.account_id, order, target.instrument, unless)
         return Sent([submitted.order], submitted.request_id, found=submitted.found)

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     collar_max_bps: float = Field(
         50.0, ge=0, le=1000, description="protected: the widest collar, at the last re-price."
     )
+    # How a protected close works: `reprice`, one resting DAY LIMIT re-priced within a request
+    # budget and escalated at the deadline; `ioc_waves`, waves of marketable IMMEDIATE_OR_CANCEL
+    # limits sent in batches, the first at COLLAR_BPS, the others at COLLAR_MAX_BPS, the rest at
+    # market after the last (docs/protected.md).
+    protected_via: Literal["reprice", "ioc_waves"] = "reprice"
     reprice_s: float = Field(
         5.0, gt=0, le=3600, description="protected: seconds between re-prices of the limit."
     )
