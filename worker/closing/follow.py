@@ -21,6 +21,7 @@ from worker.closing.books import Books
 from worker.closing.evidence import Step
 from worker.closing.follow_act import Acts, SendClose, send_residue
 from worker.closing.follow_decide import Decider, anchor
+from worker.closing.follow_pause import resting_pause, wave_pause
 from worker.closing.follow_read import AccountReads, Read
 from worker.closing.followed import Followed, FollowSettings, job_fills, signed_fill
 from worker.closing.send import CloseContext
@@ -194,7 +195,7 @@ class Follower:
             # before this follower's first), skips the next: the run's end waits on this read.
             cut = not ended and self._all_sent.is_set() and not self._last_look.is_set()
             if not cut and not self._last_look.is_set():
-                longest = max(pause, self._resting_pause(pending), self._wave_pause(pending))
+                longest = max(pause, self._held_pause(pending))
                 wait = min(longest, max(0.0, self._next_deadline(pending) - self._clock()))
                 cut = not await self._pause(wait, poked) and not self._last_look.is_set()
             was_poked = poked.is_set()
@@ -252,35 +253,13 @@ class Follower:
         elif decision.step is Step.RESIDUE:
             await self._act.residue(followed, decision.position)
 
-    def _resting_pause(self, pending: dict[str, Followed]) -> float:
-        """`resting_pause_s` while every pending target rests on a working LIMIT order of the
-        job (protected, before its escalation), else 0."""
-        resting = self._settings.resting_pause_s
-        if resting is None or self._ctx.stopping.is_set():
-            return 0.0
-        for followed in pending.values():
-            if followed.watch_only or followed.unresolved is not None:
-                return 0.0
-            orders = followed.result.orders
-            if not any(o.status in WORKING_STATUSES and o.order_type == "LIMIT" for o in orders):
-                return 0.0
-        return resting
-
-    def _wave_pause(self, pending: dict[str, Followed]) -> float:
-        """IOC waves (PROTECTED_VIA=ioc_waves): while every pending target waits for its next
-        wave, until the first of them (an IOC ends as it meets the book: nothing to read
-        before), else 0. So an account is read once a wave, just before the wave is sized."""
+    def _held_pause(self, pending: dict[str, Followed]) -> float:
+        """How long nothing is worth reading while every target rests or waits for a wave."""
         if self._ctx.stopping.is_set():
             return 0.0
-        soonest: float | None = None
-        for followed in pending.values():
-            if followed.watch_only or followed.unresolved is not None:
-                return 0.0
-            at = self._ctx.sender.wave_at(followed.target)
-            if at is None:
-                return 0.0
-            soonest = at if soonest is None else min(soonest, at)
-        return 0.0 if soonest is None else max(0.0, soonest - self._clock())
+        now = self._clock()
+        resting = resting_pause(pending.values(), self._settings.resting_pause_s)
+        return max(resting, wave_pause(pending.values(), self._ctx.sender, now))
 
     async def _pause(self, seconds: float, poked: asyncio.Event) -> bool:
         """Sleep between polls; False when the last look or the fan-out's end cut it short (a
