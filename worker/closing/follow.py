@@ -21,9 +21,15 @@ from worker.closing.books import Books
 from worker.closing.evidence import Step
 from worker.closing.follow_act import Acts, SendClose, send_residue
 from worker.closing.follow_decide import Decider, anchor
-from worker.closing.follow_pause import resting_pause, wave_pause
 from worker.closing.follow_read import AccountReads, Read
-from worker.closing.followed import Followed, FollowSettings, job_fills, signed_fill
+from worker.closing.followed import (
+    Followed,
+    FollowSettings,
+    job_fills,
+    resting_pause,
+    signed_fill,
+    wave_pause,
+)
 from worker.closing.send import CloseContext
 from worker.closing.stop import CutOff, FirstReason, Grace
 from worker.closing.target import Next, Target
