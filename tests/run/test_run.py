@@ -18,7 +18,7 @@ from worker.inputs.targets import TargetSpec, read_targets
 from worker.observe import events
 from worker.output.report import TargetResult, write_report
 from worker.results import Outcome
-from worker.run.runner import ExitCode, RunRequest, run
+from worker.run.runner import ExitCode, RunRequest, Watcher, run
 from worker.simulator import Faults, SimConfig, Simulator
 
 
@@ -367,11 +367,12 @@ async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_repor
     sim.config.faults = {"close": Faults(latency_s=0.05)}
     seen = 0
 
-    def progress_display_that_breaks(result: TargetResult) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == 3:
-            raise RuntimeError("the progress display broke")
+    class ProgressDisplayThatBreaks(Watcher):
+        def advance(self, result: TargetResult) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == 3:
+                raise RuntimeError("the progress display broke")
 
     report = tmp_path / "r.json"
     with events_emitted() as emitted:
@@ -380,7 +381,7 @@ async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_repor
             RunRequest(
                 specs=[TargetSpec(50003, None)],
                 report_path=report,
-                on_result=progress_display_that_breaks,
+                watcher=ProgressDisplayThatBreaks(),
             ),
             asyncio.Event(),
         )
