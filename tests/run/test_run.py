@@ -16,7 +16,7 @@ from aiohttp import web
 from tests.support import API_KEY, envelope, events_emitted, serving, sim_behind, stopped_cleanly
 from worker.inputs.targets import TargetSpec, read_targets
 from worker.observe import events
-from worker.output.report import TargetResult, write_report
+from worker.output.report import ReportHead, TargetResult, write_report
 from worker.results import Outcome
 from worker.run.runner import ExitCode, RunRequest, Watcher, run
 from worker.simulator import Faults, SimConfig, Simulator
@@ -345,15 +345,9 @@ def test_the_report_keeps_a_result_whose_error_has_a_lone_surrogate(tmp_path: Pa
     message = json.loads('"HTTP 422: rejected \\ud800"')  # a server's message, as decoded
     failed = TargetResult(19816, "GOOG", outcome=Outcome.FAILED, error=message)
     report = tmp_path / "r.json"
+    at = datetime(2026, 11, 25, tzinfo=UTC)
     write_report(
-        report,
-        run_id="r",
-        started_at=datetime(2026, 11, 25, tzinfo=UTC),
-        finished_at=datetime(2026, 11, 25, tzinfo=UTC),
-        dry_run=False,
-        results=[failed],
-        exit_code=1,
-        aborted=None,
+        report, ReportHead("r", at, at, dry_run=False, exit_code=1, aborted=None), [failed]
     )
     assert json.loads(report.read_text())["results"][0]["error"] == message
 

@@ -13,7 +13,7 @@ from worker.inputs.secrets import Scrubber
 from worker.inputs.settings import Settings
 from worker.observe import events
 from worker.output.metrics import write_metrics
-from worker.output.report import Totals, copy_atomically, write_report
+from worker.output.report import ReportHead, Totals, copy_atomically, write_report
 from worker.output.totals import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
 from worker.run.scope import Started
@@ -101,18 +101,10 @@ def _report(
     totals: Totals,
 ) -> None:
     """The run's JSON report, written atomically to `path`."""
-    write_report(
-        path,
-        run_id=result.run_id,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        dry_run=dry_run,
-        results=result.results,
-        exit_code=code,
-        aborted=result.aborted,
-        scrub=scrub,
-        totals=totals,
+    run = ReportHead(
+        result.run_id, result.started_at, result.finished_at, dry_run, code, result.aborted
     )
+    write_report(path, run, result.results, scrub=scrub, totals=totals)
 
 
 def _write_outputs(
