@@ -141,7 +141,7 @@ def test_a_reprice_never_goes_past_the_arrival_quotes_widest_collar() -> None:
 
 
 def test_the_plan_says_how_protected_closes_are_priced() -> None:
-    from worker.run.runner import style_line
+    from worker.run.close_style import style_line
 
     assert style_line(load_settings({}, None)) is None
     line = style_line(load_settings({"close_style": "protected", "at_close": True}, None))

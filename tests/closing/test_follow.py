@@ -118,3 +118,19 @@ async def test_a_fill_not_landed_at_the_fan_outs_end_is_read_again_settle_s_late
     await asyncio.wait_for(following.follower.finish(), 5)
     # The pause under way is cut: a read at once, still working; the next SETTLE_S on, flat.
     assert following.reads == [1.0, ended_at, ended_at + SETTLE_S]
+
+
+async def test_following_yields_each_result_as_it_settles_and_ends_once_finished() -> None:
+    """Following hands back what it settled as values, not through a callback: the result is
+    on `settled` as soon as the read finds it flat, before `finish`, and the iteration ends once
+    `finish` has settled every target."""
+    following = VirtualFollowing(filled_from=3)
+    settled = following.follower.settled()
+    first = await asyncio.wait_for(anext(settled), 5)
+    assert len(following.reads) == 3  # at the read that found it flat, not at the end
+    # Read flat, with none of the job's orders in its result (the stub's close is not its own).
+    assert first.outcome is not None
+    assert first.outcome.value == "already_flat"
+    assert first.instrument_id == "i1"
+    await asyncio.wait_for(following.follower.finish(), 5)
+    assert [r async for r in settled] == []  # each result once; then it ends

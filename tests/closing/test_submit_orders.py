@@ -222,7 +222,7 @@ async def test_a_dry_run_says_the_cutoff_has_passed_and_exits_0(
     settings = settings_for(sim, **FAST_FOLLOW, at_close=True, moc_cutoff="1s")
     screen = Console(record=True, width=100)
     request = RunRequest(
-        [TargetSpec(71008, None)], dry_run=True, on_plan=Terminal(screen, scrub=str).show_plan
+        [TargetSpec(71008, None)], dry_run=True, watcher=Terminal(screen, scrub=str)
     )
     with events_emitted() as emitted:
         result = await run(settings, request, asyncio.Event())

@@ -26,7 +26,7 @@ from worker.inputs.secrets import secret_forms
 from worker.inputs.targets import TargetSpec
 from worker.observe import writer
 from worker.results import TargetResult
-from worker.run.runner import ExitCode, RunRequest, run
+from worker.run.runner import ExitCode, RunRequest, Watcher, run
 
 KEY_ID = "ak-7Qm2"
 SECRET = "sk-Zq9vR2xWp7LtY4"
@@ -155,11 +155,12 @@ async def test_no_output_holds_any_form_of_the_key_whatever_the_server_echoes(
     report, metrics = tmp_path / "report.json", tmp_path / "metrics.prom"
     finished: list[TargetResult] = []
 
-    def on_result(result: TargetResult) -> None:
-        # A fault of ours whose text holds the key: its traceback goes to internal_error.
-        finished.append(result)
-        if len(finished) == len(SYMBOLS):
-            raise RuntimeError(f"worker bug while holding {BEARER} and {SECRET}")
+    class Watching(Watcher):
+        def advance(self, result: TargetResult) -> None:
+            # A fault of ours whose text holds the key: its traceback goes to internal_error.
+            finished.append(result)
+            if len(finished) == len(SYMBOLS):
+                raise RuntimeError(f"worker bug while holding {BEARER} and {SECRET}")
 
     writer.configure(level="debug", fmt=fmt, secrets=secret_forms(KEY), stream=out.stream)
     try:
@@ -172,7 +173,7 @@ async def test_no_output_holds_any_form_of_the_key_whatever_the_server_echoes(
                     metrics_file=metrics,
                     flat_timeout=0.5,  # the echo server's orders never fill
                 ),
-                RunRequest([TargetSpec(ACCOUNT, None)], report_path=report, on_result=on_result),
+                RunRequest([TargetSpec(ACCOUNT, None)], report_path=report, watcher=Watching()),
                 asyncio.Event(),
             )
     finally:

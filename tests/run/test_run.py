@@ -16,9 +16,9 @@ from aiohttp import web
 from tests.support import API_KEY, envelope, events_emitted, serving, sim_behind, stopped_cleanly
 from worker.inputs.targets import TargetSpec, read_targets
 from worker.observe import events
-from worker.output.report import TargetResult, write_report
+from worker.output.report import ReportHead, TargetResult, write_report
 from worker.results import Outcome
-from worker.run.runner import ExitCode, RunRequest, run
+from worker.run.runner import ExitCode, RunRequest, Watcher, run
 from worker.simulator import Faults, SimConfig, Simulator
 
 
@@ -345,15 +345,9 @@ def test_the_report_keeps_a_result_whose_error_has_a_lone_surrogate(tmp_path: Pa
     message = json.loads('"HTTP 422: rejected \\ud800"')  # a server's message, as decoded
     failed = TargetResult(19816, "GOOG", outcome=Outcome.FAILED, error=message)
     report = tmp_path / "r.json"
+    at = datetime(2026, 11, 25, tzinfo=UTC)
     write_report(
-        report,
-        run_id="r",
-        started_at=datetime(2026, 11, 25, tzinfo=UTC),
-        finished_at=datetime(2026, 11, 25, tzinfo=UTC),
-        dry_run=False,
-        results=[failed],
-        exit_code=1,
-        aborted=None,
+        report, ReportHead("r", at, at, dry_run=False, exit_code=1, aborted=None), [failed]
     )
     assert json.loads(report.read_text())["results"][0]["error"] == message
 
@@ -367,11 +361,12 @@ async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_repor
     sim.config.faults = {"close": Faults(latency_s=0.05)}
     seen = 0
 
-    def progress_display_that_breaks(result: TargetResult) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == 3:
-            raise RuntimeError("the progress display broke")
+    class ProgressDisplayThatBreaks(Watcher):
+        def advance(self, result: TargetResult) -> None:
+            nonlocal seen
+            seen += 1
+            if seen == 3:
+                raise RuntimeError("the progress display broke")
 
     report = tmp_path / "r.json"
     with events_emitted() as emitted:
@@ -380,7 +375,7 @@ async def test_a_fault_in_a_worker_stops_the_run_and_every_target_is_still_repor
             RunRequest(
                 specs=[TargetSpec(50003, None)],
                 report_path=report,
-                on_result=progress_display_that_breaks,
+                watcher=ProgressDisplayThatBreaks(),
             ),
             asyncio.Event(),
         )

@@ -26,7 +26,7 @@ from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
 from worker.journal.keys import job_key
 from worker.journal.store import Journal
-from worker.run.runner import ExitCode, RunRequest, RunResult, run
+from worker.run.runner import ExitCode, RunRequest, RunResult, Watcher, run
 from worker.simulator import SimConfig, Simulator
 
 
@@ -233,10 +233,12 @@ async def test_a_rerun_sends_nothing_for_its_earlier_orders_that_filled_after_it
     before = dict(sim.stats.by_route)
     confirmed: list[int] = []
 
-    def fill_after_takeover(plan: Any) -> None:
-        # The takeover confirmed each position open under its working order (no settled target).
-        confirmed.append(len(plan.targets))
-        sim.fill_all()
+    class FillAfterTakeover(Watcher):
+        def show_plan(self, plan: Any) -> None:
+            # The takeover confirmed each position open under its working order (no settled
+            # target).
+            confirmed.append(len(plan.targets))
+            sim.fill_all()
 
     with events_emitted() as emitted:
         result = await run(
@@ -244,7 +246,7 @@ async def test_a_rerun_sends_nothing_for_its_earlier_orders_that_filled_after_it
             RunRequest(
                 specs=[TargetSpec(72005, None)],
                 report_path=tmp_path / "r.json",
-                on_plan=fill_after_takeover,
+                watcher=FillAfterTakeover(),
             ),
             asyncio.Event(),
         )

@@ -14,7 +14,7 @@ from tests.support import FAST_FOLLOW, seed_held
 from worker.inputs.targets import TargetSpec
 from worker.output.exit_codes import ExitCode
 from worker.run.plan import Plan
-from worker.run.runner import RunRequest, run
+from worker.run.runner import RunRequest, Watcher, run
 from worker.simulator import SimConfig, Simulator
 from worker.simulator.market import Liquidity, MarketConfig
 
@@ -39,16 +39,18 @@ async def _run(
     report = tmp_path / "report.json"
     plans: list[Plan] = []
 
-    async def confirm(plan: Plan) -> bool:
-        plans.append(plan)  # what the operator is shown before the prompt
-        return True
+    class Operator(Watcher):
+        async def confirm(self, plan: Plan) -> bool:
+            plans.append(plan)  # what the operator is shown before the prompt
+            return True
 
     result = await run(
         settings_for(sim, **{**FAST_FOLLOW, **overrides}),
         RunRequest(
             specs=[TargetSpec(ACCOUNT, None)],
             report_path=report,
-            confirm=confirm,
+            confirm=True,
+            watcher=Operator(),
             max_positions_override=force,
         ),
         asyncio.Event(),

@@ -228,7 +228,7 @@ async def test_a_dry_run_states_each_styles_requests_and_whether_protected_fits(
         settings = settings_for(sim, **{**PROTECTED, "deadline_s": 1.0})
         screen = Console(record=True, width=200)
         specs = [TargetSpec(FIRST + a, None) for a in range(50)]
-        request = RunRequest(specs, dry_run=True, on_plan=Terminal(screen, scrub=str).show_plan)
+        request = RunRequest(specs, dry_run=True, watcher=Terminal(screen, scrub=str))
         with events_emitted() as emitted:
             result = await run(settings, request, asyncio.Event())
         assert int(result.exit_code) == 0

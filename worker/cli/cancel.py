@@ -44,8 +44,8 @@ from worker.journal.lock import FileLock
 from worker.journal.open import LOCK_FILE
 from worker.observe import events
 from worker.output.exit_codes import ExitCode
-from worker.run.runner import stop_aware_sleep
 from worker.run.server_view import AccountView, connected, order_by_id, read_view
+from worker.run.stops import stop_aware_sleep
 
 if TYPE_CHECKING:
     from worker.cli.terminal import Terminal

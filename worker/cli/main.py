@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import gc
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, TextIO, cast
 
@@ -29,7 +29,7 @@ from worker.money import multiplier_text
 from worker.observe import events, writer
 from worker.output.exit_codes import ExitCode
 from worker.output.stdio import guarded_stdio
-from worker.run.runner import RunRequest, run
+from worker.run.runner import RunRequest, Watcher, run
 from worker.run.schedule import parse_duration
 
 if TYPE_CHECKING:
@@ -115,18 +115,13 @@ async def _main(
     stop = asyncio.Event()
     async with stop_on_signals(stop), maybe_simulated(args, settings, specs) as settings:
         dry_run = args.command == "check" or args.dry_run
-        confirm = None
-        if terminal is not None and not dry_run and not args.yes:
-            confirm = terminal.confirm
         request = RunRequest(
             specs=specs,
             dry_run=dry_run,
             report_path=getattr(args, "report", None),
-            confirm=confirm,
+            confirm=terminal is not None and not dry_run and not args.yes,
             max_positions_override=getattr(args, "force", False),
-            on_plan=_plan_shower(terminal, dry_run),
-            on_result=terminal.advance if terminal is not None else None,
-            on_waiting=terminal.waiting_for_fills if terminal is not None else None,
+            watcher=_watcher(terminal, dry_run),
             before_close=before_close,
             probe_journal=args.command == "check",
         )
@@ -161,24 +156,26 @@ async def _server_view(
         return await cancel(settings, specs, stop, terminal, flags)
 
 
-def _plan_shower(terminal: Terminal | None, dry_run: bool) -> Callable[[Plan], None] | None:
+def _watcher(terminal: Terminal | None, dry_run: bool) -> Watcher:
     """A table for people; for a dry run read by a program, one event per position."""
     if terminal is not None:
-        return terminal.show_plan
-    return _plan_events if dry_run else None
+        return terminal
+    return PlanEvents() if dry_run else Watcher()
 
 
-def _plan_events(plan: Plan) -> None:
-    """One `plan_position` event per position a run would close."""
-    for t in plan.targets:
-        events.plan_position(
-            account_id=t.account_id,
-            instrument=t.instrument,
-            instrument_id=t.instrument_id,
-            symbol=t.symbol,
-            instrument_type=t.instrument_type,
-            side=t.closing_side,
-            quantity=str(abs(t.quantity)),
-            market_value=str(t.market_value),
-            multiplier=multiplier_text(t.multiplier),
-        )
+class PlanEvents(Watcher):
+    """A dry run read by a program: one `plan_position` event per position it would close."""
+
+    def show_plan(self, plan: Plan) -> None:
+        for t in plan.targets:
+            events.plan_position(
+                account_id=t.account_id,
+                instrument=t.instrument,
+                instrument_id=t.instrument_id,
+                symbol=t.symbol,
+                instrument_type=t.instrument_type,
+                side=t.closing_side,
+                quantity=str(abs(t.quantity)),
+                market_value=str(t.market_value),
+                multiplier=multiplier_text(t.multiplier),
+            )

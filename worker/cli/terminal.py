@@ -37,6 +37,7 @@ from worker.observe.events import new_york_time, resting_text
 from worker.output.totals import cost_summary, summarize
 from worker.results import Outcome, TargetResult
 from worker.run.plan import Plan
+from worker.run.request import Watcher
 
 _OUTCOME_STYLE = {
     Outcome.CLOSED: "green",
@@ -93,7 +94,7 @@ class _Bar(Progress):
             yield Text(text)
 
 
-class Terminal:
+class Terminal(Watcher):
     def __init__(self, console: Console, scrub: Callable[[str], str] = str) -> None:
         self.console = console
         self._scrub = scrub  # what it prints directly (not through events) holds no secret

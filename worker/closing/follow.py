@@ -4,7 +4,8 @@ One task per account polls in three stages: read (`closing.follow_read`: the acc
 positions and fills), decide (`closing.follow_decide`: per target, flat, wait or a residue
 close, as a value) and act (`closing.follow_act`: the residue close, through the same journaled
 step as every close, and the settlement). This module is the loop: when to read, how long to
-pause, and when time is up. It never sends while stopping.
+pause, and when time is up. It never sends while stopping. Each settled result comes out of
+`Follower.settled` as a value, in the order the targets settled.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 from worker.api.models import WORKING_STATUSES
@@ -21,9 +22,16 @@ from worker.closing.evidence import Step
 from worker.closing.follow_act import Acts, SendClose, send_residue
 from worker.closing.follow_decide import Decider, anchor
 from worker.closing.follow_read import AccountReads, Read
-from worker.closing.followed import Followed, FollowSettings, job_fills, signed_fill
+from worker.closing.followed import (
+    Followed,
+    FollowSettings,
+    job_fills,
+    resting_pause,
+    signed_fill,
+    wave_pause,
+)
 from worker.closing.send import CloseContext
-from worker.closing.stop import CutOff, Grace
+from worker.closing.stop import CutOff, FirstReason, Grace
 from worker.closing.target import Next, Target
 from worker.errors import ApiError, Unauthorized
 from worker.observe import events
@@ -44,15 +52,15 @@ class Follower:
         *,
         since: datetime,
         send_close: SendClose | None = None,
-        on_result: Callable[[TargetResult], None] | None = None,
-        on_abort: Callable[[str], None] | None = None,
+        stopped_by: FirstReason | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """`send_close`: how a residue close is sent (`follow_act.send_residue` unless given)."""
+        """`send_close`: how a residue close is sent (`follow_act.send_residue` unless given);
+        `stopped_by`: told why, when following stops the run (the credentials rejected)."""
         self._ctx = ctx
         self._settings = settings
-        self._on_abort = on_abort
+        self._stopped_by = stopped_by
         self._clock = clock
         self._sleep = sleep
         self._pending: dict[int, dict[str, Followed]] = {}
@@ -60,6 +68,8 @@ class Follower:
         self._pokes: dict[int, asyncio.Event] = {}  # read this account now (`poke`)
         self._last_look = asyncio.Event()  # stopping, and the fan-out is over: one more read
         self._all_sent = asyncio.Event()  # the fan-out is over
+        # Each result as it settles; None once `finish` has settled every one.
+        self._settled: asyncio.Queue[TargetResult | None] = asyncio.Queue()
         self._grace = Grace(ctx.stopping, settings.grace_s, clock, sleep)
         self._reads = AccountReads(ctx, settings, since=since, clock=clock)
         self._decider = Decider(ctx, settings, clock)
@@ -69,8 +79,8 @@ class Follower:
             send_close=send_close or functools.partial(send_residue, ctx),
             grace=self._grace,
             clock=clock,
-            on_result=on_result,
-            on_abort=on_abort,
+            settled=self._settled,
+            stopped_by=stopped_by,
         )
 
     def follow(self, target: Target, result: TargetResult, step: Next = Next.FOLLOW) -> None:
@@ -110,6 +120,12 @@ class Follower:
             self._tasks[target.account_id] = asyncio.create_task(
                 self._follow_account(target.account_id)
             )
+
+    async def settled(self) -> AsyncIterator[TargetResult]:
+        """Each followed target's result once it settles, in that order, as it happens; the
+        iteration ends once `finish` has settled every target."""
+        while (result := await self._settled.get()) is not None:
+            yield result
 
     def all_sent(self) -> None:
         """The fan-out is over: a pause under way ends now."""
@@ -159,18 +175,21 @@ class Follower:
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             for account_id, task in self._tasks.items():
-                bug = None if task.cancelled() else task.exception()
-                if isinstance(bug, Unauthorized):
-                    if self._on_abort is not None:
-                        self._on_abort(f"credentials rejected mid-run: {bug}")
-                elif bug is not None:
-                    events.internal_error(bug)
-                    if self._on_abort is not None:
-                        self._on_abort(f"internal error: {type(bug).__name__}: {bug}")
-                for followed in list(self._pending.get(account_id, {}).values()):
-                    self._act.not_flat(
-                        followed, "following was cut off before the position read flat"
-                    )
+                self._account_ended(account_id, task)
+            self._settled.put_nowait(None)
+
+    def _account_ended(self, account_id: int, task: asyncio.Task[None]) -> None:
+        """An account's task is over: its fault stops the run, and what it left is not flat."""
+        bug = None if task.cancelled() else task.exception()
+        if isinstance(bug, Unauthorized):
+            if self._stopped_by is not None:
+                self._stopped_by(f"credentials rejected mid-run: {bug}")
+        elif bug is not None:
+            events.internal_error(bug)
+            if self._stopped_by is not None:
+                self._stopped_by(f"internal error: {type(bug).__name__}: {bug}")
+        for followed in list(self._pending.get(account_id, {}).values()):
+            self._act.not_flat(followed, "following was cut off before the position read flat")
 
     async def _follow_account(self, account_id: int) -> None:
         pending = self._pending[account_id]
@@ -182,7 +201,7 @@ class Follower:
             # before this follower's first), skips the next: the run's end waits on this read.
             cut = not ended and self._all_sent.is_set() and not self._last_look.is_set()
             if not cut and not self._last_look.is_set():
-                longest = max(pause, self._resting_pause(pending), self._wave_pause(pending))
+                longest = max(pause, self._held_pause(pending))
                 wait = min(longest, max(0.0, self._next_deadline(pending) - self._clock()))
                 cut = not await self._pause(wait, poked) and not self._last_look.is_set()
             was_poked = poked.is_set()
@@ -240,35 +259,13 @@ class Follower:
         elif decision.step is Step.RESIDUE:
             await self._act.residue(followed, decision.position)
 
-    def _resting_pause(self, pending: dict[str, Followed]) -> float:
-        """`resting_pause_s` while every pending target rests on a working LIMIT order of the
-        job (protected, before its escalation), else 0."""
-        resting = self._settings.resting_pause_s
-        if resting is None or self._ctx.stopping.is_set():
-            return 0.0
-        for followed in pending.values():
-            if followed.watch_only or followed.unresolved is not None:
-                return 0.0
-            orders = followed.result.orders
-            if not any(o.status in WORKING_STATUSES and o.order_type == "LIMIT" for o in orders):
-                return 0.0
-        return resting
-
-    def _wave_pause(self, pending: dict[str, Followed]) -> float:
-        """IOC waves (PROTECTED_VIA=ioc_waves): while every pending target waits for its next
-        wave, until the first of them (an IOC ends as it meets the book: nothing to read
-        before), else 0. So an account is read once a wave, just before the wave is sized."""
+    def _held_pause(self, pending: dict[str, Followed]) -> float:
+        """How long nothing is worth reading while every target rests or waits for a wave."""
         if self._ctx.stopping.is_set():
             return 0.0
-        soonest: float | None = None
-        for followed in pending.values():
-            if followed.watch_only or followed.unresolved is not None:
-                return 0.0
-            at = self._ctx.sender.wave_at(followed.target)
-            if at is None:
-                return 0.0
-            soonest = at if soonest is None else min(soonest, at)
-        return 0.0 if soonest is None else max(0.0, soonest - self._clock())
+        now = self._clock()
+        resting = resting_pause(pending.values(), self._settings.resting_pause_s)
+        return max(resting, wave_pause(pending.values(), self._ctx.sender, now))
 
     async def _pause(self, seconds: float, poked: asyncio.Event) -> bool:
         """Sleep between polls; False when the last look or the fan-out's end cut it short (a

@@ -1,9 +1,11 @@
 """Following's acts: a residue close for what a read left open (sent here, through the same
 journaled step as every close: `closing.send`), and the settlement of a followed target as flat,
-not flat, or its failure kept. Every outcome is set by `closing.target` and handed on once."""
+not flat, or its failure kept. Every outcome is set by `closing.target` and put, once, on the
+follower's queue of settled results (`Follower.settled`), which the close stage drains."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 
@@ -11,7 +13,7 @@ from worker.api.models import Order
 from worker.closing import target as life
 from worker.closing.followed import Followed
 from worker.closing.send import CloseContext, send_one_close
-from worker.closing.stop import CutOff, Grace
+from worker.closing.stop import CutOff, FirstReason, Grace
 from worker.closing.target import Target
 from worker.errors import ApiError, JournalError, NotSent, OutcomeUnknown, RateLimited, Unauthorized
 from worker.observe import events
@@ -35,7 +37,7 @@ async def send_residue(
 
 class Acts:
     """What following does to a target: a residue close, or its settlement. `pending` is the
-    follower's targets per account; a settled target leaves it."""
+    follower's targets per account; a settled target leaves it for `settled`."""
 
     def __init__(
         self,
@@ -45,16 +47,16 @@ class Acts:
         send_close: SendClose,
         grace: Grace,
         clock: Callable[[], float],
-        on_result: Callable[[TargetResult], None] | None,
-        on_abort: Callable[[str], None] | None,
+        settled: asyncio.Queue[TargetResult | None],
+        stopped_by: FirstReason | None,
     ) -> None:
         self._ctx = ctx
         self._pending = pending
         self._send_close = send_close
         self._grace = grace
         self._clock = clock
-        self._on_result = on_result
-        self._on_abort = on_abort
+        self._settled = settled
+        self._stopped_by = stopped_by
 
     async def residue(self, followed: Followed, position: Decimal) -> None:
         """Send a residue close for `position` (signed, as read); a failure is logged, and
@@ -121,8 +123,8 @@ class Acts:
         elif isinstance(err, JournalError):
             life.residue_uncounted(result)  # its intent is not on disk, so it was not sent
             failed("not_sent")
-            if self._on_abort is not None:
-                self._on_abort(str(err))
+            if self._stopped_by is not None:
+                self._stopped_by(str(err))
             self._ctx.stopping.set()  # no close may be sent without its intent
         else:
             if isinstance(err, NotSent | RateLimited):
@@ -204,13 +206,5 @@ class Acts:
         life.canceled_by_close(followed.target, followed.result, followed.others_ended)
 
     def _report(self, result: TargetResult) -> None:
-        """Tell the caller a result is final. A fault there stops the run, not following."""
-        if self._on_result is None:
-            return
-        try:
-            self._on_result(result)
-        except Exception as bug:
-            events.internal_error(bug)
-            if self._on_abort is not None:
-                self._on_abort(f"internal error: {type(bug).__name__}: {bug}")
-            self._ctx.stopping.set()
+        """The result is final: on the queue of settled results, as a value."""
+        self._settled.put_nowait(result)

@@ -1,13 +1,16 @@
-"""What following holds for one target between polls (`Followed`), following's settings, and
-the signed fills the expected position is counted from. Plain data: no reads, no sends."""
+"""What following holds for one target between polls (`Followed`), following's settings, the
+signed fills the expected position is counted from, and how long an account's targets may go
+unread while they rest on the job's LIMIT or wait for an IOC wave. No reads, no sends."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from worker.api.models import Order
+from worker.api.models import WORKING_STATUSES, Order
 from worker.closing.books import Books
+from worker.closing.modes import Sender
 from worker.closing.target import Target
 from worker.results import TargetResult
 
@@ -77,3 +80,32 @@ def job_fills(result: TargetResult, *, prior_only: bool = False) -> Decimal:
 
 def signed_fill(order: Order) -> Decimal:
     return order.filled_quantity * (-1 if order.side.startswith("SELL") else 1)
+
+
+def resting_pause(pending: Iterable[Followed], resting_pause_s: float | None) -> float:
+    """`resting_pause_s` while every pending target rests on a working LIMIT order of the
+    job (protected, before its escalation), else 0."""
+    if resting_pause_s is None:
+        return 0.0
+    for followed in pending:
+        if followed.watch_only or followed.unresolved is not None:
+            return 0.0
+        orders = followed.result.orders
+        if not any(o.status in WORKING_STATUSES and o.order_type == "LIMIT" for o in orders):
+            return 0.0
+    return resting_pause_s
+
+
+def wave_pause(pending: Iterable[Followed], sender: Sender, now: float) -> float:
+    """IOC waves (PROTECTED_VIA=ioc_waves): while every pending target waits for its next
+    wave, until the first of them (an IOC ends as it meets the book: nothing to read
+    before), else 0. So an account is read once a wave, just before the wave is sized."""
+    soonest: float | None = None
+    for followed in pending:
+        if followed.watch_only or followed.unresolved is not None:
+            return 0.0
+        at = sender.wave_at(followed.target)
+        if at is None:
+            return 0.0
+        soonest = at if soonest is None else min(soonest, at)
+    return 0.0 if soonest is None else max(0.0, soonest - now)

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from worker.observe import events
+
 T = TypeVar("T")
 
 
@@ -64,3 +66,16 @@ class Grace:
     async def _after_stop(self) -> None:
         await self._stopping.wait()
         await self._sleep(max(0.0, self.ends() - self._clock()))
+
+
+class FirstReason:
+    """Why the run stops, said by whoever stops it from inside (the fan-out, following, the
+    protected style): the first reason is kept and said at once; the close stage returns it."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, why: str) -> None:
+        if self.reason is None:
+            self.reason = why
+            events.run_aborted(why)

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from worker.results import OrderSummary, TargetResult
 
 __all__ = [
     "OrderSummary",
+    "ReportHead",
     "TargetResult",
     "Totals",
     "copy_atomically",
@@ -31,16 +33,23 @@ __all__ = [
 _CHUNK = 1000  # results rendered, scrubbed and written together
 
 
+@dataclass(frozen=True, slots=True)
+class ReportHead:
+    """What the report says of the run as a whole, ahead of its results."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    dry_run: bool
+    exit_code: int
+    aborted: str | None
+
+
 def write_report(
     path: Path,
-    *,
-    run_id: str,
-    started_at: datetime,
-    finished_at: datetime,
-    dry_run: bool,
+    run: ReportHead,
     results: Sequence[TargetResult],
-    exit_code: int,
-    aborted: str | None,
+    *,
     scrub: Callable[[str], str] | None = None,
     totals: Totals | None = None,
 ) -> None:
@@ -50,12 +59,12 @@ def write_report(
     if totals is None:
         totals = Totals(summarize(results), cost_summary(results))
     head = {
-        "run_id": run_id,
-        "started_at": started_at.isoformat(),
-        "finished_at": finished_at.isoformat(),
-        "dry_run": dry_run,
-        "exit_code": exit_code,
-        "aborted": aborted,
+        "run_id": run.run_id,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
+        "dry_run": run.dry_run,
+        "exit_code": run.exit_code,
+        "aborted": run.aborted,
         "summary": {**totals.summary, **totals.costs},
     }
 

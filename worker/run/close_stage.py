@@ -1,21 +1,16 @@
-"""The fan-out and following, as one stage of a run: the close mode chosen (CLOSE_VIA), each
-account's orders read first (the snapshot), every close sent (`worker.run.fanout`), every sent close
-followed to flat (`worker.closing.follow`). It returns every target's result and the first reason it
-stopped the run."""
+"""The fan-out and following, as one stage of a run: the close mode chosen (CLOSE_VIA), every
+close sent (`worker.run.fanout`), every sent close followed to flat (`worker.closing.follow`),
+each outcome recorded as its target settles (`worker.run.bookkeeping`). It returns every target's
+result and the first reason it stopped the run."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from worker.api.client import TradingApi
-from worker.api.models import Order
-from worker.api.policy import Sleep
-from worker.api.reads import Reader
-from worker.closing.collar import Collar
 from worker.closing.follow import Follower, FollowSettings
 from worker.closing.modes import (
     CancelWait,
@@ -26,79 +21,33 @@ from worker.closing.modes import (
 )
 from worker.closing.protect import Protector
 from worker.closing.send import CloseContext
-from worker.closing.target import Next, Target
-from worker.closing.waves import Waves, most_waves
-from worker.errors import ApiError, JournalError, Unauthorized
+from worker.closing.stop import FirstReason
+from worker.closing.target import Target
+from worker.closing.waves import most_waves
+from worker.errors import JournalError, Unauthorized
 from worker.inputs.settings import Settings
 from worker.journal.store import Prior
 from worker.observe import events
-from worker.results import TargetResult
-from worker.run.ended import Ended, FirstReason
-from worker.run.fanout import fan_out
-
-
-async def orders_snapshot(
-    reader: Reader, targets: Sequence[Target], since: datetime
-) -> tuple[dict[int, frozenset[str]], dict[int, list[Order]]]:
-    """Each account's orders before the fan-out: evidence that a later order is not one of them
-    (those created since `since`, by the server's time, and every order that can still fill, of
-    any age); and, per account, those that can still fill (others' orders a close must count).
-
-    An account whose orders cannot be read gets no entry: no order found later is taken for its
-    close, and its closes are still sent.
-    """
-    accounts = list(dict.fromkeys(t.account_id for t in targets))
-
-    async def one(account_id: int) -> tuple[int, list[Order] | None, list[Order]]:
-        try:
-            # Two independent reads, both before any close: sent together.
-            recent_read = asyncio.ensure_future(reader.orders(account_id, (), since))
-            recent_read.add_done_callback(_retrieved)
-            try:
-                working, _ = await reader.working_orders(account_id, ())
-                recent, request_ids = await recent_read
-            finally:
-                recent_read.cancel()  # (the other read failed: this one is not waited for)
-        except Unauthorized:
-            raise
-        except ApiError as err:
-            events.orders_snapshot(account_id=account_id, orders=-1, request_id=err.request_id)
-            return account_id, None, []
-        both = {o.id: o for o in [*recent, *working]}
-        events.orders_snapshot(account_id=account_id, orders=len(both), request_id=request_ids[-1])
-        return account_id, list(both.values()), [o for o in working if o.working]
-
-    snapshots = await asyncio.gather(*(one(a) for a in accounts))
-    preexisting = {
-        a: frozenset(o.id for o in listed) for a, listed, _ in snapshots if listed is not None
-    }
-    return preexisting, {a: working for a, _, working in snapshots if working}
-
-
-def _retrieved(task: asyncio.Future[Any]) -> None:
-    """A read left behind when its pair failed: its own failure is not worth a warning."""
-    if not task.cancelled():
-        task.exception()
+from worker.run.bookkeeping import Bookkeeper
+from worker.run.close_style import collar_of, waves_of
+from worker.run.ended import Ended
+from worker.run.fanout import Handover, Pool, fan_out
+from worker.run.scope import RunScope
+from worker.run.snapshot import Snapshot
 
 
 def choose_sender(
-    settings: Settings,
-    api: TradingApi,
-    reader: Reader,
-    job: str,
-    priors: Mapping[tuple[int, str], Prior],
-    preexisting: Mapping[int, frozenset[str]],
-    sleep: Sleep,
-    working_before: Mapping[int, Sequence[Order]] | None = None,
-    read_accounts: Collection[int] | None = None,
-    ledger_from: datetime | None = None,
+    run: RunScope, job: str, priors: Mapping[tuple[int, str], Prior], snapshot: Snapshot
 ) -> Sender:
-    """CLOSE_VIA: how each close is sent, the one place the mode is chosen."""
+    """CLOSE_VIA: how each close is sent, the one place the mode is chosen. `job` and `priors`:
+    today's job and its earlier runs' orders; `snapshot`: the accounts' orders before the
+    fan-out (close_position's evidence; in both modes, others' orders that can still fill)."""
+    settings = run.settings
     if settings.close_via == "close_position":
-        return ClosePositionSender(api, reader, preexisting)
+        return ClosePositionSender(run.api, run.reader, snapshot.preexisting)
     return SubmitOrdersSender(
-        api,
-        reader,
+        run.api,
+        run.reader,
         job=job,
         time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
         generations=submit_generations(priors),
@@ -107,33 +56,13 @@ def choose_sender(
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
         ),
-        sleep=sleep,
+        sleep=run.policy.sleep,
         batch_size=settings.batch_size,
-        working_before=working_before,
-        read_accounts=read_accounts,
+        working_before=snapshot.working_before,
+        read_accounts=set(snapshot.preexisting),
         collar=collar_of(settings),
-        ledger_from=ledger_from,
+        ledger_from=snapshot.since,
         waves=waves_of(settings),
-    )
-
-
-def waves_of(settings: Settings) -> Waves | None:
-    """PROTECTED_VIA=ioc_waves: the schedule of the protected targets' IOC waves."""
-    collar = collar_of(settings)
-    if collar is None or settings.protected_via != "ioc_waves":
-        return None
-    return Waves(collar, rate_limit=settings.rate_limit, batch_size=settings.batch_size)
-
-
-def collar_of(settings: Settings) -> Collar | None:
-    """CLOSE_STYLE=protected: the collar its limits are priced and re-priced with."""
-    if settings.close_style != "protected":
-        return None
-    return Collar(
-        first_bps=settings.collar_bps,
-        max_bps=settings.collar_max_bps,
-        reprice_s=settings.reprice_s,
-        deadline_s=settings.deadline_s,
     )
 
 
@@ -149,16 +78,13 @@ def fan_out_workers(settings: Settings, targets: int) -> int:
 @dataclass(frozen=True)
 class CloseOptions:
     """What the close stage needs beyond the settings: where following's ledger window starts,
-    who hears each outcome, and where today's close bears on following (--at-close, protected)."""
+    and where today's close bears on following (--at-close, protected)."""
 
     since: datetime  # the run's start by the server's clock
-    on_result: Callable[[TargetResult], None] | None = None  # each target's outcome, once
     extra_s: float = 0.0  # following waits this much longer than FLAT_TIMEOUT (the close)
     # --at-close: today's close, when the resting orders fill. Once the fan-out is over, what
-    # still rests is told (`waiting_for_fills`, and `on_waiting(orders, close_at, seconds until
-    # then)`), so a long wait says what it waits for.
+    # still rests is told (`Bookkeeper.waiting`), so a long wait says what it waits for.
     close_at: datetime | None = None
-    on_waiting: Callable[[int, datetime, float], None] | None = None
     moc_cutoff: datetime | None = None  # protected: escalations go out before it
 
 
@@ -167,57 +93,51 @@ async def close_and_follow(
     settings: Settings,
     targets: Sequence[Target],
     options: CloseOptions,
+    books: Bookkeeper,
     api: TradingApi | None = None,
 ) -> Ended:
-    """The fan-out, and following each sent close to flat while the others are in flight.
-    `api`: the protected style's re-prices and escalations (none without it)."""
-    stopped_by = FirstReason()
-    if isinstance(ctx.sender, SubmitOrdersSender) and ctx.sender.waves is not None:
-        # IOC waves: nothing rests, so nothing is re-priced or cancelled; the sender prices
-        # each wave and following sends them (`worker.closing.waves`).
-        api = None
-        by_account: dict[int, int] = {}
-        for t in targets:
-            by_account[t.account_id] = by_account.get(t.account_id, 0) + 1
-        to_cutoff = None
-        if options.moc_cutoff is not None:
-            to_cutoff = (options.moc_cutoff - ctx.server_now()).total_seconds()
-        ctx.sender.waves.plan(by_account.values(), to_cutoff)
-    follower = _follower(ctx, settings, options, stopped_by)
+    """The fan-out, and following each sent close to flat while the others are in flight;
+    every outcome recorded by `books` as its target settles. `api`: the protected style's
+    re-prices and escalations (none without it, nor with IOC waves)."""
+    if _plan_waves(ctx, targets, options):
+        api = None  # IOC waves: nothing rests, so nothing is re-priced or cancelled
+    follower = _follower(ctx, settings, options, books.stopped_by)
     protector = None if api is None else _protector(ctx, settings, options, api, follower)
-
-    def follow(target: Target, result: TargetResult, step: Next) -> None:
-        follower.follow(target, result, step)
-        if protector is not None:
-            protector.watch(target, result)
-
-    protecting = (
-        None
-        if protector is None
-        else asyncio.ensure_future(_protect(protector, stopped_by, ctx.stopping))
-    )
+    protecting = None if protector is None else asyncio.ensure_future(_protect(protector, books))
+    draining = asyncio.ensure_future(books.drain(follower.settled()))
     try:
-        results = await fan_out(
-            ctx,
-            targets,
-            workers=fan_out_workers(settings, len(targets)),
-            grace_s=settings.stop_grace,
-            on_result=options.on_result,
-            on_abort=stopped_by,
-            follow=follow,
-        )
+        pool = Pool(fan_out_workers(settings, len(targets)), settings.stop_grace)
+        results = await fan_out(ctx, targets, pool, books, Handover(follower, protector))
+        follower.all_sent()
+        if protector is not None:
+            protector.all_sent()
+        _tell_waiting(ctx, follower, options, books)
+        await _finish(ctx, follower, protecting)
+        await draining  # every result following settled is recorded
     except BaseException:
         follower.abandon()
         await follower.finish()
         if protecting is not None:
             protecting.cancel()
         raise
-    follower.all_sent()
-    if protector is not None:
-        protector.all_sent()
-    _tell_waiting(ctx, follower, options)
-    await _finish(ctx, follower, protecting)
-    return Ended(results, stopped_by.reason)
+    finally:
+        draining.cancel()
+    return Ended(results, books.stopped_by.reason)
+
+
+def _plan_waves(ctx: CloseContext, targets: Sequence[Target], options: CloseOptions) -> bool:
+    """PROTECTED_VIA=ioc_waves: the sender's waves planned for these targets (it prices each
+    wave and following sends them: `worker.closing.waves`). False without waves."""
+    if not isinstance(ctx.sender, SubmitOrdersSender) or ctx.sender.waves is None:
+        return False
+    by_account: dict[int, int] = {}
+    for t in targets:
+        by_account[t.account_id] = by_account.get(t.account_id, 0) + 1
+    to_cutoff = None
+    if options.moc_cutoff is not None:
+        to_cutoff = (options.moc_cutoff - ctx.server_now()).total_seconds()
+    ctx.sender.waves.plan(by_account.values(), to_cutoff)
+    return True
 
 
 def _follower(
@@ -241,8 +161,7 @@ def _follower(
         ),
         # The ledger's window: from the earliest start of a run whose orders are followed.
         since=min([options.since, *(p.since for p in ctx.priors.values())]),
-        on_result=options.on_result,
-        on_abort=stopped_by,
+        stopped_by=stopped_by,
     )
 
 
@@ -284,18 +203,14 @@ def _protector(
     )
 
 
-def _tell_waiting(ctx: CloseContext, follower: Follower, options: CloseOptions) -> None:
+def _tell_waiting(
+    ctx: CloseContext, follower: Follower, options: CloseOptions, books: Bookkeeper
+) -> None:
     """--at-close: what still rests once the fan-out is over, and until when."""
     close_at = options.close_at
     resting = follower.working_orders() if close_at is not None else 0
     if close_at is not None and resting:
-        wait_s = max(0.0, (close_at - ctx.server_now()).total_seconds())
-        events.waiting_for_fills(orders=resting, until=close_at, wait_s=wait_s)
-        if options.on_waiting is not None:
-            try:
-                options.on_waiting(resting, close_at, wait_s)
-            except Exception as bug:  # what a terminal shows never stops following
-                events.internal_error(bug)
+        books.waiting(resting, close_at, max(0.0, (close_at - ctx.server_now()).total_seconds()))
 
 
 async def _finish(
@@ -317,17 +232,16 @@ async def _finish(
             await asyncio.gather(protecting, return_exceptions=True)
 
 
-async def _protect(protector: Protector, stopped_by: FirstReason, stopping: asyncio.Event) -> None:
+async def _protect(protector: Protector, books: Bookkeeper) -> None:
     """The protected style's task: a fault there stops the run (following reports the rest)."""
     try:
         await protector.run()
     except asyncio.CancelledError:
         raise
     except Unauthorized as err:
-        stopped_by(f"credentials rejected mid-run: {err}")
+        books.stopped_by(f"credentials rejected mid-run: {err}")
     except JournalError as err:  # the lock is lost: no order change may go out
-        stopped_by(str(err))
-        stopping.set()
+        books.stop(str(err))
     except Exception as bug:
         events.internal_error(bug)
-        stopped_by(f"internal error: {type(bug).__name__}: {bug}")
+        books.stopped_by(f"internal error: {type(bug).__name__}: {bug}")

@@ -34,19 +34,6 @@ def aborted(why: str, results: list[TargetResult], *, refused: bool = False) -> 
     return Ended(results, why, refused)
 
 
-class FirstReason:
-    """For the fan-out and following, which stop the run from inside: the first reason, said
-    at once; the stage returns it."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    def __call__(self, why: str) -> None:
-        if self.reason is None:
-            self.reason = why
-            events.run_aborted(why)
-
-
 @dataclass
 class RunResult:
     run_id: str

@@ -5,41 +5,32 @@ what the exit code tells; observability never turns a flat book into a failure).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from worker.inputs.secrets import Scrubber
 from worker.inputs.settings import Settings
-from worker.inputs.targets import TargetSpec
 from worker.observe import events
-from worker.observe.counters import RunCounters
 from worker.output.metrics import write_metrics
-from worker.output.report import Totals, copy_atomically, write_report
+from worker.output.report import ReportHead, Totals, copy_atomically, write_report
 from worker.output.totals import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
+from worker.run.scope import Started
 
 
-def finish(
-    settings: Settings,
-    run_id: str,
-    started_at: datetime,
-    ended: Ended,
-    counters: RunCounters,
-    *,
-    specs: Sequence[TargetSpec],
-    report_path: Path | None,
-    dry_run: bool,
-) -> RunResult:
+def finish(started: Started, ended: Ended) -> RunResult:
     """The run's result, from how it ended; its report and metrics written."""
+    settings, counters, request = started.settings, started.counters, started.request
+    report_path, dry_run = request.report_path, request.dry_run
     result = RunResult(
-        run_id,
-        results=ended.results or unplanned(specs, ended.aborted or "nothing was planned"),
+        started.run_id,
+        results=ended.results or unplanned(request.specs, ended.aborted or "nothing was planned"),
         aborted=ended.aborted,
         refused=ended.refused,
         retries=counters.retries,
         reconciliations=counters.looks,
-        started_at=started_at,
+        started_at=started.started_at,
         finished_at=datetime.now(UTC),
         closing_since=counters.closing_since,
         fail_on_not_held=settings.fail_on_not_held,
@@ -110,18 +101,10 @@ def _report(
     totals: Totals,
 ) -> None:
     """The run's JSON report, written atomically to `path`."""
-    write_report(
-        path,
-        run_id=result.run_id,
-        started_at=result.started_at,
-        finished_at=result.finished_at,
-        dry_run=dry_run,
-        results=result.results,
-        exit_code=code,
-        aborted=result.aborted,
-        scrub=scrub,
-        totals=totals,
+    run = ReportHead(
+        result.run_id, result.started_at, result.finished_at, dry_run, code, result.aborted
     )
+    write_report(path, run, result.results, scrub=scrub, totals=totals)
 
 
 def _write_outputs(

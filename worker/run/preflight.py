@@ -5,23 +5,20 @@ carried on by the monotonic clock, never from the local wall clock; nothing here
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from worker.api.client import TradingApi
-from worker.api.policy import RetryPolicy
 from worker.api.reads import Reader
 from worker.errors import ApiError
 from worker.inputs.settings import Settings
-from worker.inputs.targets import TargetSpec
 from worker.observe import events
 from worker.results import Outcome
 from worker.run.ended import Ended, aborted, unplanned
 from worker.run.schedule import Go, MocCutoff, read_moc_cutoff, wait_for_close_window
+from worker.run.scope import RunScope
 
 # The key check's tries. Only transient failures (timeouts, 5xx, 429, refused connections) are
 # tried again; a rejected key (401) ends the run at the first reply.
@@ -51,18 +48,12 @@ class Ready:
 
 
 async def preflight(
-    api: TradingApi,
-    reader: Reader,
-    policy: RetryPolicy,
-    settings: Settings,
-    *,
-    specs: Sequence[TargetSpec],
-    before_close: timedelta | None,
-    dry_run: bool,
-    stop: asyncio.Event,
-    monotonic: Callable[[], float] = time.monotonic,
+    run: RunScope, monotonic: Callable[[], float] = time.monotonic
 ) -> Ready | Ended:
-    check = Reader(api, dataclasses.replace(policy, max_attempts=KEY_CHECK_ATTEMPTS))
+    """The key checked and the server's clock read, today's close window waited for
+    (--before-close), and --at-close's cutoff read: the run goes on, or ends here."""
+    settings, reader, policy, request = run.settings, run.reader, run.policy, run.request
+    check = Reader(run.api, dataclasses.replace(policy, max_attempts=KEY_CHECK_ATTEMPTS))
     try:
         clock = await check.clock()
     except ApiError as err:
@@ -74,13 +65,14 @@ async def preflight(
     def server_now() -> datetime:
         return server_at + timedelta(seconds=monotonic() - read_at)
 
-    if before_close is not None:
+    dry_run = request.dry_run
+    if request.before_close is not None:
         timing = await wait_for_close_window(
-            reader, before_close, server_now, stop, policy.sleep, dry_run=dry_run
+            reader, request.before_close, server_now, run.stop, policy.sleep, dry_run=dry_run
         )
         if timing.go is Go.MARKET_CLOSED:
             why = f"market closed: {timing.reason}"
-            return Ended(unplanned(specs, why, Outcome.MARKET_CLOSED))
+            return Ended(unplanned(request.specs, why, Outcome.MARKET_CLOSED))
         if timing.go is Go.STOPPED:
             return aborted(timing.reason, [])
     cutoff = await _moc_cutoff(settings, reader, server_now) if settings.at_close else None

@@ -33,7 +33,7 @@ from worker.journal.job_ids import JobIds, job_ids
 from worker.journal.keys import job_key, trading_day
 from worker.results import Outcome
 from worker.run.plan import make_plan
-from worker.run.runner import stop_aware_sleep
+from worker.run.stops import stop_aware_sleep
 
 
 @dataclass
