@@ -68,7 +68,10 @@ async def test_closes_held_at_the_gateway_then_applied_are_found_flagged_and_clo
     assert sim.stats.faults_injected["apply_late"] > 10
     doubled = [k for k in keys if len(sim.filled_closes(*k)) > 1]
     assert doubled, "the scenario must double some closes to prove anything"
-    assert doubled == keys[::5], "each held close doubled by its re-send, no other"
+    # Each held close doubled by its re-send, no other. (A held close whose body never reached
+    # the gateway, the client giving up while sending it under load, is never applied.)
+    applied_late = {path.rsplit("/", 1)[-1].lower() for path in sim.held_applied}
+    assert doubled == [k for k in keys[::5] if k[1].lower() in applied_late]
     the_truth(sim, doc, keys)  # each double flagged, every order reported, none left crossed
     assert all(sim.position_quantity(a, i) == 0 for a, i in keys)
     assert doc["summary"]["not_flat"] == 0

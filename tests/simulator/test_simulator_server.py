@@ -86,5 +86,6 @@ async def test_a_held_close_is_applied_just_before_its_resend_and_only_chosen_on
     assert again["id"] == resent["id"]  # the held close was applied first
     assert [(o["side"], o["quantity"]) for o in (held, again)] == [("SELL", "25")] * 2
     assert sim.stats.faults_injected["apply_late"] == 1
+    assert sim.held_applied == ["/v1/accounts/19816/positions/GOOG"]
     sim.fill_all()
     assert sim.position_quantity(19816, "GOOG") == -25

@@ -62,6 +62,7 @@ class Simulator:
         # those held now by method and path, each released by the next request there.
         self._holds: dict[str, Callable[[str], bool]] = {}
         self._held: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
+        self.held_applied: list[str] = []  # the paths of held requests applied, in order
         self._after_listing: dict[int, list[Callable[[], object]]] = {}
         # Seeding goes straight to the book.
         self.add_account = self.book.add_account
@@ -318,16 +319,20 @@ class Simulator:
         self, key: str, request: web.Request, handler: Handler, account: SimAccount | None
     ) -> web.Response:
         """`hold_until_resent`: applied once the next request on `key` arrives (or the
-        simulator shuts down), before that one is."""
+        simulator shuts down), before that one is; `held_applied` names it then. One whose body
+        never arrives (the client gave up while sending it) is never applied."""
         self.stats.faults_injected["apply_late"] += 1
-        await request.read()  # the gateway holds the whole request, body included
+        # Held before anything is awaited, so no request on `key` can pass it unheld.
         release, applied = asyncio.Event(), asyncio.Event()
         self._held[key] = (release, applied)
         shutdown = asyncio.ensure_future(self._shutting_down.wait())
         resent = asyncio.ensure_future(release.wait())
         try:
+            await request.read()  # the gateway holds the whole request, body included
             await asyncio.wait({shutdown, resent}, return_when=asyncio.FIRST_COMPLETED)
-            return await handler(request, account)  # the client gave up long ago
+            response = await handler(request, account)  # the client gave up long ago
+            self.held_applied.append(request.path)
+            return response
         finally:
             shutdown.cancel()
             resent.cancel()
