@@ -15,6 +15,8 @@ from worker.closing.follow import Follower, FollowSettings
 from worker.closing.modes import (
     CancelWait,
     ClosePositionSender,
+    OrderStyle,
+    ReadBefore,
     Sender,
     SubmitOrdersSender,
     submit_generations,
@@ -49,20 +51,24 @@ def choose_sender(
         run.api,
         run.reader,
         job=job,
-        time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
         generations=submit_generations(priors),
+        style=OrderStyle(
+            time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
+            batch_size=settings.batch_size,
+            collar=collar_of(settings),
+            waves=waves_of(settings),
+        ),
         cancel_wait=CancelWait(
             timeout_s=settings.flat_timeout,
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
+            sleep=run.policy.sleep,
         ),
-        sleep=run.policy.sleep,
-        batch_size=settings.batch_size,
-        working_before=snapshot.working_before,
-        read_accounts=set(snapshot.preexisting),
-        collar=collar_of(settings),
-        ledger_from=snapshot.since,
-        waves=waves_of(settings),
+        before=ReadBefore(
+            working_before=snapshot.working_before,
+            read_accounts=set(snapshot.preexisting),
+            ledger_from=snapshot.since,
+        ),
     )
 
 
