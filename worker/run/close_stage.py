@@ -21,7 +21,7 @@ from worker.closing.modes import (
     SubmitOrdersSender,
     submit_generations,
 )
-from worker.closing.protect import Protector
+from worker.closing.protect import EscalationBudget, Protector, ProtectRun
 from worker.closing.send import CloseContext
 from worker.closing.stop import FirstReason
 from worker.closing.target import Target
@@ -191,21 +191,19 @@ def _protector(
     if collar is None:
         return None
     return Protector(
-        api,
-        ctx.sender,
+        ProtectRun(api, ctx.reader, ctx.sender, ctx.stopping, ctx.server_now),
         collar,
-        reader=ctx.reader,
+        EscalationBudget(
+            rate_limit=settings.rate_limit,
+            batch_size=settings.batch_size,
+            # Round trips, and following's pause before it reads the limit final.
+            slack_s=settings.follow_pause_max + 0.5,
+            # A cancel is chased once following has had time to read it twice.
+            chase_s=max(1.0, 2 * settings.follow_pause_max),
+            moc_cutoff=options.moc_cutoff,
+        ),
         others_working=follower.others_working,
         poke=follower.poke,
-        stopping=ctx.stopping,
-        server_now=ctx.server_now,
-        moc_cutoff=options.moc_cutoff,
-        rate_limit=settings.rate_limit,
-        batch_size=settings.batch_size,
-        # Round trips, and following's pause before it reads the limit final.
-        slack_s=settings.follow_pause_max + 0.5,
-        # A cancel is chased once following has had time to read it twice.
-        chase_s=max(1.0, 2 * settings.follow_pause_max),
     )
 
 
