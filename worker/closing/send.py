@@ -205,16 +205,9 @@ async def send_one_close(
         raise
     # A 409 on this run's first send of the target: the order under that id was created by an
     # earlier run, before this run's plan read the position.
-    life.sent(
-        ctx.journal,
-        ctx.run_id,
-        target,
-        result,
-        sent.orders,
-        sent.request_id,
-        found=sent.found,
-        prior=sent.found and result.attempts == 1,
-    )
+    prior = sent.found and result.attempts == 1
+    shown = life.CloseOrders(sent.orders, sent.request_id, prior=prior)
+    life.sent(ctx.journal, ctx.run_id, target, result, shown, found=sent.found)
     return sent.orders
 
 
@@ -258,15 +251,8 @@ def _settled_by(
     """
     life.looked(result, finding.request_id)
     if finding.verdict is Verdict.CLOSED:
-        return life.found(
-            ctx.journal,
-            ctx.run_id,
-            target,
-            result,
-            finding.orders,
-            finding.request_id,
-            prior=prior,
-        )
+        shown = life.CloseOrders(finding.orders, finding.request_id, prior=prior)
+        return life.found(ctx.journal, ctx.run_id, target, result, shown)
     if finding.verdict is Verdict.BUSY:
         return life.busy(result)  # nothing is sent while an order can still fill
     if finding.verdict is Verdict.FLAT:
