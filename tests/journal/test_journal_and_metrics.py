@@ -19,7 +19,7 @@ from worker.errors import JournalError
 from worker.inputs.targets import TargetSpec
 from worker.journal.schema import SCHEMA as _SCHEMA
 from worker.journal.store import RECORD_BATCH, Intent, Journal
-from worker.output.metrics import write_metrics
+from worker.output.metrics import RunFigures, write_metrics
 from worker.results import Outcome, TargetResult
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
@@ -271,12 +271,14 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
     for outcomes, exit_code, finished_at in ((results[:1], 0, 1000.0), (results, 1, 2000.0)):
         write_metrics(
             path,
-            results=outcomes,
-            retries=3,
-            reconciliations=2,
-            duration_s=1.5,
-            exit_code=exit_code,
-            finished_at=finished_at,
+            RunFigures(
+                results=outcomes,
+                retries=3,
+                reconciliations=2,
+                duration_s=1.5,
+                exit_code=exit_code,
+                finished_at=finished_at,
+            ),
         )
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
     samples = {
@@ -298,12 +300,14 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
 def write_failed_run(path: Path) -> None:
     write_metrics(
         path,
-        results=[TargetResult(1, "A", outcome=Outcome.FAILED, error="x")],
-        retries=0,
-        reconciliations=0,
-        duration_s=0.25,
-        exit_code=1,
-        finished_at=3000.0,
+        RunFigures(
+            results=[TargetResult(1, "A", outcome=Outcome.FAILED, error="x")],
+            retries=0,
+            reconciliations=0,
+            duration_s=0.25,
+            exit_code=1,
+            finished_at=3000.0,
+        ),
     )
 
 
