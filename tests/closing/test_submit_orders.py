@@ -31,7 +31,7 @@ from tests.support import (
 )
 from tests.support import liquidate as liquidate_with
 from tests.support import seed_held as seed
-from worker.api.client import Side
+from worker.api.client import NewOrder, Side
 from worker.cli.terminal import Terminal
 from worker.closing.client_ids import client_order_id
 from worker.inputs.targets import TargetSpec
@@ -116,9 +116,7 @@ async def test_a_rerun_adopts_the_journaled_ids_still_working(
                 "killed", Intent(account, iid, 1, datetime.now(UTC), client_id=cid)
             )
             side: Side = "SELL" if held > 0 else "BUY"
-            await api.submit_order(
-                account, client_id=cid, instrument_id=iid, side=side, quantity=Decimal(abs(held))
-            )
+            await api.submit_order(account, NewOrder(cid, iid, side, Decimal(abs(held))))
     journal.close()
     # Still working when the rerun plans: the rerun must not send a second order.
     result = await run(

@@ -20,7 +20,7 @@ import pytest
 
 from tests.support import FAST_FOLLOW, api_for, events_emitted, the_truth
 from tests.support import seed_held as seed
-from worker.api.client import Side
+from worker.api.client import NewOrder, Side
 from worker.closing.client_ids import client_order_id
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
@@ -106,9 +106,8 @@ async def killed_run(
                 "killed", Intent(account, iid, 1, datetime.now(UTC), client_id=cid)
             )
             side: Side = "SELL" if held > 0 else "BUY"
-            reply = await api.submit_order(
-                account, client_id=cid, instrument_id=iid, side=side, quantity=Decimal(abs(held))
-            )
+            order = NewOrder(cid, iid, side, Decimal(abs(held)))
+            reply = await api.submit_order(account, order)
             ids[(account, iid)] = reply.data.id
     journal.close()
     return ids

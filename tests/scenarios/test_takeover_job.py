@@ -330,6 +330,7 @@ async def test_a_job_order_still_working_on_a_position_read_flat_is_cancelled_no
     from zoneinfo import ZoneInfo
 
     from tests.support import api_for
+    from worker.api.client import NewOrder
     from worker.closing.client_ids import client_order_id
     from worker.journal.keys import job_key
     from worker.journal.store import Intent, Journal
@@ -350,9 +351,8 @@ async def test_a_job_order_still_working_on_a_position_read_flat_is_cancelled_no
             cid = client_order_id(job, 72102, iid, generation)
             intent = Intent(72102, iid, generation + 1, datetime.now(UTC), cid, generation)
             await journal.record_intent("killed", intent)
-            reply = await api.submit_order(
-                72102, client_id=cid, instrument_id=iid, side="SELL", quantity=Decimal(30)
-            )
+            order = NewOrder(client_id=cid, instrument_id=iid, side="SELL", quantity=Decimal(30))
+            reply = await api.submit_order(72102, order)
             ids.append(reply.data.id)
             if generation == 0:
                 sim.fill_all()  # the first fills at once; the second rests

@@ -190,15 +190,10 @@ class SubmitOrdersSender:
         if self._batcher is not None:
             return await self._send_in_batch(target, client_id, position, unless, limit, tif)
         try:
+            side = _closing_side(position)
+            order = NewOrder(client_id, target.instrument_id, side, abs(position), limit, tif)
             reply: Reply[Order] = await self._api.submit_order(
-                target.account_id,
-                client_id=client_id,
-                instrument_id=target.instrument_id,
-                side=_closing_side(position),
-                quantity=abs(position),
-                time_in_force=tif,
-                unless=unless,
-                limit_price=limit,
+                target.account_id, order, unless=unless
             )
         except Conflict:
             found = await self._find(target, client_id)
