@@ -14,6 +14,7 @@ from worker.api.client import TradingApi
 from worker.closing.follow import Follower, FollowSettings
 from worker.closing.modes import (
     CancelWait,
+    ClientIds,
     ClosePositionSender,
     OrderStyle,
     ReadBefore,
@@ -50,8 +51,7 @@ def choose_sender(
     return SubmitOrdersSender(
         run.api,
         run.reader,
-        job=job,
-        generations=submit_generations(priors),
+        ids=ClientIds(job, submit_generations(priors)),
         style=OrderStyle(
             time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
             batch_size=settings.batch_size,

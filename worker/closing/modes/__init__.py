@@ -20,6 +20,7 @@ from worker.closing.modes.cancel_resting import CancelWait, ReadBefore
 from worker.closing.modes.close_position import ClosePositionSender
 from worker.closing.modes.sender import Sender
 from worker.closing.modes.submit_orders import (
+    ClientIds,
     OrderStyle,
     SubmitOrdersSender,
     submit_generations,
@@ -27,6 +28,7 @@ from worker.closing.modes.submit_orders import (
 
 __all__ = [
     "CancelWait",
+    "ClientIds",
     "ClosePositionSender",
     "OrderStyle",
     "ReadBefore",

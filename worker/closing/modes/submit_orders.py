@@ -35,6 +35,15 @@ from worker.results import TargetResult
 
 
 @dataclass(frozen=True)
+class ClientIds:
+    """What the closes' client ids are made from: today's job, and per position the generation
+    its next send goes under (an earlier run's, resumed: `submit_generations`)."""
+
+    job: str
+    generations: Mapping[Key, int]
+
+
+@dataclass(frozen=True)
 class OrderStyle:
     """How the closes are sent: their time in force, how many of an account's go out together
     (BATCH_SIZE), and with CLOSE_STYLE=protected the collar of the first and, with
@@ -56,8 +65,7 @@ class SubmitOrdersSender:
         api: TradingApi,
         reader: Reader,
         *,
-        job: str,
-        generations: Mapping[Key, int],
+        ids: ClientIds,
         style: OrderStyle,
         cancel_wait: CancelWait,
         before: ReadBefore,
@@ -84,10 +92,10 @@ class SubmitOrdersSender:
         # read): the ledger's read sets them apart.
         self._working_before = before.working_before
         self._reader = reader
-        self._job = job
+        self._job = ids.job
         self._tif: TimeInForce = style.time_in_force
         # Per position, the generation its next send goes under (an earlier run's, resumed).
-        self._generation: dict[Key, int] = dict(generations)
+        self._generation: dict[Key, int] = dict(ids.generations)
         self._stems: dict[Key, str] = {}
         # cancel_orders: the targets' resting orders, cancelled before any is sent.
         self._canceller = RestingCanceller(
