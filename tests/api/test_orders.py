@@ -19,7 +19,7 @@ import pytest
 from tests.spec_errors import validate_error_reply
 from tests.spec_validation import validate_request, validate_response
 from tests.support import FakeClock, api_for
-from worker.api.client import TradingApi
+from worker.api.client import NewOrder, TradingApi
 from worker.closing.client_ids import client_order_id
 from worker.errors import ApiError, Conflict, NotFound, OutcomeUnknown, RateLimited, Rejected
 from worker.simulator import Faults, SimConfig, Simulator
@@ -59,14 +59,14 @@ def cid(symbol: str, generation: int = 0) -> str:
 
 
 async def sell_goog(sim: Simulator, api: TradingApi, **kw: Any) -> Any:
-    return await api.submit_order(
-        ACCOUNT,
+    order = NewOrder(
         client_id=kw.pop("client_id", cid("GOOG")),
         instrument_id=sim.instrument_id(ACCOUNT, "GOOG"),
         side="SELL",
         quantity=Decimal(kw.pop("quantity", "25")),
         **kw,
     )
+    return await api.submit_order(ACCOUNT, order)
 
 
 def check_against_spec(sim: Simulator, *, requests: bool = True) -> int:
@@ -299,10 +299,12 @@ async def test_buying_back_a_short_beyond_buying_power_is_refused(
     with pytest.raises(Rejected) as refused:
         await api.submit_order(
             ACCOUNT,
-            client_id=cid("TSLA"),
-            instrument_id=sim.instrument_id(ACCOUNT, "TSLA"),
-            side="BUY",
-            quantity=Decimal(40),
+            NewOrder(
+                client_id=cid("TSLA"),
+                instrument_id=sim.instrument_id(ACCOUNT, "TSLA"),
+                side="BUY",
+                quantity=Decimal(40),
+            ),
         )
     assert "Buying Power: required > available" in str(refused.value)
     assert sim.orders_of(ACCOUNT) == []

@@ -9,14 +9,14 @@ import pytest
 
 from tests.support import FakeClock
 from worker.api.pace import CHANGE, READ, READ_SHARE, REPLACE, Pacer
-from worker.api.policy import RETRY_AFTER_CAP_S, RetryPolicy
+from worker.api.policy import RETRY_AFTER_CAP_S, RetryPolicy, TimeSource
 from worker.errors import RateLimited
 
 
 async def test_sends_are_spaced_so_no_second_holds_more_than_the_rate() -> None:
     clock = FakeClock()
     sends: list[float] = []
-    pacer = Pacer(8, 50, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(8, 50, timing=TimeSource(clock, clock.sleep))
 
     async def one() -> None:
         async with pacer.slot():
@@ -34,7 +34,10 @@ async def test_429_halves_the_pace_for_the_whole_run_then_recovers_additively() 
     clock = FakeClock()
     changes: list[tuple[float | None, float, str]] = []
     pacer = Pacer(
-        4, 100, clock=clock, sleep=clock.sleep, on_change=lambda o, n, r: changes.append((o, n, r))
+        4,
+        100,
+        timing=TimeSource(clock, clock.sleep),
+        on_change=lambda o, n, r: changes.append((o, n, r)),
     )
     with pytest.raises(RateLimited):
         async with pacer.slot():
@@ -57,7 +60,7 @@ async def test_429_halves_the_pace_for_the_whole_run_then_recovers_additively() 
 
 async def test_unlimited_pace_becomes_limited_at_half_the_observed_rate_on_429() -> None:
     clock = FakeClock()
-    pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(4, 0, timing=TimeSource(clock, clock.sleep))
     for _ in range(80):
         async with pacer.slot():
             clock.now += 0.01  # 100 requests per second
@@ -87,7 +90,7 @@ async def test_in_flight_never_exceeds_the_concurrency() -> None:
 async def test_retry_after_pauses_every_send_not_just_the_refused_one() -> None:
     clock = FakeClock()
     sends: list[float] = []
-    pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(4, 0, timing=TimeSource(clock, clock.sleep))
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=0.75)
@@ -101,7 +104,7 @@ async def test_a_huge_retry_after_holds_sends_only_as_long_as_the_retry_policy_w
     # `Retry-After: 3600` must not park the run for an hour: capped as the policy caps a retry.
     clock = FakeClock()
     sends: list[float] = []
-    pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(4, 0, timing=TimeSource(clock, clock.sleep))
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=3600)
@@ -115,7 +118,7 @@ async def test_a_huge_retry_after_holds_sends_only_as_long_as_the_retry_policy_w
 async def test_the_pace_hold_takes_the_policys_cap_when_given_one() -> None:
     clock = FakeClock()
     sends: list[float] = []
-    pacer = Pacer(4, 0, clock=clock, sleep=clock.sleep, retry_after_cap_s=5)
+    pacer = Pacer(4, 0, timing=TimeSource(clock, clock.sleep), retry_after_cap_s=5)
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=3600)
@@ -128,7 +131,7 @@ async def test_the_pace_hold_takes_the_policys_cap_when_given_one() -> None:
 async def test_senders_released_by_the_end_of_a_hold_go_out_one_spacing_apart() -> None:
     clock = FakeClock()
     sends: list[float] = []
-    pacer = Pacer(8, 10, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(8, 10, timing=TimeSource(clock, clock.sleep))
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=2)
@@ -154,7 +157,7 @@ async def test_a_stop_ends_a_retry_after_hold_at_once() -> None:
         await never.wait()
 
     stop = asyncio.Event()
-    pacer = Pacer(4, 0, clock=lambda: now[0], sleep=sleep_forever, stop=stop)
+    pacer = Pacer(4, 0, timing=TimeSource(lambda: now[0], sleep_forever), stop=stop)
     with pytest.raises(RateLimited):
         async with pacer.slot():
             raise RateLimited("429", status=429, retry_after=20)
@@ -175,7 +178,7 @@ async def test_a_stop_ends_a_retry_after_hold_at_once() -> None:
 
 async def test_a_429_after_a_recovery_still_halves_the_pace() -> None:
     clock = FakeClock()
-    pacer = Pacer(4, 100, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(4, 100, timing=TimeSource(clock, clock.sleep))
     for _ in range(2):
         with pytest.raises(RateLimited):
             async with pacer.slot():
@@ -192,7 +195,7 @@ async def test_waiting_changes_go_before_waiting_reads_whatever_came_first() -> 
     cancels must not queue behind following's polls."""
     clock = FakeClock()
     order: list[str] = []
-    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(100, 10, timing=TimeSource(clock, clock.sleep))
     async with pacer.slot(READ):  # takes the first turn: everyone after it waits
         pass
 
@@ -209,7 +212,7 @@ async def test_waiting_changes_go_before_waiting_reads_whatever_came_first() -> 
 async def test_a_change_that_comes_while_reads_wait_takes_the_next_turn() -> None:
     clock = FakeClock()
     order: list[str] = []
-    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(100, 10, timing=TimeSource(clock, clock.sleep))
     async with pacer.slot(READ):
         pass
 
@@ -236,7 +239,7 @@ async def test_changes_first_still_keeps_the_spacing_and_the_in_flight_bound() -
     clock = FakeClock()
     sends: list[float] = []
     in_flight = peak = 0
-    pacer = Pacer(3, 20, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(3, 20, timing=TimeSource(clock, clock.sleep))
 
     async def one(priority: int) -> None:
         nonlocal in_flight, peak
@@ -256,7 +259,7 @@ async def test_changes_first_still_keeps_the_spacing_and_the_in_flight_bound() -
 async def test_reads_still_get_one_turn_in_read_share_when_changes_keep_coming() -> None:
     clock = FakeClock()
     order: list[str] = []
-    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(100, 10, timing=TimeSource(clock, clock.sleep))
     async with pacer.slot(READ):
         pass
 
@@ -275,7 +278,7 @@ async def test_reads_still_get_one_turn_in_read_share_when_changes_keep_coming()
 async def test_a_waiting_sender_cancelled_gives_its_turn_to_the_next() -> None:
     clock = FakeClock()
     order: list[str] = []
-    pacer = Pacer(100, 10, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(100, 10, timing=TimeSource(clock, clock.sleep))
     async with pacer.slot(READ):
         pass
 

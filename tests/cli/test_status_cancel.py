@@ -17,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from tests.support import api_for, clean_env, event_lines, read_screen, run_cli
+from worker.api.client import NewOrder
 from worker.closing.client_ids import client_order_id
 from worker.journal.keys import job_key
 from worker.simulator import Simulator
@@ -34,9 +35,8 @@ async def book(sim: Simulator) -> dict[str, str]:
     day = datetime.now(UTC).astimezone(ZoneInfo("America/New_York")).date().isoformat()
     cid = client_order_id(job_key(day), ACCOUNT, iids[0], 0)
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
-        reply = await api.submit_order(
-            ACCOUNT, client_id=cid, instrument_id=iids[0], side="SELL", quantity=Decimal(30)
-        )
+        order = NewOrder(client_id=cid, instrument_id=iids[0], side="SELL", quantity=Decimal(30))
+        reply = await api.submit_order(ACCOUNT, order)
     return {
         "own": reply.data.id,
         "other_s0": sim.add_resting_order(ACCOUNT, "S0", "BUY", "5", "1.00"),

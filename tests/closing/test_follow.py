@@ -11,6 +11,7 @@ from typing import Any
 
 from tests.support import order
 from worker.api.models import Execution, Order
+from worker.api.policy import TimeSource
 
 
 class VirtualFollowing:
@@ -53,8 +54,7 @@ class VirtualFollowing:
             FollowSettings(timeout_s=10_000, first_pause_s=1.0, max_pause_s=64.0),
             since=datetime(2026, 11, 25, tzinfo=UTC),
             send_close=lambda *_: asyncio.sleep(0),
-            clock=lambda: self.now,
-            sleep=self._sleep,
+            timing=TimeSource(lambda: self.now, self._sleep),
         )
         target = Target(7, "S", "i1", "S", "EQUITY", Decimal(10), Decimal(1000), True)
         self.follower.follow(target, target.result())

@@ -31,12 +31,12 @@ from tests.support import (
 )
 from tests.support import liquidate as liquidate_with
 from tests.support import seed_held as seed
-from worker.api.client import Side
+from worker.api.client import NewOrder, Side
 from worker.cli.terminal import Terminal
 from worker.closing.client_ids import client_order_id
 from worker.inputs.targets import TargetSpec
 from worker.journal.keys import job_key
-from worker.journal.store import Journal
+from worker.journal.store import Intent, Journal
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, SimConfig, Simulator
 from worker.simulator.config import UNKNOWN_OUTCOMES_30
@@ -112,11 +112,11 @@ async def test_a_rerun_adopts_the_journaled_ids_still_working(
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
         for account, iid, held in keys:
             cid = client_order_id(job, account, iid, 0)
-            await journal.intent("killed", account, iid, 1, datetime.now(UTC), client_id=cid)
-            side: Side = "SELL" if held > 0 else "BUY"
-            await api.submit_order(
-                account, client_id=cid, instrument_id=iid, side=side, quantity=Decimal(abs(held))
+            await journal.record_intent(
+                "killed", Intent(account, iid, 1, datetime.now(UTC), client_id=cid)
             )
+            side: Side = "SELL" if held > 0 else "BUY"
+            await api.submit_order(account, NewOrder(cid, iid, side, Decimal(abs(held))))
     journal.close()
     # Still working when the rerun plans: the rerun must not send a second order.
     result = await run(
@@ -299,12 +299,14 @@ async def test_the_journal_commits_each_client_id_with_its_intent_and_priors_exp
     journal.start_run(
         run_id="r1", job="j", base_url="u", trading_day="d", started_at=t0, dry_run=False
     )
-    await journal.intent("r1", 7, "a", 1, t0, client_id=client_order_id("j", 7, "a", 0))
-    await journal.intent(
-        "r1", 7, "a", 2, t0, client_id=client_order_id("j", 7, "a", 1), generation=1
+    await journal.record_intent(
+        "r1", Intent(7, "a", 1, t0, client_id=client_order_id("j", 7, "a", 0))
     )
-    await journal.intent("r1", 7, "b", 1, t0)  # close_position: no client id
-    # Committed when intent() returned: a rerun (another run of the job) sees them.
+    await journal.record_intent(
+        "r1", Intent(7, "a", 2, t0, client_id=client_order_id("j", 7, "a", 1), generation=1)
+    )
+    await journal.record_intent("r1", Intent(7, "b", 1, t0))  # close_position: no client id
+    # Committed when record_intent() returned: a rerun (another run of the job) sees them.
     priors = journal.priors("j", "r2")
     assert priors[(7, "a")].generation == 1
     assert priors[(7, "b")].generation is None

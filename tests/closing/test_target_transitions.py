@@ -122,6 +122,8 @@ def flat_after(filled: str) -> Callable[[TargetResult, Recorder], Next]:
     return act
 
 
+NEW_Q1 = life.CloseOrders([order("NEW", "0")], "q1")  # a close's reply: its order
+
 CASES = [
     Case("planned flat", lambda r, j: life.planned_flat(r, "not held"), Outcome.ALREADY_FLAT,
          Fate.NOT_SENT, None, ("target_settled",), [], Next.SETTLED),
@@ -133,15 +135,15 @@ CASES = [
          Outcome.FAILED, Fate.NOT_SENT, "could not list the account's positions",
          ("close_failed",), [], Next.SETTLED),
     Case("sent",
-         lambda r, j: life.sent(j, "run", TARGET, r, [order("NEW", "0")], "q1", found=False),
+         lambda r, j: life.sent(j, "run", TARGET, r, NEW_Q1, found=False),
          None, Fate.APPLIED, None, ("close_order",), [("attempt_result", "ok"), ("orders", False)],
          Next.FOLLOW, sent_once),
     Case("found (client id taken)",
-         lambda r, j: life.sent(j, "run", TARGET, r, [order("NEW", "0")], "q1", found=True),
+         lambda r, j: life.sent(j, "run", TARGET, r, NEW_Q1, found=True),
          None, Fate.APPLIED, None, ("close_order",),
          [("attempt_result", "found"), ("orders", True)], Next.FOLLOW, sent_once),
     Case("found by a look",
-         lambda r, j: life.found(j, "run", TARGET, r, [order()], "q2"),
+         lambda r, j: life.found(j, "run", TARGET, r, life.CloseOrders([order()], "q2")),
          None, Fate.APPLIED, None, ("close_order",), [("orders", True)], Next.FOLLOW, sent_once),
     Case("adopted", lambda r, j: life.adopted(j, "run", TARGET, r, [order("NEW", "0")], "q3"),
          None, Fate.APPLIED, None, ("order_adopted", "close_order"), [("orders", True)],

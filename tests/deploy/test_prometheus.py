@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from worker.inputs.targets import TargetSpec
-from worker.output.metrics import write_metrics
+from worker.output.metrics import RunFigures, write_metrics
 from worker.results import Outcome, TargetResult
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
@@ -76,12 +76,14 @@ def test_the_exit_code_help_names_every_exit_code(tmp_path: Path) -> None:
     path = tmp_path / "m.prom"
     write_metrics(
         path,
-        results=[TargetResult(1, "A", outcome=Outcome.CLOSED)],
-        retries=0,
-        reconciliations=0,
-        duration_s=1.0,
-        exit_code=0,
-        finished_at=1000.0,
+        RunFigures(
+            results=[TargetResult(1, "A", outcome=Outcome.CLOSED)],
+            retries=0,
+            reconciliations=0,
+            duration_s=1.0,
+            exit_code=0,
+            finished_at=1000.0,
+        ),
     )
     [help_line] = [
         line
@@ -179,12 +181,14 @@ def test_time_to_flat_is_written_as_given(tmp_path: Path) -> None:
     path = tmp_path / "m.prom"
     write_metrics(
         path,
-        results=[TargetResult(1, "A", outcome=Outcome.CLOSED)],
-        retries=0,
-        reconciliations=0,
-        duration_s=11720.0,  # started by the timer at 12:30, waited for 15:45
-        exit_code=0,
-        finished_at=1000.0,
-        time_to_flat_s=20.25,
+        RunFigures(
+            results=[TargetResult(1, "A", outcome=Outcome.CLOSED)],
+            retries=0,
+            reconciliations=0,
+            duration_s=11720.0,  # started by the timer at 12:30, waited for 15:45
+            exit_code=0,
+            finished_at=1000.0,
+            time_to_flat_s=20.25,
+        ),
     )
     assert samples_of(path)["liquidator_time_to_flat_seconds"] == 20.25

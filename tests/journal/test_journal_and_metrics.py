@@ -19,7 +19,7 @@ from worker.errors import JournalError
 from worker.inputs.targets import TargetSpec
 from worker.journal.schema import SCHEMA as _SCHEMA
 from worker.journal.store import RECORD_BATCH, Intent, Journal
-from worker.output.metrics import write_metrics
+from worker.output.metrics import RunFigures, write_metrics
 from worker.results import Outcome, TargetResult
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
@@ -48,7 +48,7 @@ async def test_intents_are_committed_before_intent_returns_and_batched(tmp_path:
     seen_by_other_connection: list[int] = []
 
     async def close(n: int) -> None:
-        await journal.intent("r1", 1, f"i{n}", 1, T0)
+        await journal.record_intent("r1", Intent(1, f"i{n}", 1, T0))
         # Another connection (a later process) must already see this intent.
         seen_by_other_connection.append(committed_attempts(journal.path))
 
@@ -107,9 +107,9 @@ async def test_intents_recorded_ahead_are_one_commit_claimed_without_another_and
     assert statements.count("COMMIT") == 1
     assert committed_attempts(journal.path) == 6
     # The same close, claimed: on disk already, so no commit. A different client id is not it.
-    await journal.intent("r1", 1, "i0", 1, T0.replace(hour=21), client_id="c0")
-    await journal.intent("r1", 1, "i1", 1, T0, client_id="other", generation=1)
-    await journal.intent("r1", 1, "i2", 2, T0)  # a re-send: its own intent
+    await journal.record_intent("r1", Intent(1, "i0", 1, T0.replace(hour=21), client_id="c0"))
+    await journal.record_intent("r1", Intent(1, "i1", 1, T0, client_id="other", generation=1))
+    await journal.record_intent("r1", Intent(1, "i2", 2, T0))  # a re-send: its own intent
     assert statements.count("COMMIT") == 3
     journal.finish_run("r1", T0, 0)  # i3..i5 were never sent: withdrawn
     with sqlite3.connect(journal.path) as db:
@@ -151,7 +151,7 @@ async def test_an_intent_recorded_ahead_is_used_only_fresh_and_only_while_the_jo
     monkeypatch.setattr(
         "worker.journal.intents.AHEAD_FRESH_S", 0.0
     )  # every ahead intent is stale now
-    await journal.intent("r1", 1, "i0", 1, T0)
+    await journal.record_intent("r1", Intent(1, "i0", 1, T0))
     assert statements.count("COMMIT") == 2  # committed again, not taken from ahead
     monkeypatch.setattr("worker.journal.intents.AHEAD_FRESH_S", 60.0)
     # The store refuses every commit from here (a full disk, a lost database session).
@@ -160,10 +160,10 @@ async def test_an_intent_recorded_ahead_is_used_only_fresh_and_only_while_the_jo
             "CREATE TRIGGER refuse BEFORE INSERT ON attempts BEGIN SELECT RAISE(ABORT, 'full'); END"
         )
     with pytest.raises(JournalError):
-        await journal.intent("r1", 1, "other", 1, T0)
+        await journal.record_intent("r1", Intent(1, "other", 1, T0))
     # Recorded ahead and fresh, but the journal has failed: this close must not be sent either.
     with pytest.raises(JournalError):
-        await journal.intent("r1", 1, "i1", 1, T0)
+        await journal.record_intent("r1", Intent(1, "i1", 1, T0))
     with pytest.raises(JournalError):
         journal.close()
 
@@ -195,7 +195,7 @@ async def test_priors_are_earlier_runs_of_the_same_job_only(tmp_path: Path) -> N
         journal.start_run(
             run_id=run_id, job=job, base_url="api", trading_day="x", started_at=T0, dry_run=False
         )
-        await journal.intent(run_id, 7, "inst", 1, T0)
+        await journal.record_intent(run_id, Intent(7, "inst", 1, T0))
     journal.close()
     journal = Journal.in_dir(tmp_path)
     priors = journal.priors("api|2026-11-25", current_run="new")
@@ -219,10 +219,10 @@ async def test_records_ride_along_in_batches_and_all_are_committed_at_close(
 
     for n in range(RECORD_BATCH - 1):
         record(n)
-    await journal.intent("r1", 1, "a", 1, T0)
+    await journal.record_intent("r1", Intent(1, "a", 1, T0))
     assert committed_results() == 0  # an intent commit touches one table while records wait
     record(RECORD_BATCH - 1)
-    await journal.intent("r1", 1, "b", 1, T0)
+    await journal.record_intent("r1", Intent(1, "b", 1, T0))
     assert committed_results() == RECORD_BATCH  # a full batch rides along
     record(RECORD_BATCH)
     journal.close()
@@ -237,20 +237,21 @@ async def test_a_failed_intent_commit_stops_every_close_of_that_turn_and_after(
     with sqlite3.connect(journal.path) as other:
         other.execute("DROP TABLE attempts")  # the commit of the next intents fails
     outcomes = await asyncio.gather(
-        *(journal.intent("r1", 1, f"i{n}", 1, T0) for n in range(3)), return_exceptions=True
+        *(journal.record_intent("r1", Intent(1, f"i{n}", 1, T0)) for n in range(3)),
+        return_exceptions=True,
     )
     assert all(isinstance(o, JournalError) for o in outcomes)
     with sqlite3.connect(journal.path) as other:
         other.executescript(_SCHEMA)  # the disk is fine again; the lost intents are not back
     with pytest.raises(JournalError):
-        await journal.intent("r1", 1, "later", 1, T0)
+        await journal.record_intent("r1", Intent(1, "later", 1, T0))
 
 
 async def test_a_flush_that_fails_fails_the_closes_waiting_for_their_commit(
     tmp_path: Path,
 ) -> None:
     journal = Journal.in_dir(tmp_path)
-    waiting = asyncio.create_task(journal.intent("r1", 1, "i1", 1, T0))
+    waiting = asyncio.create_task(journal.record_intent("r1", Intent(1, "i1", 1, T0)))
     await asyncio.sleep(0)  # queued; its group commit is due in COMMIT_WINDOW_S
     with sqlite3.connect(journal.path) as other:
         other.execute("DROP TABLE attempts")
@@ -271,12 +272,14 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
     for outcomes, exit_code, finished_at in ((results[:1], 0, 1000.0), (results, 1, 2000.0)):
         write_metrics(
             path,
-            results=outcomes,
-            retries=3,
-            reconciliations=2,
-            duration_s=1.5,
-            exit_code=exit_code,
-            finished_at=finished_at,
+            RunFigures(
+                results=outcomes,
+                retries=3,
+                reconciliations=2,
+                duration_s=1.5,
+                exit_code=exit_code,
+                finished_at=finished_at,
+            ),
         )
     families = {f.name: f for f in text_string_to_metric_families(path.read_text())}
     samples = {
@@ -298,12 +301,14 @@ def test_metrics_parse_as_prometheus_text_and_keep_the_last_success(tmp_path: Pa
 def write_failed_run(path: Path) -> None:
     write_metrics(
         path,
-        results=[TargetResult(1, "A", outcome=Outcome.FAILED, error="x")],
-        retries=0,
-        reconciliations=0,
-        duration_s=0.25,
-        exit_code=1,
-        finished_at=3000.0,
+        RunFigures(
+            results=[TargetResult(1, "A", outcome=Outcome.FAILED, error="x")],
+            retries=0,
+            reconciliations=0,
+            duration_s=0.25,
+            exit_code=1,
+            finished_at=3000.0,
+        ),
     )
 
 
@@ -448,7 +453,9 @@ async def test_outcomes_riding_along_with_intents_never_force_a_commit_of_their_
         result = TargetResult(1, f"i{n}", f"i{n}", f"S{n}", outcome=Outcome.CLOSED)
         journal.outcome("r1", result, "10")
         if n % 2:
-            await journal.intent("r1", 1, f"i{n}", 1, T0)  # takes the two queued along
+            await journal.record_intent(
+                "r1", Intent(1, f"i{n}", 1, T0)
+            )  # takes the two queued along
     assert statements.count("COMMIT") == 3  # the intents' commits, none of the outcomes' own
     journal.finish_run("r1", T0, 0)
     journal.close()

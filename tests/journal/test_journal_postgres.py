@@ -51,7 +51,7 @@ async def test_intents_are_committed_before_intent_returns(pg_url: str) -> None:
     seen: list[int] = []
 
     async def close(n: int) -> None:
-        await journal.intent("r1", 7, f"i{n}", 1, T0)
+        await journal.record_intent("r1", Intent(7, f"i{n}", 1, T0))
         seen.append(count(pg_url, "SELECT COUNT(*) FROM attempts"))
 
     await asyncio.gather(*(close(n) for n in range(30)))
@@ -74,7 +74,7 @@ async def test_intents_recorded_ahead_and_never_sent_are_withdrawn_at_the_end(pg
     )
     await journal.intents_ahead("r1", [Intent(7, f"i{n}", 1, T0, f"c{n}") for n in range(4)])
     assert count(pg_url, "SELECT COUNT(*) FROM attempts") == 4
-    await journal.intent("r1", 7, "i2", 1, T0, client_id="c2")  # claimed: sent
+    await journal.record_intent("r1", Intent(7, "i2", 1, T0, client_id="c2"))  # claimed: sent
     journal.finish_run("r1", T0, 0)
     journal.close()
     assert count(pg_url, "SELECT COUNT(*) FROM attempts") == 1
@@ -103,17 +103,17 @@ async def test_a_host_whose_session_is_lost_commits_no_more_intents_once_another
     journal.start_run(
         run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
     )
-    await journal.intent("r1", 7, "before", 1, T0)
+    await journal.record_intent("r1", Intent(7, "before", 1, T0))
     end_journal_sessions(pg_url)  # the database drops the session, and with it the lock
     standby = await PgJournal.open(pg_url, scope=SCOPE, lock_wait=5)  # the lock is free
     with pytest.raises(JournalError, match="another run holds its lock now"):
-        await journal.intent("r1", 7, "after", 1, T0)
+        await journal.record_intent("r1", Intent(7, "after", 1, T0))
     with pytest.raises(JournalError):
-        await journal.intent("r1", 7, "later", 1, T0)  # it never comes back
+        await journal.record_intent("r1", Intent(7, "later", 1, T0))  # it never comes back
     assert set(standby.priors("j", "r2")) == {(7, "before")}
     standby.close()  # the lock is free again, but another run held it: still nothing
     with pytest.raises(JournalError):
-        await journal.intent("r1", 7, "last", 1, T0)
+        await journal.record_intent("r1", Intent(7, "last", 1, T0))
     with pytest.raises(LockLost):
         await journal.still_locked()
     with pytest.raises(JournalError):
@@ -127,7 +127,9 @@ async def test_a_session_lost_while_no_other_run_took_the_lock_is_replaced(pg_ur
     )
     [first] = journal_lock_holders(pg_url)
     end_journal_sessions(pg_url)
-    await journal.intent("r1", 7, "after", 1, T0)  # on a new session, the lock re-taken
+    await journal.record_intent(
+        "r1", Intent(7, "after", 1, T0)
+    )  # on a new session, the lock re-taken
     await journal.still_locked()
     [second] = journal_lock_holders(pg_url)
     assert second != first

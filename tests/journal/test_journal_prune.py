@@ -20,7 +20,7 @@ from worker.journal.keys import job_key
 from worker.journal.postgres import PgJournal
 from worker.journal.prune import CHILD_TABLES, cutoff
 from worker.journal.sqlite import SqliteStore
-from worker.journal.store import Journal
+from worker.journal.store import Intent, Journal
 from worker.results import Outcome, TargetResult
 from worker.simulator import Simulator
 
@@ -68,7 +68,9 @@ async def a_run(
         started_at=T0 + timedelta(seconds=later_s),
         dry_run=False,
     )
-    await journal.intent(run_id, 7, "i1", 1, T0, client_id=f"c-{run_id}", generation=0)
+    await journal.record_intent(
+        run_id, Intent(7, "i1", 1, T0, client_id=f"c-{run_id}", generation=0)
+    )
     if replied:
         journal.attempt_result(run_id, 7, "i1", 1, "req", "accepted")
     journal.orders(run_id, 7, "i1", [order(f"o-{run_id}")], "req", reconciled=False)

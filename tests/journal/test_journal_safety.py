@@ -21,7 +21,7 @@ from worker.inputs.targets import TargetSpec
 from worker.journal.files import wal_problem
 from worker.journal.keys import job_key, journal_url_secrets
 from worker.journal.lock import UNNAMED, FileLock, acquire
-from worker.journal.store import Journal
+from worker.journal.store import Intent, Journal
 from worker.observe import events
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Simulator
@@ -128,7 +128,9 @@ async def test_an_acknowledged_intent_is_in_the_main_file_not_only_in_the_log(
     journal.start_run(
         run_id="r1", job="j", base_url="u", trading_day="d", started_at=T0, dry_run=False
     )
-    await asyncio.gather(*(journal.intent("r1", 1, f"i{n}", 1, T0) for n in range(20)))
+    await asyncio.gather(
+        *(journal.record_intent("r1", Intent(1, f"i{n}", 1, T0)) for n in range(20))
+    )
     # What a crash leaves if the log is lost: the main file alone, copied while still open.
     shutil.copy(journal.path, tmp_path / "main-only.sqlite3")
     with sqlite3.connect(tmp_path / "main-only.sqlite3") as db:
@@ -234,7 +236,7 @@ async def test_runs_recorded_under_the_url_as_typed_are_found_after_an_upgrade(
         started_at=T0,
         dry_run=False,
     )
-    await old.intent("before-upgrade", 7, "inst", 1, T0)
+    await old.record_intent("before-upgrade", Intent(7, "inst", 1, T0))
     old.close()
     settings = settings_for(base_url="http://localhost:8765/", api_key="k.s")
     journal = await open_journal(settings)

@@ -20,12 +20,12 @@ import pytest
 
 from tests.support import FAST_FOLLOW, api_for, events_emitted, the_truth
 from tests.support import seed_held as seed
-from worker.api.client import Side
+from worker.api.client import NewOrder, Side
 from worker.closing.client_ids import client_order_id
 from worker.inputs.settings import Settings
 from worker.inputs.targets import TargetSpec
 from worker.journal.keys import job_key
-from worker.journal.store import Journal
+from worker.journal.store import Intent, Journal
 from worker.run.runner import ExitCode, RunRequest, RunResult, Watcher, run
 from worker.simulator import SimConfig, Simulator
 
@@ -102,11 +102,12 @@ async def killed_run(
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
         for account, iid, held in keys:
             cid = client_order_id(job, account, iid, 0)
-            await journal.intent("killed", account, iid, 1, datetime.now(UTC), client_id=cid)
-            side: Side = "SELL" if held > 0 else "BUY"
-            reply = await api.submit_order(
-                account, client_id=cid, instrument_id=iid, side=side, quantity=Decimal(abs(held))
+            await journal.record_intent(
+                "killed", Intent(account, iid, 1, datetime.now(UTC), client_id=cid)
             )
+            side: Side = "SELL" if held > 0 else "BUY"
+            order = NewOrder(cid, iid, side, Decimal(abs(held)))
+            reply = await api.submit_order(account, order)
             ids[(account, iid)] = reply.data.id
     journal.close()
     return ids

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import liquidate, seed
+from worker.api.client import NewOrder
 from worker.inputs.targets import TargetSpec
 from worker.output.exit_codes import ExitCode
 from worker.simulator import SimClock, SimConfig, Simulator, serve
@@ -259,10 +260,10 @@ async def test_a_market_order_that_flips_a_flat_position_counts_as_a_close() -> 
         [(account, iid)] = seed(sim, 64005, [100])
         async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
             for generation in (0, 1):  # the second SELL 100 lands on a flat position
-                await api.submit_order(
-                    account, client_id=f"lq-test-g{generation}", instrument_id=iid,
+                await api.submit_order(account, NewOrder(
+                    client_id=f"lq-test-g{generation}", instrument_id=iid,
                     side="SELL", quantity=Decimal(100),
-                )  # fmt: skip
+                ))  # fmt: skip
                 sim.fill_all()
     finally:
         await runner.cleanup()

@@ -25,7 +25,7 @@ from worker.journal.lock import FileLock, Holder
 from worker.journal.open import LOCK_FILE
 from worker.journal.pg_lock_check import LOCK_STALE_ANSWERS
 from worker.journal.postgres import PgJournal
-from worker.journal.store import Journal
+from worker.journal.store import Intent, Journal
 from worker.simulator import Simulator
 
 T0 = datetime(2026, 11, 25, 20, 0, tzinfo=UTC)
@@ -104,7 +104,9 @@ async def intents_flowing(journal: Journal) -> AsyncIterator[None]:
 
     async def arrive() -> None:
         for n in itertools.count():
-            closes.append(asyncio.create_task(journal.intent("r1", 7, f"i{n}", 1, T0)))
+            closes.append(
+                asyncio.create_task(journal.record_intent("r1", Intent(7, f"i{n}", 1, T0)))
+            )
             await asyncio.sleep(0.02)
 
     arriving = asyncio.create_task(arrive())

@@ -330,9 +330,10 @@ async def test_a_job_order_still_working_on_a_position_read_flat_is_cancelled_no
     from zoneinfo import ZoneInfo
 
     from tests.support import api_for
+    from worker.api.client import NewOrder
     from worker.closing.client_ids import client_order_id
     from worker.journal.keys import job_key
-    from worker.journal.store import Journal
+    from worker.journal.store import Intent, Journal
 
     sim.add_account(72102)
     iid = sim.add_position(72102, "W0", "30")
@@ -348,13 +349,10 @@ async def test_a_job_order_still_working_on_a_position_read_flat_is_cancelled_no
     async with api_for(sim.base_url, api_key=sim.config.api_key) as api:
         for generation in (0, 1):
             cid = client_order_id(job, 72102, iid, generation)
-            await journal.intent(
-                "killed", 72102, iid, generation + 1, datetime.now(UTC),
-                client_id=cid, generation=generation,
-            )  # fmt: skip
-            reply = await api.submit_order(
-                72102, client_id=cid, instrument_id=iid, side="SELL", quantity=Decimal(30)
-            )
+            intent = Intent(72102, iid, generation + 1, datetime.now(UTC), cid, generation)
+            await journal.record_intent("killed", intent)
+            order = NewOrder(client_id=cid, instrument_id=iid, side="SELL", quantity=Decimal(30))
+            reply = await api.submit_order(72102, order)
             ids.append(reply.data.id)
             if generation == 0:
                 sim.fill_all()  # the first fills at once; the second rests

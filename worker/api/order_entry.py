@@ -37,7 +37,8 @@ _CLOSE_BODY = {
 
 @dataclass(frozen=True, slots=True)
 class NewOrder:
-    """One order of a batch (`submit_orders`): MARKET, or LIMIT (CLOSE_STYLE=protected)."""
+    """One order to submit, alone (`submit_order`) or in a batch (`submit_orders`): MARKET, or
+    LIMIT (CLOSE_STYLE=protected); the spec's order fields."""
 
     client_id: str
     instrument_id: str
@@ -84,30 +85,20 @@ class OrderEntry(Transport):
         return self._parse(ORDERS, raw)
 
     async def submit_order(
-        self,
-        account_id: int,
-        *,
-        client_id: str,
-        instrument_id: str,
-        side: Side,
-        quantity: Decimal,
-        time_in_force: TimeInForce = "DAY",
-        unless: asyncio.Event | None = None,
-        limit_price: Decimal | None = None,
+        self, account_id: int, order: NewOrder, *, unless: asyncio.Event | None = None
     ) -> Reply[Order]:
-        """POST one order under the client `id` (submit_orders): MARKET, or LIMIT at
-        `limit_price` when one is given.
+        """POST one order under its client `id` (submit_orders): MARKET, or LIMIT at its
+        `limit_price` when one is given; DAY unless it says otherwise.
 
         The server keeps client ids unique per account, so sending the same `client_id` again
         cannot create a second order: a 409 (`Conflict`) says one with that id already exists.
         If `unless` is set by the time a request slot is free, nothing is sent (`NotSent`).
         """
-        if quantity <= 0:
-            raise ValueError(f"an order's quantity must be positive, not {quantity}")
-        order = NewOrder(client_id, instrument_id, side, quantity, limit_price).as_body(
-            time_in_force
+        if order.quantity <= 0:
+            raise ValueError(f"an order's quantity must be positive, not {order.quantity}")
+        body = aiohttp.BytesPayload(
+            jsonbytes.dumps([order.as_body("DAY")]), content_type="application/json"
         )
-        body = aiohttp.BytesPayload(jsonbytes.dumps([order]), content_type="application/json")
         raw = await self._call(
             "POST", f"/v1/accounts/{account_id}/orders", body=body, unless=unless
         )

@@ -11,11 +11,10 @@ queue behind following's polls. This module never decides whether a request is r
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-from worker.api.policy import RETRY_AFTER_CAP_S
+from worker.api.policy import REAL_TIME, RETRY_AFTER_CAP_S, TimeSource
 from worker.errors import RateLimited
 
 # Spacing is 2% wider than 1/rate: clock jitter and late wake-ups then cannot put rate+1 sends
@@ -44,8 +43,7 @@ class Pacer:
         concurrency: int,
         rate_limit: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        timing: TimeSource = REAL_TIME,
         on_change: PaceListener | None = None,
         retry_after_cap_s: float = RETRY_AFTER_CAP_S,
         stop: asyncio.Event | None = None,
@@ -63,11 +61,11 @@ class Pacer:
         self._hold_until = float("-inf")
         self._ceiling = rate_limit if rate_limit > 0 else None
         self.rate: float | None = self._ceiling  # current requests/second; None = unlimited
-        self._clock = clock
-        self._sleep = sleep
+        self._clock = timing.clock
+        self._sleep = timing.sleep
         self._on_change = on_change
         self._next_send = 0.0
-        self._last_change = clock()
+        self._last_change = timing.clock()
         self._last_decrease = float("-inf")
         self._recovery_step = 1.0
         self._recent_sends: deque[float] = deque()

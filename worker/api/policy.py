@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -36,6 +37,19 @@ T = TypeVar("T")
 # beyond this a retry waits only this long, and the pace holds every send only this long.
 RETRY_AFTER_CAP_S = 30.0
 Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class TimeSource:
+    """The clock a wait is measured by (monotonic seconds) and the sleep it pauses with: what
+    tests inject so that no test waits for real."""
+
+    clock: Callable[[], float] = time.monotonic
+    sleep: Sleep = asyncio.sleep
+
+
+REAL_TIME = TimeSource()  # time.monotonic and asyncio.sleep
+
 RetryListener = Callable[[RetryCallState, float], None]
 """Called as (state, wait_seconds) before each retry wait: where retry events come from."""
 

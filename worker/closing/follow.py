@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from worker.api.models import WORKING_STATUSES
+from worker.api.policy import REAL_TIME, TimeSource
 from worker.closing.books import Books
 from worker.closing.evidence import Step
-from worker.closing.follow_act import Acts, SendClose, send_residue
+from worker.closing.follow_act import Acts, Handback, SendClose, send_residue
 from worker.closing.follow_decide import Decider, anchor
 from worker.closing.follow_read import AccountReads, Read
 from worker.closing.followed import (
@@ -53,11 +53,11 @@ class Follower:
         since: datetime,
         send_close: SendClose | None = None,
         stopped_by: FirstReason | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        timing: TimeSource = REAL_TIME,
     ) -> None:
         """`send_close`: how a residue close is sent (`follow_act.send_residue` unless given);
         `stopped_by`: told why, when following stops the run (the credentials rejected)."""
+        clock, sleep = timing.clock, timing.sleep
         self._ctx = ctx
         self._settings = settings
         self._stopped_by = stopped_by
@@ -79,8 +79,7 @@ class Follower:
             send_close=send_close or functools.partial(send_residue, ctx),
             grace=self._grace,
             clock=clock,
-            settled=self._settled,
-            stopped_by=stopped_by,
+            handback=Handback(self._settled, stopped_by),
         )
 
     def follow(self, target: Target, result: TargetResult, step: Next = Next.FOLLOW) -> None:

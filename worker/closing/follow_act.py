@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 from worker.api.models import Order
@@ -35,6 +36,15 @@ async def send_residue(
     return await send_one_close(ctx, target, result, since, position)
 
 
+@dataclass(frozen=True)
+class Handback:
+    """What following hands the run: each result as it settles (None once `finish` has settled
+    every one), and whom to tell why, when following stops the run (the credentials rejected)."""
+
+    settled: asyncio.Queue[TargetResult | None]
+    stopped_by: FirstReason | None = None
+
+
 class Acts:
     """What following does to a target: a residue close, or its settlement. `pending` is the
     follower's targets per account; a settled target leaves it for `settled`."""
@@ -47,16 +57,15 @@ class Acts:
         send_close: SendClose,
         grace: Grace,
         clock: Callable[[], float],
-        settled: asyncio.Queue[TargetResult | None],
-        stopped_by: FirstReason | None,
+        handback: Handback,
     ) -> None:
         self._ctx = ctx
         self._pending = pending
         self._send_close = send_close
         self._grace = grace
         self._clock = clock
-        self._settled = settled
-        self._stopped_by = stopped_by
+        self._settled = handback.settled
+        self._stopped_by = handback.stopped_by
 
     async def residue(self, followed: Followed, position: Decimal) -> None:
         """Send a residue close for `position` (signed, as read); a failure is logged, and

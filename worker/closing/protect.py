@@ -26,11 +26,12 @@ The pace serves cancels and order entry before replaces, and replaces before rea
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from worker.api.client import TradingApi
+from worker.api.policy import REAL_TIME, TimeSource
 from worker.api.reads import Reader
 from worker.closing.collar import Collar
 from worker.closing.escalate import CHASE_S, Escalator, Limit
@@ -44,45 +45,68 @@ LOOP_S = 0.25  # the loop's longest sleep: deadlines and lingering cancels are l
 GROUP_S = 1.0  # an account's limits due within this of one that is due escalate with it
 
 
+@dataclass(frozen=True)
+class ProtectRun:
+    """The run's parts the protected loop works with: the API its cancels and replaces go
+    through, the reader, the close mode (`at_market`), the stop request, the server's clock (the
+    MOC cutoff is the server's time), and the time its loop is measured and paused by."""
+
+    api: TradingApi
+    reader: Reader
+    sender: Sender
+    stopping: asyncio.Event
+    server_now: Callable[[], datetime]
+    timing: TimeSource = REAL_TIME
+
+
+@dataclass(frozen=True)
+class EscalationBudget:
+    """The pace the schedule is held to: RATE_LIMIT and BATCH_SIZE (what escalating costs in
+    requests, `worker.closing.schedule`), the slack beside those requests (round trips,
+    following's pause), how long a cancel may still read working before it is sent again, and
+    --at-close the MOC cutoff every rest must beat."""
+
+    rate_limit: float = 0.0
+    batch_size: int = 100
+    slack_s: float = ESCALATION_SLACK_S
+    chase_s: float = CHASE_S
+    moc_cutoff: datetime | None = None
+
+
 class Protector:
-    """Re-prices and escalates the protected targets handed over (`watch`)."""
+    """Re-prices and escalates the protected targets handed over (`watch`). `others_working`
+    and `poke` are following's: whether others' orders work on an instrument, and read an
+    account now."""
 
     def __init__(
         self,
-        api: TradingApi,
-        sender: Sender,
+        run: ProtectRun,
         collar: Collar,
+        budget: EscalationBudget,
         *,
-        reader: Reader,
         others_working: Callable[[int, str], bool],
         poke: Callable[[int], None] | None = None,
-        stopping: asyncio.Event,
-        server_now: Callable[[], datetime],
-        moc_cutoff: datetime | None = None,
-        rate_limit: float = 0.0,
-        batch_size: int = 100,
-        slack_s: float = ESCALATION_SLACK_S,
-        chase_s: float = CHASE_S,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._sender = sender
+        clock = run.timing.clock
+        self._sender = run.sender
         self._collar = collar
-        self._stopping = stopping
-        self._rate = rate_limit
-        self._batch_size = batch_size
-        self._slack_s = slack_s
+        self._stopping = run.stopping
+        self._rate = budget.rate_limit
+        self._batch_size = budget.batch_size
+        self._slack_s = budget.slack_s
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = run.timing.sleep
         self._poke = poke
-        self._repricer = Repricer(api, collar, rate_limit=rate_limit, stopping=stopping)
+        self._repricer = Repricer(
+            run.api, collar, rate_limit=budget.rate_limit, stopping=run.stopping
+        )
         self._escalator = Escalator(
-            api, reader, others_working=others_working, clock=clock, chase_s=chase_s
+            run.api, run.reader, others_working=others_working, clock=clock, chase_s=budget.chase_s
         )
         self._watched: dict[tuple[int, str], Protected] = {}
         self._cutoff: float | None = None  # monotonic: the MOC cutoff
-        if moc_cutoff is not None:
-            self._cutoff = clock() + (moc_cutoff - server_now()).total_seconds()
+        if budget.moc_cutoff is not None:
+            self._cutoff = clock() + (budget.moc_cutoff - run.server_now()).total_seconds()
         self._cancelling: set[str] = set()  # limits whose cancel is in flight
         self._round: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()

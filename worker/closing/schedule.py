@@ -104,22 +104,48 @@ def plan_costs(
     market = StyleCost("market", first + follow, seconds_at(first + follow, rate_limit))
     if collar is None:
         return [market]
-    positions = sum(counts)
     escalation = escalation_requests(counts, batch_size)
-    rounds = collar.reprices
-    wanted = rounds * positions
-    # What the rate allows the rounds over the whole schedule (a round too short for one
-    # replace carries its share over to the next: `worker.closing.reprice`).
-    if rate_limit <= 0:
-        replaces = wanted
-    else:
-        over = rate_limit * REPRICE_SHARE * rounds * collar.reprice_s
-        replaces = affordable(over, wanted)
-    quotes = math.ceil(replaces / READ_CHUNK) if rounds else 0
-    requests = first + replaces + quotes + escalation
+    wanted = collar.reprices * sum(counts)
+    replaces = _replaces_that_fit(wanted, collar, rate_limit)
+    quotes = math.ceil(replaces / READ_CHUNK) if collar.reprices else 0
     escalation_s = seconds_at(escalation, rate_limit)
-    # Escalation begins up to half of DEADLINE_S early (`worker.closing.protect`): what it
-    # needs beyond that runs past the deadline.
+    late, advice = _deadline_advice(escalation, escalation_s, collar, rate_limit)
+    fits = not late
+    if seconds_to_cutoff is not None:
+        cutoff = _cutoff_advice(escalation_s, collar, seconds_to_cutoff)
+        if cutoff is not None:
+            fits = False
+            advice.append(cutoff)
+    if wanted > replaces:
+        advice.append(
+            f"{replaces:,} of {wanted:,} re-prices fit at RATE_LIMIT: each round re-prices the"
+            " largest unfilled notional furthest from the touch first"
+        )
+    protected = StyleCost(
+        "protected",
+        first + replaces + quotes + escalation,
+        collar.deadline_s + escalation_s,
+        fits=fits,
+        advice="; ".join(advice),
+    )
+    return [market, protected]
+
+
+def _replaces_that_fit(wanted: int, collar: Collar, rate_limit: float) -> int:
+    """Of `wanted` re-prices, those the rate allows the rounds over the whole schedule (a round
+    too short for one replace carries its share over to the next: `worker.closing.reprice`)."""
+    if rate_limit <= 0:
+        return wanted
+    over = rate_limit * REPRICE_SHARE * collar.reprices * collar.reprice_s
+    return affordable(over, wanted)
+
+
+def _deadline_advice(
+    escalation: int, escalation_s: float, collar: Collar, rate_limit: float
+) -> tuple[bool, list[str]]:
+    """Whether the escalation ends later than DEADLINE_GRACE_S past the deadline, and if so what
+    would bring it within. Escalation begins up to half of DEADLINE_S early
+    (`worker.closing.protect`): what it needs beyond that runs past the deadline."""
     past = max(0.0, escalation_s - collar.deadline_s / 2) + ESCALATION_SLACK_S
     late = past > DEADLINE_GRACE_S
     advice: list[str] = []
@@ -131,28 +157,17 @@ def plan_costs(
             f"RATE_LIMIT {needed} (or DEADLINE_S {deadline})"
             f" puts every limit at market within {DEADLINE_GRACE_S:g} s of its deadline"
         )
-    fits = not late
-    if seconds_to_cutoff is not None:
-        ends = collar.deadline_s + escalation_s + ESCALATION_SLACK_S
-        if ends > seconds_to_cutoff:
-            fits = False
-            latest = max(0, math.floor(seconds_to_cutoff - escalation_s - ESCALATION_SLACK_S))
-            advice.append(
-                f"DEADLINE_S {latest} ends before the cutoff (escalation starts earlier by itself)"
-            )
-    if wanted > replaces:
-        advice.append(
-            f"{replaces:,} of {wanted:,} re-prices fit at RATE_LIMIT: each round re-prices the"
-            " largest unfilled notional furthest from the touch first"
-        )
-    protected = StyleCost(
-        "protected",
-        requests,
-        collar.deadline_s + escalation_s,
-        fits=fits,
-        advice="; ".join(advice),
-    )
-    return [market, protected]
+    return late, advice
+
+
+def _cutoff_advice(escalation_s: float, collar: Collar, seconds_to_cutoff: float) -> str | None:
+    """None when DEADLINE_S and the escalation end before the cutoff; else the DEADLINE_S that
+    would."""
+    ends = collar.deadline_s + escalation_s + ESCALATION_SLACK_S
+    if ends <= seconds_to_cutoff:
+        return None
+    latest = max(0, math.floor(seconds_to_cutoff - escalation_s - ESCALATION_SLACK_S))
+    return f"DEADLINE_S {latest} ends before the cutoff (escalation starts earlier by itself)"
 
 
 def cost_line(cost: StyleCost) -> str:

@@ -31,8 +31,9 @@ from worker.api.models import Order
 from worker.api.policy import RetryPolicy, aborts_run, looks_after_last, needs_look_before_resend
 from worker.api.reads import Reader
 from worker.closing import target as life
-from worker.closing.evidence import Finding, Verdict, closing_side, look
+from worker.closing.evidence import Finding, Verdict, look
 from worker.closing.modes import Sender
+from worker.closing.sizing import after_earlier_orders, after_others_orders
 from worker.closing.target import Next, Target
 from worker.errors import (
     ApiError,
@@ -132,8 +133,10 @@ async def _close_with_retries(ctx: CloseContext, target: Target, result: TargetR
             return life.stopped(result)
         if result.attempts == 0:
             await ctx.sender.prepare(target)  # e.g. its resting orders would not cancel
-            reference = _after_earlier_orders(ctx, target, reference)
-            reference = _after_others_orders(ctx, target, reference)
+            earlier = ctx.earlier_orders.get((target.account_id, target.instrument_id.lower()))
+            reference = after_earlier_orders(target, reference, earlier)
+            others = ctx.working_before.get(target.account_id, [])
+            reference = after_others_orders(target, reference, others, ctx.sender.idempotent)
             reference = ctx.sender.first_size(target, reference)
             if reference == 0:
                 return Next.FOLLOW  # nothing sent: following waits for those orders, then decides
@@ -202,16 +205,9 @@ async def send_one_close(
         raise
     # A 409 on this run's first send of the target: the order under that id was created by an
     # earlier run, before this run's plan read the position.
-    life.sent(
-        ctx.journal,
-        ctx.run_id,
-        target,
-        result,
-        sent.orders,
-        sent.request_id,
-        found=sent.found,
-        prior=sent.found and result.attempts == 1,
-    )
+    prior = sent.found and result.attempts == 1
+    shown = life.CloseOrders(sent.orders, sent.request_id, prior=prior)
+    life.sent(ctx.journal, ctx.run_id, target, result, shown, found=sent.found)
     return sent.orders
 
 
@@ -223,57 +219,6 @@ def next_intent(ctx: CloseContext, target: Target, result: TargetResult, since: 
     return Intent(
         target.account_id, target.instrument_id, result.attempts + 1, since, client_id, generation
     )
-
-
-def _after_earlier_orders(ctx: CloseContext, target: Target, position: Decimal) -> Decimal:
-    """0 when the takeover confirmed the plan while an earlier run's order of the job on this
-    position could still fill, and the order was not adopted (final by the fan-out's read, or
-    refused adoption and cancelled): what it filled after the takeover's read is not in
-    `position`, and the ledger's recent fills leave the job's own out. Nothing is sent from that
-    read; following counts the order's fills from the takeover's point and closes what is left.
-    """
-    earlier = ctx.earlier_orders.get((target.account_id, target.instrument_id.lower()))
-    if position == 0 or earlier is None:
-        return position
-    working = [o.id for o in earlier[0] if o.working]
-    if not working:
-        return position
-    events.close_waits_for_orders(
-        account_id=target.account_id, instrument=target.instrument, orders=working, quantity="0"
-    )
-    return Decimal(0)
-
-
-def _after_others_orders(ctx: CloseContext, target: Target, position: Decimal) -> Decimal:
-    """The position a first close may be sized for, once others' orders still working on its
-    closing side (left alone: cancel_orders off) are counted; 0 sends nothing now.
-
-    close_position cannot be sized (the server closes all): it waits for them. A submission is
-    sized for what they leave. Following reads the rest once they are final.
-    """
-    if target.cancel_orders or position == 0:
-        return position
-    side = closing_side(position)
-    closing = [
-        o
-        for o in ctx.working_before.get(target.account_id, [])
-        if o.working
-        and o.side.startswith(side)
-        and (o.instrument_id or "").lower() == target.instrument_id.lower()
-    ]
-    if not closing:
-        return position
-    pending = sum((o.quantity - o.filled_quantity for o in closing), Decimal(0))
-    left = Decimal(0)
-    if ctx.sender.idempotent and pending < abs(position):
-        left = position - pending if position > 0 else position + pending
-    events.close_waits_for_orders(
-        account_id=target.account_id,
-        instrument=target.instrument,
-        orders=[o.id for o in closing],
-        quantity=str(left),
-    )
-    return left
 
 
 async def _look(
@@ -306,15 +251,8 @@ def _settled_by(
     """
     life.looked(result, finding.request_id)
     if finding.verdict is Verdict.CLOSED:
-        return life.found(
-            ctx.journal,
-            ctx.run_id,
-            target,
-            result,
-            finding.orders,
-            finding.request_id,
-            prior=prior,
-        )
+        shown = life.CloseOrders(finding.orders, finding.request_id, prior=prior)
+        return life.found(ctx.journal, ctx.run_id, target, result, shown)
     if finding.verdict is Verdict.BUSY:
         return life.busy(result)  # nothing is sent while an order can still fill
     if finding.verdict is Verdict.FLAT:

@@ -4,7 +4,10 @@ A positions listing may not yet hold a fill the ledger shows (a desk order fille
 run). Before any order is sized, the targets' fills from the ledger's window on are read once
 (one request per account and CHUNK instruments); each first order is then sized so that,
 whichever of them the plan's read holds, it does not take the position past zero
-(`worker.closing.ledger.safe_size`). Reads only; it never sends.
+(`worker.closing.ledger.safe_size`). Orders that could still fill when the run began are
+counted before a first close is sized: an earlier run's order of the job means nothing is sent
+from that read (`after_earlier_orders`), others' orders on the closing side are subtracted
+(`after_others_orders`). Reads only; it never sends.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from worker.api.client import IDS_PER_REQUEST
 from worker.api.models import Order
 from worker.api.reads import Reader
 from worker.closing.books import read_fills
+from worker.closing.evidence import closing_side
 from worker.closing.ledger import Fill, fills_of, safe_size
 from worker.closing.target import Target
 from worker.errors import ApiError, Unauthorized
@@ -36,7 +40,7 @@ async def recent_fills(
     """Per target, the fills from `since` (the server's time) that the plan's read may not hold.
 
     Left out: fills of others' orders still working at the snapshot (counted whole before a
-    close is sized, `closing.send`), and of the job's own earlier orders (by client id; the
+    close is sized, `after_others_orders`), and of the job's own earlier orders (by client id; the
     run that sent them followed them). An account that cannot be read is sized from the plan.
     """
     by_account: dict[int, list[Target]] = {}
@@ -111,3 +115,57 @@ def first_size(target: Target, position: Decimal, fills: Sequence[Fill] | None) 
             fills=[f.id for f in fills],
         )
     return size
+
+
+def after_earlier_orders(
+    target: Target, position: Decimal, earlier: tuple[list[Order], str] | None
+) -> Decimal:
+    """0 when the takeover confirmed the plan while an earlier run's order of the job on this
+    position could still fill, and the order was not adopted (final by the fan-out's read, or
+    refused adoption and cancelled): what it filled after the takeover's read is not in
+    `position`, and the ledger's recent fills leave the job's own out. Nothing is sent from that
+    read; following counts the order's fills from the takeover's point and closes what is left.
+    """
+    if position == 0 or earlier is None:
+        return position
+    working = [o.id for o in earlier[0] if o.working]
+    if not working:
+        return position
+    events.close_waits_for_orders(
+        account_id=target.account_id, instrument=target.instrument, orders=working, quantity="0"
+    )
+    return Decimal(0)
+
+
+def after_others_orders(
+    target: Target, position: Decimal, working_before: Sequence[Order], idempotent: bool
+) -> Decimal:
+    """The position a first close may be sized for, once others' orders still working on its
+    closing side (left alone: cancel_orders off) are counted; 0 sends nothing now.
+
+    close_position cannot be sized (the server closes all): it waits for them. A submission is
+    sized for what they leave. Following reads the rest once they are final.
+    """
+    if target.cancel_orders or position == 0:
+        return position
+    side = closing_side(position)
+    closing = [
+        o
+        for o in working_before
+        if o.working
+        and o.side.startswith(side)
+        and (o.instrument_id or "").lower() == target.instrument_id.lower()
+    ]
+    if not closing:
+        return position
+    pending = sum((o.quantity - o.filled_quantity for o in closing), Decimal(0))
+    left = Decimal(0)
+    if idempotent and pending < abs(position):
+        left = position - pending if position > 0 else position + pending
+    events.close_waits_for_orders(
+        account_id=target.account_id,
+        instrument=target.instrument,
+        orders=[o.id for o in closing],
+        quantity=str(left),
+    )
+    return left

@@ -178,29 +178,13 @@ class Journal:
         )
         self.flush()
 
-    async def intent(
-        self,
-        run_id: str,
-        account_id: int,
-        instrument_id: str,
-        attempt: int,
-        since: datetime,
-        *,
-        client_id: str | None = None,
-        generation: int = 0,
-    ) -> None:
+    async def record_intent(self, run_id: str, intent: Intent) -> None:
         """Record that a close is about to be sent; return once that record is committed.
 
-        `client_id` (submit_orders): the id it is sent under, committed with the intent so a
-        rerun sends the same id again. Every intent recorded within COMMIT_WINDOW_S of the
+        `intent.client_id` (submit_orders): the id it is sent under, committed with the intent so
+        a rerun sends the same id again. Every intent recorded within COMMIT_WINDOW_S of the
         first shares its commit; while one group is being written, the next one collects.
         """
-        await self.record_intent(
-            run_id, Intent(account_id, instrument_id, attempt, since, client_id, generation)
-        )
-
-    async def record_intent(self, run_id: str, intent: Intent) -> None:
-        """`intent()`, for an `Intent` already made."""
         # Otherwise (another client id, not yet committed, committed too long ago, a failed
         # journal) this row is committed over the one recorded ahead.
         if self._ahead.use(intent) and self._writer.failed is None:
@@ -210,7 +194,7 @@ class Journal:
     async def intents_ahead(self, run_id: str, intents: Sequence[Intent]) -> None:
         """Record first attempts' intents ahead of their sends, in one commit.
 
-        `intent()` then finds each one committed and returns at once. Those never used by the
+        `record_intent()` then finds each one committed and returns at once. Those never used by the
         time the run finishes in order are withdrawn (`finish_run`); after a crash they stay,
         and the next run looks before closing those positions, as for any intent.
         """

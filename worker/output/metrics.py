@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +23,23 @@ from worker.results import Outcome, TargetResult
 _LAST_SUCCESS = "liquidator_last_success_timestamp_seconds"
 
 
-def write_metrics(
-    path: Path,
-    *,
-    results: list[TargetResult],
-    retries: int,
-    reconciliations: int,
-    duration_s: float,
-    exit_code: int,
-    finished_at: float,
-    time_to_flat_s: float | None = None,
-) -> None:
+@dataclass(frozen=True)
+class RunFigures:
+    """What one run's metrics are made of: its targets' results, its retries and looks, how long
+    it took (and, once something was closing, until every position was flat), its exit code and
+    when it finished (epoch seconds)."""
+
+    results: list[TargetResult]
+    retries: int
+    reconciliations: int
+    duration_s: float
+    exit_code: int
+    finished_at: float
+    time_to_flat_s: float | None = None
+
+
+def write_metrics(path: Path, run: RunFigures) -> None:
+    results, exit_code, finished_at = run.results, run.exit_code, run.finished_at
     # Imported here, not at start-up: only a run that writes metrics pays for it.
     from prometheus_client import CollectorRegistry, generate_latest
 
@@ -44,7 +51,7 @@ def write_metrics(
     # Written in the order they are made: outcomes, costs, the run's figures, its end.
     _outcome_gauges(registry, counts)
     _cost_gauges(registry, results)
-    _run_gauges(registry, retries, reconciliations, duration_s, time_to_flat_s)
+    _run_gauges(registry, run.retries, run.reconciliations, run.duration_s, run.time_to_flat_s)
     _end_gauges(registry, exit_code, finished_at, last_success)
     if not path.parent.is_dir():  # not made here: a typo'd path must not grow a directory tree
         raise FileNotFoundError(errno.ENOENT, "its directory does not exist", str(path.parent))

@@ -14,12 +14,15 @@ from worker.api.client import TradingApi
 from worker.closing.follow import Follower, FollowSettings
 from worker.closing.modes import (
     CancelWait,
+    ClientIds,
     ClosePositionSender,
+    OrderStyle,
+    ReadBefore,
     Sender,
     SubmitOrdersSender,
     submit_generations,
 )
-from worker.closing.protect import Protector
+from worker.closing.protect import EscalationBudget, Protector, ProtectRun
 from worker.closing.send import CloseContext
 from worker.closing.stop import FirstReason
 from worker.closing.target import Target
@@ -48,21 +51,24 @@ def choose_sender(
     return SubmitOrdersSender(
         run.api,
         run.reader,
-        job=job,
-        time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
-        generations=submit_generations(priors),
+        ids=ClientIds(job, submit_generations(priors)),
+        style=OrderStyle(
+            time_in_force="AT_THE_CLOSE" if settings.at_close else "DAY",
+            batch_size=settings.batch_size,
+            collar=collar_of(settings),
+            waves=waves_of(settings),
+        ),
         cancel_wait=CancelWait(
             timeout_s=settings.flat_timeout,
             first_pause_s=settings.follow_pause,
             max_pause_s=settings.follow_pause_max,
+            sleep=run.policy.sleep,
         ),
-        sleep=run.policy.sleep,
-        batch_size=settings.batch_size,
-        working_before=snapshot.working_before,
-        read_accounts=set(snapshot.preexisting),
-        collar=collar_of(settings),
-        ledger_from=snapshot.since,
-        waves=waves_of(settings),
+        before=ReadBefore(
+            working_before=snapshot.working_before,
+            read_accounts=set(snapshot.preexisting),
+            ledger_from=snapshot.since,
+        ),
     )
 
 
@@ -185,21 +191,19 @@ def _protector(
     if collar is None:
         return None
     return Protector(
-        api,
-        ctx.sender,
+        ProtectRun(api, ctx.reader, ctx.sender, ctx.stopping, ctx.server_now),
         collar,
-        reader=ctx.reader,
+        EscalationBudget(
+            rate_limit=settings.rate_limit,
+            batch_size=settings.batch_size,
+            # Round trips, and following's pause before it reads the limit final.
+            slack_s=settings.follow_pause_max + 0.5,
+            # A cancel is chased once following has had time to read it twice.
+            chase_s=max(1.0, 2 * settings.follow_pause_max),
+            moc_cutoff=options.moc_cutoff,
+        ),
         others_working=follower.others_working,
         poke=follower.poke,
-        stopping=ctx.stopping,
-        server_now=ctx.server_now,
-        moc_cutoff=options.moc_cutoff,
-        rate_limit=settings.rate_limit,
-        batch_size=settings.batch_size,
-        # Round trips, and following's pause before it reads the limit final.
-        slack_s=settings.follow_pause_max + 0.5,
-        # A cancel is chased once following has had time to read it twice.
-        chase_s=max(1.0, 2 * settings.follow_pause_max),
     )
 
 

@@ -6,17 +6,28 @@ what the exit code tells; observability never turns a flat book into a failure).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from worker.inputs.secrets import Scrubber
 from worker.inputs.settings import Settings
 from worker.observe import events
-from worker.output.metrics import write_metrics
+from worker.output.metrics import RunFigures, write_metrics
 from worker.output.report import ReportHead, Totals, copy_atomically, write_report
 from worker.output.totals import cost_summary, summarize
 from worker.run.ended import Ended, RunResult, unplanned
 from worker.run.scope import Started
+
+
+@dataclass(frozen=True)
+class Said:
+    """What the outputs say beside the targets' results: the exit code, the totals (counted
+    once), and the scrubber every text passes on its way out."""
+
+    code: int
+    totals: Totals
+    scrub: Callable[[str], str]
 
 
 def finish(started: Started, ended: Ended) -> RunResult:
@@ -36,21 +47,18 @@ def finish(started: Started, ended: Ended) -> RunResult:
         fail_on_not_held=settings.fail_on_not_held,
     )
     key = settings.api_key.get_secret_value() if settings.api_key else ""
-    scrub = Scrubber.for_key(key).text
     # Counted once: the report's head, the last report's and `run_finished` say the same.
     totals = Totals(summarize(result.results), cost_summary(result.results))
-    code = int(result.exit_code)
-    failures = _write_outputs(
-        settings, result, report_path, dry_run, scrub=scrub, code=code, totals=totals
-    )
+    said = Said(int(result.exit_code), totals, Scrubber.for_key(key).text)
+    failures = _write_outputs(settings, result, report_path, dry_run, said)
     result.write_failures = failures.pop("report", [])
     result.notices = failures.pop("metrics", [])
     final_code = int(result.exit_code)
     if not dry_run and not result.refused:
         # The same document as --report when that was written, with this exit code: copied.
-        written = report_path is not None and not result.write_failures and final_code == code
+        written = report_path is not None and not result.write_failures and final_code == said.code
         same = report_path if written else None
-        _write_last_report(settings, result, scrub, totals, final_code, same_as=same)
+        _write_last_report(settings, result, replace(said, code=final_code), same_as=same)
     events.run_finished(
         exit_code=final_code,
         aborted=result.aborted,
@@ -69,13 +77,7 @@ def last_report_path(settings: Settings) -> Path:
 
 
 def _write_last_report(
-    settings: Settings,
-    result: RunResult,
-    scrub: Callable[[str], str],
-    totals: Totals,
-    code: int,
-    *,
-    same_as: Path | None,
+    settings: Settings, result: RunResult, said: Said, *, same_as: Path | None
 ) -> None:
     """The report of every run that was not a dry run nor refused (a standby refused by the lock
     must not hide the run that holds it), for `liquidator journal last`. A failure is an event
@@ -86,36 +88,38 @@ def _write_last_report(
         if same_as is not None:
             copy_atomically(same_as, path)
             return
-        _report(path, result, dry_run=False, code=code, scrub=scrub, totals=totals)
+        _report(path, result, said, dry_run=False)
     except OSError as err:
         events.write_failed(what="last report", path=str(path), error=err.strerror or str(err))
 
 
-def _report(
-    path: Path,
-    result: RunResult,
-    *,
-    dry_run: bool,
-    code: int,
-    scrub: Callable[[str], str],
-    totals: Totals,
-) -> None:
+def _figures(result: RunResult, code: int) -> RunFigures:
+    """The run's metrics, from its result and exit code."""
+    return RunFigures(
+        results=result.results,
+        retries=result.retries,
+        reconciliations=result.reconciliations,
+        duration_s=(result.finished_at - result.started_at).total_seconds(),
+        time_to_flat_s=(
+            None
+            if result.closing_since is None
+            else (result.finished_at - result.closing_since).total_seconds()
+        ),
+        exit_code=code,
+        finished_at=result.finished_at.timestamp(),
+    )
+
+
+def _report(path: Path, result: RunResult, said: Said, *, dry_run: bool) -> None:
     """The run's JSON report, written atomically to `path`."""
     run = ReportHead(
-        result.run_id, result.started_at, result.finished_at, dry_run, code, result.aborted
+        result.run_id, result.started_at, result.finished_at, dry_run, said.code, result.aborted
     )
-    write_report(path, run, result.results, scrub=scrub, totals=totals)
+    write_report(path, run, result.results, scrub=said.scrub, totals=said.totals)
 
 
 def _write_outputs(
-    settings: Settings,
-    result: RunResult,
-    report_path: Path | None,
-    dry_run: bool,
-    *,
-    scrub: Callable[[str], str],
-    code: int,
-    totals: Totals,
+    settings: Settings, result: RunResult, report_path: Path | None, dry_run: bool, said: Said
 ) -> dict[str, list[str]]:
     """The report first, then the metrics; a failure of either is an event and one line,
     returned under its name ("report", "metrics")."""
@@ -123,28 +127,13 @@ def _write_outputs(
         (
             "report",
             report_path,
-            lambda path: _report(
-                path, result, dry_run=dry_run, code=code, scrub=scrub, totals=totals
-            ),
+            lambda path: _report(path, result, said, dry_run=dry_run),
         ),
         (
             "metrics",
             # A dry run (and `check`) flattened nothing: the metrics stay the last real run's.
             None if dry_run else settings.metrics_file,
-            lambda path: write_metrics(
-                path,
-                results=result.results,
-                retries=result.retries,
-                reconciliations=result.reconciliations,
-                duration_s=(result.finished_at - result.started_at).total_seconds(),
-                time_to_flat_s=(
-                    None
-                    if result.closing_since is None
-                    else (result.finished_at - result.closing_since).total_seconds()
-                ),
-                exit_code=code,
-                finished_at=result.finished_at.timestamp(),
-            ),
+            lambda path: write_metrics(path, _figures(result, said.code)),
         ),
     ]
     failures: dict[str, list[str]] = {}

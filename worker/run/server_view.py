@@ -102,19 +102,18 @@ async def read_view(
             view.error = f"orders could not be read: {err}"
             return
         whole = [s for s in specs if s.account_id == view.account_id and s.instrument is None]
+        scope = _Scope(view.account_id, named[view.account_id], whole)
         # close_position's orders carry no client id of the job's: the journal's ids say so.
         recorded = {o for a, _, o in sent.order_ids if a == view.account_id}
         try:
-            listed += await _unlisted(
-                api, reader, view.account_id, listed, sent, named[view.account_id], whole
-            )
+            listed += await _unlisted(api, reader, scope, listed, sent)
         except Unauthorized:
             raise
         except ApiError as err:
             view.error = f"the job's orders could not be looked up: {err}"
             return
         for o in listed:
-            if o.working and _in_scope(o, named[view.account_id], whole):
+            if o.working and scope.covers(o):
                 view.orders.append(o)
                 iid = o.instrument_id or ""
                 stem = client_order_id(job, view.account_id, iid, 0)[:-1]
@@ -139,19 +138,35 @@ def _sent_by_the_job(settings: Settings, job: str) -> JobIds:
         return JobIds()
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What of one account the view shows: the instruments named (in lower case), and the
+    targets that name the whole account (with their exclusions)."""
+
+    account_id: int
+    named: set[str]
+    whole: Sequence[TargetSpec]
+
+    def wanted(self, account_id: int, instrument_id: str) -> bool:
+        """Whether an order the job recorded on this position is in the view."""
+        return account_id == self.account_id and (
+            bool(self.whole) or instrument_id.lower() in self.named
+        )
+
+    def covers(self, order: Order) -> bool:
+        """Whether a listed order is on a position the view shows."""
+        iid = (order.instrument_id or "").lower()
+        if iid in self.named:
+            return True
+        names = {iid, (order.symbol or "").lower()}
+        return any(not names & {e.lower() for e in spec.exclude} for spec in self.whole)
+
+
 async def _unlisted(
-    api: TradingApi,
-    reader: Reader,
-    account_id: int,
-    listed: Sequence[Order],
-    sent: JobIds,
-    named: set[str],
-    whole: Sequence[TargetSpec],
+    api: TradingApi, reader: Reader, scope: _Scope, listed: Sequence[Order], sent: JobIds
 ) -> list[Order]:
     """The job's orders on the account the listing did not show, looked up by their ids."""
-
-    def wanted(a: int, iid: str) -> bool:
-        return a == account_id and (bool(whole) or iid.lower() in named)
+    account_id, wanted = scope.account_id, scope.wanted
 
     shown = {o.client_order_id for o in listed} | {o.id for o in listed}
     client_ids = [c for a, i, c in sent.client_ids if wanted(a, i) and c not in shown]
@@ -166,11 +181,3 @@ async def order_by_id(reader: Reader, account_id: int, order_id: str) -> Order |
     """One order by its id, current however the listing lags; None: the server has none."""
     reply = await reader.order(account_id, order_id)
     return None if reply is None else reply.data
-
-
-def _in_scope(order: Order, named: set[str], whole: Sequence[TargetSpec]) -> bool:
-    iid = (order.instrument_id or "").lower()
-    if iid in named:
-        return True
-    names = {iid, (order.symbol or "").lower()}
-    return any(not names & {e.lower() for e in spec.exclude} for spec in whole)

@@ -16,14 +16,22 @@ is flat (`worker.closing.follow`). Its modules: `sender` (the `Sender` protocol,
 fan-out).
 """
 
-from worker.closing.modes.cancel_resting import CancelWait
+from worker.closing.modes.cancel_resting import CancelWait, ReadBefore
 from worker.closing.modes.close_position import ClosePositionSender
 from worker.closing.modes.sender import Sender
-from worker.closing.modes.submit_orders import SubmitOrdersSender, submit_generations
+from worker.closing.modes.submit_orders import (
+    ClientIds,
+    OrderStyle,
+    SubmitOrdersSender,
+    submit_generations,
+)
 
 __all__ = [
     "CancelWait",
+    "ClientIds",
     "ClosePositionSender",
+    "OrderStyle",
+    "ReadBefore",
     "Sender",
     "SubmitOrdersSender",
     "submit_generations",

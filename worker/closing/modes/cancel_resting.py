@@ -14,6 +14,7 @@ import functools
 import time
 from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from worker.api.client import IDS_PER_REQUEST, TradingApi
@@ -30,11 +31,25 @@ CANCEL_CHUNK = IDS_PER_REQUEST
 
 @dataclass(frozen=True)
 class CancelWait:
-    """How long to wait for cancelled resting orders to stop working before submitting."""
+    """How long to wait for cancelled resting orders to stop working before submitting, and the
+    clock and sleep that wait is measured and paused by."""
 
     timeout_s: float = 120.0
     first_pause_s: float = 0.2
     max_pause_s: float = 2.0
+    sleep: Sleep = asyncio.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass(frozen=True)
+class ReadBefore:
+    """What the run read before the fan-out: per account, the orders that could still fill (None:
+    not read), the accounts that read covered, and the start of the ledger's window (the
+    server's time; None: first orders are sized from the plan alone)."""
+
+    working_before: Mapping[int, Sequence[Order]] | None = None
+    read_accounts: Collection[int] | None = None
+    ledger_from: datetime | None = None
 
 
 class RestingCanceller:
@@ -46,21 +61,18 @@ class RestingCanceller:
         reader: Reader,
         *,
         wait: CancelWait,
-        sleep: Sleep,
-        clock: Callable[[], float] = time.monotonic,
-        working_before: Mapping[int, Sequence[Order]] | None = None,
-        read_accounts: Collection[int] | None = None,
+        before: ReadBefore,
         recognises: Callable[[Order, Target], bool],
     ) -> None:
         self._api = api
         self._reader = reader
         # Per account, the orders that could still fill when the run read them (None: not
         # read): an account with none on a target's instrument has nothing to cancel.
-        self._working_before = working_before
-        self._read_accounts = set(read_accounts or ())
+        self._working_before = before.working_before
+        self._read_accounts = set(before.read_accounts or ())
         self._cancel_wait = wait
-        self._sleep = sleep
-        self._clock = clock
+        self._sleep = wait.sleep
+        self._clock = wait.clock
         # Whether an order is the job's own (never cancelled by `_cancel_others`).
         self._recognises = recognises
         # Targets whose resting orders could not be cancelled, or still work: never sent.

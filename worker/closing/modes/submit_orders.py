@@ -10,14 +10,13 @@ alone. Under cancel_orders the targets' resting orders go first (`cancel_resting
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from worker.api.client import NewOrder, Reply, Side, TimeInForce, TradingApi
 from worker.api.models import Order
-from worker.api.policy import Sleep
 from worker.api.reads import Reader
 from worker.closing.adopt import Adopted, OwnWorking, find_own_working, own_client_ids
 from worker.closing.batch import Batcher
@@ -25,7 +24,7 @@ from worker.closing.client_ids import client_order_id
 from worker.closing.collar import Collar, limit_price
 from worker.closing.evidence import Finding, Verdict, closing_side
 from worker.closing.ledger import Fill
-from worker.closing.modes.cancel_resting import CancelWait, RestingCanceller
+from worker.closing.modes.cancel_resting import CancelWait, ReadBefore, RestingCanceller
 from worker.closing.modes.sender import Key, Sent
 from worker.closing.sizing import first_size, recent_fills
 from worker.closing.target import Target
@@ -33,6 +32,27 @@ from worker.closing.waves import Waves
 from worker.errors import Conflict, OutcomeUnknown
 from worker.journal.store import Prior
 from worker.results import TargetResult
+
+
+@dataclass(frozen=True)
+class ClientIds:
+    """What the closes' client ids are made from: today's job, and per position the generation
+    its next send goes under (an earlier run's, resumed: `submit_generations`)."""
+
+    job: str
+    generations: Mapping[Key, int]
+
+
+@dataclass(frozen=True)
+class OrderStyle:
+    """How the closes are sent: their time in force, how many of an account's go out together
+    (BATCH_SIZE), and with CLOSE_STYLE=protected the collar of the first and, with
+    PROTECTED_VIA=ioc_waves, the schedule of its waves."""
+
+    time_in_force: TimeInForce
+    batch_size: int = 1
+    collar: Collar | None = None
+    waves: Waves | None = None
 
 
 class SubmitOrdersSender:
@@ -45,56 +65,41 @@ class SubmitOrdersSender:
         api: TradingApi,
         reader: Reader,
         *,
-        job: str,
-        time_in_force: TimeInForce,
-        generations: Mapping[Key, int],
+        ids: ClientIds,
+        style: OrderStyle,
         cancel_wait: CancelWait,
-        sleep: Sleep,
-        clock: Callable[[], float] = time.monotonic,
-        batch_size: int = 1,
-        working_before: Mapping[int, Sequence[Order]] | None = None,
-        read_accounts: Collection[int] | None = None,
-        collar: Collar | None = None,
-        ledger_from: datetime | None = None,
-        waves: Waves | None = None,
+        before: ReadBefore,
     ) -> None:
         self._api = api
         # PROTECTED_VIA=ioc_waves: every close of a protected target is a marketable IOC limit
         # at its wave's collar until its market wave (`worker.closing.waves`).
-        self.waves = waves
+        self.waves = style.waves
         # The ledger's window (the server's time): fills from then on that the plan's read may
         # not hold yet size each first order (`first_size`). None: sized from the plan alone.
-        self._ledger_from = ledger_from
+        self._ledger_from = before.ledger_from
         self._fills_before: dict[Key, list[Fill]] = {}
         # CLOSE_STYLE=protected: a target's first close is a LIMIT order at COLLAR_BPS past
         # its arrival quote (DAY, also with --at-close); its later closes go at market.
-        self._collar = collar
+        self._collar = style.collar
         self._at_market: set[Key] = set()
         # BATCH_SIZE above 1: the account's orders go out together (`worker.closing.batch`).
         self._batcher = (
-            Batcher(api, reader, size=batch_size, time_in_force=time_in_force)
-            if batch_size > 1
+            Batcher(api, reader, size=style.batch_size, time_in_force=style.time_in_force)
+            if style.batch_size > 1
             else None
         )
         # Per account, the orders that could still fill when the run read them (None: not
         # read): the ledger's read sets them apart.
-        self._working_before = working_before
+        self._working_before = before.working_before
         self._reader = reader
-        self._job = job
-        self._tif: TimeInForce = time_in_force
+        self._job = ids.job
+        self._tif: TimeInForce = style.time_in_force
         # Per position, the generation its next send goes under (an earlier run's, resumed).
-        self._generation: dict[Key, int] = dict(generations)
+        self._generation: dict[Key, int] = dict(ids.generations)
         self._stems: dict[Key, str] = {}
         # cancel_orders: the targets' resting orders, cancelled before any is sent.
         self._canceller = RestingCanceller(
-            api,
-            reader,
-            wait=cancel_wait,
-            sleep=sleep,
-            clock=clock,
-            working_before=working_before,
-            read_accounts=read_accounts,
-            recognises=self.recognises,
+            api, reader, wait=cancel_wait, before=before, recognises=self.recognises
         )
         # The job's own orders earlier runs left working, by position (`worker.closing.adopt`).
         self._adopted: dict[Key, Adopted] = {}
@@ -193,15 +198,10 @@ class SubmitOrdersSender:
         if self._batcher is not None:
             return await self._send_in_batch(target, client_id, position, unless, limit, tif)
         try:
+            side = _closing_side(position)
+            order = NewOrder(client_id, target.instrument_id, side, abs(position), limit, tif)
             reply: Reply[Order] = await self._api.submit_order(
-                target.account_id,
-                client_id=client_id,
-                instrument_id=target.instrument_id,
-                side=_closing_side(position),
-                quantity=abs(position),
-                time_in_force=tif,
-                unless=unless,
-                limit_price=limit,
+                target.account_id, order, unless=unless
             )
         except Conflict:
             found = await self._find(target, client_id)

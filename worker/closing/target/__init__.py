@@ -5,7 +5,7 @@ Each transition sets outcome, fate and error together, emits its event, queues i
 and returns what happens next (`Next`) for the caller to pass on. Nothing here sends a request or
 decides whether to retry, and no other module assigns a result's fields.
 
-    value      `Target`, `Next`, and the journal records a transition queues
+    value      `Target`, `Next`, `CloseOrders`, and the journal records a transition queues
     orders     a target's orders: listed in its result, journaled, logged
     in_flight  sent, failed to send, adopted, looked for, found; the position read while followed
     outcomes   the transitions that settle it: planned, failed, stopped, flat, not flat
@@ -46,10 +46,11 @@ from worker.closing.target.outcomes import (
     unknown_instrument,
     unreadable,
 )
-from worker.closing.target.value import NOT_STARTED, Next, Target
+from worker.closing.target.value import NOT_STARTED, CloseOrders, Next, Target
 
 __all__ = [
     "NOT_STARTED",
+    "CloseOrders",
     "Next",
     "Target",
     "adopted",

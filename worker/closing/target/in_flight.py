@@ -10,7 +10,7 @@ from decimal import Decimal
 from worker.api.models import Order
 from worker.closing.target.orders import note_order, record_orders
 from worker.closing.target.settling import settle
-from worker.closing.target.value import JournalRecords, Next, Target
+from worker.closing.target.value import CloseOrders, JournalRecords, Next, Target
 from worker.errors import ApiError, NotSent, RateLimited, Rejected
 from worker.observe import events
 from worker.results import Fate, Outcome, TargetResult
@@ -32,13 +32,12 @@ def sent(
     run_id: str,
     target: Target,
     result: TargetResult,
-    orders: Sequence[Order],
-    request_id: str,
+    shown: CloseOrders,
     *,
     found: bool,
-    prior: bool = False,
 ) -> Next:
     """The close was applied (its reply, or its client id's order found): follow it to flat."""
+    orders, request_id, prior = shown.orders, shown.request_id, shown.prior
     result.request_ids.append(request_id)
     result.fate = Fate.APPLIED
     journal.attempt_result(
@@ -150,19 +149,21 @@ def looked(result: TargetResult, request_id: str) -> None:
 
 
 def found(
-    journal: JournalRecords,
-    run_id: str,
-    target: Target,
-    result: TargetResult,
-    orders: Sequence[Order],
-    request_id: str,
-    *,
-    prior: bool = False,
+    journal: JournalRecords, run_id: str, target: Target, result: TargetResult, shown: CloseOrders
 ) -> Next:
     """A look found the close (evidence it is ours): no re-send, follow it."""
     result.reconciled = True
     result.fate = Fate.APPLIED
-    record_orders(journal, run_id, target, result, orders, request_id, reconciled=True, prior=prior)
+    record_orders(
+        journal,
+        run_id,
+        target,
+        result,
+        shown.orders,
+        shown.request_id,
+        reconciled=True,
+        prior=shown.prior,
+    )
     return Next.FOLLOW
 
 

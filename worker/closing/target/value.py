@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
@@ -22,6 +22,16 @@ class Next(Enum):
     SETTLED = "settled"  # it has its outcome
     FOLLOW = "follow"  # a close was sent or found: read its position until flat
     WATCH = "watch"  # failed, its last close's fate unknown: read it, never send for it
+
+
+@dataclass(frozen=True)
+class CloseOrders:
+    """The orders a close's reply (or a look) showed, the request that showed them, and whether
+    they are an earlier run's (filled, before the plan read the position, into it)."""
+
+    orders: Sequence[Order]
+    request_id: str
+    prior: bool = False
 
 
 class JournalRecords(Protocol):
