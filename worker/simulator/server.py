@@ -59,9 +59,9 @@ class Simulator:
         self._window: deque[float] = deque()
         self._shutting_down = asyncio.Event()
         # The gateway's holds (`hold_until_resent`): which requests of a route it holds, and
-        # those held now by method and path, each released by the next request there.
+        # those held now by method and path, each applied by the next request there.
         self._holds: dict[str, Callable[[str], bool]] = {}
-        self._held: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}
+        self._held: dict[str, _Held] = {}
         self.held_applied: list[str] = []  # the paths of held requests applied, in order
         self._after_listing: dict[int, list[Callable[[], object]]] = {}
         # Seeding goes straight to the book.
@@ -301,10 +301,9 @@ class Simulator:
                 return error(404, "Some requested entity was not found")
         key = f"{request.method} {request.path}"
         held = self._held.pop(key, None)
-        if held is not None:  # the re-send of a held request: the held one is applied first
-            release, applied = held
-            release.set()
-            await applied.wait()
+        if held is not None:  # the re-send of a held request: the held one is applied first,
+            await request.read()  # in this task, with nothing awaited between the two
+            await held.apply()
         else:
             only = self._holds.get(route)
             if only is not None and only(request.path):
@@ -318,27 +317,28 @@ class Simulator:
     async def _hold(
         self, key: str, request: web.Request, handler: Handler, account: SimAccount | None
     ) -> web.Response:
-        """`hold_until_resent`: applied once the next request on `key` arrives (or the
-        simulator shuts down), before that one is; `held_applied` names it then. One whose body
-        never arrives (the client gave up while sending it) is never applied."""
+        """`hold_until_resent`: applied by the next request on `key` as it arrives (or when
+        the simulator shuts down), before that one is; `held_applied` names it then. One whose
+        body never arrives (the client gave up while sending it) is never applied."""
         self.stats.faults_injected["apply_late"] += 1
         # Held before anything is awaited, so no request on `key` can pass it unheld.
-        release, applied = asyncio.Event(), asyncio.Event()
-        self._held[key] = (release, applied)
-        shutdown = asyncio.ensure_future(self._shutting_down.wait())
-        resent = asyncio.ensure_future(release.wait())
+        held = _Held(request, handler, account)
+        self._held[key] = held
         try:
             await request.read()  # the gateway holds the whole request, body included
-            await asyncio.wait({shutdown, resent}, return_when=asyncio.FIRST_COMPLETED)
-            response = await handler(request, account)  # the client gave up long ago
+            shutdown = asyncio.ensure_future(self._shutting_down.wait())
+            waits: set[asyncio.Future[Any]] = {shutdown, held.done}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                shutdown.cancel()
+            await held.apply()  # (shutting down; else the re-send applied it: nothing to do)
+            response = await held.done
             self.held_applied.append(request.path)
-            return response
+            return response  # the client gave up long ago
         finally:
-            shutdown.cancel()
-            resent.cancel()
-            if self._held.get(key) == (release, applied):
+            if self._held.get(key) is held:
                 del self._held[key]
-            applied.set()
 
     async def _faulty(
         self,
@@ -517,6 +517,24 @@ class Simulator:
             "total_pages": max(1, -(-total // size)),
         }
         return ok(page, **metadata)
+
+
+class _Held:
+    """A request the gateway holds (`Simulator.hold_until_resent`), applied once."""
+
+    def __init__(self, request: web.Request, handler: Handler, account: SimAccount | None) -> None:
+        self._request, self._handler, self._account = request, handler, account
+        self._started = False
+        self.done: asyncio.Future[web.Response] = asyncio.get_running_loop().create_future()
+
+    async def apply(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            self.done.set_result(await self._handler(self._request, self._account))
+        except Exception as exc:  # the held request's own task raises it
+            self.done.set_exception(exc)
 
 
 async def _cancel_orders(request: web.Request) -> bool | web.Response:
