@@ -160,10 +160,8 @@ class Decider:
                     self._ctx.run_id,
                     target,
                     result,
-                    [order],
-                    request_id,
+                    life.CloseOrders([order], request_id, prior),
                     reconciled=True,
-                    prior=prior,
                 )
                 if prior:
                     followed.books.found_earlier(order)
