@@ -58,59 +58,86 @@ class Decider:
         the instrument is working, so it waits whatever the position). `orders`: the
         instrument's orders, those behind its fills that no listing showed too (read by id).
         `executions`: the instrument's fills from the ledger's window on (None: not read)."""
-        result = followed.result
-        followed.read_once = True
-        listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
-        shown = {o.id for o in orders}
-        known_before = len(result.orders)
-        self._take_in(followed, orders, listed, request_id)
-        anchor(followed, self._ctx.sender)
-        life.position_read(result, position)
-        if len(result.orders) > known_before and followed.unresolved is not None:
-            followed.unresolved = None  # the close whose reply was lost is found
+        self._intake(followed, position, orders, request_id)
         if position is None:
             return WAIT
         followed.undecided = True
-        # An order of the job's that no listing shows, though not read final: the listings
-        # are behind it (a lag), not the truth. Nothing is decided on them.
-        if any(o.status in WORKING_STATUSES and o.id not in shown for o in result.orders):
+        if self._listings_behind(followed, orders):
             return WAIT
-        if any(i not in shown and i not in followed.others_done for i in followed.others_now):
-            return WAIT  # an order counted in the expected position was not read: read again
         now = self._clock()
-        working = any(o.working for o in orders)
-        if followed.unresolved is None and not self._agrees(followed, position, executions):
+        if followed.unresolved is not None:
+            waiting = self._unresolved(followed, position, orders, executions, now)
+            if waiting is not None:
+                return waiting
+        elif not self._agrees(followed, position, executions):
             # A lagging positions listing, or a fill the job cannot explain: a residue sized
             # from it could flip the position. Read again (at the deadline once more, then
             # not_flat with what was read).
             return WAIT
-        if followed.unresolved is not None:
-            if working or now < followed.quiet_until:
-                return WAIT
-            if position == 0:
-                if executions is not None and not self._agrees(followed, position, executions):
-                    # The ledger does not show what flattened it yet: the close's own fill,
-                    # whose order is read by id once the executions listing shows it.
-                    return WAIT
-                if not followed.last_chance:
-                    followed.last_chance = True  # one more read may still list its order
-                    return WAIT
-                followed.undecided = False
-                return Decision(Step.FLAT, by_unfound_close=True)
-            if position != followed.unresolved:
-                return WAIT  # moved, and no order of the job's found to say why: read again
-            nothing_created(followed)  # provably did nothing: it does not count
         followed.undecided = False
         step = follow_step(
             position,
             orders,
-            residue_sent=result.residue_closes,
+            residue_sent=followed.result.residue_closes,
             max_residue=self._settings.max_residue,
             may_send=not self._ctx.stopping.is_set()
             and now >= followed.quiet_until
             and now >= (self._ctx.sender.wave_at(followed.target) or now),
         )
         return Decision(step, position)
+
+    def _intake(
+        self, followed: Followed, position: Decimal | None, orders: list[Order], request_id: str
+    ) -> None:
+        """The round's orders and position into the target's result; a close whose reply was
+        lost is resolved once an order of the job's not known before is found."""
+        result = followed.result
+        followed.read_once = True
+        listed = {o.id for o in result.orders}  # an earlier run's close, found, stays listed
+        known_before = len(result.orders)
+        self._take_in(followed, orders, listed, request_id)
+        anchor(followed, self._ctx.sender)
+        life.position_read(result, position)
+        if len(result.orders) > known_before and followed.unresolved is not None:
+            followed.unresolved = None  # the close whose reply was lost is found
+
+    @staticmethod
+    def _listings_behind(followed: Followed, orders: list[Order]) -> bool:
+        """Whether the listings are behind what the job knows, so nothing is decided on them."""
+        shown = {o.id for o in orders}
+        # An order of the job's that no listing shows, though not read final: the listings
+        # are behind it (a lag), not the truth.
+        if any(o.status in WORKING_STATUSES and o.id not in shown for o in followed.result.orders):
+            return True
+        # An order counted in the expected position was not read: read again.
+        return any(i not in shown and i not in followed.others_done for i in followed.others_now)
+
+    def _unresolved(
+        self,
+        followed: Followed,
+        position: Decimal,
+        orders: list[Order],
+        executions: list[Execution] | None,
+        now: float,
+    ) -> Decision | None:
+        """With a close's outcome unknown: what to wait for, flat by an unfound close, or None
+        when the position shows the close provably did nothing (it no longer counts)."""
+        if any(o.working for o in orders) or now < followed.quiet_until:
+            return WAIT
+        if position == 0:
+            if executions is not None and not self._agrees(followed, position, executions):
+                # The ledger does not show what flattened it yet: the close's own fill,
+                # whose order is read by id once the executions listing shows it.
+                return WAIT
+            if not followed.last_chance:
+                followed.last_chance = True  # one more read may still list its order
+                return WAIT
+            followed.undecided = False
+            return Decision(Step.FLAT, by_unfound_close=True)
+        if position != followed.unresolved:
+            return WAIT  # moved, and no order of the job's found to say why: read again
+        nothing_created(followed)  # provably did nothing: it does not count
+        return None
 
     def _take_in(
         self, followed: Followed, orders: Sequence[Order], listed: set[str], request_id: str
@@ -133,10 +160,8 @@ class Decider:
                     self._ctx.run_id,
                     target,
                     result,
-                    [order],
-                    request_id,
+                    life.CloseOrders([order], request_id, prior),
                     reconciled=True,
-                    prior=prior,
                 )
                 if prior:
                     followed.books.found_earlier(order)

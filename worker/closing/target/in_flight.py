@@ -37,7 +37,7 @@ def sent(
     found: bool,
 ) -> Next:
     """The close was applied (its reply, or its client id's order found): follow it to flat."""
-    orders, request_id, prior = shown.orders, shown.request_id, shown.prior
+    orders, request_id = shown.orders, shown.request_id
     result.request_ids.append(request_id)
     result.fate = Fate.APPLIED
     journal.attempt_result(
@@ -48,9 +48,7 @@ def sent(
         request_id,
         "found" if found else "ok",
     )
-    record_orders(
-        journal, run_id, target, result, orders, request_id, reconciled=found, prior=prior
-    )
+    record_orders(journal, run_id, target, result, shown, reconciled=found)
     iid = target.instrument_id.lower()
     if not any(o.instrument_id is None or o.instrument_id.lower() == iid for o in orders):
         result.unanswered += 1  # a reply that shows no order of this close: its order is unknown
@@ -110,7 +108,7 @@ def adopted(
         events.order_adopted(
             order, account_id=target.account_id, instrument=target.instrument, request_id=request_id
         )
-    record_orders(journal, run_id, target, result, orders, request_id, reconciled=True)
+    record_orders(journal, run_id, target, result, CloseOrders(orders, request_id), reconciled=True)
     return Next.FOLLOW
 
 
@@ -125,7 +123,8 @@ def earlier_orders(
     """The job's orders from earlier runs of it, read before this run sends anything for the
     target: listed in its result from the start (their fills so far are in the plan's read)."""
     result.reconciled = True
-    record_orders(journal, run_id, target, result, orders, request_id, reconciled=True, prior=True)
+    shown = CloseOrders(orders, request_id, prior=True)
+    record_orders(journal, run_id, target, result, shown, reconciled=True)
 
 
 def closed_earlier(result: TargetResult, orders: Sequence[Order], request_id: str) -> Next:
@@ -159,10 +158,8 @@ def found(
         run_id,
         target,
         result,
-        shown.orders,
-        shown.request_id,
+        shown,
         reconciled=True,
-        prior=shown.prior,
     )
     return Next.FOLLOW
 

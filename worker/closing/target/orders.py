@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from worker.api.models import Order
-from worker.closing.target.value import JournalRecords, Target
+from worker.closing.target.value import CloseOrders, JournalRecords, Target
 from worker.observe import events
 from worker.results import OrderSummary, TargetResult
 
@@ -72,13 +72,12 @@ def record_orders(
     run_id: str,
     target: Target,
     result: TargetResult,
-    orders: Sequence[Order],
-    request_id: str,
+    shown: CloseOrders,
     *,
     reconciled: bool,
-    prior: bool = False,
 ) -> None:
     """Orders of a close (in its reply, or found): listed, journaled, and logged."""
+    orders, request_id, prior = shown.orders, shown.request_id, shown.prior
     for order in orders:
         # A reply may echo another instrument's order (a mixed-up reply): journaled and
         # logged below, but not this target's close.
