@@ -157,16 +157,18 @@ class TargetResult:
     def extra_orders(self) -> bool:
         """More than one closing order filled: a double close, shown, never hidden.
 
-        A closing order is on a side the worker closed this position on: the side of its own
-        orders, or, with none of its own listed (all found by look-ups), the plan's closing
-        side. So a close applied late, found beside the re-send, counts; a desk's order on the
-        other side (buying into the long being sold) is listed but closes nothing of ours.
+        A closing order is on a side the worker closed this position on: the plan's closing
+        side, and the side of each of its own orders (a close back after a double). So a close
+        applied late, found beside the re-send, counts, even when every close on the plan's side
+        was found by look-ups and the job's only answered order is the one that closed the
+        double back; a desk's order on the other side (buying into the long being sold) is
+        listed but closes nothing of ours.
         """
         if len(self.orders) < 2:  # (most targets: asked for every result, several times)
             return False
         sides = {o.side for o in self.orders if o.own}
-        if not sides and self.side in _CLOSING_SIDE:
-            sides = {_CLOSING_SIDE[self.side]}
+        if self.side in _CLOSING_SIDE:
+            sides.add(_CLOSING_SIDE[self.side])
         closing = [o for o in self.orders if not sides or o.side in sides]  # no side known: all
         return sum(o.status in FILLED for o in closing) > 1
 

@@ -58,6 +58,11 @@ class Simulator:
         self._rng_seed = self.config.seed
         self._window: deque[float] = deque()
         self._shutting_down = asyncio.Event()
+        # The gateway's holds (`hold_until_resent`): which requests of a route it holds, and
+        # those held now by method and path, each applied by the next request there.
+        self._holds: dict[str, Callable[[str], bool]] = {}
+        self._held: dict[str, _Held] = {}
+        self.held_applied: list[str] = []  # the paths of held requests applied, in order
         self._after_listing: dict[int, list[Callable[[], object]]] = {}
         # Seeding goes straight to the book.
         self.add_account = self.book.add_account
@@ -145,6 +150,14 @@ class Simulator:
         """Run `action` once, right after the account's next whole-account positions listing
         (the plan's): another participant acting between the plan and the close."""
         self._after_listing.setdefault(account_id, []).append(action)
+
+    def hold_until_resent(self, route: str, only: Callable[[str], bool]) -> None:
+        """A gateway that holds the requests of `route` whose path `only` answers true for,
+        with no reply, until the next request on the same method and path arrives: it applies
+        the held one, then that one (the client gave up on the first and sent it again). A
+        re-send of a held close thus lands while the held close's order still works, however
+        late the client looked; no draw and no time decide it. Counted as `apply_late`."""
+        self._holds[route] = only
 
     def after_submit(self, account_id: int, action: Callable[[], object]) -> None:
         """Run `action` once, right after the account's next order submission is booked (its
@@ -286,11 +299,46 @@ class Simulator:
             account = self.book.accounts.get(account_id)
             if account is None:
                 return error(404, "Some requested entity was not found")
+        key = f"{request.method} {request.path}"
+        held = self._held.pop(key, None)
+        if held is not None:  # the re-send of a held request: the held one is applied first,
+            await request.read()  # in this task, with nothing awaited between the two
+            await held.apply()
+        else:
+            only = self._holds.get(route)
+            if only is not None and only(request.path):
+                return await self._hold(key, request, handler, account)
         fault = faults.draw(self._roll()) if faults is not None else None
         if fault is None or faults is None:
             return await handler(request, account)
         self.stats.faults_injected[fault] += 1
         return await self._faulty(fault, faults, request, handler, account)
+
+    async def _hold(
+        self, key: str, request: web.Request, handler: Handler, account: SimAccount | None
+    ) -> web.Response:
+        """`hold_until_resent`: applied by the next request on `key` as it arrives (or when
+        the simulator shuts down), before that one is; `held_applied` names it then. One whose
+        body never arrives (the client gave up while sending it) is never applied."""
+        self.stats.faults_injected["apply_late"] += 1
+        # Held before anything is awaited, so no request on `key` can pass it unheld.
+        held = _Held(request, handler, account)
+        self._held[key] = held
+        try:
+            await request.read()  # the gateway holds the whole request, body included
+            shutdown = asyncio.ensure_future(self._shutting_down.wait())
+            waits: set[asyncio.Future[Any]] = {shutdown, held.done}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                shutdown.cancel()
+            await held.apply()  # (shutting down; else the re-send applied it: nothing to do)
+            response = await held.done
+            self.held_applied.append(request.path)
+            return response  # the client gave up long ago
+        finally:
+            if self._held.get(key) is held:
+                del self._held[key]
 
     async def _faulty(
         self,
@@ -469,6 +517,24 @@ class Simulator:
             "total_pages": max(1, -(-total // size)),
         }
         return ok(page, **metadata)
+
+
+class _Held:
+    """A request the gateway holds (`Simulator.hold_until_resent`), applied once."""
+
+    def __init__(self, request: web.Request, handler: Handler, account: SimAccount | None) -> None:
+        self._request, self._handler, self._account = request, handler, account
+        self._started = False
+        self.done: asyncio.Future[web.Response] = asyncio.get_running_loop().create_future()
+
+    async def apply(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        try:
+            self.done.set_result(await self._handler(self._request, self._account))
+        except Exception as exc:  # the held request's own task raises it
+            self.done.set_exception(exc)
 
 
 async def _cancel_orders(request: web.Request) -> bool | web.Response:
