@@ -140,14 +140,17 @@ class Escalator:
     ) -> tuple[list[Limit], list[Limit]]:
         """Of these limits, those alone on their instrument among the orders that can still
         fill there, as a listing by status reads them now (any age), and the others; all are
-        the others when the account cannot be read."""
+        the others when the account cannot be read or another's order names no instrument."""
         ours = {x.order.id for x in limits}
         shared: set[str] = set()
         try:
             for start in range(0, len(limits), READ_CHUNK):
                 chunk = [x.target.instrument_id for x in limits[start : start + READ_CHUNK]]
                 listed, _ = await self._reader.working_orders(account_id, chunk)
-                shared.update((o.instrument_id or "").lower() for o in listed if o.id not in ours)
+                others = [o for o in listed if o.id not in ours]
+                if any(o.instrument_id is None for o in others):
+                    return [], limits  # another's order on an instrument not named: by id
+                shared.update((o.instrument_id or "").lower() for o in others)
         except Unauthorized:
             raise
         except ApiError:

@@ -6,6 +6,7 @@ result and the first reason it stopped the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,6 +126,8 @@ async def close_and_follow(
         await follower.finish()
         if protecting is not None:
             protecting.cancel()
+        with contextlib.suppress(Exception):
+            await draining  # what the shutdown settled is recorded before the error goes on
         raise
     finally:
         draining.cancel()
