@@ -155,8 +155,9 @@ async def test_a_killed_submit_orders_run_rerun_adopts_its_own_and_cancels_the_o
         assert by_iid[iid]["outcome"] == "closed"
 
 
+@pytest.mark.parametrize("max_residue_closes", [2, 0])
 async def test_a_rerun_does_not_adopt_what_others_working_orders_would_over_close(
-    sim: Simulator, settings_for: Any, tmp_path: Path
+    sim: Simulator, settings_for: Any, tmp_path: Path, max_residue_closes: int
 ) -> None:
     # Long 100: the killed run's SELL 100 still works, and a trader placed a SELL 50 between
     # the runs. cancel_orders off leaves the trader's order alone: adopting the job's order as
@@ -167,6 +168,11 @@ async def test_a_rerun_does_not_adopt_what_others_working_orders_would_over_clos
     settings = settings_for(sim, **FAST_FOLLOW, close_via="submit_orders")
     own = (await killed_run(sim, settings, keys))[(account, iid)]
     sim.config.fill_delay_s = 0.05  # the rerun's own closes fill at once
+    # The rerun sends no first close here (its earlier order is cancelled, not adopted):
+    # following's close is that first close, so MAX_RESIDUE_CLOSES 0 must not forbid it.
+    settings = settings_for(
+        sim, **FAST_FOLLOW, close_via="submit_orders", max_residue_closes=max_residue_closes
+    )
     # Fills after the rerun waited out the killed run (settle_s) and read the orders.
     desk = sim.add_participant_order(account, iid, "SELL", "50", fill_after_s=2.0)
 

@@ -95,6 +95,7 @@ class Follower:
             self._clock() + self._settings.timeout_s,
             Books.of(target, result),
             watch_only=watch_only,
+            first_unsent=result.attempts == 0,
             position_ref=target.quantity,
             # An earlier run's orders (found by a look, a 409 on the first send, or adopted)
             # filled so far before the plan read the position: those fills are in it. A

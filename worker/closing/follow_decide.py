@@ -79,7 +79,7 @@ class Decider:
             position,
             orders,
             residue_sent=followed.result.residue_closes,
-            max_residue=self._settings.max_residue,
+            max_residue=self._settings.max_residue + followed.first_unsent,
             may_send=not self._ctx.stopping.is_set()
             and now >= followed.quiet_until
             and now >= (self._ctx.sender.wave_at(followed.target) or now),

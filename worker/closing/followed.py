@@ -26,6 +26,10 @@ class Followed:
     # server did (flat: closed); read open with nothing working, it gets a residue close like
     # any other; its failure stands if it never reads flat.
     watch_only: bool = False
+    # Handed over with no close of this run sent (withheld for orders that could still fill,
+    # or adopted): following's first close is the target's first close, not a residue's, so
+    # MAX_RESIDUE_CLOSES counts from the one after it.
+    first_unsent: bool = False
     # What the position must read: `position_ref` (the plan's read; with close_position, the
     # position the server sized the first close for) plus the signed fills of the job's orders
     # since `fills_ref`, plus those of others' orders on the instrument since `others_ref`. A
