@@ -14,7 +14,10 @@ from openapi_core.testing import MockRequest, MockResponse
 
 from worker.simulator import RecordedRequest
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "clearstreet-trading-openapi.json"
+# The official document (2025-10-31), kept in the repository so a clone checks conformance alone;
+# tests/api/test_spec.py says when it differs from the reference copy beside the checkout.
+SPEC = Path(__file__).resolve().parent / "spec" / "clearstreet-trading-openapi.json"
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "clearstreet-trading-openapi.json"
 HOST = "http://localhost:5001"  # one of the spec's declared servers
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.spec_validation import load_spec, validate_request, validate_response
+from tests.spec_validation import REFERENCE, SPEC, load_spec, validate_request, validate_response
 from worker.inputs.targets import TargetSpec
 from worker.run.runner import ExitCode, RunRequest, run
 from worker.simulator import Faults, Simulator
@@ -66,3 +66,12 @@ def test_a_missing_spec_fails_in_ci_and_skips_elsewhere(tmp_path: Path) -> None:
     assert "https://docs.clearstreet.com/api" in str(skipped.value)
     assert "as JSON: python3 -c" in str(skipped.value)
     assert str(missing) in str(skipped.value)
+
+
+def test_the_kept_spec_is_the_reference_copy_where_one_is_beside_the_checkout() -> None:
+    """The repository's copy is what the tests check against; where the project's reference
+    copy sits beside the checkout (../shared), the two must be the same document."""
+    assert SPEC.exists(), SPEC
+    if not REFERENCE.exists():
+        pytest.skip(f"no reference copy at {REFERENCE} to compare with")
+    assert SPEC.read_bytes() == REFERENCE.read_bytes(), "tests/spec/ differs from ../shared/"
